@@ -1,0 +1,65 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+SHELL := /bin/bash
+
+PGHOST_URL   ?= postgres://postgres@127.0.0.1:5432
+DATABASE_URL ?= $(PGHOST_URL)/ledger
+AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672/%2f
+HTTP_ADDR    ?= 127.0.0.1:8080
+export DATABASE_URL AMQP_URL HTTP_ADDR
+
+CARGO ?= cargo
+API   := target/debug/ledger-api
+
+.PHONY: run test services build db openapi openapi-check fmt fmt-check lint clean-test-dbs
+
+## Start PostgreSQL and RabbitMQ if they are not running (installing them if absent).
+services:
+	@scripts/ensure-services.sh
+
+build:
+	$(CARGO) build --workspace --bins
+
+## Create the database when missing and migrate it.
+db: services build
+	@psql "$(PGHOST_URL)/postgres" -Atqc "SELECT 1 FROM pg_database WHERE datname = '$$(basename $(DATABASE_URL))'" | grep -q 1 \
+	  || psql "$(PGHOST_URL)/postgres" -qc "CREATE DATABASE \"$$(basename $(DATABASE_URL))\""
+	@$(API) migrate
+
+## The whole stack, ready for requests. Ctrl-C stops it.
+run: db
+	@KEY=$$($(API) create-tenant dev 2>/dev/null) && \
+	echo "" && \
+	echo "  API:      http://$(HTTP_ADDR)/v1" && \
+	echo "  Docs:     http://$(HTTP_ADDR)/docs/" && \
+	echo "  Spec:     http://$(HTTP_ADDR)/openapi.json" && \
+	echo "  API key:  $$KEY   (tenant \"dev\")" && \
+	echo "" && \
+	echo "  export KEY=$$KEY" && \
+	echo "" && \
+	exec $(API) serve
+
+## Every test, against real PostgreSQL (and RabbitMQ).
+test: services
+	$(CARGO) test --workspace --no-fail-fast
+
+## Regenerate the committed OpenAPI document from the code.
+openapi: build
+	@$(API) openapi > openapi/openapi.json
+	@echo "openapi/openapi.json regenerated"
+
+openapi-check: build
+	@$(API) openapi --check openapi/openapi.json
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Drop test databases left by interrupted test runs.
+clean-test-dbs: services
+	@psql "$(PGHOST_URL)/postgres" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'ledger\_t\_%' OR datname LIKE 'ledger\_tpl\_%'" \
+	  | while read -r db; do psql "$(PGHOST_URL)/postgres" -qc "DROP DATABASE \"$$db\" WITH (FORCE)"; done

@@ -1,0 +1,232 @@
+//! The one place where failures become HTTP: RFC 9457 problem documents
+//! (`application/problem+json`) with a stable machine-readable `code`.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use ledger::money::AmountError;
+use serde::Serialize;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Every `code` a problem document can carry. Clients switch on these; they
+/// never change meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemCode {
+    MalformedJson,
+    InvalidBody,
+    InvalidField,
+    InvalidParameter,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    MissingIdempotencyKey,
+    InvalidIdempotencyKey,
+    IdempotencyKeyReused,
+    RequestInProgress,
+    Unauthorized,
+    NotFound,
+    MethodNotAllowed,
+    AccountNotFound,
+    TransferNotFound,
+    ChargeNotFound,
+    ReservationNotFound,
+    SkuNotFound,
+    InvalidAmount,
+    AmountNotPositive,
+    AmountTooPrecise,
+    AmountTooLarge,
+    UnknownCurrency,
+    CurrencyMismatch,
+    SameAccount,
+    FeeExceedsAmount,
+    InsufficientFunds,
+    OutOfStock,
+    RefundExceedsCharge,
+    NaturalKeyConflict,
+    ReservationNotHeld,
+    Contention,
+    ServiceUnavailable,
+    Internal,
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI reference naming the problem type: `/problems/{code}`.
+    #[serde(rename = "type")]
+    #[schema(example = "/problems/insufficient_funds")]
+    pub type_: String,
+    #[schema(example = "Insufficient funds")]
+    pub title: String,
+    #[schema(example = 402)]
+    pub status: u16,
+    pub detail: String,
+    pub code: ProblemCode,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{code:?}: {detail}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: ProblemCode,
+    pub detail: String,
+    /// Seconds a client should wait before retrying, when retrying can help.
+    pub retry_after: Option<u32>,
+    /// A business outcome (a decline) that the idempotency layer stores and
+    /// replays like a success.
+    pub stored: bool,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: ProblemCode, detail: impl Into<String>) -> Self {
+        ApiError { status, code, detail: detail.into(), retry_after: None, stored: false }
+    }
+    pub fn bad_request(code: ProblemCode, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, detail)
+    }
+    pub fn invalid_field(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::InvalidField, detail)
+    }
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+    fn title(&self) -> &'static str {
+        self.status.canonical_reason().unwrap_or("Error")
+    }
+    pub fn problem(&self) -> Problem {
+        Problem {
+            type_: format!(
+                "/problems/{}",
+                serde_json::to_value(self.code).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+            ),
+            title: self.title().to_owned(),
+            status: self.status.as_u16(),
+            detail: self.detail.clone(),
+            code: self.code,
+        }
+    }
+    pub fn body(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.problem()).expect("a problem serializes")
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status);
+        res.insert_header((header::CONTENT_TYPE, PROBLEM_JSON));
+        if let Some(s) = self.retry_after {
+            res.insert_header((header::RETRY_AFTER, s.to_string()));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        res.body(self.body())
+    }
+}
+
+impl From<AmountError> for ApiError {
+    fn from(e: AmountError) -> Self {
+        let code = match e {
+            AmountError::UnknownCurrency(_) => ProblemCode::UnknownCurrency,
+            AmountError::Malformed(_) => ProblemCode::InvalidAmount,
+            AmountError::NotPositive => ProblemCode::AmountNotPositive,
+            AmountError::TooPrecise { .. } => ProblemCode::AmountTooPrecise,
+            AmountError::TooLarge => ProblemCode::AmountTooLarge,
+        };
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
+    }
+}
+
+impl From<ledger::Error> for ApiError {
+    fn from(e: ledger::Error) -> Self {
+        use ledger::Error as E;
+        let stored = e.is_business_outcome();
+        let (status, code) = match &e {
+            E::Amount(a) => return a.clone().into(),
+            E::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::InvalidField),
+            E::AccountNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::AccountNotFound),
+            E::ChargeNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::ChargeNotFound),
+            E::TransferNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::TransferNotFound),
+            E::ReservationNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::ReservationNotFound),
+            E::SkuNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::SkuNotFound),
+            E::CurrencyMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::CurrencyMismatch),
+            E::SameAccount => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::SameAccount),
+            E::FeeTooLarge => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::FeeExceedsAmount),
+            E::InsufficientFunds { .. } => (StatusCode::PAYMENT_REQUIRED, ProblemCode::InsufficientFunds),
+            E::OutOfStock { .. } => (StatusCode::CONFLICT, ProblemCode::OutOfStock),
+            E::RefundExceedsCharge { .. } => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::RefundExceedsCharge),
+            E::NaturalKeyConflict(_) => (StatusCode::CONFLICT, ProblemCode::NaturalKeyConflict),
+            E::ReservationNotHeld { .. } => (StatusCode::CONFLICT, ProblemCode::ReservationNotHeld),
+            E::Contention => return contention(),
+            E::Database(db) => return database(db),
+            E::Pool(detail) => {
+                tracing::warn!(%detail, "no database connection");
+                return unavailable();
+            }
+        };
+        ApiError { stored, ..ApiError::new(status, code, e.to_string()) }
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        database(&e)
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        ledger::Error::from(e).into()
+    }
+}
+
+fn contention() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ProblemCode::Contention,
+        "a concurrent request holds the same rows; retry with the same Idempotency-Key",
+    )
+    .retry_after(1)
+}
+
+fn unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ProblemCode::ServiceUnavailable,
+        "the database is unavailable; retry",
+    )
+    .retry_after(1)
+}
+
+/// Database failures: lock waits and races are the client's to retry (409),
+/// a lost connection is ours (503), anything else is a bug (an opaque 500 with
+/// the cause in the log only).
+fn database(e: &tokio_postgres::Error) -> ApiError {
+    use tokio_postgres::error::SqlState;
+    match e.code() {
+        Some(c)
+            if *c == SqlState::LOCK_NOT_AVAILABLE
+                || *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::UNIQUE_VIOLATION =>
+        {
+            contention()
+        }
+        Some(c)
+            if *c == SqlState::ADMIN_SHUTDOWN
+                || *c == SqlState::CANNOT_CONNECT_NOW
+                || *c == SqlState::TOO_MANY_CONNECTIONS =>
+        {
+            unavailable()
+        }
+        None if e.is_closed() => unavailable(),
+        _ => {
+            tracing::error!(error = %e, "database error");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ProblemCode::Internal, "internal error")
+        }
+    }
+}

@@ -1,0 +1,119 @@
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use ledger::accounts::{Account, EntryPage, NewAccount};
+use ledger::Currency;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::body::JsonBody;
+use crate::error::{ApiError, Problem};
+use crate::idempotency::{self, Reply};
+use crate::routes::{identifier, IdempotencyKeyHeader};
+use crate::startup::AppState;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccount {
+    /// Your own name for the account, unique among your accounts: creating
+    /// the same reference again returns the existing account.
+    #[schema(example = "buyer-42")]
+    pub reference: String,
+    /// ISO 4217 code.
+    #[schema(value_type = Currency, example = "USD")]
+    pub currency: String,
+    /// Whether the balance may go below zero. Default false. An account that
+    /// stands for money outside the ledger (card funding) allows it.
+    #[serde(default)]
+    pub allow_negative: bool,
+}
+
+/// Create an account.
+#[utoipa::path(
+    tag = "accounts",
+    params(IdempotencyKeyHeader),
+    request_body = CreateAccount,
+    responses(
+        (status = 201, description = "Created", body = Account),
+        (status = 200, description = "An account with this reference and these settings already existed", body = Account),
+        (status = "4XX", description = "Refused; nothing was written", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/accounts")]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    body: JsonBody<CreateAccount>,
+) -> Result<HttpResponse, ApiError> {
+    let new = NewAccount {
+        reference: identifier("reference", &body.value.reference)?,
+        currency: body.value.currency.parse()?,
+        allow_negative: body.value.allow_negative,
+    };
+    idempotency::run(&state, caller.0, &req, &body.canonical, async |tx| {
+        let created = ledger::accounts::create(tx, caller.0, &new).await?;
+        let location = format!("/v1/accounts/{}", created.resource.id);
+        Ok(Reply::created(&created, location))
+    })
+    .await
+}
+
+/// Get an account and its balance.
+#[utoipa::path(
+    tag = "accounts",
+    params(("id" = Uuid, Path, description = "Account id")),
+    responses(
+        (status = 200, description = "The account", body = Account),
+        (status = 404, description = "No such account for this tenant", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/accounts/{id}")]
+pub async fn get(state: web::Data<AppState>, caller: Caller, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+    let client = state.pool.get().await?;
+    let account = ledger::accounts::get(&**client, caller.0, *id).await?;
+    Ok(HttpResponse::Ok().json(account))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EntriesQuery {
+    /// Page size, 1 to 100 (default 50).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// List an account's entries, newest first.
+#[utoipa::path(
+    tag = "accounts",
+    params(("id" = Uuid, Path, description = "Account id"), EntriesQuery),
+    responses(
+        (status = 200, description = "A page of entries", body = EntryPage),
+        (status = 400, description = "Bad cursor or limit", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account for this tenant", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/accounts/{id}/entries")]
+pub async fn entries(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+    query: web::Query<EntriesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::error::ProblemCode::InvalidParameter;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=ledger::accounts::MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(InvalidParameter, "`limit` must be from 1 to 100"));
+    }
+    let cursor =
+        match &query.cursor {
+            Some(c) => Some(c.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| {
+                ApiError::bad_request(InvalidParameter, "`cursor` is not a cursor this API gave out")
+            })?),
+            None => None,
+        };
+    let client = state.pool.get().await?;
+    let page = ledger::accounts::entries(&**client, caller.0, *id, limit, cursor).await?;
+    Ok(HttpResponse::Ok().json(page))
+}

@@ -1,0 +1,94 @@
+//! Every route, registered in one place.
+
+use actix_web::http::StatusCode;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::error::{ApiError, ProblemCode};
+
+pub mod accounts;
+pub mod charges;
+pub mod health;
+pub mod inventory;
+pub mod transfers;
+
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(health::healthz).service(health::readyz).service(
+        utoipa_actix_web::scope("/v1")
+            .service(accounts::create)
+            .service(accounts::get)
+            .service(accounts::entries)
+            .service(transfers::create)
+            .service(transfers::get)
+            .service(charges::create)
+            .service(charges::list)
+            .service(charges::get)
+            .service(charges::refund)
+            .service(inventory::restock)
+            .service(inventory::get_sku)
+            .service(inventory::reserve)
+            .service(inventory::get_reservation)
+            .service(inventory::release),
+    );
+}
+
+/// The `Idempotency-Key` request header, documented once for every effectful POST.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IdempotencyKeyHeader {
+    /// Required. 1 to 255 printable ASCII characters, unique per request you
+    /// mean to make once; the convention is `{order_id}:{attempt}` (plus the
+    /// operation, e.g. `order-1001:1:charge`). A retry with the same key and
+    /// the same request returns the first response byte for byte with
+    /// `Idempotent-Replayed: true`; the same key with another request is
+    /// refused with 422 `idempotency_key_reused`; a retry while the first is
+    /// still running waits for it, or gets 409 `request_in_progress` with
+    /// `Retry-After`. Keys are kept 24 hours by default (configurable).
+    /// Successes and declines (`insufficient_funds`, `out_of_stock`,
+    /// `refund_exceeds_charge`) are stored; validation errors and 5xx are not,
+    /// and nothing was written, so they are safe to retry.
+    #[param(rename = "Idempotency-Key", example = "order-1001:1:charge")]
+    idempotency_key: String,
+}
+
+/// A caller-chosen identifier: 1 to 255 printable ASCII characters.
+pub fn identifier<'a>(field: &str, value: &'a str) -> Result<&'a str, ApiError> {
+    let ok = !value.is_empty()
+        && value.len() <= 255
+        && value.bytes().all(|b| (0x21..=0x7e).contains(&b) || b == b' ')
+        && value.trim() == value;
+    if ok {
+        Ok(value)
+    } else {
+        Err(ApiError::invalid_field(format!(
+            "`{field}` must be 1 to 255 printable ASCII characters without surrounding spaces"
+        )))
+    }
+}
+
+/// A SKU: letters, digits and `._:-`, starting with a letter or digit, at most 100.
+pub fn sku(value: &str) -> Result<&str, ApiError> {
+    let ok = !value.is_empty()
+        && value.len() <= 100
+        && value.as_bytes()[0].is_ascii_alphanumeric()
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+    if ok {
+        Ok(value)
+    } else {
+        Err(ApiError::invalid_field(
+            "`sku` must be 1 to 100 of letters, digits and `._:-`, starting with a letter or digit",
+        ))
+    }
+}
+
+pub fn quantity(value: i64) -> Result<i64, ApiError> {
+    if (1..=ledger::inventory::MAX_QUANTITY).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ApiError::invalid_field(format!("`quantity` must be from 1 to {}", ledger::inventory::MAX_QUANTITY)))
+    }
+}
+
+pub fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, ProblemCode::NotFound, "no such resource")
+}

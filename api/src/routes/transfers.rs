@@ -1,0 +1,85 @@
+use actix_web::http::StatusCode;
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use ledger::money::parse_amount;
+use ledger::transfers::{NewTransfer, Transfer};
+use ledger::Currency;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::body::JsonBody;
+use crate::error::{ApiError, Problem};
+use crate::idempotency::{self, Reply};
+use crate::routes::IdempotencyKeyHeader;
+use crate::startup::AppState;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTransfer {
+    pub source_account_id: Uuid,
+    pub destination_account_id: Uuid,
+    /// A positive decimal string with at most the currency's minor digits.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$", example = "100.00")]
+    pub amount: String,
+    #[schema(value_type = Currency, example = "USD")]
+    pub currency: String,
+    #[schema(example = "wallet top-up")]
+    pub description: Option<String>,
+}
+
+/// Move money between two accounts of the same currency.
+#[utoipa::path(
+    tag = "transfers",
+    params(IdempotencyKeyHeader),
+    request_body = CreateTransfer,
+    responses(
+        (status = 201, description = "Moved", body = Transfer),
+        (status = 402, description = "`insufficient_funds`: the source would go below zero (stored and replayed)", body = Problem, content_type = "application/problem+json"),
+        (status = "4XX", description = "Refused; nothing was written", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/transfers")]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    body: JsonBody<CreateTransfer>,
+) -> Result<HttpResponse, ApiError> {
+    let b = &body.value;
+    let currency: Currency = b.currency.parse()?;
+    let description = match &b.description {
+        Some(d) if d.chars().count() > 500 => {
+            return Err(ApiError::invalid_field("`description` has at most 500 characters"))
+        }
+        d => d.as_deref(),
+    };
+    let new = NewTransfer {
+        source: b.source_account_id,
+        destination: b.destination_account_id,
+        amount: parse_amount(&b.amount, currency)?,
+        currency,
+        description,
+    };
+    idempotency::run(&state, caller.0, &req, &body.canonical, async |tx| {
+        let transfer = ledger::transfers::create(tx, caller.0, &new).await?;
+        let mut reply = Reply::json(StatusCode::CREATED, &transfer);
+        reply.headers.push(("location".into(), format!("/v1/transfers/{}", transfer.id)));
+        Ok(reply)
+    })
+    .await
+}
+
+/// Get a transfer.
+#[utoipa::path(
+    tag = "transfers",
+    params(("id" = Uuid, Path, description = "Transfer id")),
+    responses(
+        (status = 200, description = "The transfer", body = Transfer),
+        (status = 404, description = "No such transfer for this tenant", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/transfers/{id}")]
+pub async fn get(state: web::Data<AppState>, caller: Caller, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+    let client = state.pool.get().await?;
+    Ok(HttpResponse::Ok().json(ledger::transfers::get(&**client, caller.0, *id).await?))
+}

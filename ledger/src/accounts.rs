@@ -1,0 +1,156 @@
+//! Accounts: create (natural key: the tenant's reference), read with balance,
+//! and the account's entries, newest first.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use tokio_postgres::{GenericClient, Row, Transaction};
+use uuid::Uuid;
+
+use crate::money::Currency;
+use crate::{Created, Error, Result, TenantId};
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Account {
+    pub id: Uuid,
+    /// The caller's own name for the account, unique per tenant.
+    #[schema(example = "buyer-42")]
+    pub reference: String,
+    pub currency: Currency,
+    /// Whether the balance may go below zero (an external-funds account may).
+    pub allow_negative: bool,
+    /// The sum of the account's entries.
+    #[schema(value_type = String, pattern = r"^-?[0-9]+(\.[0-9]+)?$", example = "100.00")]
+    pub balance: Decimal,
+    pub created_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, reference, currency, allow_negative, balance, created_at";
+
+fn from_row(row: &Row) -> Result<Account> {
+    let currency: Currency = row.get::<_, String>(2).parse()?;
+    Ok(Account {
+        id: row.get(0),
+        reference: row.get(1),
+        currency,
+        allow_negative: row.get(3),
+        balance: currency.normalize(row.get(4)),
+        created_at: row.get(5),
+    })
+}
+
+pub struct NewAccount<'a> {
+    pub reference: &'a str,
+    pub currency: Currency,
+    pub allow_negative: bool,
+}
+
+pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewAccount<'_>) -> Result<Created<Account>> {
+    let inserted = tx
+        .query_opt(
+            &format!(
+                "INSERT INTO accounts (id, tenant_id, reference, currency, allow_negative) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, reference) DO NOTHING RETURNING {COLUMNS}"
+            ),
+            &[&Uuid::now_v7(), &tenant.0, &new.reference, &new.currency.code(), &new.allow_negative],
+        )
+        .await?;
+    if let Some(row) = inserted {
+        return Ok(Created { resource: from_row(&row)?, created: true });
+    }
+    let existing = tx
+        .query_one(
+            &format!("SELECT {COLUMNS} FROM accounts WHERE tenant_id = $1 AND reference = $2"),
+            &[&tenant.0, &new.reference],
+        )
+        .await?;
+    let existing = from_row(&existing)?;
+    if existing.currency != new.currency || existing.allow_negative != new.allow_negative {
+        return Err(Error::NaturalKeyConflict(format!(
+            "account reference `{}` already names an account with other settings",
+            new.reference
+        )));
+    }
+    Ok(Created { resource: existing, created: false })
+}
+
+pub async fn get(client: &impl GenericClient, tenant: TenantId, id: Uuid) -> Result<Account> {
+    let row = client
+        .query_opt(&format!("SELECT {COLUMNS} FROM accounts WHERE id = $1 AND tenant_id = $2"), &[&id, &tenant.0])
+        .await?
+        .ok_or(Error::AccountNotFound(id))?;
+    from_row(&row)
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Entry {
+    /// Entry id; also the pagination cursor.
+    #[schema(example = "1042")]
+    pub id: String,
+    pub transaction_id: Uuid,
+    /// What the transaction was: transfer, charge or refund.
+    pub kind: EntryKind,
+    /// Signed: positive credits the account, negative debits it.
+    #[schema(value_type = String, pattern = r"^-?[0-9]+(\.[0-9]+)?$", example = "-12.50")]
+    pub amount: Decimal,
+    pub currency: Currency,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    Transfer,
+    Charge,
+    Refund,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EntryPage {
+    pub data: Vec<Entry>,
+    /// Pass as `cursor` to get the next (older) page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+pub const MAX_PAGE: i64 = 100;
+
+/// The account's entries, newest first, `limit` at a time, strictly older
+/// than `cursor` when given.
+pub async fn entries(
+    client: &impl GenericClient,
+    tenant: TenantId,
+    account: Uuid,
+    limit: i64,
+    cursor: Option<i64>,
+) -> Result<EntryPage> {
+    let acc = get(client, tenant, account).await?;
+    let limit = limit.clamp(1, MAX_PAGE);
+    let rows = client
+        .query(
+            "SELECT e.id, e.transaction_id, t.kind, e.amount, e.created_at \
+               FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id \
+              WHERE e.account_id = $1 AND ($2::int8 IS NULL OR e.id < $2) \
+              ORDER BY e.id DESC LIMIT $3",
+            &[&account, &cursor, &(limit + 1)],
+        )
+        .await?;
+    let more = rows.len() as i64 > limit;
+    let data: Vec<Entry> = rows
+        .iter()
+        .take(limit as usize)
+        .map(|r| Entry {
+            id: r.get::<_, i64>(0).to_string(),
+            transaction_id: r.get(1),
+            kind: match r.get::<_, &str>(2) {
+                "charge" => EntryKind::Charge,
+                "refund" => EntryKind::Refund,
+                _ => EntryKind::Transfer,
+            },
+            amount: acc.currency.normalize(r.get(3)),
+            currency: acc.currency,
+            created_at: r.get(4),
+        })
+        .collect();
+    let next_cursor = if more { data.last().map(|e| e.id.clone()) } else { None };
+    Ok(EntryPage { data, next_cursor })
+}

@@ -1,0 +1,276 @@
+//! Charges and their refunds.
+//!
+//! A charge is one balanced transaction: the buyer is debited the amount, the
+//! seller credited the amount less the platform fee, the platform credited
+//! the fee. There is at most one charge per (tenant, order, attempt), forever.
+//! Refunds reverse part or all of it, never more than it, because the charge
+//! row is locked while the refund is checked and a CHECK caps the total.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::Serialize;
+use tokio_postgres::{GenericClient, Row, Transaction};
+use uuid::Uuid;
+
+use crate::money::{parse_amount, Currency};
+use crate::posting::{lock_accounts, post};
+use crate::{Created, Error, Result, TenantId};
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Charge {
+    pub id: Uuid,
+    #[schema(example = "order-1001")]
+    pub order_id: String,
+    #[schema(example = 1)]
+    pub attempt: i32,
+    pub buyer_account_id: Uuid,
+    pub seller_account_id: Uuid,
+    #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "25.00")]
+    pub amount: Decimal,
+    pub currency: Currency,
+    pub platform_fee: Option<PlatformFee>,
+    /// The sum of the charge's refunds.
+    #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "0.00")]
+    pub refunded_amount: Decimal,
+    pub status: ChargeStatus,
+    /// The ledger transaction that moved the money.
+    pub transaction_id: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct PlatformFee {
+    pub account_id: Uuid,
+    #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "2.50")]
+    pub amount: Decimal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChargeStatus {
+    Succeeded,
+    PartiallyRefunded,
+    Refunded,
+}
+
+const COLUMNS: &str = "id, order_id, attempt, buyer_account_id, seller_account_id, amount, currency, \
+                       platform_account_id, fee, refunded_amount, refunded_fee, transaction_id, created_at";
+
+/// A charge row with the columns refunds need that the API does not show.
+struct ChargeRow {
+    charge: Charge,
+    fee: Decimal,
+    refunded_fee: Decimal,
+}
+
+fn from_row(row: &Row) -> Result<ChargeRow> {
+    let currency: Currency = row.get::<_, String>(6).parse()?;
+    let amount = currency.normalize(row.get(5));
+    let fee: Decimal = currency.normalize(row.get(8));
+    let refunded_amount = currency.normalize(row.get(9));
+    let platform: Option<Uuid> = row.get(7);
+    let status = if refunded_amount.is_zero() {
+        ChargeStatus::Succeeded
+    } else if refunded_amount < amount {
+        ChargeStatus::PartiallyRefunded
+    } else {
+        ChargeStatus::Refunded
+    };
+    Ok(ChargeRow {
+        charge: Charge {
+            id: row.get(0),
+            order_id: row.get(1),
+            attempt: row.get(2),
+            buyer_account_id: row.get(3),
+            seller_account_id: row.get(4),
+            amount,
+            currency,
+            platform_fee: platform.map(|account_id| PlatformFee { account_id, amount: fee }),
+            refunded_amount,
+            status,
+            transaction_id: row.get(11),
+            created_at: row.get(12),
+        },
+        fee,
+        refunded_fee: currency.normalize(row.get(10)),
+    })
+}
+
+pub struct NewCharge<'a> {
+    pub order_id: &'a str,
+    pub attempt: i32,
+    pub buyer: Uuid,
+    pub seller: Uuid,
+    pub amount: Decimal,
+    pub currency: Currency,
+    pub platform_fee: Option<PlatformFee>,
+}
+
+impl NewCharge<'_> {
+    fn same_as(&self, c: &Charge) -> bool {
+        self.buyer == c.buyer_account_id
+            && self.seller == c.seller_account_id
+            && self.amount == c.amount
+            && self.currency == c.currency
+            && self.platform_fee == c.platform_fee
+    }
+}
+
+/// Creates the charge of an order attempt, or returns the existing one when
+/// the same attempt was already charged with the same terms.
+pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge<'_>) -> Result<Created<Charge>> {
+    let mut ids = vec![new.buyer, new.seller];
+    if let Some(fee) = &new.platform_fee {
+        if fee.amount > new.amount {
+            return Err(Error::FeeTooLarge);
+        }
+        ids.push(fee.account_id);
+    }
+    if ids[1..].contains(&ids[0]) || ids[2..].contains(&ids[1]) {
+        return Err(Error::SameAccount);
+    }
+    // Lock first, then look for the natural key: a concurrent duplicate of
+    // this attempt waits on the buyer's row lock, and once it gets it, the
+    // first charge is committed and visible to the lookup below.
+    let locked = lock_accounts(tx, tenant, &ids, new.currency).await?;
+    if let Some(existing) = find_attempt(tx, tenant, new.order_id, new.attempt).await? {
+        if !new.same_as(&existing) {
+            return Err(Error::NaturalKeyConflict(format!(
+                "order `{}` attempt {} was already charged with other terms",
+                new.order_id, new.attempt
+            )));
+        }
+        return Ok(Created { resource: existing, created: false });
+    }
+    let fee = new.platform_fee.as_ref().map_or(Decimal::ZERO, |f| f.amount);
+    let mut legs = vec![(new.buyer, -new.amount), (new.seller, new.amount - fee)];
+    if let Some(f) = &new.platform_fee {
+        legs.push((f.account_id, f.amount));
+    }
+    let transaction_id = post(tx, tenant, "charge", new.currency, &locked, &legs).await?;
+    let row = tx
+        .query_one(
+            &format!(
+                "INSERT INTO charges (id, tenant_id, order_id, attempt, buyer_account_id, seller_account_id, \
+                                      platform_account_id, amount, fee, currency, transaction_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLUMNS}"
+            ),
+            &[
+                &Uuid::now_v7(),
+                &tenant.0,
+                &new.order_id,
+                &new.attempt,
+                &new.buyer,
+                &new.seller,
+                &new.platform_fee.as_ref().map(|f| f.account_id),
+                &new.amount,
+                &fee,
+                &new.currency.code(),
+                &transaction_id,
+            ],
+        )
+        .await?;
+    Ok(Created { resource: from_row(&row)?.charge, created: true })
+}
+
+async fn find_attempt(
+    client: &impl GenericClient,
+    tenant: TenantId,
+    order_id: &str,
+    attempt: i32,
+) -> Result<Option<Charge>> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM charges WHERE tenant_id = $1 AND order_id = $2 AND attempt = $3"),
+            &[&tenant.0, &order_id, &attempt],
+        )
+        .await?;
+    row.map(|r| from_row(&r).map(|c| c.charge)).transpose()
+}
+
+pub async fn get(client: &impl GenericClient, tenant: TenantId, id: Uuid) -> Result<Charge> {
+    let row = client
+        .query_opt(&format!("SELECT {COLUMNS} FROM charges WHERE id = $1 AND tenant_id = $2"), &[&id, &tenant.0])
+        .await?
+        .ok_or(Error::ChargeNotFound(id))?;
+    Ok(from_row(&row)?.charge)
+}
+
+/// Every attempt's charge of an order, oldest attempt first.
+pub async fn by_order(client: &impl GenericClient, tenant: TenantId, order_id: &str) -> Result<Vec<Charge>> {
+    let rows = client
+        .query(
+            &format!("SELECT {COLUMNS} FROM charges WHERE tenant_id = $1 AND order_id = $2 ORDER BY attempt"),
+            &[&tenant.0, &order_id],
+        )
+        .await?;
+    rows.iter().map(|r| from_row(r).map(|c| c.charge)).collect()
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Refund {
+    pub id: Uuid,
+    pub charge_id: Uuid,
+    #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "10.00")]
+    pub amount: Decimal,
+    pub currency: Currency,
+    /// The ledger transaction that reversed the money.
+    pub transaction_id: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Refunds `amount` of a charge (all that remains when `None`). The buyer is
+/// credited; the seller and the platform give back their shares in the
+/// proportion of the charge, rounded so that a full refund returns the fee
+/// exactly.
+pub async fn refund(tx: &Transaction<'_>, tenant: TenantId, charge_id: Uuid, amount: Option<&str>) -> Result<Refund> {
+    // The row lock serializes refunds of one charge: two refunds cannot both
+    // see the same remainder.
+    let row = tx
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM charges WHERE id = $1 AND tenant_id = $2 FOR UPDATE"),
+            &[&charge_id, &tenant.0],
+        )
+        .await?
+        .ok_or(Error::ChargeNotFound(charge_id))?;
+    let ChargeRow { charge, fee, refunded_fee } = from_row(&row)?;
+    let currency = charge.currency;
+    let remaining = charge.amount - charge.refunded_amount;
+    let amount = match amount {
+        Some(text) => parse_amount(text, currency)?,
+        None if remaining.is_zero() => return Err(Error::RefundExceedsCharge { remaining }),
+        None => remaining,
+    };
+    if amount > remaining {
+        return Err(Error::RefundExceedsCharge { remaining });
+    }
+    let refunded_after = charge.refunded_amount + amount;
+    let fee_after = if refunded_after == charge.amount {
+        fee
+    } else {
+        (fee * refunded_after / charge.amount)
+            .round_dp_with_strategy(currency.scale(), RoundingStrategy::MidpointNearestEven)
+    };
+    let fee_part = fee_after - refunded_fee;
+    let mut ids = vec![charge.buyer_account_id, charge.seller_account_id];
+    let mut legs = vec![(charge.buyer_account_id, amount), (charge.seller_account_id, -(amount - fee_part))];
+    if let Some(platform) = &charge.platform_fee {
+        ids.push(platform.account_id);
+        legs.push((platform.account_id, -fee_part));
+    }
+    let locked = lock_accounts(tx, tenant, &ids, currency).await?;
+    let transaction_id = post(tx, tenant, "refund", currency, &locked, &legs).await?;
+    tx.execute(
+        "UPDATE charges SET refunded_amount = refunded_amount + $2, refunded_fee = refunded_fee + $3 WHERE id = $1",
+        &[&charge_id, &amount, &fee_part],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            "INSERT INTO refunds (id, tenant_id, charge_id, amount, fee_amount, currency, transaction_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, created_at",
+            &[&Uuid::now_v7(), &tenant.0, &charge_id, &amount, &fee_part, &currency.code(), &transaction_id],
+        )
+        .await?;
+    Ok(Refund { id: row.get(0), charge_id, amount, currency, transaction_id, created_at: row.get(1) })
+}

@@ -1,0 +1,62 @@
+//! Connections: the tokio-postgres pool for the request path, diesel for the
+//! schema (embedded migrations) and the administrative commands.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
+
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    pub max_size: usize,
+    /// How long a request waits for a free connection before it is refused.
+    pub wait_timeout: Duration,
+    /// How long any statement waits for a row lock (a concurrent duplicate, a
+    /// hot account) before it gives up. Bounds every wait in the service.
+    pub lock_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions { max_size: 16, wait_timeout: Duration::from_secs(5), lock_timeout: Duration::from_secs(5) }
+    }
+}
+
+pub fn pool(database_url: &str, opts: &PoolOptions) -> Result<Pool, String> {
+    let mut pg: tokio_postgres::Config = database_url.parse().map_err(|e| format!("DATABASE_URL: {e}"))?;
+    pg.options(format!("-c lock_timeout={}", opts.lock_timeout.as_millis()));
+    pg.application_name("ledger");
+    let manager =
+        Manager::from_config(pg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Pool::builder(manager)
+        .max_size(opts.max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(opts.wait_timeout))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Runs the pending embedded migrations and returns their names.
+///
+/// diesel's harness is synchronous; it runs on a thread of its own with the
+/// wrapper's own runtime, so it can be called from any async context.
+pub async fn migrate(database_url: &str) -> Result<Vec<String>, String> {
+    use diesel::Connection;
+    use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+    use diesel_async::AsyncPgConnection;
+
+    let url = database_url.to_owned();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let run = || -> Result<Vec<String>, String> {
+            let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url).map_err(|e| e.to_string())?;
+            let done = conn.run_pending_migrations(MIGRATIONS).map_err(|e| e.to_string())?;
+            Ok(done.iter().map(|v| v.to_string()).collect())
+        };
+        let _ = tx.send(run());
+    });
+    rx.await.map_err(|_| "the migration thread died".to_owned())?
+}

@@ -1,0 +1,222 @@
+//! Stock: restocks, reservations and their release.
+//!
+//! `skus.on_hand` is restocked minus committed; `skus.reserved` is what held
+//! reservations keep aside. The CHECK `reserved <= on_hand` makes overselling
+//! impossible even if the code were wrong; the conditional UPDATE makes it
+//! a clean `OutOfStock` answer instead of an error.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::{GenericClient, Row, Transaction};
+use uuid::Uuid;
+
+use crate::{Created, Error, Result, TenantId};
+
+/// The largest quantity one restock or reservation may carry.
+pub const MAX_QUANTITY: i64 = 1_000_000;
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Sku {
+    #[schema(example = "mug-blue")]
+    pub sku: String,
+    /// Restocked minus committed (sold and paid).
+    pub on_hand: i64,
+    /// Held by reservations of orders not yet paid.
+    pub reserved: i64,
+    /// What a new reservation can still take: on hand minus reserved.
+    pub available: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+fn sku_from_row(row: &Row) -> Sku {
+    let on_hand: i64 = row.get(1);
+    let reserved: i64 = row.get(2);
+    Sku { sku: row.get(0), on_hand, reserved, available: on_hand - reserved, updated_at: row.get(3) }
+}
+
+/// Adds `quantity` to the SKU's stock, creating the SKU on its first restock.
+pub async fn restock(tx: &Transaction<'_>, tenant: TenantId, sku: &str, quantity: i64) -> Result<Sku> {
+    let row = tx
+        .query_one(
+            "INSERT INTO skus (tenant_id, sku, on_hand) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id, sku) DO UPDATE SET on_hand = skus.on_hand + EXCLUDED.on_hand, updated_at = now() \
+             RETURNING sku, on_hand, reserved, updated_at",
+            &[&tenant.0, &sku, &quantity],
+        )
+        .await?;
+    tx.execute(
+        "INSERT INTO stock_entries (tenant_id, sku, kind, quantity) VALUES ($1, $2, 'restock', $3)",
+        &[&tenant.0, &sku, &quantity],
+    )
+    .await?;
+    Ok(sku_from_row(&row))
+}
+
+pub async fn get_sku(client: &impl GenericClient, tenant: TenantId, sku: &str) -> Result<Sku> {
+    let row = client
+        .query_opt(
+            "SELECT sku, on_hand, reserved, updated_at FROM skus WHERE tenant_id = $1 AND sku = $2",
+            &[&tenant.0, &sku],
+        )
+        .await?
+        .ok_or_else(|| Error::SkuNotFound(sku.to_owned()))?;
+    Ok(sku_from_row(&row))
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Reservation {
+    pub id: Uuid,
+    #[schema(example = "order-1001")]
+    pub order_id: String,
+    #[schema(example = "mug-blue")]
+    pub sku: String,
+    #[schema(example = 1)]
+    pub quantity: i64,
+    pub status: ReservationStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReservationStatus {
+    /// Stock is set aside for the order.
+    Held,
+    /// The hold was given back before payment.
+    Released,
+    /// The order was paid and the stock left the shelf.
+    Committed,
+}
+
+impl ReservationStatus {
+    fn parse(s: &str) -> Self {
+        match s {
+            "released" => ReservationStatus::Released,
+            "committed" => ReservationStatus::Committed,
+            _ => ReservationStatus::Held,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReservationStatus::Held => "held",
+            ReservationStatus::Released => "released",
+            ReservationStatus::Committed => "committed",
+        }
+    }
+}
+
+const RESERVATION_COLUMNS: &str = "id, order_id, sku, quantity, status, created_at, updated_at";
+
+fn reservation_from_row(row: &Row) -> Reservation {
+    Reservation {
+        id: row.get(0),
+        order_id: row.get(1),
+        sku: row.get(2),
+        quantity: row.get(3),
+        status: ReservationStatus::parse(row.get(4)),
+        created_at: row.get(5),
+        updated_at: row.get(6),
+    }
+}
+
+/// Holds `quantity` of `sku` for an order, or returns the existing hold of
+/// that order and SKU when it asked for the same quantity.
+pub async fn reserve(
+    tx: &Transaction<'_>,
+    tenant: TenantId,
+    order_id: &str,
+    sku: &str,
+    quantity: i64,
+) -> Result<Created<Reservation>> {
+    // Lock the SKU first: concurrent reservations of one SKU queue here, and
+    // a concurrent duplicate of this order finds the first one's row below.
+    let stock = tx
+        .query_opt(
+            "SELECT on_hand, reserved FROM skus WHERE tenant_id = $1 AND sku = $2 FOR UPDATE",
+            &[&tenant.0, &sku],
+        )
+        .await?
+        .ok_or_else(|| Error::SkuNotFound(sku.to_owned()))?;
+    let existing = tx
+        .query_opt(
+            &format!(
+                "SELECT {RESERVATION_COLUMNS} FROM reservations WHERE tenant_id = $1 AND order_id = $2 AND sku = $3"
+            ),
+            &[&tenant.0, &order_id, &sku],
+        )
+        .await?;
+    if let Some(row) = existing {
+        let existing = reservation_from_row(&row);
+        if existing.quantity != quantity {
+            return Err(Error::NaturalKeyConflict(format!(
+                "order `{order_id}` already holds a reservation of `{sku}` for {} units",
+                existing.quantity
+            )));
+        }
+        return Ok(Created { resource: existing, created: false });
+    }
+    let (on_hand, reserved): (i64, i64) = (stock.get(0), stock.get(1));
+    if on_hand - reserved < quantity {
+        return Err(Error::OutOfStock { sku: sku.to_owned(), available: on_hand - reserved, requested: quantity });
+    }
+    tx.execute(
+        "UPDATE skus SET reserved = reserved + $3, updated_at = now() WHERE tenant_id = $1 AND sku = $2",
+        &[&tenant.0, &sku, &quantity],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            &format!(
+                "INSERT INTO reservations (id, tenant_id, order_id, sku, quantity, status) \
+                 VALUES ($1, $2, $3, $4, $5, 'held') RETURNING {RESERVATION_COLUMNS}"
+            ),
+            &[&Uuid::now_v7(), &tenant.0, &order_id, &sku, &quantity],
+        )
+        .await?;
+    Ok(Created { resource: reservation_from_row(&row), created: true })
+}
+
+pub async fn get_reservation(client: &impl GenericClient, tenant: TenantId, id: Uuid) -> Result<Reservation> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id = $1 AND tenant_id = $2"),
+            &[&id, &tenant.0],
+        )
+        .await?
+        .ok_or(Error::ReservationNotFound(id))?;
+    Ok(reservation_from_row(&row))
+}
+
+/// Gives a held reservation's stock back. Releasing a released reservation
+/// changes nothing and returns it; a committed one cannot be released.
+pub async fn release(tx: &Transaction<'_>, tenant: TenantId, id: Uuid) -> Result<Reservation> {
+    let row = tx
+        .query_opt(
+            &format!("SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id = $1 AND tenant_id = $2 FOR UPDATE"),
+            &[&id, &tenant.0],
+        )
+        .await?
+        .ok_or(Error::ReservationNotFound(id))?;
+    let reservation = reservation_from_row(&row);
+    match reservation.status {
+        ReservationStatus::Released => return Ok(reservation),
+        ReservationStatus::Committed => {
+            return Err(Error::ReservationNotHeld { id, status: reservation.status.as_str().into() })
+        }
+        ReservationStatus::Held => {}
+    }
+    tx.execute(
+        "UPDATE skus SET reserved = reserved - $3, updated_at = now() WHERE tenant_id = $1 AND sku = $2",
+        &[&tenant.0, &reservation.sku, &reservation.quantity],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            &format!(
+                "UPDATE reservations SET status = 'released', updated_at = now() WHERE id = $1 RETURNING {RESERVATION_COLUMNS}"
+            ),
+            &[&id],
+        )
+        .await?;
+    Ok(reservation_from_row(&row))
+}

@@ -1,0 +1,177 @@
+// The diesel schema of `migrations/`, in the form `diesel print-schema` writes.
+
+diesel::table! {
+    accounts (id) {
+        id -> Uuid,
+        tenant_id -> Uuid,
+        reference -> Text,
+        currency -> Text,
+        allow_negative -> Bool,
+        balance -> Numeric,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> Uuid,
+        tenant_id -> Uuid,
+        key_hash -> Bytea,
+        prefix -> Text,
+        created_at -> Timestamptz,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    charges (id) {
+        id -> Uuid,
+        tenant_id -> Uuid,
+        order_id -> Text,
+        attempt -> Int4,
+        buyer_account_id -> Uuid,
+        seller_account_id -> Uuid,
+        platform_account_id -> Nullable<Uuid>,
+        amount -> Numeric,
+        fee -> Numeric,
+        currency -> Text,
+        refunded_amount -> Numeric,
+        refunded_fee -> Numeric,
+        transaction_id -> Uuid,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (tenant_id, key) {
+        tenant_id -> Uuid,
+        key -> Text,
+        fingerprint -> Bytea,
+        status_code -> Nullable<Int2>,
+        content_type -> Nullable<Text>,
+        response_headers -> Jsonb,
+        response_body -> Nullable<Bytea>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    ledger_entries (id) {
+        id -> Int8,
+        transaction_id -> Uuid,
+        leg -> Int2,
+        account_id -> Uuid,
+        amount -> Numeric,
+        currency -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    ledger_transactions (id) {
+        id -> Uuid,
+        tenant_id -> Uuid,
+        kind -> Text,
+        currency -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    refunds (id) {
+        id -> Uuid,
+        tenant_id -> Uuid,
+        charge_id -> Uuid,
+        amount -> Numeric,
+        fee_amount -> Numeric,
+        currency -> Text,
+        transaction_id -> Uuid,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    reservations (id) {
+        id -> Uuid,
+        tenant_id -> Uuid,
+        order_id -> Text,
+        sku -> Text,
+        quantity -> Int8,
+        status -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    skus (tenant_id, sku) {
+        tenant_id -> Uuid,
+        sku -> Text,
+        on_hand -> Int8,
+        reserved -> Int8,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    stock_entries (id) {
+        id -> Int8,
+        tenant_id -> Uuid,
+        sku -> Text,
+        kind -> Text,
+        quantity -> Int8,
+        order_id -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    tenants (id) {
+        id -> Uuid,
+        name -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    transfers (id) {
+        id -> Uuid,
+        tenant_id -> Uuid,
+        source_account_id -> Uuid,
+        destination_account_id -> Uuid,
+        amount -> Numeric,
+        currency -> Text,
+        description -> Nullable<Text>,
+        transaction_id -> Uuid,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(accounts -> tenants (tenant_id));
+diesel::joinable!(api_keys -> tenants (tenant_id));
+diesel::joinable!(charges -> ledger_transactions (transaction_id));
+diesel::joinable!(charges -> tenants (tenant_id));
+diesel::joinable!(idempotency_keys -> tenants (tenant_id));
+diesel::joinable!(ledger_entries -> ledger_transactions (transaction_id));
+diesel::joinable!(ledger_transactions -> tenants (tenant_id));
+diesel::joinable!(refunds -> charges (charge_id));
+diesel::joinable!(refunds -> ledger_transactions (transaction_id));
+diesel::joinable!(refunds -> tenants (tenant_id));
+diesel::joinable!(transfers -> ledger_transactions (transaction_id));
+diesel::joinable!(transfers -> tenants (tenant_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    accounts,
+    api_keys,
+    charges,
+    idempotency_keys,
+    ledger_entries,
+    ledger_transactions,
+    refunds,
+    reservations,
+    skus,
+    stock_entries,
+    tenants,
+    transfers,
+);

@@ -1,0 +1,14 @@
+DROP TABLE idempotency_keys;
+DROP TABLE reservations;
+DROP TABLE stock_entries;
+DROP TABLE skus;
+DROP TABLE refunds;
+DROP TABLE charges;
+DROP TABLE transfers;
+DROP TABLE ledger_entries;
+DROP TABLE ledger_transactions;
+DROP FUNCTION ledger_check_balanced();
+DROP FUNCTION ledger_reject_change();
+DROP TABLE accounts;
+DROP TABLE api_keys;
+DROP TABLE tenants;

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Makes sure PostgreSQL and RabbitMQ are installed, running and reachable at
+# the addresses the service uses by default. Installs them from Debian's
+# packages when absent, starts them when stopped, and reuses them otherwise.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for() { # name, tries, command...
+  local name=$1 tries=$2; shift 2
+  for _ in $(seq "$tries"); do
+    if "$@"; then return 0; fi
+    sleep 1
+  done
+  echo "ensure-services: $name did not come up" >&2
+  return 1
+}
+
+missing=()
+command -v pg_ctlcluster >/dev/null 2>&1 || missing+=(postgresql postgresql-client)
+command -v rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "ensure-services: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# PostgreSQL
+if ! port_open 5432; then
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  echo "ensure-services: starting PostgreSQL $version"
+  $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  wait_for PostgreSQL 30 port_open 5432
+fi
+if ! psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'SELECT 1' >/dev/null 2>&1; then
+  # A fresh Debian cluster asks for a password over TCP. For local
+  # development, let the postgres user in from loopback.
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  hba=/etc/postgresql/$version/main/pg_hba.conf
+  echo "ensure-services: allowing user postgres from 127.0.0.1 without a password ($hba)"
+  $SUDO sed -i '1i host all postgres 127.0.0.1/32 trust\nhost all postgres ::1/128 trust' "$hba"
+  $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+  wait_for "PostgreSQL login" 10 psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'SELECT 1'
+fi
+
+# RabbitMQ
+if ! port_open 5672; then
+  echo "ensure-services: starting RabbitMQ"
+  $SUDO rabbitmq-server -detached || true
+  wait_for RabbitMQ 60 port_open 5672
+  $SUDO rabbitmqctl -q await_startup >/dev/null 2>&1 || true
+fi
