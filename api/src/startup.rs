@@ -81,6 +81,10 @@ impl Application {
         self.port
     }
 
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
     pub fn pool(&self) -> &Pool {
         &self.pool
     }

@@ -1,1 +1,286 @@
+//! Test support: each test gets its own database, copied from a migrated
+//! template, and the real server built by the production builder on port 0.
 
+use std::sync::OnceLock;
+
+use api::config::Config;
+use api::startup::Application;
+use awc::http::StatusCode;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// Admin connection for creating and dropping test databases.
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn url_for(db: &str) -> String {
+    let admin = admin_url();
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    format!("{base}/{db}")
+}
+
+async fn admin() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await.expect("PostgreSQL is up");
+    tokio::spawn(conn);
+    client
+}
+
+/// The template's name carries a digest of the migrations, so a changed
+/// migration gets a new template and an unchanged one is reused across runs.
+fn template_name() -> &'static str {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations");
+        let mut files: Vec<_> = walk(std::path::Path::new(dir));
+        files.sort();
+        let mut h = Sha256::new();
+        for f in files {
+            h.update(f.to_string_lossy().as_bytes());
+            h.update(std::fs::read(&f).unwrap());
+        }
+        format!("ledger_tpl_{}", &hex::encode(h.finalize())[..16])
+    })
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+async fn ensure_template(admin: &tokio_postgres::Client) -> &'static str {
+    let name = template_name();
+    // One process at a time builds the template; the others wait and reuse it.
+    admin.execute("SELECT pg_advisory_lock(727274)", &[]).await.unwrap();
+    let exists = admin.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name]).await.unwrap().is_some();
+    if !exists {
+        let tmp = format!("{name}_build");
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {tmp} WITH (FORCE)")).await.unwrap();
+        admin.batch_execute(&format!("CREATE DATABASE {tmp}")).await.unwrap();
+        ledger::db::migrate(&url_for(&tmp)).await.expect("migrations apply");
+        admin.batch_execute(&format!("ALTER DATABASE {tmp} RENAME TO {name}")).await.unwrap();
+    }
+    admin.execute("SELECT pg_advisory_unlock(727274)", &[]).await.unwrap();
+    name
+}
+
+/// A database of its own, dropped when the value is dropped.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let admin = admin().await;
+        let template = ensure_template(&admin).await;
+        let name = format!("ledger_t_{}", Uuid::new_v4().simple());
+        admin.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}")).await.unwrap();
+        TestDb { url: url_for(&name), name }
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+    }
+
+    /// Rows in a table: the effect tests assert on.
+    pub async fn count(&self, table: &str) -> i64 {
+        self.client().await.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.unwrap().get(0)
+    }
+
+    /// Rows in every table that holds an effect or a stored response.
+    pub async fn counts(&self) -> Vec<(String, i64)> {
+        let mut out = Vec::new();
+        for t in [
+            "accounts",
+            "ledger_transactions",
+            "ledger_entries",
+            "transfers",
+            "charges",
+            "refunds",
+            "skus",
+            "stock_entries",
+            "reservations",
+            "idempotency_keys",
+        ] {
+            out.push((t.to_owned(), self.count(t).await));
+        }
+        out
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside async; a thread of its own with a small runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok((client, conn)) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub db: TestDb,
+    handle: actix_web::dev::ServerHandle,
+    pub http: awc::Client,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // The stop command is sent when `stop` is called; its future only
+        // reports completion, which a synchronous drop cannot wait for.
+        drop(self.handle.stop(false));
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let db = TestDb::new().await;
+    let mut config = Config::local(&db.url);
+    config.http_addr = "127.0.0.1:0".into();
+    config.http_workers = Some(2);
+    config.db_pool_size = 20;
+    tweak(&mut config);
+    let app = Application::build(config).await.expect("the app builds");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    actix_web::rt::spawn(app.run_until_stopped());
+    let http = awc::Client::builder().timeout(std::time::Duration::from_secs(60)).finish();
+    TestApp { base, db, handle, http }
+}
+
+/// What a request answered: status, the headers tests look at, raw body.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub replayed: bool,
+    pub natural_key_replayed: bool,
+    pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} replayed={} {}",
+            self.status,
+            self.content_type,
+            self.replayed,
+            String::from_utf8_lossy(&self.body)
+        )
+    }
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body));
+        })
+    }
+    /// The problem `code` of an error answer (and checks it is a problem).
+    pub fn code(&self) -> String {
+        assert_eq!(self.content_type, "application/problem+json", "{self:?}");
+        self.json()["code"].as_str().unwrap().to_owned()
+    }
+    pub fn id(&self) -> String {
+        self.json()["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no id in {}", String::from_utf8_lossy(&self.body)))
+            .to_owned()
+    }
+}
+
+impl TestApp {
+    /// A new tenant and its API key.
+    pub async fn tenant(&self, name: &str) -> String {
+        let mut conn = ledger::tenants::connect(&self.db.url).await.unwrap();
+        ledger::tenants::create_with_key(&mut conn, name).await.unwrap().1
+    }
+
+    pub async fn send(&self, method: &str, path: &str, key: &str, idem: Option<&str>, body: Option<&[u8]>) -> Answer {
+        let mut req = self
+            .http
+            .request(awc::http::Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{}", self.base, path))
+            .insert_header(("Authorization", format!("Bearer {key}")));
+        if let Some(k) = idem {
+            req = req.insert_header(("Idempotency-Key", k));
+        }
+        let mut res = match body {
+            Some(b) => req.insert_header(("Content-Type", "application/json")).send_body(b.to_vec()).await,
+            None => req.send().await,
+        }
+        .expect("the server answers");
+        let header = |n: &str| res.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let content_type = header("content-type");
+        let replayed = header("idempotent-replayed") == "true";
+        let natural_key_replayed = header("natural-key-replayed") == "true";
+        let body = res.body().limit(10 << 20).await.unwrap().to_vec();
+        Answer { status: res.status(), content_type, replayed, natural_key_replayed, body }
+    }
+
+    pub async fn post(&self, path: &str, key: &str, idem: &str, body: Value) -> Answer {
+        self.send("POST", path, key, Some(idem), Some(body.to_string().as_bytes())).await
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Answer {
+        self.send("GET", path, key, None, None).await
+    }
+
+    /// Creates an account and returns its id.
+    pub async fn account(&self, key: &str, reference: &str, currency: &str, allow_negative: bool) -> String {
+        let a = self
+            .post(
+                "/v1/accounts",
+                key,
+                &format!("acct:{reference}"),
+                serde_json::json!({"reference": reference, "currency": currency, "allow_negative": allow_negative}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{a:?}");
+        a.id()
+    }
+
+    /// An account funded with `amount` from an external-funds account.
+    pub async fn funded(&self, key: &str, reference: &str, amount: &str) -> String {
+        let external = format!("external-{reference}");
+        let ext = self.account(key, &external, "USD", true).await;
+        let id = self.account(key, reference, "USD", false).await;
+        let t = self
+            .post(
+                "/v1/transfers",
+                key,
+                &format!("fund:{reference}"),
+                serde_json::json!({"source_account_id": ext, "destination_account_id": id, "amount": amount, "currency": "USD"}),
+            )
+            .await;
+        assert_eq!(t.status, StatusCode::CREATED, "{t:?}");
+        id
+    }
+
+    pub async fn balance(&self, key: &str, account: &str) -> String {
+        self.get(&format!("/v1/accounts/{account}"), key).await.json()["balance"].as_str().unwrap().to_owned()
+    }
+}

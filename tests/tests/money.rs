@@ -1,0 +1,199 @@
+//! Charges, refunds and the ledger's own guarantees, under concurrency.
+
+use awc::http::StatusCode;
+use futures::future::join_all;
+use ledger_tests::spawn_app;
+use rust_decimal::Decimal;
+use serde_json::json;
+use std::str::FromStr;
+
+fn dec(s: &str) -> Decimal {
+    Decimal::from_str(s).unwrap()
+}
+
+#[actix_web::test]
+async fn concurrent_charges_never_take_a_buyer_below_zero() {
+    let app = spawn_app().await;
+    let key = app.tenant("shop").await;
+    let buyer = app.funded(&key, "buyer", "100.00").await;
+    let seller = app.account(&key, "seller", "USD", false).await;
+    // 40 charges of 7.00 against 100.00: at most 14 can succeed
+    let (app, key, buyer, seller) = (&app, &key, &buyer, &seller);
+    let answers = join_all((0..40).map(|i| async move {
+        app.post(
+            "/v1/charges",
+            key,
+            &format!("drain-{i}:1"),
+            json!({"order_id": format!("drain-{i}"), "attempt": 1, "buyer_account_id": buyer,
+                   "seller_account_id": seller, "amount": "7.00", "currency": "USD"}),
+        )
+        .await
+    }))
+    .await;
+    let ok = answers.iter().filter(|a| a.status == StatusCode::CREATED).count();
+    let declined = answers.iter().filter(|a| a.status == StatusCode::PAYMENT_REQUIRED).count();
+    assert_eq!(ok + declined, 40, "every request is a charge or a decline: {answers:?}");
+    assert_eq!(ok, 14);
+    let balance = dec(&app.balance(key, buyer).await);
+    assert!(balance >= Decimal::ZERO);
+    assert_eq!(balance, dec("100.00") - dec("7.00") * Decimal::from(ok as i64));
+    assert_eq!(dec(&app.balance(key, seller).await), dec("7.00") * Decimal::from(ok as i64));
+    assert_eq!(app.db.count("charges").await, ok as i64);
+}
+
+#[actix_web::test]
+async fn a_charge_splits_into_seller_and_platform_and_refunds_return_the_fee_exactly() {
+    let app = spawn_app().await;
+    let key = app.tenant("shop").await;
+    let buyer = app.funded(&key, "buyer", "100.00").await;
+    let seller = app.account(&key, "seller", "USD", false).await;
+    let platform = app.account(&key, "platform", "USD", false).await;
+    let c = app
+        .post(
+            "/v1/charges",
+            &key,
+            "o:1",
+            json!({"order_id": "o", "attempt": 1, "buyer_account_id": buyer, "seller_account_id": seller,
+                   "amount": "10.00", "currency": "USD", "platform_fee": {"account_id": platform, "amount": "1.00"}}),
+        )
+        .await;
+    assert_eq!(c.status, StatusCode::CREATED, "{c:?}");
+    assert_eq!(app.balance(&key, &buyer).await, "90.00");
+    assert_eq!(app.balance(&key, &seller).await, "9.00");
+    assert_eq!(app.balance(&key, &platform).await, "1.00");
+    let charge = c.id();
+    // three refunds of 3.33, 3.33, 3.34: the fee comes back in rounded steps and exactly in total
+    for (i, amount) in ["3.33", "3.33", "3.34"].iter().enumerate() {
+        let r =
+            app.post(&format!("/v1/charges/{charge}/refunds"), &key, &format!("r{i}"), json!({"amount": amount})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    }
+    assert_eq!(app.balance(&key, &buyer).await, "100.00");
+    assert_eq!(app.balance(&key, &seller).await, "0.00");
+    assert_eq!(app.balance(&key, &platform).await, "0.00");
+    let got = app.get(&format!("/v1/charges/{charge}"), &key).await.json();
+    assert_eq!(got["status"], "refunded");
+    assert_eq!(got["refunded_amount"], "10.00");
+    let more = app.post(&format!("/v1/charges/{charge}/refunds"), &key, "r-more", json!({})).await;
+    assert_eq!((more.status, more.code().as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "refund_exceeds_charge"));
+}
+
+#[actix_web::test]
+async fn concurrent_refunds_never_exceed_the_charge() {
+    let app = spawn_app().await;
+    let key = app.tenant("shop").await;
+    let buyer = app.funded(&key, "buyer", "100.00").await;
+    let seller = app.account(&key, "seller", "USD", false).await;
+    let c = app
+        .post(
+            "/v1/charges",
+            &key,
+            "o:1",
+            json!({"order_id": "o", "attempt": 1, "buyer_account_id": buyer, "seller_account_id": seller,
+                   "amount": "50.00", "currency": "USD"}),
+        )
+        .await;
+    let charge = c.id();
+    // 30 concurrent refunds of 4.00 against 50.00: 12 fit (48.00)
+    let (app, key, charge_ref) = (&app, &key, &charge);
+    let answers = join_all((0..30).map(|i| async move {
+        app.post(&format!("/v1/charges/{charge_ref}/refunds"), key, &format!("refund-{i}"), json!({"amount": "4.00"}))
+            .await
+    }))
+    .await;
+    let ok = answers.iter().filter(|a| a.status == StatusCode::CREATED).count();
+    let refused = answers.iter().filter(|a| a.status == StatusCode::UNPROCESSABLE_ENTITY).count();
+    assert_eq!((ok, refused), (12, 18), "{answers:?}");
+    let refunded: Decimal = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT coalesce(sum(amount), 0) FROM refunds WHERE charge_id = $1",
+            &[&uuid::Uuid::parse_str(&charge).unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(refunded, dec("48.00"));
+    assert_eq!(app.balance(key, &buyer).await, "98.00");
+    assert_eq!(app.balance(key, &seller).await, "2.00");
+    let got = app.get(&format!("/v1/charges/{charge}"), key).await.json();
+    assert_eq!(got["refunded_amount"], "48.00");
+}
+
+#[actix_web::test]
+async fn ledger_entries_cannot_be_rewritten_and_transactions_must_balance() {
+    let app = spawn_app().await;
+    let key = app.tenant("shop").await;
+    app.funded(&key, "buyer", "10.00").await;
+    app.post("/v1/skus/mug/restocks", &key, "restock", json!({"quantity": 3})).await;
+    let db = app.db.client().await;
+    for sql in [
+        "UPDATE ledger_entries SET amount = amount * 2",
+        "DELETE FROM ledger_entries",
+        "TRUNCATE ledger_entries CASCADE",
+        "UPDATE ledger_transactions SET kind = 'charge'",
+        "DELETE FROM ledger_transactions",
+        "UPDATE stock_entries SET quantity = 100",
+        "DELETE FROM stock_entries",
+    ] {
+        let err = db.batch_execute(sql).await.expect_err(sql);
+        assert!(err.as_db_error().unwrap().message().contains("append-only"), "{sql}: {err}");
+    }
+    assert_eq!(app.db.count("ledger_entries").await, 2);
+    assert_eq!(app.db.count("stock_entries").await, 1);
+
+    // an unbalanced transaction is refused at commit
+    let err = db
+        .batch_execute(
+            "BEGIN;
+             INSERT INTO ledger_transactions (id, tenant_id, kind, currency)
+                  SELECT '00000000-0000-7000-8000-0000000000aa', tenant_id, 'transfer', 'USD' FROM accounts LIMIT 1;
+             INSERT INTO ledger_entries (transaction_id, leg, account_id, amount, currency)
+                  SELECT '00000000-0000-7000-8000-0000000000aa', 0, id, 5, 'USD' FROM accounts LIMIT 1;
+             COMMIT;",
+        )
+        .await
+        .expect_err("an unbalanced transaction commits");
+    assert!(err.as_db_error().unwrap().message().contains("does not sum to zero"), "{err}");
+    assert_eq!(app.db.count("ledger_entries").await, 2);
+}
+
+#[actix_web::test]
+async fn entries_page_newest_first() {
+    let app = spawn_app().await;
+    let key = app.tenant("shop").await;
+    let buyer = app.funded(&key, "buyer", "100.00").await;
+    let seller = app.account(&key, "seller", "USD", false).await;
+    for i in 1..=5 {
+        let a = app
+            .post(
+                "/v1/transfers",
+                &key,
+                &format!("t{i}"),
+                json!({"source_account_id": buyer, "destination_account_id": seller, "amount": format!("{i}.00"), "currency": "USD"}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED);
+    }
+    let mut amounts = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/accounts/{seller}/entries?limit=2&cursor={c}"),
+            None => format!("/v1/accounts/{seller}/entries?limit=2"),
+        };
+        let page = app.get(&path, &key).await.json();
+        for e in page["data"].as_array().unwrap() {
+            amounts.push(e["amount"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(amounts, ["5.00", "4.00", "3.00", "2.00", "1.00"]);
+    let bad = app.get(&format!("/v1/accounts/{seller}/entries?cursor=abc"), &key).await;
+    assert_eq!((bad.status, bad.code().as_str()), (StatusCode::BAD_REQUEST, "invalid_parameter"));
+}
