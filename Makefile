@@ -40,6 +40,7 @@ run: db
 
 ## Every test, against real PostgreSQL (and RabbitMQ).
 test: services
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
 
 ## Regenerate the committed OpenAPI document from the code.

@@ -8,15 +8,16 @@
 
 use chrono::{DateTime, Utc};
 use rust_decimal::{Decimal, RoundingStrategy};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_postgres::{GenericClient, Row, Transaction};
 use uuid::Uuid;
 
 use crate::money::{parse_amount, Currency};
+use crate::outbox;
 use crate::posting::{lock_accounts, post};
 use crate::{Created, Error, Result, TenantId};
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Charge {
     pub id: Uuid,
     #[schema(example = "order-1001")]
@@ -33,19 +34,22 @@ pub struct Charge {
     #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "0.00")]
     pub refunded_amount: Decimal,
     pub status: ChargeStatus,
+    /// Where the order confirmation email goes, if anywhere.
+    #[schema(example = "buyer@example.com")]
+    pub receipt_email: Option<String>,
     /// The ledger transaction that moved the money.
     pub transaction_id: Uuid,
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlatformFee {
     pub account_id: Uuid,
     #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "2.50")]
     pub amount: Decimal,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChargeStatus {
     Succeeded,
@@ -54,7 +58,7 @@ pub enum ChargeStatus {
 }
 
 const COLUMNS: &str = "id, order_id, attempt, buyer_account_id, seller_account_id, amount, currency, \
-                       platform_account_id, fee, refunded_amount, refunded_fee, transaction_id, created_at";
+                       platform_account_id, fee, refunded_amount, refunded_fee, transaction_id, created_at, receipt_email";
 
 /// A charge row with the columns refunds need that the API does not show.
 struct ChargeRow {
@@ -88,6 +92,7 @@ fn from_row(row: &Row) -> Result<ChargeRow> {
             platform_fee: platform.map(|account_id| PlatformFee { account_id, amount: fee }),
             refunded_amount,
             status,
+            receipt_email: row.get(13),
             transaction_id: row.get(11),
             created_at: row.get(12),
         },
@@ -104,6 +109,7 @@ pub struct NewCharge<'a> {
     pub amount: Decimal,
     pub currency: Currency,
     pub platform_fee: Option<PlatformFee>,
+    pub receipt_email: Option<&'a str>,
 }
 
 impl NewCharge<'_> {
@@ -113,6 +119,7 @@ impl NewCharge<'_> {
             && self.amount == c.amount
             && self.currency == c.currency
             && self.platform_fee == c.platform_fee
+            && self.receipt_email == c.receipt_email.as_deref()
     }
 }
 
@@ -152,8 +159,8 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge<'_>)
         .query_one(
             &format!(
                 "INSERT INTO charges (id, tenant_id, order_id, attempt, buyer_account_id, seller_account_id, \
-                                      platform_account_id, amount, fee, currency, transaction_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLUMNS}"
+                                      platform_account_id, amount, fee, currency, transaction_id, receipt_email) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLUMNS}"
             ),
             &[
                 &Uuid::now_v7(),
@@ -167,10 +174,13 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge<'_>)
                 &fee,
                 &new.currency.code(),
                 &transaction_id,
+                &new.receipt_email,
             ],
         )
         .await?;
-    Ok(Created { resource: from_row(&row)?.charge, created: true })
+    let charge = from_row(&row)?.charge;
+    outbox::enqueue(tx, tenant, outbox::CHARGE_SUCCEEDED, Some(&charge.order_id), &charge).await?;
+    Ok(Created { resource: charge, created: true })
 }
 
 async fn find_attempt(
@@ -207,7 +217,7 @@ pub async fn by_order(client: &impl GenericClient, tenant: TenantId, order_id: &
     rows.iter().map(|r| from_row(r).map(|c| c.charge)).collect()
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Refund {
     pub id: Uuid,
     pub charge_id: Uuid,
@@ -272,5 +282,7 @@ pub async fn refund(tx: &Transaction<'_>, tenant: TenantId, charge_id: Uuid, amo
             &[&Uuid::now_v7(), &tenant.0, &charge_id, &amount, &fee_part, &currency.code(), &transaction_id],
         )
         .await?;
-    Ok(Refund { id: row.get(0), charge_id, amount, currency, transaction_id, created_at: row.get(1) })
+    let refund = Refund { id: row.get(0), charge_id, amount, currency, transaction_id, created_at: row.get(1) };
+    outbox::enqueue(tx, tenant, outbox::CHARGE_REFUNDED, Some(&charge.order_id), &refund).await?;
+    Ok(refund)
 }

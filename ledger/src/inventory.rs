@@ -6,10 +6,11 @@
 //! a clean `OutOfStock` answer instead of an error.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_postgres::{GenericClient, Row, Transaction};
 use uuid::Uuid;
 
+use crate::outbox;
 use crate::{Created, Error, Result, TenantId};
 
 /// The largest quantity one restock or reservation may carry.
@@ -63,7 +64,7 @@ pub async fn get_sku(client: &impl GenericClient, tenant: TenantId, sku: &str) -
     Ok(sku_from_row(&row))
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reservation {
     pub id: Uuid,
     #[schema(example = "order-1001")]
@@ -77,7 +78,7 @@ pub struct Reservation {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReservationStatus {
     /// Stock is set aside for the order.
@@ -173,7 +174,9 @@ pub async fn reserve(
             &[&Uuid::now_v7(), &tenant.0, &order_id, &sku, &quantity],
         )
         .await?;
-    Ok(Created { resource: reservation_from_row(&row), created: true })
+    let reservation = reservation_from_row(&row);
+    outbox::enqueue(tx, tenant, outbox::RESERVATION_HELD, Some(order_id), &reservation).await?;
+    Ok(Created { resource: reservation, created: true })
 }
 
 pub async fn get_reservation(client: &impl GenericClient, tenant: TenantId, id: Uuid) -> Result<Reservation> {
@@ -218,5 +221,50 @@ pub async fn release(tx: &Transaction<'_>, tenant: TenantId, id: Uuid) -> Result
             &[&id],
         )
         .await?;
-    Ok(reservation_from_row(&row))
+    let reservation = reservation_from_row(&row);
+    outbox::enqueue(tx, tenant, outbox::RESERVATION_RELEASED, Some(&reservation.order_id), &reservation).await?;
+    Ok(reservation)
+}
+
+/// Commits an order's held reservations once its payment succeeded: the
+/// stock leaves the shelf (on hand and reserved both drop) as one stock
+/// entry per (order, SKU), which a UNIQUE index keeps to one, ever.
+/// Reservations already released or committed are left as they are.
+pub async fn commit_order(tx: &Transaction<'_>, tenant: TenantId, order_id: &str) -> Result<Vec<Reservation>> {
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {RESERVATION_COLUMNS} FROM reservations \
+                  WHERE tenant_id = $1 AND order_id = $2 AND status = 'held' ORDER BY id FOR UPDATE"
+            ),
+            &[&tenant.0, &order_id],
+        )
+        .await?;
+    let mut committed = Vec::with_capacity(rows.len());
+    for row in rows {
+        let r = reservation_from_row(&row);
+        tx.execute(
+            "UPDATE skus SET on_hand = on_hand - $3, reserved = reserved - $3, updated_at = now() \
+              WHERE tenant_id = $1 AND sku = $2",
+            &[&tenant.0, &r.sku, &r.quantity],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO stock_entries (tenant_id, sku, kind, quantity, order_id) VALUES ($1, $2, 'commit', $3, $4)",
+            &[&tenant.0, &r.sku, &(-r.quantity), &order_id],
+        )
+        .await?;
+        let row = tx
+            .query_one(
+                &format!(
+                    "UPDATE reservations SET status = 'committed', updated_at = now() WHERE id = $1 RETURNING {RESERVATION_COLUMNS}"
+                ),
+                &[&r.id],
+            )
+            .await?;
+        let r = reservation_from_row(&row);
+        outbox::enqueue(tx, tenant, outbox::RESERVATION_COMMITTED, Some(order_id), &r).await?;
+        committed.push(r);
+    }
+    Ok(committed)
 }

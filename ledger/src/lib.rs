@@ -11,6 +11,7 @@ pub mod db;
 pub mod error;
 pub mod inventory;
 pub mod money;
+pub mod outbox;
 pub mod posting;
 pub mod schema;
 pub mod tenants;

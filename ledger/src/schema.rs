@@ -39,6 +39,19 @@ diesel::table! {
         refunded_fee -> Numeric,
         transaction_id -> Uuid,
         created_at -> Timestamptz,
+        receipt_email -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    emails (tenant_id, order_id) {
+        tenant_id -> Uuid,
+        order_id -> Text,
+        charge_id -> Uuid,
+        recipient -> Text,
+        status -> Text,
+        claimed_at -> Timestamptz,
+        sent_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -52,6 +65,14 @@ diesel::table! {
         response_headers -> Jsonb,
         response_body -> Nullable<Bytea>,
         created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    inbox (consumer, message_id) {
+        consumer -> Text,
+        message_id -> Uuid,
+        received_at -> Timestamptz,
     }
 }
 
@@ -74,6 +95,19 @@ diesel::table! {
         kind -> Text,
         currency -> Text,
         created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    outbox (id) {
+        id -> Int8,
+        message_id -> Uuid,
+        tenant_id -> Uuid,
+        event_type -> Text,
+        order_id -> Nullable<Text>,
+        payload -> Jsonb,
+        created_at -> Timestamptz,
+        published_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -152,9 +186,12 @@ diesel::joinable!(accounts -> tenants (tenant_id));
 diesel::joinable!(api_keys -> tenants (tenant_id));
 diesel::joinable!(charges -> ledger_transactions (transaction_id));
 diesel::joinable!(charges -> tenants (tenant_id));
+diesel::joinable!(emails -> charges (charge_id));
+diesel::joinable!(emails -> tenants (tenant_id));
 diesel::joinable!(idempotency_keys -> tenants (tenant_id));
 diesel::joinable!(ledger_entries -> ledger_transactions (transaction_id));
 diesel::joinable!(ledger_transactions -> tenants (tenant_id));
+diesel::joinable!(outbox -> tenants (tenant_id));
 diesel::joinable!(refunds -> charges (charge_id));
 diesel::joinable!(refunds -> ledger_transactions (transaction_id));
 diesel::joinable!(refunds -> tenants (tenant_id));
@@ -165,9 +202,12 @@ diesel::allow_tables_to_appear_in_same_query!(
     accounts,
     api_keys,
     charges,
+    emails,
     idempotency_keys,
+    inbox,
     ledger_entries,
     ledger_transactions,
+    outbox,
     refunds,
     reservations,
     skus,

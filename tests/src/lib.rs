@@ -1,6 +1,9 @@
 //! Test support: each test gets its own database, copied from a migrated
 //! template, and the real server built by the production builder on port 0.
 
+pub mod broker;
+pub mod smtp;
+
 use std::sync::OnceLock;
 
 use api::config::Config;
@@ -283,4 +286,88 @@ impl TestApp {
     pub async fn balance(&self, key: &str, account: &str) -> String {
         self.get(&format!("/v1/accounts/{account}"), key).await.json()["balance"].as_str().unwrap().to_owned()
     }
+}
+
+/// Polls `check` until it returns true or `secs` pass; panics with `what` on timeout.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if check().await {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Workers running inside the test process, stopped when dropped.
+pub struct Workers {
+    trigger: workers::shutdown::Trigger,
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.trigger.fire();
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Relay,
+    Inventory,
+    Email,
+}
+
+pub fn start_workers(config: &workers::config::Config, roles: &[Role]) -> Workers {
+    let (trigger, stop) = workers::shutdown::channel();
+    let pool = config.pool().unwrap();
+    for role in roles {
+        let (c, p, s) = (config.clone(), pool.clone(), stop.clone());
+        match role {
+            Role::Relay => drop(tokio::spawn(workers::relay::run(c, p, s))),
+            Role::Inventory => drop(tokio::spawn(workers::inventory::run(c, p, s))),
+            Role::Email => drop(tokio::spawn(workers::email::run(c, p, s))),
+        }
+    }
+    Workers { trigger }
+}
+
+/// The real `ledger-workers` binary (built by `make test` before the tests).
+pub fn workers_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("ledger-workers");
+    assert!(bin.exists(), "{} is missing: run `cargo build --workspace --bins` first", bin.display());
+    bin
+}
+
+/// Runs a worker subcommand of the real binary with `config`'s settings.
+pub fn spawn_worker_process(
+    config: &workers::config::Config,
+    role: &str,
+    crash_at: Option<&str>,
+) -> std::process::Child {
+    let mut cmd = std::process::Command::new(workers_binary());
+    cmd.arg(role)
+        .env("DATABASE_URL", &config.database_url)
+        .env("AMQP_URL", &config.amqp_url)
+        .env("AMQP_PREFIX", &config.amqp_prefix)
+        .env("RELAY_POLL_MS", config.relay_poll_ms.to_string())
+        .env("AMQP_DELIVERY_LIMIT", config.delivery_limit.to_string())
+        .env("AMQP_PREFETCH", config.prefetch.to_string())
+        .env("EMAIL_DIR", &config.email_dir)
+        .env("RUST_LOG", "warn")
+        .env_remove("LEDGER_CRASH_AT");
+    if let Some(url) = &config.smtp_url {
+        cmd.env("SMTP_URL", url);
+    }
+    if let Some(point) = crash_at {
+        cmd.env("LEDGER_CRASH_AT", point);
+    }
+    cmd.spawn().expect("the workers binary starts")
 }

@@ -56,12 +56,9 @@ async fn a_retry_while_the_first_request_holds_the_key_gets_409_with_retry_after
     // Play the first request: claim the key in an open transaction and keep it open.
     let mut first = app.db.client().await;
     let tx = first.transaction().await.unwrap();
-    tx.execute(
-        "INSERT INTO idempotency_keys (tenant_id, key, fingerprint) VALUES ($1, 'busy', '\\x00')",
-        &[&tenant],
-    )
-    .await
-    .unwrap();
+    tx.execute("INSERT INTO idempotency_keys (tenant_id, key, fingerprint) VALUES ($1, 'busy', '\\x00')", &[&tenant])
+        .await
+        .unwrap();
     let retry = app.post("/v1/accounts", &key, "busy", json!({"reference": "a", "currency": "USD"})).await;
     assert_eq!(retry.status, StatusCode::CONFLICT, "{retry:?}");
     assert_eq!(retry.code(), "request_in_progress");

@@ -29,6 +29,9 @@ pub struct CreateCharge {
     #[schema(value_type = Currency, example = "USD")]
     pub currency: String,
     pub platform_fee: Option<CreatePlatformFee>,
+    /// Where to send the order confirmation email (at most once per order).
+    #[schema(example = "buyer@example.com")]
+    pub receipt_email: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -80,6 +83,10 @@ pub async fn create(
         amount: parse_amount(&b.amount, currency)?,
         currency,
         platform_fee,
+        receipt_email: match &b.receipt_email {
+            Some(e) => Some(email(e)?),
+            None => None,
+        },
     };
     idempotency::run(&state, caller.0, &req, &body.canonical, async |tx| {
         let created = ledger::charges::create(tx, caller.0, &new).await?;
@@ -87,6 +94,18 @@ pub async fn create(
         Ok(Reply::created(&created, location))
     })
     .await
+}
+
+/// A plausible address: one `@`, no spaces or controls, at most 254 characters.
+fn email(value: &str) -> Result<&str, ApiError> {
+    let ok = value.len() <= 254
+        && value.bytes().all(|b| b.is_ascii_graphic())
+        && matches!(value.split_once('@'), Some((local, domain)) if !local.is_empty() && domain.contains('.') && !domain.contains('@'));
+    if ok {
+        Ok(value)
+    } else {
+        Err(ApiError::invalid_field("`receipt_email` is not an email address"))
+    }
 }
 
 /// Get a charge.

@@ -1,0 +1,292 @@
+//! The asynchronous half: outbox → relay → RabbitMQ → inventory and email
+//! workers, with real PostgreSQL, RabbitMQ and an SMTP listener.
+
+use awc::http::StatusCode;
+use ledger_tests::broker::Broker;
+use ledger_tests::smtp::SmtpServer;
+use ledger_tests::{eventually, spawn_app, spawn_worker_process, start_workers, Role, TestApp};
+use serde_json::json;
+
+struct Shop {
+    app: TestApp,
+    key: String,
+    buyer: String,
+    seller: String,
+}
+
+async fn shop() -> Shop {
+    let app = spawn_app().await;
+    let key = app.tenant("shop").await;
+    let buyer = app.funded(&key, "buyer", "1000.00").await;
+    let seller = app.account(&key, "seller", "USD", false).await;
+    let r = app.post("/v1/skus/mug/restocks", &key, "restock", json!({"quantity": 10})).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    Shop { app, key, buyer, seller }
+}
+
+impl Shop {
+    async fn purchase(&self, order: &str, quantity: i64) -> String {
+        let hold = self
+            .app
+            .post(
+                "/v1/reservations",
+                &self.key,
+                &format!("{order}:mug"),
+                json!({"order_id": order, "sku": "mug", "quantity": quantity}),
+            )
+            .await;
+        assert_eq!(hold.status, StatusCode::CREATED, "{hold:?}");
+        let charge = self
+            .app
+            .post(
+                "/v1/charges",
+                &self.key,
+                &format!("{order}:1"),
+                json!({"order_id": order, "attempt": 1, "buyer_account_id": self.buyer, "seller_account_id": self.seller,
+                       "amount": "12.00", "currency": "USD", "receipt_email": format!("{order}@example.com")}),
+            )
+            .await;
+        assert_eq!(charge.status, StatusCode::CREATED, "{charge:?}");
+        hold.id()
+    }
+
+    async fn config(&self, broker: &Broker, smtp: &SmtpServer) -> workers::config::Config {
+        let mut c = workers::config::Config::local(&self.app.db.url, &broker.prefix);
+        c.smtp_url = Some(smtp.url.clone());
+        c.relay_poll_ms = 100;
+        c.delivery_limit = 3;
+        c
+    }
+
+    async fn scalar(&self, sql: &str) -> i64 {
+        self.app.db.client().await.query_one(sql, &[]).await.unwrap().get(0)
+    }
+
+    async fn on_hand(&self) -> i64 {
+        self.app.get("/v1/skus/mug", &self.key).await.json()["on_hand"].as_i64().unwrap()
+    }
+}
+
+#[actix_web::test]
+async fn every_effect_commits_with_its_event_and_declines_write_none() {
+    let s = shop().await;
+    let hold = s.purchase("o1", 1).await;
+    let events = |sql: &'static str| {
+        let s = &s;
+        async move { s.scalar(sql).await }
+    };
+    assert_eq!(events("SELECT count(*) FROM outbox WHERE event_type = 'charge.succeeded'").await, 1);
+    assert_eq!(events("SELECT count(*) FROM outbox WHERE event_type = 'reservation.held'").await, 1);
+    // a replay and a natural-key duplicate write no second event
+    let body = json!({"order_id": "o1", "attempt": 1, "buyer_account_id": s.buyer, "seller_account_id": s.seller,
+                      "amount": "12.00", "currency": "USD", "receipt_email": "o1@example.com"});
+    assert!(s.app.post("/v1/charges", &s.key, "o1:1", body.clone()).await.replayed);
+    assert!(s.app.post("/v1/charges", &s.key, "o1:1:again", body).await.natural_key_replayed);
+    // a decline writes nothing
+    let poor = s.app.account(&s.key, "poor", "USD", false).await;
+    let declined = s
+        .app
+        .post(
+            "/v1/charges",
+            &s.key,
+            "o2:1",
+            json!({"order_id": "o2", "attempt": 1, "buyer_account_id": poor, "seller_account_id": s.seller, "amount": "1.00", "currency": "USD"}),
+        )
+        .await;
+    assert_eq!(declined.code(), "insufficient_funds");
+    assert_eq!(events("SELECT count(*) FROM outbox WHERE event_type = 'charge.succeeded'").await, 1);
+    let released = s.app.send("POST", &format!("/v1/reservations/{hold}/release"), &s.key, Some("rel"), None).await;
+    assert_eq!(released.status, StatusCode::OK);
+    assert_eq!(events("SELECT count(*) FROM outbox WHERE event_type = 'reservation.released'").await, 1);
+    // every event names its order and carries a versioned envelope
+    let row = s
+        .app
+        .db
+        .client()
+        .await
+        .query_one("SELECT payload FROM outbox WHERE event_type = 'charge.succeeded'", &[])
+        .await
+        .unwrap();
+    let payload: serde_json::Value = row.get(0);
+    assert_eq!(
+        (payload["type"].as_str(), payload["version"].as_u64(), payload["order_id"].as_str()),
+        (Some("charge.succeeded"), Some(1), Some("o1"))
+    );
+    assert_eq!(payload["data"]["amount"], "12.00");
+}
+
+#[actix_web::test]
+async fn a_purchase_commits_its_reservation_and_sends_exactly_one_email() {
+    let s = shop().await;
+    let broker = Broker::new();
+    let smtp = SmtpServer::start().await;
+    let config = s.config(&broker, &smtp).await;
+    let _workers = start_workers(&config, &[Role::Relay, Role::Inventory, Role::Email]);
+    let hold = s.purchase("order-1", 3).await;
+
+    eventually(20, "the reservation is committed", || async {
+        s.app.get(&format!("/v1/reservations/{hold}"), &s.key).await.json()["status"] == "committed"
+    })
+    .await;
+    assert_eq!(s.on_hand().await, 7);
+    eventually(20, "the email arrives", || async { smtp.mails().len() == 1 }).await;
+    let mail = &smtp.mails()[0];
+    assert_eq!(mail.to, ["order-1@example.com"]);
+    assert!(mail.data.contains("Order order-1 confirmed"));
+    eventually(10, "every event is published", || async {
+        s.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").await == 0
+    })
+    .await;
+    assert_eq!(s.scalar("SELECT count(*) FROM emails WHERE status = 'sent'").await, 1);
+    assert_eq!(s.scalar("SELECT count(*) FROM stock_entries WHERE kind = 'commit'").await, 1);
+}
+
+#[actix_web::test]
+async fn the_same_event_five_times_makes_one_stock_effect_and_one_email() {
+    let s = shop().await;
+    let broker = Broker::new();
+    let smtp = SmtpServer::start().await;
+    let config = s.config(&broker, &smtp).await;
+    let _workers = start_workers(&config, &[Role::Relay, Role::Inventory, Role::Email]);
+    s.purchase("order-5", 2).await;
+    eventually(20, "the first delivery is handled", || async { smtp.mails().len() == 1 }).await;
+
+    // republish the very same message four more times, as a relay crash or a redelivery would
+    let row = s
+        .app
+        .db
+        .client()
+        .await
+        .query_one("SELECT message_id::text, payload::text FROM outbox WHERE event_type = 'charge.succeeded'", &[])
+        .await
+        .unwrap();
+    let (id, body): (String, String) = (row.get(0), row.get(1));
+    for _ in 0..4 {
+        broker.publish("charge.succeeded", &id, body.as_bytes()).await;
+    }
+    eventually(20, "the duplicates are consumed", || async {
+        broker.depth(&broker.names.inventory).await == 0 && broker.depth(&broker.names.email).await == 0
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(s.on_hand().await, 8, "stock taken once");
+    assert_eq!(s.scalar("SELECT count(*) FROM stock_entries WHERE kind = 'commit'").await, 1);
+    assert_eq!(smtp.mails().len(), 1, "one email");
+    assert_eq!(s.scalar("SELECT count(*) FROM inbox WHERE consumer = 'inventory'").await, 1);
+}
+
+#[actix_web::test]
+async fn poison_messages_are_dead_lettered_and_do_not_block_the_queue() {
+    let s = shop().await;
+    let broker = Broker::new();
+    let smtp = SmtpServer::start().await;
+    let config = s.config(&broker, &smtp).await;
+    let _workers = start_workers(&config, &[Role::Relay, Role::Inventory]);
+    // wait for the topology, then poison: one unparseable, one that always fails (no order)
+    eventually(10, "the queues exist", || async { broker.exists(&broker.names.inventory).await }).await;
+    broker.publish("charge.succeeded", "poison-1", b"{not json").await;
+    let tenant: uuid::Uuid = s.app.db.client().await.query_one("SELECT id FROM tenants", &[]).await.unwrap().get(0);
+    let failing = json!({"message_id": uuid::Uuid::now_v7(), "type": "charge.succeeded", "version": 1, "tenant_id": tenant,
+                         "order_id": null, "occurred_at": "2026-01-01T00:00:00Z", "data": {}});
+    broker.publish("charge.succeeded", "poison-2", failing.to_string().as_bytes()).await;
+    // a good purchase behind them is still processed
+    let hold = s.purchase("order-after-poison", 1).await;
+    eventually(30, "the good order is committed", || async {
+        s.app.get(&format!("/v1/reservations/{hold}"), &s.key).await.json()["status"] == "committed"
+    })
+    .await;
+    eventually(30, "both poisons are dead-lettered", || async {
+        broker.depth(&broker.names.dead_letter_queue).await == 2
+    })
+    .await;
+    assert_eq!(broker.depth(&broker.names.inventory).await, 0);
+}
+
+#[actix_web::test]
+async fn inventory_worker_killed_after_commit_before_ack_takes_stock_once() {
+    let s = shop().await;
+    let broker = Broker::new();
+    let smtp = SmtpServer::start().await;
+    let config = s.config(&broker, &smtp).await;
+    let _relay = start_workers(&config, &[Role::Relay]);
+    let hold = s.purchase("order-k", 4).await;
+
+    let mut victim = spawn_worker_process(&config, "inventory", Some("inventory-after-commit"));
+    let status = tokio::task::spawn_blocking(move || victim.wait().unwrap()).await.unwrap();
+    assert!(!status.success(), "the worker died at its crash point");
+    // it committed, and died before acking
+    assert_eq!(s.app.get(&format!("/v1/reservations/{hold}"), &s.key).await.json()["status"], "committed");
+    assert_eq!(s.on_hand().await, 6);
+
+    let mut restarted = spawn_worker_process(&config, "inventory", None);
+    eventually(20, "the redelivery is absorbed and acked", || async {
+        broker.depth(&broker.names.inventory).await == 0
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    restarted.kill().unwrap();
+    let _ = restarted.wait();
+    assert_eq!(s.on_hand().await, 6, "no double decrement");
+    assert_eq!(s.scalar("SELECT count(*) FROM stock_entries WHERE kind = 'commit'").await, 1);
+}
+
+#[actix_web::test]
+async fn email_worker_killed_after_ack_loses_the_email_and_reconcile_sends_exactly_one() {
+    let s = shop().await;
+    let broker = Broker::new();
+    let smtp = SmtpServer::start().await;
+    let config = s.config(&broker, &smtp).await;
+    let _relay = start_workers(&config, &[Role::Relay]);
+    s.purchase("order-e", 1).await;
+
+    let mut victim = spawn_worker_process(&config, "email", Some("email-after-ack"));
+    let status = tokio::task::spawn_blocking(move || victim.wait().unwrap()).await.unwrap();
+    assert!(!status.success());
+    // acked, so never redelivered: a restarted worker has nothing to send
+    let mut restarted = spawn_worker_process(&config, "email", None);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    restarted.kill().unwrap();
+    let _ = restarted.wait();
+    assert_eq!(smtp.mails().len(), 0, "at most once: the email was lost, not doubled");
+    assert_eq!(broker.depth(&broker.names.email).await, 0);
+
+    let pool = config.pool().unwrap();
+    let mailer = workers::email::Mailer::from_config(&config).unwrap();
+    let lost = workers::email::reconcile(&pool, &mailer, &config.email_from, 0, false).await.unwrap();
+    assert_eq!(lost.iter().map(|l| l.order_id.as_str()).collect::<Vec<_>>(), ["order-e"]);
+    assert_eq!(smtp.mails().len(), 0, "listing sends nothing");
+    workers::email::reconcile(&pool, &mailer, &config.email_from, 0, true).await.unwrap();
+    assert_eq!(smtp.mails().len(), 1);
+    // a second run finds nothing left
+    assert!(workers::email::reconcile(&pool, &mailer, &config.email_from, 0, true).await.unwrap().is_empty());
+    assert_eq!(smtp.mails().len(), 1);
+}
+
+#[actix_web::test]
+async fn relay_killed_between_publish_and_mark_republishes_and_consumers_absorb_it() {
+    let s = shop().await;
+    let broker = Broker::new();
+    let smtp = SmtpServer::start().await;
+    let config = s.config(&broker, &smtp).await;
+    let hold = s.purchase("order-r", 2).await;
+
+    let mut victim = spawn_worker_process(&config, "relay", Some("relay-after-publish"));
+    let status = tokio::task::spawn_blocking(move || victim.wait().unwrap()).await.unwrap();
+    assert!(!status.success());
+    assert!(s.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").await >= 2, "published but not marked");
+    assert_eq!(broker.depth(&broker.names.inventory).await, 1, "the first copy is in the queue");
+
+    let _workers = start_workers(&config, &[Role::Relay, Role::Inventory, Role::Email]);
+    eventually(20, "everything is published and consumed", || async {
+        s.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").await == 0
+            && broker.depth(&broker.names.inventory).await == 0
+            && broker.depth(&broker.names.email).await == 0
+    })
+    .await;
+    eventually(10, "the email arrives", || async { !smtp.mails().is_empty() }).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(s.app.get(&format!("/v1/reservations/{hold}"), &s.key).await.json()["status"], "committed");
+    assert_eq!(s.on_hand().await, 8, "stock taken once");
+    assert_eq!(smtp.mails().len(), 1, "one email");
+    assert_eq!(s.scalar("SELECT count(*) FROM inbox WHERE consumer = 'inventory'").await, 1);
+}

@@ -1,0 +1,118 @@
+//! The inventory worker: commits an order's reservations when its charge
+//! succeeded. At least once: the message is acked only after the database
+//! transaction that did the work committed, and that transaction records the
+//! message in the inbox, so a redelivery or a republished duplicate finds
+//! itself there and changes nothing.
+
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use ledger::outbox::Envelope;
+use ledger::TenantId;
+
+use crate::config::Config;
+use crate::shutdown::{backoff, Shutdown};
+use crate::topology::{self, Names};
+use crate::{crash_point, Error};
+
+pub const CONSUMER: &str = "inventory";
+
+pub async fn run(config: Config, pool: Pool, mut shutdown: Shutdown) {
+    let mut attempt = 0;
+    while !shutdown.is_set() {
+        match consume(&config, &pool, &mut shutdown).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "inventory worker lost its connection; reconnecting");
+                if !shutdown.sleep(backoff(attempt)).await {
+                    return;
+                }
+                attempt += 1;
+            }
+        }
+    }
+}
+
+async fn consume(config: &Config, pool: &Pool, shutdown: &mut Shutdown) -> Result<(), Error> {
+    let conn = Connection::connect(&config.amqp_url, ConnectionProperties::default()).await?;
+    let ch = conn.create_channel().await?;
+    let names = Names::new(&config.amqp_prefix);
+    topology::declare(&ch, &names, config.delivery_limit).await?;
+    ch.basic_qos(config.prefetch, BasicQosOptions::default()).await?;
+    let mut deliveries = ch
+        .basic_consume(
+            names.inventory.as_str().into(),
+            CONSUMER.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    tracing::info!(queue = %names.inventory, "inventory worker consuming");
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => {
+                // Unacked deliveries go back to the queue when the channel closes.
+                let _ = conn.close(200, "shutdown".into()).await;
+                return Ok(());
+            }
+            next = deliveries.next() => match next {
+                Some(Ok(delivery)) => handle(pool, delivery).await?,
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err(Error::Other("the consumer was cancelled".into())),
+            }
+        }
+    }
+}
+
+async fn handle(pool: &Pool, delivery: Delivery) -> Result<(), Error> {
+    let envelope: Envelope<serde_json::Value> = match serde_json::from_slice(&delivery.data) {
+        Ok(e) => e,
+        Err(e) => {
+            // A message that cannot be parsed never will be: straight to the dead-letter queue.
+            tracing::error!(error = %e, "unparseable message dead-lettered");
+            delivery.acker.reject(BasicRejectOptions { requeue: false }).await?;
+            return Ok(());
+        }
+    };
+    match apply(pool, &envelope).await {
+        Ok(applied) => {
+            crash_point("inventory-after-commit");
+            tracing::debug!(message_id = %envelope.message_id, applied, "inventory event handled");
+            delivery.acker.ack(BasicAckOptions::default()).await?;
+        }
+        Err(e) => {
+            // Transient or not, retry a few times; past the delivery limit the
+            // broker dead-letters it, so it never blocks the queue.
+            tracing::warn!(error = %e, message_id = %envelope.message_id, "inventory event failed; requeued");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies an event once: returns false when the inbox says it was already applied.
+pub async fn apply(pool: &Pool, envelope: &Envelope<serde_json::Value>) -> Result<bool, Error> {
+    let mut client = pool.get().await.map_err(ledger::Error::from)?;
+    let tx = client.transaction().await?;
+    let first = tx
+        .execute(
+            "INSERT INTO inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&CONSUMER, &envelope.message_id],
+        )
+        .await?;
+    if first == 0 {
+        return Ok(false);
+    }
+    if envelope.event_type == ledger::outbox::CHARGE_SUCCEEDED {
+        let order_id = envelope.order_id.as_deref().ok_or_else(|| Error::Other("charge event without order".into()))?;
+        ledger::inventory::commit_order(&tx, TenantId(envelope.tenant_id), order_id).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}

@@ -1,0 +1,178 @@
+//! The outbox relay: publishes committed outbox rows to RabbitMQ, at least
+//! once.
+//!
+//! A batch is claimed with `FOR UPDATE SKIP LOCKED`, so several relays never
+//! publish the same row at once; published persistent with publisher
+//! confirms; and marked published, in the claiming transaction, only after
+//! the broker confirmed every message of the batch. A crash in between
+//! leaves the rows unpublished and they go out again: consumers deduplicate
+//! on `message_id`, which is the same every time.
+
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use futures::StreamExt;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::shutdown::{backoff, Shutdown};
+use crate::topology::{self, Names};
+use crate::{crash_point, Error};
+
+pub async fn run(config: Config, pool: Pool, mut shutdown: Shutdown) {
+    let mut attempt = 0;
+    while !shutdown.is_set() {
+        match run_connected(&config, &pool, &mut shutdown).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "relay lost its connection; reconnecting");
+                if !shutdown.sleep(backoff(attempt)).await {
+                    return;
+                }
+                attempt += 1;
+            }
+        }
+    }
+}
+
+async fn run_connected(config: &Config, pool: &Pool, shutdown: &mut Shutdown) -> Result<(), Error> {
+    let conn = Connection::connect(&config.amqp_url, ConnectionProperties::default()).await?;
+    let ch = conn.create_channel().await?;
+    let names = Names::new(&config.amqp_prefix);
+    // The relay declares the consumers' queues too, so that nothing it
+    // publishes is dropped for want of a queue, whichever process starts first.
+    topology::declare(&ch, &names, config.delivery_limit).await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let mut wake = listen(&config.database_url).await?;
+    let mut last_purge = tokio::time::Instant::now() - Duration::from_secs(3600);
+    tracing::info!("relay connected");
+    loop {
+        let published = publish_batch(pool, &ch, &names, config.relay_batch).await?;
+        if published > 0 {
+            tracing::debug!(published, "outbox batch published");
+        }
+        if last_purge.elapsed() > Duration::from_secs(60) {
+            purge_published(pool, config.outbox_retention_secs).await?;
+            last_purge = tokio::time::Instant::now();
+        }
+        if published as i64 == config.relay_batch {
+            continue; // more are waiting
+        }
+        tokio::select! {
+            _ = shutdown.wait() => {
+                let _ = conn.close(200, "shutdown".into()).await;
+                return Ok(());
+            }
+            woke = wake.recv() => if woke.is_none() { return Err(Error::Other("outbox listener closed".into())) },
+            _ = tokio::time::sleep(Duration::from_millis(config.relay_poll_ms)) => {}
+        }
+    }
+}
+
+/// Publishes up to `limit` unpublished rows; returns how many.
+pub async fn publish_batch(pool: &Pool, ch: &Channel, names: &Names, limit: i64) -> Result<usize, Error> {
+    let mut client = pool.get().await.map_err(ledger::Error::from)?;
+    let tx = client.transaction().await?;
+    let rows = tx
+        .query(
+            "SELECT id, message_id, event_type, payload::text FROM outbox \
+              WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            &[&limit],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut confirms = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let message_id: uuid::Uuid = row.get(1);
+        let event_type: &str = row.get(2);
+        let payload: &str = row.get(3);
+        let props = BasicProperties::default()
+            .with_message_id(message_id.to_string().into())
+            .with_type(event_type.into())
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2);
+        let confirm = ch
+            .basic_publish(
+                names.events.as_str().into(),
+                event_type.into(),
+                BasicPublishOptions::default(),
+                payload.as_bytes(),
+                props,
+            )
+            .await?;
+        confirms.push(confirm);
+    }
+    // Await the whole batch's confirms together: one round of waiting, not one per message.
+    for confirm in confirms {
+        let confirmation = confirm.await?;
+        if !confirmation.is_ack() {
+            return Err(Error::Other("the broker refused a message (nack)".into()));
+        }
+    }
+    crash_point("relay-after-publish");
+    let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    tx.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1)", &[&ids]).await?;
+    tx.commit().await?;
+    Ok(rows.len())
+}
+
+/// Deletes published rows older than the retention, a bounded batch at a time.
+pub async fn purge_published(pool: &Pool, retention_secs: u64) -> Result<u64, Error> {
+    let client = pool.get().await.map_err(ledger::Error::from)?;
+    let mut total = 0;
+    loop {
+        let n = client
+            .execute(
+                "DELETE FROM outbox WHERE id IN ( \
+                     SELECT id FROM outbox WHERE published_at < now() - make_interval(secs => $1) \
+                      ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED)",
+                &[&(retention_secs as f64)],
+            )
+            .await?;
+        total += n;
+        if n < 1000 {
+            if total > 0 {
+                tracing::info!(removed = total, "purged published outbox rows");
+            }
+            return Ok(total);
+        }
+    }
+}
+
+/// A session that LISTENs for outbox inserts. Dropping it closes the session.
+struct Listener {
+    _client: tokio_postgres::Client,
+    wake: mpsc::UnboundedReceiver<()>,
+}
+
+impl Listener {
+    /// The next notification; `None` when the session died.
+    async fn recv(&mut self) -> Option<()> {
+        self.wake.recv().await
+    }
+}
+
+async fn listen(database_url: &str) -> Result<Listener, Error> {
+    let (client, mut connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls).await?;
+    let (tx, wake) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                    if tx.send(()).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    client.batch_execute("LISTEN outbox").await?;
+    Ok(Listener { _client: client, wake })
+}
