@@ -20,7 +20,7 @@ use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, To
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::shutdown::{backoff, Shutdown};
+use crate::shutdown::{supervise, Connected, Shutdown};
 use crate::topology::{self, Names};
 use crate::{crash_point, Error};
 
@@ -60,7 +60,7 @@ impl Mailer {
     }
 }
 
-pub async fn run(config: Config, pool: Pool, mut shutdown: Shutdown) {
+pub async fn run(config: Config, pool: Pool, shutdown: Shutdown) {
     let mailer = match Mailer::from_config(&config) {
         Ok(m) => m,
         Err(e) => {
@@ -68,22 +68,21 @@ pub async fn run(config: Config, pool: Pool, mut shutdown: Shutdown) {
             return;
         }
     };
-    let mut attempt = 0;
-    while !shutdown.is_set() {
-        match consume(&config, &pool, &mailer, &mut shutdown).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, "email worker lost its connection; reconnecting");
-                if !shutdown.sleep(backoff(attempt)).await {
-                    return;
-                }
-                attempt += 1;
-            }
-        }
-    }
+    supervise("email worker", shutdown, |stop, connected| {
+        let (config, pool) = (config.clone(), pool.clone());
+        let mailer = mailer.clone();
+        async move { consume(&config, &pool, &mailer, stop, connected).await }
+    })
+    .await
 }
 
-async fn consume(config: &Config, pool: &Pool, mailer: &Mailer, shutdown: &mut Shutdown) -> Result<(), Error> {
+async fn consume(
+    config: &Config,
+    pool: &Pool,
+    mailer: &Mailer,
+    mut shutdown: Shutdown,
+    connected: Connected,
+) -> Result<(), Error> {
     let conn = Connection::connect(&config.amqp_url, ConnectionProperties::default()).await?;
     let ch = conn.create_channel().await?;
     let names = Names::new(&config.amqp_prefix);
@@ -97,6 +96,7 @@ async fn consume(config: &Config, pool: &Pool, mailer: &Mailer, shutdown: &mut S
             FieldTable::default(),
         )
         .await?;
+    connected.mark();
     tracing::info!(queue = %names.email, "email worker consuming");
     loop {
         tokio::select! {

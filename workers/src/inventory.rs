@@ -16,29 +16,21 @@ use ledger::outbox::Envelope;
 use ledger::TenantId;
 
 use crate::config::Config;
-use crate::shutdown::{backoff, Shutdown};
+use crate::shutdown::{supervise, Connected, Shutdown};
 use crate::topology::{self, Names};
 use crate::{crash_point, Error};
 
 pub const CONSUMER: &str = "inventory";
 
-pub async fn run(config: Config, pool: Pool, mut shutdown: Shutdown) {
-    let mut attempt = 0;
-    while !shutdown.is_set() {
-        match consume(&config, &pool, &mut shutdown).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, "inventory worker lost its connection; reconnecting");
-                if !shutdown.sleep(backoff(attempt)).await {
-                    return;
-                }
-                attempt += 1;
-            }
-        }
-    }
+pub async fn run(config: Config, pool: Pool, shutdown: Shutdown) {
+    supervise("inventory worker", shutdown, |stop, connected| {
+        let (config, pool) = (config.clone(), pool.clone());
+        async move { consume(&config, &pool, stop, connected).await }
+    })
+    .await
 }
 
-async fn consume(config: &Config, pool: &Pool, shutdown: &mut Shutdown) -> Result<(), Error> {
+async fn consume(config: &Config, pool: &Pool, mut shutdown: Shutdown, connected: Connected) -> Result<(), Error> {
     let conn = Connection::connect(&config.amqp_url, ConnectionProperties::default()).await?;
     let ch = conn.create_channel().await?;
     let names = Names::new(&config.amqp_prefix);
@@ -52,6 +44,7 @@ async fn consume(config: &Config, pool: &Pool, shutdown: &mut Shutdown) -> Resul
             FieldTable::default(),
         )
         .await?;
+    connected.mark();
     tracing::info!(queue = %names.inventory, "inventory worker consuming");
     loop {
         tokio::select! {

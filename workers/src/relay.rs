@@ -17,27 +17,24 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::shutdown::{backoff, Shutdown};
+use crate::shutdown::{supervise, Connected, Shutdown};
 use crate::topology::{self, Names};
 use crate::{crash_point, Error};
 
-pub async fn run(config: Config, pool: Pool, mut shutdown: Shutdown) {
-    let mut attempt = 0;
-    while !shutdown.is_set() {
-        match run_connected(&config, &pool, &mut shutdown).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, "relay lost its connection; reconnecting");
-                if !shutdown.sleep(backoff(attempt)).await {
-                    return;
-                }
-                attempt += 1;
-            }
-        }
-    }
+pub async fn run(config: Config, pool: Pool, shutdown: Shutdown) {
+    supervise("relay", shutdown, |stop, connected| {
+        let (config, pool) = (config.clone(), pool.clone());
+        async move { run_connected(&config, &pool, stop, connected).await }
+    })
+    .await
 }
 
-async fn run_connected(config: &Config, pool: &Pool, shutdown: &mut Shutdown) -> Result<(), Error> {
+async fn run_connected(
+    config: &Config,
+    pool: &Pool,
+    mut shutdown: Shutdown,
+    connected: Connected,
+) -> Result<(), Error> {
     let conn = Connection::connect(&config.amqp_url, ConnectionProperties::default()).await?;
     let ch = conn.create_channel().await?;
     let names = Names::new(&config.amqp_prefix);
@@ -47,6 +44,7 @@ async fn run_connected(config: &Config, pool: &Pool, shutdown: &mut Shutdown) ->
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
     let mut wake = listen(&config.database_url).await?;
     let mut last_purge = tokio::time::Instant::now() - Duration::from_secs(3600);
+    connected.mark();
     tracing::info!("relay connected");
     loop {
         let published = publish_batch(pool, &ch, &names, config.relay_batch).await?;
