@@ -29,6 +29,7 @@ pub struct CreateAccount {
 
 /// Create an account.
 #[utoipa::path(
+    operation_id = "create_account",
     tag = "accounts",
     params(IdempotencyKeyHeader),
     request_body = CreateAccount,
@@ -60,6 +61,7 @@ pub async fn create(
 
 /// Get an account and its balance.
 #[utoipa::path(
+    operation_id = "get_account",
     tag = "accounts",
     params(("id" = Uuid, Path, description = "Account id")),
     responses(
@@ -86,6 +88,7 @@ pub struct EntriesQuery {
 
 /// List an account's entries, newest first.
 #[utoipa::path(
+    operation_id = "list_account_entries",
     tag = "accounts",
     params(("id" = Uuid, Path, description = "Account id"), EntriesQuery),
     responses(

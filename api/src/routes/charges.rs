@@ -45,6 +45,7 @@ pub struct CreatePlatformFee {
 /// One balanced ledger transaction: the buyer is debited `amount`, the seller
 /// credited `amount - platform_fee.amount`, the platform credited the fee.
 #[utoipa::path(
+    operation_id = "create_charge",
     tag = "charges",
     params(IdempotencyKeyHeader),
     request_body = CreateCharge,
@@ -91,6 +92,7 @@ pub async fn create(
 
 /// Get a charge.
 #[utoipa::path(
+    operation_id = "get_charge",
     tag = "charges",
     params(("id" = Uuid, Path, description = "Charge id")),
     responses(
@@ -120,6 +122,7 @@ pub struct ChargeList {
 
 /// Look up the charges of an order.
 #[utoipa::path(
+    operation_id = "list_charges",
     tag = "charges",
     params(ChargesQuery),
     responses(
@@ -153,6 +156,7 @@ pub struct CreateRefund {
 /// in the charge's proportion (a full refund returns the fee exactly). The
 /// refunds of a charge never sum above it, also under concurrent requests.
 #[utoipa::path(
+    operation_id = "create_refund",
     tag = "charges",
     params(("id" = Uuid, Path, description = "Charge id"), IdempotencyKeyHeader),
     request_body = CreateRefund,

@@ -21,6 +21,7 @@ pub struct CreateRestock {
 
 /// Add stock to a SKU (creating the SKU on its first restock).
 #[utoipa::path(
+    operation_id = "restock_sku",
     tag = "inventory",
     params(("sku" = String, Path, description = "SKU"), IdempotencyKeyHeader),
     request_body = CreateRestock,
@@ -48,6 +49,7 @@ pub async fn restock(
 
 /// Get a SKU's stock: on hand, reserved, available.
 #[utoipa::path(
+    operation_id = "get_sku",
     tag = "inventory",
     params(("sku" = String, Path, description = "SKU")),
     responses(
@@ -80,6 +82,7 @@ pub struct CreateReservation {
 
 /// Hold stock for an order.
 #[utoipa::path(
+    operation_id = "create_reservation",
     tag = "reservations",
     params(IdempotencyKeyHeader),
     request_body = CreateReservation,
@@ -111,6 +114,7 @@ pub async fn reserve(
 
 /// Get a reservation.
 #[utoipa::path(
+    operation_id = "get_reservation",
     tag = "reservations",
     params(("id" = Uuid, Path, description = "Reservation id")),
     responses(
@@ -132,6 +136,7 @@ pub async fn get_reservation(
 ///
 /// Releasing an already released reservation returns it unchanged. No body.
 #[utoipa::path(
+    operation_id = "release_reservation",
     tag = "reservations",
     params(("id" = Uuid, Path, description = "Reservation id"), IdempotencyKeyHeader),
     responses(

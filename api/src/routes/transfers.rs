@@ -29,6 +29,7 @@ pub struct CreateTransfer {
 
 /// Move money between two accounts of the same currency.
 #[utoipa::path(
+    operation_id = "create_transfer",
     tag = "transfers",
     params(IdempotencyKeyHeader),
     request_body = CreateTransfer,
@@ -71,6 +72,7 @@ pub async fn create(
 
 /// Get a transfer.
 #[utoipa::path(
+    operation_id = "get_transfer",
     tag = "transfers",
     params(("id" = Uuid, Path, description = "Transfer id")),
     responses(
