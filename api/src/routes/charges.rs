@@ -111,6 +111,7 @@ pub async fn get(state: web::Data<AppState>, caller: Caller, id: web::Path<Uuid>
 #[into_params(parameter_in = Query)]
 pub struct ChargesQuery {
     /// The order whose charges to list.
+    #[param(min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]{0,253}[!-~])?$", example = "order-1001")]
     pub order_id: String,
 }
 
@@ -127,7 +128,8 @@ pub struct ChargeList {
     params(ChargesQuery),
     responses(
         (status = 200, description = "The order's charges (empty when none)", body = ChargeList),
-        (status = 400, description = "`order_id` missing", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_parameter`: `order_id` missing", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_field`: `order_id` is not 1 to 255 printable ASCII characters without surrounding spaces", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/charges")]

@@ -23,7 +23,7 @@ pub struct CreateRestock {
 #[utoipa::path(
     operation_id = "restock_sku",
     tag = "inventory",
-    params(("sku" = String, Path, description = "SKU"), IdempotencyKeyHeader),
+    params(("sku" = String, Path, description = "SKU: 1 to 100 of letters, digits and `._:-`, starting with a letter or digit", pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$", example = "mug-blue"), IdempotencyKeyHeader),
     request_body = CreateRestock,
     responses(
         (status = 201, description = "Restocked; the SKU's stock after it", body = Sku),
@@ -51,10 +51,11 @@ pub async fn restock(
 #[utoipa::path(
     operation_id = "get_sku",
     tag = "inventory",
-    params(("sku" = String, Path, description = "SKU")),
+    params(("sku" = String, Path, description = "SKU: 1 to 100 of letters, digits and `._:-`, starting with a letter or digit", pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$", example = "mug-blue")),
     responses(
         (status = 200, description = "The SKU's stock", body = Sku),
-        (status = 404, description = "Never restocked", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`sku_not_found`: never restocked", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_field`: not a valid SKU", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/skus/{sku}")]
