@@ -151,6 +151,15 @@ impl Modify for CommonResponses {
                 let authenticated = op.security.is_none();
                 let idempotent = is_post
                     && op.parameters.iter().flatten().any(|p| matches!(p, RefOr::T(p) if p.name == IDEMPOTENCY_KEY));
+                for resp in op.responses.responses.values_mut() {
+                    if let RefOr::T(resp) = resp {
+                        for (name, header) in resp.headers.iter_mut() {
+                            if components.headers.contains_key(name) {
+                                *header = header_ref(name);
+                            }
+                        }
+                    }
+                }
                 if idempotent {
                     problem(op, "400", "`missing_idempotency_key`, `invalid_idempotency_key`: fix the header", false);
                     problem(

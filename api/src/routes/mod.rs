@@ -51,7 +51,13 @@ pub struct IdempotencyKeyHeader {
     /// Successes and declines (`insufficient_funds`, `out_of_stock`,
     /// `refund_exceeds_charge`) are stored; validation errors and 5xx are not,
     /// and nothing was written, so they are safe to retry.
-    #[param(rename = "Idempotency-Key", example = "order-1001:1:charge")]
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[ -~]{1,255}$",
+        example = "order-1001:1:charge"
+    )]
     idempotency_key: String,
 }
 
