@@ -2,6 +2,7 @@
 //! they are registered; this adds what is not tied to one handler.
 
 use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::link::Link;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::Response;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
@@ -143,6 +144,39 @@ impl Modify for CommonResponses {
             "WWW-Authenticate".to_owned(),
             string_header("The authentication scheme: `Bearer`.", "Bearer").into(),
         );
+
+        // Links from what a write returns to the operations that use it: they
+        // tell clients (and schemathesis' stateful phase) how calls chain.
+        let links: &[(&str, &str, &str, &str, &str)] = &[
+            // (operation, status, link name, target operation, parameter ← body field)
+            ("create_account", "201", "GetAccount", "get_account", "id"),
+            ("create_account", "201", "ListAccountEntries", "list_account_entries", "id"),
+            ("create_account", "200", "GetAccount", "get_account", "id"),
+            ("create_transfer", "201", "GetTransfer", "get_transfer", "id"),
+            ("create_charge", "201", "GetCharge", "get_charge", "id"),
+            ("create_charge", "201", "RefundCharge", "create_refund", "id"),
+            ("create_charge", "200", "GetCharge", "get_charge", "id"),
+            ("restock_sku", "201", "GetSku", "get_sku", "sku"),
+            ("create_reservation", "201", "GetReservation", "get_reservation", "id"),
+            ("create_reservation", "201", "ReleaseReservation", "release_reservation", "id"),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            for op in [item.get.as_mut(), item.post.as_mut()].into_iter().flatten() {
+                for (from, status, name, to, field) in links {
+                    if op.operation_id.as_deref() != Some(*from) {
+                        continue;
+                    }
+                    if let Some(RefOr::T(resp)) = op.responses.responses.get_mut(*status) {
+                        let param = if *field == "sku" { "sku" } else { "id" };
+                        let link = Link::builder()
+                            .operation_id(*to)
+                            .parameter(param, format!("$response.body#/{field}"))
+                            .build();
+                        resp.links.insert((*name).to_owned(), link.into());
+                    }
+                }
+            }
+        }
 
         for (path, item) in openapi.paths.paths.iter_mut() {
             let uses_db = path != "/healthz";
