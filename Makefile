@@ -10,7 +10,7 @@ export DATABASE_URL AMQP_URL HTTP_ADDR
 CARGO ?= cargo
 API   := target/debug/ledger-api
 
-.PHONY: run test services build db openapi openapi-check fmt fmt-check lint clean-test-dbs
+.PHONY: run test test-rust test-contract fuzz services build db openapi openapi-check fmt fmt-check lint clean-test-dbs
 
 ## Start PostgreSQL and RabbitMQ if they are not running (installing them if absent).
 services:
@@ -38,10 +38,22 @@ run: db
 	echo "" && \
 	exec $(API) serve
 
-## Every test, against real PostgreSQL (and RabbitMQ).
-test: services
+## Every test, against real PostgreSQL and RabbitMQ: the Rust suite, then the API contract.
+test: services test-rust test-contract
+
+test-rust: services
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
+
+## The committed spec, proven against a live server: generated Python and TypeScript
+## clients run the README's purchase, a bounded schemathesis run, the docs page in
+## headless Chromium (tests/contract/run.sh; tools are cached in .tools/).
+test-contract: services build
+	tests/contract/run.sh quick
+
+## The long schemathesis run: many more examples per operation, plus stateful sequences.
+fuzz: services build
+	tests/contract/run.sh fuzz
 
 ## Regenerate the committed OpenAPI document from the code.
 openapi: build

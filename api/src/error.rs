@@ -58,8 +58,11 @@ pub struct Problem {
     pub type_: String,
     #[schema(example = "Insufficient funds")]
     pub title: String,
-    #[schema(example = 402)]
+    /// The HTTP status code of this response.
+    #[schema(minimum = 400, maximum = 599, example = 402)]
     pub status: u16,
+    /// What went wrong in this case, for people; clients switch on `code`.
+    #[schema(example = "account 0190f3a8-6d1c-7c8e-9b1a-2f3e4d5c6b7a has insufficient funds")]
     pub detail: String,
     pub code: ProblemCode,
 }

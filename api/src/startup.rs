@@ -34,7 +34,10 @@ pub fn app_parts() -> (
     >,
     utoipa::openapi::OpenApi,
 ) {
-    App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes::configure).split_for_parts()
+    let (app, mut spec) =
+        App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes::configure).split_for_parts();
+    crate::openapi::complete(&mut spec);
+    (app, spec)
 }
 
 pub struct Application {
@@ -63,7 +66,7 @@ impl Application {
                         ApiError::bad_request(ProblemCode::InvalidParameter, e.to_string()).into()
                     }))
                     .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", spec))
-                    .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(routes::not_found()) }))
+                    .default_service(web::to(routes::fallback))
                     .wrap(TracingLogger::default())
             })
             .listen(listener)

@@ -16,7 +16,7 @@ use crate::startup::AppState;
 pub struct CreateAccount {
     /// Your own name for the account, unique among your accounts: creating
     /// the same reference again returns the existing account.
-    #[schema(example = "buyer-42")]
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]{0,253}[!-~])?$", example = "buyer-42")]
     pub reference: String,
     /// ISO 4217 code.
     #[schema(value_type = Currency, example = "USD")]
@@ -29,13 +29,15 @@ pub struct CreateAccount {
 
 /// Create an account.
 #[utoipa::path(
+    operation_id = "create_account",
     tag = "accounts",
     params(IdempotencyKeyHeader),
     request_body = CreateAccount,
     responses(
-        (status = 201, description = "Created", body = Account),
-        (status = 200, description = "An account with this reference and these settings already existed", body = Account),
-        (status = "4XX", description = "Refused; nothing was written", body = Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Created", body = Account, headers(("Location" = String, description = "The new account's path"))),
+        (status = 200, description = "An account with this reference and these settings already existed: it is returned, nothing is written", body = Account, headers(("Natural-Key-Replayed" = String, description = "`true`"))),
+        (status = 409, description = "`natural_key_conflict`: an account with this reference exists with another currency or `allow_negative`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_field`: `reference` is not 1 to 255 printable ASCII characters without surrounding spaces; `unknown_currency`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/accounts")]
@@ -60,11 +62,12 @@ pub async fn create(
 
 /// Get an account and its balance.
 #[utoipa::path(
+    operation_id = "get_account",
     tag = "accounts",
     params(("id" = Uuid, Path, description = "Account id")),
     responses(
         (status = 200, description = "The account", body = Account),
-        (status = 404, description = "No such account for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`account_not_found`: no such account for this tenant; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/accounts/{id}")]
@@ -86,12 +89,13 @@ pub struct EntriesQuery {
 
 /// List an account's entries, newest first.
 #[utoipa::path(
+    operation_id = "list_account_entries",
     tag = "accounts",
     params(("id" = Uuid, Path, description = "Account id"), EntriesQuery),
     responses(
         (status = 200, description = "A page of entries", body = EntryPage),
-        (status = 400, description = "Bad cursor or limit", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such account for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_parameter`: `limit` not from 1 to 100, or `cursor` not one this API gave out", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`account_not_found`: no such account for this tenant; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/accounts/{id}/entries")]

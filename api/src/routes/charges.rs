@@ -17,14 +17,14 @@ use crate::startup::AppState;
 #[serde(deny_unknown_fields)]
 pub struct CreateCharge {
     /// Your order. One charge per (order_id, attempt), ever.
-    #[schema(example = "order-1001")]
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]{0,253}[!-~])?$", example = "order-1001")]
     pub order_id: String,
     /// Starts at 1; a new attempt after a decline takes the next number.
     #[schema(minimum = 1, example = 1)]
     pub attempt: i32,
     pub buyer_account_id: Uuid,
     pub seller_account_id: Uuid,
-    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$", example = "25.00")]
+    #[schema(pattern = r"^[0-9]{1,16}(\.[0-9]{1,2})?$", example = "25.00")]
     pub amount: String,
     #[schema(value_type = Currency, example = "USD")]
     pub currency: String,
@@ -39,7 +39,7 @@ pub struct CreateCharge {
 pub struct CreatePlatformFee {
     pub account_id: Uuid,
     /// At most the charged amount.
-    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$", example = "2.50")]
+    #[schema(pattern = r"^[0-9]{1,16}(\.[0-9]{1,2})?$", example = "2.50")]
     pub amount: String,
 }
 
@@ -48,15 +48,17 @@ pub struct CreatePlatformFee {
 /// One balanced ledger transaction: the buyer is debited `amount`, the seller
 /// credited `amount - platform_fee.amount`, the platform credited the fee.
 #[utoipa::path(
+    operation_id = "create_charge",
     tag = "charges",
     params(IdempotencyKeyHeader),
     request_body = CreateCharge,
     responses(
-        (status = 201, description = "Charged", body = Charge),
-        (status = 200, description = "This order attempt was already charged with the same terms (header `Natural-Key-Replayed: true`): no second effect", body = Charge),
+        (status = 201, description = "Charged", body = Charge, headers(("Location" = String, description = "The new charge's path"))),
+        (status = 200, description = "This order attempt was already charged with the same terms: the charge is returned, no second effect", body = Charge, headers(("Natural-Key-Replayed" = String, description = "`true`"))),
         (status = 402, description = "`insufficient_funds`: the buyer cannot pay (stored and replayed; charge again with the next attempt)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`natural_key_conflict`: this order attempt was charged with other terms; `request_in_progress`, `contention`: retry", body = Problem, content_type = "application/problem+json"),
-        (status = "4XX", description = "Refused; nothing was written", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`account_not_found`: the buyer, seller or platform account does not exist for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`natural_key_conflict`: this order attempt was charged with other terms", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_amount`, `amount_not_positive`, `amount_too_precise`, `amount_too_large`: the amount is not a positive decimal string within the currency's minor unit and 1,000,000,000; `unknown_currency`; `currency_mismatch`; `same_account`: buyer and seller are one account; `fee_exceeds_amount`; `invalid_field`: `order_id` or `attempt`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/charges")]
@@ -110,11 +112,12 @@ fn email(value: &str) -> Result<&str, ApiError> {
 
 /// Get a charge.
 #[utoipa::path(
+    operation_id = "get_charge",
     tag = "charges",
     params(("id" = Uuid, Path, description = "Charge id")),
     responses(
         (status = 200, description = "The charge", body = Charge),
-        (status = 404, description = "No such charge for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`charge_not_found`: no such charge for this tenant; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/charges/{id}")]
@@ -128,6 +131,7 @@ pub async fn get(state: web::Data<AppState>, caller: Caller, id: web::Path<Uuid>
 #[into_params(parameter_in = Query)]
 pub struct ChargesQuery {
     /// The order whose charges to list.
+    #[param(min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]{0,253}[!-~])?$", example = "order-1001")]
     pub order_id: String,
 }
 
@@ -139,11 +143,13 @@ pub struct ChargeList {
 
 /// Look up the charges of an order.
 #[utoipa::path(
+    operation_id = "list_charges",
     tag = "charges",
     params(ChargesQuery),
     responses(
         (status = 200, description = "The order's charges (empty when none)", body = ChargeList),
-        (status = 400, description = "`order_id` missing", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_parameter`: `order_id` missing", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_field`: `order_id` is not 1 to 255 printable ASCII characters without surrounding spaces", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/charges")]
@@ -162,7 +168,7 @@ pub async fn list(
 #[serde(deny_unknown_fields)]
 pub struct CreateRefund {
     /// What to refund; all that remains of the charge when absent.
-    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$", example = "10.00")]
+    #[schema(pattern = r"^[0-9]{1,16}(\.[0-9]{1,2})?$", example = "10.00")]
     pub amount: Option<String>,
 }
 
@@ -172,14 +178,15 @@ pub struct CreateRefund {
 /// in the charge's proportion (a full refund returns the fee exactly). The
 /// refunds of a charge never sum above it, also under concurrent requests.
 #[utoipa::path(
+    operation_id = "create_refund",
     tag = "charges",
     params(("id" = Uuid, Path, description = "Charge id"), IdempotencyKeyHeader),
     request_body = CreateRefund,
     responses(
         (status = 201, description = "Refunded", body = Refund),
         (status = 402, description = "`insufficient_funds`: the seller or platform cannot give back its share (stored and replayed)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`refund_exceeds_charge` (stored and replayed), or a bad amount", body = Problem, content_type = "application/problem+json"),
-        (status = "4XX", description = "Refused; nothing was written", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`charge_not_found`: no such charge for this tenant; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`refund_exceeds_charge`: more than what remains of the charge (stored and replayed); `invalid_amount`, `amount_not_positive`, `amount_too_precise`, `amount_too_large`: the amount is not a positive decimal string within the currency's minor unit and 1,000,000,000", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/charges/{id}/refunds")]

@@ -21,12 +21,13 @@ pub struct CreateRestock {
 
 /// Add stock to a SKU (creating the SKU on its first restock).
 #[utoipa::path(
+    operation_id = "restock_sku",
     tag = "inventory",
-    params(("sku" = String, Path, description = "SKU"), IdempotencyKeyHeader),
+    params(("sku" = String, Path, description = "SKU: 1 to 100 of letters, digits and `._:-`, starting with a letter or digit", pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$", example = "mug-blue"), IdempotencyKeyHeader),
     request_body = CreateRestock,
     responses(
         (status = 201, description = "Restocked; the SKU's stock after it", body = Sku),
-        (status = "4XX", description = "Refused; nothing was written", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_field`: not a valid SKU, or `quantity` not from 1 to 1,000,000", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/skus/{sku}/restocks")]
@@ -48,11 +49,13 @@ pub async fn restock(
 
 /// Get a SKU's stock: on hand, reserved, available.
 #[utoipa::path(
+    operation_id = "get_sku",
     tag = "inventory",
-    params(("sku" = String, Path, description = "SKU")),
+    params(("sku" = String, Path, description = "SKU: 1 to 100 of letters, digits and `._:-`, starting with a letter or digit", pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$", example = "mug-blue")),
     responses(
         (status = 200, description = "The SKU's stock", body = Sku),
-        (status = 404, description = "Never restocked", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`sku_not_found`: never restocked", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_field`: not a valid SKU", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/skus/{sku}")]
@@ -70,9 +73,9 @@ pub async fn get_sku(
 #[serde(deny_unknown_fields)]
 pub struct CreateReservation {
     /// One reservation per (order_id, sku), ever.
-    #[schema(example = "order-1001")]
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]{0,253}[!-~])?$", example = "order-1001")]
     pub order_id: String,
-    #[schema(example = "mug-blue")]
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$", example = "mug-blue")]
     pub sku: String,
     #[schema(minimum = 1, maximum = 1000000, example = 1)]
     pub quantity: i64,
@@ -80,14 +83,16 @@ pub struct CreateReservation {
 
 /// Hold stock for an order.
 #[utoipa::path(
+    operation_id = "create_reservation",
     tag = "reservations",
     params(IdempotencyKeyHeader),
     request_body = CreateReservation,
     responses(
-        (status = 201, description = "Held", body = Reservation),
-        (status = 200, description = "This order already holds this SKU in this quantity (header `Natural-Key-Replayed: true`)", body = Reservation),
-        (status = 409, description = "`out_of_stock` (stored and replayed), `natural_key_conflict`, or `request_in_progress`", body = Problem, content_type = "application/problem+json"),
-        (status = "4XX", description = "Refused; nothing was written", body = Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Held", body = Reservation, headers(("Location" = String, description = "The new reservation's path"))),
+        (status = 200, description = "This order already holds this SKU in this quantity: the reservation is returned, no second hold", body = Reservation, headers(("Natural-Key-Replayed" = String, description = "`true`"))),
+        (status = 404, description = "`sku_not_found`: the SKU was never restocked", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`out_of_stock`: not enough available (stored and replayed); `natural_key_conflict`: this order holds this SKU in another quantity", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_field`: `order_id`, `sku` or `quantity` (1 to 1,000,000) is not valid", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/reservations")]
@@ -111,11 +116,12 @@ pub async fn reserve(
 
 /// Get a reservation.
 #[utoipa::path(
+    operation_id = "get_reservation",
     tag = "reservations",
     params(("id" = Uuid, Path, description = "Reservation id")),
     responses(
         (status = 200, description = "The reservation", body = Reservation),
-        (status = 404, description = "No such reservation for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`reservation_not_found`: no such reservation for this tenant; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/reservations/{id}")]
@@ -132,12 +138,13 @@ pub async fn get_reservation(
 ///
 /// Releasing an already released reservation returns it unchanged. No body.
 #[utoipa::path(
+    operation_id = "release_reservation",
     tag = "reservations",
     params(("id" = Uuid, Path, description = "Reservation id"), IdempotencyKeyHeader),
     responses(
-        (status = 200, description = "Released", body = Reservation),
+        (status = 200, description = "Released, or already released: the reservation", body = Reservation),
+        (status = 404, description = "`reservation_not_found`: no such reservation for this tenant; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`reservation_not_held`: it was committed (paid)", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such reservation for this tenant", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/reservations/{id}/release")]

@@ -1,6 +1,10 @@
 //! Every route, registered in one place.
 
-use actix_web::http::StatusCode;
+use std::sync::OnceLock;
+
+use actix_web::dev::ResourceDef;
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::error::{ApiError, ProblemCode};
@@ -47,7 +51,13 @@ pub struct IdempotencyKeyHeader {
     /// Successes and declines (`insufficient_funds`, `out_of_stock`,
     /// `refund_exceeds_charge`) are stored; validation errors and 5xx are not,
     /// and nothing was written, so they are safe to retry.
-    #[param(rename = "Idempotency-Key", example = "order-1001:1:charge")]
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[ -~]{1,255}$",
+        example = "order-1001:1:charge"
+    )]
     idempotency_key: String,
 }
 
@@ -86,6 +96,42 @@ pub fn quantity(value: i64) -> Result<i64, ApiError> {
         Ok(value)
     } else {
         Err(ApiError::invalid_field(format!("`quantity` must be from 1 to {}", ledger::inventory::MAX_QUANTITY)))
+    }
+}
+
+/// What a request that matched no route gets: 405 `method_not_allowed` with
+/// `Allow` when the path exists with other methods, 404 `not_found` otherwise.
+pub async fn fallback(req: HttpRequest) -> HttpResponse {
+    static ROUTES: OnceLock<Vec<(ResourceDef, String)>> = OnceLock::new();
+    let routes = ROUTES.get_or_init(|| {
+        crate::openapi::document()
+            .paths
+            .paths
+            .iter()
+            .map(|(path, item)| {
+                let mut methods: Vec<&str> = Vec::new();
+                if item.get.is_some() {
+                    methods.push("GET");
+                }
+                if item.post.is_some() {
+                    methods.push("POST");
+                }
+                (ResourceDef::new(path.as_str()), methods.join(", "))
+            })
+            .collect()
+    });
+    match routes.iter().find(|(def, _)| def.is_match(req.path())) {
+        Some((_, allow)) => {
+            let e = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ProblemCode::MethodNotAllowed,
+                format!("{} is not allowed here; allowed: {allow}", req.method()),
+            );
+            let mut res = e.error_response();
+            res.headers_mut().insert(header::ALLOW, header::HeaderValue::from_str(allow).expect("ASCII methods"));
+            res
+        }
+        None => not_found().error_response(),
     }
 }
 

@@ -19,7 +19,7 @@ pub struct CreateTransfer {
     pub source_account_id: Uuid,
     pub destination_account_id: Uuid,
     /// A positive decimal string with at most the currency's minor digits.
-    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$", example = "100.00")]
+    #[schema(pattern = r"^[0-9]{1,16}(\.[0-9]{1,2})?$", example = "100.00")]
     pub amount: String,
     #[schema(value_type = Currency, example = "USD")]
     pub currency: String,
@@ -29,13 +29,15 @@ pub struct CreateTransfer {
 
 /// Move money between two accounts of the same currency.
 #[utoipa::path(
+    operation_id = "create_transfer",
     tag = "transfers",
     params(IdempotencyKeyHeader),
     request_body = CreateTransfer,
     responses(
-        (status = 201, description = "Moved", body = Transfer),
+        (status = 201, description = "Moved", body = Transfer, headers(("Location" = String, description = "The new transfer's path"))),
         (status = 402, description = "`insufficient_funds`: the source would go below zero (stored and replayed)", body = Problem, content_type = "application/problem+json"),
-        (status = "4XX", description = "Refused; nothing was written", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`account_not_found`: an account does not exist for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_amount`, `amount_not_positive`, `amount_too_precise`, `amount_too_large`: the amount is not a positive decimal string within the currency's minor unit and 1,000,000,000; `unknown_currency`; `currency_mismatch`: an account holds another currency; `same_account`; `invalid_field`: `description` over 500 characters", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/transfers")]
@@ -71,11 +73,12 @@ pub async fn create(
 
 /// Get a transfer.
 #[utoipa::path(
+    operation_id = "get_transfer",
     tag = "transfers",
     params(("id" = Uuid, Path, description = "Transfer id")),
     responses(
         (status = 200, description = "The transfer", body = Transfer),
-        (status = 404, description = "No such transfer for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`transfer_not_found`: no such transfer for this tenant; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/transfers/{id}")]

@@ -1,0 +1,240 @@
+"""The README's purchase, through the Python client generated from the
+committed spec by openapi-python-client, against a live server.
+
+Run by tests/contract/run.sh with LEDGER_URL and LEDGER_KEY set and the
+generated package `ledger_client` on PYTHONPATH; type-checked with
+`mypy --strict` first. Asserts effects (balances, the replayed response,
+entries), not only status codes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from decimal import Decimal
+from http import HTTPStatus
+from typing import Any, TypeVar
+
+from ledger_client import AuthenticatedClient
+from ledger_client.api.accounts import create_account, get_account, list_account_entries
+from ledger_client.api.charges import create_charge, create_refund, get_charge, list_charges
+from ledger_client.api.inventory import get_sku, restock_sku
+from ledger_client.api.reservations import create_reservation, get_reservation, release_reservation
+from ledger_client.api.transfers import create_transfer, get_transfer
+from ledger_client.models import (
+    Account,
+    Charge,
+    ChargeList,
+    ChargeStatus,
+    CreateAccount,
+    CreateCharge,
+    CreatePlatformFee,
+    CreateRefund,
+    CreateReservation,
+    CreateRestock,
+    CreateTransfer,
+    Currency,
+    EntryKind,
+    EntryPage,
+    Problem,
+    ProblemCode,
+    Refund,
+    Reservation,
+    ReservationStatus,
+    Sku,
+    Transfer,
+)
+from ledger_client.types import Response
+
+T = TypeVar("T")
+
+
+def expect(resp: Response[T | Problem], status: HTTPStatus, kind: type[T]) -> T:
+    """The parsed body of a response that must have `status` and be a `kind`."""
+    assert resp.status_code == status, f"expected {status}, got {resp.status_code}: {resp.content!r}"
+    assert isinstance(resp.parsed, kind), f"expected a {kind.__name__}, got {resp.parsed!r}"
+    return resp.parsed
+
+
+def problem(resp: Response[Any], status: HTTPStatus, code: ProblemCode) -> Problem:
+    assert resp.status_code == status, f"expected {status}, got {resp.status_code}: {resp.content!r}"
+    p = resp.parsed
+    assert isinstance(p, Problem), f"expected a Problem, got {p!r}"
+    assert p.code == code, f"expected problem {code}, got {p.code}: {p.detail}"
+    assert resp.headers["content-type"] == "application/problem+json"
+    return p
+
+
+def balance(client: AuthenticatedClient, account_id: uuid.UUID) -> Decimal:
+    return Decimal(expect(get_account.sync_detailed(account_id, client=client), HTTPStatus.OK, Account).balance)
+
+
+def main() -> None:
+    client = AuthenticatedClient(base_url=os.environ["LEDGER_URL"], token=os.environ["LEDGER_KEY"])
+    run = uuid.uuid4().hex[:8]  # a fresh run never collides with an earlier one's natural keys
+    order = f"order-{run}"
+    sku = f"mug-{run}"
+
+    # 1. Accounts. External funds may go negative; the others may not.
+    def account(name: str, allow_negative: bool = False) -> Account:
+        body = CreateAccount(reference=f"{name}-{run}", currency=Currency.USD, allow_negative=allow_negative)
+        resp = create_account.sync_detailed(client=client, body=body, idempotency_key=f"acct:{name}:{run}")
+        acct = expect(resp, HTTPStatus.CREATED, Account)
+        assert resp.headers["location"] == f"/v1/accounts/{acct.id}"
+        assert acct.balance == "0.00" and acct.currency == Currency.USD
+        return acct
+
+    ext = account("card-funding", allow_negative=True)
+    buyer = account("buyer")
+    seller = account("seller")
+    platform = account("platform")
+
+    # The same reference again under a new key: the same account, no second one.
+    again = create_account.sync_detailed(
+        client=client,
+        body=CreateAccount(reference=f"buyer-{run}", currency=Currency.USD),
+        idempotency_key=f"acct:buyer:{run}:again",
+    )
+    assert expect(again, HTTPStatus.OK, Account).id == buyer.id
+    assert again.headers["natural-key-replayed"] == "true"
+
+    # 2. Fund the buyer's wallet.
+    fund = create_transfer.sync_detailed(
+        client=client,
+        body=CreateTransfer(
+            source_account_id=ext.id,
+            destination_account_id=buyer.id,
+            amount="100.00",
+            currency=Currency.USD,
+            description="wallet top-up",
+        ),
+        idempotency_key=f"fund:{run}:1",
+    )
+    transfer = expect(fund, HTTPStatus.CREATED, Transfer)
+    assert transfer.amount == "100.00"
+    assert expect(get_transfer.sync_detailed(transfer.id, client=client), HTTPStatus.OK, Transfer).id == transfer.id
+    assert balance(client, buyer.id) == Decimal("100.00")
+    assert balance(client, ext.id) == Decimal("-100.00")
+
+    # 3. Restock, then hold one mug for the order.
+    stock = expect(
+        restock_sku.sync_detailed(sku, client=client, body=CreateRestock(quantity=10), idempotency_key=f"restock:{run}"),
+        HTTPStatus.CREATED,
+        Sku,
+    )
+    assert (stock.on_hand, stock.reserved, stock.available) == (10, 0, 10)
+    held = expect(
+        create_reservation.sync_detailed(
+            client=client,
+            body=CreateReservation(order_id=order, sku=sku, quantity=1),
+            idempotency_key=f"{order}:{sku}",
+        ),
+        HTTPStatus.CREATED,
+        Reservation,
+    )
+    assert held.status == ReservationStatus.HELD
+    stock = expect(get_sku.sync_detailed(sku, client=client), HTTPStatus.OK, Sku)
+    assert (stock.on_hand, stock.reserved, stock.available) == (10, 1, 9)
+    assert expect(get_reservation.sync_detailed(held.id, client=client), HTTPStatus.OK, Reservation).id == held.id
+
+    # More than is left is a stored decline.
+    problem(
+        create_reservation.sync_detailed(
+            client=client,
+            body=CreateReservation(order_id=f"{order}-big", sku=sku, quantity=50),
+            idempotency_key=f"{order}-big:{sku}",
+        ),
+        HTTPStatus.CONFLICT,
+        ProblemCode.OUT_OF_STOCK,
+    )
+
+    # 4. Charge the order, attempt 1: buyer -25.00, seller +22.50, platform +2.50.
+    charge_body = CreateCharge(
+        order_id=order,
+        attempt=1,
+        buyer_account_id=buyer.id,
+        seller_account_id=seller.id,
+        amount="25.00",
+        currency=Currency.USD,
+        platform_fee=CreatePlatformFee(account_id=platform.id, amount="2.50"),
+    )
+    first = create_charge.sync_detailed(client=client, body=charge_body, idempotency_key=f"{order}:1")
+    charge = expect(first, HTTPStatus.CREATED, Charge)
+    assert "idempotent-replayed" not in first.headers
+    assert charge.status == ChargeStatus.SUCCEEDED, charge.status
+    assert charge.amount == "25.00" and charge.refunded_amount == "0.00"
+    assert balance(client, buyer.id) == Decimal("75.00")
+    assert balance(client, seller.id) == Decimal("22.50")
+    assert balance(client, platform.id) == Decimal("2.50")
+
+    # 5. The retry with the same key: the same status and body, replayed, no second charge.
+    retry = create_charge.sync_detailed(client=client, body=charge_body, idempotency_key=f"{order}:1")
+    assert retry.status_code == HTTPStatus.CREATED
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert retry.content == first.content, "a replay is byte for byte the first answer"
+    assert expect(retry, HTTPStatus.CREATED, Charge).id == charge.id
+    assert balance(client, buyer.id) == Decimal("75.00")
+
+    # The same key with another request is refused and writes nothing.
+    charge_body.amount = "26.00"
+    problem(
+        create_charge.sync_detailed(client=client, body=charge_body, idempotency_key=f"{order}:1"),
+        HTTPStatus.UNPROCESSABLE_ENTITY,
+        ProblemCode.IDEMPOTENCY_KEY_REUSED,
+    )
+    charge_body.amount = "25.00"
+
+    # 6. Balances and the buyer's entries.
+    page = expect(list_account_entries.sync_detailed(buyer.id, client=client), HTTPStatus.OK, EntryPage)
+    amounts = [(e.kind, e.amount) for e in page.data]
+    assert amounts == [(EntryKind.CHARGE, "-25.00"), (EntryKind.TRANSFER, "100.00")], amounts
+    assert all(e.currency == Currency.USD for e in page.data)
+    first_page = expect(list_account_entries.sync_detailed(buyer.id, client=client, limit=1), HTTPStatus.OK, EntryPage)
+    assert len(first_page.data) == 1 and isinstance(first_page.next_cursor, str)
+    second_page = expect(
+        list_account_entries.sync_detailed(buyer.id, client=client, limit=1, cursor=first_page.next_cursor),
+        HTTPStatus.OK,
+        EntryPage,
+    )
+    assert [e.id for e in first_page.data + second_page.data] == [e.id for e in page.data]
+    listed = expect(list_charges.sync_detailed(client=client, order_id=order), HTTPStatus.OK, ChargeList)
+    assert [c.id for c in listed.data] == [charge.id]
+
+    # 7. A partial refund: the buyer gets 10.00 back, seller and platform return their shares.
+    refunded = create_refund.sync_detailed(
+        charge.id, client=client, body=CreateRefund(amount="10.00"), idempotency_key=f"{order}:refund:1"
+    )
+    refund = expect(refunded, HTTPStatus.CREATED, Refund)
+    assert refund.amount == "10.00" and refund.charge_id == charge.id
+    assert balance(client, buyer.id) == Decimal("85.00")
+    assert balance(client, seller.id) == Decimal("13.50")
+    assert balance(client, platform.id) == Decimal("1.50")
+    after = expect(get_charge.sync_detailed(charge.id, client=client), HTTPStatus.OK, Charge)
+    assert after.refunded_amount == "10.00"
+
+    # More than what remains is a stored decline, replayed as such.
+    too_much = CreateRefund(amount="20.00")
+    key = f"{order}:refund:2"
+    declined = create_refund.sync_detailed(charge.id, client=client, body=too_much, idempotency_key=key)
+    problem(declined, HTTPStatus.UNPROCESSABLE_ENTITY, ProblemCode.REFUND_EXCEEDS_CHARGE)
+    replayed = create_refund.sync_detailed(charge.id, client=client, body=too_much, idempotency_key=key)
+    assert replayed.headers["idempotent-replayed"] == "true" and replayed.content == declined.content
+
+    # Release the hold: the stock is available again.
+    released = release_reservation.sync_detailed(held.id, client=client, idempotency_key=f"{order}:{sku}:release")
+    assert expect(released, HTTPStatus.OK, Reservation).status == ReservationStatus.RELEASED
+    stock = expect(get_sku.sync_detailed(sku, client=client), HTTPStatus.OK, Sku)
+    assert (stock.on_hand, stock.reserved, stock.available) == (10, 0, 10)
+
+    # Errors are typed problems.
+    problem(get_account.sync_detailed(uuid.uuid4(), client=client), HTTPStatus.NOT_FOUND, ProblemCode.ACCOUNT_NOT_FOUND)
+    anonymous = AuthenticatedClient(base_url=os.environ["LEDGER_URL"], token="lk_not_a_key")
+    problem(get_account.sync_detailed(buyer.id, client=anonymous), HTTPStatus.UNAUTHORIZED, ProblemCode.UNAUTHORIZED)
+
+    print("python walk-through: purchase, replay, refund and balances as documented")
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

@@ -1,0 +1,183 @@
+// The README's purchase, through a TypeScript client: types generated from
+// the committed spec by openapi-typescript (ledger.d.ts, next to this file
+// when tests/contract/run.sh runs it) and the openapi-fetch client. Compiled
+// with tsc --strict first, then run against a live server with LEDGER_URL and
+// LEDGER_KEY set. Asserts effects (balances, the replayed response, entries).
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+
+import createClient from "openapi-fetch";
+
+import type { components, paths } from "./ledger.js";
+
+type Schemas = components["schemas"];
+type Problem = Schemas["Problem"];
+type ProblemCode = Schemas["ProblemCode"];
+
+const baseUrl = process.env.LEDGER_URL;
+const key = process.env.LEDGER_KEY;
+if (!baseUrl || !key) throw new Error("set LEDGER_URL and LEDGER_KEY");
+
+const client = createClient<paths>({ baseUrl, headers: { Authorization: `Bearer ${key}` } });
+
+interface Outcome<T> {
+  data?: T;
+  error?: unknown;
+  response: Response;
+}
+
+/** The body of a response that must have `status`. */
+function ok<T>(r: Outcome<T>, status: number): T {
+  assert.equal(r.response.status, status, `expected ${status}, got ${r.response.status}: ${JSON.stringify(r.error)}`);
+  assert.ok(r.data !== undefined);
+  return r.data;
+}
+
+/** The problem of a response that must have `status` and `code`. */
+function problem(r: Outcome<unknown>, status: number, code: ProblemCode): Problem {
+  assert.equal(r.response.status, status, `expected ${status}, got ${r.response.status}`);
+  assert.equal(r.response.headers.get("content-type"), "application/problem+json");
+  const p = r.error as Problem;
+  assert.equal(p.code, code, p.detail);
+  assert.equal(p.status, status);
+  return p;
+}
+
+async function balance(id: string): Promise<string> {
+  const r = await client.GET("/v1/accounts/{id}", { params: { path: { id } } });
+  return ok(r, 200).balance;
+}
+
+const run = randomUUID().slice(0, 8);
+const order = `order-${run}`;
+const sku = `mug-${run}`;
+
+// 1. Accounts. External funds may go negative; the others may not.
+async function account(name: string, allowNegative = false): Promise<Schemas["Account"]> {
+  const r = await client.POST("/v1/accounts", {
+    params: { header: { "Idempotency-Key": `acct:${name}:${run}` } },
+    body: { reference: `${name}-${run}`, currency: "USD", allow_negative: allowNegative },
+  });
+  const acct = ok(r, 201);
+  assert.equal(r.response.headers.get("location"), `/v1/accounts/${acct.id}`);
+  assert.equal(acct.balance, "0.00");
+  return acct;
+}
+const ext = await account("card-funding", true);
+const buyer = await account("buyer");
+const seller = await account("seller");
+const platform = await account("platform");
+
+// 2. Fund the buyer's wallet.
+const fund = await client.POST("/v1/transfers", {
+  params: { header: { "Idempotency-Key": `fund:${run}:1` } },
+  body: { source_account_id: ext.id, destination_account_id: buyer.id, amount: "100.00", currency: "USD" },
+});
+assert.equal(ok(fund, 201).amount, "100.00");
+assert.equal(await balance(buyer.id), "100.00");
+assert.equal(await balance(ext.id), "-100.00");
+
+// 3. Restock, then hold one mug for the order.
+const restocked = await client.POST("/v1/skus/{sku}/restocks", {
+  params: { path: { sku }, header: { "Idempotency-Key": `restock:${run}` } },
+  body: { quantity: 10 },
+});
+assert.equal(ok(restocked, 201).available, 10);
+const reserved = await client.POST("/v1/reservations", {
+  params: { header: { "Idempotency-Key": `${order}:${sku}` } },
+  body: { order_id: order, sku, quantity: 1 },
+});
+const hold = ok(reserved, 201);
+assert.equal(hold.status, "held");
+const stock = ok(await client.GET("/v1/skus/{sku}", { params: { path: { sku } } }), 200);
+assert.deepEqual([stock.on_hand, stock.reserved, stock.available], [10, 1, 9]);
+
+// 4. Charge the order, attempt 1: buyer -25.00, seller +22.50, platform +2.50.
+const chargeBody: Schemas["CreateCharge"] = {
+  order_id: order,
+  attempt: 1,
+  buyer_account_id: buyer.id,
+  seller_account_id: seller.id,
+  amount: "25.00",
+  currency: "USD",
+  platform_fee: { account_id: platform.id, amount: "2.50" },
+};
+const chargeKey = { header: { "Idempotency-Key": `${order}:1` } };
+const first = await client.POST("/v1/charges", { params: chargeKey, body: chargeBody, parseAs: "text" });
+assert.equal(first.response.status, 201);
+assert.equal(first.response.headers.get("idempotent-replayed"), null);
+const firstText = first.data ?? "";
+const charge = JSON.parse(firstText) as Schemas["Charge"];
+assert.equal(charge.status, "succeeded");
+assert.equal(charge.platform_fee?.amount, "2.50");
+assert.equal(await balance(buyer.id), "75.00");
+assert.equal(await balance(seller.id), "22.50");
+assert.equal(await balance(platform.id), "2.50");
+
+// 5. The network failed and the storefront retries: same key, same body.
+const retry = await client.POST("/v1/charges", { params: chargeKey, body: chargeBody, parseAs: "text" });
+assert.equal(retry.response.status, 201);
+assert.equal(retry.response.headers.get("idempotent-replayed"), "true");
+assert.equal(retry.data, firstText, "a replay is byte for byte the first answer");
+assert.equal(await balance(buyer.id), "75.00");
+
+// The same key with another request is refused and writes nothing.
+problem(
+  await client.POST("/v1/charges", { params: chargeKey, body: { ...chargeBody, amount: "26.00" } }),
+  422,
+  "idempotency_key_reused",
+);
+// A new key for the same order attempt finds the existing charge: no second effect.
+const late = await client.POST("/v1/charges", {
+  params: { header: { "Idempotency-Key": `${order}:1:late` } },
+  body: chargeBody,
+});
+assert.equal(ok(late, 200).id, charge.id);
+assert.equal(late.response.headers.get("natural-key-replayed"), "true");
+assert.equal(await balance(buyer.id), "75.00");
+
+// 6. Balances and the buyer's entries.
+const entries = ok(await client.GET("/v1/accounts/{id}/entries", { params: { path: { id: buyer.id } } }), 200);
+assert.deepEqual(
+  entries.data.map((e) => [e.kind, e.amount]),
+  [
+    ["charge", "-25.00"],
+    ["transfer", "100.00"],
+  ],
+);
+const charges = ok(await client.GET("/v1/charges", { params: { query: { order_id: order } } }), 200);
+assert.deepEqual(
+  charges.data.map((c) => c.id),
+  [charge.id],
+);
+
+// 7. A partial refund: the buyer gets 10.00 back, seller and platform return their shares.
+const refunded = await client.POST("/v1/charges/{id}/refunds", {
+  params: { path: { id: charge.id }, header: { "Idempotency-Key": `${order}:refund:1` } },
+  body: { amount: "10.00" },
+});
+assert.equal(ok(refunded, 201).amount, "10.00");
+assert.equal(await balance(buyer.id), "85.00");
+assert.equal(await balance(seller.id), "13.50");
+assert.equal(await balance(platform.id), "1.50");
+const after = ok(await client.GET("/v1/charges/{id}", { params: { path: { id: charge.id } } }), 200);
+assert.equal(after.refunded_amount, "10.00");
+assert.equal(after.status, "partially_refunded");
+
+// Declines are typed problems: the buyer cannot pay for a second, larger order.
+problem(
+  await client.POST("/v1/charges", {
+    params: { header: { "Idempotency-Key": `${order}-2:1` } },
+    body: { ...chargeBody, order_id: `${order}-2`, amount: "500.00" },
+  }),
+  402,
+  "insufficient_funds",
+);
+assert.equal(await balance(buyer.id), "85.00");
+problem(
+  await client.GET("/v1/accounts/{id}", { params: { path: { id: randomUUID() } } }),
+  404,
+  "account_not_found",
+);
+
+console.log("typescript walk-through: purchase, replay, refund and balances as documented");
