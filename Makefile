@@ -3,7 +3,7 @@ SHELL := /bin/bash
 
 PGHOST_URL   ?= postgres://postgres@127.0.0.1:5432
 DATABASE_URL ?= $(PGHOST_URL)/ledger
-AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672/%2f
+AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10
 HTTP_ADDR    ?= 127.0.0.1:8080
 export DATABASE_URL AMQP_URL HTTP_ADDR
 

@@ -6,7 +6,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use workers::topology::Names;
 
 pub fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10".into())
 }
 
 pub struct Broker {

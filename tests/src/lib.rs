@@ -2,6 +2,7 @@
 //! template, and the real server built by the production builder on port 0.
 
 pub mod broker;
+pub mod proxy;
 pub mod smtp;
 
 use std::sync::OnceLock;

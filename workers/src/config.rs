@@ -6,7 +6,7 @@ use clap::Args;
 pub struct Config {
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/ledger")]
     pub database_url: String,
-    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10")]
     pub amqp_url: String,
     /// Prefix of every exchange and queue name, so that environments (and
     /// tests) sharing a broker stay apart.

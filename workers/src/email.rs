@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::shutdown::{supervise, Connected, Shutdown};
 use crate::topology::{self, Names};
-use crate::{crash_point, Error};
+use crate::{crash_point, within, Error};
 
 pub const CONSUMER: &str = "email";
 
@@ -83,19 +83,21 @@ async fn consume(
     mut shutdown: Shutdown,
     connected: Connected,
 ) -> Result<(), Error> {
-    let conn = Connection::connect(&config.amqp_url, ConnectionProperties::default()).await?;
-    let ch = conn.create_channel().await?;
+    let conn = within("connect", Connection::connect(&config.amqp_url, ConnectionProperties::default())).await?;
+    let ch = within("open a channel", conn.create_channel()).await?;
     let names = Names::new(&config.amqp_prefix);
-    topology::declare(&ch, &names, config.delivery_limit).await?;
-    ch.basic_qos(config.prefetch, BasicQosOptions::default()).await?;
-    let mut deliveries = ch
-        .basic_consume(
+    within("declare the topology", topology::declare(&ch, &names, config.delivery_limit)).await?;
+    within("set prefetch", ch.basic_qos(config.prefetch, BasicQosOptions::default())).await?;
+    let mut deliveries = within(
+        "consume",
+        ch.basic_consume(
             names.email.as_str().into(),
             CONSUMER.into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
-        )
-        .await?;
+        ),
+    )
+    .await?;
     connected.mark();
     tracing::info!(queue = %names.email, "email worker consuming");
     loop {
@@ -118,13 +120,13 @@ async fn handle(pool: &Pool, mailer: &Mailer, from: &str, delivery: Delivery) ->
         Ok(e) => e,
         Err(e) => {
             tracing::error!(error = %e, "unparseable message dead-lettered");
-            delivery.acker.reject(BasicRejectOptions { requeue: false }).await?;
+            within("reject", delivery.acker.reject(BasicRejectOptions { requeue: false })).await?;
             return Ok(());
         }
     };
     // Ack first: from here on, a crash loses this email instead of doubling it.
     // If the ack cannot be sent the channel is gone and the broker redelivers.
-    delivery.acker.ack(BasicAckOptions::default()).await?;
+    within("ack", delivery.acker.ack(BasicAckOptions::default())).await?;
     crash_point("email-after-ack");
     if let Err(e) = deliver(pool, mailer, from, envelope.tenant_id, &envelope.data).await {
         // at most once: not retried here; reconcile-emails finds it

@@ -18,7 +18,7 @@ use ledger::TenantId;
 use crate::config::Config;
 use crate::shutdown::{supervise, Connected, Shutdown};
 use crate::topology::{self, Names};
-use crate::{crash_point, Error};
+use crate::{crash_point, within, Error};
 
 pub const CONSUMER: &str = "inventory";
 
@@ -31,19 +31,21 @@ pub async fn run(config: Config, pool: Pool, shutdown: Shutdown) {
 }
 
 async fn consume(config: &Config, pool: &Pool, mut shutdown: Shutdown, connected: Connected) -> Result<(), Error> {
-    let conn = Connection::connect(&config.amqp_url, ConnectionProperties::default()).await?;
-    let ch = conn.create_channel().await?;
+    let conn = within("connect", Connection::connect(&config.amqp_url, ConnectionProperties::default())).await?;
+    let ch = within("open a channel", conn.create_channel()).await?;
     let names = Names::new(&config.amqp_prefix);
-    topology::declare(&ch, &names, config.delivery_limit).await?;
-    ch.basic_qos(config.prefetch, BasicQosOptions::default()).await?;
-    let mut deliveries = ch
-        .basic_consume(
+    within("declare the topology", topology::declare(&ch, &names, config.delivery_limit)).await?;
+    within("set prefetch", ch.basic_qos(config.prefetch, BasicQosOptions::default())).await?;
+    let mut deliveries = within(
+        "consume",
+        ch.basic_consume(
             names.inventory.as_str().into(),
             CONSUMER.into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
-        )
-        .await?;
+        ),
+    )
+    .await?;
     connected.mark();
     tracing::info!(queue = %names.inventory, "inventory worker consuming");
     loop {
@@ -68,7 +70,7 @@ async fn handle(pool: &Pool, delivery: Delivery) -> Result<(), Error> {
         Err(e) => {
             // A message that cannot be parsed never will be: straight to the dead-letter queue.
             tracing::error!(error = %e, "unparseable message dead-lettered");
-            delivery.acker.reject(BasicRejectOptions { requeue: false }).await?;
+            within("reject", delivery.acker.reject(BasicRejectOptions { requeue: false })).await?;
             return Ok(());
         }
     };
@@ -76,14 +78,14 @@ async fn handle(pool: &Pool, delivery: Delivery) -> Result<(), Error> {
         Ok(applied) => {
             crash_point("inventory-after-commit");
             tracing::debug!(message_id = %envelope.message_id, applied, "inventory event handled");
-            delivery.acker.ack(BasicAckOptions::default()).await?;
+            within("ack", delivery.acker.ack(BasicAckOptions::default())).await?;
         }
         Err(e) => {
             // Transient or not, retry a few times; past the delivery limit the
             // broker dead-letters it, so it never blocks the queue.
             tracing::warn!(error = %e, message_id = %envelope.message_id, "inventory event failed; requeued");
             tokio::time::sleep(Duration::from_millis(200)).await;
-            delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await?;
+            within("nack", delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false })).await?;
         }
     }
     Ok(())

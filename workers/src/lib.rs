@@ -20,6 +20,19 @@ pub enum Error {
     Other(String),
 }
 
+/// Bounds a broker or database call: a call on a connection that died
+/// without telling us must not hang a worker forever. A timeout is an error,
+/// and the supervising loop reconnects.
+pub async fn within<T, E>(what: &str, fut: impl std::future::Future<Output = Result<T, E>>) -> Result<T, Error>
+where
+    Error: From<E>,
+{
+    match tokio::time::timeout(std::time::Duration::from_secs(15), fut).await {
+        Ok(result) => result.map_err(Error::from),
+        Err(_) => Err(Error::Other(format!("{what} timed out"))),
+    }
+}
+
 /// A named point where tests make the process die on purpose, to prove that
 /// what happened before it is not lost and what comes after is not doubled.
 /// Armed by `LEDGER_CRASH_AT=<name>`; a no-op otherwise.

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::shutdown::{supervise, Connected, Shutdown};
 use crate::topology::{self, Names};
-use crate::{crash_point, Error};
+use crate::{crash_point, within, Error};
 
 pub async fn run(config: Config, pool: Pool, shutdown: Shutdown) {
     supervise("relay", shutdown, |stop, connected| {
@@ -35,13 +35,13 @@ async fn run_connected(
     mut shutdown: Shutdown,
     connected: Connected,
 ) -> Result<(), Error> {
-    let conn = Connection::connect(&config.amqp_url, ConnectionProperties::default()).await?;
-    let ch = conn.create_channel().await?;
+    let conn = within("connect", Connection::connect(&config.amqp_url, ConnectionProperties::default())).await?;
+    let ch = within("open a channel", conn.create_channel()).await?;
     let names = Names::new(&config.amqp_prefix);
     // The relay declares the consumers' queues too, so that nothing it
     // publishes is dropped for want of a queue, whichever process starts first.
-    topology::declare(&ch, &names, config.delivery_limit).await?;
-    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    within("declare the topology", topology::declare(&ch, &names, config.delivery_limit)).await?;
+    within("confirm mode", ch.confirm_select(ConfirmSelectOptions::default())).await?;
     let mut wake = listen(&config.database_url).await?;
     let mut last_purge = tokio::time::Instant::now() - Duration::from_secs(3600);
     connected.mark();
@@ -93,20 +93,22 @@ pub async fn publish_batch(pool: &Pool, ch: &Channel, names: &Names, limit: i64)
             .with_type(event_type.into())
             .with_content_type("application/json".into())
             .with_delivery_mode(2);
-        let confirm = ch
-            .basic_publish(
+        let confirm = within(
+            "publish",
+            ch.basic_publish(
                 names.events.as_str().into(),
                 event_type.into(),
                 BasicPublishOptions::default(),
                 payload.as_bytes(),
                 props,
-            )
-            .await?;
+            ),
+        )
+        .await?;
         confirms.push(confirm);
     }
     // Await the whole batch's confirms together: one round of waiting, not one per message.
     for confirm in confirms {
-        let confirmation = confirm.await?;
+        let confirmation = within("publisher confirm", confirm).await?;
         if !confirmation.is_ack() {
             return Err(Error::Other("the broker refused a message (nack)".into()));
         }
