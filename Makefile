@@ -8,7 +8,8 @@ HTTP_ADDR    ?= 127.0.0.1:8080
 export DATABASE_URL AMQP_URL HTTP_ADDR
 
 CARGO ?= cargo
-API   := target/debug/ledger-api
+API     := target/debug/ledger-api
+WORKERS := target/debug/ledger-workers
 
 .PHONY: run test test-rust test-contract fuzz services build db openapi openapi-check fmt fmt-check lint clean-test-dbs
 
@@ -25,18 +26,25 @@ db: services build
 	  || psql "$(PGHOST_URL)/postgres" -qc "CREATE DATABASE \"$$(basename $(DATABASE_URL))\""
 	@$(API) migrate
 
-## The whole stack, ready for requests. Ctrl-C stops it.
+## The whole stack, ready for requests: the API and the workers. Ctrl-C stops it.
 run: db
-	@KEY=$$($(API) create-tenant dev 2>/dev/null) && \
-	echo "" && \
-	echo "  API:      http://$(HTTP_ADDR)/v1" && \
-	echo "  Docs:     http://$(HTTP_ADDR)/docs/" && \
-	echo "  Spec:     http://$(HTTP_ADDR)/openapi.json" && \
-	echo "  API key:  $$KEY   (tenant \"dev\")" && \
-	echo "" && \
-	echo "  export KEY=$$KEY" && \
-	echo "" && \
-	exec $(API) serve
+	@set -u; \
+	key=$$($(API) create-tenant dev 2>/dev/null) || { echo "could not create the dev tenant" >&2; exit 1; }; \
+	echo ""; \
+	echo "  API:      http://$(HTTP_ADDR)/v1"; \
+	echo "  Docs:     http://$(HTTP_ADDR)/docs/"; \
+	echo "  Spec:     http://$(HTTP_ADDR)/openapi.json"; \
+	echo "  API key:  $$key   (tenant \"dev\")"; \
+	echo "  Workers:  relay, inventory, email (emails go to $${EMAIL_DIR:-target/emails}/ unless SMTP_URL is set)"; \
+	echo ""; \
+	echo "  export KEY=$$key"; \
+	echo ""; \
+	$(API) serve & api=$$!; \
+	$(WORKERS) all & workers=$$!; \
+	trap 'kill -TERM $$api $$workers 2>/dev/null' INT TERM; \
+	wait -n $$api $$workers; \
+	kill -TERM $$api $$workers 2>/dev/null; \
+	wait
 
 ## Every test, against real PostgreSQL and RabbitMQ: the Rust suite, then the API contract.
 test: services test-rust test-contract

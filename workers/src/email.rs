@@ -8,11 +8,8 @@
 //! `reconcile-emails` finds and, when asked, sends.
 
 use deadpool_postgres::Pool;
-use futures::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
+use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use ledger::charges::Charge;
 use ledger::outbox::Envelope;
 use lettre::message::Mailbox;
@@ -20,8 +17,8 @@ use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, To
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::shutdown::{supervise, Connected, Shutdown};
-use crate::topology::{self, Names};
+use crate::consumer;
+use crate::shutdown::{supervise, Shutdown};
 use crate::{crash_point, within, Error};
 
 pub const CONSUMER: &str = "email";
@@ -69,50 +66,14 @@ pub async fn run(config: Config, pool: Pool, shutdown: Shutdown) {
         }
     };
     supervise("email worker", shutdown, |stop, connected| {
-        let (config, pool) = (config.clone(), pool.clone());
-        let mailer = mailer.clone();
-        async move { consume(&config, &pool, &mailer, stop, connected).await }
+        let (config, pool, mailer) = (config.clone(), pool.clone(), mailer.clone());
+        async move {
+            let from = config.email_from.clone();
+            consumer::consume(&config, |n| &n.email, CONSUMER, stop, connected, |d| handle(&pool, &mailer, &from, d))
+                .await
+        }
     })
     .await
-}
-
-async fn consume(
-    config: &Config,
-    pool: &Pool,
-    mailer: &Mailer,
-    mut shutdown: Shutdown,
-    connected: Connected,
-) -> Result<(), Error> {
-    let conn = within("connect", Connection::connect(&config.amqp_url, ConnectionProperties::default())).await?;
-    let ch = within("open a channel", conn.create_channel()).await?;
-    let names = Names::new(&config.amqp_prefix);
-    within("declare the topology", topology::declare(&ch, &names, config.delivery_limit)).await?;
-    within("set prefetch", ch.basic_qos(config.prefetch, BasicQosOptions::default())).await?;
-    let mut deliveries = within(
-        "consume",
-        ch.basic_consume(
-            names.email.as_str().into(),
-            CONSUMER.into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        ),
-    )
-    .await?;
-    connected.mark();
-    tracing::info!(queue = %names.email, "email worker consuming");
-    loop {
-        tokio::select! {
-            _ = shutdown.wait() => {
-                let _ = conn.close(200, "shutdown".into()).await;
-                return Ok(());
-            }
-            next = deliveries.next() => match next {
-                Some(Ok(delivery)) => handle(pool, mailer, &config.email_from, delivery).await?,
-                Some(Err(e)) => return Err(e.into()),
-                None => return Err(Error::Other("the consumer was cancelled".into())),
-            }
-        }
-    }
 }
 
 async fn handle(pool: &Pool, mailer: &Mailer, from: &str, delivery: Delivery) -> Result<(), Error> {

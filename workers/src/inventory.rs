@@ -7,17 +7,14 @@
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use futures::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions};
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use ledger::outbox::Envelope;
 use ledger::TenantId;
 
 use crate::config::Config;
-use crate::shutdown::{supervise, Connected, Shutdown};
-use crate::topology::{self, Names};
+use crate::consumer;
+use crate::shutdown::{supervise, Shutdown};
 use crate::{crash_point, within, Error};
 
 pub const CONSUMER: &str = "inventory";
@@ -25,43 +22,11 @@ pub const CONSUMER: &str = "inventory";
 pub async fn run(config: Config, pool: Pool, shutdown: Shutdown) {
     supervise("inventory worker", shutdown, |stop, connected| {
         let (config, pool) = (config.clone(), pool.clone());
-        async move { consume(&config, &pool, stop, connected).await }
+        async move {
+            consumer::consume(&config, |n| &n.inventory, CONSUMER, stop, connected, |d| handle(&pool, d)).await
+        }
     })
     .await
-}
-
-async fn consume(config: &Config, pool: &Pool, mut shutdown: Shutdown, connected: Connected) -> Result<(), Error> {
-    let conn = within("connect", Connection::connect(&config.amqp_url, ConnectionProperties::default())).await?;
-    let ch = within("open a channel", conn.create_channel()).await?;
-    let names = Names::new(&config.amqp_prefix);
-    within("declare the topology", topology::declare(&ch, &names, config.delivery_limit)).await?;
-    within("set prefetch", ch.basic_qos(config.prefetch, BasicQosOptions::default())).await?;
-    let mut deliveries = within(
-        "consume",
-        ch.basic_consume(
-            names.inventory.as_str().into(),
-            CONSUMER.into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        ),
-    )
-    .await?;
-    connected.mark();
-    tracing::info!(queue = %names.inventory, "inventory worker consuming");
-    loop {
-        tokio::select! {
-            _ = shutdown.wait() => {
-                // Unacked deliveries go back to the queue when the channel closes.
-                let _ = conn.close(200, "shutdown".into()).await;
-                return Ok(());
-            }
-            next = deliveries.next() => match next {
-                Some(Ok(delivery)) => handle(pool, delivery).await?,
-                Some(Err(e)) => return Err(e.into()),
-                None => return Err(Error::Other("the consumer was cancelled".into())),
-            }
-        }
-    }
 }
 
 async fn handle(pool: &Pool, delivery: Delivery) -> Result<(), Error> {

@@ -2,6 +2,7 @@
 //! RabbitMQ consumers.
 
 pub mod config;
+pub mod consumer;
 pub mod email;
 pub mod inventory;
 pub mod relay;

@@ -1,0 +1,58 @@
+//! One consuming session, shared by the workers: connect, declare the
+//! topology, bound the prefetch, and hand each delivery to the worker's
+//! handler until shutdown or until the connection fails.
+
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+
+use crate::config::Config;
+use crate::shutdown::{Connected, Shutdown};
+use crate::topology::{self, Names};
+use crate::{within, Error};
+
+/// Consumes `queue` (picked from the topology's names) with manual acks. The
+/// handler acks, nacks or rejects each delivery itself; an error from it ends
+/// the session, and its unacknowledged deliveries return to the queue.
+pub async fn consume<H, Fut>(
+    config: &Config,
+    queue: fn(&Names) -> &str,
+    tag: &str,
+    mut shutdown: Shutdown,
+    connected: Connected,
+    mut handle: H,
+) -> Result<(), Error>
+where
+    H: FnMut(Delivery) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Error>>,
+{
+    let conn = within("connect", Connection::connect(&config.amqp_url, ConnectionProperties::default())).await?;
+    let ch = within("open a channel", conn.create_channel()).await?;
+    let names = Names::new(&config.amqp_prefix);
+    within("declare the topology", topology::declare(&ch, &names, config.delivery_limit)).await?;
+    within("set prefetch", ch.basic_qos(config.prefetch, BasicQosOptions::default())).await?;
+    let queue = queue(&names);
+    let mut deliveries = within(
+        "consume",
+        ch.basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default()),
+    )
+    .await?;
+    connected.mark();
+    tracing::info!(%queue, "{tag} worker consuming");
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => {
+                // Unacked deliveries go back to the queue when the channel closes.
+                let _ = conn.close(200, "shutdown".into()).await;
+                return Ok(());
+            }
+            next = deliveries.next() => match next {
+                Some(Ok(delivery)) => handle(delivery).await?,
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err(Error::Other("the consumer was cancelled".into())),
+            }
+        }
+    }
+}
