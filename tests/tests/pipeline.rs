@@ -352,3 +352,36 @@ async fn connections_cut_while_events_flow_still_make_every_effect_exactly_once(
     assert_eq!(recipients.len(), 10, "one email per order");
     assert_eq!(smtp.mails().len(), 10);
 }
+
+#[actix_web::test]
+async fn several_relays_at_once_publish_each_event_exactly_once() {
+    let s = shop().await;
+    let broker = Broker::new();
+    let smtp = SmtpServer::start().await;
+    let mut config = s.config(&broker, &smtp).await;
+    config.relay_batch = 3; // small batches, so the relays interleave
+                            // three relays and no consumers: the queues count what was published
+    let _relays = start_workers(&config, &[Role::Relay, Role::Relay, Role::Relay]);
+    eventually(10, "the queues exist", || async { broker.exists(&broker.names.inventory).await }).await;
+    let (app, key, buyer, seller) = (&s.app, &s.key, &s.buyer, &s.seller);
+    futures::future::join_all((0..20).map(|i| async move {
+        let c = app
+            .post(
+                "/v1/charges",
+                key,
+                &format!("multi-{i}:1"),
+                json!({"order_id": format!("multi-{i}"), "attempt": 1, "buyer_account_id": buyer,
+                       "seller_account_id": seller, "amount": "1.00", "currency": "USD"}),
+            )
+            .await;
+        assert_eq!(c.status, StatusCode::CREATED);
+    }))
+    .await;
+    eventually(20, "every event is published", || async {
+        s.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").await == 0
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(broker.depth(&broker.names.inventory).await, 20, "each charge.succeeded published once");
+    assert_eq!(broker.depth(&broker.names.email).await, 20);
+}
