@@ -300,6 +300,8 @@ async fn a_dead_lettered_message_redriven_after_the_fix_is_processed_exactly_onc
     assert_eq!(d.order_id.as_deref(), Some("poison"));
     assert_eq!(d.queue.as_deref(), Some(broker.names.inventory.as_str()));
     assert_eq!(d.reason.as_deref(), Some("delivery_limit"), "{d:?}");
+    assert_eq!(d.deliveries.as_deref(), Some(">3"), "failed past the delivery limit");
+    assert_eq!(d.deaths, Some(1));
     eventually(10, "a listed message stays dead-lettered", || async {
         broker.depth(&broker.names.dead_letter_queue).await == 1
     })
@@ -367,4 +369,25 @@ async fn start_up_refuses_retention_windows_that_do_not_nest() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("INBOX_RETENTION_SECS") && err.contains("OUTBOX_RETENTION_SECS"), "{err}");
+}
+
+#[actix_web::test]
+async fn inbox_rows_past_their_retention_are_purged_in_bounded_batches() {
+    let db = ledger_tests::TestDb::new().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO inbox (consumer, message_id, received_at) \
+               SELECT 'inventory', gen_random_uuid(), now() - interval '30 days' FROM generate_series(1, 2500); \
+             INSERT INTO inbox (consumer, message_id) VALUES ('inventory', gen_random_uuid());",
+        )
+        .await
+        .unwrap();
+    let config = Config::local(&db.url, "unused");
+    let pool = config.pool().unwrap();
+    // more than two batches of PURGE_BATCH rows, and the recent one stays
+    let removed = workers::purge::purge_inbox(&pool, config.inbox_retention_secs).await.unwrap();
+    assert_eq!(removed, 2500);
+    assert_eq!(db.count("inbox").await, 1);
+    assert_eq!(workers::purge::purge_inbox(&pool, config.inbox_retention_secs).await.unwrap(), 0);
 }

@@ -31,8 +31,12 @@ pub struct Dead {
     pub queue: Option<String>,
     /// Why: `rejected` (unparseable), `delivery_limit` (kept failing), `expired`...
     pub reason: Option<String>,
-    /// Deliveries before it died (the quorum queue's count), when known.
-    pub deliveries: Option<i64>,
+    /// Deliveries before it died: `1` for a message rejected at once
+    /// (unparseable), `>N` for one that failed more than the delivery limit
+    /// N. The broker does not carry the source queue's count over to the
+    /// dead-letter queue (which counts its own), so this is what the reason
+    /// tells.
+    pub deliveries: Option<String>,
     /// Times it was dead-lettered (x-death count).
     pub deaths: Option<i64>,
 }
@@ -78,7 +82,7 @@ fn int(v: Option<&AMQPValue>) -> Option<i64> {
 }
 
 /// What the headers and the body say about a dead message.
-pub fn describe(delivery: &Delivery) -> Dead {
+pub fn describe(delivery: &Delivery, delivery_limit: i64) -> Dead {
     let props = &delivery.properties;
     let headers = props.headers();
     // The first x-death entry is the most recent death.
@@ -91,6 +95,12 @@ pub fn describe(delivery: &Delivery) -> Dead {
     };
     let from_death = |k: &str| death.as_ref().and_then(|t| t.inner().get(k).cloned());
     let body: Option<serde_json::Value> = serde_json::from_slice(&delivery.data).ok();
+    let reason = text(header(headers, "x-first-death-reason")).or_else(|| text(from_death("reason").as_ref()));
+    let deliveries = match reason.as_deref() {
+        Some("rejected") => Some("1".to_owned()),
+        Some("delivery_limit") => Some(format!(">{delivery_limit}")),
+        _ => None,
+    };
     Dead {
         message_id: props.message_id().as_ref().map(|s| s.as_str().to_owned()),
         event_type: props
@@ -100,8 +110,8 @@ pub fn describe(delivery: &Delivery) -> Dead {
             .or_else(|| body.as_ref().and_then(|b| b["type"].as_str().map(str::to_owned))),
         order_id: body.as_ref().and_then(|b| b["order_id"].as_str().map(str::to_owned)),
         queue: text(header(headers, "x-first-death-queue")).or_else(|| text(from_death("queue").as_ref())),
-        reason: text(header(headers, "x-first-death-reason")).or_else(|| text(from_death("reason").as_ref())),
-        deliveries: int(header(headers, "x-delivery-count")),
+        reason,
+        deliveries,
         deaths: int(from_death("count").as_ref()),
     }
 }
@@ -140,7 +150,7 @@ pub async fn list(config: &Config) -> Result<Vec<Dead>, Error> {
     let (conn, ch, names, mut left) = open(config).await?;
     let mut out = Vec::new();
     while let Some(m) = next(&ch, &names, &mut left).await? {
-        out.push(describe(&m.delivery));
+        out.push(describe(&m.delivery, config.delivery_limit));
     }
     // Unacked: closing returns every message to the dead-letter queue.
     let _ = conn.close(200, "listed".into()).await;
@@ -155,7 +165,7 @@ pub async fn redrive(config: &Config, select: &Select) -> Result<Vec<Dead>, Erro
     within("confirm mode", publisher.confirm_select(ConfirmSelectOptions::default())).await?;
     let mut moved = Vec::new();
     while let Some(m) = next(&ch, &names, &mut left).await? {
-        let dead = describe(&m.delivery);
+        let dead = describe(&m.delivery, config.delivery_limit);
         if !select.wants(&dead) {
             continue;
         }

@@ -77,7 +77,7 @@ fn print_dead(d: &dlq::Dead) {
         o(&d.order_id),
         o(&d.queue),
         o(&d.reason),
-        n(d.deliveries),
+        o(&d.deliveries),
         n(d.deaths)
     );
 }
