@@ -26,6 +26,20 @@ pub struct Config {
     /// Seconds an Idempotency-Key is kept and replayed (default 24 h).
     #[arg(long, env = "IDEMPOTENCY_RETENTION_SECS", default_value = "86400", value_parser = parse_secs)]
     pub idempotency_retention: Duration,
+    /// Seconds a client may keep retrying a request with the same
+    /// Idempotency-Key (the documented maximum retry window, default 24 h).
+    /// IDEMPOTENCY_RETENTION_SECS must be at least this.
+    #[arg(long, env = "CLIENT_MAX_RETRY_SECS", default_value_t = ledger::retention::CLIENT_MAX_RETRY_SECS)]
+    pub client_max_retry_secs: u64,
+    /// The workers' windows, read here too so that the API refuses to start
+    /// with the same inconsistent settings the workers refuse (see
+    /// `ledger::retention`).
+    #[arg(long, env = "OUTBOX_RETENTION_SECS", default_value_t = ledger::retention::OUTBOX_SECS)]
+    pub outbox_retention_secs: u64,
+    #[arg(long, env = "INBOX_RETENTION_SECS", default_value_t = ledger::retention::INBOX_SECS)]
+    pub inbox_retention_secs: u64,
+    #[arg(long, env = "MAX_REDELIVERY_SECS", default_value_t = ledger::retention::MAX_REDELIVERY_SECS)]
+    pub max_redelivery_secs: u64,
     /// Seconds between purges of expired Idempotency-Keys.
     #[arg(long, env = "IDEMPOTENCY_PURGE_INTERVAL_SECS", default_value = "300", value_parser = parse_secs)]
     pub idempotency_purge_interval: Duration,
@@ -56,6 +70,17 @@ impl Config {
         let mut c = Wrapper::parse_from(["ledger-api"]).config;
         c.database_url = database_url.to_owned();
         c
+    }
+
+    /// The retention windows these settings make.
+    pub fn windows(&self) -> ledger::retention::Windows {
+        ledger::retention::Windows {
+            idempotency_secs: self.idempotency_retention.as_secs(),
+            client_max_retry_secs: self.client_max_retry_secs,
+            outbox_secs: self.outbox_retention_secs,
+            inbox_secs: self.inbox_retention_secs,
+            max_redelivery_secs: self.max_redelivery_secs,
+        }
     }
 
     pub fn pool_options(&self) -> ledger::db::PoolOptions {

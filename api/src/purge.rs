@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
-pub const BATCH: i64 = 1000;
+pub const BATCH: i64 = ledger::retention::PURGE_BATCH;
 
 /// Deletes keys older than `retention`; returns how many.
 pub async fn purge_expired(pool: &Pool, retention: Duration) -> Result<u64, ledger::Error> {

@@ -48,6 +48,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Application, String> {
+        config.windows().check()?;
         if config.migrate_on_start {
             ledger::db::migrate(&config.database_url).await?;
         }

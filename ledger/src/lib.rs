@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod money;
 pub mod outbox;
 pub mod posting;
+pub mod retention;
 pub mod schema;
 pub mod tenants;
 pub mod transfers;

@@ -180,12 +180,17 @@ async fn missing_or_malformed_keys_are_refused() {
 
 #[actix_web::test]
 async fn a_retry_after_the_key_expired_still_makes_no_second_charge() {
-    let app = spawn_app_with(|c| c.idempotency_retention = std::time::Duration::from_secs(3600)).await;
+    let app = spawn_app_with(|c| {
+        c.idempotency_retention = std::time::Duration::from_secs(3600);
+        c.client_max_retry_secs = 3600;
+    })
+    .await;
     let key = app.tenant("shop").await;
     let (buyer, seller) = parties(&app, &key, "100.00").await;
     let body = charge("order-8", 1, &buyer, &seller, "40.00");
     let first = app.post("/v1/charges", &key, "order-8:1", body.clone()).await;
     assert_eq!(first.status, StatusCode::CREATED);
+    let transactions = app.db.count("ledger_transactions").await;
 
     // age every key past the retention and purge, as the background task does
     let db = app.db.client().await;
@@ -202,12 +207,17 @@ async fn a_retry_after_the_key_expired_still_makes_no_second_charge() {
     assert!(retry.natural_key_replayed);
     assert_eq!(retry.id(), first.id());
     assert_eq!(app.db.count("charges").await, 1);
+    assert_eq!(app.db.count("ledger_transactions").await, transactions, "no second ledger transaction");
     assert_eq!(app.balance(&key, &buyer).await, "60.00");
 }
 
 #[actix_web::test]
 async fn an_expired_key_not_yet_purged_is_taken_over() {
-    let app = spawn_app_with(|c| c.idempotency_retention = std::time::Duration::from_secs(3600)).await;
+    let app = spawn_app_with(|c| {
+        c.idempotency_retention = std::time::Duration::from_secs(3600);
+        c.client_max_retry_secs = 3600;
+    })
+    .await;
     let key = app.tenant("shop").await;
     let first = app.post("/v1/accounts", &key, "acct-k", json!({"reference": "a", "currency": "USD"})).await;
     assert_eq!(first.status, StatusCode::CREATED);

@@ -24,9 +24,26 @@ pub struct Config {
     /// Milliseconds between outbox polls when no notification arrives.
     #[arg(long, env = "RELAY_POLL_MS", default_value_t = 1000)]
     pub relay_poll_ms: u64,
-    /// Seconds a published outbox row is kept (default 7 days).
-    #[arg(long, env = "OUTBOX_RETENTION_SECS", default_value_t = 604_800)]
+    /// Seconds a published outbox row is kept (default 7 days); also how
+    /// far back `replay` can republish.
+    #[arg(long, env = "OUTBOX_RETENTION_SECS", default_value_t = ledger::retention::OUTBOX_SECS)]
     pub outbox_retention_secs: u64,
+    /// Seconds a consumer's inbox row (a handled message id) is kept
+    /// (default 14 days). Must cover OUTBOX_RETENTION_SECS + MAX_REDELIVERY_SECS.
+    #[arg(long, env = "INBOX_RETENTION_SECS", default_value_t = ledger::retention::INBOX_SECS)]
+    pub inbox_retention_secs: u64,
+    /// The longest a message can still arrive after its outbox row was
+    /// marked published: a queue backlog, or a dead-lettered message waiting
+    /// for its redrive (default 7 days). Redrive older messages only after
+    /// checking their effects by hand.
+    #[arg(long, env = "MAX_REDELIVERY_SECS", default_value_t = ledger::retention::MAX_REDELIVERY_SECS)]
+    pub max_redelivery_secs: u64,
+    /// The API's windows, read here too so that every process refuses the
+    /// same inconsistent settings (see `ledger::retention`).
+    #[arg(long, env = "IDEMPOTENCY_RETENTION_SECS", default_value_t = ledger::retention::IDEMPOTENCY_SECS)]
+    pub idempotency_retention_secs: u64,
+    #[arg(long, env = "CLIENT_MAX_RETRY_SECS", default_value_t = ledger::retention::CLIENT_MAX_RETRY_SECS)]
+    pub client_max_retry_secs: u64,
     /// SMTP server for order emails, e.g. smtp://127.0.0.1:2525. When unset,
     /// emails are written as files into EMAIL_DIR instead.
     #[arg(long, env = "SMTP_URL")]
@@ -52,6 +69,17 @@ impl Config {
         c.database_url = database_url.to_owned();
         c.amqp_prefix = amqp_prefix.to_owned();
         c
+    }
+
+    /// The retention windows these settings make.
+    pub fn windows(&self) -> ledger::retention::Windows {
+        ledger::retention::Windows {
+            idempotency_secs: self.idempotency_retention_secs,
+            client_max_retry_secs: self.client_max_retry_secs,
+            outbox_secs: self.outbox_retention_secs,
+            inbox_secs: self.inbox_retention_secs,
+            max_redelivery_secs: self.max_redelivery_secs,
+        }
     }
 
     pub fn pool(&self) -> Result<deadpool_postgres::Pool, String> {

@@ -3,9 +3,12 @@
 
 pub mod config;
 pub mod consumer;
+pub mod dlq;
 pub mod email;
 pub mod inventory;
+pub mod purge;
 pub mod relay;
+pub mod replay;
 pub mod shutdown;
 pub mod topology;
 

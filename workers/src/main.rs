@@ -1,6 +1,6 @@
 use clap::{Parser, Subcommand};
 use workers::config::Config;
-use workers::{email, inventory, relay, shutdown};
+use workers::{dlq, email, inventory, purge, relay, replay, shutdown};
 
 /// The ledger's workers: the outbox relay and the RabbitMQ consumers.
 #[derive(Parser)]
@@ -30,6 +30,56 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         older_than: u64,
     },
+    /// Republish outbox events through the relay, with their original
+    /// message ids: consumers absorb what they handled and process what they
+    /// missed. Writes no business effect, and never resends an email.
+    Replay {
+        #[command(flatten)]
+        filter: replay::Filter,
+        /// Print what would be republished, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The dead-letter queue: list it, or redrive messages back to their queue.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand, Clone)]
+enum DlqCommand {
+    /// Show dead-lettered messages (they stay in the queue).
+    List,
+    /// Move messages back to the queue they died in, after a fix.
+    Redrive {
+        /// Every dead-lettered message.
+        #[arg(long, conflicts_with = "id", required_unless_present = "id")]
+        all: bool,
+        /// The message ids to redrive (repeatable).
+        #[arg(long)]
+        id: Vec<String>,
+    },
+}
+
+fn fail(e: impl std::fmt::Display) -> ! {
+    eprintln!("error: {e}");
+    std::process::exit(1);
+}
+
+fn print_dead(d: &dlq::Dead) {
+    let o = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let n = |v: Option<i64>| v.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
+    println!(
+        "{}  type={}  order={}  queue={}  reason={}  deliveries={}  deaths={}",
+        o(&d.message_id),
+        o(&d.event_type),
+        o(&d.order_id),
+        o(&d.queue),
+        o(&d.reason),
+        o(&d.deliveries),
+        n(d.deaths)
+    );
 }
 
 #[tokio::main]
@@ -40,6 +90,10 @@ async fn main() {
         .init();
     let cli = Cli::parse();
     let config = cli.config;
+    // Every command refuses retention windows that do not nest.
+    if let Err(e) = config.windows().check() {
+        fail(e);
+    }
     let pool = match config.pool() {
         Ok(p) => p,
         Err(e) => {
@@ -75,6 +129,46 @@ async fn main() {
         return;
     }
 
+    if let Command::Replay { filter, dry_run } = &cli.command {
+        if filter.is_empty() {
+            fail("replay needs at least one of --tenant, --order, --since, --until, --type");
+        }
+        let events = replay::plan(&pool, filter).await.unwrap_or_else(|e| fail(e));
+        if *dry_run {
+            for e in &events {
+                println!(
+                    "{} {} {} {} {}",
+                    e.message_id,
+                    e.created_at.to_rfc3339(),
+                    e.tenant_id,
+                    e.event_type,
+                    e.order_id.as_deref().unwrap_or("-")
+                );
+            }
+            println!("{} event(s) would be republished (dry run)", events.len());
+        } else {
+            let n = replay::replay(&pool, filter).await.unwrap_or_else(|e| fail(e));
+            println!("{n} event(s) marked for republishing; the running relay publishes them");
+        }
+        return;
+    }
+    if let Command::Dlq { command } = &cli.command {
+        match command {
+            DlqCommand::List => {
+                let dead = dlq::list(&config).await.unwrap_or_else(|e| fail(e));
+                dead.iter().for_each(print_dead);
+                println!("{} dead-lettered message(s)", dead.len());
+            }
+            DlqCommand::Redrive { all, id } => {
+                let select = if *all { dlq::Select::All } else { dlq::Select::Ids(id.clone()) };
+                let moved = dlq::redrive(&config, &select).await.unwrap_or_else(|e| fail(e));
+                moved.iter().for_each(print_dead);
+                println!("{} message(s) redriven", moved.len());
+            }
+        }
+        return;
+    }
+
     let (trigger, stop) = shutdown::channel();
     let mut tasks = tokio::task::JoinSet::new();
     let cmd = cli.command;
@@ -83,6 +177,12 @@ async fn main() {
     }
     if matches!(cmd, Command::Inventory | Command::All) {
         tasks.spawn(inventory::run(config.clone(), pool.clone(), stop.clone()));
+        tasks.spawn(purge::run(
+            pool.clone(),
+            config.inbox_retention_secs,
+            std::time::Duration::from_secs(300),
+            stop.clone(),
+        ));
     }
     if matches!(cmd, Command::Email | Command::All) {
         tasks.spawn(email::run(config.clone(), pool.clone(), stop.clone()));

@@ -1,0 +1,393 @@
+//! Reprocessing through the live path: replay republishes outbox events with
+//! their original message ids and the consumers' inboxes absorb what they
+//! already handled; a dead-lettered message is redriven, after a fix, into
+//! the same consumer code. And retention windows that do not nest stop both
+//! binaries at start-up. Real PostgreSQL, RabbitMQ and an SMTP listener.
+
+use std::time::Duration;
+
+use awc::http::StatusCode;
+use chrono::{DateTime, Utc};
+use ledger_tests::broker::Broker;
+use ledger_tests::smtp::SmtpServer;
+use ledger_tests::{eventually, spawn_app, start_workers, workers_binary, Role, TestApp};
+use serde_json::json;
+use workers::config::Config;
+use workers::replay::Filter;
+
+struct Shop {
+    app: TestApp,
+    key: String,
+    buyer: String,
+    seller: String,
+    tenant: uuid::Uuid,
+}
+
+async fn shop() -> Shop {
+    let app = spawn_app().await;
+    let key = app.tenant("shop").await;
+    let buyer = app.funded(&key, "buyer", "1000.00").await;
+    let seller = app.account(&key, "seller", "USD", false).await;
+    let r = app.post("/v1/skus/mug/restocks", &key, "restock", json!({"quantity": 10})).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let tenant = app.db.client().await.query_one("SELECT id FROM tenants", &[]).await.unwrap().get(0);
+    Shop { app, key, buyer, seller, tenant }
+}
+
+/// What must not change when events are processed again.
+#[derive(Debug, PartialEq, Eq)]
+struct Effects {
+    buyer: String,
+    seller: String,
+    on_hand: i64,
+    ledger_transactions: i64,
+    stock_commits: i64,
+    emails: i64,
+    mails: usize,
+    inventory_inbox: i64,
+}
+
+impl Shop {
+    async fn purchase(&self, order: &str) -> String {
+        let hold = self
+            .app
+            .post(
+                "/v1/reservations",
+                &self.key,
+                &format!("{order}:mug"),
+                json!({"order_id": order, "sku": "mug", "quantity": 1}),
+            )
+            .await;
+        assert_eq!(hold.status, StatusCode::CREATED, "{hold:?}");
+        let charge = self
+            .app
+            .post(
+                "/v1/charges",
+                &self.key,
+                &format!("{order}:1"),
+                json!({"order_id": order, "attempt": 1, "buyer_account_id": self.buyer, "seller_account_id": self.seller,
+                       "amount": "12.00", "currency": "USD", "receipt_email": format!("{order}@example.com")}),
+            )
+            .await;
+        assert_eq!(charge.status, StatusCode::CREATED, "{charge:?}");
+        hold.id()
+    }
+
+    fn config(&self, broker: &Broker, smtp: &SmtpServer) -> Config {
+        let mut c = Config::local(&self.app.db.url, &broker.prefix);
+        c.smtp_url = Some(smtp.url.clone());
+        c.relay_poll_ms = 100;
+        c.delivery_limit = 3;
+        c
+    }
+
+    async fn scalar(&self, sql: &str) -> i64 {
+        self.app.db.client().await.query_one(sql, &[]).await.unwrap().get(0)
+    }
+
+    async fn now(&self) -> DateTime<Utc> {
+        self.app.db.client().await.query_one("SELECT now()", &[]).await.unwrap().get(0)
+    }
+
+    async fn on_hand(&self) -> i64 {
+        self.app.get("/v1/skus/mug", &self.key).await.json()["on_hand"].as_i64().unwrap()
+    }
+
+    async fn status(&self, hold: &str) -> String {
+        self.app.get(&format!("/v1/reservations/{hold}"), &self.key).await.json()["status"].as_str().unwrap().to_owned()
+    }
+
+    // The auditor (being written separately) can replace these assertions:
+    // it checks balances against entries and stock against its ledger.
+    async fn effects(&self, smtp: &SmtpServer) -> Effects {
+        Effects {
+            buyer: self.app.balance(&self.key, &self.buyer).await,
+            seller: self.app.balance(&self.key, &self.seller).await,
+            on_hand: self.on_hand().await,
+            ledger_transactions: self.scalar("SELECT count(*) FROM ledger_transactions").await,
+            stock_commits: self.scalar("SELECT count(*) FROM stock_entries WHERE kind = 'commit'").await,
+            emails: self.scalar("SELECT count(*) FROM emails").await,
+            mails: smtp.mails().len(),
+            inventory_inbox: self.scalar("SELECT count(*) FROM inbox WHERE consumer = 'inventory'").await,
+        }
+    }
+
+    /// Every outbox row published, and both queues empty.
+    async fn settled(&self, broker: &Broker) -> bool {
+        self.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").await == 0
+            && broker.depth(&broker.names.inventory).await == 0
+            && broker.depth(&broker.names.email).await == 0
+    }
+}
+
+async fn consumers(broker: &Broker, queue: &str) -> u32 {
+    let conn = broker.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions { passive: true, ..Default::default() },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let _ = conn.close(200, "".into()).await;
+    q.consumer_count()
+}
+
+/// Runs the real `ledger-workers` binary with `config`'s settings to completion.
+fn run_workers(config: &Config, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(workers_binary());
+    cmd.args(args)
+        .env("DATABASE_URL", &config.database_url)
+        .env("AMQP_URL", &config.amqp_url)
+        .env("AMQP_PREFIX", &config.amqp_prefix)
+        .env("AMQP_DELIVERY_LIMIT", config.delivery_limit.to_string())
+        .env("RUST_LOG", "warn")
+        .env_remove("LEDGER_CRASH_AT");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the workers binary runs")
+}
+
+#[actix_web::test]
+async fn replaying_a_settled_day_changes_no_balance_stock_or_email() {
+    let s = shop().await;
+    let broker = Broker::new();
+    let smtp = SmtpServer::start().await;
+    let config = s.config(&broker, &smtp);
+    let _workers = start_workers(&config, &[Role::Relay, Role::Inventory, Role::Email]);
+    for i in 0..3 {
+        s.purchase(&format!("day-{i}")).await;
+    }
+    eventually(20, "the pipeline settles", || async {
+        s.scalar("SELECT count(*) FROM stock_entries WHERE kind = 'commit'").await == 3
+            && smtp.mails().len() == 3
+            && s.settled(&broker).await
+    })
+    .await;
+    let before = s.effects(&smtp).await;
+    let events = s.scalar("SELECT count(*) FROM outbox").await;
+
+    // the whole day of this tenant, through the real command
+    let since = (s.now().await - chrono::Duration::days(1)).to_rfc3339();
+    let tenant = s.tenant.to_string();
+    let args = ["replay", "--tenant", tenant.as_str(), "--since", since.as_str()];
+    let dry = run_workers(&config, &[&args[..], &["--dry-run"]].concat(), &[]);
+    let out = String::from_utf8_lossy(&dry.stdout);
+    assert!(dry.status.success(), "{out} {}", String::from_utf8_lossy(&dry.stderr));
+    assert!(out.contains(&format!("{events} event(s) would be republished")), "{out}");
+    assert_eq!(out.lines().filter(|l| l.contains("charge.succeeded")).count(), 3, "{out}");
+    assert_eq!(s.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").await, 0, "a dry run marks nothing");
+
+    let replay_started = s.now().await;
+    let run = run_workers(&config, &args, &[]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stdout).contains(&format!("{events} event(s) marked")));
+    let client = s.app.db.client().await;
+    eventually(20, "every event is republished and consumed", || async {
+        let republished: i64 = client
+            .query_one("SELECT count(*) FROM outbox WHERE published_at > $1", &[&replay_started])
+            .await
+            .unwrap()
+            .get(0);
+        republished == events && s.settled(&broker).await
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.effects(&smtp).await, before, "a replay makes no second effect and sends no email");
+}
+
+#[actix_web::test]
+async fn messages_lost_before_the_inventory_worker_saw_them_are_recovered_by_a_replay_of_their_range() {
+    let s = shop().await;
+    let broker = Broker::new();
+    let smtp = SmtpServer::start().await;
+    let config = s.config(&broker, &smtp);
+    let _others = start_workers(&config, &[Role::Relay, Role::Email]);
+    let inventory = start_workers(&config, &[Role::Inventory]);
+    let first = s.purchase("before").await;
+    eventually(20, "the first order is committed", || async { s.status(&first).await == "committed" }).await;
+
+    // stop the inventory worker, let a batch of events reach its queue, and lose them
+    drop(inventory);
+    eventually(10, "the inventory worker is gone", || async { consumers(&broker, &broker.names.inventory).await == 0 })
+        .await;
+    let from = s.now().await;
+    let mut lost = Vec::new();
+    for i in 0..3 {
+        lost.push(s.purchase(&format!("lost-{i}")).await);
+    }
+    let to = s.now().await;
+    let after = s.purchase("after").await;
+    eventually(20, "the batch waits in the queue", || async { broker.depth(&broker.names.inventory).await == 4 }).await;
+    let conn = broker.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_purge(broker.names.inventory.as_str().into(), Default::default()).await.unwrap();
+    let _ = conn.close(200, "".into()).await;
+    eventually(20, "every email is sent meanwhile", || async { smtp.mails().len() == 5 }).await;
+
+    let _inventory = start_workers(&config, &[Role::Inventory]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for h in &lost {
+        assert_eq!(s.status(h).await, "held", "lost, not processed");
+    }
+    assert_eq!(s.on_hand().await, 9);
+
+    // replay the range of the lost batch only: "after" stays lost, as it is outside it
+    let filter = Filter { tenant: Some(s.tenant), since: Some(from), until: Some(to), ..Default::default() };
+    let pool = config.pool().unwrap();
+    let planned = workers::replay::plan(&pool, &filter).await.unwrap();
+    assert_eq!(planned.iter().filter(|e| e.event_type == "charge.succeeded").count(), 3, "{planned:?}");
+    assert!(planned.iter().all(|e| e.order_id.as_deref().is_some_and(|o| o.starts_with("lost-"))), "{planned:?}");
+    assert_eq!(workers::replay::replay(&pool, &filter).await.unwrap(), planned.len() as u64);
+    eventually(20, "the lost orders are committed", || async {
+        let mut all = true;
+        for h in &lost {
+            all &= s.status(h).await == "committed";
+        }
+        all && s.settled(&broker).await
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.status(&first).await, "committed");
+    assert_eq!(s.status(&after).await, "held", "outside the replayed range");
+    assert_eq!(s.on_hand().await, 6, "exactly the three missing commits");
+    assert_eq!(s.scalar("SELECT count(*) FROM stock_entries WHERE kind = 'commit'").await, 4);
+    assert_eq!(s.scalar("SELECT count(*) FROM inbox WHERE consumer = 'inventory'").await, 4);
+    assert_eq!(smtp.mails().len(), 5, "no email resent");
+    assert_eq!(s.scalar("SELECT count(*) FROM emails").await, 5);
+}
+
+#[actix_web::test]
+async fn a_dead_lettered_message_redriven_after_the_fix_is_processed_exactly_once() {
+    let s = shop().await;
+    let broker = Broker::new();
+    let smtp = SmtpServer::start().await;
+    let config = s.config(&broker, &smtp);
+    // The "bug": the database refuses this order's stock commit, so the
+    // inventory worker fails it on every delivery until it is dead-lettered.
+    let db = s.app.db.client().await;
+    db.batch_execute(
+        "CREATE FUNCTION test_bug() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN RAISE EXCEPTION 'test bug: order %', NEW.order_id; END $$; \
+         CREATE TRIGGER test_bug BEFORE INSERT ON stock_entries FOR EACH ROW \
+           WHEN (NEW.order_id = 'poison') EXECUTE FUNCTION test_bug();",
+    )
+    .await
+    .unwrap();
+    let _workers = start_workers(&config, &[Role::Relay, Role::Inventory, Role::Email]);
+    eventually(10, "the queues exist", || async { broker.exists(&broker.names.dead_letter_queue).await }).await;
+    let hold = s.purchase("poison").await;
+    eventually(30, "the message is dead-lettered", || async {
+        broker.depth(&broker.names.dead_letter_queue).await == 1
+    })
+    .await;
+    assert_eq!(s.status(&hold).await, "held");
+    let message_id: String = db
+        .query_one("SELECT message_id::text FROM outbox WHERE event_type = 'charge.succeeded'", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    // listing shows why it died and leaves it in place
+    let dead = workers::dlq::list(&config).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let d = &dead[0];
+    assert_eq!(d.message_id.as_deref(), Some(message_id.as_str()));
+    assert_eq!(d.event_type.as_deref(), Some("charge.succeeded"));
+    assert_eq!(d.order_id.as_deref(), Some("poison"));
+    assert_eq!(d.queue.as_deref(), Some(broker.names.inventory.as_str()));
+    assert_eq!(d.reason.as_deref(), Some("delivery_limit"), "{d:?}");
+    assert_eq!(d.deliveries.as_deref(), Some(">3"), "failed past the delivery limit");
+    assert_eq!(d.deaths, Some(1));
+    eventually(10, "a listed message stays dead-lettered", || async {
+        broker.depth(&broker.names.dead_letter_queue).await == 1
+    })
+    .await;
+    // a redrive that names another message moves nothing
+    let none = workers::dlq::redrive(&config, &workers::dlq::Select::Ids(vec!["other".into()])).await.unwrap();
+    assert!(none.is_empty());
+
+    // the fix, then the redrive of that message
+    db.batch_execute("DROP TRIGGER test_bug ON stock_entries").await.unwrap();
+    let moved = workers::dlq::redrive(&config, &workers::dlq::Select::Ids(vec![message_id.clone()])).await.unwrap();
+    assert_eq!(moved.len(), 1);
+    eventually(20, "the redriven message is processed", || async { s.status(&hold).await == "committed" }).await;
+    eventually(20, "every queue drains", || async {
+        broker.depth(&broker.names.dead_letter_queue).await == 0 && s.settled(&broker).await
+    })
+    .await;
+    // nothing left to redrive
+    assert!(workers::dlq::redrive(&config, &workers::dlq::Select::All).await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.on_hand().await, 9, "taken once");
+    assert_eq!(s.scalar("SELECT count(*) FROM stock_entries WHERE kind = 'commit'").await, 1);
+    assert_eq!(s.scalar("SELECT count(*) FROM inbox WHERE consumer = 'inventory'").await, 1);
+    assert_eq!(smtp.mails().len(), 1, "the email queue got no copy");
+}
+
+#[actix_web::test]
+async fn start_up_refuses_retention_windows_that_do_not_nest() {
+    // the API, as `serve` builds it
+    let mut api = api::config::Config::local("postgres://postgres@127.0.0.1:5432/unused");
+    api.http_addr = "127.0.0.1:0".into();
+    api.idempotency_retention = Duration::from_secs(3600);
+    let e = api::startup::Application::build(api.clone()).await.err().expect("refused");
+    assert!(e.contains("IDEMPOTENCY_RETENTION_SECS") && e.contains("CLIENT_MAX_RETRY_SECS"), "{e}");
+    api.idempotency_retention = Duration::from_secs(86_400);
+    api.inbox_retention_secs = 86_400;
+    let e = api::startup::Application::build(api).await.err().expect("refused");
+    assert!(e.contains("INBOX_RETENTION_SECS") && e.contains("OUTBOX_RETENTION_SECS"), "{e}");
+
+    // every worker command, through the real binary
+    let config = Config::local("postgres://postgres@127.0.0.1:5432/unused", "unused");
+    for (args, env, names) in [
+        (&["relay"][..], ("INBOX_RETENTION_SECS", "3600"), ["INBOX_RETENTION_SECS", "OUTBOX_RETENTION_SECS"]),
+        (&["dlq", "list"][..], ("MAX_REDELIVERY_SECS", "9999999"), ["INBOX_RETENTION_SECS", "MAX_REDELIVERY_SECS"]),
+        (
+            &["inventory"][..],
+            ("CLIENT_MAX_RETRY_SECS", "172800"),
+            ["IDEMPOTENCY_RETENTION_SECS", "CLIENT_MAX_RETRY_SECS"],
+        ),
+    ] {
+        let out = run_workers(&config, args, &[env]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started with {env:?}");
+        assert!(names.iter().all(|n| err.contains(n)), "{args:?}: {err}");
+    }
+
+    // and the API binary
+    let api_bin = workers_binary().with_file_name("ledger-api");
+    let out = std::process::Command::new(api_bin)
+        .arg("serve")
+        .env("HTTP_ADDR", "127.0.0.1:0")
+        .env("OUTBOX_RETENTION_SECS", "2000000")
+        .output()
+        .expect("the API binary runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("INBOX_RETENTION_SECS") && err.contains("OUTBOX_RETENTION_SECS"), "{err}");
+}
+
+#[actix_web::test]
+async fn inbox_rows_past_their_retention_are_purged_in_bounded_batches() {
+    let db = ledger_tests::TestDb::new().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO inbox (consumer, message_id, received_at) \
+               SELECT 'inventory', gen_random_uuid(), now() - interval '30 days' FROM generate_series(1, 2500); \
+             INSERT INTO inbox (consumer, message_id) VALUES ('inventory', gen_random_uuid());",
+        )
+        .await
+        .unwrap();
+    let config = Config::local(&db.url, "unused");
+    let pool = config.pool().unwrap();
+    // more than two batches of PURGE_BATCH rows, and the recent one stays
+    let removed = workers::purge::purge_inbox(&pool, config.inbox_retention_secs).await.unwrap();
+    assert_eq!(removed, 2500);
+    assert_eq!(db.count("inbox").await, 1);
+    assert_eq!(workers::purge::purge_inbox(&pool, config.inbox_retention_secs).await.unwrap(), 0);
+}
