@@ -6,6 +6,7 @@
 //! one commit. Read functions take any client.
 
 pub mod accounts;
+pub mod audit;
 pub mod charges;
 pub mod db;
 pub mod error;
