@@ -17,8 +17,9 @@ WORKERS := target/debug/ledger-workers
 services:
 	@scripts/ensure-services.sh
 
+## The binaries without crash points (the tests crate turns them on in a workspace build).
 build:
-	$(CARGO) build --workspace --bins
+	$(CARGO) build -p api -p workers --bins
 
 ## Create the database when missing and migrate it.
 db: services build
@@ -50,7 +51,7 @@ run: db
 test: services test-rust test-contract
 
 test-rust: services
-	$(CARGO) build --workspace --bins
+	$(CARGO) build --workspace --bins --features ledger/crash-points
 	$(CARGO) test --workspace --no-fail-fast
 
 ## The committed spec, proven against a live server: generated Python and TypeScript

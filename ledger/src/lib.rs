@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod charges;
+pub mod crash;
 pub mod db;
 pub mod error;
 pub mod inventory;
