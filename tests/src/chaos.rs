@@ -1,7 +1,8 @@
 //! The seeded fault campaign: concurrent storefront clients run whole
 //! purchases against several real `ledger-api` processes and real worker
 //! processes while a fault injector, driven by the same seed, SIGKILLs and
-//! restarts them, cuts the workers' broker connections and fires duplicate
+//! restarts them (sometimes armed at a crash point, so that they die there on
+//! a later request or message), cuts the workers' broker connections and fires duplicate
 //! requests and duplicate messages. At the end the pipeline is quiesced, lost
 //! emails are reconciled and the auditor runs; any violation fails the run.
 //!
@@ -115,15 +116,20 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-async fn serve(db_url: &str, port: u16) -> Proc {
-    let child = Command::new(api_binary())
+async fn serve(db_url: &str, port: u16, crash_at: Option<&str>) -> Proc {
+    let mut cmd = Command::new(api_binary());
+    if let Some(point) = crash_at {
+        cmd.env("LEDGER_CRASH_AT", point);
+    } else {
+        cmd.env_remove("LEDGER_CRASH_AT");
+    }
+    let child = cmd
         .arg("serve")
         .env("DATABASE_URL", db_url)
         .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("HTTP_WORKERS", "2")
         .env("DB_POOL_SIZE", "8")
         .env("RUST_LOG", "error")
-        .env_remove("LEDGER_CRASH_AT")
         .stdout(Stdio::null())
         .spawn()
         .expect("ledger-api starts");
@@ -278,11 +284,15 @@ pub async fn run(settings: Settings) -> Summary {
     let mut ports = Vec::new();
     for _ in 0..settings.apis {
         let port = free_port();
-        apis.push(serve(&db.url, port).await);
+        apis.push(serve(&db.url, port, None).await);
         ports.push(port);
     }
     let roles = ["relay", "inventory", "email"];
+    let points = ["relay-after-publish", "inventory-after-commit", "email-after-ack"];
     let mut workers: Vec<Proc> = roles.iter().map(|r| Proc(spawn_worker_process(&config, r, None))).collect();
+    // which processes were restarted armed at a crash point
+    let mut api_armed = vec![false; apis.len()];
+    let mut worker_armed = vec![false; workers.len()];
     let shared = Rc::new(RefCell::new(Shared { ports: ports.clone(), summary: Summary::default() }));
     shared.borrow_mut().summary.seed = settings.seed;
 
@@ -330,19 +340,39 @@ pub async fn run(settings: Settings) -> Summary {
         |s: &Rc<RefCell<Shared>>, kind: &'static str| *s.borrow_mut().summary.faults.entry(kind).or_default() += 1;
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(200 + rng.below(800))).await;
+        // a process that died at its crash point is restarted unarmed, as a supervisor would
+        for i in 0..apis.len() {
+            if let Ok(Some(_)) = apis[i].0.try_wait() {
+                apis[i] = serve(&db.url, ports[i], None).await;
+                api_armed[i] = false;
+                fault(&shared, "api died at a crash point");
+            }
+        }
+        for i in 0..workers.len() {
+            if let Ok(Some(_)) = workers[i].0.try_wait() {
+                workers[i] = Proc(spawn_worker_process(&config, roles[i], None));
+                worker_armed[i] = false;
+                fault(&shared, "worker died at a crash point");
+            }
+        }
         match rng.below(4) {
             0 => {
                 let i = rng.below(apis.len() as u64) as usize;
                 let _ = apis[i].0.kill(); // SIGKILL
                 let _ = apis[i].0.wait();
-                apis[i] = serve(&db.url, ports[i]).await;
+                // sometimes restarted armed: it dies at that point on a later request
+                let arm = rng.chance(30).then(|| ["api-after-key-lock", "api-after-commit"][rng.below(2) as usize]);
+                apis[i] = serve(&db.url, ports[i], arm).await;
+                api_armed[i] = arm.is_some();
                 fault(&shared, "api killed");
             }
             1 => {
                 let i = rng.below(workers.len() as u64) as usize;
                 let _ = workers[i].0.kill();
                 let _ = workers[i].0.wait();
-                workers[i] = Proc(spawn_worker_process(&config, roles[i], None));
+                let arm = rng.chance(30).then(|| points[i]);
+                workers[i] = Proc(spawn_worker_process(&config, roles[i], arm));
+                worker_armed[i] = arm.is_some();
                 fault(&shared, "worker killed");
             }
             2 => {
@@ -364,6 +394,21 @@ pub async fn run(settings: Settings) -> Summary {
                     fault(&shared, "duplicate message");
                 }
             }
+        }
+    }
+    // the last in-flight requests and the quiescence run on unarmed processes
+    for i in 0..apis.len() {
+        if api_armed[i] || apis[i].0.try_wait().ok().flatten().is_some() {
+            let _ = apis[i].0.kill();
+            let _ = apis[i].0.wait();
+            apis[i] = serve(&db.url, ports[i], None).await;
+        }
+    }
+    for i in 0..workers.len() {
+        if worker_armed[i] || workers[i].0.try_wait().ok().flatten().is_some() {
+            let _ = workers[i].0.kill();
+            let _ = workers[i].0.wait();
+            workers[i] = Proc(spawn_worker_process(&config, roles[i], None));
         }
     }
     for h in handles {
