@@ -11,14 +11,15 @@ CARGO ?= cargo
 API     := target/debug/ledger-api
 WORKERS := target/debug/ledger-workers
 
-.PHONY: run test test-rust test-contract fuzz services build db openapi openapi-check fmt fmt-check lint clean-test-dbs
+.PHONY: run test chaos test-rust test-contract fuzz services build db openapi openapi-check fmt fmt-check lint clean-test-dbs
 
 ## Start PostgreSQL and RabbitMQ if they are not running (installing them if absent).
 services:
 	@scripts/ensure-services.sh
 
+## The binaries without crash points (the tests crate turns them on in a workspace build).
 build:
-	$(CARGO) build --workspace --bins
+	$(CARGO) build -p api -p workers --bins
 
 ## Create the database when missing and migrate it.
 db: services build
@@ -50,7 +51,7 @@ run: db
 test: services test-rust test-contract
 
 test-rust: services
-	$(CARGO) build --workspace --bins
+	$(CARGO) build --workspace --bins --features ledger/crash-points
 	$(CARGO) test --workspace --no-fail-fast
 
 ## The committed spec, proven against a live server: generated Python and TypeScript
@@ -58,6 +59,15 @@ test-rust: services
 ## headless Chromium (tests/contract/run.sh; tools are cached in .tools/).
 test-contract: services build
 	tests/contract/run.sh quick
+
+## The seeded fault campaign against real processes; any audit violation fails it and prints the seed.
+## `make chaos CHAOS_SEED=42 CHAOS_SECS=60` replays seed 42 for a minute (the seed defaults to the clock).
+CHAOS_SECS    ?= 600
+CHAOS_CLIENTS ?= 8
+CHAOS_APIS    ?= 3
+chaos: services
+	$(CARGO) build --workspace --bins --features ledger/crash-points
+	CHAOS_SECS=$(CHAOS_SECS) CHAOS_CLIENTS=$(CHAOS_CLIENTS) CHAOS_APIS=$(CHAOS_APIS) target/debug/chaos
 
 ## The long schemathesis run: many more examples per operation, plus stateful sequences.
 fuzz: services build

@@ -219,6 +219,8 @@ where
         }
         Err(e) => return Err(e),
     }
+    // the key row is locked by this transaction, the effect has not run
+    ledger::crash::point("api-after-key-lock");
     let reply = match effect(&tx).await {
         Ok(reply) => reply,
         Err(e) if e.stored => Reply::problem(&e),
@@ -226,5 +228,7 @@ where
     };
     store(&tx, tenant, &key, &reply).await?;
     tx.commit().await?;
+    // committed, the client has not heard back
+    ledger::crash::point("api-after-commit");
     Ok(reply.into_response(false))
 }

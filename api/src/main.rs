@@ -33,6 +33,12 @@ enum Command {
     },
     /// Delete expired Idempotency-Keys now (the server also does it periodically).
     PurgeIdempotencyKeys,
+    /// Check the ledger's invariants (docs/invariants.md); exit 1 on any violation.
+    Audit {
+        /// Also check what holds once the pipeline has settled (events published and consumed).
+        #[arg(long)]
+        quiesced: bool,
+    },
 }
 
 #[tokio::main]
@@ -101,6 +107,20 @@ async fn run(cli: Cli) -> Result<(), String> {
             let n = api::purge::purge_expired(&pool, config.idempotency_retention).await.map_err(|e| e.to_string())?;
             println!("{n} expired key(s) removed");
             Ok(())
+        }
+        Command::Audit { quiesced } => {
+            let (client, conn) = tokio_postgres::connect(&config.database_url, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            let report =
+                ledger::audit::audit(&client, ledger::audit::Options { quiesced }).await.map_err(|e| e.to_string())?;
+            println!("{report}");
+            if report.is_clean() {
+                Ok(())
+            } else {
+                Err(format!("{} invariant(s) violated: {}", report.broken().len(), report.broken().join(", ")))
+            }
         }
     }
 }

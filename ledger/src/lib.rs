@@ -6,7 +6,9 @@
 //! one commit. Read functions take any client.
 
 pub mod accounts;
+pub mod audit;
 pub mod charges;
+pub mod crash;
 pub mod db;
 pub mod error;
 pub mod inventory;

@@ -2,6 +2,7 @@
 //! template, and the real server built by the production builder on port 0.
 
 pub mod broker;
+pub mod chaos;
 pub mod proxy;
 pub mod smtp;
 
@@ -342,7 +343,10 @@ pub fn start_workers(config: &workers::config::Config, roles: &[Role]) -> Worker
 /// The real `ledger-workers` binary (built by `make test` before the tests).
 pub fn workers_binary() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("ledger-workers");
+    // a test runs from target/debug/deps, the chaos binary from target/debug
+    let dir = exe.parent().unwrap();
+    let dir = if dir.ends_with("deps") { dir.parent().unwrap() } else { dir };
+    let bin = dir.join("ledger-workers");
     assert!(bin.exists(), "{} is missing: run `cargo build --workspace --bins` first", bin.display());
     bin
 }

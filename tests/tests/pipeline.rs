@@ -62,6 +62,20 @@ impl Shop {
         self.app.db.client().await.query_one(sql, &[]).await.unwrap().get(0)
     }
 
+    /// Waits for the outbox to drain, then audits every invariant (the
+    /// quiescence ones too, when the pipeline ran to the end) and asserts none is broken.
+    async fn audit_clean(&self, quiesced: bool) {
+        if quiesced {
+            eventually(20, "every event is published", || async {
+                self.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").await == 0
+            })
+            .await;
+        }
+        let client = self.app.db.client().await;
+        let report = ledger::audit::audit(&client, ledger::audit::Options { quiesced }).await.unwrap();
+        assert!(report.is_clean(), "{report}");
+    }
+
     async fn on_hand(&self) -> i64 {
         self.app.get("/v1/skus/mug", &self.key).await.json()["on_hand"].as_i64().unwrap()
     }
@@ -139,6 +153,7 @@ async fn a_purchase_commits_its_reservation_and_sends_exactly_one_email() {
     .await;
     assert_eq!(s.scalar("SELECT count(*) FROM emails WHERE status = 'sent'").await, 1);
     assert_eq!(s.scalar("SELECT count(*) FROM stock_entries WHERE kind = 'commit'").await, 1);
+    s.audit_clean(true).await;
 }
 
 #[actix_web::test]
@@ -173,6 +188,7 @@ async fn the_same_event_five_times_makes_one_stock_effect_and_one_email() {
     assert_eq!(s.scalar("SELECT count(*) FROM stock_entries WHERE kind = 'commit'").await, 1);
     assert_eq!(smtp.mails().len(), 1, "one email");
     assert_eq!(s.scalar("SELECT count(*) FROM inbox WHERE consumer = 'inventory'").await, 1);
+    s.audit_clean(true).await;
 }
 
 #[actix_web::test]
@@ -200,6 +216,7 @@ async fn poison_messages_are_dead_lettered_and_do_not_block_the_queue() {
     })
     .await;
     assert_eq!(broker.depth(&broker.names.inventory).await, 0);
+    s.audit_clean(true).await;
 }
 
 #[actix_web::test]
@@ -228,6 +245,7 @@ async fn inventory_worker_killed_after_commit_before_ack_takes_stock_once() {
     let _ = restarted.wait();
     assert_eq!(s.on_hand().await, 6, "no double decrement");
     assert_eq!(s.scalar("SELECT count(*) FROM stock_entries WHERE kind = 'commit'").await, 1);
+    s.audit_clean(true).await;
 }
 
 #[actix_web::test]
@@ -260,6 +278,8 @@ async fn email_worker_killed_after_ack_loses_the_email_and_reconcile_sends_exact
     // a second run finds nothing left
     assert!(workers::email::reconcile(&pool, &mailer, &config.email_from, 0, true).await.unwrap().is_empty());
     assert_eq!(smtp.mails().len(), 1);
+    // no inventory worker ran here, so only what holds at every instant
+    s.audit_clean(false).await;
 }
 
 #[actix_web::test]
@@ -289,6 +309,7 @@ async fn relay_killed_between_publish_and_mark_republishes_and_consumers_absorb_
     assert_eq!(s.on_hand().await, 8, "stock taken once");
     assert_eq!(smtp.mails().len(), 1, "one email");
     assert_eq!(s.scalar("SELECT count(*) FROM inbox WHERE consumer = 'inventory'").await, 1);
+    s.audit_clean(true).await;
 }
 
 #[actix_web::test]
@@ -351,6 +372,7 @@ async fn connections_cut_while_events_flow_still_make_every_effect_exactly_once(
     recipients.dedup();
     assert_eq!(recipients.len(), 10, "one email per order");
     assert_eq!(smtp.mails().len(), 10);
+    s.audit_clean(true).await;
 }
 
 #[actix_web::test]

@@ -37,14 +37,5 @@ where
     }
 }
 
-/// A named point where tests make the process die on purpose, to prove that
-/// what happened before it is not lost and what comes after is not doubled.
-/// Armed by `LEDGER_CRASH_AT=<name>`; a no-op otherwise.
-pub fn crash_point(name: &str) {
-    static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let armed = ARMED.get_or_init(|| std::env::var("LEDGER_CRASH_AT").ok());
-    if armed.as_deref() == Some(name) {
-        eprintln!("crash point `{name}` reached: aborting");
-        std::process::abort();
-    }
-}
+/// A named point where tests make the process die on purpose; see [`ledger::crash`].
+pub use ledger::crash::point as crash_point;

@@ -1,0 +1,470 @@
+//! The seeded fault campaign: concurrent storefront clients run whole
+//! purchases against several real `ledger-api` processes and real worker
+//! processes while a fault injector, driven by the same seed, SIGKILLs and
+//! restarts them (sometimes armed at a crash point, so that they die there on
+//! a later request or message), cuts the workers' broker connections and fires duplicate
+//! requests and duplicate messages. At the end the pipeline is quiesced, lost
+//! emails are reconciled and the auditor runs; any violation fails the run.
+//!
+//! The seed drives every decision (what each client buys, when and which
+//! fault strikes); the interleaving still depends on timing, so a replay
+//! explores the same plan, not byte-identical scheduling.
+//!
+//! PostgreSQL and RabbitMQ themselves are shared with other test runs, so the
+//! campaign does not restart them: it force-closes the workers' broker
+//! connections through a proxy instead.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::broker::Broker;
+use crate::proxy::Proxy;
+use crate::{spawn_worker_process, TestDb};
+
+/// SplitMix64: small, seedable, good enough to drive a plan.
+#[derive(Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub seed: u64,
+    pub duration: Duration,
+    pub clients: usize,
+    pub apis: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub seed: u64,
+    pub purchases: u64,
+    pub charged: u64,
+    pub refunded: u64,
+    pub released: u64,
+    pub declined: u64,
+    pub requests: u64,
+    pub retries: u64,
+    pub faults: BTreeMap<&'static str, u64>,
+    pub duplicates_absorbed: u64,
+    pub duplicate_mismatches: u64,
+    pub emails_lost: u64,
+    pub emails_recovered: u64,
+    pub violations: Vec<String>,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "chaos campaign, seed {}", self.seed)?;
+        writeln!(
+            f,
+            "  purchases {} (charged {}, refunded {}, released {}, declined {})",
+            self.purchases, self.charged, self.refunded, self.released, self.declined
+        )?;
+        writeln!(f, "  requests {}, retries {}", self.requests, self.retries)?;
+        let faults: Vec<String> = self.faults.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        writeln!(f, "  faults: {}", faults.join(", "))?;
+        writeln!(
+            f,
+            "  duplicates absorbed {} (answers differing from the first: {})",
+            self.duplicates_absorbed, self.duplicate_mismatches
+        )?;
+        writeln!(f, "  emails lost {}, recovered by reconcile {}", self.emails_lost, self.emails_recovered)?;
+        for v in &self.violations {
+            writeln!(f, "  {v}")?;
+        }
+        write!(f, "  violations {}", self.violations.len())
+    }
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn api_binary() -> std::path::PathBuf {
+    crate::workers_binary().with_file_name("ledger-api")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn serve(db_url: &str, port: u16, crash_at: Option<&str>) -> Proc {
+    let mut cmd = Command::new(api_binary());
+    if let Some(point) = crash_at {
+        cmd.env("LEDGER_CRASH_AT", point);
+    } else {
+        cmd.env_remove("LEDGER_CRASH_AT");
+    }
+    let child = cmd
+        .arg("serve")
+        .env("DATABASE_URL", db_url)
+        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("HTTP_WORKERS", "2")
+        .env("DB_POOL_SIZE", "8")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ledger-api starts");
+    let proc = Proc(child);
+    let http = awc::Client::default();
+    for _ in 0..200 {
+        if let Ok(res) = http.get(format!("http://127.0.0.1:{port}/healthz")).send().await {
+            if res.status().is_success() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proc
+}
+
+struct Shared {
+    ports: Vec<u16>,
+    summary: Summary,
+}
+
+/// A careful client: the same Idempotency-Key on every retry; retries on
+/// connection errors, timeouts, 409 and 5xx, against any API process.
+async fn request(
+    shared: &Rc<RefCell<Shared>>,
+    rng: &mut Rng,
+    key: &str,
+    idem: &str,
+    path: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let http = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let port = {
+            let s = shared.borrow();
+            s.ports[rng.below(s.ports.len() as u64) as usize]
+        };
+        shared.borrow_mut().summary.requests += 1;
+        let sent = http
+            .post(format!("http://127.0.0.1:{port}{path}"))
+            .insert_header(("Authorization", format!("Bearer {key}")))
+            .insert_header(("Idempotency-Key", idem))
+            .insert_header(("Content-Type", "application/json"))
+            .send_body(body.to_string())
+            .await;
+        if let Ok(mut res) = sent {
+            let status = res.status().as_u16();
+            if let Ok(bytes) = res.body().limit(1 << 20).await {
+                if status != 409 && status < 500 {
+                    return (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null));
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "{path} with key {idem} never got an answer");
+        shared.borrow_mut().summary.retries += 1;
+        tokio::time::sleep(Duration::from_millis(50 + rng.below(150))).await;
+    }
+}
+
+struct Store {
+    key: String,
+    seller: String,
+    platform: String,
+    buyers: Vec<String>,
+    skus: Vec<String>,
+}
+
+/// One storefront client: purchase after purchase until `until`.
+async fn client(shared: Rc<RefCell<Shared>>, store: Rc<Store>, n: usize, mut rng: Rng, until: Instant) {
+    let buyer = &store.buyers[n];
+    let mut i = 0;
+    while Instant::now() < until {
+        i += 1;
+        let order = format!("c{n}-o{i}");
+        shared.borrow_mut().summary.purchases += 1;
+        let sku = &store.skus[rng.below(store.skus.len() as u64) as usize];
+        let quantity = 1 + rng.below(2);
+        let hold_body = json!({"order_id": order, "sku": sku, "quantity": quantity});
+        let hold_key = format!("{order}:hold");
+        let (status, hold) = request(&shared, &mut rng, &store.key, &hold_key, "/v1/reservations", &hold_body).await;
+        if status != 201 {
+            shared.borrow_mut().summary.declined += 1;
+            continue;
+        }
+        duplicate(&shared, &mut rng, &store.key, &hold_key, "/v1/reservations", &hold_body, &hold).await;
+        if rng.chance(15) {
+            let path = format!("/v1/reservations/{}/release", hold["id"].as_str().unwrap());
+            request(&shared, &mut rng, &store.key, &format!("{order}:release"), &path, &Value::Null).await;
+            shared.borrow_mut().summary.released += 1;
+            continue;
+        }
+        let cents = 100 + rng.below(5000);
+        let amount = format!("{}.{:02}", cents / 100, cents % 100);
+        let fee = format!("{}.{:02}", cents / 1000, (cents / 10) % 100);
+        let charge_body = json!({"order_id": order, "attempt": 1, "buyer_account_id": buyer,
+            "seller_account_id": store.seller, "amount": amount, "currency": "USD",
+            "platform_fee": {"account_id": store.platform, "amount": fee},
+            "receipt_email": format!("{order}@example.com")});
+        let charge_key = format!("{order}:charge");
+        let (status, charge) = request(&shared, &mut rng, &store.key, &charge_key, "/v1/charges", &charge_body).await;
+        assert!(status == 201 || status == 200, "charge {order}: {status} {charge}");
+        shared.borrow_mut().summary.charged += 1;
+        duplicate(&shared, &mut rng, &store.key, &charge_key, "/v1/charges", &charge_body, &charge).await;
+        if rng.chance(25) {
+            let refund = format!("{}.{:02}", cents / 200, (cents / 2) % 100);
+            let path = format!("/v1/charges/{}/refunds", charge["id"].as_str().unwrap());
+            let (status, _) =
+                request(&shared, &mut rng, &store.key, &format!("{order}:refund"), &path, &json!({"amount": refund}))
+                    .await;
+            assert_eq!(status, 201, "refund of {order}");
+            shared.borrow_mut().summary.refunded += 1;
+        }
+    }
+}
+
+/// Fires the same request again on purpose, sometimes; its answer must be the first one.
+async fn duplicate(
+    shared: &Rc<RefCell<Shared>>,
+    rng: &mut Rng,
+    key: &str,
+    idem: &str,
+    path: &str,
+    body: &Value,
+    first: &Value,
+) {
+    if !rng.chance(20) {
+        return;
+    }
+    let (_, again) = request(shared, rng, key, idem, path, body).await;
+    let mut s = shared.borrow_mut();
+    s.summary.duplicates_absorbed += 1;
+    if &again != first {
+        s.summary.duplicate_mismatches += 1;
+        s.summary.violations.push(format!("duplicate request {idem} answered {again} after {first}"));
+    }
+}
+
+/// Runs a campaign and returns its summary (violations included).
+pub async fn run(settings: Settings) -> Summary {
+    let mut rng = Rng::new(settings.seed);
+    let db = TestDb::new().await;
+    let broker = Broker::new();
+    let proxy = Proxy::start("127.0.0.1:5672").await;
+    let email_dir = std::env::temp_dir().join(format!("ledger-chaos-{}", uuid::Uuid::new_v4().simple()));
+    let mut config = workers::config::Config::local(&db.url, &broker.prefix);
+    config.amqp_url = crate::broker::amqp_url().replace(":5672", &format!(":{}", proxy.port));
+    config.relay_poll_ms = 100;
+    config.email_dir = email_dir.to_string_lossy().into_owned();
+
+    let mut apis = Vec::new();
+    let mut ports = Vec::new();
+    for _ in 0..settings.apis {
+        let port = free_port();
+        apis.push(serve(&db.url, port, None).await);
+        ports.push(port);
+    }
+    let roles = ["relay", "inventory", "email"];
+    let points = ["relay-after-publish", "inventory-after-commit", "email-after-ack"];
+    let mut workers: Vec<Proc> = roles.iter().map(|r| Proc(spawn_worker_process(&config, r, None))).collect();
+    // which processes were restarted armed at a crash point
+    let mut api_armed = vec![false; apis.len()];
+    let mut worker_armed = vec![false; workers.len()];
+    let shared = Rc::new(RefCell::new(Shared { ports: ports.clone(), summary: Summary::default() }));
+    shared.borrow_mut().summary.seed = settings.seed;
+
+    // the store: accounts funded from an external account, stock on a few SKUs
+    let key = {
+        let mut conn = ledger::tenants::connect(&db.url).await.unwrap();
+        ledger::tenants::create_with_key(&mut conn, "chaos").await.unwrap().1
+    };
+    let mut setup = rng.clone();
+    let mut account = async |reference: String, negative: bool| -> String {
+        let body = json!({"reference": reference, "currency": "USD", "allow_negative": negative});
+        let (_, a) = request(&shared, &mut setup, &key, &format!("acct:{reference}"), "/v1/accounts", &body).await;
+        a["id"].as_str().unwrap().to_owned()
+    };
+    let ext = account("external".into(), true).await;
+    let seller = account("seller".into(), false).await;
+    let platform = account("platform".into(), false).await;
+    let mut buyers = Vec::new();
+    for n in 0..settings.clients {
+        buyers.push(account(format!("buyer-{n}"), false).await);
+    }
+    for (n, b) in buyers.iter().enumerate() {
+        let body =
+            json!({"source_account_id": ext, "destination_account_id": b, "amount": "1000000.00", "currency": "USD"});
+        request(&shared, &mut setup, &key, &format!("fund:{n}"), "/v1/transfers", &body).await;
+    }
+    let skus: Vec<String> = (0..4).map(|i| format!("sku-{i}")).collect();
+    for s in &skus {
+        let body = json!({"quantity": 1_000_000});
+        request(&shared, &mut setup, &key, &format!("restock:{s}"), &format!("/v1/skus/{s}/restocks"), &body).await;
+    }
+    let store = Rc::new(Store { key, seller, platform, buyers, skus });
+
+    // the clients
+    let until = Instant::now() + settings.duration;
+    let mut handles = Vec::new();
+    for n in 0..settings.clients {
+        let client_rng = Rng::new(settings.seed ^ (n as u64 + 1).wrapping_mul(0x9e37_79b9));
+        handles.push(actix_web::rt::spawn(client(shared.clone(), store.clone(), n, client_rng, until)));
+    }
+
+    // the fault injector, on this task
+    let pg = db.client().await;
+    let fault =
+        |s: &Rc<RefCell<Shared>>, kind: &'static str| *s.borrow_mut().summary.faults.entry(kind).or_default() += 1;
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(200 + rng.below(800))).await;
+        // a process that died at its crash point is restarted unarmed, as a supervisor would
+        for i in 0..apis.len() {
+            if let Ok(Some(_)) = apis[i].0.try_wait() {
+                apis[i] = serve(&db.url, ports[i], None).await;
+                api_armed[i] = false;
+                fault(&shared, "api died at a crash point");
+            }
+        }
+        for i in 0..workers.len() {
+            if let Ok(Some(_)) = workers[i].0.try_wait() {
+                workers[i] = Proc(spawn_worker_process(&config, roles[i], None));
+                worker_armed[i] = false;
+                fault(&shared, "worker died at a crash point");
+            }
+        }
+        match rng.below(4) {
+            0 => {
+                let i = rng.below(apis.len() as u64) as usize;
+                let _ = apis[i].0.kill(); // SIGKILL
+                let _ = apis[i].0.wait();
+                // sometimes restarted armed: it dies at that point on a later request
+                let arm = rng.chance(30).then(|| ["api-after-key-lock", "api-after-commit"][rng.below(2) as usize]);
+                apis[i] = serve(&db.url, ports[i], arm).await;
+                api_armed[i] = arm.is_some();
+                fault(&shared, "api killed");
+            }
+            1 => {
+                let i = rng.below(workers.len() as u64) as usize;
+                let _ = workers[i].0.kill();
+                let _ = workers[i].0.wait();
+                let arm = rng.chance(30).then(|| points[i]);
+                workers[i] = Proc(spawn_worker_process(&config, roles[i], arm));
+                worker_armed[i] = arm.is_some();
+                fault(&shared, "worker killed");
+            }
+            2 => {
+                proxy.cut();
+                fault(&shared, "broker connections cut");
+            }
+            _ => {
+                let row = pg
+                    .query_opt(
+                        "SELECT message_id::text, event_type, payload::text FROM outbox \
+                          WHERE published_at IS NOT NULL ORDER BY random() LIMIT 1",
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                if let Some(row) = row {
+                    let (id, kind, body): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+                    broker.publish(&kind, &id, body.as_bytes()).await;
+                    fault(&shared, "duplicate message");
+                }
+            }
+        }
+    }
+    // the last in-flight requests and the quiescence run on unarmed processes
+    for i in 0..apis.len() {
+        if api_armed[i] || apis[i].0.try_wait().ok().flatten().is_some() {
+            let _ = apis[i].0.kill();
+            let _ = apis[i].0.wait();
+            apis[i] = serve(&db.url, ports[i], None).await;
+        }
+    }
+    for i in 0..workers.len() {
+        if worker_armed[i] || workers[i].0.try_wait().ok().flatten().is_some() {
+            let _ = workers[i].0.kill();
+            let _ = workers[i].0.wait();
+            workers[i] = Proc(spawn_worker_process(&config, roles[i], None));
+        }
+    }
+    for h in handles {
+        h.await.expect("a client finished");
+    }
+
+    // quiesce: everything relayed and consumed
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let unpublished: i64 =
+            pg.query_one("SELECT count(*) FROM outbox WHERE published_at IS NULL", &[]).await.unwrap().get(0);
+        let depth = broker.depth(&broker.names.inventory).await + broker.depth(&broker.names.email).await;
+        if unpublished == 0 && depth == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pipeline did not quiesce: {unpublished} unpublished, {depth} queued");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pool = config.pool().unwrap();
+    let mailer = workers::email::Mailer::from_config(&config).unwrap();
+    let lost = workers::email::reconcile(&pool, &mailer, &config.email_from, 2, true).await.unwrap();
+    let report = ledger::audit::audit(&pg, ledger::audit::Options { quiesced: true }).await.unwrap();
+    // exactly one sent email per paid order with a receipt address, now that reconcile ran
+    let unsent: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM (SELECT DISTINCT tenant_id, order_id FROM charges WHERE receipt_email IS NOT NULL) c \
+              WHERE NOT EXISTS (SELECT 1 FROM emails m WHERE m.tenant_id = c.tenant_id AND m.order_id = c.order_id \
+                                  AND m.status = 'sent')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    drop(apis);
+    drop(workers);
+    let _ = std::fs::remove_dir_all(&email_dir);
+
+    let mut summary = std::mem::take(&mut shared.borrow_mut().summary);
+    summary.emails_lost = lost.len() as u64;
+    summary.emails_recovered = lost.len() as u64;
+    for v in report.violations {
+        summary.violations.push(format!("VIOLATION {}: {}", v.invariant, v.row));
+    }
+    let count = async |sql: &str| -> u64 { pg.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) as u64 };
+    let (charges, refunds) = (count("SELECT count(*) FROM charges").await, count("SELECT count(*) FROM refunds").await);
+    if (charges, refunds) != (summary.charged, summary.refunded) {
+        summary.violations.push(format!(
+            "VIOLATION one_effect_per_purchase: {charges} charge(s) and {refunds} refund(s) for {} and {} asked",
+            summary.charged, summary.refunded
+        ));
+    }
+    if unsent > 0 {
+        summary
+            .violations
+            .push(format!("VIOLATION email_exactly_once_after_reconcile: {unsent} paid order(s) without a sent email"));
+    }
+    summary
+}
