@@ -88,6 +88,7 @@ impl Config {
             max_size: self.db_pool_size,
             wait_timeout: Duration::from_millis(self.db_pool_wait_ms),
             lock_timeout: Duration::from_millis(self.db_lock_timeout_ms),
+            verify_on_checkout: false,
         }
     }
 }

@@ -16,11 +16,21 @@ pub struct PoolOptions {
     /// How long any statement waits for a row lock (a concurrent duplicate, a
     /// hot account) before it gives up. Bounds every wait in the service.
     pub lock_timeout: Duration,
+    /// Check each connection with a round trip when it leaves the pool.
+    /// The API skips it on its hot path; the workers use it, so a database
+    /// restart costs a message one failed attempt, not one per dead pooled
+    /// connection (which could exhaust its delivery limit).
+    pub verify_on_checkout: bool,
 }
 
 impl Default for PoolOptions {
     fn default() -> Self {
-        PoolOptions { max_size: 16, wait_timeout: Duration::from_secs(5), lock_timeout: Duration::from_secs(5) }
+        PoolOptions {
+            max_size: 16,
+            wait_timeout: Duration::from_secs(5),
+            lock_timeout: Duration::from_secs(5),
+            verify_on_checkout: false,
+        }
     }
 }
 
@@ -28,8 +38,13 @@ pub fn pool(database_url: &str, opts: &PoolOptions) -> Result<Pool, String> {
     let mut pg: tokio_postgres::Config = database_url.parse().map_err(|e| format!("DATABASE_URL: {e}"))?;
     pg.options(format!("-c lock_timeout={}", opts.lock_timeout.as_millis()));
     pg.application_name("ledger");
-    let manager =
-        Manager::from_config(pg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let manager = Manager::from_config(
+        pg,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: if opts.verify_on_checkout { RecyclingMethod::Verified } else { RecyclingMethod::Fast },
+        },
+    );
     Pool::builder(manager)
         .max_size(opts.max_size)
         .runtime(Runtime::Tokio1)

@@ -355,7 +355,7 @@ pub async fn run(settings: Settings) -> Summary {
                 fault(&shared, "worker died at a crash point");
             }
         }
-        match rng.below(4) {
+        match rng.below(5) {
             0 => {
                 let i = rng.below(apis.len() as u64) as usize;
                 let _ = apis[i].0.kill(); // SIGKILL
@@ -378,6 +378,18 @@ pub async fn run(settings: Settings) -> Summary {
             2 => {
                 proxy.cut();
                 fault(&shared, "broker connections cut");
+            }
+            3 => {
+                // What a PostgreSQL restart does to the service: every session of
+                // the campaign's database dies at once, mid-transaction or idle.
+                // Other databases on the shared server are left alone.
+                pg.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    &[&db.name],
+                )
+                .await
+                .unwrap();
+                fault(&shared, "database connections dropped");
             }
             _ => {
                 let row = pg

@@ -85,7 +85,7 @@ impl Config {
     pub fn pool(&self) -> Result<deadpool_postgres::Pool, String> {
         ledger::db::pool(
             &self.database_url,
-            &ledger::db::PoolOptions { max_size: self.db_pool_size, ..Default::default() },
+            &ledger::db::PoolOptions { max_size: self.db_pool_size, verify_on_checkout: true, ..Default::default() },
         )
     }
 }
