@@ -66,6 +66,7 @@ pub async fn run(
     duration: u64,
     warmup: u64,
     concurrency: usize,
+    clients: usize,
     db_url: &str,
     buyers: usize,
     fixed: &[(&str, String)],
@@ -77,8 +78,8 @@ pub async fn run(
     let prefix = dir.join("log");
     let pgbench = |secs: u64, log: bool| {
         let mut cmd = Command::new("pgbench");
-        cmd.args(["-n", "-M", "prepared", "-c", &concurrency.to_string()])
-            .args(["-j", &concurrency.min(2).to_string(), "-T", &secs.to_string()])
+        cmd.args(["-n", "-M", "prepared", "-c", &clients.to_string()])
+            .args(["-j", &clients.min(2).to_string(), "-T", &secs.to_string()])
             .arg("-f")
             .arg(&script_path);
         for (name, value) in fixed {
@@ -122,5 +123,7 @@ pub async fn run(
     if failed > 0 {
         return Err(format!("{failed} failed pgbench transactions"));
     }
-    Ok(Figures { workload: "pgbench (charge SQL)".into(), concurrency, requests, secs: duration as f64, hist })
+    let workload =
+        if clients == concurrency { "pgbench (charge SQL)".to_owned() } else { format!("pgbench ({clients} conns)") };
+    Ok(Figures { workload, concurrency, requests, secs: duration as f64, hist })
 }
