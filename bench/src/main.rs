@@ -245,7 +245,33 @@ async fn setup(http: &Http, args: &Args) -> Accounts {
         .await;
         buyers.push(id);
     }
+    for i in 0..SKUS {
+        http.create(&format!("/v1/skus/sku-{i}/restocks"), &format!("restock:{i}"), json!({"quantity": 1_000_000}))
+            .await;
+    }
     Accounts { buyers, sellers, platform }
+}
+
+/// SKUs restocked for the reservation workloads; `sku-0` is the hot one.
+const SKUS: usize = 256;
+
+/// Every tenth reservation goes to the hot SKU, the rest spread over the others.
+fn sku_for(i: usize) -> String {
+    if i.is_multiple_of(10) {
+        "sku-0".to_owned()
+    } else {
+        format!("sku-{}", 1 + i % (SKUS - 1))
+    }
+}
+
+fn check_created(w: &mut Wrong, r: &Result<(u16, bool, Vec<u8>), String>) -> bool {
+    match r {
+        Ok((status, _, _)) if !(200..300).contains(status) => w.non_2xx += 1,
+        Ok((201, _, _)) => return true,
+        Ok(_) => w.not_created += 1,
+        Err(_) => w.transport += 1,
+    }
+    false
 }
 
 /// Closed loop: `concurrency` tasks, each sending its next request as soon as
@@ -307,7 +333,7 @@ where
 
 fn git_revision() -> String {
     Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
+        .args(["describe", "--always", "--dirty"])
         .output()
         .ok()
         .filter(|o| o.status.success())
@@ -326,7 +352,13 @@ async fn main() {
     let db_url = format!("{}/{db}", args.pg);
     eprintln!("database {db}");
 
-    let outcome = run(&args, &db_url).await;
+    // A panic in the run still drops the database below.
+    let outcome = actix_web::rt::spawn({
+        let (args, db_url) = (args.clone(), db_url.clone());
+        async move { run(&args, &db_url).await }
+    })
+    .await
+    .unwrap_or_else(|_| Err("the benchmark panicked".into()));
 
     if !args.keep_db {
         admin.batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)")).await.unwrap();
@@ -377,6 +409,7 @@ async fn run(args: &Args, db_url: &str) -> Result<bool, String> {
     let mut created_total = 0u64;
     let mut rss_peak = 0u64;
     let mut sample_answer = String::new();
+    let mut reserved_total = 0u64;
     for &c in &args.concurrency {
         // 1. New charges: a fresh key and order per request, one hot platform-fee account.
         let (http2, acc) = (http.clone(), accounts.clone());
@@ -458,6 +491,76 @@ async fn run(args: &Args, db_url: &str) -> Result<bool, String> {
         eprintln!("  {}", f.row());
         results.push(f);
         wrong_by.push(("replay".into(), c, w));
+
+        // 3. Reservations: many SKUs, every tenth on the hot one.
+        let http2 = http.clone();
+        let created = Rc::new(Cell::new(0u64));
+        let created2 = created.clone();
+        let reserve = move |task: usize, seq: u64, _measured: bool| {
+            let (http, created) = (http2.clone(), created2.clone());
+            async move {
+                let order = format!("r{c}-{task}-{seq}");
+                let sku = sku_for(task * 7919 + seq as usize * 31);
+                let body = json!({"order_id": order, "sku": sku, "quantity": 1}).to_string().into_bytes();
+                let mut w = Wrong::default();
+                let r = http.post("/v1/reservations", &format!("hold:{order}"), body).await;
+                if check_created(&mut w, &r) {
+                    created.set(created.get() + 1);
+                }
+                (w, None)
+            }
+        };
+        eprintln!("reservations, concurrency {c}");
+        let (f, w, _) = closed_loop(args, "reservation", c, reserve).await;
+        reserved_total += created.get();
+        rss_peak = rss_peak.max(peak_rss_kib(server.child.id()).unwrap_or(0));
+        eprintln!("  {}", f.row());
+        results.push(f);
+        wrong_by.push(("reservation".into(), c, w));
+
+        // 4. A purchase: reserve, then charge the same order.
+        let (http2, acc) = (http.clone(), accounts.clone());
+        let created2 = created.clone();
+        created.set(0);
+        let charged = Rc::new(Cell::new(0u64));
+        let charged2 = charged.clone();
+        let purchase = move |task: usize, seq: u64, _measured: bool| {
+            let (http, acc, created, charged) = (http2.clone(), acc.clone(), created2.clone(), charged2.clone());
+            async move {
+                let order = format!("p{c}-{task}-{seq}");
+                let i = task * 7919 + seq as usize * 104_729;
+                let body = json!({"order_id": order, "sku": sku_for(i), "quantity": 1}).to_string().into_bytes();
+                let mut w = Wrong::default();
+                let r = http.post("/v1/reservations", &format!("hold:{order}"), body).await;
+                if !check_created(&mut w, &r) {
+                    return (w, None);
+                }
+                created.set(created.get() + 1);
+                let body = json!({
+                    "order_id": order, "attempt": 1,
+                    "buyer_account_id": acc.buyers[i % acc.buyers.len()],
+                    "seller_account_id": acc.sellers[i % acc.sellers.len()],
+                    "amount": "1.00", "currency": "USD",
+                    "platform_fee": {"account_id": acc.platform, "amount": "0.10"},
+                    "receipt_email": "buyer@example.com",
+                })
+                .to_string()
+                .into_bytes();
+                let r = http.post("/v1/charges", &format!("charge:{order}"), body).await;
+                if check_created(&mut w, &r) {
+                    charged.set(charged.get() + 1);
+                }
+                (w, None)
+            }
+        };
+        eprintln!("purchases (reserve + charge), concurrency {c}");
+        let (f, w, _) = closed_loop(args, "purchase (res+charge)", c, purchase).await;
+        reserved_total += created.get();
+        created_total += charged.get();
+        rss_peak = rss_peak.max(peak_rss_kib(server.child.id()).unwrap_or(0));
+        eprintln!("  {}", f.row());
+        results.push(f);
+        wrong_by.push(("purchase".into(), c, w));
     }
     let server_key = server.key.clone();
     drop(server);
@@ -471,8 +574,11 @@ async fn run(args: &Args, db_url: &str) -> Result<bool, String> {
     };
     let charges = count("SELECT count(*) FROM charges").await;
     let charge_txs = count("SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await;
-    let duplicates = (charges - created_total as i64).max(0) + (charge_txs - charges).max(0);
-    let missing = (created_total as i64 - charges).max(0);
+    let reservations = count("SELECT count(*) FROM reservations").await;
+    let duplicates = (charges - created_total as i64).max(0)
+        + (charge_txs - charges).max(0)
+        + (reservations - reserved_total as i64).max(0);
+    let missing = (created_total as i64 - charges).max(0) + (reserved_total as i64 - reservations).max(0);
 
     let mut limit: Vec<Figures> = Vec::new();
     if !args.no_pgbench {
@@ -573,7 +679,11 @@ async fn run(args: &Args, db_url: &str) -> Result<bool, String> {
             wr.transport
         );
     }
-    println!("charges created (201): {created_total}; charges in the database: {charges}; charge transactions: {charge_txs}; duplicate effects: {duplicates}; missing: {missing}");
+    println!(
+        "charges created (201): {created_total}; charges in the database: {charges}; charge transactions: {charge_txs}"
+    );
+    println!("reservations created (201): {reserved_total}; in the database: {reservations}");
+    println!("duplicate effects: {duplicates}; missing effects: {missing}");
     println!("API peak RSS (VmHWM): {:.1} MiB", rss_peak as f64 / 1024.0);
     let ok = wrong_total.total() == 0 && duplicates == 0 && missing == 0;
     println!("result: {}", if ok { "PASS" } else { "FAILED" });
@@ -593,6 +703,8 @@ async fn run(args: &Args, db_url: &str) -> Result<bool, String> {
         "wrong_answers": wrong_by.iter().map(|(w, c, wr)| json!({"workload": w, "concurrency": c, "counts": wr.json()})).collect::<Vec<_>>(),
         "charges_created": created_total,
         "charges_in_db": charges,
+        "reservations_created": reserved_total,
+        "reservations_in_db": reservations,
         "duplicate_effects": duplicates,
         "missing_effects": missing,
         "api_peak_rss_mib": round(rss_peak as f64 / 1024.0),
