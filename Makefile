@@ -11,7 +11,7 @@ CARGO ?= cargo
 API     := target/debug/ledger-api
 WORKERS := target/debug/ledger-workers
 
-.PHONY: run test chaos test-rust test-contract fuzz services build db openapi openapi-check fmt fmt-check lint clean-test-dbs
+.PHONY: bench run test chaos test-rust test-contract fuzz services build db openapi openapi-check fmt fmt-check lint clean-test-dbs
 
 ## Start PostgreSQL and RabbitMQ if they are not running (installing them if absent).
 services:
@@ -94,3 +94,10 @@ lint:
 clean-test-dbs: services
 	@psql "$(PGHOST_URL)/postgres" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'ledger\_t\_%' OR datname LIKE 'ledger\_tpl\_%'" \
 	  | while read -r db; do psql "$(PGHOST_URL)/postgres" -qc "DROP DATABASE \"$$db\" WITH (FORCE)"; done
+
+## Throughput and latency over HTTP (release build), beside pgbench running the
+## same SQL; prints a table, writes bench/results/latest.json. BENCH_DURATION=N
+## seconds per workload (default 10), BENCH_CONCURRENCY=16,64.
+bench: services
+	$(CARGO) build --release -p api -p ledger-bench
+	target/release/ledger-bench --pg $(PGHOST_URL)

@@ -25,6 +25,18 @@ pub const REPLAYED: &str = "Idempotent-Replayed";
 pub const NATURAL_KEY_REPLAYED: &str = "Natural-Key-Replayed";
 pub const MAX_KEY_LEN: usize = 255;
 
+/// Claims a key, first statement of every effectful request (`ledger-bench`
+/// runs these statements in pgbench too).
+pub const CLAIM_SQL: &str = "INSERT INTO idempotency_keys (tenant_id, key, fingerprint) VALUES ($1, $2, $3) \
+     ON CONFLICT (tenant_id, key) DO UPDATE \
+         SET fingerprint = EXCLUDED.fingerprint, status_code = NULL, content_type = NULL, \
+             response_headers = '[]', response_body = NULL, created_at = now() \
+       WHERE idempotency_keys.created_at < now() - make_interval(secs => $4) \
+     RETURNING 1";
+/// Stores the answer, last statement before the commit.
+pub const STORE_SQL: &str = "UPDATE idempotency_keys SET status_code = $3, content_type = $4, \
+     response_headers = $5, response_body = $6 WHERE tenant_id = $1 AND key = $2";
+
 /// A validated `Idempotency-Key`: 1 to 255 printable ASCII characters.
 pub struct Key(String);
 
@@ -122,17 +134,7 @@ async fn claim(
     // Twice at most: the second time only if the purge deleted the row
     // between the insert and the read.
     for _ in 0..2 {
-        let owned = tx
-            .query_opt(
-                "INSERT INTO idempotency_keys (tenant_id, key, fingerprint) VALUES ($1, $2, $3) \
-                 ON CONFLICT (tenant_id, key) DO UPDATE \
-                     SET fingerprint = EXCLUDED.fingerprint, status_code = NULL, content_type = NULL, \
-                         response_headers = '[]', response_body = NULL, created_at = now() \
-                   WHERE idempotency_keys.created_at < now() - make_interval(secs => $4) \
-                 RETURNING 1",
-                &[&tenant.0, &key.0, &fp, &retention_secs],
-            )
-            .await?;
+        let owned = tx.query_opt(CLAIM_SQL, &[&tenant.0, &key.0, &fp, &retention_secs]).await?;
         if owned.is_some() {
             return Ok(Claim::Owned);
         }
@@ -175,8 +177,7 @@ async fn claim(
 async fn store(tx: &Transaction<'_>, tenant: TenantId, key: &Key, reply: &Reply) -> Result<(), ApiError> {
     let headers = serde_json::to_value(&reply.headers).expect("headers serialize");
     tx.execute(
-        "UPDATE idempotency_keys SET status_code = $3, content_type = $4, response_headers = $5, response_body = $6 \
-          WHERE tenant_id = $1 AND key = $2",
+        STORE_SQL,
         &[&tenant.0, &key.0, &(reply.status.as_u16() as i16), &reply.content_type, &headers, &reply.body],
     )
     .await?;

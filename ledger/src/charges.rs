@@ -60,6 +60,20 @@ pub enum ChargeStatus {
 const COLUMNS: &str = "id, order_id, attempt, buyer_account_id, seller_account_id, amount, currency, \
                        platform_account_id, fee, refunded_amount, refunded_fee, transaction_id, created_at, receipt_email";
 
+/// Inserts a charge (`ledger-bench` runs it in pgbench too).
+pub fn insert_sql() -> String {
+    format!(
+        "INSERT INTO charges (id, tenant_id, order_id, attempt, buyer_account_id, seller_account_id, \
+                              platform_account_id, amount, fee, currency, transaction_id, receipt_email) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLUMNS}"
+    )
+}
+
+/// Finds the charge of an order attempt, the natural key.
+pub fn find_attempt_sql() -> String {
+    format!("SELECT {COLUMNS} FROM charges WHERE tenant_id = $1 AND order_id = $2 AND attempt = $3")
+}
+
 /// A charge row with the columns refunds need that the API does not show.
 struct ChargeRow {
     charge: Charge,
@@ -157,11 +171,7 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge<'_>)
     let transaction_id = post(tx, tenant, "charge", new.currency, &locked, &legs).await?;
     let row = tx
         .query_one(
-            &format!(
-                "INSERT INTO charges (id, tenant_id, order_id, attempt, buyer_account_id, seller_account_id, \
-                                      platform_account_id, amount, fee, currency, transaction_id, receipt_email) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLUMNS}"
-            ),
+            &insert_sql(),
             &[
                 &Uuid::now_v7(),
                 &tenant.0,
@@ -189,12 +199,7 @@ async fn find_attempt(
     order_id: &str,
     attempt: i32,
 ) -> Result<Option<Charge>> {
-    let row = client
-        .query_opt(
-            &format!("SELECT {COLUMNS} FROM charges WHERE tenant_id = $1 AND order_id = $2 AND attempt = $3"),
-            &[&tenant.0, &order_id, &attempt],
-        )
-        .await?;
+    let row = client.query_opt(&find_attempt_sql(), &[&tenant.0, &order_id, &attempt]).await?;
     row.map(|r| from_row(&r).map(|c| c.charge)).transpose()
 }
 

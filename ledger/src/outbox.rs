@@ -15,6 +15,10 @@ pub const RESERVATION_HELD: &str = "reservation.held";
 pub const RESERVATION_RELEASED: &str = "reservation.released";
 pub const RESERVATION_COMMITTED: &str = "reservation.committed";
 
+/// The statement that writes an event (`ledger-bench` runs it in pgbench too).
+pub const ENQUEUE_SQL: &str =
+    "INSERT INTO outbox (message_id, tenant_id, event_type, order_id, payload) VALUES ($1, $2, $3, $4, $5)";
+
 /// The version of the event payloads this code writes.
 pub const VERSION: u32 = 1;
 
@@ -49,10 +53,6 @@ pub async fn enqueue(
         data,
     };
     let payload = serde_json::to_value(&envelope).expect("events serialize");
-    tx.execute(
-        "INSERT INTO outbox (message_id, tenant_id, event_type, order_id, payload) VALUES ($1, $2, $3, $4, $5)",
-        &[&envelope.message_id, &tenant.0, &event_type, &order_id, &payload],
-    )
-    .await?;
+    tx.execute(ENQUEUE_SQL, &[&envelope.message_id, &tenant.0, &event_type, &order_id, &payload]).await?;
     Ok(envelope.message_id)
 }

@@ -11,6 +11,21 @@ use uuid::Uuid;
 use crate::money::Currency;
 use crate::{Error, Result, TenantId};
 
+/// Locks the accounts of a posting (`ledger-bench` runs it in pgbench too).
+pub const LOCK_ACCOUNTS_SQL: &str = "SELECT id, currency, allow_negative, balance FROM accounts \
+                                     WHERE id = ANY($1) AND tenant_id = $2 ORDER BY id FOR UPDATE";
+
+/// One round trip: the transaction, its entries and the balances.
+pub const POST_SQL: &str = "WITH t AS (
+             INSERT INTO ledger_transactions (id, tenant_id, kind, currency) VALUES ($1, $2, $3, $4)
+         ), e AS (
+             INSERT INTO ledger_entries (transaction_id, leg, account_id, amount, currency)
+             SELECT $1, leg, account, amount, $4 FROM unnest($5::int2[], $6::uuid[], $7::numeric[]) AS l(leg, account, amount)
+         )
+         UPDATE accounts a SET balance = a.balance + d.delta
+           FROM unnest($8::uuid[], $9::numeric[]) AS d(account, delta)
+          WHERE a.id = d.account";
+
 #[derive(Debug, Clone)]
 pub struct LockedAccount {
     pub id: Uuid,
@@ -29,13 +44,7 @@ pub async fn lock_accounts(
     ids: &[Uuid],
     currency: Currency,
 ) -> Result<BTreeMap<Uuid, LockedAccount>> {
-    let rows = tx
-        .query(
-            "SELECT id, currency, allow_negative, balance FROM accounts \
-             WHERE id = ANY($1) AND tenant_id = $2 ORDER BY id FOR UPDATE",
-            &[&ids, &tenant.0],
-        )
-        .await?;
+    let rows = tx.query(LOCK_ACCOUNTS_SQL, &[&ids, &tenant.0]).await?;
     let mut locked = BTreeMap::new();
     for row in rows {
         let code: String = row.get(1);
@@ -95,15 +104,7 @@ pub async fn post(
     let delta_amounts: Vec<Decimal> = deltas.values().copied().collect();
     // One round trip: the transaction, its entries and the balances.
     tx.execute(
-        "WITH t AS (
-             INSERT INTO ledger_transactions (id, tenant_id, kind, currency) VALUES ($1, $2, $3, $4)
-         ), e AS (
-             INSERT INTO ledger_entries (transaction_id, leg, account_id, amount, currency)
-             SELECT $1, leg, account, amount, $4 FROM unnest($5::int2[], $6::uuid[], $7::numeric[]) AS l(leg, account, amount)
-         )
-         UPDATE accounts a SET balance = a.balance + d.delta
-           FROM unnest($8::uuid[], $9::numeric[]) AS d(account, delta)
-          WHERE a.id = d.account",
+        POST_SQL,
         &[
             &transaction_id,
             &tenant.0,

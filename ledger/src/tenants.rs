@@ -83,10 +83,11 @@ pub async fn revoke_keys(conn: &mut AsyncPgConnection, prefix: &str) -> Result<u
         .map_err(|e| e.to_string())
 }
 
+/// The statement that authenticates every request.
+pub const AUTHENTICATE_SQL: &str = "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL";
+
 /// The tenant that owns an unrevoked key, if any.
 pub async fn authenticate(client: &impl tokio_postgres::GenericClient, key: &str) -> crate::Result<Option<TenantId>> {
-    let row = client
-        .query_opt("SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", &[&hash_key(key)])
-        .await?;
+    let row = client.query_opt(AUTHENTICATE_SQL, &[&hash_key(key)]).await?;
     Ok(row.map(|r| TenantId(r.get(0))))
 }
