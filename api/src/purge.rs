@@ -5,28 +5,20 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
-pub const BATCH: i64 = ledger::retention::PURGE_BATCH;
-
 /// Deletes keys older than `retention`; returns how many.
 pub async fn purge_expired(pool: &Pool, retention: Duration) -> Result<u64, ledger::Error> {
     let client = pool.get().await?;
-    let mut total = 0;
-    loop {
-        let n = client
-            .execute(
-                "DELETE FROM idempotency_keys k USING ( \
-                     SELECT tenant_id, key FROM idempotency_keys \
-                      WHERE created_at < now() - make_interval(secs => $1) \
-                      LIMIT $2 FOR UPDATE SKIP LOCKED) old \
-                  WHERE k.tenant_id = old.tenant_id AND k.key = old.key",
-                &[&retention.as_secs_f64(), &BATCH],
-            )
-            .await?;
-        total += n;
-        if (n as i64) < BATCH {
-            return Ok(total);
-        }
-    }
+    let total = ledger::retention::purge_in_batches(
+        &**client,
+        "DELETE FROM idempotency_keys k USING ( \
+             SELECT tenant_id, key FROM idempotency_keys \
+              WHERE created_at < now() - make_interval(secs => $1) \
+              LIMIT $2 FOR UPDATE SKIP LOCKED) old \
+          WHERE k.tenant_id = old.tenant_id AND k.key = old.key",
+        retention.as_secs_f64(),
+    )
+    .await?;
+    Ok(total)
 }
 
 pub async fn run(pool: Pool, retention: Duration, every: Duration) {

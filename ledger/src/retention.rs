@@ -36,6 +36,24 @@ pub const MAX_REDELIVERY_SECS: u64 = 604_800;
 /// many locks or runs long.
 pub const PURGE_BATCH: i64 = 1000;
 
+/// Runs `delete` until a batch comes back short and returns how many rows
+/// went. `delete` is a DELETE whose `$1` is the retention in seconds and
+/// `$2` the batch size ([`PURGE_BATCH`]), so each statement stays small.
+pub async fn purge_in_batches(
+    client: &impl tokio_postgres::GenericClient,
+    delete: &str,
+    retention_secs: f64,
+) -> Result<u64, tokio_postgres::Error> {
+    let mut total = 0;
+    loop {
+        let n = client.execute(delete, &[&retention_secs, &PURGE_BATCH]).await?;
+        total += n;
+        if (n as i64) < PURGE_BATCH {
+            return Ok(total);
+        }
+    }
+}
+
 impl Default for Windows {
     fn default() -> Self {
         Windows {

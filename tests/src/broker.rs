@@ -40,8 +40,8 @@ impl Broker {
         found
     }
 
-    /// Messages waiting in a queue.
-    pub async fn depth(&self, queue: &str) -> u32 {
+    /// Messages waiting in a queue, and consumers attached to it.
+    pub async fn counts(&self, queue: &str) -> (u32, u32) {
         let conn = self.connect().await;
         let ch = conn.create_channel().await.unwrap();
         let q = ch
@@ -53,7 +53,12 @@ impl Broker {
             .await
             .unwrap();
         let _ = conn.close(200, "".into()).await;
-        q.message_count()
+        (q.message_count(), q.consumer_count())
+    }
+
+    /// Messages waiting in a queue.
+    pub async fn depth(&self, queue: &str) -> u32 {
+        self.counts(queue).await.0
     }
 
     /// Publishes raw bytes to the events exchange, as a duplicate or a poison would arrive.

@@ -121,18 +121,7 @@ impl Shop {
 }
 
 async fn consumers(broker: &Broker, queue: &str) -> u32 {
-    let conn = broker.connect().await;
-    let ch = conn.create_channel().await.unwrap();
-    let q = ch
-        .queue_declare(
-            queue.into(),
-            lapin::options::QueueDeclareOptions { passive: true, ..Default::default() },
-            Default::default(),
-        )
-        .await
-        .unwrap();
-    let _ = conn.close(200, "".into()).await;
-    q.consumer_count()
+    broker.counts(queue).await.1
 }
 
 /// Runs the real `ledger-workers` binary with `config`'s settings to completion.

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use ledger::retention::PURGE_BATCH;
+use ledger::retention::purge_in_batches;
 
 use crate::shutdown::Shutdown;
 use crate::Error;
@@ -13,26 +13,20 @@ use crate::Error;
 /// Deletes inbox rows older than `retention_secs`; returns how many.
 pub async fn purge_inbox(pool: &Pool, retention_secs: u64) -> Result<u64, Error> {
     let client = pool.get().await.map_err(ledger::Error::from)?;
-    let mut total = 0;
-    loop {
-        let n = client
-            .execute(
-                "DELETE FROM inbox i USING ( \
-                     SELECT consumer, message_id FROM inbox \
-                      WHERE received_at < now() - make_interval(secs => $1) \
-                      LIMIT $2 FOR UPDATE SKIP LOCKED) old \
-                  WHERE i.consumer = old.consumer AND i.message_id = old.message_id",
-                &[&(retention_secs as f64), &PURGE_BATCH],
-            )
-            .await?;
-        total += n;
-        if (n as i64) < PURGE_BATCH {
-            if total > 0 {
-                tracing::info!(removed = total, "purged expired inbox rows");
-            }
-            return Ok(total);
-        }
+    let total = purge_in_batches(
+        &**client,
+        "DELETE FROM inbox i USING ( \
+             SELECT consumer, message_id FROM inbox \
+              WHERE received_at < now() - make_interval(secs => $1) \
+              LIMIT $2 FOR UPDATE SKIP LOCKED) old \
+          WHERE i.consumer = old.consumer AND i.message_id = old.message_id",
+        retention_secs as f64,
+    )
+    .await?;
+    if total > 0 {
+        tracing::info!(removed = total, "purged expired inbox rows");
     }
+    Ok(total)
 }
 
 /// Purges the inbox every `every` until shutdown.

@@ -123,24 +123,18 @@ pub async fn publish_batch(pool: &Pool, ch: &Channel, names: &Names, limit: i64)
 /// Deletes published rows older than the retention, a bounded batch at a time.
 pub async fn purge_published(pool: &Pool, retention_secs: u64) -> Result<u64, Error> {
     let client = pool.get().await.map_err(ledger::Error::from)?;
-    let mut total = 0;
-    loop {
-        let n = client
-            .execute(
-                "DELETE FROM outbox WHERE id IN ( \
-                     SELECT id FROM outbox WHERE published_at < now() - make_interval(secs => $1) \
-                      ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED)",
-                &[&(retention_secs as f64)],
-            )
-            .await?;
-        total += n;
-        if n < 1000 {
-            if total > 0 {
-                tracing::info!(removed = total, "purged published outbox rows");
-            }
-            return Ok(total);
-        }
+    let total = ledger::retention::purge_in_batches(
+        &**client,
+        "DELETE FROM outbox WHERE id IN ( \
+             SELECT id FROM outbox WHERE published_at < now() - make_interval(secs => $1) \
+              ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        retention_secs as f64,
+    )
+    .await?;
+    if total > 0 {
+        tracing::info!(removed = total, "purged published outbox rows");
     }
+    Ok(total)
 }
 
 /// A session that LISTENs for outbox inserts. Dropping it closes the session.
