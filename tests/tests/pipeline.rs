@@ -3,83 +3,10 @@
 
 use awc::http::StatusCode;
 use ledger_tests::broker::Broker;
+use ledger_tests::shop::shop;
 use ledger_tests::smtp::SmtpServer;
-use ledger_tests::{eventually, spawn_app, spawn_worker_process, start_workers, Role, TestApp};
+use ledger_tests::{eventually, spawn_worker_process, start_workers, Role};
 use serde_json::json;
-
-struct Shop {
-    app: TestApp,
-    key: String,
-    buyer: String,
-    seller: String,
-}
-
-async fn shop() -> Shop {
-    let app = spawn_app().await;
-    let key = app.tenant("shop").await;
-    let buyer = app.funded(&key, "buyer", "1000.00").await;
-    let seller = app.account(&key, "seller", "USD", false).await;
-    let r = app.post("/v1/skus/mug/restocks", &key, "restock", json!({"quantity": 10})).await;
-    assert_eq!(r.status, StatusCode::CREATED);
-    Shop { app, key, buyer, seller }
-}
-
-impl Shop {
-    async fn purchase(&self, order: &str, quantity: i64) -> String {
-        let hold = self
-            .app
-            .post(
-                "/v1/reservations",
-                &self.key,
-                &format!("{order}:mug"),
-                json!({"order_id": order, "sku": "mug", "quantity": quantity}),
-            )
-            .await;
-        assert_eq!(hold.status, StatusCode::CREATED, "{hold:?}");
-        let charge = self
-            .app
-            .post(
-                "/v1/charges",
-                &self.key,
-                &format!("{order}:1"),
-                json!({"order_id": order, "attempt": 1, "buyer_account_id": self.buyer, "seller_account_id": self.seller,
-                       "amount": "12.00", "currency": "USD", "receipt_email": format!("{order}@example.com")}),
-            )
-            .await;
-        assert_eq!(charge.status, StatusCode::CREATED, "{charge:?}");
-        hold.id()
-    }
-
-    async fn config(&self, broker: &Broker, smtp: &SmtpServer) -> workers::config::Config {
-        let mut c = workers::config::Config::local(&self.app.db.url, &broker.prefix);
-        c.smtp_url = Some(smtp.url.clone());
-        c.relay_poll_ms = 100;
-        c.delivery_limit = 3;
-        c
-    }
-
-    async fn scalar(&self, sql: &str) -> i64 {
-        self.app.db.client().await.query_one(sql, &[]).await.unwrap().get(0)
-    }
-
-    /// Waits for the outbox to drain, then audits every invariant (the
-    /// quiescence ones too, when the pipeline ran to the end) and asserts none is broken.
-    async fn audit_clean(&self, quiesced: bool) {
-        if quiesced {
-            eventually(20, "every event is published", || async {
-                self.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").await == 0
-            })
-            .await;
-        }
-        let client = self.app.db.client().await;
-        let report = ledger::audit::audit(&client, ledger::audit::Options { quiesced }).await.unwrap();
-        assert!(report.is_clean(), "{report}");
-    }
-
-    async fn on_hand(&self) -> i64 {
-        self.app.get("/v1/skus/mug", &self.key).await.json()["on_hand"].as_i64().unwrap()
-    }
-}
 
 #[actix_web::test]
 async fn every_effect_commits_with_its_event_and_declines_write_none() {
@@ -134,7 +61,7 @@ async fn a_purchase_commits_its_reservation_and_sends_exactly_one_email() {
     let s = shop().await;
     let broker = Broker::new();
     let smtp = SmtpServer::start().await;
-    let config = s.config(&broker, &smtp).await;
+    let config = s.config(&broker, &smtp);
     let _workers = start_workers(&config, &[Role::Relay, Role::Inventory, Role::Email]);
     let hold = s.purchase("order-1", 3).await;
 
@@ -161,7 +88,7 @@ async fn the_same_event_five_times_makes_one_stock_effect_and_one_email() {
     let s = shop().await;
     let broker = Broker::new();
     let smtp = SmtpServer::start().await;
-    let config = s.config(&broker, &smtp).await;
+    let config = s.config(&broker, &smtp);
     let _workers = start_workers(&config, &[Role::Relay, Role::Inventory, Role::Email]);
     s.purchase("order-5", 2).await;
     eventually(20, "the first delivery is handled", || async { smtp.mails().len() == 1 }).await;
@@ -196,7 +123,7 @@ async fn poison_messages_are_dead_lettered_and_do_not_block_the_queue() {
     let s = shop().await;
     let broker = Broker::new();
     let smtp = SmtpServer::start().await;
-    let config = s.config(&broker, &smtp).await;
+    let config = s.config(&broker, &smtp);
     let _workers = start_workers(&config, &[Role::Relay, Role::Inventory]);
     // wait for the topology, then poison: one unparseable, one that always fails (no order)
     eventually(10, "the queues exist", || async { broker.exists(&broker.names.inventory).await }).await;
@@ -224,7 +151,7 @@ async fn inventory_worker_killed_after_commit_before_ack_takes_stock_once() {
     let s = shop().await;
     let broker = Broker::new();
     let smtp = SmtpServer::start().await;
-    let config = s.config(&broker, &smtp).await;
+    let config = s.config(&broker, &smtp);
     let _relay = start_workers(&config, &[Role::Relay]);
     let hold = s.purchase("order-k", 4).await;
 
@@ -253,7 +180,7 @@ async fn email_worker_killed_after_ack_loses_the_email_and_reconcile_sends_exact
     let s = shop().await;
     let broker = Broker::new();
     let smtp = SmtpServer::start().await;
-    let config = s.config(&broker, &smtp).await;
+    let config = s.config(&broker, &smtp);
     let _relay = start_workers(&config, &[Role::Relay]);
     s.purchase("order-e", 1).await;
 
@@ -287,7 +214,7 @@ async fn relay_killed_between_publish_and_mark_republishes_and_consumers_absorb_
     let s = shop().await;
     let broker = Broker::new();
     let smtp = SmtpServer::start().await;
-    let config = s.config(&broker, &smtp).await;
+    let config = s.config(&broker, &smtp);
     let hold = s.purchase("order-r", 2).await;
 
     let mut victim = spawn_worker_process(&config, "relay", Some("relay-after-publish"));
@@ -322,7 +249,7 @@ async fn connections_cut_while_events_flow_still_make_every_effect_exactly_once(
     let broker = Broker::new();
     let smtp = SmtpServer::start().await;
     let proxy = ledger_tests::proxy::Proxy::start("127.0.0.1:5672").await;
-    let mut config = s.config(&broker, &smtp).await;
+    let mut config = s.config(&broker, &smtp);
     config.amqp_url = ledger_tests::broker::amqp_url().replace(":5672", &format!(":{}", proxy.port));
     let _workers = start_workers(&config, &[Role::Relay, Role::Inventory, Role::Email]);
 
@@ -380,7 +307,7 @@ async fn several_relays_at_once_publish_each_event_exactly_once() {
     let s = shop().await;
     let broker = Broker::new();
     let smtp = SmtpServer::start().await;
-    let mut config = s.config(&broker, &smtp).await;
+    let mut config = s.config(&broker, &smtp);
     config.relay_batch = 3; // small batches, so the relays interleave
                             // three relays and no consumers: the queues count what was published
     let _relays = start_workers(&config, &[Role::Relay, Role::Relay, Role::Relay]);

@@ -6,33 +6,13 @@
 
 use std::time::Duration;
 
-use awc::http::StatusCode;
 use chrono::{DateTime, Utc};
 use ledger_tests::broker::Broker;
+use ledger_tests::shop::{shop, Shop};
 use ledger_tests::smtp::SmtpServer;
-use ledger_tests::{eventually, spawn_app, start_workers, workers_binary, Role, TestApp};
-use serde_json::json;
+use ledger_tests::{eventually, start_workers, workers_binary, Role};
 use workers::config::Config;
 use workers::replay::Filter;
-
-struct Shop {
-    app: TestApp,
-    key: String,
-    buyer: String,
-    seller: String,
-    tenant: uuid::Uuid,
-}
-
-async fn shop() -> Shop {
-    let app = spawn_app().await;
-    let key = app.tenant("shop").await;
-    let buyer = app.funded(&key, "buyer", "1000.00").await;
-    let seller = app.account(&key, "seller", "USD", false).await;
-    let r = app.post("/v1/skus/mug/restocks", &key, "restock", json!({"quantity": 10})).await;
-    assert_eq!(r.status, StatusCode::CREATED);
-    let tenant = app.db.client().await.query_one("SELECT id FROM tenants", &[]).await.unwrap().get(0);
-    Shop { app, key, buyer, seller, tenant }
-}
 
 /// What must not change when events are processed again.
 #[derive(Debug, PartialEq, Eq)]
@@ -47,76 +27,22 @@ struct Effects {
     inventory_inbox: i64,
 }
 
-impl Shop {
-    async fn purchase(&self, order: &str) -> String {
-        let hold = self
-            .app
-            .post(
-                "/v1/reservations",
-                &self.key,
-                &format!("{order}:mug"),
-                json!({"order_id": order, "sku": "mug", "quantity": 1}),
-            )
-            .await;
-        assert_eq!(hold.status, StatusCode::CREATED, "{hold:?}");
-        let charge = self
-            .app
-            .post(
-                "/v1/charges",
-                &self.key,
-                &format!("{order}:1"),
-                json!({"order_id": order, "attempt": 1, "buyer_account_id": self.buyer, "seller_account_id": self.seller,
-                       "amount": "12.00", "currency": "USD", "receipt_email": format!("{order}@example.com")}),
-            )
-            .await;
-        assert_eq!(charge.status, StatusCode::CREATED, "{charge:?}");
-        hold.id()
-    }
+async fn now(s: &Shop) -> DateTime<Utc> {
+    s.app.db.client().await.query_one("SELECT now()", &[]).await.unwrap().get(0)
+}
 
-    fn config(&self, broker: &Broker, smtp: &SmtpServer) -> Config {
-        let mut c = Config::local(&self.app.db.url, &broker.prefix);
-        c.smtp_url = Some(smtp.url.clone());
-        c.relay_poll_ms = 100;
-        c.delivery_limit = 3;
-        c
-    }
-
-    async fn scalar(&self, sql: &str) -> i64 {
-        self.app.db.client().await.query_one(sql, &[]).await.unwrap().get(0)
-    }
-
-    async fn now(&self) -> DateTime<Utc> {
-        self.app.db.client().await.query_one("SELECT now()", &[]).await.unwrap().get(0)
-    }
-
-    async fn on_hand(&self) -> i64 {
-        self.app.get("/v1/skus/mug", &self.key).await.json()["on_hand"].as_i64().unwrap()
-    }
-
-    async fn status(&self, hold: &str) -> String {
-        self.app.get(&format!("/v1/reservations/{hold}"), &self.key).await.json()["status"].as_str().unwrap().to_owned()
-    }
-
-    // The auditor (being written separately) can replace these assertions:
-    // it checks balances against entries and stock against its ledger.
-    async fn effects(&self, smtp: &SmtpServer) -> Effects {
-        Effects {
-            buyer: self.app.balance(&self.key, &self.buyer).await,
-            seller: self.app.balance(&self.key, &self.seller).await,
-            on_hand: self.on_hand().await,
-            ledger_transactions: self.scalar("SELECT count(*) FROM ledger_transactions").await,
-            stock_commits: self.scalar("SELECT count(*) FROM stock_entries WHERE kind = 'commit'").await,
-            emails: self.scalar("SELECT count(*) FROM emails").await,
-            mails: smtp.mails().len(),
-            inventory_inbox: self.scalar("SELECT count(*) FROM inbox WHERE consumer = 'inventory'").await,
-        }
-    }
-
-    /// Every outbox row published, and both queues empty.
-    async fn settled(&self, broker: &Broker) -> bool {
-        self.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").await == 0
-            && broker.depth(&broker.names.inventory).await == 0
-            && broker.depth(&broker.names.email).await == 0
+// The auditor can replace these assertions: it checks balances against
+// entries and stock against its ledger.
+async fn effects(s: &Shop, smtp: &SmtpServer) -> Effects {
+    Effects {
+        buyer: s.app.balance(&s.key, &s.buyer).await,
+        seller: s.app.balance(&s.key, &s.seller).await,
+        on_hand: s.on_hand().await,
+        ledger_transactions: s.scalar("SELECT count(*) FROM ledger_transactions").await,
+        stock_commits: s.scalar("SELECT count(*) FROM stock_entries WHERE kind = 'commit'").await,
+        emails: s.scalar("SELECT count(*) FROM emails").await,
+        mails: smtp.mails().len(),
+        inventory_inbox: s.scalar("SELECT count(*) FROM inbox WHERE consumer = 'inventory'").await,
     }
 }
 
@@ -148,7 +74,7 @@ async fn replaying_a_settled_day_changes_no_balance_stock_or_email() {
     let config = s.config(&broker, &smtp);
     let _workers = start_workers(&config, &[Role::Relay, Role::Inventory, Role::Email]);
     for i in 0..3 {
-        s.purchase(&format!("day-{i}")).await;
+        s.purchase(&format!("day-{i}"), 1).await;
     }
     eventually(20, "the pipeline settles", || async {
         s.scalar("SELECT count(*) FROM stock_entries WHERE kind = 'commit'").await == 3
@@ -156,11 +82,11 @@ async fn replaying_a_settled_day_changes_no_balance_stock_or_email() {
             && s.settled(&broker).await
     })
     .await;
-    let before = s.effects(&smtp).await;
+    let before = effects(&s, &smtp).await;
     let events = s.scalar("SELECT count(*) FROM outbox").await;
 
     // the whole day of this tenant, through the real command
-    let since = (s.now().await - chrono::Duration::days(1)).to_rfc3339();
+    let since = (now(&s).await - chrono::Duration::days(1)).to_rfc3339();
     let tenant = s.tenant.to_string();
     let args = ["replay", "--tenant", tenant.as_str(), "--since", since.as_str()];
     let dry = run_workers(&config, &[&args[..], &["--dry-run"]].concat(), &[]);
@@ -170,7 +96,7 @@ async fn replaying_a_settled_day_changes_no_balance_stock_or_email() {
     assert_eq!(out.lines().filter(|l| l.contains("charge.succeeded")).count(), 3, "{out}");
     assert_eq!(s.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").await, 0, "a dry run marks nothing");
 
-    let replay_started = s.now().await;
+    let replay_started = now(&s).await;
     let run = run_workers(&config, &args, &[]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(String::from_utf8_lossy(&run.stdout).contains(&format!("{events} event(s) marked")));
@@ -185,7 +111,7 @@ async fn replaying_a_settled_day_changes_no_balance_stock_or_email() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(s.effects(&smtp).await, before, "a replay makes no second effect and sends no email");
+    assert_eq!(effects(&s, &smtp).await, before, "a replay makes no second effect and sends no email");
 }
 
 #[actix_web::test]
@@ -196,20 +122,20 @@ async fn messages_lost_before_the_inventory_worker_saw_them_are_recovered_by_a_r
     let config = s.config(&broker, &smtp);
     let _others = start_workers(&config, &[Role::Relay, Role::Email]);
     let inventory = start_workers(&config, &[Role::Inventory]);
-    let first = s.purchase("before").await;
+    let first = s.purchase("before", 1).await;
     eventually(20, "the first order is committed", || async { s.status(&first).await == "committed" }).await;
 
     // stop the inventory worker, let a batch of events reach its queue, and lose them
     drop(inventory);
     eventually(10, "the inventory worker is gone", || async { consumers(&broker, &broker.names.inventory).await == 0 })
         .await;
-    let from = s.now().await;
+    let from = now(&s).await;
     let mut lost = Vec::new();
     for i in 0..3 {
-        lost.push(s.purchase(&format!("lost-{i}")).await);
+        lost.push(s.purchase(&format!("lost-{i}"), 1).await);
     }
-    let to = s.now().await;
-    let after = s.purchase("after").await;
+    let to = now(&s).await;
+    let after = s.purchase("after", 1).await;
     eventually(20, "the batch waits in the queue", || async { broker.depth(&broker.names.inventory).await == 4 }).await;
     let conn = broker.connect().await;
     let ch = conn.create_channel().await.unwrap();
@@ -268,7 +194,7 @@ async fn a_dead_lettered_message_redriven_after_the_fix_is_processed_exactly_onc
     .unwrap();
     let _workers = start_workers(&config, &[Role::Relay, Role::Inventory, Role::Email]);
     eventually(10, "the queues exist", || async { broker.exists(&broker.names.dead_letter_queue).await }).await;
-    let hold = s.purchase("poison").await;
+    let hold = s.purchase("poison", 1).await;
     eventually(30, "the message is dead-lettered", || async {
         broker.depth(&broker.names.dead_letter_queue).await == 1
     })
