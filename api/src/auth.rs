@@ -37,7 +37,7 @@ impl FromRequest for Caller {
                 return Err(unauthorized("the API key is not valid"));
             }
             let client = state.pool.get().await?;
-            let tenant = ledger::tenants::authenticate(&**client, &key).await?;
+            let tenant = ledger::tenants::authenticate(&client, &key).await?;
             tenant.map(Caller).ok_or_else(|| unauthorized("the API key is not valid"))
         })
     }

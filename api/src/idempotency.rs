@@ -6,12 +6,16 @@
 //! finds the stored response and replays it. A crash or a 5xx rolls the key
 //! back with the effect, so no key is ever stuck "in progress", and a 5xx is
 //! always safe to retry.
+//!
+//! A retry of a completed request is answered from one read outside any
+//! transaction: a stored answer never changes while its key lives.
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpRequest, HttpResponse};
+use deadpool_postgres::Transaction;
+use ledger::db::Cached;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tokio_postgres::Transaction;
 
 use crate::error::{ApiError, ProblemCode, PROBLEM_JSON};
 use crate::startup::AppState;
@@ -134,37 +138,14 @@ async fn claim(
     // Twice at most: the second time only if the purge deleted the row
     // between the insert and the read.
     for _ in 0..2 {
-        let owned = tx.query_opt(CLAIM_SQL, &[&tenant.0, &key.0, &fp, &retention_secs]).await?;
+        let owned = tx.cached_opt(CLAIM_SQL, &[&tenant.0, &key.0, &fp, &retention_secs]).await?;
         if owned.is_some() {
             return Ok(Claim::Owned);
         }
-        let Some(row) = tx
-            .query_opt(
-                "SELECT fingerprint, status_code, content_type, response_headers, response_body \
-                   FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
-                &[&tenant.0, &key.0],
-            )
-            .await?
-        else {
+        let Some(row) = tx.cached_opt(STORED_SQL, &[&tenant.0, &key.0]).await? else {
             continue;
         };
-        if row.get::<_, &[u8]>(0) != fp {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ProblemCode::IdempotencyKeyReused,
-                "this Idempotency-Key was used for a different request",
-            ));
-        }
-        let status: i16 = row.get(1);
-        let content_type: String = row.get(2);
-        let headers: serde_json::Value = row.get(3);
-        let headers: Vec<(String, String)> = serde_json::from_value(headers).unwrap_or_default();
-        return Ok(Claim::Replay(Reply {
-            status: StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK),
-            content_type: if content_type == PROBLEM_JSON { PROBLEM_JSON } else { "application/json" },
-            headers,
-            body: row.get(4),
-        }));
+        return stored_reply(&row, fp).map(Claim::Replay);
     }
     Err(ApiError::new(
         StatusCode::CONFLICT,
@@ -174,9 +155,38 @@ async fn claim(
     .retry_after(1))
 }
 
+/// The stored answer of a key, whatever its state (read under the claim's lock).
+const STORED_SQL: &str = "SELECT fingerprint, status_code, content_type, response_headers, response_body \
+     FROM idempotency_keys WHERE tenant_id = $1 AND key = $2";
+/// The stored answer of a completed request whose key has not expired.
+const COMPLETED_SQL: &str = "SELECT fingerprint, status_code, content_type, response_headers, response_body \
+     FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND status_code IS NOT NULL \
+      AND created_at >= now() - make_interval(secs => $3)";
+
+/// The answer stored in a key row, or 422 when the row belongs to a different request.
+fn stored_reply(row: &tokio_postgres::Row, fp: &[u8]) -> Result<Reply, ApiError> {
+    if row.get::<_, &[u8]>(0) != fp {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ProblemCode::IdempotencyKeyReused,
+            "this Idempotency-Key was used for a different request",
+        ));
+    }
+    let status: i16 = row.get(1);
+    let content_type: String = row.get(2);
+    let headers: serde_json::Value = row.get(3);
+    let headers: Vec<(String, String)> = serde_json::from_value(headers).unwrap_or_default();
+    Ok(Reply {
+        status: StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK),
+        content_type: if content_type == PROBLEM_JSON { PROBLEM_JSON } else { "application/json" },
+        headers,
+        body: row.get(4),
+    })
+}
+
 async fn store(tx: &Transaction<'_>, tenant: TenantId, key: &Key, reply: &Reply) -> Result<(), ApiError> {
     let headers = serde_json::to_value(&reply.headers).expect("headers serialize");
-    tx.execute(
+    tx.cached_execute(
         STORE_SQL,
         &[&tenant.0, &key.0, &(reply.status.as_u16() as i16), &reply.content_type, &headers, &reply.body],
     )
@@ -204,9 +214,16 @@ where
 {
     let key = Key::from_request(req)?;
     let fp = fingerprint(req, canonical_body);
+    let retention_secs = state.config.idempotency_retention.as_secs_f64();
     let mut client = state.pool.get().await?;
+    // A retry of a completed request: its stored answer never changes until
+    // the key expires, so one read outside a transaction replays it (no
+    // BEGIN, no row lock, no rollback). Anything else takes the claim below.
+    if let Some(row) = client.cached_opt(COMPLETED_SQL, &[&tenant.0, &key.0, &retention_secs]).await? {
+        return Ok(stored_reply(&row, &fp)?.into_response(true));
+    }
     let tx = client.transaction().await?;
-    match claim(&tx, tenant, &key, &fp, state.config.idempotency_retention.as_secs_f64()).await {
+    match claim(&tx, tenant, &key, &fp, retention_secs).await {
         Ok(Claim::Owned) => {}
         Ok(Claim::Replay(reply)) => return Ok(reply.into_response(true)),
         Err(e) if e.code == ProblemCode::Contention => {

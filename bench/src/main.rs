@@ -3,6 +3,7 @@
 //! histograms, counts wrong answers, and runs pgbench with the SQL of one
 //! charge against the same database for the ceiling.
 
+mod chart;
 mod pgbench;
 
 use std::cell::Cell;
@@ -196,7 +197,15 @@ impl Http {
             .map_err(|e| e.to_string())?;
         let replayed = res.headers().get("idempotent-replayed").is_some_and(|v| v.as_bytes() == b"true");
         let body = res.body().limit(1 << 20).await.map_err(|e| e.to_string())?.to_vec();
-        Ok((res.status().as_u16(), replayed, body))
+        let status = res.status().as_u16();
+        if !(200..300).contains(&status) {
+            // The first few wrong answers are shown: a count alone does not say why.
+            static SHOWN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            if SHOWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 5 {
+                eprintln!("  {path}: {status} {}", String::from_utf8_lossy(&body));
+            }
+        }
+        Ok((status, replayed, body))
     }
 
     async fn create(&self, path: &str, key: &str, body: Value) -> Value {
@@ -459,7 +468,13 @@ async fn run(args: &Args, db_url: &str) -> Result<bool, String> {
         results.push(f);
         wrong_by.push(("new charge".into(), c, w));
 
-        // 2. Replays: the same requests again; every answer must be the stored one.
+        // 2. Replays: the created charges again; every answer must be the
+        // stored one. (A request that failed is not stored: its retry runs
+        // afresh, and it was counted wrong already.)
+        let sent: Vec<Sent> = sent.into_iter().filter(|s| s.status == 201).collect();
+        if sent.is_empty() {
+            return Err("no charge was created: nothing to replay".into());
+        }
         let sent = Rc::new(sent);
         let next = Rc::new(Cell::new(0usize));
         let http2 = http.clone();
@@ -715,5 +730,9 @@ async fn run(args: &Args, db_url: &str) -> Result<bool, String> {
     }
     std::fs::write(&args.out, serde_json::to_string_pretty(&report).unwrap()).map_err(|e| e.to_string())?;
     println!("written: {}", args.out);
+    let svg = std::path::Path::new(&args.out).with_extension("svg");
+    let svg = svg.to_string_lossy();
+    chart::write(&report, &svg)?;
+    println!("written: {svg}");
     Ok(ok)
 }

@@ -2,9 +2,12 @@
 //! and the account's entries, newest first.
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
 use rust_decimal::Decimal;
 use serde::Serialize;
-use tokio_postgres::{GenericClient, Row, Transaction};
+
+use crate::db::Cached;
+use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
 use crate::money::Currency;
@@ -47,7 +50,7 @@ pub struct NewAccount<'a> {
 
 pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewAccount<'_>) -> Result<Created<Account>> {
     let inserted = tx
-        .query_opt(
+        .cached_opt(
             &format!(
                 "INSERT INTO accounts (id, tenant_id, reference, currency, allow_negative) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, reference) DO NOTHING RETURNING {COLUMNS}"
@@ -59,7 +62,7 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewAccount<'_>
         return Ok(Created { resource: from_row(&row)?, created: true });
     }
     let existing = tx
-        .query_one(
+        .cached_one(
             &format!("SELECT {COLUMNS} FROM accounts WHERE tenant_id = $1 AND reference = $2"),
             &[&tenant.0, &new.reference],
         )

@@ -7,9 +7,12 @@
 //! row is locked while the refund is checked and a CHECK caps the total.
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
-use tokio_postgres::{GenericClient, Row, Transaction};
+
+use crate::db::Cached;
+use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
 use crate::money::{parse_amount, Currency};
@@ -170,7 +173,7 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge<'_>)
     }
     let transaction_id = post(tx, tenant, "charge", new.currency, &locked, &legs).await?;
     let row = tx
-        .query_one(
+        .cached_one(
             &insert_sql(),
             &[
                 &Uuid::now_v7(),
@@ -193,13 +196,8 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge<'_>)
     Ok(Created { resource: charge, created: true })
 }
 
-async fn find_attempt(
-    client: &impl GenericClient,
-    tenant: TenantId,
-    order_id: &str,
-    attempt: i32,
-) -> Result<Option<Charge>> {
-    let row = client.query_opt(&find_attempt_sql(), &[&tenant.0, &order_id, &attempt]).await?;
+async fn find_attempt(tx: &Transaction<'_>, tenant: TenantId, order_id: &str, attempt: i32) -> Result<Option<Charge>> {
+    let row = tx.cached_opt(&find_attempt_sql(), &[&tenant.0, &order_id, &attempt]).await?;
     row.map(|r| from_row(&r).map(|c| c.charge)).transpose()
 }
 
@@ -242,7 +240,7 @@ pub async fn refund(tx: &Transaction<'_>, tenant: TenantId, charge_id: Uuid, amo
     // The row lock serializes refunds of one charge: two refunds cannot both
     // see the same remainder.
     let row = tx
-        .query_opt(
+        .cached_opt(
             &format!("SELECT {COLUMNS} FROM charges WHERE id = $1 AND tenant_id = $2 FOR UPDATE"),
             &[&charge_id, &tenant.0],
         )
@@ -275,13 +273,13 @@ pub async fn refund(tx: &Transaction<'_>, tenant: TenantId, charge_id: Uuid, amo
     }
     let locked = lock_accounts(tx, tenant, &ids, currency).await?;
     let transaction_id = post(tx, tenant, "refund", currency, &locked, &legs).await?;
-    tx.execute(
+    tx.cached_execute(
         "UPDATE charges SET refunded_amount = refunded_amount + $2, refunded_fee = refunded_fee + $3 WHERE id = $1",
         &[&charge_id, &amount, &fee_part],
     )
     .await?;
     let row = tx
-        .query_one(
+        .cached_one(
             "INSERT INTO refunds (id, tenant_id, charge_id, amount, fee_amount, currency, transaction_id) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, created_at",
             &[&Uuid::now_v7(), &tenant.0, &charge_id, &amount, &fee_part, &currency.code(), &transaction_id],

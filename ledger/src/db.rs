@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Error as PgError, Row};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
 
@@ -75,3 +77,38 @@ pub async fn migrate(database_url: &str) -> Result<Vec<String>, String> {
     });
     rx.await.map_err(|_| "the migration thread died".to_owned())?
 }
+
+/// Statements of the request path run as prepared statements cached on their
+/// pooled connection: one round trip per statement instead of two (parse and
+/// describe, then bind and execute), and PostgreSQL plans each shape once per
+/// connection instead of on every request. The SQL text is the cache key, so
+/// every call site keeps its SQL beside it as before.
+#[allow(async_fn_in_trait)]
+pub trait Cached {
+    async fn cached_query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, PgError>;
+    async fn cached_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, PgError>;
+    async fn cached_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>, PgError>;
+    async fn cached_execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, PgError>;
+}
+
+macro_rules! cached_impl {
+    ($t:ty) => {
+        impl Cached for $t {
+            async fn cached_query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, PgError> {
+                self.query(&self.prepare_cached(sql).await?, params).await
+            }
+            async fn cached_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, PgError> {
+                self.query_one(&self.prepare_cached(sql).await?, params).await
+            }
+            async fn cached_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>, PgError> {
+                self.query_opt(&self.prepare_cached(sql).await?, params).await
+            }
+            async fn cached_execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, PgError> {
+                self.execute(&self.prepare_cached(sql).await?, params).await
+            }
+        }
+    };
+}
+
+cached_impl!(deadpool_postgres::Transaction<'_>);
+cached_impl!(deadpool_postgres::Client);

@@ -6,8 +6,11 @@
 //! a clean `OutOfStock` answer instead of an error.
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
 use serde::{Deserialize, Serialize};
-use tokio_postgres::{GenericClient, Row, Transaction};
+
+use crate::db::Cached;
+use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
 use crate::outbox;
@@ -38,14 +41,14 @@ fn sku_from_row(row: &Row) -> Sku {
 /// Adds `quantity` to the SKU's stock, creating the SKU on its first restock.
 pub async fn restock(tx: &Transaction<'_>, tenant: TenantId, sku: &str, quantity: i64) -> Result<Sku> {
     let row = tx
-        .query_one(
+        .cached_one(
             "INSERT INTO skus (tenant_id, sku, on_hand) VALUES ($1, $2, $3) \
              ON CONFLICT (tenant_id, sku) DO UPDATE SET on_hand = skus.on_hand + EXCLUDED.on_hand, updated_at = now() \
              RETURNING sku, on_hand, reserved, updated_at",
             &[&tenant.0, &sku, &quantity],
         )
         .await?;
-    tx.execute(
+    tx.cached_execute(
         "INSERT INTO stock_entries (tenant_id, sku, kind, quantity) VALUES ($1, $2, 'restock', $3)",
         &[&tenant.0, &sku, &quantity],
     )
@@ -132,14 +135,14 @@ pub async fn reserve(
     // Lock the SKU first: concurrent reservations of one SKU queue here, and
     // a concurrent duplicate of this order finds the first one's row below.
     let stock = tx
-        .query_opt(
+        .cached_opt(
             "SELECT on_hand, reserved FROM skus WHERE tenant_id = $1 AND sku = $2 FOR UPDATE",
             &[&tenant.0, &sku],
         )
         .await?
         .ok_or_else(|| Error::SkuNotFound(sku.to_owned()))?;
     let existing = tx
-        .query_opt(
+        .cached_opt(
             &format!(
                 "SELECT {RESERVATION_COLUMNS} FROM reservations WHERE tenant_id = $1 AND order_id = $2 AND sku = $3"
             ),
@@ -160,13 +163,13 @@ pub async fn reserve(
     if on_hand - reserved < quantity {
         return Err(Error::OutOfStock { sku: sku.to_owned(), available: on_hand - reserved, requested: quantity });
     }
-    tx.execute(
+    tx.cached_execute(
         "UPDATE skus SET reserved = reserved + $3, updated_at = now() WHERE tenant_id = $1 AND sku = $2",
         &[&tenant.0, &sku, &quantity],
     )
     .await?;
     let row = tx
-        .query_one(
+        .cached_one(
             &format!(
                 "INSERT INTO reservations (id, tenant_id, order_id, sku, quantity, status) \
                  VALUES ($1, $2, $3, $4, $5, 'held') RETURNING {RESERVATION_COLUMNS}"
@@ -194,7 +197,7 @@ pub async fn get_reservation(client: &impl GenericClient, tenant: TenantId, id: 
 /// changes nothing and returns it; a committed one cannot be released.
 pub async fn release(tx: &Transaction<'_>, tenant: TenantId, id: Uuid) -> Result<Reservation> {
     let row = tx
-        .query_opt(
+        .cached_opt(
             &format!("SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id = $1 AND tenant_id = $2 FOR UPDATE"),
             &[&id, &tenant.0],
         )
@@ -208,13 +211,13 @@ pub async fn release(tx: &Transaction<'_>, tenant: TenantId, id: Uuid) -> Result
         }
         ReservationStatus::Held => {}
     }
-    tx.execute(
+    tx.cached_execute(
         "UPDATE skus SET reserved = reserved - $3, updated_at = now() WHERE tenant_id = $1 AND sku = $2",
         &[&tenant.0, &reservation.sku, &reservation.quantity],
     )
     .await?;
     let row = tx
-        .query_one(
+        .cached_one(
             &format!(
                 "UPDATE reservations SET status = 'released', updated_at = now() WHERE id = $1 RETURNING {RESERVATION_COLUMNS}"
             ),
@@ -232,7 +235,7 @@ pub async fn release(tx: &Transaction<'_>, tenant: TenantId, id: Uuid) -> Result
 /// Reservations already released or committed are left as they are.
 pub async fn commit_order(tx: &Transaction<'_>, tenant: TenantId, order_id: &str) -> Result<Vec<Reservation>> {
     let rows = tx
-        .query(
+        .cached_query(
             &format!(
                 "SELECT {RESERVATION_COLUMNS} FROM reservations \
                   WHERE tenant_id = $1 AND order_id = $2 AND status = 'held' ORDER BY id FOR UPDATE"
@@ -243,19 +246,19 @@ pub async fn commit_order(tx: &Transaction<'_>, tenant: TenantId, order_id: &str
     let mut committed = Vec::with_capacity(rows.len());
     for row in rows {
         let r = reservation_from_row(&row);
-        tx.execute(
+        tx.cached_execute(
             "UPDATE skus SET on_hand = on_hand - $3, reserved = reserved - $3, updated_at = now() \
               WHERE tenant_id = $1 AND sku = $2",
             &[&tenant.0, &r.sku, &r.quantity],
         )
         .await?;
-        tx.execute(
+        tx.cached_execute(
             "INSERT INTO stock_entries (tenant_id, sku, kind, quantity, order_id) VALUES ($1, $2, 'commit', $3, $4)",
             &[&tenant.0, &r.sku, &(-r.quantity), &order_id],
         )
         .await?;
         let row = tx
-            .query_one(
+            .cached_one(
                 &format!(
                     "UPDATE reservations SET status = 'committed', updated_at = now() WHERE id = $1 RETURNING {RESERVATION_COLUMNS}"
                 ),

@@ -1,9 +1,10 @@
 //! The ledger: money and stock, double entry, append-only, with natural keys
 //! that make every effect happen at most once.
 //!
-//! Write functions take a `tokio_postgres::Transaction` so that the caller
-//! composes them with its own writes (the idempotency record, the outbox) in
-//! one commit. Read functions take any client.
+//! Write functions take a pooled `deadpool_postgres::Transaction` so that the
+//! caller composes them with its own writes (the idempotency record, the
+//! outbox) in one commit, and so that their statements run prepared and
+//! cached on the connection (`db::Cached`). Read functions take any client.
 
 pub mod accounts;
 pub mod audit;

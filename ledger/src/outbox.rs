@@ -3,8 +3,10 @@
 //! event nor an event without its effect. The relay publishes them.
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
 use serde::{Deserialize, Serialize};
-use tokio_postgres::Transaction;
+
+use crate::db::Cached;
 use uuid::Uuid;
 
 use crate::{Result, TenantId};
@@ -53,6 +55,6 @@ pub async fn enqueue(
         data,
     };
     let payload = serde_json::to_value(&envelope).expect("events serialize");
-    tx.execute(ENQUEUE_SQL, &[&envelope.message_id, &tenant.0, &event_type, &order_id, &payload]).await?;
+    tx.cached_execute(ENQUEUE_SQL, &[&envelope.message_id, &tenant.0, &event_type, &order_id, &payload]).await?;
     Ok(envelope.message_id)
 }

@@ -4,8 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use deadpool_postgres::Transaction;
 use rust_decimal::Decimal;
-use tokio_postgres::Transaction;
+
+use crate::db::Cached;
 use uuid::Uuid;
 
 use crate::money::Currency;
@@ -44,7 +46,7 @@ pub async fn lock_accounts(
     ids: &[Uuid],
     currency: Currency,
 ) -> Result<BTreeMap<Uuid, LockedAccount>> {
-    let rows = tx.query(LOCK_ACCOUNTS_SQL, &[&ids, &tenant.0]).await?;
+    let rows = tx.cached_query(LOCK_ACCOUNTS_SQL, &[&ids, &tenant.0]).await?;
     let mut locked = BTreeMap::new();
     for row in rows {
         let code: String = row.get(1);
@@ -103,7 +105,7 @@ pub async fn post(
     let delta_accounts: Vec<Uuid> = deltas.keys().copied().collect();
     let delta_amounts: Vec<Decimal> = deltas.values().copied().collect();
     // One round trip: the transaction, its entries and the balances.
-    tx.execute(
+    tx.cached_execute(
         POST_SQL,
         &[
             &transaction_id,

@@ -87,7 +87,7 @@ pub async fn revoke_keys(conn: &mut AsyncPgConnection, prefix: &str) -> Result<u
 pub const AUTHENTICATE_SQL: &str = "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL";
 
 /// The tenant that owns an unrevoked key, if any.
-pub async fn authenticate(client: &impl tokio_postgres::GenericClient, key: &str) -> crate::Result<Option<TenantId>> {
-    let row = client.query_opt(AUTHENTICATE_SQL, &[&hash_key(key)]).await?;
+pub async fn authenticate(client: &impl crate::db::Cached, key: &str) -> crate::Result<Option<TenantId>> {
+    let row = client.cached_opt(AUTHENTICATE_SQL, &[&hash_key(key)]).await?;
     Ok(row.map(|r| TenantId(r.get(0))))
 }

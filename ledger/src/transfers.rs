@@ -2,9 +2,12 @@
 //! currency, e.g. funding a buyer's wallet from an external-funds account.
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
 use rust_decimal::Decimal;
 use serde::Serialize;
-use tokio_postgres::{GenericClient, Row, Transaction};
+
+use crate::db::Cached;
+use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
 use crate::money::Currency;
@@ -65,7 +68,7 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewTransfer<'_
     )
     .await?;
     let row = tx
-        .query_one(
+        .cached_one(
             &format!(
                 "INSERT INTO transfers (id, tenant_id, source_account_id, destination_account_id, amount, currency, description, transaction_id) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"

@@ -9,6 +9,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
+use ledger::db::Cached;
 use ledger::outbox::Envelope;
 use ledger::TenantId;
 
@@ -61,7 +62,7 @@ pub async fn apply(pool: &Pool, envelope: &Envelope<serde_json::Value>) -> Resul
     let mut client = pool.get().await.map_err(ledger::Error::from)?;
     let tx = client.transaction().await?;
     let first = tx
-        .execute(
+        .cached_execute(
             "INSERT INTO inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             &[&CONSUMER, &envelope.message_id],
         )

@@ -1,0 +1,153 @@
+//! The chart beside `latest.json`: throughput and latency percentiles per
+//! workload and concurrency, the service beside pgbench's ceiling, drawn
+//! from the same report the JSON file holds.
+
+use plotters::prelude::*;
+use serde_json::Value;
+
+/// One bar group: a workload at one concurrency.
+struct Group {
+    label: String,
+    ceiling: bool,
+    rps: f64,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+}
+
+fn short(workload: &str) -> &str {
+    match workload {
+        "new charge" => "charge",
+        "purchase (res+charge)" => "purchase",
+        "new charge, empty ledger" => "charge 0",
+        "new charge, grown ledger" => "charge 10M",
+        other => other.split_whitespace().next().unwrap_or(other),
+    }
+}
+
+fn groups(report: &Value) -> Vec<Group> {
+    let mut out = Vec::new();
+    for (key, ceiling) in [("service", false), ("pgbench", true)] {
+        for f in report[key].as_array().into_iter().flatten() {
+            let n = |k: &str| f[k].as_f64().unwrap_or(0.0);
+            let workload = f["workload"].as_str().unwrap_or("?");
+            let name = if ceiling { "pgbench" } else { short(workload) };
+            out.push(Group {
+                label: format!("{name} @{}", f["concurrency"]),
+                ceiling,
+                rps: n("rps"),
+                p50: n("p50_ms"),
+                p90: n("p90_ms"),
+                p99: n("p99_ms"),
+            });
+        }
+    }
+    out
+}
+
+/// Writes an SVG with two panels: requests per second, and p50/p90/p99 in
+/// milliseconds on a log scale.
+pub fn write(report: &Value, path: &str) -> Result<(), String> {
+    let groups = groups(report);
+    if groups.is_empty() {
+        return Err("no figures to chart".into());
+    }
+    let n = groups.len() as f64;
+    let width = (140 * groups.len()).max(900) as u32;
+    let root = SVGBackend::new(path, (width, 900)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let title = format!(
+        "ledger-bench {} on {} cores, {} s per workload",
+        report["git_revision"].as_str().unwrap_or("?"),
+        report["cores"],
+        report["duration_secs"]
+    );
+    let root = root.titled(&title, ("sans-serif", 22)).map_err(|e| e.to_string())?;
+    let (top, bottom) = root.split_vertically(420);
+    let label_style = ("sans-serif", 13).into_font();
+    let service = RGBColor(52, 101, 164);
+    let ceiling = RGBColor(204, 0, 0);
+
+    // Throughput.
+    let max_rps = groups.iter().map(|g| g.rps).fold(1.0, f64::max) * 1.2;
+    let mut chart = ChartBuilder::on(&top)
+        .caption("requests per second (service blue, pgbench on the same SQL red)", ("sans-serif", 16))
+        .margin(15)
+        .x_label_area_size(10)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..n, 0f64..max_rps)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_desc("req/s")
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(groups.iter().enumerate().map(|(i, g)| {
+            let color = if g.ceiling { ceiling } else { service };
+            Rectangle::new([(i as f64 + 0.15, 0.0), (i as f64 + 0.85, g.rps)], color.filled())
+        }))
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(groups.iter().enumerate().map(|(i, g)| {
+            Text::new(format!("{:.0}", g.rps), (i as f64 + 0.2, g.rps + max_rps * 0.03), label_style.clone())
+        }))
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(
+            groups
+                .iter()
+                .enumerate()
+                .map(|(i, g)| Text::new(g.label.clone(), (i as f64 + 0.1, max_rps * 0.97), label_style.clone())),
+        )
+        .map_err(|e| e.to_string())?;
+
+    // Latency percentiles, log scale.
+    // Headroom above the tallest bar for the labels.
+    let max_ms = groups.iter().map(|g| g.p99).fold(1.0, f64::max) * 8.0;
+    let mut chart = ChartBuilder::on(&bottom)
+        .caption("latency in ms, log scale: p50, p90, p99 (lighter to darker)", ("sans-serif", 16))
+        .margin(15)
+        .x_label_area_size(10)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..n, (0.1f64..max_ms).log_scale())
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_desc("ms")
+        .y_label_formatter(&|v| if *v < 1.0 { format!("{v:.1}") } else { format!("{v:.0}") })
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (k, shade) in [0.35, 0.65, 1.0].into_iter().enumerate() {
+        chart
+            .draw_series(groups.iter().enumerate().map(|(i, g)| {
+                let base = if g.ceiling { ceiling } else { service };
+                let mix = |c: u8| (255.0 - (255.0 - c as f64) * shade) as u8;
+                let color = RGBColor(mix(base.0), mix(base.1), mix(base.2));
+                let v = [g.p50, g.p90, g.p99][k].max(0.1);
+                let x = i as f64 + 0.12 + 0.26 * k as f64;
+                Rectangle::new([(x, 0.1), (x + 0.24, v)], color.filled())
+            }))
+            .map_err(|e| e.to_string())?;
+    }
+    chart
+        .draw_series(groups.iter().enumerate().map(|(i, g)| {
+            Text::new(format!("p99 {:.1}", g.p99), (i as f64 + 0.1, g.p99.max(0.1) * 1.25), label_style.clone())
+        }))
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(
+            groups
+                .iter()
+                .enumerate()
+                .map(|(i, g)| Text::new(g.label.clone(), (i as f64 + 0.1, max_ms / 1.3), label_style.clone())),
+        )
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())?;
+    Ok(())
+}
