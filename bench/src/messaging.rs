@@ -129,6 +129,8 @@ pub struct Report {
     relay: Rate,
     plain: Rate,
     inventory: Rate,
+    /// Of the inventory worker's messages, those whose order had a reservation to commit.
+    inventory_commits: i64,
     lag: Lag,
     /// Peak RSS per role, KiB.
     rss_kib: [u64; 3],
@@ -166,7 +168,13 @@ impl Report {
             self.ratio()
         );
         let r = &self.inventory;
-        println!("inventory worker: {} messages in {:.2} s = {:.0} msgs/s", r.count, r.secs, r.per_sec());
+        println!(
+            "inventory worker: {} messages in {:.2} s = {:.0} msgs/s ({} committed a reservation, the others only their inbox row)",
+            r.count,
+            r.secs,
+            r.per_sec(),
+            self.inventory_commits
+        );
         println!(
             "end-to-end lag (charge commit → reservation committed): p50 {:.1} ms, p99 {:.1} ms over {} orders (max {:.1} ms)",
             self.lag.p50_ms, self.lag.p99_ms, self.lag.orders, self.lag.max_ms
@@ -190,6 +198,7 @@ impl Report {
             "relay_over_plain": round(self.ratio()),
             "batch": RELAY_BATCH,
             "inventory_worker": self.inventory.json("msgs_per_s"),
+            "inventory_worker_reservations_committed": self.inventory_commits,
             "end_to_end_lag": {"orders": self.lag.orders, "concurrency": LAG_CONCURRENCY,
                 "p50_ms": round(self.lag.p50_ms), "p99_ms": round(self.lag.p99_ms), "max_ms": round(self.lag.max_ms)},
             "workers_peak_rss_mib": {"relay": round(self.rss_kib[0] as f64 / 1024.0),
@@ -490,6 +499,7 @@ async fn measure(
             .await?;
     rss[1] = rss[1].max(inventory.stop());
     let inventory_rate = Rate { count: queued as u64, secs: end - start };
+    let inventory_commits = count(&db, "SELECT count(*) FROM reservations WHERE status = 'committed'").await?;
     checks.push(("paid reservations not committed after the backlog", count(&db, PAID_NOT_COMMITTED).await?));
     checks.push(("stock commits off after the backlog", count(&db, COMMITS_OFF).await?));
 
@@ -601,6 +611,7 @@ async fn measure(
         relay: relay_rate,
         plain: Rate { count: n as u64, secs: plain_secs },
         inventory: inventory_rate,
+        inventory_commits,
         lag,
         rss_kib: rss,
         checks: merged,
