@@ -1,9 +1,12 @@
 //! `make bench`: drives the release `ledger-api` over HTTP with a closed-loop
 //! load generator (a fixed number of requests in flight), records HDR
 //! histograms, counts wrong answers, and runs pgbench with the SQL of one
-//! charge against the same database for the ceiling.
+//! charge against the same database for the ceiling, and measures the
+//! messaging pipeline (relay, consumers, end-to-end lag) with the workers
+//! binary (see `messaging`).
 
 mod chart;
+mod messaging;
 mod pgbench;
 
 use std::cell::Cell;
@@ -49,6 +52,15 @@ struct Args {
     /// Keep the benchmark database afterwards.
     #[arg(long)]
     keep_db: bool,
+    /// The workers binary (relay, inventory and email consumers).
+    #[arg(long, default_value = "target/release/ledger-workers")]
+    workers_bin: String,
+    /// RabbitMQ for the messaging figures (the benchmark's exchanges and queues carry a prefix of their own).
+    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10")]
+    amqp_url: String,
+    /// Skip the messaging figures (relay, workers, end-to-end lag).
+    #[arg(long)]
+    no_messaging: bool,
 }
 
 /// One request the generator sent, kept for the replay workload.
@@ -137,18 +149,23 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // SIGTERM through kill(1): the API drains in-flight requests and exits.
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        terminate(&mut self.child);
     }
+}
+
+/// SIGTERM through kill(1): the API drains in-flight requests, a worker lets
+/// its in-flight deliveries finish or go back to the queue; then it exits.
+fn terminate(child: &mut Child) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 fn free_port() -> u16 {
@@ -281,6 +298,30 @@ fn check_created(w: &mut Wrong, r: &Result<(u16, bool, Vec<u8>), String>) -> boo
         Err(_) => w.transport += 1,
     }
     false
+}
+
+/// A purchase: reserve, then charge the same order. Returns the wrong
+/// answers, whether the reservation was created and whether the charge was.
+async fn purchase(http: &Http, acc: &Accounts, order: &str, i: usize) -> (Wrong, bool, bool) {
+    let body = json!({"order_id": order, "sku": sku_for(i), "quantity": 1}).to_string().into_bytes();
+    let mut w = Wrong::default();
+    let r = http.post("/v1/reservations", &format!("hold:{order}"), body).await;
+    if !check_created(&mut w, &r) {
+        return (w, false, false);
+    }
+    let body = json!({
+        "order_id": order, "attempt": 1,
+        "buyer_account_id": acc.buyers[i % acc.buyers.len()],
+        "seller_account_id": acc.sellers[i % acc.sellers.len()],
+        "amount": "1.00", "currency": "USD",
+        "platform_fee": {"account_id": acc.platform, "amount": "0.10"},
+        "receipt_email": "buyer@example.com",
+    })
+    .to_string()
+    .into_bytes();
+    let r = http.post("/v1/charges", &format!("charge:{order}"), body).await;
+    let charged = check_created(&mut w, &r);
+    (w, true, charged)
 }
 
 /// Closed loop: `concurrency` tasks, each sending its next request as soon as
@@ -543,28 +584,9 @@ async fn run(args: &Args, db_url: &str) -> Result<bool, String> {
             let (http, acc, created, charged) = (http2.clone(), acc.clone(), created2.clone(), charged2.clone());
             async move {
                 let order = format!("p{c}-{task}-{seq}");
-                let i = task * 7919 + seq as usize * 104_729;
-                let body = json!({"order_id": order, "sku": sku_for(i), "quantity": 1}).to_string().into_bytes();
-                let mut w = Wrong::default();
-                let r = http.post("/v1/reservations", &format!("hold:{order}"), body).await;
-                if !check_created(&mut w, &r) {
-                    return (w, None);
-                }
-                created.set(created.get() + 1);
-                let body = json!({
-                    "order_id": order, "attempt": 1,
-                    "buyer_account_id": acc.buyers[i % acc.buyers.len()],
-                    "seller_account_id": acc.sellers[i % acc.sellers.len()],
-                    "amount": "1.00", "currency": "USD",
-                    "platform_fee": {"account_id": acc.platform, "amount": "0.10"},
-                    "receipt_email": "buyer@example.com",
-                })
-                .to_string()
-                .into_bytes();
-                let r = http.post("/v1/charges", &format!("charge:{order}"), body).await;
-                if check_created(&mut w, &r) {
-                    charged.set(charged.get() + 1);
-                }
+                let (w, reserved, paid) = purchase(&http, &acc, &order, task * 7919 + seq as usize * 104_729).await;
+                created.set(created.get() + reserved as u64);
+                charged.set(charged.get() + paid as u64);
                 (w, None)
             }
         };
@@ -577,6 +599,19 @@ async fn run(args: &Args, db_url: &str) -> Result<bool, String> {
         results.push(f);
         wrong_by.push(("purchase".into(), c, w));
     }
+    // The messaging pipeline, on the outbox the workloads above filled (no
+    // relay ran during them), then live beside the API.
+    let messaging = if args.no_messaging {
+        None
+    } else {
+        let mut m = messaging::run(args, db_url, http.clone(), accounts.clone()).await?;
+        results.extend(m.purchases.take());
+        reserved_total += m.reserved;
+        created_total += m.charged;
+        rss_peak = rss_peak.max(peak_rss_kib(server.child.id()).unwrap_or(0));
+        wrong_by.push((messaging::PURCHASE_WORKLOAD.into(), messaging::LAG_CONCURRENCY, m.purchase_wrong));
+        Some(m)
+    };
     let server_key = server.key.clone();
     drop(server);
 
@@ -700,7 +735,12 @@ async fn run(args: &Args, db_url: &str) -> Result<bool, String> {
     println!("reservations created (201): {reserved_total}; in the database: {reservations}");
     println!("duplicate effects: {duplicates}; missing effects: {missing}");
     println!("API peak RSS (VmHWM): {:.1} MiB", rss_peak as f64 / 1024.0);
-    let ok = wrong_total.total() == 0 && duplicates == 0 && missing == 0;
+    if let Some(m) = &messaging {
+        println!();
+        m.print();
+    }
+    let messaging_wrong = messaging.as_ref().map_or(0, |m| m.wrong_total());
+    let ok = wrong_total.total() == 0 && duplicates == 0 && missing == 0 && messaging_wrong == 0;
     println!("result: {}", if ok { "PASS" } else { "FAILED" });
 
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
@@ -723,6 +763,7 @@ async fn run(args: &Args, db_url: &str) -> Result<bool, String> {
         "duplicate_effects": duplicates,
         "missing_effects": missing,
         "api_peak_rss_mib": round(rss_peak as f64 / 1024.0),
+        "messaging": messaging.as_ref().map(messaging::Report::json),
         "passed": ok,
     });
     if let Some(dir) = std::path::Path::new(&args.out).parent() {
