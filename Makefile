@@ -97,7 +97,8 @@ clean-test-dbs: services
 
 ## Throughput and latency over HTTP (release build), beside pgbench running the
 ## same SQL; prints a table, writes bench/results/latest.json. BENCH_DURATION=N
-## seconds per workload (default 10), BENCH_CONCURRENCY=16,64.
+## seconds per workload (default 10), BENCH_CONCURRENCY=16,64, BENCH_GROWTH_ENTRIES=N
+## ledger entries seeded for the growth figure (default 10000000, 0 skips it).
 bench: services
 	$(CARGO) build --release -p api -p ledger-bench
 	target/release/ledger-bench --pg $(PGHOST_URL)

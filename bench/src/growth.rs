@@ -11,10 +11,11 @@
 //!    only holds what the earlier workloads wrote (tens of thousands of
 //!    entries); the other tables (idempotency keys, outbox, charges) have
 //!    grown from them as well, and keep that size for both measurements, so
-//!    the two runs differ only by the ledger's size and sit back to back on
-//!    this noisy shared machine.
+//!    the two runs differ only by the ledger's size, and sit back to back so
+//!    that a noisy shared machine disturbs both alike.
 //! 2. Seeding `--growth-entries` ledger entries with set-based SQL (below).
-//! 3. "new charge (N entries)": measured right after, same settings.
+//! 3. "new charge (10M)" (the seeded count): measured right after, same
+//!    settings.
 //!
 //! The ratio printed and written to the JSON (`growth`) is p99(grown) ÷
 //! p99(empty) per concurrency.
@@ -47,11 +48,12 @@
 //! - The indexes of `ledger_entries` (primary key, the (transaction, leg)
 //!   unique constraint, the account index) are dropped before the inserts and
 //!   rebuilt after, from their definitions read from the catalog. Maintaining
-//!   them row by row costs about 60% of the load (measured: 22 s against 8.5 s
-//!   per million entries), building them with a sort is several times faster.
-//!   The rebuild re-checks uniqueness. The trade-off: the rebuilt indexes are
-//!   packed as a fresh build, slightly denser than ones grown by years of
-//!   inserts; their depth is the same. `ledger_transactions` keeps its
+//!   them row by row costs about 60% of the load (22 s against 8.5 s per
+//!   million entries on the loaded 2-core test machine); building them with
+//!   a sort is several times faster. The rebuild re-checks uniqueness. The
+//!   trade-off: the rebuilt indexes are packed as a fresh build, denser than
+//!   ones grown by years of inserts; their depth, what a lookup pays, is the
+//!   same at this size (three levels). `ledger_transactions` keeps its
 //!   primary key (referenced by foreign keys; ordered ids append cheaply).
 //! - Inserts in chunks of `CHUNK` transactions, each one statement:
 //!   `generate_series` → ledger transactions and their entries (a
