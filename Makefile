@@ -96,8 +96,10 @@ clean-test-dbs: services
 	  | while read -r db; do psql "$(PGHOST_URL)/postgres" -qc "DROP DATABASE \"$$db\" WITH (FORCE)"; done
 
 ## Throughput and latency over HTTP (release build), beside pgbench running the
-## same SQL, and the messaging pipeline (relay, inventory worker, end-to-end lag,
-## workers' memory); prints a table, writes bench/results/latest.json.
+## same SQL, the growth figure (new charges before and after seeding
+## BENCH_GROWTH_ENTRIES ledger entries, default 10000000, 0 skips it) and the
+## messaging pipeline (relay, inventory worker, end-to-end lag, workers' memory);
+## prints a table, writes bench/results/latest.json and latest.svg.
 ## BENCH_DURATION=N seconds per workload (default 10), BENCH_CONCURRENCY=16,64.
 bench: services
 	$(CARGO) build --release -p api -p workers -p ledger-bench

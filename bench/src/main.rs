@@ -6,6 +6,7 @@
 //! binary (see `messaging`).
 
 mod chart;
+mod growth;
 mod messaging;
 mod pgbench;
 
@@ -61,6 +62,10 @@ struct Args {
     /// Skip the messaging figures (relay, workers, end-to-end lag).
     #[arg(long)]
     no_messaging: bool,
+    /// Ledger entries seeded for the growth figure (new charges before and
+    /// after); 0 skips it.
+    #[arg(long, env = "BENCH_GROWTH_ENTRIES", default_value_t = 10_000_000)]
+    growth_entries: u64,
 }
 
 /// One request the generator sent, kept for the replay workload.
@@ -300,6 +305,38 @@ fn check_created(w: &mut Wrong, r: &Result<(u16, bool, Vec<u8>), String>) -> boo
     false
 }
 
+/// One new charge: a fresh key and order, a buyer and seller spread over
+/// many, the one hot platform-fee account.
+async fn new_charge(http: Rc<Http>, acc: Rc<Accounts>, order: String, task: usize, seq: u64) -> (Wrong, Option<Sent>) {
+    let i = (task as u64 * 7919 + seq * 104_729) as usize;
+    let body = json!({
+        "order_id": order, "attempt": 1,
+        "buyer_account_id": acc.buyers[i % acc.buyers.len()],
+        "seller_account_id": acc.sellers[i % acc.sellers.len()],
+        "amount": "1.00", "currency": "USD",
+        "platform_fee": {"account_id": acc.platform, "amount": "0.10"},
+        "receipt_email": "buyer@example.com",
+    })
+    .to_string()
+    .into_bytes();
+    let key = format!("charge:{order}");
+    let mut w = Wrong::default();
+    match http.post("/v1/charges", &key, body.clone()).await {
+        Ok((status, _, answer)) => {
+            if !(200..300).contains(&status) {
+                w.non_2xx += 1;
+            } else if status != 201 {
+                w.not_created += 1;
+            }
+            (w, Some(Sent { key, body, status, answer }))
+        }
+        Err(_) => {
+            w.transport += 1;
+            (w, None)
+        }
+    }
+}
+
 /// A purchase: reserve, then charge the same order. Returns the wrong
 /// answers, whether the reservation was created and whether the charge was.
 async fn purchase(http: &Http, acc: &Accounts, order: &str, i: usize) -> (Wrong, bool, bool) {
@@ -463,41 +500,11 @@ async fn run(args: &Args, db_url: &str) -> Result<bool, String> {
     for &c in &args.concurrency {
         // 1. New charges: a fresh key and order per request, one hot platform-fee account.
         let (http2, acc) = (http.clone(), accounts.clone());
-        let new_charge = move |task: usize, seq: u64, _measured: bool| {
-            let (http, acc) = (http2.clone(), acc.clone());
-            async move {
-                let order = format!("o{c}-{task}-{seq}");
-                let i = (task as u64 * 7919 + seq * 104_729) as usize;
-                let body = json!({
-                    "order_id": order, "attempt": 1,
-                    "buyer_account_id": acc.buyers[i % acc.buyers.len()],
-                    "seller_account_id": acc.sellers[i % acc.sellers.len()],
-                    "amount": "1.00", "currency": "USD",
-                    "platform_fee": {"account_id": acc.platform, "amount": "0.10"},
-                    "receipt_email": "buyer@example.com",
-                })
-                .to_string()
-                .into_bytes();
-                let key = format!("charge:{order}");
-                let mut w = Wrong::default();
-                match http.post("/v1/charges", &key, body.clone()).await {
-                    Ok((status, _, answer)) => {
-                        if !(200..300).contains(&status) {
-                            w.non_2xx += 1;
-                        } else if status != 201 {
-                            w.not_created += 1;
-                        }
-                        (w, Some(Sent { key, body, status, answer }))
-                    }
-                    Err(_) => {
-                        w.transport += 1;
-                        (w, None)
-                    }
-                }
-            }
+        let one = move |task: usize, seq: u64, _measured: bool| {
+            new_charge(http2.clone(), acc.clone(), format!("o{c}-{task}-{seq}"), task, seq)
         };
         eprintln!("new charges, concurrency {c}");
-        let (f, w, sent) = closed_loop(args, "new charge", c, new_charge).await;
+        let (f, w, sent) = closed_loop(args, "new charge", c, one).await;
         if sample_answer.is_empty() {
             if let Some(s) = sent.iter().find(|s| s.status == 201) {
                 sample_answer = String::from_utf8_lossy(&s.answer).into_owned();
@@ -612,6 +619,15 @@ async fn run(args: &Args, db_url: &str) -> Result<bool, String> {
         wrong_by.push((messaging::PURCHASE_WORKLOAD.into(), messaging::LAG_CONCURRENCY, m.purchase_wrong));
         Some(m)
     };
+
+    // Growth: new charges before and after seeding millions of ledger entries.
+    let growth = if args.growth_entries > 0 { Some(growth::run(args, db_url, &http, &accounts).await?) } else { None };
+    if let Some(g) = &growth {
+        created_total += g.created;
+        wrong_by.extend(g.wrong.iter().cloned());
+        rss_peak = rss_peak.max(peak_rss_kib(server.child.id()).unwrap_or(0));
+    }
+
     let server_key = server.key.clone();
     drop(server);
 
@@ -702,8 +718,20 @@ async fn run(args: &Args, db_url: &str) -> Result<bool, String> {
         "{:<22} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9}",
         "workload", "conc", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms"
     );
-    for f in results.iter().chain(limit.iter()) {
+    for f in results.iter().chain(growth.iter().flat_map(|g| g.rows())).chain(limit.iter()) {
         println!("{}", f.row());
+    }
+    if let Some(g) = &growth {
+        for (c, ratio) in g.ratios() {
+            println!(
+                "new charge p99, {} entries ÷ before seeding, at concurrency {c}: {ratio:.2} (target ≤ 1.20)",
+                g.seeded
+            );
+        }
+        println!(
+            "growth seeding: {} entries in {:.1} s, VACUUM ANALYZE {:.1} s, CHECKPOINT {:.1} s",
+            g.seeded, g.seed_secs, g.vacuum_secs, g.checkpoint_secs
+        );
     }
     let mut ratios = Vec::new();
     for l in &limit {
@@ -755,6 +783,7 @@ async fn run(args: &Args, db_url: &str) -> Result<bool, String> {
         "service": results.iter().map(Figures::json).collect::<Vec<_>>(),
         "pgbench": limit.iter().map(Figures::json).collect::<Vec<_>>(),
         "ratios": ratios,
+        "growth": growth.as_ref().map(growth::Growth::json),
         "wrong_answers": wrong_by.iter().map(|(w, c, wr)| json!({"workload": w, "concurrency": c, "counts": wr.json()})).collect::<Vec<_>>(),
         "charges_created": created_total,
         "charges_in_db": charges,
