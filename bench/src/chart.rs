@@ -15,23 +15,34 @@ struct Group {
     p99: f64,
 }
 
-fn short(workload: &str) -> &str {
+fn short(workload: &str) -> String {
     match workload {
-        "new charge" => "charge",
-        "purchase (res+charge)" => "purchase",
-        "new charge, empty ledger" => "charge 0",
-        "new charge, grown ledger" => "charge 10M",
-        other => other.split_whitespace().next().unwrap_or(other),
+        "new charge" => "charge".into(),
+        "purchase (res+charge)" => "purchase".into(),
+        "purchase (live workers)" => "purchase+workers".into(),
+        // the growth pair: "new charge (empty)", "new charge (10M)"
+        w if w.starts_with("new charge (") => {
+            format!("charge {}", w.trim_start_matches("new charge (").trim_end_matches(')'))
+        }
+        w => w.split_whitespace().next().unwrap_or(w).into(),
     }
 }
 
 fn groups(report: &Value) -> Vec<Group> {
     let mut out = Vec::new();
-    for (key, ceiling) in [("service", false), ("pgbench", true)] {
-        for f in report[key].as_array().into_iter().flatten() {
+    let growth: Vec<&Value> = report["growth"]["by_concurrency"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|pair| [&pair["empty"], &pair["grown"]])
+        .collect();
+    let service: Vec<&Value> = report["service"].as_array().into_iter().flatten().chain(growth).collect();
+    let pgbench: Vec<&Value> = report["pgbench"].as_array().into_iter().flatten().collect();
+    for (figures, ceiling) in [(service, false), (pgbench, true)] {
+        for f in figures {
             let n = |k: &str| f[k].as_f64().unwrap_or(0.0);
             let workload = f["workload"].as_str().unwrap_or("?");
-            let name = if ceiling { "pgbench" } else { short(workload) };
+            let name = if ceiling { "pgbench".to_owned() } else { short(workload) };
             out.push(Group {
                 label: format!("{name} @{}", f["concurrency"]),
                 ceiling,

@@ -47,7 +47,7 @@ async fn run_connected(
     connected.mark();
     tracing::info!("relay connected");
     loop {
-        let published = publish_batch(pool, &ch, &names, config.relay_batch).await?;
+        let (published, drained) = drain(pool, &ch, &names, config.relay_batch).await?;
         if published > 0 {
             tracing::debug!(published, "outbox batch published");
         }
@@ -55,7 +55,7 @@ async fn run_connected(
             purge_published(pool, config.outbox_retention_secs).await?;
             last_purge = tokio::time::Instant::now();
         }
-        if published as i64 == config.relay_batch {
+        if !drained {
             continue; // more are waiting
         }
         tokio::select! {
@@ -67,6 +67,37 @@ async fn run_connected(
             _ = tokio::time::sleep(Duration::from_millis(config.relay_poll_ms)) => {}
         }
     }
+}
+
+/// Batches in flight at once while a backlog drains.
+const LANES: usize = 2;
+
+/// Full batches a lane publishes before the relay loop looks up (purge).
+const ROUNDS: usize = 20;
+
+/// Publishes with [`LANES`] batches in flight: while one waits on the
+/// database (the claim, the mark, the commit's flush) the other keeps the
+/// broker busy; `SKIP LOCKED` keeps their rows apart. Each lane stops at a
+/// short batch or after [`ROUNDS`] full ones. Returns how many rows were
+/// published and whether the backlog ran out.
+async fn drain(pool: &Pool, ch: &Channel, names: &Names, limit: i64) -> Result<(usize, bool), Error> {
+    let lane = |start_after: Duration| async move {
+        tokio::time::sleep(start_after).await;
+        let mut total = 0;
+        for _ in 0..ROUNDS {
+            let n = publish_batch(pool, ch, names, limit).await?;
+            total += n;
+            if (n as i64) < limit {
+                return Ok::<_, Error>((total, true));
+            }
+        }
+        Ok((total, false))
+    };
+    // The second lane starts a moment later so that the two drift apart
+    // rather than claiming, publishing and committing in step.
+    let lanes = (0..LANES).map(|i| lane(Duration::from_millis(5 * i as u64)));
+    let done = futures::future::try_join_all(lanes).await?;
+    Ok((done.iter().map(|d| d.0).sum(), done.iter().any(|d| d.1)))
 }
 
 /// Publishes up to `limit` unpublished rows; returns how many.
