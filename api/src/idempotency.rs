@@ -159,7 +159,7 @@ async fn claim(
 const STORED_SQL: &str = "SELECT fingerprint, status_code, content_type, response_headers, response_body \
      FROM idempotency_keys WHERE tenant_id = $1 AND key = $2";
 /// The stored answer of a completed request whose key has not expired.
-const COMPLETED_SQL: &str = "SELECT fingerprint, status_code, content_type, response_headers, response_body \
+pub const COMPLETED_SQL: &str = "SELECT fingerprint, status_code, content_type, response_headers, response_body \
      FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND status_code IS NOT NULL \
       AND created_at >= now() - make_interval(secs => $3)";
 
