@@ -305,11 +305,10 @@ fn check_created(w: &mut Wrong, r: &Result<(u16, bool, Vec<u8>), String>) -> boo
     false
 }
 
-/// One new charge: a fresh key and order, a buyer and seller spread over
-/// many, the one hot platform-fee account.
-async fn new_charge(http: Rc<Http>, acc: Rc<Accounts>, order: String, task: usize, seq: u64) -> (Wrong, Option<Sent>) {
-    let i = (task as u64 * 7919 + seq * 104_729) as usize;
-    let body = json!({
+/// The body of the charge of `order`: a buyer and seller picked by `i`, the
+/// one hot platform-fee account.
+fn charge_body(acc: &Accounts, order: &str, i: usize) -> Vec<u8> {
+    json!({
         "order_id": order, "attempt": 1,
         "buyer_account_id": acc.buyers[i % acc.buyers.len()],
         "seller_account_id": acc.sellers[i % acc.sellers.len()],
@@ -318,7 +317,14 @@ async fn new_charge(http: Rc<Http>, acc: Rc<Accounts>, order: String, task: usiz
         "receipt_email": "buyer@example.com",
     })
     .to_string()
-    .into_bytes();
+    .into_bytes()
+}
+
+/// One new charge: a fresh key and order, a buyer and seller spread over
+/// many, the one hot platform-fee account.
+async fn new_charge(http: Rc<Http>, acc: Rc<Accounts>, order: String, task: usize, seq: u64) -> (Wrong, Option<Sent>) {
+    let i = (task as u64 * 7919 + seq * 104_729) as usize;
+    let body = charge_body(&acc, &order, i);
     let key = format!("charge:{order}");
     let mut w = Wrong::default();
     match http.post("/v1/charges", &key, body.clone()).await {
@@ -346,16 +352,7 @@ async fn purchase(http: &Http, acc: &Accounts, order: &str, i: usize) -> (Wrong,
     if !check_created(&mut w, &r) {
         return (w, false, false);
     }
-    let body = json!({
-        "order_id": order, "attempt": 1,
-        "buyer_account_id": acc.buyers[i % acc.buyers.len()],
-        "seller_account_id": acc.sellers[i % acc.sellers.len()],
-        "amount": "1.00", "currency": "USD",
-        "platform_fee": {"account_id": acc.platform, "amount": "0.10"},
-        "receipt_email": "buyer@example.com",
-    })
-    .to_string()
-    .into_bytes();
+    let body = charge_body(acc, order, i);
     let r = http.post("/v1/charges", &format!("charge:{order}"), body).await;
     let charged = check_created(&mut w, &r);
     (w, true, charged)
