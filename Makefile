@@ -87,8 +87,10 @@ fmt:
 fmt-check:
 	$(CARGO) fmt --all -- --check
 
+## Clippy with warnings denied, and no import circle between the modules of any crate.
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@scripts/check-module-cycles.py
 
 ## Drop test databases left by interrupted test runs.
 clean-test-dbs: services

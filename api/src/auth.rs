@@ -8,7 +8,7 @@ use futures::future::LocalBoxFuture;
 use ledger::TenantId;
 
 use crate::error::{ApiError, ProblemCode};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The authenticated tenant of a request.
 #[derive(Debug, Clone, Copy)]

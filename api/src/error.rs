@@ -4,6 +4,7 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use ledger::money::AmountError;
+use ledger::{Decline, DeclineKind};
 use serde::Serialize;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -75,14 +76,11 @@ pub struct ApiError {
     pub detail: String,
     /// Seconds a client should wait before retrying, when retrying can help.
     pub retry_after: Option<u32>,
-    /// A business outcome (a decline) that the idempotency layer stores and
-    /// replays like a success.
-    pub stored: bool,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: ProblemCode, detail: impl Into<String>) -> Self {
-        ApiError { status, code, detail: detail.into(), retry_after: None, stored: false }
+        ApiError { status, code, detail: detail.into(), retry_after: None }
     }
     pub fn bad_request(code: ProblemCode, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, detail)
@@ -144,13 +142,29 @@ impl From<AmountError> for ApiError {
     }
 }
 
+/// The status and problem code of each kind of business decline: the one
+/// place that says it (a decline is stored for its Idempotency-Key and
+/// replayed; see `idempotency`).
+pub fn decline_status(kind: DeclineKind) -> (StatusCode, ProblemCode) {
+    match kind {
+        DeclineKind::InsufficientFunds => (StatusCode::PAYMENT_REQUIRED, ProblemCode::InsufficientFunds),
+        DeclineKind::OutOfStock => (StatusCode::CONFLICT, ProblemCode::OutOfStock),
+        DeclineKind::RefundExceedsCharge => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::RefundExceedsCharge),
+    }
+}
+
+impl From<&Decline> for ApiError {
+    fn from(d: &Decline) -> Self {
+        let (status, code) = decline_status(d.kind());
+        ApiError::new(status, code, d.to_string())
+    }
+}
+
 impl From<ledger::Error> for ApiError {
     fn from(e: ledger::Error) -> Self {
         use ledger::Error as E;
-        let stored = e.is_business_outcome();
         let (status, code) = match &e {
             E::Amount(a) => return a.clone().into(),
-            E::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::InvalidField),
             E::AccountNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::AccountNotFound),
             E::ChargeNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::ChargeNotFound),
             E::TransferNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::TransferNotFound),
@@ -159,19 +173,32 @@ impl From<ledger::Error> for ApiError {
             E::CurrencyMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::CurrencyMismatch),
             E::SameAccount => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::SameAccount),
             E::FeeTooLarge => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::FeeExceedsAmount),
-            E::InsufficientFunds { .. } => (StatusCode::PAYMENT_REQUIRED, ProblemCode::InsufficientFunds),
-            E::OutOfStock { .. } => (StatusCode::CONFLICT, ProblemCode::OutOfStock),
-            E::RefundExceedsCharge { .. } => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::RefundExceedsCharge),
             E::NaturalKeyConflict(_) => (StatusCode::CONFLICT, ProblemCode::NaturalKeyConflict),
             E::ReservationNotHeld { .. } => (StatusCode::CONFLICT, ProblemCode::ReservationNotHeld),
-            E::Contention => return contention(),
+            E::KeyChanged => {
+                return ApiError::new(
+                    StatusCode::CONFLICT,
+                    ProblemCode::RequestInProgress,
+                    "the key changed under this request; retry",
+                )
+                .retry_after(1)
+            }
             E::Database(db) => return database(db),
             E::Pool(detail) => {
                 tracing::warn!(%detail, "no database connection");
                 return unavailable();
             }
+            E::UnknownValue { .. }
+            | E::InvalidTenantName
+            | E::PoolBuild(_)
+            | E::Diesel(_)
+            | E::DieselConnection(_)
+            | E::Migration(_) => {
+                tracing::error!(error = %e, "unexpected failure");
+                return internal();
+            }
         };
-        ApiError { stored, ..ApiError::new(status, code, e.to_string()) }
+        ApiError::new(status, code, e.to_string())
     }
 }
 
@@ -229,7 +256,12 @@ fn database(e: &tokio_postgres::Error) -> ApiError {
         None if e.is_closed() => unavailable(),
         _ => {
             tracing::error!(error = %e, "database error");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ProblemCode::Internal, "internal error")
+            internal()
         }
     }
+}
+
+/// An unexpected failure: an opaque 500, the cause in the log only.
+fn internal() -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ProblemCode::Internal, "internal error")
 }

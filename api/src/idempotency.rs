@@ -1,252 +1,238 @@
-//! The HTTP idempotency layer.
+//! The HTTP idempotency layer: the `Idempotency-Key` extractor, and `run`,
+//! which gives an effect at most once per (tenant, key) and replays its
+//! answer byte for byte.
 //!
 //! One PostgreSQL transaction holds the key row, the effect and the stored
-//! response. The key row is inserted first: a concurrent duplicate blocks on
-//! its unique index (bounded by `lock_timeout`) until the first commits, then
-//! finds the stored response and replays it. A crash or a 5xx rolls the key
-//! back with the effect, so no key is ever stuck "in progress", and a 5xx is
-//! always safe to retry.
+//! answer (`ledger::idempotency` owns the statements). A crash or a 5xx rolls
+//! the key back with the effect, so no key is ever stuck "in progress", and a
+//! 5xx is always safe to retry. A retry of a completed request is answered
+//! from one read outside any transaction.
 //!
-//! A retry of a completed request is answered from one read outside any
-//! transaction: a stored answer never changes while its key lives.
+//! What is stored is decided here, once: every [`Outcome`] (applied,
+//! existing by natural key, declined) is the request's answer and is stored;
+//! an error is not an answer and is not.
 
+use actix_web::dev::Payload;
 use actix_web::http::{header, StatusCode};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{FromRequest, HttpRequest, HttpResponse};
 use deadpool_postgres::Transaction;
-use ledger::db::Cached;
+use ledger::idempotency::{Answer, Claim};
+use ledger::{Outcome, TenantId};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, ProblemCode, PROBLEM_JSON};
-use crate::startup::AppState;
-use ledger::{Created, TenantId};
+use crate::state::AppState;
 
-pub const HEADER: &str = "Idempotency-Key";
 pub const REPLAYED: &str = "Idempotent-Replayed";
 /// Set when a write found its natural key (order attempt, order and SKU,
 /// account reference) already taken by an equal request and returned the
 /// existing resource instead of creating a second one.
 pub const NATURAL_KEY_REPLAYED: &str = "Natural-Key-Replayed";
-pub const MAX_KEY_LEN: usize = 255;
 
-/// Claims a key, first statement of every effectful request (`ledger-bench`
-/// runs these statements in pgbench too).
-pub const CLAIM_SQL: &str = "INSERT INTO idempotency_keys (tenant_id, key, fingerprint) VALUES ($1, $2, $3) \
-     ON CONFLICT (tenant_id, key) DO UPDATE \
-         SET fingerprint = EXCLUDED.fingerprint, status_code = NULL, content_type = NULL, \
-             response_headers = '[]', response_body = NULL, created_at = now() \
-       WHERE idempotency_keys.created_at < now() - make_interval(secs => $4) \
-     RETURNING 1";
-/// Stores the answer, last statement before the commit.
-pub const STORE_SQL: &str = "UPDATE idempotency_keys SET status_code = $3, content_type = $4, \
-     response_headers = $5, response_body = $6 WHERE tenant_id = $1 AND key = $2";
+/// The validated `Idempotency-Key` of an effectful request, with the method
+/// and path that its fingerprint covers. Taking it as a handler argument is
+/// what makes an operation idempotent; listing it in the operation's
+/// `params(...)` is what documents the header, and what tells the spec
+/// generator (`openapi`) to document the idempotency responses.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKey {
+    /// Required. 1 to 255 printable ASCII characters, unique per request you
+    /// mean to make once; the convention is `{order_id}:{attempt}` (plus the
+    /// operation, e.g. `order-1001:1:charge`). A retry with the same key and
+    /// the same request returns the first response byte for byte with
+    /// `Idempotent-Replayed: true`; the same key with another request is
+    /// refused with 422 `idempotency_key_reused`; a retry while the first is
+    /// still running waits for it, or gets 409 `request_in_progress` with
+    /// `Retry-After`. Keys are kept 24 hours by default (configurable).
+    /// Successes and declines (`insufficient_funds`, `out_of_stock`,
+    /// `refund_exceeds_charge`) are stored; validation errors and 5xx are not,
+    /// and nothing was written, so they are safe to retry.
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[ -~]{1,255}$",
+        example = "order-1001:1:charge"
+    )]
+    idempotency_key: String,
+    #[param(ignore)]
+    method: String,
+    #[param(ignore)]
+    path: String,
+}
 
-/// A validated `Idempotency-Key`: 1 to 255 printable ASCII characters.
-pub struct Key(String);
+impl IdempotencyKey {
+    /// The header's name.
+    pub const HEADER: &'static str = "Idempotency-Key";
+    /// The longest key accepted (the pattern above says the same).
+    pub const MAX_LEN: usize = 255;
 
-impl Key {
-    pub fn from_request(req: &HttpRequest) -> Result<Key, ApiError> {
-        let value = req.headers().get(HEADER).ok_or_else(|| {
+    pub fn as_str(&self) -> &str {
+        &self.idempotency_key
+    }
+
+    /// The request's fingerprint: SHA-256 of method, path and the canonical
+    /// body, so that a key reused for another request is caught.
+    fn fingerprint(&self, canonical_body: &[u8]) -> Vec<u8> {
+        let mut h = Sha256::new();
+        h.update(self.method.as_bytes());
+        h.update(b"\n");
+        h.update(self.path.as_bytes());
+        h.update(b"\n");
+        h.update(canonical_body);
+        h.finalize().to_vec()
+    }
+
+    fn parse(req: &HttpRequest) -> Result<IdempotencyKey, ApiError> {
+        let value = req.headers().get(Self::HEADER).ok_or_else(|| {
             ApiError::bad_request(ProblemCode::MissingIdempotencyKey, "this request needs an `Idempotency-Key` header")
         })?;
         let bytes = value.as_bytes();
-        if bytes.is_empty() || bytes.len() > MAX_KEY_LEN || !bytes.iter().all(|b| (0x20..=0x7e).contains(b)) {
+        if bytes.is_empty() || bytes.len() > Self::MAX_LEN || !bytes.iter().all(|b| (0x20..=0x7e).contains(b)) {
             return Err(ApiError::bad_request(
                 ProblemCode::InvalidIdempotencyKey,
                 "`Idempotency-Key` must be 1 to 255 printable ASCII characters",
             ));
         }
-        Ok(Key(String::from_utf8_lossy(bytes).into_owned()))
+        Ok(IdempotencyKey {
+            idempotency_key: String::from_utf8_lossy(bytes).into_owned(),
+            method: req.method().as_str().to_owned(),
+            path: req.path().to_owned(),
+        })
     }
 }
 
-/// What a successful (or declined) request answers, as stored for replay.
-pub struct Reply {
-    pub status: StatusCode,
-    pub content_type: &'static str,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+impl FromRequest for IdempotencyKey {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(IdempotencyKey::parse(req))
+    }
 }
 
-impl Reply {
-    pub fn json(status: StatusCode, value: &impl Serialize) -> Reply {
-        Reply {
-            status,
-            content_type: "application/json",
-            headers: Vec::new(),
-            body: serde_json::to_vec(value).expect("a response serializes"),
+/// What an applied effect answers: 201 (with `Location` when the resource
+/// has a path), or 200 for an effect on an existing resource.
+pub enum Applied<T> {
+    Created,
+    CreatedAt(fn(&T) -> String),
+    Ok,
+}
+
+fn json(status: StatusCode, value: &impl Serialize) -> Answer {
+    Answer {
+        status: status.as_u16(),
+        content_type: "application/json".to_owned(),
+        headers: Vec::new(),
+        body: serde_json::to_vec(value).expect("a response serializes"),
+    }
+}
+
+/// The answer an outcome gets, for the first request and every replay.
+fn answer<T: Serialize>(outcome: Outcome<T>, applied: &Applied<T>) -> Answer {
+    match outcome {
+        Outcome::Applied(resource) => match applied {
+            Applied::Created => json(StatusCode::CREATED, &resource),
+            Applied::CreatedAt(path) => {
+                let mut a = json(StatusCode::CREATED, &resource);
+                a.headers.push((header::LOCATION.to_string(), path(&resource)));
+                a
+            }
+            Applied::Ok => json(StatusCode::OK, &resource),
+        },
+        Outcome::Existing(resource) => {
+            let mut a = json(StatusCode::OK, &resource);
+            a.headers.push((NATURAL_KEY_REPLAYED.to_owned(), "true".to_owned()));
+            a
+        }
+        Outcome::Declined(decline) => {
+            let e = ApiError::from(&decline);
+            Answer {
+                status: e.status.as_u16(),
+                content_type: PROBLEM_JSON.to_owned(),
+                headers: Vec::new(),
+                body: e.body(),
+            }
         }
     }
-
-    /// 201 with `Location` for a new resource; 200 with `Natural-Key-Replayed`
-    /// for one that already existed under the same natural key.
-    pub fn created<T: Serialize>(created: &Created<T>, location: String) -> Reply {
-        if created.created {
-            let mut r = Reply::json(StatusCode::CREATED, &created.resource);
-            r.headers.push((header::LOCATION.to_string(), location));
-            r
-        } else {
-            let mut r = Reply::json(StatusCode::OK, &created.resource);
-            r.headers.push((NATURAL_KEY_REPLAYED.to_owned(), "true".to_owned()));
-            r
-        }
-    }
-
-    fn problem(e: &ApiError) -> Reply {
-        Reply { status: e.status, content_type: PROBLEM_JSON, headers: Vec::new(), body: e.body() }
-    }
-
-    fn into_response(self, replayed: bool) -> HttpResponse {
-        let mut res = HttpResponse::build(self.status);
-        res.insert_header((header::CONTENT_TYPE, self.content_type));
-        for (name, value) in self.headers {
-            res.insert_header((name, value));
-        }
-        if replayed {
-            res.insert_header((REPLAYED, "true"));
-        }
-        res.body(self.body)
-    }
 }
 
-fn fingerprint(req: &HttpRequest, canonical_body: &[u8]) -> Vec<u8> {
-    let mut h = Sha256::new();
-    h.update(req.method().as_str().as_bytes());
-    h.update(b"\n");
-    h.update(req.path().as_bytes());
-    h.update(b"\n");
-    h.update(canonical_body);
-    h.finalize().to_vec()
-}
-
-enum Claim {
-    /// This request owns the key: run the effect.
-    Owned,
-    /// The key was used before: its stored answer, or a mismatch.
-    Replay(Reply),
-}
-
-/// Claims the key for this request, or finds what it answered before. A key
-/// older than the retention is taken over as if it were new.
-async fn claim(
-    tx: &Transaction<'_>,
-    tenant: TenantId,
-    key: &Key,
-    fp: &[u8],
-    retention_secs: f64,
-) -> Result<Claim, ApiError> {
-    // Twice at most: the second time only if the purge deleted the row
-    // between the insert and the read.
-    for _ in 0..2 {
-        let owned = tx.cached_opt(CLAIM_SQL, &[&tenant.0, &key.0, &fp, &retention_secs]).await?;
-        if owned.is_some() {
-            return Ok(Claim::Owned);
-        }
-        let Some(row) = tx.cached_opt(STORED_SQL, &[&tenant.0, &key.0]).await? else {
-            continue;
-        };
-        return stored_reply(&row, fp).map(Claim::Replay);
+fn response(answer: Answer, replayed: bool) -> Result<HttpResponse, ApiError> {
+    let status = StatusCode::from_u16(answer.status)
+        .map_err(|_| ledger::Error::unknown("stored status", answer.status.to_string()))?;
+    let mut res = HttpResponse::build(status);
+    res.insert_header((header::CONTENT_TYPE, answer.content_type));
+    for (name, value) in answer.headers {
+        res.insert_header((name, value));
     }
-    Err(ApiError::new(
-        StatusCode::CONFLICT,
-        ProblemCode::RequestInProgress,
-        "the key changed under this request; retry",
-    )
-    .retry_after(1))
+    if replayed {
+        res.insert_header((REPLAYED, "true"));
+    }
+    Ok(res.body(answer.body))
 }
 
-/// The stored answer of a key, whatever its state (read under the claim's lock).
-const STORED_SQL: &str = "SELECT fingerprint, status_code, content_type, response_headers, response_body \
-     FROM idempotency_keys WHERE tenant_id = $1 AND key = $2";
-/// The stored answer of a completed request whose key has not expired.
-pub const COMPLETED_SQL: &str = "SELECT fingerprint, status_code, content_type, response_headers, response_body \
-     FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND status_code IS NOT NULL \
-      AND created_at >= now() - make_interval(secs => $3)";
-
-/// The answer stored in a key row, or 422 when the row belongs to a different request.
-fn stored_reply(row: &tokio_postgres::Row, fp: &[u8]) -> Result<Reply, ApiError> {
-    if row.get::<_, &[u8]>(0) != fp {
+/// The stored answer, or 422 when the key belongs to another request.
+fn replay(stored: ledger::idempotency::Stored, fingerprint: &[u8]) -> Result<HttpResponse, ApiError> {
+    if stored.fingerprint != fingerprint {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             ProblemCode::IdempotencyKeyReused,
             "this Idempotency-Key was used for a different request",
         ));
     }
-    let status: i16 = row.get(1);
-    let content_type: String = row.get(2);
-    let headers: serde_json::Value = row.get(3);
-    let headers: Vec<(String, String)> = serde_json::from_value(headers).unwrap_or_default();
-    Ok(Reply {
-        status: StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK),
-        content_type: if content_type == PROBLEM_JSON { PROBLEM_JSON } else { "application/json" },
-        headers,
-        body: row.get(4),
-    })
-}
-
-async fn store(tx: &Transaction<'_>, tenant: TenantId, key: &Key, reply: &Reply) -> Result<(), ApiError> {
-    let headers = serde_json::to_value(&reply.headers).expect("headers serialize");
-    tx.cached_execute(
-        STORE_SQL,
-        &[&tenant.0, &key.0, &(reply.status.as_u16() as i16), &reply.content_type, &headers, &reply.body],
-    )
-    .await?;
-    Ok(())
+    response(stored.answer, true)
 }
 
 /// Runs `effect` at most once per (tenant, key): the first request runs it
 /// and stores its answer in the same transaction; every retry of the same
 /// request gets that answer back byte for byte with `Idempotent-Replayed`.
-///
-/// Stored: successes and business declines (insufficient funds, out of
-/// stock, refund above the charge). Not stored: anything the effect refused
-/// before writing (validation, not found, conflicts) and every 5xx; those
-/// roll the key back and a retry runs afresh.
-pub async fn run<F>(
+/// An error from the effect rolls everything back, the key included, and a
+/// retry runs afresh.
+pub async fn run<T: Serialize>(
     state: &AppState,
     tenant: TenantId,
-    req: &HttpRequest,
+    key: &IdempotencyKey,
     canonical_body: &[u8],
-    effect: F,
-) -> Result<HttpResponse, ApiError>
-where
-    F: AsyncFnOnce(&Transaction<'_>) -> Result<Reply, ApiError>,
-{
-    let key = Key::from_request(req)?;
-    let fp = fingerprint(req, canonical_body);
-    let retention_secs = state.config.idempotency_retention.as_secs_f64();
+    applied: Applied<T>,
+    effect: impl AsyncFnOnce(&Transaction<'_>) -> Result<Outcome<T>, ledger::Error>,
+) -> Result<HttpResponse, ApiError> {
+    let fp = key.fingerprint(canonical_body);
+    let retention_secs = state.config.retention.idempotency().as_secs_f64();
     let mut client = state.pool.get().await?;
     // A retry of a completed request: its stored answer never changes until
     // the key expires, so one read outside a transaction replays it (no
     // BEGIN, no row lock, no rollback). Anything else takes the claim below.
-    if let Some(row) = client.cached_opt(COMPLETED_SQL, &[&tenant.0, &key.0, &retention_secs]).await? {
-        return Ok(stored_reply(&row, &fp)?.into_response(true));
+    if let Some(stored) = ledger::idempotency::completed(&client, tenant, key.as_str(), retention_secs).await? {
+        return replay(stored, &fp);
     }
     let tx = client.transaction().await?;
-    match claim(&tx, tenant, &key, &fp, retention_secs).await {
+    match ledger::idempotency::claim(&tx, tenant, key.as_str(), &fp, retention_secs).await {
         Ok(Claim::Owned) => {}
-        Ok(Claim::Replay(reply)) => return Ok(reply.into_response(true)),
-        Err(e) if e.code == ProblemCode::Contention => {
-            // the first request with this key is still running past our wait
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                ProblemCode::RequestInProgress,
-                "a request with this Idempotency-Key is still in progress; retry shortly",
-            )
-            .retry_after(1));
+        Ok(Claim::Taken(stored)) => return replay(stored, &fp),
+        Err(e) => {
+            let e = ApiError::from(e);
+            if e.code == ProblemCode::Contention {
+                // the first request with this key is still running past our wait
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    ProblemCode::RequestInProgress,
+                    "a request with this Idempotency-Key is still in progress; retry shortly",
+                )
+                .retry_after(1));
+            }
+            return Err(e);
         }
-        Err(e) => return Err(e),
     }
     // the key row is locked by this transaction, the effect has not run
     ledger::crash::point("api-after-key-lock");
-    let reply = match effect(&tx).await {
-        Ok(reply) => reply,
-        Err(e) if e.stored => Reply::problem(&e),
-        Err(e) => return Err(e), // dropping `tx` rolls the key back
-    };
-    store(&tx, tenant, &key, &reply).await?;
+    // An error drops `tx`, which rolls the key back with whatever was written.
+    let outcome = effect(&tx).await?;
+    let answer = answer(outcome, &applied);
+    ledger::idempotency::store(&tx, tenant, key.as_str(), &answer).await?;
     tx.commit().await?;
     // committed, the client has not heard back
     ledger::crash::point("api-after-commit");
-    Ok(reply.into_response(false))
+    response(answer, false)
 }

@@ -1,4 +1,4 @@
-//! The ledger's REST API.
+//! The ledger's REST API: HTTP only. Every statement it runs is `ledger`'s.
 
 pub mod auth;
 pub mod body;
@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod idempotency;
 pub mod openapi;
-pub mod purge;
 pub mod routes;
 pub mod startup;
+pub mod state;
+pub mod wire;

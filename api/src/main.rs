@@ -1,7 +1,7 @@
 use clap::{Parser, Subcommand};
 
 use api::config::Config;
-use api::startup::Application;
+use api::startup::{Application, StartupError};
 
 /// The ledger service: REST API and administrative commands.
 #[derive(Parser)]
@@ -41,14 +41,28 @@ enum Command {
     },
 }
 
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    #[error(transparent)]
+    Ledger(#[from] ledger::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{path}: {source}")]
+    Read { path: std::path::PathBuf, source: std::io::Error },
+    #[error("{0} is stale: run `make openapi` and commit it")]
+    StaleSpec(std::path::PathBuf),
+    #[error("the document does not serialize: {0}")]
+    Spec(#[from] serde_json::Error),
+    #[error("{} invariant(s) violated: {}", .0.len(), .0.join(", "))]
+    Violated(Vec<&'static str>),
+}
+
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,actix_server=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    service::telemetry::init("info,actix_server=warn");
     let cli = Cli::parse();
     if let Err(e) = run(cli).await {
         eprintln!("error: {e}");
@@ -56,16 +70,17 @@ async fn main() {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
+async fn run(cli: Cli) -> Result<(), Failure> {
     let config = cli.config;
+    let database_url = config.database.database_url.clone();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let app = Application::build(config.clone()).await?;
             tracing::info!(addr = %config.http_addr, port = app.port(), "serving");
-            app.run_until_stopped().await.map_err(|e| e.to_string())
+            Ok(app.run_until_stopped().await?)
         }
         Command::Migrate => {
-            let done = ledger::db::migrate(&config.database_url).await?;
+            let done = ledger::db::migrate(&database_url).await?;
             println!("{} migration(s) applied{}", done.len(), if done.is_empty() { "" } else { ":" });
             for m in done {
                 println!("  {m}");
@@ -73,53 +88,54 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::CreateTenant { name } => {
-            let mut conn = ledger::tenants::connect(&config.database_url).await?;
+            let mut conn = ledger::tenants::connect(&database_url).await?;
             let (tenant, key) = ledger::tenants::create_with_key(&mut conn, &name).await?;
             eprintln!("tenant {} ({})", tenant.name, tenant.id);
             println!("{key}");
             Ok(())
         }
         Command::RevokeKey { prefix } => {
-            let mut conn = ledger::tenants::connect(&config.database_url).await?;
+            let mut conn = ledger::tenants::connect(&database_url).await?;
             let n = ledger::tenants::revoke_keys(&mut conn, &prefix).await?;
             println!("{n} key(s) revoked");
             Ok(())
         }
         Command::Openapi { check } => {
-            let json = api::openapi::document().to_pretty_json().map_err(|e| e.to_string())? + "\n";
+            let json = serde_json::to_string_pretty(&api::openapi::document())? + "\n";
             match check {
                 None => {
                     print!("{json}");
                     Ok(())
                 }
                 Some(path) => {
-                    let committed = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                    let committed = std::fs::read_to_string(&path)
+                        .map_err(|source| Failure::Read { path: path.clone(), source })?;
                     if committed == json {
                         Ok(())
                     } else {
-                        Err(format!("{} is stale: run `make openapi` and commit it", path.display()))
+                        Err(Failure::StaleSpec(path))
                     }
                 }
             }
         }
         Command::PurgeIdempotencyKeys => {
-            let pool = ledger::db::pool(&config.database_url, &config.pool_options())?;
-            let n = api::purge::purge_expired(&pool, config.idempotency_retention).await.map_err(|e| e.to_string())?;
+            let pool = ledger::db::pool(&database_url, &config.pool_options())?;
+            let n =
+                service::purge::once(&pool, service::purge::Target::IdempotencyKeys, config.retention.idempotency())
+                    .await?;
             println!("{n} expired key(s) removed");
             Ok(())
         }
         Command::Audit { quiesced } => {
-            let (client, conn) = tokio_postgres::connect(&config.database_url, tokio_postgres::NoTls)
-                .await
-                .map_err(|e| e.to_string())?;
+            let (client, conn) =
+                tokio_postgres::connect(&database_url, tokio_postgres::NoTls).await.map_err(ledger::Error::from)?;
             tokio::spawn(conn);
-            let report =
-                ledger::audit::audit(&client, ledger::audit::Options { quiesced }).await.map_err(|e| e.to_string())?;
+            let report = ledger::audit::audit(&client, ledger::audit::Options { quiesced }).await?;
             println!("{report}");
             if report.is_clean() {
                 Ok(())
             } else {
-                Err(format!("{} invariant(s) violated: {}", report.broken().len(), report.broken().join(", ")))
+                Err(Failure::Violated(report.broken()))
             }
         }
     }

@@ -10,9 +10,12 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use crate::idempotency::{HEADER as IDEMPOTENCY_KEY, NATURAL_KEY_REPLAYED, REPLAYED};
+use actix_web::App;
+use utoipa_actix_web::AppExt;
 
-use crate::error::{Problem, ProblemCode};
+use crate::error::{decline_status, Problem, ProblemCode};
+use crate::idempotency::{IdempotencyKey, NATURAL_KEY_REPLAYED, REPLAYED};
+use crate::routes;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -178,13 +181,22 @@ impl Modify for CommonResponses {
             }
         }
 
+        // Declines are stored and replayed like successes (`idempotency`).
+        let stored_declines: Vec<String> =
+            ledger::DeclineKind::ALL.iter().map(|k| decline_status(*k).0.as_str().to_owned()).collect();
         for (path, item) in openapi.paths.paths.iter_mut() {
             let uses_db = path != "/healthz";
             for (is_post, op) in [(false, item.get.as_mut()), (true, item.post.as_mut())] {
                 let Some(op) = op else { continue };
                 let authenticated = op.security.is_none();
+                // An operation is idempotent when it takes the IdempotencyKey
+                // extractor, whose parameter its annotation lists.
                 let idempotent = is_post
-                    && op.parameters.iter().flatten().any(|p| matches!(p, RefOr::T(p) if p.name == IDEMPOTENCY_KEY));
+                    && op
+                        .parameters
+                        .iter()
+                        .flatten()
+                        .any(|p| matches!(p, RefOr::T(p) if p.name == IdempotencyKey::HEADER));
                 for resp in op.responses.responses.values_mut() {
                     if let RefOr::T(resp) = resp {
                         for (name, header) in resp.headers.iter_mut() {
@@ -211,7 +223,7 @@ impl Modify for CommonResponses {
                         true,
                     );
                     for (status, resp) in op.responses.responses.iter_mut() {
-                        let stored = status.starts_with('2') || ["402", "409", "422"].contains(&status.as_str());
+                        let stored = status.starts_with('2') || stored_declines.contains(status);
                         if let (true, RefOr::T(resp)) = (stored, resp) {
                             resp.headers.insert(REPLAYED.to_owned(), header_ref(REPLAYED));
                         }
@@ -244,13 +256,28 @@ impl Modify for CommonResponses {
     }
 }
 
-/// What is added once the handlers' paths are registered (modifiers of
-/// `ApiDoc` run before that).
-pub fn complete(spec: &mut utoipa::openapi::OpenApi) {
-    CommonResponses.modify(spec);
+/// The app with every route, and the document the routes make (with what
+/// is added once the handlers' paths are registered: modifiers of `ApiDoc`
+/// run before that).
+pub fn app_with_spec() -> (
+    App<
+        impl actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Response = actix_web::dev::ServiceResponse,
+            Error = actix_web::Error,
+            InitError = (),
+        >,
+    >,
+    utoipa::openapi::OpenApi,
+) {
+    let (app, mut spec) =
+        App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes::configure).split_for_parts();
+    CommonResponses.modify(&mut spec);
+    (app, spec)
 }
 
 /// The whole document, as the server serves it at `/openapi.json`.
 pub fn document() -> utoipa::openapi::OpenApi {
-    crate::startup::app_parts().1
+    app_with_spec().1
 }

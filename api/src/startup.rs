@@ -4,63 +4,56 @@
 use std::net::TcpListener;
 
 use actix_web::dev::Server;
-use actix_web::{web, App, HttpServer};
+use actix_web::web;
 use deadpool_postgres::Pool;
+use service::purge::{self, Target};
+use service::shutdown::{self, Trigger};
 use tracing_actix_web::TracingLogger;
-use utoipa::OpenApi;
-use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::Config;
 use crate::error::{ApiError, ProblemCode};
-use crate::openapi::ApiDoc;
-use crate::routes;
+use crate::openapi;
+use crate::routes::{self, RouteTable};
+use crate::state::AppState;
 
-pub struct AppState {
-    pub pool: Pool,
-    pub config: Config,
-}
-
-/// The routes as an app, and the OpenAPI document they make.
-pub fn app_parts() -> (
-    App<
-        impl actix_web::dev::ServiceFactory<
-            actix_web::dev::ServiceRequest,
-            Config = (),
-            Response = actix_web::dev::ServiceResponse,
-            Error = actix_web::Error,
-            InitError = (),
-        >,
-    >,
-    utoipa::openapi::OpenApi,
-) {
-    let (app, mut spec) =
-        App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes::configure).split_for_parts();
-    crate::openapi::complete(&mut spec);
-    (app, spec)
+/// Why the API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Retention(#[from] ledger::retention::Inconsistent),
+    #[error(transparent)]
+    Ledger(#[from] ledger::Error),
+    #[error("bind {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
 }
 
 pub struct Application {
     port: u16,
     server: Server,
     pool: Pool,
+    /// Stops the background loops (the purge) once the server has stopped.
+    stop: Trigger,
 }
 
 impl Application {
-    pub async fn build(config: Config) -> Result<Application, String> {
-        config.windows().check()?;
+    pub async fn build(config: Config) -> Result<Application, StartupError> {
+        config.retention.windows().check()?;
         if config.migrate_on_start {
-            ledger::db::migrate(&config.database_url).await?;
+            ledger::db::migrate(&config.database.database_url).await?;
         }
-        let pool = ledger::db::pool(&config.database_url, &config.pool_options())?;
-        let listener = TcpListener::bind(&config.http_addr).map_err(|e| format!("bind {}: {e}", config.http_addr))?;
-        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let pool = ledger::db::pool(&config.database.database_url, &config.pool_options())?;
+        let bind = |source| StartupError::Bind { addr: config.http_addr.clone(), source };
+        let listener = TcpListener::bind(&config.http_addr).map_err(bind)?;
+        let port = listener.local_addr().map_err(bind)?.port();
         let state = web::Data::new(AppState { pool: pool.clone(), config: config.clone() });
+        let route_table = web::Data::new(RouteTable::from_spec(&openapi::document()));
         let max_body = config.max_body_bytes;
         let server =
-            HttpServer::new(move || {
-                let (app, spec) = app_parts();
+            actix_web::HttpServer::new(move || {
+                let (app, spec) = openapi::app_with_spec();
                 app.app_data(state.clone())
+                    .app_data(route_table.clone())
                     .app_data(web::PayloadConfig::new(max_body))
                     .app_data(web::PathConfig::default().error_handler(|_, _| routes::not_found().into()))
                     .app_data(web::QueryConfig::default().error_handler(|e, _| {
@@ -71,14 +64,21 @@ impl Application {
                     .wrap(TracingLogger::default())
             })
             .listen(listener)
-            .map_err(|e| e.to_string())?;
+            .map_err(bind)?;
         let server = match config.http_workers {
             Some(n) => server.workers(n),
             None => server,
         }
         .run();
-        tokio::spawn(crate::purge::run(pool.clone(), config.idempotency_retention, config.idempotency_purge_interval));
-        Ok(Application { port, server, pool })
+        let (stop, stopped) = shutdown::channel();
+        tokio::spawn(purge::run(
+            pool.clone(),
+            Target::IdempotencyKeys,
+            config.retention.idempotency(),
+            config.idempotency_purge_interval(),
+            stopped,
+        ));
+        Ok(Application { port, server, pool, stop })
     }
 
     pub fn port(&self) -> u16 {
@@ -93,8 +93,11 @@ impl Application {
         &self.pool
     }
 
-    /// Serves until SIGINT or SIGTERM, then drains in-flight requests.
+    /// Serves until SIGINT or SIGTERM (or a stop through the handle), then
+    /// drains in-flight requests and stops the background loops.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        self.stop.fire();
+        result
     }
 }

@@ -37,9 +37,9 @@ pub fn script(buyers: usize) -> String {
     );
     s.push_str("SELECT sha256(convert_to(:orderid, 'UTF8')) AS fp \\gset\n");
     // The service looks for a completed answer under the key first (a miss for a new charge).
-    s.push_str(&bind(api::idempotency::COMPLETED_SQL, &["tenant", "orderid", "retention"]));
+    s.push_str(&bind(ledger::idempotency::COMPLETED_SQL, &["tenant", "orderid", "retention"]));
     s.push_str("BEGIN;\n");
-    s.push_str(&bind(api::idempotency::CLAIM_SQL, &["tenant", "orderid", "fp", "retention"]));
+    s.push_str(&bind(ledger::idempotency::CLAIM_SQL, &["tenant", "orderid", "fp", "retention"]));
     s.push_str(&bind(ledger::posting::LOCK_ACCOUNTS_SQL, &["ids", "tenant"]));
     s.push_str(&bind(&ledger::charges::find_attempt_sql(), &["tenant", "orderid", "attempt"]));
     s.push_str(&bind(
@@ -55,7 +55,7 @@ pub fn script(buyers: usize) -> String {
     ));
     s.push_str(&bind(ledger::outbox::ENQUEUE_SQL, &["msgid", "tenant", "event", "orderid", "payload"]));
     s.push_str(&bind(
-        api::idempotency::STORE_SQL,
+        ledger::idempotency::STORE_SQL,
         &["tenant", "orderid", "status", "contenttype", "headers", "answer"],
     ));
     s.push_str("COMMIT;\n");

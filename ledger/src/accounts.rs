@@ -4,26 +4,23 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use rust_decimal::Decimal;
-use serde::Serialize;
 
 use crate::db::Cached;
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
 use crate::money::Currency;
-use crate::{Created, Error, Result, TenantId};
+use crate::{Error, Outcome, Result, TenantId};
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Account {
     pub id: Uuid,
     /// The caller's own name for the account, unique per tenant.
-    #[schema(example = "buyer-42")]
     pub reference: String,
     pub currency: Currency,
     /// Whether the balance may go below zero (an external-funds account may).
     pub allow_negative: bool,
     /// The sum of the account's entries.
-    #[schema(value_type = String, pattern = r"^-?[0-9]+(\.[0-9]+)?$", example = "100.00")]
     pub balance: Decimal,
     pub created_at: DateTime<Utc>,
 }
@@ -31,7 +28,7 @@ pub struct Account {
 const COLUMNS: &str = "id, reference, currency, allow_negative, balance, created_at";
 
 fn from_row(row: &Row) -> Result<Account> {
-    let currency: Currency = row.get::<_, String>(2).parse()?;
+    let currency = crate::stored::currency(row.get(2))?;
     Ok(Account {
         id: row.get(0),
         reference: row.get(1),
@@ -48,7 +45,7 @@ pub struct NewAccount<'a> {
     pub allow_negative: bool,
 }
 
-pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewAccount<'_>) -> Result<Created<Account>> {
+pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewAccount<'_>) -> Result<Outcome<Account>> {
     let inserted = tx
         .cached_opt(
             &format!(
@@ -59,7 +56,7 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewAccount<'_>
         )
         .await?;
     if let Some(row) = inserted {
-        return Ok(Created { resource: from_row(&row)?, created: true });
+        return Ok(Outcome::Applied(from_row(&row)?));
     }
     let existing = tx
         .cached_one(
@@ -74,7 +71,7 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewAccount<'_>
             new.reference
         )));
     }
-    Ok(Created { resource: existing, created: false })
+    Ok(Outcome::Existing(existing))
 }
 
 pub async fn get(client: &impl GenericClient, tenant: TenantId, id: Uuid) -> Result<Account> {
@@ -85,34 +82,42 @@ pub async fn get(client: &impl GenericClient, tenant: TenantId, id: Uuid) -> Res
     from_row(&row)
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Entry {
     /// Entry id; also the pagination cursor.
-    #[schema(example = "1042")]
-    pub id: String,
+    pub id: i64,
     pub transaction_id: Uuid,
     /// What the transaction was: transfer, charge or refund.
     pub kind: EntryKind,
     /// Signed: positive credits the account, negative debits it.
-    #[schema(value_type = String, pattern = r"^-?[0-9]+(\.[0-9]+)?$", example = "-12.50")]
     pub amount: Decimal,
     pub currency: Currency,
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
     Transfer,
     Charge,
     Refund,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+impl EntryKind {
+    fn stored(kind: &str) -> Result<EntryKind> {
+        match kind {
+            "transfer" => Ok(EntryKind::Transfer),
+            "charge" => Ok(EntryKind::Charge),
+            "refund" => Ok(EntryKind::Refund),
+            other => Err(Error::unknown("ledger transaction kind", other)),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct EntryPage {
     pub data: Vec<Entry>,
-    /// Pass as `cursor` to get the next (older) page; absent on the last page.
-    pub next_cursor: Option<String>,
+    /// The cursor of the next (older) page; `None` on the last page.
+    pub next_cursor: Option<i64>,
 }
 
 pub const MAX_PAGE: i64 = 100;
@@ -141,19 +146,17 @@ pub async fn entries(
     let data: Vec<Entry> = rows
         .iter()
         .take(limit as usize)
-        .map(|r| Entry {
-            id: r.get::<_, i64>(0).to_string(),
-            transaction_id: r.get(1),
-            kind: match r.get::<_, &str>(2) {
-                "charge" => EntryKind::Charge,
-                "refund" => EntryKind::Refund,
-                _ => EntryKind::Transfer,
-            },
-            amount: acc.currency.normalize(r.get(3)),
-            currency: acc.currency,
-            created_at: r.get(4),
+        .map(|r| {
+            Ok(Entry {
+                id: r.get(0),
+                transaction_id: r.get(1),
+                kind: EntryKind::stored(r.get(2))?,
+                amount: acc.currency.normalize(r.get(3)),
+                currency: acc.currency,
+                created_at: r.get(4),
+            })
         })
-        .collect();
-    let next_cursor = if more { data.last().map(|e| e.id.clone()) } else { None };
+        .collect::<Result<_>>()?;
+    let next_cursor = if more { data.last().map(|e| e.id) } else { None };
     Ok(EntryPage { data, next_cursor })
 }

@@ -9,55 +9,72 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use rust_decimal::{Decimal, RoundingStrategy};
-use serde::{Deserialize, Serialize};
 
 use crate::db::Cached;
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
+use crate::events::{ChargeRefundedV1, ChargeStatusV1, ChargeSucceededV1, PlatformFeeV1};
 use crate::money::{parse_amount, Currency};
 use crate::outbox;
 use crate::posting::{lock_accounts, post};
-use crate::{Created, Error, Result, TenantId};
+use crate::{Decline, Error, Outcome, Result, TenantId};
 
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Charge {
     pub id: Uuid,
-    #[schema(example = "order-1001")]
     pub order_id: String,
-    #[schema(example = 1)]
     pub attempt: i32,
     pub buyer_account_id: Uuid,
     pub seller_account_id: Uuid,
-    #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "25.00")]
     pub amount: Decimal,
     pub currency: Currency,
     pub platform_fee: Option<PlatformFee>,
     /// The sum of the charge's refunds.
-    #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "0.00")]
     pub refunded_amount: Decimal,
     pub status: ChargeStatus,
     /// Where the order confirmation email goes, if anywhere.
-    #[schema(example = "buyer@example.com")]
     pub receipt_email: Option<String>,
     /// The ledger transaction that moved the money.
     pub transaction_id: Uuid,
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlatformFee {
     pub account_id: Uuid,
-    #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "2.50")]
     pub amount: Decimal,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChargeStatus {
     Succeeded,
     PartiallyRefunded,
     Refunded,
+}
+
+impl From<&Charge> for ChargeSucceededV1 {
+    fn from(c: &Charge) -> Self {
+        ChargeSucceededV1 {
+            id: c.id,
+            order_id: c.order_id.clone(),
+            attempt: c.attempt,
+            buyer_account_id: c.buyer_account_id,
+            seller_account_id: c.seller_account_id,
+            amount: c.amount,
+            currency: c.currency,
+            platform_fee: c.platform_fee.as_ref().map(|f| PlatformFeeV1 { account_id: f.account_id, amount: f.amount }),
+            refunded_amount: c.refunded_amount,
+            status: match c.status {
+                ChargeStatus::Succeeded => ChargeStatusV1::Succeeded,
+                ChargeStatus::PartiallyRefunded => ChargeStatusV1::PartiallyRefunded,
+                ChargeStatus::Refunded => ChargeStatusV1::Refunded,
+            },
+            receipt_email: c.receipt_email.clone(),
+            transaction_id: c.transaction_id,
+            created_at: c.created_at,
+        }
+    }
 }
 
 const COLUMNS: &str = "id, order_id, attempt, buyer_account_id, seller_account_id, amount, currency, \
@@ -85,7 +102,7 @@ struct ChargeRow {
 }
 
 fn from_row(row: &Row) -> Result<ChargeRow> {
-    let currency: Currency = row.get::<_, String>(6).parse()?;
+    let currency = crate::stored::currency(row.get(6))?;
     let amount = currency.normalize(row.get(5));
     let fee: Decimal = currency.normalize(row.get(8));
     let refunded_amount = currency.normalize(row.get(9));
@@ -141,8 +158,9 @@ impl NewCharge<'_> {
 }
 
 /// Creates the charge of an order attempt, or returns the existing one when
-/// the same attempt was already charged with the same terms.
-pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge<'_>) -> Result<Created<Charge>> {
+/// the same attempt was already charged with the same terms; declines when
+/// the buyer cannot pay.
+pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge<'_>) -> Result<Outcome<Charge>> {
     let mut ids = vec![new.buyer, new.seller];
     if let Some(fee) = &new.platform_fee {
         if fee.amount > new.amount {
@@ -164,14 +182,17 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge<'_>)
                 new.order_id, new.attempt
             )));
         }
-        return Ok(Created { resource: existing, created: false });
+        return Ok(Outcome::Existing(existing));
     }
     let fee = new.platform_fee.as_ref().map_or(Decimal::ZERO, |f| f.amount);
     let mut legs = vec![(new.buyer, -new.amount), (new.seller, new.amount - fee)];
     if let Some(f) = &new.platform_fee {
         legs.push((f.account_id, f.amount));
     }
-    let transaction_id = post(tx, tenant, "charge", new.currency, &locked, &legs).await?;
+    let transaction_id = match post(tx, tenant, "charge", new.currency, &locked, &legs).await? {
+        Ok(id) => id,
+        Err(decline) => return Ok(Outcome::Declined(decline)),
+    };
     let row = tx
         .cached_one(
             &insert_sql(),
@@ -192,8 +213,8 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge<'_>)
         )
         .await?;
     let charge = from_row(&row)?.charge;
-    outbox::enqueue(tx, tenant, outbox::CHARGE_SUCCEEDED, Some(&charge.order_id), &charge).await?;
-    Ok(Created { resource: charge, created: true })
+    outbox::enqueue(tx, tenant, Some(&charge.order_id), &ChargeSucceededV1::from(&charge)).await?;
+    Ok(Outcome::Applied(charge))
 }
 
 async fn find_attempt(tx: &Transaction<'_>, tenant: TenantId, order_id: &str, attempt: i32) -> Result<Option<Charge>> {
@@ -220,11 +241,10 @@ pub async fn by_order(client: &impl GenericClient, tenant: TenantId, order_id: &
     rows.iter().map(|r| from_row(r).map(|c| c.charge)).collect()
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Refund {
     pub id: Uuid,
     pub charge_id: Uuid,
-    #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "10.00")]
     pub amount: Decimal,
     pub currency: Currency,
     /// The ledger transaction that reversed the money.
@@ -236,7 +256,12 @@ pub struct Refund {
 /// credited; the seller and the platform give back their shares in the
 /// proportion of the charge, rounded so that a full refund returns the fee
 /// exactly.
-pub async fn refund(tx: &Transaction<'_>, tenant: TenantId, charge_id: Uuid, amount: Option<&str>) -> Result<Refund> {
+pub async fn refund(
+    tx: &Transaction<'_>,
+    tenant: TenantId,
+    charge_id: Uuid,
+    amount: Option<&str>,
+) -> Result<Outcome<Refund>> {
     // The row lock serializes refunds of one charge: two refunds cannot both
     // see the same remainder.
     let row = tx
@@ -251,11 +276,11 @@ pub async fn refund(tx: &Transaction<'_>, tenant: TenantId, charge_id: Uuid, amo
     let remaining = charge.amount - charge.refunded_amount;
     let amount = match amount {
         Some(text) => parse_amount(text, currency)?,
-        None if remaining.is_zero() => return Err(Error::RefundExceedsCharge { remaining }),
+        None if remaining.is_zero() => return Ok(Outcome::Declined(Decline::RefundExceedsCharge { remaining })),
         None => remaining,
     };
     if amount > remaining {
-        return Err(Error::RefundExceedsCharge { remaining });
+        return Ok(Outcome::Declined(Decline::RefundExceedsCharge { remaining }));
     }
     let refunded_after = charge.refunded_amount + amount;
     let fee_after = if refunded_after == charge.amount {
@@ -272,7 +297,10 @@ pub async fn refund(tx: &Transaction<'_>, tenant: TenantId, charge_id: Uuid, amo
         legs.push((platform.account_id, -fee_part));
     }
     let locked = lock_accounts(tx, tenant, &ids, currency).await?;
-    let transaction_id = post(tx, tenant, "refund", currency, &locked, &legs).await?;
+    let transaction_id = match post(tx, tenant, "refund", currency, &locked, &legs).await? {
+        Ok(id) => id,
+        Err(decline) => return Ok(Outcome::Declined(decline)),
+    };
     tx.cached_execute(
         "UPDATE charges SET refunded_amount = refunded_amount + $2, refunded_fee = refunded_fee + $3 WHERE id = $1",
         &[&charge_id, &amount, &fee_part],
@@ -286,6 +314,8 @@ pub async fn refund(tx: &Transaction<'_>, tenant: TenantId, charge_id: Uuid, amo
         )
         .await?;
     let refund = Refund { id: row.get(0), charge_id, amount, currency, transaction_id, created_at: row.get(1) };
-    outbox::enqueue(tx, tenant, outbox::CHARGE_REFUNDED, Some(&charge.order_id), &refund).await?;
-    Ok(refund)
+    let event =
+        ChargeRefundedV1 { id: refund.id, charge_id, amount, currency, transaction_id, created_at: refund.created_at };
+    outbox::enqueue(tx, tenant, Some(&charge.order_id), &event).await?;
+    Ok(Outcome::Applied(refund))
 }

@@ -36,8 +36,8 @@ impl Default for PoolOptions {
     }
 }
 
-pub fn pool(database_url: &str, opts: &PoolOptions) -> Result<Pool, String> {
-    let mut pg: tokio_postgres::Config = database_url.parse().map_err(|e| format!("DATABASE_URL: {e}"))?;
+pub fn pool(database_url: &str, opts: &PoolOptions) -> crate::Result<Pool> {
+    let mut pg: tokio_postgres::Config = database_url.parse()?;
     pg.options(format!("-c lock_timeout={}", opts.lock_timeout.as_millis()));
     pg.application_name("ledger");
     let manager = Manager::from_config(
@@ -53,14 +53,20 @@ pub fn pool(database_url: &str, opts: &PoolOptions) -> Result<Pool, String> {
         .wait_timeout(Some(opts.wait_timeout))
         .create_timeout(Some(Duration::from_secs(5)))
         .build()
-        .map_err(|e| e.to_string())
+        .map_err(crate::Error::from)
+}
+
+/// One round trip: whether the database answers (readiness).
+pub async fn ping(client: &impl tokio_postgres::GenericClient) -> crate::Result<()> {
+    client.execute("SELECT 1", &[]).await?;
+    Ok(())
 }
 
 /// Runs the pending embedded migrations and returns their names.
 ///
 /// diesel's harness is synchronous; it runs on a thread of its own with the
 /// wrapper's own runtime, so it can be called from any async context.
-pub async fn migrate(database_url: &str) -> Result<Vec<String>, String> {
+pub async fn migrate(database_url: &str) -> crate::Result<Vec<String>> {
     use diesel::Connection;
     use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
     use diesel_async::AsyncPgConnection;
@@ -68,14 +74,14 @@ pub async fn migrate(database_url: &str) -> Result<Vec<String>, String> {
     let url = database_url.to_owned();
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
-        let run = || -> Result<Vec<String>, String> {
-            let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url).map_err(|e| e.to_string())?;
-            let done = conn.run_pending_migrations(MIGRATIONS).map_err(|e| e.to_string())?;
+        let run = || -> crate::Result<Vec<String>> {
+            let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)?;
+            let done = conn.run_pending_migrations(MIGRATIONS).map_err(crate::Error::Migration)?;
             Ok(done.iter().map(|v| v.to_string()).collect())
         };
         let _ = tx.send(run());
     });
-    rx.await.map_err(|_| "the migration thread died".to_owned())?
+    rx.await.map_err(|_| crate::Error::Migration("the migration thread died".into()))?
 }
 
 /// Statements of the request path run as prepared statements cached on their

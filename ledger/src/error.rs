@@ -1,7 +1,7 @@
 //! What can go wrong in the ledger, in domain terms. No HTTP here: the API
-//! maps these to status codes and problem codes in one place.
+//! maps these to status codes and problem codes in one place. Business
+//! declines are not errors: they are an [`Outcome`](crate::Outcome).
 
-use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use crate::money::{AmountError, Currency};
@@ -10,8 +10,6 @@ use crate::money::{AmountError, Currency};
 pub enum Error {
     #[error(transparent)]
     Amount(#[from] AmountError),
-    #[error("{0}")]
-    Invalid(String),
     #[error("account {0} does not exist")]
     AccountNotFound(Uuid),
     #[error("charge {0} does not exist")]
@@ -28,38 +26,47 @@ pub enum Error {
     SameAccount,
     #[error("the platform fee cannot exceed the charged amount")]
     FeeTooLarge,
-    #[error("account {account} has insufficient funds")]
-    InsufficientFunds { account: Uuid },
-    #[error("only {available} of SKU `{sku}` available, {requested} requested")]
-    OutOfStock { sku: String, available: i64, requested: i64 },
-    #[error("the refund exceeds what remains of the charge ({remaining})")]
-    RefundExceedsCharge { remaining: Decimal },
     #[error("{0}")]
     NaturalKeyConflict(String),
     #[error("reservation {id} is {status} and can no longer be released")]
-    ReservationNotHeld { id: Uuid, status: String },
-    #[error("a concurrent request changed the same rows; retry")]
-    Contention,
+    ReservationNotHeld { id: Uuid, status: &'static str },
+    /// The Idempotency-Key row disappeared between its claim and its read
+    /// (purged in between, twice): the request should be retried.
+    #[error("the Idempotency-Key changed under this request")]
+    KeyChanged,
+    /// A value read from the database that this code does not know: a newer
+    /// schema, or a corrupted row. Never guessed at.
+    #[error("unknown {what} `{value}` read from the database")]
+    UnknownValue { what: &'static str, value: String },
+    #[error("a tenant name has 1 to 200 characters")]
+    InvalidTenantName,
     #[error("database: {0}")]
     Database(#[from] tokio_postgres::Error),
     #[error("database pool: {0}")]
-    Pool(String),
-}
-
-impl Error {
-    /// Whether this error is a business outcome that the idempotency layer
-    /// stores and replays like a success (a decline is an answer, not a fault).
-    pub fn is_business_outcome(&self) -> bool {
-        matches!(self, Error::InsufficientFunds { .. } | Error::OutOfStock { .. } | Error::RefundExceedsCharge { .. })
-    }
+    Pool(deadpool_postgres::PoolError),
+    #[error("database pool settings: {0}")]
+    PoolBuild(#[from] deadpool_postgres::BuildError),
+    #[error("database: {0}")]
+    Diesel(#[from] diesel::result::Error),
+    #[error("database connection: {0}")]
+    DieselConnection(#[from] diesel::ConnectionError),
+    #[error("migrations: {0}")]
+    Migration(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl From<deadpool_postgres::PoolError> for Error {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         match e {
             deadpool_postgres::PoolError::Backend(e) => Error::Database(e),
-            other => Error::Pool(other.to_string()),
+            other => Error::Pool(other),
         }
+    }
+}
+
+impl Error {
+    /// An unknown stored value of `what`.
+    pub fn unknown(what: &'static str, value: impl Into<String>) -> Error {
+        Error::UnknownValue { what, value: value.into() }
     }
 }
 

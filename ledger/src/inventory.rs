@@ -7,21 +7,22 @@
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
-use serde::{Deserialize, Serialize};
 
 use crate::db::Cached;
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
+use crate::events::{
+    ReservationCommittedV1, ReservationHeldV1, ReservationReleasedV1, ReservationStatusV1, ReservationV1,
+};
 use crate::outbox;
-use crate::{Created, Error, Result, TenantId};
+use crate::{Decline, Error, Outcome, Result, TenantId};
 
 /// The largest quantity one restock or reservation may carry.
 pub const MAX_QUANTITY: i64 = 1_000_000;
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Sku {
-    #[schema(example = "mug-blue")]
     pub sku: String,
     /// Restocked minus committed (sold and paid).
     pub on_hand: i64,
@@ -39,7 +40,7 @@ fn sku_from_row(row: &Row) -> Sku {
 }
 
 /// Adds `quantity` to the SKU's stock, creating the SKU on its first restock.
-pub async fn restock(tx: &Transaction<'_>, tenant: TenantId, sku: &str, quantity: i64) -> Result<Sku> {
+pub async fn restock(tx: &Transaction<'_>, tenant: TenantId, sku: &str, quantity: i64) -> Result<Outcome<Sku>> {
     let row = tx
         .cached_one(
             "INSERT INTO skus (tenant_id, sku, on_hand) VALUES ($1, $2, $3) \
@@ -53,7 +54,7 @@ pub async fn restock(tx: &Transaction<'_>, tenant: TenantId, sku: &str, quantity
         &[&tenant.0, &sku, &quantity],
     )
     .await?;
-    Ok(sku_from_row(&row))
+    Ok(Outcome::Applied(sku_from_row(&row)))
 }
 
 pub async fn get_sku(client: &impl GenericClient, tenant: TenantId, sku: &str) -> Result<Sku> {
@@ -67,22 +68,18 @@ pub async fn get_sku(client: &impl GenericClient, tenant: TenantId, sku: &str) -
     Ok(sku_from_row(&row))
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Reservation {
     pub id: Uuid,
-    #[schema(example = "order-1001")]
     pub order_id: String,
-    #[schema(example = "mug-blue")]
     pub sku: String,
-    #[schema(example = 1)]
     pub quantity: i64,
     pub status: ReservationStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReservationStatus {
     /// Stock is set aside for the order.
     Held,
@@ -93,11 +90,14 @@ pub enum ReservationStatus {
 }
 
 impl ReservationStatus {
-    fn parse(s: &str) -> Self {
+    /// A status read from the database; one this code does not know is an
+    /// error, never a guess.
+    fn stored(s: &str) -> Result<Self> {
         match s {
-            "released" => ReservationStatus::Released,
-            "committed" => ReservationStatus::Committed,
-            _ => ReservationStatus::Held,
+            "held" => Ok(ReservationStatus::Held),
+            "released" => Ok(ReservationStatus::Released),
+            "committed" => Ok(ReservationStatus::Committed),
+            other => Err(Error::unknown("reservation status", other)),
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -111,15 +111,33 @@ impl ReservationStatus {
 
 const RESERVATION_COLUMNS: &str = "id, order_id, sku, quantity, status, created_at, updated_at";
 
-fn reservation_from_row(row: &Row) -> Reservation {
-    Reservation {
+fn reservation_from_row(row: &Row) -> Result<Reservation> {
+    Ok(Reservation {
         id: row.get(0),
         order_id: row.get(1),
         sku: row.get(2),
         quantity: row.get(3),
-        status: ReservationStatus::parse(row.get(4)),
+        status: ReservationStatus::stored(row.get(4))?,
         created_at: row.get(5),
         updated_at: row.get(6),
+    })
+}
+
+impl From<&Reservation> for ReservationV1 {
+    fn from(r: &Reservation) -> Self {
+        ReservationV1 {
+            id: r.id,
+            order_id: r.order_id.clone(),
+            sku: r.sku.clone(),
+            quantity: r.quantity,
+            status: match r.status {
+                ReservationStatus::Held => ReservationStatusV1::Held,
+                ReservationStatus::Released => ReservationStatusV1::Released,
+                ReservationStatus::Committed => ReservationStatusV1::Committed,
+            },
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
     }
 }
 
@@ -131,7 +149,7 @@ pub async fn reserve(
     order_id: &str,
     sku: &str,
     quantity: i64,
-) -> Result<Created<Reservation>> {
+) -> Result<Outcome<Reservation>> {
     // Lock the SKU first: concurrent reservations of one SKU queue here, and
     // a concurrent duplicate of this order finds the first one's row below.
     let stock = tx
@@ -150,18 +168,19 @@ pub async fn reserve(
         )
         .await?;
     if let Some(row) = existing {
-        let existing = reservation_from_row(&row);
+        let existing = reservation_from_row(&row)?;
         if existing.quantity != quantity {
             return Err(Error::NaturalKeyConflict(format!(
                 "order `{order_id}` already holds a reservation of `{sku}` for {} units",
                 existing.quantity
             )));
         }
-        return Ok(Created { resource: existing, created: false });
+        return Ok(Outcome::Existing(existing));
     }
     let (on_hand, reserved): (i64, i64) = (stock.get(0), stock.get(1));
     if on_hand - reserved < quantity {
-        return Err(Error::OutOfStock { sku: sku.to_owned(), available: on_hand - reserved, requested: quantity });
+        let available = on_hand - reserved;
+        return Ok(Outcome::Declined(Decline::OutOfStock { sku: sku.to_owned(), available, requested: quantity }));
     }
     tx.cached_execute(
         "UPDATE skus SET reserved = reserved + $3, updated_at = now() WHERE tenant_id = $1 AND sku = $2",
@@ -177,9 +196,9 @@ pub async fn reserve(
             &[&Uuid::now_v7(), &tenant.0, &order_id, &sku, &quantity],
         )
         .await?;
-    let reservation = reservation_from_row(&row);
-    outbox::enqueue(tx, tenant, outbox::RESERVATION_HELD, Some(order_id), &reservation).await?;
-    Ok(Created { resource: reservation, created: true })
+    let reservation = reservation_from_row(&row)?;
+    outbox::enqueue(tx, tenant, Some(order_id), &ReservationHeldV1((&reservation).into())).await?;
+    Ok(Outcome::Applied(reservation))
 }
 
 pub async fn get_reservation(client: &impl GenericClient, tenant: TenantId, id: Uuid) -> Result<Reservation> {
@@ -190,12 +209,12 @@ pub async fn get_reservation(client: &impl GenericClient, tenant: TenantId, id: 
         )
         .await?
         .ok_or(Error::ReservationNotFound(id))?;
-    Ok(reservation_from_row(&row))
+    reservation_from_row(&row)
 }
 
 /// Gives a held reservation's stock back. Releasing a released reservation
 /// changes nothing and returns it; a committed one cannot be released.
-pub async fn release(tx: &Transaction<'_>, tenant: TenantId, id: Uuid) -> Result<Reservation> {
+pub async fn release(tx: &Transaction<'_>, tenant: TenantId, id: Uuid) -> Result<Outcome<Reservation>> {
     let row = tx
         .cached_opt(
             &format!("SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id = $1 AND tenant_id = $2 FOR UPDATE"),
@@ -203,11 +222,12 @@ pub async fn release(tx: &Transaction<'_>, tenant: TenantId, id: Uuid) -> Result
         )
         .await?
         .ok_or(Error::ReservationNotFound(id))?;
-    let reservation = reservation_from_row(&row);
+    let reservation = reservation_from_row(&row)?;
     match reservation.status {
-        ReservationStatus::Released => return Ok(reservation),
+        // Releasing again changes nothing and answers as the first release did.
+        ReservationStatus::Released => return Ok(Outcome::Applied(reservation)),
         ReservationStatus::Committed => {
-            return Err(Error::ReservationNotHeld { id, status: reservation.status.as_str().into() })
+            return Err(Error::ReservationNotHeld { id, status: reservation.status.as_str() })
         }
         ReservationStatus::Held => {}
     }
@@ -224,9 +244,10 @@ pub async fn release(tx: &Transaction<'_>, tenant: TenantId, id: Uuid) -> Result
             &[&id],
         )
         .await?;
-    let reservation = reservation_from_row(&row);
-    outbox::enqueue(tx, tenant, outbox::RESERVATION_RELEASED, Some(&reservation.order_id), &reservation).await?;
-    Ok(reservation)
+    let reservation = reservation_from_row(&row)?;
+    let event = ReservationReleasedV1((&reservation).into());
+    outbox::enqueue(tx, tenant, Some(&reservation.order_id), &event).await?;
+    Ok(Outcome::Applied(reservation))
 }
 
 /// Commits an order's held reservations once its payment succeeded: the
@@ -245,7 +266,7 @@ pub async fn commit_order(tx: &Transaction<'_>, tenant: TenantId, order_id: &str
         .await?;
     let mut committed = Vec::with_capacity(rows.len());
     for row in rows {
-        let r = reservation_from_row(&row);
+        let r = reservation_from_row(&row)?;
         tx.cached_execute(
             "UPDATE skus SET on_hand = on_hand - $3, reserved = reserved - $3, updated_at = now() \
               WHERE tenant_id = $1 AND sku = $2",
@@ -265,8 +286,8 @@ pub async fn commit_order(tx: &Transaction<'_>, tenant: TenantId, order_id: &str
                 &[&r.id],
             )
             .await?;
-        let r = reservation_from_row(&row);
-        outbox::enqueue(tx, tenant, outbox::RESERVATION_COMMITTED, Some(order_id), &r).await?;
+        let r = reservation_from_row(&row)?;
+        outbox::enqueue(tx, tenant, Some(order_id), &ReservationCommittedV1((&r).into())).await?;
         committed.push(r);
     }
     Ok(committed)

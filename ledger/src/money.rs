@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_AMOUNT: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
 
 /// Currencies the ledger accepts, with their ISO 4217 minor units.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Currency {
     USD,
     EUR,
@@ -30,6 +30,22 @@ pub enum Currency {
 }
 
 impl Currency {
+    /// Every supported currency, in the order the API documents them.
+    pub const ALL: [Currency; 12] = [
+        Currency::USD,
+        Currency::EUR,
+        Currency::GBP,
+        Currency::CHF,
+        Currency::CAD,
+        Currency::AUD,
+        Currency::SEK,
+        Currency::NOK,
+        Currency::DKK,
+        Currency::PLN,
+        Currency::JPY,
+        Currency::KRW,
+    ];
+
     /// Digits after the decimal point the currency allows.
     pub fn scale(self) -> u32 {
         match self {

@@ -1,60 +1,221 @@
 //! The transactional outbox. Events are written in the caller's transaction,
 //! beside the effect they report, so there is never an effect without its
-//! event nor an event without its effect. The relay publishes them.
+//! event nor an event without its effect. The relay claims, publishes and
+//! marks them; replay marks published ones unpublished again.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
-use serde::{Deserialize, Serialize};
-
-use crate::db::Cached;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
+use crate::db::Cached;
+use crate::events::{Envelope, Event};
+use crate::retention::purge_in_batches;
 use crate::{Result, TenantId};
-
-pub const CHARGE_SUCCEEDED: &str = "charge.succeeded";
-pub const CHARGE_REFUNDED: &str = "charge.refunded";
-pub const RESERVATION_HELD: &str = "reservation.held";
-pub const RESERVATION_RELEASED: &str = "reservation.released";
-pub const RESERVATION_COMMITTED: &str = "reservation.committed";
 
 /// The statement that writes an event (`ledger-bench` runs it in pgbench too).
 pub const ENQUEUE_SQL: &str =
     "INSERT INTO outbox (message_id, tenant_id, event_type, order_id, payload) VALUES ($1, $2, $3, $4, $5)";
 
-/// The version of the event payloads this code writes.
-pub const VERSION: u32 = 1;
-
-/// What goes over the wire: the same bytes every time the event is published.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Envelope<T> {
-    pub message_id: Uuid,
-    #[serde(rename = "type")]
-    pub event_type: String,
-    pub version: u32,
-    pub tenant_id: Uuid,
-    pub order_id: Option<String>,
-    pub occurred_at: DateTime<Utc>,
-    pub data: T,
-}
-
 /// Writes an event into the outbox within `tx`; returns its message id.
-pub async fn enqueue(
+pub async fn enqueue<E: Event>(
     tx: &Transaction<'_>,
     tenant: TenantId,
-    event_type: &str,
     order_id: Option<&str>,
-    data: &impl Serialize,
+    data: &E,
 ) -> Result<Uuid> {
     let envelope = Envelope {
         message_id: Uuid::now_v7(),
-        event_type: event_type.to_owned(),
-        version: VERSION,
+        event_type: E::TYPE.to_owned(),
+        version: E::VERSION,
         tenant_id: tenant.0,
         order_id: order_id.map(str::to_owned),
         occurred_at: Utc::now(),
         data,
     };
     let payload = serde_json::to_value(&envelope).expect("events serialize");
-    tx.cached_execute(ENQUEUE_SQL, &[&envelope.message_id, &tenant.0, &event_type, &order_id, &payload]).await?;
+    tx.cached_execute(ENQUEUE_SQL, &[&envelope.message_id, &tenant.0, &E::TYPE, &order_id, &payload]).await?;
     Ok(envelope.message_id)
+}
+
+/// An event waiting to be published, as the relay sends it.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub id: i64,
+    pub message_id: Uuid,
+    pub event_type: String,
+    /// The envelope's JSON, the message body.
+    pub payload: String,
+}
+
+/// Claims up to `limit` unpublished events, oldest first, for the lifetime
+/// of `tx`. `SKIP LOCKED`: several relays (or two lanes of one) never claim
+/// the same row, and none waits for another.
+pub async fn claim_unpublished(tx: &Transaction<'_>, limit: i64) -> Result<Vec<Pending>> {
+    let rows = tx
+        .cached_query(
+            "SELECT id, message_id, event_type, payload::text FROM outbox \
+              WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            &[&limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Pending { id: r.get(0), message_id: r.get(1), event_type: r.get(2), payload: r.get(3) })
+        .collect())
+}
+
+/// Marks claimed events published (after the broker confirmed them).
+pub async fn mark_published(tx: &Transaction<'_>, ids: &[i64]) -> Result<()> {
+    tx.cached_execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1)", &[&ids]).await?;
+    Ok(())
+}
+
+/// Deletes published rows older than the retention, a bounded batch per
+/// statement; returns how many went.
+pub async fn purge_published(client: &impl GenericClient, retention_secs: f64) -> Result<u64> {
+    Ok(purge_in_batches(
+        client,
+        "DELETE FROM outbox WHERE id IN ( \
+             SELECT id FROM outbox WHERE published_at < now() - make_interval(secs => $1) \
+              ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        retention_secs,
+    )
+    .await?)
+}
+
+/// Wakes the relays now (they also poll).
+pub async fn wake(client: &impl GenericClient) -> Result<()> {
+    client.execute("SELECT pg_notify('outbox', '')", &[]).await?;
+    Ok(())
+}
+
+/// A session that LISTENs for outbox inserts (a trigger notifies on every
+/// insert). Dropping it closes the session.
+pub struct Listener {
+    _client: tokio_postgres::Client,
+    wake: mpsc::UnboundedReceiver<()>,
+}
+
+impl Listener {
+    /// The next notification; `None` when the session died.
+    pub async fn recv(&mut self) -> Option<()> {
+        self.wake.recv().await
+    }
+}
+
+pub async fn listen(database_url: &str) -> Result<Listener> {
+    let (client, mut connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls).await?;
+    let (tx, wake) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                    if tx.send(()).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    client.batch_execute("LISTEN outbox").await?;
+    Ok(Listener { _client: client, wake })
+}
+
+/// Which published events a replay selects; every field narrows it.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayFilter {
+    pub tenant: Option<Uuid>,
+    pub order: Option<String>,
+    /// Written at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Written before.
+    pub until: Option<DateTime<Utc>>,
+    pub event_type: Option<String>,
+}
+
+impl ReplayFilter {
+    /// A replay of everything would be a mistake more often than a wish.
+    pub fn is_empty(&self) -> bool {
+        self.tenant.is_none()
+            && self.order.is_none()
+            && self.since.is_none()
+            && self.until.is_none()
+            && self.event_type.is_none()
+    }
+}
+
+/// One published event a replay selects.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub id: i64,
+    pub message_id: Uuid,
+    pub tenant_id: Uuid,
+    pub event_type: String,
+    pub order_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+const REPLAY_WHERE: &str = "published_at IS NOT NULL \
+     AND ($1::uuid IS NULL OR tenant_id = $1) \
+     AND ($2::text IS NULL OR order_id = $2) \
+     AND ($3::timestamptz IS NULL OR created_at >= $3) \
+     AND ($4::timestamptz IS NULL OR created_at < $4) \
+     AND ($5::text IS NULL OR event_type = $5) \
+     AND id > $6";
+
+/// The published events the filter selects (what a dry run prints).
+pub async fn replay_plan(client: &impl GenericClient, filter: &ReplayFilter) -> Result<Vec<Published>> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT id, message_id, tenant_id, event_type, order_id, created_at FROM outbox \
+                  WHERE {REPLAY_WHERE} ORDER BY id"
+            ),
+            &[&filter.tenant, &filter.order, &filter.since, &filter.until, &filter.event_type, &0i64],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Published {
+            id: r.get(0),
+            message_id: r.get(1),
+            tenant_id: r.get(2),
+            event_type: r.get(3),
+            order_id: r.get(4),
+            created_at: r.get(5),
+        })
+        .collect())
+}
+
+/// Marks the selected events unpublished, at most `batch` rows per
+/// statement, waking the relays after each; returns how many were marked.
+pub async fn mark_for_replay(client: &impl GenericClient, filter: &ReplayFilter, batch: i64) -> Result<u64> {
+    let mut total = 0u64;
+    // Walk by id, so that a row the relay republishes (and marks again)
+    // while the replay runs is not selected a second time.
+    let mut after = 0i64;
+    loop {
+        let marked = client
+            .query(
+                &format!(
+                    "UPDATE outbox SET published_at = NULL WHERE id IN ( \
+                         SELECT id FROM outbox WHERE {REPLAY_WHERE} ORDER BY id LIMIT $7) \
+                     RETURNING id"
+                ),
+                &[&filter.tenant, &filter.order, &filter.since, &filter.until, &filter.event_type, &after, &batch],
+            )
+            .await?;
+        if marked.is_empty() {
+            return Ok(total);
+        }
+        total += marked.len() as u64;
+        after = marked.iter().map(|r| r.get::<_, i64>(0)).max().unwrap_or(after);
+        wake(client).await?;
+    }
 }

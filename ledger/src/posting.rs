@@ -11,7 +11,7 @@ use crate::db::Cached;
 use uuid::Uuid;
 
 use crate::money::Currency;
-use crate::{Error, Result, TenantId};
+use crate::{Decline, Error, Result, TenantId};
 
 /// Locks the accounts of a posting (`ledger-bench` runs it in pgbench too).
 pub const LOCK_ACCOUNTS_SQL: &str = "SELECT id, currency, allow_negative, balance FROM accounts \
@@ -49,10 +49,9 @@ pub async fn lock_accounts(
     let rows = tx.cached_query(LOCK_ACCOUNTS_SQL, &[&ids, &tenant.0]).await?;
     let mut locked = BTreeMap::new();
     for row in rows {
-        let code: String = row.get(1);
         let account = LockedAccount {
             id: row.get(0),
-            currency: code.parse().map_err(|_| Error::Invalid(format!("stored currency {code}")))?,
+            currency: crate::stored::currency(row.get(1))?,
             allow_negative: row.get(2),
             balance: row.get(3),
         };
@@ -74,8 +73,8 @@ pub async fn lock_accounts(
 /// Appends one balanced transaction. `legs` are (account, signed amount):
 /// positive credits, negative debits. Legs must sum to zero; zero legs are
 /// dropped. Every account must have been locked by [`lock_accounts`]; a debit
-/// that would take an account without overdraft below zero fails with
-/// `InsufficientFunds` before anything is written.
+/// that would take an account without overdraft below zero is declined
+/// (`InsufficientFunds`) before anything is written.
 pub async fn post(
     tx: &Transaction<'_>,
     tenant: TenantId,
@@ -83,7 +82,7 @@ pub async fn post(
     currency: Currency,
     locked: &BTreeMap<Uuid, LockedAccount>,
     legs: &[(Uuid, Decimal)],
-) -> Result<Uuid> {
+) -> Result<Result<Uuid, Decline>> {
     let legs: Vec<(Uuid, Decimal)> = legs.iter().copied().filter(|(_, a)| !a.is_zero()).collect();
     debug_assert!(legs.iter().map(|(_, a)| *a).sum::<Decimal>().is_zero(), "unbalanced legs");
 
@@ -94,7 +93,7 @@ pub async fn post(
     for (id, delta) in &deltas {
         let account = locked.get(id).ok_or(Error::AccountNotFound(*id))?;
         if delta.is_sign_negative() && !account.allow_negative && account.balance + delta < Decimal::ZERO {
-            return Err(Error::InsufficientFunds { account: *id });
+            return Ok(Err(Decline::InsufficientFunds { account: *id }));
         }
     }
 
@@ -120,5 +119,5 @@ pub async fn post(
         ],
     )
     .await?;
-    Ok(transaction_id)
+    Ok(Ok(transaction_id))
 }

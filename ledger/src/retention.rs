@@ -89,15 +89,20 @@ impl Windows {
     }
 
     /// `Err` with one line per broken rule.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), Inconsistent> {
         let v = self.violations();
         if v.is_empty() {
             Ok(())
         } else {
-            Err(format!("inconsistent retention settings: {}", v.join("; ")))
+            Err(Inconsistent(v))
         }
     }
 }
+
+/// Retention settings that do not nest, one sentence per broken rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("inconsistent retention settings: {}", .0.join("; "))]
+pub struct Inconsistent(pub Vec<String>);
 
 #[cfg(test)]
 mod tests {
@@ -111,10 +116,10 @@ mod tests {
     #[test]
     fn each_rule_names_both_settings() {
         let w = Windows { idempotency_secs: 3600, ..Default::default() };
-        let e = w.check().unwrap_err();
+        let e = w.check().unwrap_err().to_string();
         assert!(e.contains("IDEMPOTENCY_RETENTION_SECS") && e.contains("CLIENT_MAX_RETRY_SECS"), "{e}");
         let w = Windows { inbox_secs: 60, ..Default::default() };
-        let e = w.check().unwrap_err();
+        let e = w.check().unwrap_err().to_string();
         assert!(e.contains("INBOX_RETENTION_SECS") && e.contains("OUTBOX_RETENTION_SECS"), "{e}");
         assert!(e.contains("MAX_REDELIVERY_SECS"), "{e}");
     }

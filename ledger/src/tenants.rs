@@ -30,35 +30,29 @@ fn new_key() -> String {
     format!("lk_{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())
 }
 
-pub async fn connect(database_url: &str) -> Result<AsyncPgConnection, String> {
-    AsyncPgConnection::establish(database_url).await.map_err(|e| e.to_string())
+pub async fn connect(database_url: &str) -> crate::Result<AsyncPgConnection> {
+    Ok(AsyncPgConnection::establish(database_url).await?)
 }
 
 /// Creates a tenant, or finds the one of that name, and issues it a new key.
 /// Returns the tenant and the key in clear text, which is never stored.
-pub async fn create_with_key(conn: &mut AsyncPgConnection, name: &str) -> Result<(Tenant, String), String> {
+pub async fn create_with_key(conn: &mut AsyncPgConnection, name: &str) -> crate::Result<(Tenant, String)> {
     let name = name.trim();
     if name.is_empty() || name.len() > 200 {
-        return Err("a tenant name has 1 to 200 characters".into());
+        return Err(crate::Error::InvalidTenantName);
     }
     diesel::insert_into(tenants::table)
         .values((tenants::id.eq(Uuid::now_v7()), tenants::name.eq(name)))
         .on_conflict(tenants::name)
         .do_nothing()
         .execute(conn)
-        .await
-        .map_err(|e| e.to_string())?;
-    let tenant: Tenant = tenants::table
-        .filter(tenants::name.eq(name))
-        .select(Tenant::as_select())
-        .first(conn)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
+    let tenant: Tenant = tenants::table.filter(tenants::name.eq(name)).select(Tenant::as_select()).first(conn).await?;
     let key = issue_key(conn, tenant.id).await?;
     Ok((tenant, key))
 }
 
-pub async fn issue_key(conn: &mut AsyncPgConnection, tenant_id: Uuid) -> Result<String, String> {
+pub async fn issue_key(conn: &mut AsyncPgConnection, tenant_id: Uuid) -> crate::Result<String> {
     let key = new_key();
     diesel::insert_into(api_keys::table)
         .values((
@@ -68,19 +62,17 @@ pub async fn issue_key(conn: &mut AsyncPgConnection, tenant_id: Uuid) -> Result<
             api_keys::prefix.eq(&key[..11]),
         ))
         .execute(conn)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(key)
 }
 
 /// Revokes every key that starts with `prefix` (the first 11 characters,
 /// which is what the key listing shows). Returns how many were revoked.
-pub async fn revoke_keys(conn: &mut AsyncPgConnection, prefix: &str) -> Result<usize, String> {
-    diesel::update(api_keys::table.filter(api_keys::prefix.eq(prefix)).filter(api_keys::revoked_at.is_null()))
+pub async fn revoke_keys(conn: &mut AsyncPgConnection, prefix: &str) -> crate::Result<usize> {
+    Ok(diesel::update(api_keys::table.filter(api_keys::prefix.eq(prefix)).filter(api_keys::revoked_at.is_null()))
         .set(api_keys::revoked_at.eq(diesel::dsl::now))
         .execute(conn)
-        .await
-        .map_err(|e| e.to_string())
+        .await?)
 }
 
 /// The statement that authenticates every request.

@@ -4,7 +4,6 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use rust_decimal::Decimal;
-use serde::Serialize;
 
 use crate::db::Cached;
 use tokio_postgres::{GenericClient, Row};
@@ -12,14 +11,13 @@ use uuid::Uuid;
 
 use crate::money::Currency;
 use crate::posting::{lock_accounts, post};
-use crate::{Error, Result, TenantId};
+use crate::{Error, Outcome, Result, TenantId};
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Transfer {
     pub id: Uuid,
     pub source_account_id: Uuid,
     pub destination_account_id: Uuid,
-    #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "100.00")]
     pub amount: Decimal,
     pub currency: Currency,
     pub description: Option<String>,
@@ -32,7 +30,7 @@ const COLUMNS: &str =
     "id, source_account_id, destination_account_id, amount, currency, description, transaction_id, created_at";
 
 fn from_row(row: &Row) -> Result<Transfer> {
-    let currency: Currency = row.get::<_, String>(4).parse()?;
+    let currency = crate::stored::currency(row.get(4))?;
     Ok(Transfer {
         id: row.get(0),
         source_account_id: row.get(1),
@@ -53,20 +51,17 @@ pub struct NewTransfer<'a> {
     pub description: Option<&'a str>,
 }
 
-pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewTransfer<'_>) -> Result<Transfer> {
+/// Moves the money, or declines when the source would go below its floor.
+pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewTransfer<'_>) -> Result<Outcome<Transfer>> {
     if new.source == new.destination {
         return Err(Error::SameAccount);
     }
     let locked = lock_accounts(tx, tenant, &[new.source, new.destination], new.currency).await?;
-    let transaction_id = post(
-        tx,
-        tenant,
-        "transfer",
-        new.currency,
-        &locked,
-        &[(new.source, -new.amount), (new.destination, new.amount)],
-    )
-    .await?;
+    let legs = [(new.source, -new.amount), (new.destination, new.amount)];
+    let transaction_id = match post(tx, tenant, "transfer", new.currency, &locked, &legs).await? {
+        Ok(id) => id,
+        Err(decline) => return Ok(Outcome::Declined(decline)),
+    };
     let row = tx
         .cached_one(
             &format!(
@@ -85,7 +80,7 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewTransfer<'_
             ],
         )
         .await?;
-    from_row(&row)
+    Ok(Outcome::Applied(from_row(&row)?))
 }
 
 pub async fn get(client: &impl GenericClient, tenant: TenantId, id: Uuid) -> Result<Transfer> {

@@ -167,7 +167,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::local(&db.url);
     config.http_addr = "127.0.0.1:0".into();
     config.http_workers = Some(2);
-    config.db_pool_size = 20;
+    config.database.db_pool_size = Some(20);
     tweak(&mut config);
     let app = Application::build(config).await.expect("the app builds");
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -320,24 +320,12 @@ impl Drop for Workers {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Relay,
-    Inventory,
-    Email,
-}
+pub use workers::Role;
 
 pub fn start_workers(config: &workers::config::Config, roles: &[Role]) -> Workers {
     let (trigger, stop) = workers::shutdown::channel();
     let pool = config.pool().unwrap();
-    for role in roles {
-        let (c, p, s) = (config.clone(), pool.clone(), stop.clone());
-        match role {
-            Role::Relay => drop(tokio::spawn(workers::relay::run(c, p, s))),
-            Role::Inventory => drop(tokio::spawn(workers::inventory::run(c, p, s))),
-            Role::Email => drop(tokio::spawn(workers::email::run(c, p, s))),
-        }
-    }
+    workers::spawn(config, &pool, roles, &stop).detach_all();
     Workers { trigger }
 }
 
@@ -360,7 +348,7 @@ pub fn spawn_worker_process(
 ) -> std::process::Child {
     let mut cmd = std::process::Command::new(workers_binary());
     cmd.arg(role)
-        .env("DATABASE_URL", &config.database_url)
+        .env("DATABASE_URL", &config.database.database_url)
         .env("AMQP_URL", &config.amqp_url)
         .env("AMQP_PREFIX", &config.amqp_prefix)
         .env("RELAY_POLL_MS", config.relay_poll_ms.to_string())

@@ -89,3 +89,32 @@ async fn the_served_document_lists_401_and_the_replay_header() {
         }
     }
 }
+
+/// The spec says an operation is idempotent exactly when its handler takes
+/// the `IdempotencyKey` extractor: every documented operation, sent without
+/// the header, is refused with 400 `missing_idempotency_key` if and only if
+/// the document lists the header for it.
+#[actix_web::test]
+async fn the_documented_idempotency_key_is_the_one_the_server_requires() {
+    let app = spawn_app().await;
+    let key = app.tenant("shop").await;
+    let account = app.account(&key, "buyer", "USD", false).await;
+    let spec: Value = serde_json::to_value(api::openapi::document()).unwrap();
+    let mut idempotent_ops = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let documented = op["parameters"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header"));
+            let concrete = path.replace("{id}", &account).replace("{sku}", "mug");
+            let body = (method == "post").then_some(&b"{}"[..]);
+            let a = app.send(&method.to_uppercase(), &concrete, &key, None, body).await;
+            let refused = a.status.as_u16() == 400
+                && a.content_type == "application/problem+json"
+                && a.json()["code"] == "missing_idempotency_key";
+            assert_eq!(refused, documented, "{method} {path}: {a:?}");
+            idempotent_ops += documented as usize;
+        }
+    }
+    assert_eq!(idempotent_ops, 7, "every effectful POST");
+}

@@ -181,8 +181,8 @@ async fn missing_or_malformed_keys_are_refused() {
 #[actix_web::test]
 async fn a_retry_after_the_key_expired_still_makes_no_second_charge() {
     let app = spawn_app_with(|c| {
-        c.idempotency_retention = std::time::Duration::from_secs(3600);
-        c.client_max_retry_secs = 3600;
+        c.retention.idempotency_retention_secs = 3600;
+        c.retention.client_max_retry_secs = 3600;
     })
     .await;
     let key = app.tenant("shop").await;
@@ -196,7 +196,10 @@ async fn a_retry_after_the_key_expired_still_makes_no_second_charge() {
     let db = app.db.client().await;
     db.execute("UPDATE idempotency_keys SET created_at = now() - interval '2 hours'", &[]).await.unwrap();
     let pool = ledger::db::pool(&app.db.url, &Default::default()).unwrap();
-    let purged = api::purge::purge_expired(&pool, std::time::Duration::from_secs(3600)).await.unwrap();
+    let purged =
+        service::purge::once(&pool, service::purge::Target::IdempotencyKeys, std::time::Duration::from_secs(3600))
+            .await
+            .unwrap();
     assert!(purged >= 1);
     let left: i64 =
         db.query_one("SELECT count(*) FROM idempotency_keys WHERE key = 'order-8:1'", &[]).await.unwrap().get(0);
@@ -214,8 +217,8 @@ async fn a_retry_after_the_key_expired_still_makes_no_second_charge() {
 #[actix_web::test]
 async fn an_expired_key_not_yet_purged_is_taken_over() {
     let app = spawn_app_with(|c| {
-        c.idempotency_retention = std::time::Duration::from_secs(3600);
-        c.client_max_retry_secs = 3600;
+        c.retention.idempotency_retention_secs = 3600;
+        c.retention.client_max_retry_secs = 3600;
     })
     .await;
     let key = app.tenant("shop").await;

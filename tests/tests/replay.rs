@@ -54,7 +54,7 @@ async fn consumers(broker: &Broker, queue: &str) -> u32 {
 fn run_workers(config: &Config, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = std::process::Command::new(workers_binary());
     cmd.args(args)
-        .env("DATABASE_URL", &config.database_url)
+        .env("DATABASE_URL", &config.database.database_url)
         .env("AMQP_URL", &config.amqp_url)
         .env("AMQP_PREFIX", &config.amqp_prefix)
         .env("AMQP_DELIVERY_LIMIT", config.delivery_limit.to_string())
@@ -248,12 +248,12 @@ async fn start_up_refuses_retention_windows_that_do_not_nest() {
     // the API, as `serve` builds it
     let mut api = api::config::Config::local("postgres://postgres@127.0.0.1:5432/unused");
     api.http_addr = "127.0.0.1:0".into();
-    api.idempotency_retention = Duration::from_secs(3600);
-    let e = api::startup::Application::build(api.clone()).await.err().expect("refused");
+    api.retention.idempotency_retention_secs = 3600;
+    let e = api::startup::Application::build(api.clone()).await.err().expect("refused").to_string();
     assert!(e.contains("IDEMPOTENCY_RETENTION_SECS") && e.contains("CLIENT_MAX_RETRY_SECS"), "{e}");
-    api.idempotency_retention = Duration::from_secs(86_400);
-    api.inbox_retention_secs = 86_400;
-    let e = api::startup::Application::build(api).await.err().expect("refused");
+    api.retention.idempotency_retention_secs = 86_400;
+    api.retention.inbox_retention_secs = 86_400;
+    let e = api::startup::Application::build(api).await.err().expect("refused").to_string();
     assert!(e.contains("INBOX_RETENTION_SECS") && e.contains("OUTBOX_RETENTION_SECS"), "{e}");
 
     // every worker command, through the real binary
@@ -301,8 +301,8 @@ async fn inbox_rows_past_their_retention_are_purged_in_bounded_batches() {
     let config = Config::local(&db.url, "unused");
     let pool = config.pool().unwrap();
     // more than two batches of PURGE_BATCH rows, and the recent one stays
-    let removed = workers::purge::purge_inbox(&pool, config.inbox_retention_secs).await.unwrap();
+    let removed = service::purge::once(&pool, service::purge::Target::Inbox, config.retention.inbox()).await.unwrap();
     assert_eq!(removed, 2500);
     assert_eq!(db.count("inbox").await, 1);
-    assert_eq!(workers::purge::purge_inbox(&pool, config.inbox_retention_secs).await.unwrap(), 0);
+    assert_eq!(service::purge::once(&pool, service::purge::Target::Inbox, config.retention.inbox()).await.unwrap(), 0);
 }

@@ -57,7 +57,7 @@ async fn readiness_recovers_after_the_database_drops_its_connections() {
 
 #[actix_web::test]
 async fn a_retry_while_the_first_request_holds_the_key_gets_409_with_retry_after() {
-    let app = spawn_app_with(|c| c.db_lock_timeout_ms = 300).await;
+    let app = spawn_app_with(|c| c.database.db_lock_timeout_ms = 300).await;
     let key = app.tenant("shop").await;
     let tenant: uuid::Uuid = app.db.client().await.query_one("SELECT id FROM tenants", &[]).await.unwrap().get(0);
     // Play the first request: claim the key in an open transaction and keep it open.

@@ -1,11 +1,15 @@
-//! Worker configuration from environment variables, with local defaults.
+//! The workers' configuration: the settings shared with the API (database,
+//! retention windows; `service::settings`) and their own.
 
 use clap::Args;
+use service::settings::{Database, Retention};
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/ledger")]
-    pub database_url: String,
+    #[command(flatten)]
+    pub database: Database,
+    #[command(flatten)]
+    pub retention: Retention,
     #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10")]
     pub amqp_url: String,
     /// Prefix of every exchange and queue name, so that environments (and
@@ -24,26 +28,6 @@ pub struct Config {
     /// Milliseconds between outbox polls when no notification arrives.
     #[arg(long, env = "RELAY_POLL_MS", default_value_t = 1000)]
     pub relay_poll_ms: u64,
-    /// Seconds a published outbox row is kept (default 7 days); also how
-    /// far back `replay` can republish.
-    #[arg(long, env = "OUTBOX_RETENTION_SECS", default_value_t = ledger::retention::OUTBOX_SECS)]
-    pub outbox_retention_secs: u64,
-    /// Seconds a consumer's inbox row (a handled message id) is kept
-    /// (default 14 days). Must cover OUTBOX_RETENTION_SECS + MAX_REDELIVERY_SECS.
-    #[arg(long, env = "INBOX_RETENTION_SECS", default_value_t = ledger::retention::INBOX_SECS)]
-    pub inbox_retention_secs: u64,
-    /// The longest a message can still arrive after its outbox row was
-    /// marked published: a queue backlog, or a dead-lettered message waiting
-    /// for its redrive (default 7 days). Redrive older messages only after
-    /// checking their effects by hand.
-    #[arg(long, env = "MAX_REDELIVERY_SECS", default_value_t = ledger::retention::MAX_REDELIVERY_SECS)]
-    pub max_redelivery_secs: u64,
-    /// The API's windows, read here too so that every process refuses the
-    /// same inconsistent settings (see `ledger::retention`).
-    #[arg(long, env = "IDEMPOTENCY_RETENTION_SECS", default_value_t = ledger::retention::IDEMPOTENCY_SECS)]
-    pub idempotency_retention_secs: u64,
-    #[arg(long, env = "CLIENT_MAX_RETRY_SECS", default_value_t = ledger::retention::CLIENT_MAX_RETRY_SECS)]
-    pub client_max_retry_secs: u64,
     /// SMTP server for order emails, e.g. smtp://127.0.0.1:2525. When unset,
     /// emails are written as files into EMAIL_DIR instead.
     #[arg(long, env = "SMTP_URL")]
@@ -52,40 +36,25 @@ pub struct Config {
     pub email_dir: String,
     #[arg(long, env = "EMAIL_FROM", default_value = "orders@ledger.localhost")]
     pub email_from: String,
-    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 8)]
-    pub db_pool_size: usize,
 }
 
+/// Pool size when DB_POOL_SIZE is unset.
+pub const DEFAULT_POOL_SIZE: usize = 8;
+
 impl Config {
-    /// The defaults, as the environment would give them with nothing set.
+    /// The defaults (and whatever the environment sets), for `database_url`
+    /// and the broker names under `amqp_prefix`.
     pub fn local(database_url: &str, amqp_prefix: &str) -> Config {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Wrapper {
-            #[command(flatten)]
-            config: Config,
-        }
-        let mut c = Wrapper::parse_from(["ledger-workers"]).config;
-        c.database_url = database_url.to_owned();
+        let mut c: Config = service::settings::from_env();
+        c.database.database_url = database_url.to_owned();
         c.amqp_prefix = amqp_prefix.to_owned();
         c
     }
 
-    /// The retention windows these settings make.
-    pub fn windows(&self) -> ledger::retention::Windows {
-        ledger::retention::Windows {
-            idempotency_secs: self.idempotency_retention_secs,
-            client_max_retry_secs: self.client_max_retry_secs,
-            outbox_secs: self.outbox_retention_secs,
-            inbox_secs: self.inbox_retention_secs,
-            max_redelivery_secs: self.max_redelivery_secs,
-        }
-    }
-
-    pub fn pool(&self) -> Result<deadpool_postgres::Pool, String> {
-        ledger::db::pool(
-            &self.database_url,
-            &ledger::db::PoolOptions { max_size: self.db_pool_size, verify_on_checkout: true, ..Default::default() },
-        )
+    /// The workers' pool checks each connection on checkout, so a database
+    /// restart costs a message one failed attempt, not one per dead pooled
+    /// connection (which could exhaust its delivery limit).
+    pub fn pool(&self) -> ledger::Result<deadpool_postgres::Pool> {
+        self.database.pool(DEFAULT_POOL_SIZE, true)
     }
 }

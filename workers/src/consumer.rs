@@ -51,7 +51,7 @@ where
             next = deliveries.next() => match next {
                 Some(Ok(delivery)) => handle(delivery).await?,
                 Some(Err(e)) => return Err(e.into()),
-                None => return Err(Error::Other("the consumer was cancelled".into())),
+                None => return Err(Error::ConsumerCancelled),
             }
         }
     }

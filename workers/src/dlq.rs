@@ -197,7 +197,7 @@ pub async fn redrive(config: &Config, select: &Select) -> Result<Vec<Dead>, Erro
         .await?;
         let confirmation = within("publisher confirm", confirm).await?;
         if !confirmation.is_ack() || confirmation.take_message().is_some() {
-            return Err(Error::Other(format!("the broker did not take the redriven message into `{queue}`")));
+            return Err(Error::NotRedriven(queue));
         }
         // Confirmed in its queue: only now remove it from the dead-letter queue.
         within("ack", m.delivery.acker.ack(BasicAckOptions::default())).await?;

@@ -9,8 +9,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
-use ledger::db::Cached;
-use ledger::outbox::Envelope;
+use ledger::events::{ChargeSucceededV1, Envelope, Event};
 use ledger::TenantId;
 
 use crate::config::Config;
@@ -59,19 +58,13 @@ async fn handle(pool: &Pool, delivery: Delivery) -> Result<(), Error> {
 
 /// Applies an event once: returns false when the inbox says it was already applied.
 pub async fn apply(pool: &Pool, envelope: &Envelope<serde_json::Value>) -> Result<bool, Error> {
-    let mut client = pool.get().await.map_err(ledger::Error::from)?;
+    let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let first = tx
-        .cached_execute(
-            "INSERT INTO inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&CONSUMER, &envelope.message_id],
-        )
-        .await?;
-    if first == 0 {
+    if !ledger::inbox::record(&tx, CONSUMER, envelope.message_id).await? {
         return Ok(false);
     }
-    if envelope.event_type == ledger::outbox::CHARGE_SUCCEEDED {
-        let order_id = envelope.order_id.as_deref().ok_or_else(|| Error::Other("charge event without order".into()))?;
+    if envelope.event_type == ChargeSucceededV1::TYPE {
+        let order_id = envelope.order_id.as_deref().ok_or(Error::EventWithoutOrder)?;
         ledger::inventory::commit_order(&tx, TenantId(envelope.tenant_id), order_id).await?;
     }
     tx.commit().await?;

@@ -1,16 +1,20 @@
 //! The asynchronous half of the purchase pipeline: the outbox relay and the
-//! RabbitMQ consumers.
+//! RabbitMQ consumers. AMQP only: every statement they run is `ledger`'s.
 
 pub mod config;
 pub mod consumer;
 pub mod dlq;
 pub mod email;
 pub mod inventory;
-pub mod purge;
 pub mod relay;
 pub mod replay;
 pub mod shutdown;
 pub mod topology;
+
+use deadpool_postgres::Pool;
+
+use crate::config::Config;
+use crate::shutdown::Shutdown;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -20,22 +24,84 @@ pub enum Error {
     Database(#[from] tokio_postgres::Error),
     #[error(transparent)]
     Ledger(#[from] ledger::Error),
-    #[error("{0}")]
-    Other(String),
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    #[error("the broker refused a message (nack)")]
+    Nacked,
+    #[error("the broker did not take the redriven message into `{0}`")]
+    NotRedriven(String),
+    #[error("the consumer was cancelled")]
+    ConsumerCancelled,
+    #[error("the outbox listener closed")]
+    ListenerClosed,
+    #[error("a `charge.succeeded` event without an order")]
+    EventWithoutOrder,
+    #[error("{setting}: {detail}")]
+    Setting { setting: &'static str, detail: String },
+    #[error("email: {0}")]
+    Email(#[from] lettre::error::Error),
+    #[error("SMTP: {0}")]
+    Smtp(#[from] lettre::transport::smtp::Error),
+    #[error("email file: {0}")]
+    EmailFile(#[from] lettre::transport::file::Error),
+    #[error("recipient: {0}")]
+    Recipient(#[from] lettre::address::AddressError),
+}
+
+impl From<deadpool_postgres::PoolError> for Error {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Error::Ledger(e.into())
+    }
 }
 
 /// Bounds a broker or database call: a call on a connection that died
 /// without telling us must not hang a worker forever. A timeout is an error,
 /// and the supervising loop reconnects.
-pub async fn within<T, E>(what: &str, fut: impl std::future::Future<Output = Result<T, E>>) -> Result<T, Error>
+pub async fn within<T, E>(what: &'static str, fut: impl std::future::Future<Output = Result<T, E>>) -> Result<T, Error>
 where
     Error: From<E>,
 {
     match tokio::time::timeout(std::time::Duration::from_secs(15), fut).await {
         Ok(result) => result.map_err(Error::from),
-        Err(_) => Err(Error::Other(format!("{what} timed out"))),
+        Err(_) => Err(Error::Timeout(what)),
     }
 }
 
 /// A named point where tests make the process die on purpose; see [`ledger::crash`].
 pub use ledger::crash::point as crash_point;
+
+/// The long-running workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Publishes the outbox to RabbitMQ (at least once).
+    Relay,
+    /// Commits reservations of paid orders (at least once, inbox-deduplicated),
+    /// and purges the inbox.
+    Inventory,
+    /// Sends order confirmation emails (at most once).
+    Email,
+}
+
+/// Starts each role's loops on the runtime; they run until `shutdown`.
+pub fn spawn(config: &Config, pool: &Pool, roles: &[Role], shutdown: &Shutdown) -> tokio::task::JoinSet<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for role in roles {
+        let (c, p, s) = (config.clone(), pool.clone(), shutdown.clone());
+        match role {
+            Role::Relay => tasks.spawn(relay::run(c, p, s)),
+            Role::Inventory => {
+                let every = std::time::Duration::from_secs(300);
+                tasks.spawn(service::purge::run(
+                    p.clone(),
+                    service::purge::Target::Inbox,
+                    c.retention.inbox(),
+                    every,
+                    s.clone(),
+                ));
+                tasks.spawn(inventory::run(c, p, s))
+            }
+            Role::Email => tasks.spawn(email::run(c, p, s)),
+        };
+    }
+    tasks
+}

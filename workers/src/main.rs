@@ -1,6 +1,6 @@
 use clap::{Parser, Subcommand};
 use workers::config::Config;
-use workers::{dlq, email, inventory, purge, relay, replay, shutdown};
+use workers::{dlq, email, replay, shutdown, Error, Role};
 
 /// The ledger's workers: the outbox relay and the RabbitMQ consumers.
 #[derive(Parser)]
@@ -62,9 +62,115 @@ enum DlqCommand {
     },
 }
 
-fn fail(e: impl std::fmt::Display) -> ! {
-    eprintln!("error: {e}");
-    std::process::exit(1);
+#[tokio::main]
+async fn main() {
+    service::telemetry::init("info");
+    let cli = Cli::parse();
+    if let Err(e) = run(cli.config, cli.command).await {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Retention(#[from] ledger::retention::Inconsistent),
+    #[error(transparent)]
+    Workers(#[from] Error),
+    #[error(transparent)]
+    Ledger(#[from] ledger::Error),
+    #[error("replay needs at least one of --tenant, --order, --since, --until, --type")]
+    UnfilteredReplay,
+}
+
+/// Each subcommand and what runs it.
+async fn run(config: Config, command: Command) -> Result<(), Failure> {
+    // Every command refuses retention windows that do not nest.
+    config.retention.windows().check()?;
+    match command {
+        Command::Relay => serve(&config, &[Role::Relay]).await,
+        Command::Inventory => serve(&config, &[Role::Inventory]).await,
+        Command::Email => serve(&config, &[Role::Email]).await,
+        Command::All => serve(&config, &[Role::Relay, Role::Inventory, Role::Email]).await,
+        Command::ReconcileEmails { send, older_than } => reconcile_emails(&config, send, older_than).await,
+        Command::Replay { filter, dry_run } => replay(&config, &filter, dry_run).await,
+        Command::Dlq { command: DlqCommand::List } => dlq_list(&config).await,
+        Command::Dlq { command: DlqCommand::Redrive { all, id } } => dlq_redrive(&config, all, id).await,
+    }
+}
+
+/// Runs the long-lived workers until SIGTERM or SIGINT (or one of them ends):
+/// consumers stop, unacknowledged deliveries go back to their queue.
+async fn serve(config: &Config, roles: &[Role]) -> Result<(), Failure> {
+    let pool = config.pool()?;
+    let (trigger, stop) = shutdown::channel();
+    let mut tasks = workers::spawn(config, &pool, roles, &stop);
+    tokio::select! {
+        _ = shutdown::signalled() => {
+            tracing::info!("shutting down: no new deliveries, in-flight ones finish or go back to the queue");
+        }
+        _ = tasks.join_next() => {}
+    }
+    trigger.fire();
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn reconcile_emails(config: &Config, send: bool, older_than: u64) -> Result<(), Failure> {
+    let pool = config.pool()?;
+    let mailer = email::Mailer::from_config(config)?;
+    let lost = email::reconcile(&pool, &mailer, &config.email_from, older_than, send).await?;
+    for l in &lost {
+        let state = match l.state {
+            ledger::emails::Unsent::NeverClaimed => "never sent",
+            ledger::emails::Unsent::Claimed => "claimed",
+        };
+        println!("{} {} {} {}{}", l.tenant_id, l.order_id, l.recipient, state, if send { " -> sent" } else { "" });
+    }
+    println!("{} order(s) without a sent confirmation{}", lost.len(), if send { ", sent now" } else { "" });
+    Ok(())
+}
+
+async fn replay(config: &Config, filter: &replay::Filter, dry_run: bool) -> Result<(), Failure> {
+    if filter.is_empty() {
+        return Err(Failure::UnfilteredReplay);
+    }
+    let pool = config.pool()?;
+    if dry_run {
+        let events = replay::plan(&pool, filter).await?;
+        for e in &events {
+            println!(
+                "{} {} {} {} {}",
+                e.message_id,
+                e.created_at.to_rfc3339(),
+                e.tenant_id,
+                e.event_type,
+                e.order_id.as_deref().unwrap_or("-")
+            );
+        }
+        println!("{} event(s) would be republished (dry run)", events.len());
+    } else {
+        let n = replay::replay(&pool, filter).await?;
+        println!("{n} event(s) marked for republishing; the running relay publishes them");
+    }
+    Ok(())
+}
+
+async fn dlq_list(config: &Config) -> Result<(), Failure> {
+    let dead = dlq::list(config).await?;
+    dead.iter().for_each(print_dead);
+    println!("{} dead-lettered message(s)", dead.len());
+    Ok(())
+}
+
+async fn dlq_redrive(config: &Config, all: bool, ids: Vec<String>) -> Result<(), Failure> {
+    let select = if all { dlq::Select::All } else { dlq::Select::Ids(ids) };
+    let moved = dlq::redrive(config, &select).await?;
+    moved.iter().for_each(print_dead);
+    println!("{} message(s) redriven", moved.len());
+    Ok(())
 }
 
 fn print_dead(d: &dlq::Dead) {
@@ -80,129 +186,4 @@ fn print_dead(d: &dlq::Dead) {
         o(&d.deliveries),
         n(d.deaths)
     );
-}
-
-#[tokio::main]
-async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
-    let config = cli.config;
-    // Every command refuses retention windows that do not nest.
-    if let Err(e) = config.windows().check() {
-        fail(e);
-    }
-    let pool = match config.pool() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
-    };
-    if let Command::ReconcileEmails { send, older_than } = cli.command {
-        let result = async {
-            let mailer = email::Mailer::from_config(&config)?;
-            email::reconcile(&pool, &mailer, &config.email_from, older_than, send).await
-        }
-        .await;
-        match result {
-            Ok(lost) => {
-                for l in &lost {
-                    println!(
-                        "{} {} {} {}{}",
-                        l.tenant_id,
-                        l.order_id,
-                        l.recipient,
-                        l.state.as_deref().unwrap_or("never sent"),
-                        if send { " -> sent" } else { "" }
-                    );
-                }
-                println!("{} order(s) without a sent confirmation{}", lost.len(), if send { ", sent now" } else { "" });
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                std::process::exit(1);
-            }
-        }
-        return;
-    }
-
-    if let Command::Replay { filter, dry_run } = &cli.command {
-        if filter.is_empty() {
-            fail("replay needs at least one of --tenant, --order, --since, --until, --type");
-        }
-        let events = replay::plan(&pool, filter).await.unwrap_or_else(|e| fail(e));
-        if *dry_run {
-            for e in &events {
-                println!(
-                    "{} {} {} {} {}",
-                    e.message_id,
-                    e.created_at.to_rfc3339(),
-                    e.tenant_id,
-                    e.event_type,
-                    e.order_id.as_deref().unwrap_or("-")
-                );
-            }
-            println!("{} event(s) would be republished (dry run)", events.len());
-        } else {
-            let n = replay::replay(&pool, filter).await.unwrap_or_else(|e| fail(e));
-            println!("{n} event(s) marked for republishing; the running relay publishes them");
-        }
-        return;
-    }
-    if let Command::Dlq { command } = &cli.command {
-        match command {
-            DlqCommand::List => {
-                let dead = dlq::list(&config).await.unwrap_or_else(|e| fail(e));
-                dead.iter().for_each(print_dead);
-                println!("{} dead-lettered message(s)", dead.len());
-            }
-            DlqCommand::Redrive { all, id } => {
-                let select = if *all { dlq::Select::All } else { dlq::Select::Ids(id.clone()) };
-                let moved = dlq::redrive(&config, &select).await.unwrap_or_else(|e| fail(e));
-                moved.iter().for_each(print_dead);
-                println!("{} message(s) redriven", moved.len());
-            }
-        }
-        return;
-    }
-
-    let (trigger, stop) = shutdown::channel();
-    let mut tasks = tokio::task::JoinSet::new();
-    let cmd = cli.command;
-    if matches!(cmd, Command::Relay | Command::All) {
-        tasks.spawn(relay::run(config.clone(), pool.clone(), stop.clone()));
-    }
-    if matches!(cmd, Command::Inventory | Command::All) {
-        tasks.spawn(inventory::run(config.clone(), pool.clone(), stop.clone()));
-        tasks.spawn(purge::run(
-            pool.clone(),
-            config.inbox_retention_secs,
-            std::time::Duration::from_secs(300),
-            stop.clone(),
-        ));
-    }
-    if matches!(cmd, Command::Email | Command::All) {
-        tasks.spawn(email::run(config.clone(), pool.clone(), stop.clone()));
-    }
-    let signals = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    };
-    tokio::select! {
-        _ = signals => {
-            tracing::info!("shutting down: no new deliveries, in-flight ones finish or go back to the queue");
-            trigger.fire();
-        }
-        _ = tasks.join_next() => {
-            trigger.fire();
-        }
-    }
-    while tasks.join_next().await.is_some() {}
 }

@@ -11,10 +11,9 @@
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use futures::StreamExt;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use tokio::sync::mpsc;
+use service::purge::{self, Target};
 
 use crate::config::Config;
 use crate::shutdown::{supervise, Connected, Shutdown};
@@ -42,7 +41,7 @@ async fn run_connected(
     // publishes is dropped for want of a queue, whichever process starts first.
     within("declare the topology", topology::declare(&ch, &names, config.delivery_limit)).await?;
     within("confirm mode", ch.confirm_select(ConfirmSelectOptions::default())).await?;
-    let mut wake = listen(&config.database_url).await?;
+    let mut wake = ledger::outbox::listen(&config.database.database_url).await?;
     let mut last_purge = tokio::time::Instant::now() - Duration::from_secs(3600);
     connected.mark();
     tracing::info!("relay connected");
@@ -52,7 +51,7 @@ async fn run_connected(
             tracing::debug!(published, "outbox batch published");
         }
         if last_purge.elapsed() > Duration::from_secs(60) {
-            purge_published(pool, config.outbox_retention_secs).await?;
+            purge::once(pool, Target::PublishedOutbox, config.retention.outbox()).await?;
             last_purge = tokio::time::Instant::now();
         }
         if !drained {
@@ -63,7 +62,7 @@ async fn run_connected(
                 let _ = conn.close(200, "shutdown".into()).await;
                 return Ok(());
             }
-            woke = wake.recv() => if woke.is_none() { return Err(Error::Other("outbox listener closed".into())) },
+            woke = wake.recv() => if woke.is_none() { return Err(Error::ListenerClosed) },
             _ = tokio::time::sleep(Duration::from_millis(config.relay_poll_ms)) => {}
         }
     }
@@ -102,35 +101,26 @@ async fn drain(pool: &Pool, ch: &Channel, names: &Names, limit: i64) -> Result<(
 
 /// Publishes up to `limit` unpublished rows; returns how many.
 pub async fn publish_batch(pool: &Pool, ch: &Channel, names: &Names, limit: i64) -> Result<usize, Error> {
-    let mut client = pool.get().await.map_err(ledger::Error::from)?;
+    let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let rows = tx
-        .query(
-            "SELECT id, message_id, event_type, payload::text FROM outbox \
-              WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-            &[&limit],
-        )
-        .await?;
+    let rows = ledger::outbox::claim_unpublished(&tx, limit).await?;
     if rows.is_empty() {
         return Ok(0);
     }
     let mut confirms = Vec::with_capacity(rows.len());
     for row in &rows {
-        let message_id: uuid::Uuid = row.get(1);
-        let event_type: &str = row.get(2);
-        let payload: &str = row.get(3);
         let props = BasicProperties::default()
-            .with_message_id(message_id.to_string().into())
-            .with_type(event_type.into())
+            .with_message_id(row.message_id.to_string().into())
+            .with_type(row.event_type.as_str().into())
             .with_content_type("application/json".into())
             .with_delivery_mode(2);
         let confirm = within(
             "publish",
             ch.basic_publish(
                 names.events.as_str().into(),
-                event_type.into(),
+                row.event_type.as_str().into(),
                 BasicPublishOptions::default(),
-                payload.as_bytes(),
+                row.payload.as_bytes(),
                 props,
             ),
         )
@@ -141,63 +131,12 @@ pub async fn publish_batch(pool: &Pool, ch: &Channel, names: &Names, limit: i64)
     for confirm in confirms {
         let confirmation = within("publisher confirm", confirm).await?;
         if !confirmation.is_ack() {
-            return Err(Error::Other("the broker refused a message (nack)".into()));
+            return Err(Error::Nacked);
         }
     }
     crash_point("relay-after-publish");
-    let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-    tx.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1)", &[&ids]).await?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    ledger::outbox::mark_published(&tx, &ids).await?;
     tx.commit().await?;
     Ok(rows.len())
-}
-
-/// Deletes published rows older than the retention, a bounded batch at a time.
-pub async fn purge_published(pool: &Pool, retention_secs: u64) -> Result<u64, Error> {
-    let client = pool.get().await.map_err(ledger::Error::from)?;
-    let total = ledger::retention::purge_in_batches(
-        &**client,
-        "DELETE FROM outbox WHERE id IN ( \
-             SELECT id FROM outbox WHERE published_at < now() - make_interval(secs => $1) \
-              ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        retention_secs as f64,
-    )
-    .await?;
-    if total > 0 {
-        tracing::info!(removed = total, "purged published outbox rows");
-    }
-    Ok(total)
-}
-
-/// A session that LISTENs for outbox inserts. Dropping it closes the session.
-struct Listener {
-    _client: tokio_postgres::Client,
-    wake: mpsc::UnboundedReceiver<()>,
-}
-
-impl Listener {
-    /// The next notification; `None` when the session died.
-    async fn recv(&mut self) -> Option<()> {
-        self.wake.recv().await
-    }
-}
-
-async fn listen(database_url: &str) -> Result<Listener, Error> {
-    let (client, mut connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls).await?;
-    let (tx, wake) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(message) = messages.next().await {
-            match message {
-                Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
-                    if tx.send(()).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => return,
-            }
-        }
-    });
-    client.batch_execute("LISTEN outbox").await?;
-    Ok(Listener { _client: client, wake })
 }

@@ -1,47 +1,9 @@
-//! A shutdown signal shared by every loop of a worker process.
+//! Supervision of a worker's sessions: reconnect with backoff until
+//! shutdown. The shutdown signal itself is `service::shutdown`'s.
 
 use std::time::Duration;
 
-use tokio::sync::watch;
-
-#[derive(Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
-
-pub struct Trigger(watch::Sender<bool>);
-
-pub fn channel() -> (Trigger, Shutdown) {
-    let (tx, rx) = watch::channel(false);
-    (Trigger(tx), Shutdown(rx))
-}
-
-impl Trigger {
-    pub fn fire(&self) {
-        let _ = self.0.send(true);
-    }
-}
-
-impl Shutdown {
-    pub fn is_set(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    /// Resolves once shutdown was asked for.
-    pub async fn wait(&mut self) {
-        while !*self.0.borrow_and_update() {
-            if self.0.changed().await.is_err() {
-                return;
-            }
-        }
-    }
-
-    /// Sleeps, unless shutdown comes first; returns false on shutdown.
-    pub async fn sleep(&mut self, d: Duration) -> bool {
-        tokio::select! {
-            _ = tokio::time::sleep(d) => true,
-            _ = self.wait() => false,
-        }
-    }
-}
+pub use service::shutdown::{channel, signalled, Shutdown, Trigger};
 
 /// Reconnect delays: 0.2 s doubling to 10 s.
 pub fn backoff(attempt: u32) -> Duration {

@@ -5,10 +5,12 @@ use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptio
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 
+use ledger::events::{ChargeSucceededV1, Event};
+
 /// Event types the inventory worker acts on.
-pub const INVENTORY_EVENTS: &[&str] = &[ledger::outbox::CHARGE_SUCCEEDED];
+pub const INVENTORY_EVENTS: &[&str] = &[ChargeSucceededV1::TYPE];
 /// Event types the email worker acts on.
-pub const EMAIL_EVENTS: &[&str] = &[ledger::outbox::CHARGE_SUCCEEDED];
+pub const EMAIL_EVENTS: &[&str] = &[ChargeSucceededV1::TYPE];
 
 #[derive(Debug, Clone)]
 pub struct Names {

@@ -1,15 +1,104 @@
-use actix_web::{get, post, web, HttpRequest, HttpResponse};
-use ledger::accounts::{Account, EntryPage, NewAccount};
-use ledger::Currency;
-use serde::Deserialize;
+//! Accounts: create, read with balance, and the account's entries.
+
+use actix_web::{get, post, web, HttpResponse};
+use chrono::{DateTime, Utc};
+use ledger::accounts::NewAccount;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, Problem};
-use crate::idempotency::{self, Reply};
-use crate::routes::{identifier, IdempotencyKeyHeader};
-use crate::startup::AppState;
+use crate::idempotency::{self, Applied, IdempotencyKey};
+use crate::routes::identifier;
+use crate::state::AppState;
+use crate::wire::Currency;
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Account {
+    pub id: Uuid,
+    /// The caller's own name for the account, unique per tenant.
+    #[schema(example = "buyer-42")]
+    pub reference: String,
+    #[schema(value_type = Currency)]
+    pub currency: ledger::Currency,
+    /// Whether the balance may go below zero (an external-funds account may).
+    pub allow_negative: bool,
+    /// The sum of the account's entries.
+    #[schema(value_type = String, pattern = r"^-?[0-9]+(\.[0-9]+)?$", example = "100.00")]
+    pub balance: Decimal,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<ledger::accounts::Account> for Account {
+    fn from(a: ledger::accounts::Account) -> Self {
+        Account {
+            id: a.id,
+            reference: a.reference,
+            currency: a.currency,
+            allow_negative: a.allow_negative,
+            balance: a.balance,
+            created_at: a.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Entry {
+    /// Entry id; also the pagination cursor.
+    #[schema(example = "1042")]
+    pub id: String,
+    pub transaction_id: Uuid,
+    /// What the transaction was: transfer, charge or refund.
+    pub kind: EntryKind,
+    /// Signed: positive credits the account, negative debits it.
+    #[schema(value_type = String, pattern = r"^-?[0-9]+(\.[0-9]+)?$", example = "-12.50")]
+    pub amount: Decimal,
+    #[schema(value_type = Currency)]
+    pub currency: ledger::Currency,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    Transfer,
+    Charge,
+    Refund,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EntryPage {
+    pub data: Vec<Entry>,
+    /// Pass as `cursor` to get the next (older) page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl From<ledger::accounts::EntryPage> for EntryPage {
+    fn from(page: ledger::accounts::EntryPage) -> Self {
+        use ledger::accounts::EntryKind as K;
+        EntryPage {
+            data: page
+                .data
+                .into_iter()
+                .map(|e| Entry {
+                    id: e.id.to_string(),
+                    transaction_id: e.transaction_id,
+                    kind: match e.kind {
+                        K::Transfer => EntryKind::Transfer,
+                        K::Charge => EntryKind::Charge,
+                        K::Refund => EntryKind::Refund,
+                    },
+                    amount: e.amount,
+                    currency: e.currency,
+                    created_at: e.created_at,
+                })
+                .collect(),
+            next_cursor: page.next_cursor.map(|c| c.to_string()),
+        }
+    }
+}
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -31,7 +120,7 @@ pub struct CreateAccount {
 #[utoipa::path(
     operation_id = "create_account",
     tag = "accounts",
-    params(IdempotencyKeyHeader),
+    params(IdempotencyKey),
     request_body = CreateAccount,
     responses(
         (status = 201, description = "Created", body = Account, headers(("Location" = String, description = "The new account's path"))),
@@ -44,7 +133,7 @@ pub struct CreateAccount {
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
-    req: HttpRequest,
+    key: IdempotencyKey,
     body: JsonBody<CreateAccount>,
 ) -> Result<HttpResponse, ApiError> {
     let new = NewAccount {
@@ -52,10 +141,9 @@ pub async fn create(
         currency: body.value.currency.parse()?,
         allow_negative: body.value.allow_negative,
     };
-    idempotency::run(&state, caller.0, &req, &body.canonical, async |tx| {
-        let created = ledger::accounts::create(tx, caller.0, &new).await?;
-        let location = format!("/v1/accounts/{}", created.resource.id);
-        Ok(Reply::created(&created, location))
+    let created = Applied::CreatedAt(|a: &Account| format!("/v1/accounts/{}", a.id));
+    idempotency::run(&state, caller.0, &key, &body.canonical, created, async |tx| {
+        Ok(ledger::accounts::create(tx, caller.0, &new).await?.map(Account::from))
     })
     .await
 }
@@ -74,7 +162,7 @@ pub async fn create(
 pub async fn get(state: web::Data<AppState>, caller: Caller, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
     let client = state.pool.get().await?;
     let account = ledger::accounts::get(&**client, caller.0, *id).await?;
-    Ok(HttpResponse::Ok().json(account))
+    Ok(HttpResponse::Ok().json(Account::from(account)))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -119,5 +207,5 @@ pub async fn entries(
         };
     let client = state.pool.get().await?;
     let page = ledger::accounts::entries(&**client, caller.0, *id, limit, cursor).await?;
-    Ok(HttpResponse::Ok().json(page))
+    Ok(HttpResponse::Ok().json(EntryPage::from(page)))
 }

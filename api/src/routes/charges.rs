@@ -1,17 +1,112 @@
-use actix_web::http::StatusCode;
-use actix_web::{get, post, web, HttpRequest, HttpResponse};
-use ledger::charges::{Charge, NewCharge, PlatformFee, Refund};
+//! Charges and their refunds.
+
+use actix_web::{get, post, web, HttpResponse};
+use chrono::{DateTime, Utc};
+use ledger::charges::NewCharge;
 use ledger::money::parse_amount;
-use ledger::Currency;
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, Problem};
-use crate::idempotency::{self, Reply};
-use crate::routes::{identifier, IdempotencyKeyHeader};
-use crate::startup::AppState;
+use crate::idempotency::{self, Applied, IdempotencyKey};
+use crate::routes::identifier;
+use crate::state::AppState;
+use crate::wire::Currency;
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Charge {
+    pub id: Uuid,
+    #[schema(example = "order-1001")]
+    pub order_id: String,
+    #[schema(example = 1)]
+    pub attempt: i32,
+    pub buyer_account_id: Uuid,
+    pub seller_account_id: Uuid,
+    #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "25.00")]
+    pub amount: Decimal,
+    #[schema(value_type = Currency)]
+    pub currency: ledger::Currency,
+    pub platform_fee: Option<PlatformFee>,
+    /// The sum of the charge's refunds.
+    #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "0.00")]
+    pub refunded_amount: Decimal,
+    pub status: ChargeStatus,
+    /// Where the order confirmation email goes, if anywhere.
+    #[schema(example = "buyer@example.com")]
+    pub receipt_email: Option<String>,
+    /// The ledger transaction that moved the money.
+    pub transaction_id: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct PlatformFee {
+    pub account_id: Uuid,
+    #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "2.50")]
+    pub amount: Decimal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChargeStatus {
+    Succeeded,
+    PartiallyRefunded,
+    Refunded,
+}
+
+impl From<ledger::charges::Charge> for Charge {
+    fn from(c: ledger::charges::Charge) -> Self {
+        use ledger::charges::ChargeStatus as S;
+        Charge {
+            id: c.id,
+            order_id: c.order_id,
+            attempt: c.attempt,
+            buyer_account_id: c.buyer_account_id,
+            seller_account_id: c.seller_account_id,
+            amount: c.amount,
+            currency: c.currency,
+            platform_fee: c.platform_fee.map(|f| PlatformFee { account_id: f.account_id, amount: f.amount }),
+            refunded_amount: c.refunded_amount,
+            status: match c.status {
+                S::Succeeded => ChargeStatus::Succeeded,
+                S::PartiallyRefunded => ChargeStatus::PartiallyRefunded,
+                S::Refunded => ChargeStatus::Refunded,
+            },
+            receipt_email: c.receipt_email,
+            transaction_id: c.transaction_id,
+            created_at: c.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Refund {
+    pub id: Uuid,
+    pub charge_id: Uuid,
+    #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "10.00")]
+    pub amount: Decimal,
+    #[schema(value_type = Currency)]
+    pub currency: ledger::Currency,
+    /// The ledger transaction that reversed the money.
+    pub transaction_id: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<ledger::charges::Refund> for Refund {
+    fn from(r: ledger::charges::Refund) -> Self {
+        Refund {
+            id: r.id,
+            charge_id: r.charge_id,
+            amount: r.amount,
+            currency: r.currency,
+            transaction_id: r.transaction_id,
+            created_at: r.created_at,
+        }
+    }
+}
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -50,7 +145,7 @@ pub struct CreatePlatformFee {
 #[utoipa::path(
     operation_id = "create_charge",
     tag = "charges",
-    params(IdempotencyKeyHeader),
+    params(IdempotencyKey),
     request_body = CreateCharge,
     responses(
         (status = 201, description = "Charged", body = Charge, headers(("Location" = String, description = "The new charge's path"))),
@@ -65,16 +160,18 @@ pub struct CreatePlatformFee {
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
-    req: HttpRequest,
+    key: IdempotencyKey,
     body: JsonBody<CreateCharge>,
 ) -> Result<HttpResponse, ApiError> {
     let b = &body.value;
-    let currency: Currency = b.currency.parse()?;
+    let currency: ledger::Currency = b.currency.parse()?;
     if b.attempt < 1 {
         return Err(ApiError::invalid_field("`attempt` starts at 1"));
     }
     let platform_fee = match &b.platform_fee {
-        Some(f) => Some(PlatformFee { account_id: f.account_id, amount: parse_amount(&f.amount, currency)? }),
+        Some(f) => {
+            Some(ledger::charges::PlatformFee { account_id: f.account_id, amount: parse_amount(&f.amount, currency)? })
+        }
         None => None,
     };
     let new = NewCharge {
@@ -90,10 +187,9 @@ pub async fn create(
             None => None,
         },
     };
-    idempotency::run(&state, caller.0, &req, &body.canonical, async |tx| {
-        let created = ledger::charges::create(tx, caller.0, &new).await?;
-        let location = format!("/v1/charges/{}", created.resource.id);
-        Ok(Reply::created(&created, location))
+    let created = Applied::CreatedAt(|c: &Charge| format!("/v1/charges/{}", c.id));
+    idempotency::run(&state, caller.0, &key, &body.canonical, created, async |tx| {
+        Ok(ledger::charges::create(tx, caller.0, &new).await?.map(Charge::from))
     })
     .await
 }
@@ -123,7 +219,7 @@ fn email(value: &str) -> Result<&str, ApiError> {
 #[get("/charges/{id}")]
 pub async fn get(state: web::Data<AppState>, caller: Caller, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
     let client = state.pool.get().await?;
-    Ok(HttpResponse::Ok().json(ledger::charges::get(&**client, caller.0, *id).await?))
+    Ok(HttpResponse::Ok().json(Charge::from(ledger::charges::get(&**client, caller.0, *id).await?)))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -161,7 +257,7 @@ pub async fn list(
     let order_id = identifier("order_id", &query.order_id)?;
     let client = state.pool.get().await?;
     let data = ledger::charges::by_order(&**client, caller.0, order_id).await?;
-    Ok(HttpResponse::Ok().json(ChargeList { data }))
+    Ok(HttpResponse::Ok().json(ChargeList { data: data.into_iter().map(Charge::from).collect() }))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -180,7 +276,7 @@ pub struct CreateRefund {
 #[utoipa::path(
     operation_id = "create_refund",
     tag = "charges",
-    params(("id" = Uuid, Path, description = "Charge id"), IdempotencyKeyHeader),
+    params(("id" = Uuid, Path, description = "Charge id"), IdempotencyKey),
     request_body = CreateRefund,
     responses(
         (status = 201, description = "Refunded", body = Refund),
@@ -193,15 +289,14 @@ pub struct CreateRefund {
 pub async fn refund(
     state: web::Data<AppState>,
     caller: Caller,
-    req: HttpRequest,
+    key: IdempotencyKey,
     id: web::Path<Uuid>,
     body: JsonBody<CreateRefund>,
 ) -> Result<HttpResponse, ApiError> {
     let charge_id = *id;
     let amount = body.value.amount.as_deref();
-    idempotency::run(&state, caller.0, &req, &body.canonical, async |tx| {
-        let refund = ledger::charges::refund(tx, caller.0, charge_id, amount).await?;
-        Ok(Reply::json(StatusCode::CREATED, &refund))
+    idempotency::run(&state, caller.0, &key, &body.canonical, Applied::Created, async |tx| {
+        Ok(ledger::charges::refund(tx, caller.0, charge_id, amount).await?.map(Refund::from))
     })
     .await
 }

@@ -1,7 +1,7 @@
 use actix_web::{get, web, HttpResponse};
 
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The process is up.
 #[utoipa::path(tag = "operations", security(()), responses((status = 200, description = "Up")))]
@@ -22,6 +22,6 @@ pub async fn healthz() -> HttpResponse {
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let client = state.pool.get().await?;
-    client.simple_query("SELECT 1").await?;
+    ledger::db::ping(&**client).await?;
     Ok(HttpResponse::Ok().content_type("text/plain").body("ready"))
 }

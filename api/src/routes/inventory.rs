@@ -1,15 +1,79 @@
-use actix_web::http::StatusCode;
-use actix_web::{get, post, web, HttpRequest, HttpResponse};
-use ledger::inventory::{Reservation, Sku};
-use serde::Deserialize;
+//! Stock per SKU, and reservations that hold it for an order.
+
+use actix_web::{get, post, web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, Problem};
-use crate::idempotency::{self, Reply};
-use crate::routes::{identifier, quantity, sku, IdempotencyKeyHeader};
-use crate::startup::AppState;
+use crate::idempotency::{self, Applied, IdempotencyKey};
+use crate::routes::{identifier, quantity, sku};
+use crate::state::AppState;
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Sku {
+    #[schema(example = "mug-blue")]
+    pub sku: String,
+    /// Restocked minus committed (sold and paid).
+    pub on_hand: i64,
+    /// Held by reservations of orders not yet paid.
+    pub reserved: i64,
+    /// What a new reservation can still take: on hand minus reserved.
+    pub available: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<ledger::inventory::Sku> for Sku {
+    fn from(s: ledger::inventory::Sku) -> Self {
+        Sku { sku: s.sku, on_hand: s.on_hand, reserved: s.reserved, available: s.available, updated_at: s.updated_at }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Reservation {
+    pub id: Uuid,
+    #[schema(example = "order-1001")]
+    pub order_id: String,
+    #[schema(example = "mug-blue")]
+    pub sku: String,
+    #[schema(example = 1)]
+    pub quantity: i64,
+    pub status: ReservationStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReservationStatus {
+    /// Stock is set aside for the order.
+    Held,
+    /// The hold was given back before payment.
+    Released,
+    /// The order was paid and the stock left the shelf.
+    Committed,
+}
+
+impl From<ledger::inventory::Reservation> for Reservation {
+    fn from(r: ledger::inventory::Reservation) -> Self {
+        use ledger::inventory::ReservationStatus as S;
+        Reservation {
+            id: r.id,
+            order_id: r.order_id,
+            sku: r.sku,
+            quantity: r.quantity,
+            status: match r.status {
+                S::Held => ReservationStatus::Held,
+                S::Released => ReservationStatus::Released,
+                S::Committed => ReservationStatus::Committed,
+            },
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -23,7 +87,7 @@ pub struct CreateRestock {
 #[utoipa::path(
     operation_id = "restock_sku",
     tag = "inventory",
-    params(("sku" = String, Path, description = "SKU: 1 to 100 of letters, digits and `._:-`, starting with a letter or digit", pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$", example = "mug-blue"), IdempotencyKeyHeader),
+    params(("sku" = String, Path, description = "SKU: 1 to 100 of letters, digits and `._:-`, starting with a letter or digit", pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$", example = "mug-blue"), IdempotencyKey),
     request_body = CreateRestock,
     responses(
         (status = 201, description = "Restocked; the SKU's stock after it", body = Sku),
@@ -34,15 +98,14 @@ pub struct CreateRestock {
 pub async fn restock(
     state: web::Data<AppState>,
     caller: Caller,
-    req: HttpRequest,
+    key: IdempotencyKey,
     path: web::Path<String>,
     body: JsonBody<CreateRestock>,
 ) -> Result<HttpResponse, ApiError> {
     let sku = sku(&path)?;
     let quantity = quantity(body.value.quantity)?;
-    idempotency::run(&state, caller.0, &req, &body.canonical, async |tx| {
-        let stock = ledger::inventory::restock(tx, caller.0, sku, quantity).await?;
-        Ok(Reply::json(StatusCode::CREATED, &stock))
+    idempotency::run(&state, caller.0, &key, &body.canonical, Applied::Created, async |tx| {
+        Ok(ledger::inventory::restock(tx, caller.0, sku, quantity).await?.map(Sku::from))
     })
     .await
 }
@@ -66,7 +129,7 @@ pub async fn get_sku(
 ) -> Result<HttpResponse, ApiError> {
     let sku = sku(&path)?;
     let client = state.pool.get().await?;
-    Ok(HttpResponse::Ok().json(ledger::inventory::get_sku(&**client, caller.0, sku).await?))
+    Ok(HttpResponse::Ok().json(Sku::from(ledger::inventory::get_sku(&**client, caller.0, sku).await?)))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -85,7 +148,7 @@ pub struct CreateReservation {
 #[utoipa::path(
     operation_id = "create_reservation",
     tag = "reservations",
-    params(IdempotencyKeyHeader),
+    params(IdempotencyKey),
     request_body = CreateReservation,
     responses(
         (status = 201, description = "Held", body = Reservation, headers(("Location" = String, description = "The new reservation's path"))),
@@ -99,17 +162,16 @@ pub struct CreateReservation {
 pub async fn reserve(
     state: web::Data<AppState>,
     caller: Caller,
-    req: HttpRequest,
+    key: IdempotencyKey,
     body: JsonBody<CreateReservation>,
 ) -> Result<HttpResponse, ApiError> {
     let b = &body.value;
     let order_id = identifier("order_id", &b.order_id)?;
     let sku = sku(&b.sku)?;
     let quantity = quantity(b.quantity)?;
-    idempotency::run(&state, caller.0, &req, &body.canonical, async |tx| {
-        let created = ledger::inventory::reserve(tx, caller.0, order_id, sku, quantity).await?;
-        let location = format!("/v1/reservations/{}", created.resource.id);
-        Ok(Reply::created(&created, location))
+    let created = Applied::CreatedAt(|r: &Reservation| format!("/v1/reservations/{}", r.id));
+    idempotency::run(&state, caller.0, &key, &body.canonical, created, async |tx| {
+        Ok(ledger::inventory::reserve(tx, caller.0, order_id, sku, quantity).await?.map(Reservation::from))
     })
     .await
 }
@@ -131,7 +193,8 @@ pub async fn get_reservation(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let client = state.pool.get().await?;
-    Ok(HttpResponse::Ok().json(ledger::inventory::get_reservation(&**client, caller.0, *id).await?))
+    let reservation = ledger::inventory::get_reservation(&**client, caller.0, *id).await?;
+    Ok(HttpResponse::Ok().json(Reservation::from(reservation)))
 }
 
 /// Release a held reservation, giving its stock back.
@@ -140,7 +203,7 @@ pub async fn get_reservation(
 #[utoipa::path(
     operation_id = "release_reservation",
     tag = "reservations",
-    params(("id" = Uuid, Path, description = "Reservation id"), IdempotencyKeyHeader),
+    params(("id" = Uuid, Path, description = "Reservation id"), IdempotencyKey),
     responses(
         (status = 200, description = "Released, or already released: the reservation", body = Reservation),
         (status = 404, description = "`reservation_not_found`: no such reservation for this tenant; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
@@ -151,13 +214,12 @@ pub async fn get_reservation(
 pub async fn release(
     state: web::Data<AppState>,
     caller: Caller,
-    req: HttpRequest,
+    key: IdempotencyKey,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let id = *id;
-    idempotency::run(&state, caller.0, &req, b"", async |tx| {
-        let reservation = ledger::inventory::release(tx, caller.0, id).await?;
-        Ok(Reply::json(StatusCode::OK, &reservation))
+    idempotency::run(&state, caller.0, &key, b"", Applied::Ok, async |tx| {
+        Ok(ledger::inventory::release(tx, caller.0, id).await?.map(Reservation::from))
     })
     .await
 }

@@ -1,10 +1,8 @@
 //! Every route, registered in one place.
 
-use std::sync::OnceLock;
-
 use actix_web::dev::ResourceDef;
 use actix_web::http::{header, StatusCode};
-use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::error::{ApiError, ProblemCode};
@@ -33,32 +31,6 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(inventory::get_reservation)
             .service(inventory::release),
     );
-}
-
-/// The `Idempotency-Key` request header, documented once for every effectful POST.
-#[derive(utoipa::IntoParams)]
-#[into_params(parameter_in = Header)]
-#[allow(dead_code)]
-pub struct IdempotencyKeyHeader {
-    /// Required. 1 to 255 printable ASCII characters, unique per request you
-    /// mean to make once; the convention is `{order_id}:{attempt}` (plus the
-    /// operation, e.g. `order-1001:1:charge`). A retry with the same key and
-    /// the same request returns the first response byte for byte with
-    /// `Idempotent-Replayed: true`; the same key with another request is
-    /// refused with 422 `idempotency_key_reused`; a retry while the first is
-    /// still running waits for it, or gets 409 `request_in_progress` with
-    /// `Retry-After`. Keys are kept 24 hours by default (configurable).
-    /// Successes and declines (`insufficient_funds`, `out_of_stock`,
-    /// `refund_exceeds_charge`) are stored; validation errors and 5xx are not,
-    /// and nothing was written, so they are safe to retry.
-    #[param(
-        rename = "Idempotency-Key",
-        min_length = 1,
-        max_length = 255,
-        pattern = r"^[ -~]{1,255}$",
-        example = "order-1001:1:charge"
-    )]
-    idempotency_key: String,
 }
 
 /// A caller-chosen identifier: 1 to 255 printable ASCII characters.
@@ -99,28 +71,35 @@ pub fn quantity(value: i64) -> Result<i64, ApiError> {
     }
 }
 
+/// Every path the API serves and the methods it allows there, read from the
+/// document the routes make: what the fallback answers from.
+pub struct RouteTable(Vec<(ResourceDef, String)>);
+
+impl RouteTable {
+    pub fn from_spec(spec: &utoipa::openapi::OpenApi) -> RouteTable {
+        RouteTable(
+            spec.paths
+                .paths
+                .iter()
+                .map(|(path, item)| {
+                    let mut methods: Vec<&str> = Vec::new();
+                    if item.get.is_some() {
+                        methods.push("GET");
+                    }
+                    if item.post.is_some() {
+                        methods.push("POST");
+                    }
+                    (ResourceDef::new(path.as_str()), methods.join(", "))
+                })
+                .collect(),
+        )
+    }
+}
+
 /// What a request that matched no route gets: 405 `method_not_allowed` with
 /// `Allow` when the path exists with other methods, 404 `not_found` otherwise.
-pub async fn fallback(req: HttpRequest) -> HttpResponse {
-    static ROUTES: OnceLock<Vec<(ResourceDef, String)>> = OnceLock::new();
-    let routes = ROUTES.get_or_init(|| {
-        crate::openapi::document()
-            .paths
-            .paths
-            .iter()
-            .map(|(path, item)| {
-                let mut methods: Vec<&str> = Vec::new();
-                if item.get.is_some() {
-                    methods.push("GET");
-                }
-                if item.post.is_some() {
-                    methods.push("POST");
-                }
-                (ResourceDef::new(path.as_str()), methods.join(", "))
-            })
-            .collect()
-    });
-    match routes.iter().find(|(def, _)| def.is_match(req.path())) {
+pub async fn fallback(req: HttpRequest, routes: web::Data<RouteTable>) -> HttpResponse {
+    match routes.0.iter().find(|(def, _)| def.is_match(req.path())) {
         Some((_, allow)) => {
             let e = ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,

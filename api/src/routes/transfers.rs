@@ -1,17 +1,49 @@
-use actix_web::http::StatusCode;
-use actix_web::{get, post, web, HttpRequest, HttpResponse};
+//! Transfers: money from one account to another of the same tenant and currency.
+
+use actix_web::{get, post, web, HttpResponse};
+use chrono::{DateTime, Utc};
 use ledger::money::parse_amount;
-use ledger::transfers::{NewTransfer, Transfer};
-use ledger::Currency;
-use serde::Deserialize;
+use ledger::transfers::NewTransfer;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, Problem};
-use crate::idempotency::{self, Reply};
-use crate::routes::IdempotencyKeyHeader;
-use crate::startup::AppState;
+use crate::idempotency::{self, Applied, IdempotencyKey};
+use crate::state::AppState;
+use crate::wire::Currency;
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Transfer {
+    pub id: Uuid,
+    pub source_account_id: Uuid,
+    pub destination_account_id: Uuid,
+    #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "100.00")]
+    pub amount: Decimal,
+    #[schema(value_type = Currency)]
+    pub currency: ledger::Currency,
+    pub description: Option<String>,
+    /// The ledger transaction that moved the money.
+    pub transaction_id: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<ledger::transfers::Transfer> for Transfer {
+    fn from(t: ledger::transfers::Transfer) -> Self {
+        Transfer {
+            id: t.id,
+            source_account_id: t.source_account_id,
+            destination_account_id: t.destination_account_id,
+            amount: t.amount,
+            currency: t.currency,
+            description: t.description,
+            transaction_id: t.transaction_id,
+            created_at: t.created_at,
+        }
+    }
+}
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -31,7 +63,7 @@ pub struct CreateTransfer {
 #[utoipa::path(
     operation_id = "create_transfer",
     tag = "transfers",
-    params(IdempotencyKeyHeader),
+    params(IdempotencyKey),
     request_body = CreateTransfer,
     responses(
         (status = 201, description = "Moved", body = Transfer, headers(("Location" = String, description = "The new transfer's path"))),
@@ -44,11 +76,11 @@ pub struct CreateTransfer {
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
-    req: HttpRequest,
+    key: IdempotencyKey,
     body: JsonBody<CreateTransfer>,
 ) -> Result<HttpResponse, ApiError> {
     let b = &body.value;
-    let currency: Currency = b.currency.parse()?;
+    let currency: ledger::Currency = b.currency.parse()?;
     let description = match &b.description {
         Some(d) if d.chars().count() > 500 => {
             return Err(ApiError::invalid_field("`description` has at most 500 characters"))
@@ -62,11 +94,9 @@ pub async fn create(
         currency,
         description,
     };
-    idempotency::run(&state, caller.0, &req, &body.canonical, async |tx| {
-        let transfer = ledger::transfers::create(tx, caller.0, &new).await?;
-        let mut reply = Reply::json(StatusCode::CREATED, &transfer);
-        reply.headers.push(("location".into(), format!("/v1/transfers/{}", transfer.id)));
-        Ok(reply)
+    let created = Applied::CreatedAt(|t: &Transfer| format!("/v1/transfers/{}", t.id));
+    idempotency::run(&state, caller.0, &key, &body.canonical, created, async |tx| {
+        Ok(ledger::transfers::create(tx, caller.0, &new).await?.map(Transfer::from))
     })
     .await
 }
@@ -84,5 +114,5 @@ pub async fn create(
 #[get("/transfers/{id}")]
 pub async fn get(state: web::Data<AppState>, caller: Caller, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
     let client = state.pool.get().await?;
-    Ok(HttpResponse::Ok().json(ledger::transfers::get(&**client, caller.0, *id).await?))
+    Ok(HttpResponse::Ok().json(Transfer::from(ledger::transfers::get(&**client, caller.0, *id).await?)))
 }

@@ -1,0 +1,254 @@
+//! The events this service publishes: the contract with their consumers.
+//!
+//! These types are the wire format of the `outbox` payloads and of the
+//! messages on RabbitMQ, kept apart from the rows they are made from so that
+//! renaming a column or a field of a domain type cannot silently change what
+//! consumers parse. A breaking change is a new type with the next version
+//! (`ChargeSucceededV2`), published beside the old one until its consumers
+//! have moved. The tests below pin the JSON of every event.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::money::Currency;
+
+/// An event payload: its type (the AMQP routing key) and its version.
+pub trait Event: Serialize {
+    const TYPE: &'static str;
+    const VERSION: u32;
+}
+
+/// What goes over the wire: the same bytes every time the event is published.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    pub message_id: Uuid,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub version: u32,
+    pub tenant_id: Uuid,
+    pub order_id: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+    pub data: T,
+}
+
+/// `charge.succeeded`: a buyer was charged for an order attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChargeSucceededV1 {
+    pub id: Uuid,
+    pub order_id: String,
+    pub attempt: i32,
+    pub buyer_account_id: Uuid,
+    pub seller_account_id: Uuid,
+    pub amount: Decimal,
+    pub currency: Currency,
+    pub platform_fee: Option<PlatformFeeV1>,
+    pub refunded_amount: Decimal,
+    pub status: ChargeStatusV1,
+    pub receipt_email: Option<String>,
+    pub transaction_id: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Event for ChargeSucceededV1 {
+    const TYPE: &'static str = "charge.succeeded";
+    const VERSION: u32 = 1;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlatformFeeV1 {
+    pub account_id: Uuid,
+    pub amount: Decimal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChargeStatusV1 {
+    Succeeded,
+    PartiallyRefunded,
+    Refunded,
+}
+
+/// `charge.refunded`: part or all of a charge was given back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChargeRefundedV1 {
+    pub id: Uuid,
+    pub charge_id: Uuid,
+    pub amount: Decimal,
+    pub currency: Currency,
+    pub transaction_id: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Event for ChargeRefundedV1 {
+    const TYPE: &'static str = "charge.refunded";
+    const VERSION: u32 = 1;
+}
+
+/// A reservation as the `reservation.*` events carry it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReservationV1 {
+    pub id: Uuid,
+    pub order_id: String,
+    pub sku: String,
+    pub quantity: i64,
+    pub status: ReservationStatusV1,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReservationStatusV1 {
+    Held,
+    Released,
+    Committed,
+}
+
+/// `reservation.held`: stock was set aside for an order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ReservationHeldV1(pub ReservationV1);
+
+impl Event for ReservationHeldV1 {
+    const TYPE: &'static str = "reservation.held";
+    const VERSION: u32 = 1;
+}
+
+/// `reservation.released`: a hold was given back before payment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ReservationReleasedV1(pub ReservationV1);
+
+impl Event for ReservationReleasedV1 {
+    const TYPE: &'static str = "reservation.released";
+    const VERSION: u32 = 1;
+}
+
+/// `reservation.committed`: a paid order's stock left the shelf.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ReservationCommittedV1(pub ReservationV1);
+
+impl Event for ReservationCommittedV1 {
+    const TYPE: &'static str = "reservation.committed";
+    const VERSION: u32 = 1;
+}
+
+#[cfg(test)]
+mod tests {
+    //! The JSON of every event, pinned: a change here is a change of the
+    //! contract with consumers, and needs a new version.
+    use super::*;
+    use serde_json::json;
+
+    fn at() -> DateTime<Utc> {
+        "2026-11-22T10:00:00Z".parse().unwrap()
+    }
+    fn id(n: u8) -> Uuid {
+        Uuid::from_bytes([n; 16])
+    }
+    fn reservation(status: ReservationStatusV1) -> ReservationV1 {
+        ReservationV1 {
+            id: id(7),
+            order_id: "order-1001".into(),
+            sku: "mug-blue".into(),
+            quantity: 2,
+            status,
+            created_at: at(),
+            updated_at: at(),
+        }
+    }
+
+    fn pinned<E: Event + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(
+        event: E,
+        expected: serde_json::Value,
+    ) {
+        let envelope = Envelope {
+            message_id: id(9),
+            event_type: E::TYPE.to_owned(),
+            version: E::VERSION,
+            tenant_id: id(1),
+            order_id: Some("order-1001".to_owned()),
+            occurred_at: at(),
+            data: &event,
+        };
+        let value = serde_json::to_value(&envelope).unwrap();
+        assert_eq!(
+            value,
+            json!({"message_id": "09090909-0909-0909-0909-090909090909", "type": E::TYPE, "version": 1,
+                   "tenant_id": "01010101-0101-0101-0101-010101010101", "order_id": "order-1001",
+                   "occurred_at": "2026-11-22T10:00:00Z", "data": expected}),
+            "{}",
+            E::TYPE
+        );
+        let back: Envelope<E> = serde_json::from_value(value).unwrap();
+        assert_eq!(back.data, event, "{} reads back", E::TYPE);
+    }
+
+    #[test]
+    fn charge_succeeded_v1() {
+        let event = ChargeSucceededV1 {
+            id: id(2),
+            order_id: "order-1001".into(),
+            attempt: 1,
+            buyer_account_id: id(3),
+            seller_account_id: id(4),
+            amount: "25.00".parse().unwrap(),
+            currency: Currency::USD,
+            platform_fee: Some(PlatformFeeV1 { account_id: id(5), amount: "2.50".parse().unwrap() }),
+            refunded_amount: "0.00".parse().unwrap(),
+            status: ChargeStatusV1::Succeeded,
+            receipt_email: Some("buyer@example.com".into()),
+            transaction_id: id(6),
+            created_at: at(),
+        };
+        assert_eq!(ChargeSucceededV1::TYPE, "charge.succeeded");
+        pinned(
+            event,
+            json!({"id": "02020202-0202-0202-0202-020202020202", "order_id": "order-1001", "attempt": 1,
+                   "buyer_account_id": "03030303-0303-0303-0303-030303030303",
+                   "seller_account_id": "04040404-0404-0404-0404-040404040404",
+                   "amount": "25.00", "currency": "USD",
+                   "platform_fee": {"account_id": "05050505-0505-0505-0505-050505050505", "amount": "2.50"},
+                   "refunded_amount": "0.00", "status": "succeeded", "receipt_email": "buyer@example.com",
+                   "transaction_id": "06060606-0606-0606-0606-060606060606",
+                   "created_at": "2026-11-22T10:00:00Z"}),
+        );
+    }
+
+    #[test]
+    fn charge_refunded_v1() {
+        let event = ChargeRefundedV1 {
+            id: id(8),
+            charge_id: id(2),
+            amount: "10.00".parse().unwrap(),
+            currency: Currency::USD,
+            transaction_id: id(6),
+            created_at: at(),
+        };
+        assert_eq!(ChargeRefundedV1::TYPE, "charge.refunded");
+        pinned(
+            event,
+            json!({"id": "08080808-0808-0808-0808-080808080808", "charge_id": "02020202-0202-0202-0202-020202020202",
+                   "amount": "10.00", "currency": "USD", "transaction_id": "06060606-0606-0606-0606-060606060606",
+                   "created_at": "2026-11-22T10:00:00Z"}),
+        );
+    }
+
+    #[test]
+    fn reservation_events_v1() {
+        let data = |status: &str| {
+            json!({"id": "07070707-0707-0707-0707-070707070707", "order_id": "order-1001", "sku": "mug-blue",
+                   "quantity": 2, "status": status, "created_at": "2026-11-22T10:00:00Z",
+                   "updated_at": "2026-11-22T10:00:00Z"})
+        };
+        assert_eq!(ReservationHeldV1::TYPE, "reservation.held");
+        pinned(ReservationHeldV1(reservation(ReservationStatusV1::Held)), data("held"));
+        assert_eq!(ReservationReleasedV1::TYPE, "reservation.released");
+        pinned(ReservationReleasedV1(reservation(ReservationStatusV1::Released)), data("released"));
+        assert_eq!(ReservationCommittedV1::TYPE, "reservation.committed");
+        pinned(ReservationCommittedV1(reservation(ReservationStatusV1::Committed)), data("committed"));
+    }
+}

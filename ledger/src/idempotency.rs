@@ -1,0 +1,137 @@
+//! Idempotency-Key rows: the claim, the stored answer and the purge.
+//!
+//! One PostgreSQL transaction holds the key row, the effect and the stored
+//! answer. The key row is inserted first: a concurrent duplicate blocks on
+//! its unique index (bounded by `lock_timeout`) until the first commits, then
+//! finds the stored answer. A crash or a fault rolls the key back with the
+//! effect, so no key is ever stuck "in progress". What an answer is (an HTTP
+//! response) is the API's business; here it is bytes and a status.
+
+use deadpool_postgres::Transaction;
+use tokio_postgres::{GenericClient, Row};
+
+use crate::db::Cached;
+use crate::retention::purge_in_batches;
+use crate::{Error, Result, TenantId};
+
+/// Claims a key, first statement of every effectful request (`ledger-bench`
+/// runs these statements in pgbench too). A key older than the retention is
+/// taken over as if it were new.
+pub const CLAIM_SQL: &str = "INSERT INTO idempotency_keys (tenant_id, key, fingerprint) VALUES ($1, $2, $3) \
+     ON CONFLICT (tenant_id, key) DO UPDATE \
+         SET fingerprint = EXCLUDED.fingerprint, status_code = NULL, content_type = NULL, \
+             response_headers = '[]', response_body = NULL, created_at = now() \
+       WHERE idempotency_keys.created_at < now() - make_interval(secs => $4) \
+     RETURNING 1";
+/// Stores the answer, last statement before the commit.
+pub const STORE_SQL: &str = "UPDATE idempotency_keys SET status_code = $3, content_type = $4, \
+     response_headers = $5, response_body = $6 WHERE tenant_id = $1 AND key = $2";
+/// The stored answer of a completed request whose key has not expired.
+pub const COMPLETED_SQL: &str = "SELECT fingerprint, status_code, content_type, response_headers, response_body \
+     FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND status_code IS NOT NULL \
+      AND created_at >= now() - make_interval(secs => $3)";
+/// The stored answer of a key, whatever its state (read under the claim's lock).
+const STORED_SQL: &str = "SELECT fingerprint, status_code, content_type, response_headers, response_body \
+     FROM idempotency_keys WHERE tenant_id = $1 AND key = $2";
+
+/// An answer as it is replayed: status, content type, the headers that
+/// matter and the body, byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// What a key row holds: the fingerprint of the request that made it, and
+/// its answer.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub fingerprint: Vec<u8>,
+    pub answer: Answer,
+}
+
+fn stored(row: &Row) -> Result<Stored> {
+    let headers: serde_json::Value = row.try_get(3)?;
+    let headers = serde_json::from_value(headers.clone())
+        .map_err(|_| Error::unknown("stored response headers", headers.to_string()))?;
+    let status: i16 = row.try_get(1)?;
+    Ok(Stored {
+        fingerprint: row.try_get(0)?,
+        answer: Answer {
+            status: u16::try_from(status).map_err(|_| Error::unknown("stored status", status.to_string()))?,
+            content_type: row.try_get(2)?,
+            headers,
+            body: row.try_get(4)?,
+        },
+    })
+}
+
+/// A completed request's stored answer, read without a transaction: an
+/// answer never changes while its key lives, so a retry of a completed
+/// request costs one read (no BEGIN, no row lock).
+pub async fn completed(
+    client: &impl Cached,
+    tenant: TenantId,
+    key: &str,
+    retention_secs: f64,
+) -> Result<Option<Stored>> {
+    client.cached_opt(COMPLETED_SQL, &[&tenant.0, &key, &retention_secs]).await?.map(|r| stored(&r)).transpose()
+}
+
+/// The outcome of a claim.
+#[derive(Debug)]
+pub enum Claim {
+    /// This transaction owns the key: run the effect.
+    Owned,
+    /// The key was used before; its row, for the caller to compare
+    /// fingerprints and replay.
+    Taken(Stored),
+}
+
+/// Claims the key within `tx`, waiting (up to `lock_timeout`) for a
+/// concurrent request with the same key to finish.
+pub async fn claim(
+    tx: &Transaction<'_>,
+    tenant: TenantId,
+    key: &str,
+    fingerprint: &[u8],
+    retention_secs: f64,
+) -> Result<Claim> {
+    // Twice at most: the second time only if the purge deleted the row
+    // between the insert and the read.
+    for _ in 0..2 {
+        let owned = tx.cached_opt(CLAIM_SQL, &[&tenant.0, &key, &fingerprint, &retention_secs]).await?;
+        if owned.is_some() {
+            return Ok(Claim::Owned);
+        }
+        if let Some(row) = tx.cached_opt(STORED_SQL, &[&tenant.0, &key]).await? {
+            return Ok(Claim::Taken(stored(&row)?));
+        }
+    }
+    Err(Error::KeyChanged)
+}
+
+/// Stores the answer of the request that owns the key, in its transaction.
+pub async fn store(tx: &Transaction<'_>, tenant: TenantId, key: &str, answer: &Answer) -> Result<()> {
+    let headers = serde_json::to_value(&answer.headers).expect("headers serialize");
+    let status = i16::try_from(answer.status).expect("an HTTP status fits in i16");
+    tx.cached_execute(STORE_SQL, &[&tenant.0, &key, &status, &answer.content_type, &headers, &answer.body]).await?;
+    Ok(())
+}
+
+/// Deletes keys older than the retention, a bounded batch per statement;
+/// returns how many.
+pub async fn purge_expired(client: &impl GenericClient, retention_secs: f64) -> Result<u64> {
+    Ok(purge_in_batches(
+        client,
+        "DELETE FROM idempotency_keys k USING ( \
+             SELECT tenant_id, key FROM idempotency_keys \
+              WHERE created_at < now() - make_interval(secs => $1) \
+              LIMIT $2 FOR UPDATE SKIP LOCKED) old \
+          WHERE k.tenant_id = old.tenant_id AND k.key = old.key",
+        retention_secs,
+    )
+    .await?)
+}

@@ -1,0 +1,72 @@
+//! What an effect did, as a final answer: applied now, found already applied
+//! under its natural key, or declined for a business reason. Each of them is
+//! the answer to the request that asked for it; an `Err` is not an answer (a
+//! validation failure, a conflict, a fault) and nothing was written.
+
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub enum Outcome<T> {
+    /// The effect happened in this transaction.
+    Applied(T),
+    /// The natural key already named an equal effect: it is returned as it
+    /// is and nothing is written.
+    Existing(T),
+    /// A business decline: nothing is written, and the decline is the answer.
+    Declined(Decline),
+}
+
+impl<T> Outcome<T> {
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
+        match self {
+            Outcome::Applied(t) => Outcome::Applied(f(t)),
+            Outcome::Existing(t) => Outcome::Existing(f(t)),
+            Outcome::Declined(d) => Outcome::Declined(d),
+        }
+    }
+
+    /// The resource, unless the effect was declined.
+    pub fn resource(&self) -> Option<&T> {
+        match self {
+            Outcome::Applied(t) | Outcome::Existing(t) => Some(t),
+            Outcome::Declined(_) => None,
+        }
+    }
+}
+
+/// Why an effect was declined. A decline is a business answer, not a fault:
+/// it is final for the request that got it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Decline {
+    #[error("account {account} has insufficient funds")]
+    InsufficientFunds { account: Uuid },
+    #[error("only {available} of SKU `{sku}` available, {requested} requested")]
+    OutOfStock { sku: String, available: i64, requested: i64 },
+    #[error("the refund exceeds what remains of the charge ({remaining})")]
+    RefundExceedsCharge { remaining: Decimal },
+}
+
+/// The kinds of [`Decline`], without their details: what the API maps to a
+/// status and a problem code, and what its documentation enumerates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeclineKind {
+    InsufficientFunds,
+    OutOfStock,
+    RefundExceedsCharge,
+}
+
+impl DeclineKind {
+    pub const ALL: [DeclineKind; 3] =
+        [DeclineKind::InsufficientFunds, DeclineKind::OutOfStock, DeclineKind::RefundExceedsCharge];
+}
+
+impl Decline {
+    pub fn kind(&self) -> DeclineKind {
+        match self {
+            Decline::InsufficientFunds { .. } => DeclineKind::InsufficientFunds,
+            Decline::OutOfStock { .. } => DeclineKind::OutOfStock,
+            Decline::RefundExceedsCharge { .. } => DeclineKind::RefundExceedsCharge,
+        }
+    }
+}

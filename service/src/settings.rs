@@ -1,0 +1,107 @@
+//! Settings that both binaries read, declared once. Each binary's own
+//! configuration flattens the groups it needs beside its own settings.
+//! Every setting is an environment variable, and a flag of the same name in
+//! kebab case.
+
+use std::time::Duration;
+
+use clap::{Args, FromArgMatches};
+use ledger::db::PoolOptions;
+use ledger::retention::{self, Windows};
+
+/// The database and the pool of connections to it.
+#[derive(Debug, Clone, Args)]
+pub struct Database {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/ledger")]
+    pub database_url: String,
+    /// Connections in the pool (default: 16 for the API, 8 for the workers).
+    #[arg(long, env = "DB_POOL_SIZE")]
+    pub db_pool_size: Option<usize>,
+    /// Milliseconds a caller waits for a free connection before it is refused
+    /// (a request gets 503).
+    #[arg(long, env = "DB_POOL_WAIT_MS", default_value_t = 5000)]
+    pub db_pool_wait_ms: u64,
+    /// Milliseconds any statement waits for a row lock (a concurrent
+    /// duplicate, a hot account) before it gives up (a request gets 409 with
+    /// Retry-After).
+    #[arg(long, env = "DB_LOCK_TIMEOUT_MS", default_value_t = 5000)]
+    pub db_lock_timeout_ms: u64,
+}
+
+impl Database {
+    /// The pool these settings make; `default_size` when DB_POOL_SIZE is unset.
+    pub fn pool(&self, default_size: usize, verify_on_checkout: bool) -> ledger::Result<deadpool_postgres::Pool> {
+        ledger::db::pool(&self.database_url, &self.pool_options(default_size, verify_on_checkout))
+    }
+
+    pub fn pool_options(&self, default_size: usize, verify_on_checkout: bool) -> PoolOptions {
+        PoolOptions {
+            max_size: self.db_pool_size.unwrap_or(default_size),
+            wait_timeout: Duration::from_millis(self.db_pool_wait_ms),
+            lock_timeout: Duration::from_millis(self.db_lock_timeout_ms),
+            verify_on_checkout,
+        }
+    }
+}
+
+/// Every retention window. Both binaries read all of them, so that every
+/// process refuses the same inconsistent settings (see `ledger::retention`).
+#[derive(Debug, Clone, Args)]
+pub struct Retention {
+    /// Seconds an Idempotency-Key is kept and replayed (default 24 h).
+    #[arg(long, env = "IDEMPOTENCY_RETENTION_SECS", default_value_t = retention::IDEMPOTENCY_SECS)]
+    pub idempotency_retention_secs: u64,
+    /// Seconds a client may keep retrying a request with the same
+    /// Idempotency-Key (the documented maximum retry window, default 24 h).
+    /// IDEMPOTENCY_RETENTION_SECS must be at least this.
+    #[arg(long, env = "CLIENT_MAX_RETRY_SECS", default_value_t = retention::CLIENT_MAX_RETRY_SECS)]
+    pub client_max_retry_secs: u64,
+    /// Seconds a published outbox row is kept (default 7 days); also how far
+    /// back `replay` can republish.
+    #[arg(long, env = "OUTBOX_RETENTION_SECS", default_value_t = retention::OUTBOX_SECS)]
+    pub outbox_retention_secs: u64,
+    /// Seconds a consumer's inbox row (a handled message id) is kept
+    /// (default 14 days). Must cover OUTBOX_RETENTION_SECS + MAX_REDELIVERY_SECS.
+    #[arg(long, env = "INBOX_RETENTION_SECS", default_value_t = retention::INBOX_SECS)]
+    pub inbox_retention_secs: u64,
+    /// The longest a message can still arrive after its outbox row was
+    /// marked published: a queue backlog, or a dead-lettered message waiting
+    /// for its redrive (default 7 days). Redrive older messages only after
+    /// checking their effects by hand.
+    #[arg(long, env = "MAX_REDELIVERY_SECS", default_value_t = retention::MAX_REDELIVERY_SECS)]
+    pub max_redelivery_secs: u64,
+}
+
+impl Retention {
+    /// The retention windows these settings make.
+    pub fn windows(&self) -> Windows {
+        Windows {
+            idempotency_secs: self.idempotency_retention_secs,
+            client_max_retry_secs: self.client_max_retry_secs,
+            outbox_secs: self.outbox_retention_secs,
+            inbox_secs: self.inbox_retention_secs,
+            max_redelivery_secs: self.max_redelivery_secs,
+        }
+    }
+
+    pub fn idempotency(&self) -> Duration {
+        Duration::from_secs(self.idempotency_retention_secs)
+    }
+
+    pub fn outbox(&self) -> Duration {
+        Duration::from_secs(self.outbox_retention_secs)
+    }
+
+    pub fn inbox(&self) -> Duration {
+        Duration::from_secs(self.inbox_retention_secs)
+    }
+}
+
+/// A configuration as the environment gives it with no flags: the local
+/// defaults, with whatever the environment sets.
+pub fn from_env<T: Args + FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("settings").no_binary_name(true));
+    let matches = command.try_get_matches_from(std::iter::empty::<String>()).unwrap_or_else(|e| e.exit());
+    T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
