@@ -249,6 +249,9 @@ async fn rabbit_keeps_confirmed_messages_across_stop_and_kill() {
     let rabbit = PrivateRabbit::new().await.unwrap();
     eprintln!("rabbit: first start {:?}; beam RSS {:?} KiB", t.elapsed(), rabbit.memory_kib());
     assert_ne!(rabbit.port(), 5672);
+    // An absolute watermark, not 0.4 × the machine's RAM.
+    let limit = rabbit.rabbitmqctl(&["eval", "vm_memory_monitor:get_memory_limit()."]).await.unwrap();
+    assert_eq!(limit.trim(), (512u64 << 20).to_string());
     let url = rabbit.amqp_url();
     let port = rabbit.port();
     let queue = "orders";
