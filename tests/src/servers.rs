@@ -511,13 +511,13 @@ struct Pg {
 impl PrivatePostgres {
     /// Creates the cluster and starts it; returns once it accepts connections.
     pub async fn new() -> Result<PrivatePostgres> {
-        let site = blocking(|| Site::create("pg")).await?;
         let owner = match our_uid() {
             Some(0) => {
                 Some(user_ids("postgres").ok_or_else(|| ServerError::new("no postgres user to run PostgreSQL as"))?)
             }
             _ => None,
         };
+        let site = blocking(|| Site::create("pg")).await?;
         let pg = PrivatePostgres {
             inner: Arc::new(Pg {
                 data: site.dir.join("data"),
