@@ -421,3 +421,22 @@ async fn a_killed_test_process_leaves_nothing_behind() {
     assert_cleaned("rabbit of a killed process", &pids, &rabbit_dir, &ports[1..], 30).await;
     eprintln!("watchdogs cleaned up {:?} after the owner was killed", t.elapsed());
 }
+
+/// Compiles only if the servers can be shared and driven from spawned tasks
+/// (an outage task stops and starts them while purchases run elsewhere).
+#[allow(dead_code)]
+fn servers_can_be_driven_from_spawned_tasks(
+    pg: std::sync::Arc<PrivatePostgres>,
+    rabbit: std::sync::Arc<PrivateRabbit>,
+) {
+    tokio::spawn(async move {
+        pg.restart().await.unwrap();
+        pg.kill().await.unwrap();
+        pg.start().await.unwrap();
+    });
+    tokio::spawn(async move {
+        rabbit.restart().await.unwrap();
+        rabbit.kill().await.unwrap();
+        rabbit.rabbitmqctl(&["close_all_connections", "outage"]).await.unwrap();
+    });
+}
