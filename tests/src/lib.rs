@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod chaos;
 pub mod proxy;
+pub mod servers;
 pub mod shop;
 pub mod smtp;
 
