@@ -14,7 +14,7 @@ mod model;
 mod outcome;
 pub mod webhook;
 
-pub use client::{Client, ListPayments, PaymentRequest, RefundRequest};
+pub use client::{Client, ListPayments, PaymentRequest, RefundRequest, API_VERSION};
 pub use config::{
     Config, DEFAULT_TIMEOUT, DEFAULT_URL, ENV_SECRET_KEY, ENV_TIMEOUT_MS, ENV_URL, ENV_WEBHOOK_SECRET, MAX_KEY_LEN,
 };
