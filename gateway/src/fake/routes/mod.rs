@@ -113,11 +113,10 @@ pub fn decode_form(bytes: &[u8]) -> Result<Vec<(String, String)>, Failure> {
 }
 
 /// Guards every read route: counts it, checks the key, decodes the query.
-pub fn read_request(req: &HttpRequest, app: &App, route: &str) -> Result<Vec<(String, String)>, HttpResponse> {
+pub fn read_request(req: &HttpRequest, app: &App, route: &str) -> Result<Vec<(String, String)>, Failure> {
     app.stats.request(route);
-    let request_id = new_id("req");
-    authorize(req, app).map_err(|f| f.respond(&request_id))?;
-    decode_form(req.query_string().as_bytes()).map_err(|f| f.respond(&request_id))
+    authorize(req, app)?;
+    decode_form(req.query_string().as_bytes())
 }
 
 pub fn ok(body: &Value) -> HttpResponse {

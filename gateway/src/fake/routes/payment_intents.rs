@@ -173,8 +173,8 @@ pub fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), Failure
 }
 
 pub async fn retrieve(req: HttpRequest, id: Path<String>, app: Data<App>) -> HttpResponse {
-    if let Err(response) = read_request(&req, &app, "GET /v1/payment_intents/{id}") {
-        return response;
+    if let Err(failure) = read_request(&req, &app, "GET /v1/payment_intents/{id}") {
+        return failure.respond(&new_id("req"));
     }
     let state = app.state();
     match state.payment(&id, app.durable()) {
@@ -188,7 +188,7 @@ pub async fn retrieve(req: HttpRequest, id: Path<String>, app: Data<App>) -> Htt
 pub async fn list(req: HttpRequest, app: Data<App>) -> HttpResponse {
     let query = match read_request(&req, &app, "GET /v1/payment_intents") {
         Ok(query) => query,
-        Err(response) => return response,
+        Err(failure) => return failure.respond(&new_id("req")),
     };
     match list_page(&app.state(), app.durable(), &query) {
         Ok(body) => ok(&body),
@@ -237,7 +237,7 @@ fn list_page(state: &State, durable: u64, query: &[(String, String)]) -> Result<
 pub async fn search(req: HttpRequest, app: Data<App>) -> HttpResponse {
     let query = match read_request(&req, &app, "GET /v1/payment_intents/search") {
         Ok(query) => query,
-        Err(response) => return response,
+        Err(failure) => return failure.respond(&new_id("req")),
     };
     match search_page(&app.state(), app.durable(), &query) {
         Ok(body) => ok(&body),

@@ -143,8 +143,8 @@ fn target<'a>(state: &'a State, target: &Target, durable: u64) -> Result<&'a Pay
 }
 
 pub async fn retrieve(req: HttpRequest, id: Path<String>, app: Data<App>) -> HttpResponse {
-    if let Err(response) = read_request(&req, &app, "GET /v1/refunds/{id}") {
-        return response;
+    if let Err(failure) = read_request(&req, &app, "GET /v1/refunds/{id}") {
+        return failure.respond(&new_id("req"));
     }
     let state = app.state();
     match state.refund(&id, app.durable()) {
