@@ -19,6 +19,9 @@ pub enum FaultKind {
     ErrorBeforeCharge,
     /// Charge, store, then close the connection with no answer.
     DropAfterCharge,
+    /// Charge, store, then send the status, the headers and half the body,
+    /// and close the connection: an incomplete response.
+    CutAfterCharge,
     /// Charge, store, then hold the connection (past the client's timeout)
     /// and close it with no answer. The key replays at once.
     HangAfterCharge,
@@ -71,6 +74,7 @@ pub struct Armed {
 pub enum RequestFault {
     ErrorBeforeCharge,
     Drop,
+    Cut,
     Hang(Duration),
     Slow(Duration),
 }
@@ -154,6 +158,7 @@ impl Faults {
         Some(match kind {
             FaultKind::ErrorBeforeCharge => RequestFault::ErrorBeforeCharge,
             FaultKind::DropAfterCharge => RequestFault::Drop,
+            FaultKind::CutAfterCharge => RequestFault::Cut,
             FaultKind::HangAfterCharge => RequestFault::Hang(delay(self.delays.hang)),
             FaultKind::SlowResponse => RequestFault::Slow(delay(self.delays.slow)),
             _ => unreachable!("webhook faults are not drawn for requests"),
@@ -212,6 +217,7 @@ impl Faults {
         let rates = [
             (FaultKind::ErrorBeforeCharge, r.error_before_charge),
             (FaultKind::DropAfterCharge, r.drop_after_charge),
+            (FaultKind::CutAfterCharge, r.cut_after_charge),
             (FaultKind::HangAfterCharge, r.hang_after_charge),
             (FaultKind::SlowResponse, r.slow_response),
         ];
@@ -235,6 +241,7 @@ impl RandomFaults {
             seed: 0,
             error_before_charge: 0.0,
             drop_after_charge: 0.0,
+            cut_after_charge: 0.0,
             hang_after_charge: 0.0,
             slow_response: 0.0,
             webhook_late: 0.0,

@@ -3,12 +3,18 @@
 //! charging.
 
 use std::any::Any;
+use std::future::Future;
 use std::net::Shutdown;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::Extensions;
+use actix_web::http::StatusCode;
 use actix_web::rt::net::TcpStream;
-use actix_web::HttpRequest;
+use actix_web::web::Bytes;
+use actix_web::{HttpRequest, HttpResponse};
 use socket2::{SockRef, Socket};
 
 /// A second descriptor of the connection's socket.
@@ -36,4 +42,40 @@ pub fn abort(req: &HttpRequest) -> bool {
     let _ = socket.set_linger(Some(Duration::ZERO));
     let _ = socket.shutdown(Shutdown::Both);
     true
+}
+
+/// An answer whose headers promise the whole body but whose body stops
+/// halfway: the server then closes the connection, and the client holds an
+/// incomplete response.
+pub fn cut(status: StatusCode, body: String) -> HttpResponse {
+    let size = body.len() as u64;
+    let half = Bytes::from(body).slice(..(size as usize) / 2);
+    // The pause lets the server flush the head and the first half before the
+    // error drops the connection (it drops unflushed bytes with it).
+    let pause = Box::pin(actix_web::rt::time::sleep(Duration::from_millis(50)));
+    HttpResponse::build(status).content_type("application/json").body(CutBody { first: Some(half), pause, size })
+}
+
+struct CutBody {
+    first: Option<Bytes>,
+    pause: Pin<Box<actix_web::rt::time::Sleep>>,
+    size: u64,
+}
+
+impl MessageBody for CutBody {
+    type Error = std::io::Error;
+
+    fn size(&self) -> BodySize {
+        BodySize::Sized(self.size)
+    }
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        if let Some(half) = self.first.take() {
+            return Poll::Ready(Some(Ok(half)));
+        }
+        match self.pause.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => Poll::Ready(Some(Err(std::io::Error::other("fake provider: cut_after_charge")))),
+        }
+    }
 }

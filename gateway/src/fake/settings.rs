@@ -61,7 +61,7 @@ pub struct Settings {
 }
 
 /// Faults drawn at random from a seeded generator, per executed write (the
-/// first four, exclusive) and per webhook event (the last three). Rates are
+/// first five, exclusive) and per webhook event (the last three). Rates are
 /// probabilities in [0, 1]. The same seed and the same request order give the
 /// same faults.
 #[derive(Debug, Clone, Args, serde::Serialize, serde::Deserialize)]
@@ -76,6 +76,10 @@ pub struct RandomFaults {
     #[arg(long = "fault-drop-rate", env = "FAKE_PROVIDER_FAULT_DROP_RATE", default_value_t = 0.0)]
     #[serde(default)]
     pub drop_after_charge: f64,
+    /// Charge, then send half the answer and close the connection.
+    #[arg(long = "fault-cut-rate", env = "FAKE_PROVIDER_FAULT_CUT_RATE", default_value_t = 0.0)]
+    #[serde(default)]
+    pub cut_after_charge: f64,
     /// Charge, then hold the connection past the client's timeout and close it.
     #[arg(long = "fault-hang-rate", env = "FAKE_PROVIDER_FAULT_HANG_RATE", default_value_t = 0.0)]
     #[serde(default)]
@@ -101,10 +105,15 @@ pub struct RandomFaults {
 
 impl RandomFaults {
     pub fn validate(&self) -> Result<(), String> {
-        let request = self.error_before_charge + self.drop_after_charge + self.hang_after_charge + self.slow_response;
+        let request = self.error_before_charge
+            + self.drop_after_charge
+            + self.cut_after_charge
+            + self.hang_after_charge
+            + self.slow_response;
         let all = [
             self.error_before_charge,
             self.drop_after_charge,
+            self.cut_after_charge,
             self.hang_after_charge,
             self.slow_response,
             self.webhook_late,
@@ -115,7 +124,7 @@ impl RandomFaults {
             return Err("fault rates are probabilities between 0 and 1".into());
         }
         if request > 1.0 {
-            return Err("the four request fault rates add up to more than 1".into());
+            return Err("the request fault rates add up to more than 1".into());
         }
         Ok(())
     }

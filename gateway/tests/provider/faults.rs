@@ -29,6 +29,22 @@ async fn charge_then_drop_is_unknown_and_the_retry_finds_the_one_payment() {
 }
 
 #[tokio::test]
+async fn an_answer_cut_halfway_is_unknown_and_the_retry_finds_the_one_payment() {
+    let fake = Fake::start(&[]);
+    let client = fake.client(Duration::from_secs(5));
+    fake.arm(json!({"kind": "cut_after_charge", "metadata": {"order_id": "order-c"}})).await;
+
+    let first = client.create_payment(&payment("order-c", 1000, "pm_card_visa"), "key-c").await.unwrap();
+    let PaymentOutcome::Unknown(unknown) = first else { panic!("{first:?}") };
+    assert_eq!((unknown.reason, unknown.status), (UnknownReason::IncompleteResponse, Some(200)), "{unknown:?}");
+
+    let retry = client.create_payment(&payment("order-c", 1000, "pm_card_visa"), "key-c").await.unwrap();
+    assert!(matches!(retry, PaymentOutcome::Succeeded(_)), "{retry:?}");
+    assert_eq!(fake.payments_of("order-c").await, 1);
+    assert_eq!(fake.stats().await["faults_applied"]["cut_after_charge"], 1);
+}
+
+#[tokio::test]
 async fn a_hung_connection_times_out_and_the_retry_replays_at_once() {
     let fake = Fake::start(&[]);
     let client = fake.client(Duration::from_millis(500));
@@ -110,7 +126,8 @@ async fn pay_all(client: &Client, orders: usize) -> Vec<Vec<&'static str>> {
 
 #[tokio::test]
 async fn seeded_faults_repeat_and_never_charge_an_attempt_twice() {
-    let args = ["--fault-seed", "7", "--fault-error-rate", "0.25", "--fault-drop-rate", "0.35"];
+    let args =
+        ["--fault-seed", "7", "--fault-error-rate", "0.2", "--fault-drop-rate", "0.2", "--fault-cut-rate", "0.2"];
     let (one, two) = (Fake::start(&args), Fake::start(&args));
     let first = pay_all(&one.client(Duration::from_secs(5)), 12).await;
     let second = pay_all(&two.client(Duration::from_secs(5)), 12).await;
@@ -120,6 +137,7 @@ async fn seeded_faults_repeat_and_never_charge_an_attempt_twice() {
     let applied = &stats["faults_applied"];
     assert!(applied["error_before_charge"].as_u64() > Some(0), "{stats}");
     assert!(applied["drop_after_charge"].as_u64() > Some(0), "{stats}");
+    assert!(applied["cut_after_charge"].as_u64() > Some(0), "{stats}");
 
     let groups = one.groups().await;
     assert_eq!(groups["max_per_group"], 1, "{groups}");

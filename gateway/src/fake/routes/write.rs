@@ -144,6 +144,7 @@ pub async fn handle<W: Write>(req: HttpRequest, body: Bytes, app: Data<App>) -> 
                 return HttpResponse::InternalServerError().finish();
             }
         }
+        Some(RequestFault::Cut) => return crate::net::cut(status, answer),
         Some(RequestFault::Hang(delay)) => {
             actix_web::rt::time::sleep(delay).await;
             if net_abort(&req) {
