@@ -1,5 +1,5 @@
 //! The fake provider started as a separate process on a free port with its
-//! own state folder, a webhook receiver, and helpers shared by the tests.
+//! own state folder, a webhook receiver, and what the tests share.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
