@@ -23,10 +23,12 @@ GROUP_USE_RE = re.compile(r"\buse\s+(crate|super|self)((?:::[A-Za-z_][A-Za-z0-9_
 REEXPORT_RE = re.compile(r"^\s*pub\s+use\s+([A-Za-z_][A-Za-z0-9_]*)((?:::[A-Za-z_][A-Za-z0-9_]*)*)::(\{[^}]*\}|[A-Za-z_][A-Za-z0-9_]*)\s*;", re.M)
 
 
-def modules(src: Path):
+def modules(src: Path, exclude=()):
     """module path (tuple) -> file"""
     out = {}
     for f in sorted(src.rglob("*.rs")):
+        if any(d in f.parents for d in exclude):
+            continue
         rel = f.relative_to(src).with_suffix("")
         parts = list(rel.parts)
         if parts == ["lib"] or parts == ["main"]:
@@ -132,9 +134,25 @@ def cycles(graph):
     return out
 
 
+def binary_roots(crate: Path):
+    """folders of binaries whose main.rs is not at src/ (a crate of their own)"""
+    text = (crate / "Cargo.toml").read_text()
+    out = []
+    for m in re.finditer(r'path\s*=\s*"(src/[^"]+)/main\.rs"', text):
+        out.append(crate / m.group(1))
+    return out
+
+
 def check(crate: Path):
-    src = crate / "src"
-    mods = modules(src)
+    bins = binary_roots(crate)
+    ok = check_tree(crate.name, crate / "src", bins)
+    for b in bins:
+        ok = check_tree(f"{crate.name} ({b.name})", b, []) and ok
+    return ok
+
+
+def check_tree(name: str, src: Path, exclude):
+    mods = modules(src, exclude)
     root_file = mods.get(())
     roots = reexports(strip_comments(root_file.read_text())) if root_file else {}
     graph = {}
@@ -146,7 +164,7 @@ def check(crate: Path):
     bad = cycles(graph)
     for comp in bad:
         names = sorted("::".join(m) or "(root)" for m in comp)
-        print(f"{crate.name}: import circle among {len(comp)} modules: {', '.join(names)}")
+        print(f"{name}: import circle among {len(comp)} modules: {', '.join(names)}")
     return not bad
 
 

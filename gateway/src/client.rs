@@ -1,0 +1,474 @@
+//! The HTTP client: form-encoded requests in Stripe's shape, bearer auth, an
+//! `Idempotency-Key` on every POST, and answers sorted into outcomes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::header::{HeaderMap, AUTHORIZATION};
+use reqwest::{RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::config::Config;
+use crate::model::{ApiError, ErrorBody, List, PaymentIntent, PaymentStatus, Refund};
+use crate::outcome::{BuildError, Decline, GatewayError, PaymentOutcome, RefundOutcome, Unknown, UnknownReason};
+use crate::webhook::{self, Event, SignatureError};
+
+/// The API version whose object shapes this crate reads, pinned so that a
+/// real provider account's default version does not change them under us.
+pub const API_VERSION: &str = "2024-06-20";
+
+/// Largest page the provider serves.
+const PAGE_LIMIT: u32 = 100;
+
+/// A payment to create and confirm in one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRequest {
+    /// Minor units of `currency` (cents for EUR and USD, yen for JPY).
+    pub amount: i64,
+    /// ISO 4217; sent lowercase.
+    pub currency: String,
+    /// A payment method id or test token such as `pm_card_visa`.
+    pub payment_method: String,
+    /// What the payment is looked up by later (tenant, order, attempt): the
+    /// provider keeps at most 50 keys of 40 characters, values of 500.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A refund of a payment; `amount: None` refunds what is left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRequest {
+    pub payment_intent: String,
+    pub amount: Option<i64>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// One page of payments, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPayments {
+    /// Unix seconds, inclusive.
+    pub created_gte: Option<i64>,
+    /// Unix seconds, exclusive.
+    pub created_lt: Option<i64>,
+    /// 1 to 100 (the provider's default is 10).
+    pub limit: Option<u32>,
+    /// The id of the last payment of the previous page.
+    pub starting_after: Option<String>,
+}
+
+/// A client for one provider account. Cheap to clone; `Send + Sync`.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Arc<str>,
+    bearer: Arc<str>,
+    webhook_secret: Arc<str>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+/// A complete HTTP answer.
+struct Answer {
+    status: StatusCode,
+    request_id: Option<String>,
+    body: Vec<u8>,
+}
+
+impl Client {
+    pub fn new(config: &Config) -> Result<Self, BuildError> {
+        let base = config.url.trim_end_matches('/');
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(BuildError::Url(config.url.clone()));
+        }
+        if config.secret_key.is_empty() {
+            return Err(BuildError::MissingSecretKey);
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert("Stripe-Version", API_VERSION.parse().expect("a valid header value"));
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+            // A redirect is a misconfigured URL, not something to follow with
+            // a payment in hand.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("ledger-gateway/", env!("CARGO_PKG_VERSION")))
+            .default_headers(headers)
+            .build()?;
+        Ok(Self {
+            http,
+            base: base.into(),
+            bearer: format!("Bearer {}", config.secret_key).into(),
+            webhook_secret: config.webhook_secret.as_str().into(),
+        })
+    }
+
+    /// Creates and confirms a payment in one call (`POST /v1/payment_intents`
+    /// with `confirm=true`). Send the same `idempotency_key` on every resend of
+    /// the same attempt.
+    pub async fn create_payment(
+        &self,
+        request: &PaymentRequest,
+        idempotency_key: &str,
+    ) -> Result<PaymentOutcome, GatewayError> {
+        let mut form = vec![
+            ("amount".to_owned(), request.amount.to_string()),
+            ("currency".to_owned(), request.currency.to_ascii_lowercase()),
+            ("payment_method".to_owned(), request.payment_method.clone()),
+            ("confirm".to_owned(), "true".to_owned()),
+            ("payment_method_types[]".to_owned(), "card".to_owned()),
+        ];
+        push_metadata(&mut form, &request.metadata);
+        let answer = match self.post("/v1/payment_intents", &form, idempotency_key).await {
+            Ok(answer) => answer,
+            Err(unknown) => return Ok(PaymentOutcome::Unknown(unknown)),
+        };
+        if answer.status.is_success() {
+            return Ok(match parse_written::<PaymentIntent>(&answer) {
+                Err(unknown) => PaymentOutcome::Unknown(unknown),
+                Ok(intent) if intent.status == PaymentStatus::Succeeded => PaymentOutcome::Succeeded(intent),
+                Ok(intent) => PaymentOutcome::Pending(intent),
+            });
+        }
+        if answer.status == StatusCode::PAYMENT_REQUIRED {
+            if let Ok(ErrorBody { error }) = serde_json::from_slice::<ErrorBody>(&answer.body) {
+                if error.kind == "card_error" {
+                    return Ok(PaymentOutcome::Declined(Decline {
+                        code: error.code.unwrap_or_else(|| "card_declined".to_owned()),
+                        decline_code: error.decline_code,
+                        message: error.message,
+                        payment_intent_id: error.payment_intent.map(|pi| pi.id),
+                        request_id: answer.request_id,
+                    }));
+                }
+            }
+        }
+        classify_failure(answer).map(PaymentOutcome::Unknown)
+    }
+
+    /// Refunds all or part of a payment (`POST /v1/refunds`).
+    pub async fn create_refund(
+        &self,
+        request: &RefundRequest,
+        idempotency_key: &str,
+    ) -> Result<RefundOutcome, GatewayError> {
+        let mut form = vec![("payment_intent".to_owned(), request.payment_intent.clone())];
+        if let Some(amount) = request.amount {
+            form.push(("amount".to_owned(), amount.to_string()));
+        }
+        push_metadata(&mut form, &request.metadata);
+        let answer = match self.post("/v1/refunds", &form, idempotency_key).await {
+            Ok(answer) => answer,
+            Err(unknown) => return Ok(RefundOutcome::Unknown(unknown)),
+        };
+        if answer.status.is_success() {
+            return Ok(match parse_written::<Refund>(&answer) {
+                Ok(refund) => RefundOutcome::Created(refund),
+                Err(unknown) => RefundOutcome::Unknown(unknown),
+            });
+        }
+        classify_failure(answer).map(RefundOutcome::Unknown)
+    }
+
+    /// A payment by id; `None` when the provider has no such payment.
+    pub async fn retrieve_payment(&self, id: &str) -> Result<Option<PaymentIntent>, GatewayError> {
+        // Ids are `pi_` and alphanumerics; anything else cannot exist and must
+        // not reach the URL path.
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Ok(None);
+        }
+        let answer = self.get(&format!("/v1/payment_intents/{id}"), &[]).await?;
+        if answer.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        read_answer(answer).map(Some)
+    }
+
+    /// Every payment whose metadata holds all of `metadata`, newest first.
+    /// How a caller checks, past the provider's idempotency window, whether an
+    /// attempt was already charged before sending it again. (Stripe's search
+    /// index may lag writes by up to a minute; the fake's does not.)
+    pub async fn search_payments(&self, metadata: &[(&str, &str)]) -> Result<Vec<PaymentIntent>, GatewayError> {
+        let query = search_query(metadata);
+        let mut found = Vec::new();
+        let mut page: Option<String> = None;
+        loop {
+            let mut params = vec![("query", query.clone()), ("limit", PAGE_LIMIT.to_string())];
+            if let Some(token) = page.take() {
+                params.push(("page", token));
+            }
+            let answer = self.get("/v1/payment_intents/search", &params).await?;
+            let list: List<PaymentIntent> = read_answer(answer)?;
+            found.extend(list.data);
+            match list.next_page {
+                Some(token) if list.has_more => page = Some(token),
+                _ => return Ok(found),
+            }
+        }
+    }
+
+    /// One page of payments created in a period, newest first.
+    pub async fn list_payments(&self, params: &ListPayments) -> Result<List<PaymentIntent>, GatewayError> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(gte) = params.created_gte {
+            query.push(("created[gte]", gte.to_string()));
+        }
+        if let Some(lt) = params.created_lt {
+            query.push(("created[lt]", lt.to_string()));
+        }
+        if let Some(limit) = params.limit {
+            query.push(("limit", limit.clamp(1, PAGE_LIMIT).to_string()));
+        }
+        if let Some(after) = &params.starting_after {
+            query.push(("starting_after", after.clone()));
+        }
+        read_answer(self.get("/v1/payment_intents", &query).await?)
+    }
+
+    /// Every payment created in `[created_gte, created_lt)` (unix seconds),
+    /// following the pages: what a reconciliation compares with the ledger.
+    pub async fn list_all_payments(
+        &self,
+        created_gte: i64,
+        created_lt: i64,
+    ) -> Result<Vec<PaymentIntent>, GatewayError> {
+        let mut all = Vec::new();
+        let mut params = ListPayments {
+            created_gte: Some(created_gte),
+            created_lt: Some(created_lt),
+            limit: Some(PAGE_LIMIT),
+            starting_after: None,
+        };
+        loop {
+            let page = self.list_payments(&params).await?;
+            let last = page.data.last().map(|pi| pi.id.clone());
+            all.extend(page.data);
+            match last {
+                Some(id) if page.has_more => params.starting_after = Some(id),
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    /// Verifies a webhook delivery with this account's webhook secret, the
+    /// default tolerance and the current time.
+    pub fn verify_webhook(&self, payload: &[u8], signature_header: Option<&str>) -> Result<Event, SignatureError> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        webhook::verify(payload, signature_header, &self.webhook_secret, webhook::DEFAULT_TOLERANCE, now)
+    }
+
+    async fn post(&self, path: &str, form: &[(String, String)], idempotency_key: &str) -> Result<Answer, Unknown> {
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(AUTHORIZATION, &*self.bearer)
+            .header("Idempotency-Key", idempotency_key)
+            .form(form);
+        exchange(request).await
+    }
+
+    async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Answer, GatewayError> {
+        let request = self.http.get(format!("{}{path}", self.base)).header(AUTHORIZATION, &*self.bearer).query(query);
+        exchange(request).await.map_err(GatewayError::Unavailable)
+    }
+}
+
+/// Stripe's nested form: `metadata[key]=value`.
+fn push_metadata(form: &mut Vec<(String, String)>, metadata: &BTreeMap<String, String>) {
+    form.extend(metadata.iter().map(|(k, v)| (format!("metadata[{k}]"), v.clone())));
+}
+
+/// `metadata['k']:'v' AND ...` in Stripe's search query language, with quotes
+/// and backslashes escaped.
+fn search_query(metadata: &[(&str, &str)]) -> String {
+    fn quoted(s: &str) -> String {
+        format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+    }
+    metadata.iter().map(|(k, v)| format!("metadata[{}]:{}", quoted(k), quoted(v))).collect::<Vec<_>>().join(" AND ")
+}
+
+/// Sends a request and reads the whole answer, or says why that failed. Any
+/// failure is an unknown outcome: the request may have been carried out.
+async fn exchange(request: RequestBuilder) -> Result<Answer, Unknown> {
+    let response = request.send().await.map_err(|e| transport_unknown(&e))?;
+    let status = response.status();
+    let request_id = response.headers().get("request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    match response.bytes().await {
+        Ok(body) => Ok(Answer { status, request_id, body: body.to_vec() }),
+        Err(e) => Err(Unknown { status: Some(status.as_u16()), request_id, ..transport_unknown(&e) }),
+    }
+}
+
+fn transport_unknown(e: &reqwest::Error) -> Unknown {
+    let reason = if e.is_timeout() {
+        UnknownReason::Timeout
+    } else if e.is_body() || e.is_decode() {
+        UnknownReason::IncompleteResponse
+    } else {
+        UnknownReason::Connection
+    };
+    Unknown { reason, status: None, detail: error_chain(e), request_id: None }
+}
+
+/// reqwest's Display hides the cause ("error sending request"); the chain says
+/// what happened (reset, closed before the message completed, ...).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The body of a 2xx answer to a write. A body that does not parse is treated
+/// as cut off: the write may well have happened.
+fn parse_written<T: DeserializeOwned>(answer: &Answer) -> Result<T, Unknown> {
+    serde_json::from_slice(&answer.body).map_err(|e| Unknown {
+        reason: UnknownReason::IncompleteResponse,
+        status: Some(answer.status.as_u16()),
+        detail: format!("unreadable {} answer: {e}", answer.status),
+        request_id: answer.request_id.clone(),
+    })
+}
+
+/// The body of an answer to a read.
+fn read_answer<T: DeserializeOwned>(answer: Answer) -> Result<T, GatewayError> {
+    if !answer.status.is_success() {
+        return Err(match classify_failure(answer) {
+            Ok(unknown) => GatewayError::Unavailable(unknown),
+            Err(error) => error,
+        });
+    }
+    serde_json::from_slice(&answer.body)
+        .map_err(|e| GatewayError::Unexpected { status: answer.status.as_u16(), detail: e.to_string() })
+}
+
+/// A non-2xx answer (other than a decline): `Ok` when the outcome is unknown
+/// and a resend with the same key is the way forward, `Err` when it is not.
+fn classify_failure(answer: Answer) -> Result<Unknown, GatewayError> {
+    let status = answer.status;
+    let error = serde_json::from_slice::<ErrorBody>(&answer.body).ok().map(|b| b.error);
+    let message = error.as_ref().map(|e| e.message.clone()).unwrap_or_else(|| body_excerpt(&answer.body));
+    let unknown = |reason| Unknown {
+        reason,
+        status: Some(status.as_u16()),
+        detail: message.clone(),
+        request_id: answer.request_id.clone(),
+    };
+    if status.is_server_error() {
+        return Ok(unknown(UnknownReason::ServerError));
+    }
+    match status {
+        StatusCode::CONFLICT => return Ok(unknown(UnknownReason::InFlight)),
+        StatusCode::TOO_MANY_REQUESTS => return Ok(unknown(UnknownReason::RateLimited)),
+        StatusCode::UNAUTHORIZED => {
+            return Err(GatewayError::Unauthorized { message, request_id: answer.request_id });
+        }
+        _ => {}
+    }
+    match error {
+        Some(ApiError { kind, .. }) if kind == "idempotency_error" => {
+            Err(GatewayError::IdempotencyMismatch { message, request_id: answer.request_id })
+        }
+        Some(ApiError { kind, code, param, .. }) if status.is_client_error() => Err(GatewayError::Rejected {
+            status: status.as_u16(),
+            kind,
+            code,
+            param,
+            message,
+            request_id: answer.request_id,
+        }),
+        _ => Err(GatewayError::Unexpected { status: status.as_u16(), detail: message }),
+    }
+}
+
+fn body_excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    text.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: serde_json::Value) -> Answer {
+        Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            request_id: Some("req_1".into()),
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    #[test]
+    fn client_and_its_futures_are_send() {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        fn send<T: Send>(_: T) {}
+        let client = Client::new(&Config::new("http://127.0.0.1:1", "sk_test", "whsec")).unwrap();
+        send_sync(&client);
+        let payment = PaymentRequest {
+            amount: 1,
+            currency: "eur".into(),
+            payment_method: "pm_card_visa".into(),
+            metadata: BTreeMap::new(),
+        };
+        send(client.create_payment(&payment, "k"));
+        let refund = RefundRequest { payment_intent: "pi_1".into(), amount: None, metadata: BTreeMap::new() };
+        send(client.create_refund(&refund, "k"));
+        send(client.retrieve_payment("pi_1"));
+        send(client.search_payments(&[("order_id", "o")]));
+        send(client.list_all_payments(0, 1));
+    }
+
+    #[test]
+    fn a_bad_configuration_is_refused() {
+        assert!(matches!(Client::new(&Config::new("127.0.0.1:12111", "sk", "")), Err(BuildError::Url(_))));
+        assert!(matches!(Client::new(&Config::new("http://x", "", "")), Err(BuildError::MissingSecretKey)));
+    }
+
+    #[test]
+    fn search_query_quotes_values() {
+        assert_eq!(
+            search_query(&[("tenant_id", "t1"), ("order_id", "it's\\")]),
+            r"metadata['tenant_id']:'t1' AND metadata['order_id']:'it\'s\\'"
+        );
+    }
+
+    #[test]
+    fn failures_are_sorted_by_what_the_caller_may_do() {
+        let err = |t: &str| serde_json::json!({"error": {"type": t, "message": "m"}});
+        for status in [500, 502, 503] {
+            assert_eq!(classify_failure(answer(status, err("api_error"))).unwrap().reason, UnknownReason::ServerError);
+        }
+        let in_flight = classify_failure(answer(409, err("idempotency_error"))).unwrap();
+        assert_eq!((in_flight.reason, in_flight.status), (UnknownReason::InFlight, Some(409)));
+        assert_eq!(classify_failure(answer(429, err("rate_limit_error"))).unwrap().reason, UnknownReason::RateLimited);
+        assert!(matches!(
+            classify_failure(answer(400, err("idempotency_error"))),
+            Err(GatewayError::IdempotencyMismatch { .. })
+        ));
+        assert!(matches!(
+            classify_failure(answer(401, err("invalid_request_error"))),
+            Err(GatewayError::Unauthorized { .. })
+        ));
+        assert!(matches!(
+            classify_failure(answer(404, err("invalid_request_error"))),
+            Err(GatewayError::Rejected { status: 404, .. })
+        ));
+        // A 5xx whose body is not the provider's (a proxy page) is unknown too.
+        let proxy = Answer { status: StatusCode::BAD_GATEWAY, request_id: None, body: b"<html>".to_vec() };
+        assert_eq!(classify_failure(proxy).unwrap().reason, UnknownReason::ServerError);
+    }
+
+    #[test]
+    fn an_unreadable_success_is_unknown() {
+        let cut = Answer { status: StatusCode::OK, request_id: None, body: br#"{"id":"pi_1","amo"#.to_vec() };
+        let unknown = parse_written::<PaymentIntent>(&cut).unwrap_err();
+        assert_eq!(unknown.reason, UnknownReason::IncompleteResponse);
+    }
+}

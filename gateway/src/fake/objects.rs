@@ -1,0 +1,147 @@
+//! The provider's objects as the fake keeps them, and their JSON in Stripe's
+//! shape.
+
+use std::collections::BTreeMap;
+
+use gateway::{ApiError, Charge, PaymentIntent, PaymentStatus, Refund};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// A PaymentIntent and the one charge its confirmation made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Payment {
+    pub id: String,
+    pub charge_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub status: PaymentStatus,
+    pub created: i64,
+    pub metadata: BTreeMap<String, String>,
+    pub payment_method: String,
+    pub amount_refunded: i64,
+    pub last_payment_error: Option<ApiError>,
+    /// The journal batch that last wrote it: readers see it once durable.
+    #[serde(skip)]
+    pub seq: u64,
+}
+
+impl Payment {
+    pub fn intent(&self) -> PaymentIntent {
+        let succeeded = self.status == PaymentStatus::Succeeded;
+        PaymentIntent {
+            id: self.id.clone(),
+            amount: self.amount,
+            amount_received: if succeeded { self.amount } else { 0 },
+            currency: self.currency.clone(),
+            status: self.status,
+            created: self.created,
+            metadata: self.metadata.clone(),
+            payment_method: Some(self.payment_method.clone()),
+            latest_charge: Some(self.charge_id.clone()),
+            last_payment_error: self.last_payment_error.clone(),
+            livemode: false,
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        let mut value = with_object("payment_intent", &self.intent());
+        let extra = json!({
+            "client_secret": format!("{}_secret_{}", self.id, &self.charge_id[3..]),
+            "capture_method": "automatic",
+            "confirmation_method": "automatic",
+            "payment_method_types": ["card"],
+            "description": null,
+            "amount_capturable": 0,
+        });
+        merge(&mut value, extra);
+        value
+    }
+
+    pub fn charge_json(&self) -> Value {
+        let succeeded = self.status == PaymentStatus::Succeeded;
+        let charge = Charge {
+            id: self.charge_id.clone(),
+            amount: self.amount,
+            amount_refunded: self.amount_refunded,
+            currency: self.currency.clone(),
+            payment_intent: Some(self.id.clone()),
+            refunded: succeeded && self.amount_refunded == self.amount,
+            status: if succeeded { "succeeded" } else { "failed" }.into(),
+            created: self.created,
+            metadata: self.metadata.clone(),
+        };
+        let mut value = with_object("charge", &charge);
+        merge(
+            &mut value,
+            json!({"captured": succeeded, "paid": succeeded, "payment_method": self.payment_method, "livemode": false}),
+        );
+        value
+    }
+
+    pub fn remaining(&self) -> i64 {
+        self.amount - self.amount_refunded
+    }
+}
+
+/// A refund as kept, with the seq of the batch that wrote it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefundRecord {
+    #[serde(flatten)]
+    pub refund: Refund,
+    #[serde(skip)]
+    pub seq: u64,
+}
+
+pub fn refund_json(refund: &Refund) -> Value {
+    with_object("refund", refund)
+}
+
+/// A test payment method and what confirming with it does.
+pub enum Card {
+    Succeeds,
+    Declines { decline_code: &'static str, message: &'static str },
+}
+
+/// Stripe's test payment method tokens this fake knows. None needs 3-D Secure.
+pub fn card(payment_method: &str) -> Option<Card> {
+    Some(match payment_method {
+        "pm_card_visa" | "pm_card_mastercard" => Card::Succeeds,
+        "pm_card_chargeDeclined" => {
+            Card::Declines { decline_code: "generic_decline", message: "Your card was declined." }
+        }
+        "pm_card_chargeDeclinedInsufficientFunds" => {
+            Card::Declines { decline_code: "insufficient_funds", message: "Your card has insufficient funds." }
+        }
+        _ => return None,
+    })
+}
+
+pub fn new_id(prefix: &str) -> String {
+    // Stripe ids are a prefix and 24 alphanumerics.
+    format!("{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..24])
+}
+
+/// An error body: `{"error": {...}}`.
+pub fn error_json(kind: &str, code: Option<&str>, message: impl Into<String>, param: Option<&str>) -> Value {
+    let mut error = json!({"type": kind, "message": message.into()});
+    if let Some(code) = code {
+        error["code"] = json!(code);
+        error["doc_url"] = json!(format!("https://stripe.com/docs/error-codes/{}", code.replace('_', "-")));
+    }
+    if let Some(param) = param {
+        error["param"] = json!(param);
+    }
+    json!({ "error": error })
+}
+
+fn with_object(object: &str, value: &impl Serialize) -> Value {
+    let mut value = serde_json::to_value(value).expect("objects serialize");
+    value["object"] = json!(object);
+    value
+}
+
+fn merge(value: &mut Value, extra: Value) {
+    if let (Value::Object(target), Value::Object(extra)) = (value, extra) {
+        target.extend(extra);
+    }
+}

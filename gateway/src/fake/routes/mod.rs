@@ -1,0 +1,124 @@
+//! The HTTP surface: Stripe's routes under `/v1`, inspection and fault
+//! controls under `/_fake` (loopback peers only).
+
+mod admin;
+mod payment_intents;
+mod refunds;
+mod write;
+
+use actix_web::http::StatusCode;
+use actix_web::{guard, web, HttpRequest, HttpResponse};
+use serde_json::Value;
+
+use crate::app::App;
+use crate::objects::{error_json, new_id};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/v1")
+            .route("/payment_intents", web::post().to(write::handle::<payment_intents::Create>))
+            .route("/payment_intents", web::get().to(payment_intents::list))
+            .route("/payment_intents/search", web::get().to(payment_intents::search))
+            .route("/payment_intents/{id}", web::get().to(payment_intents::retrieve))
+            .route("/refunds", web::post().to(write::handle::<refunds::Create>))
+            .route("/refunds/{id}", web::get().to(refunds::retrieve)),
+    )
+    .service(
+        web::scope("/_fake")
+            .guard(guard::fn_guard(|ctx| ctx.head().peer_addr.is_some_and(|peer| peer.ip().is_loopback())))
+            .configure(admin::configure),
+    )
+    .default_service(web::to(not_found));
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    let message = format!("Unrecognized request URL ({} {}).", req.method(), req.path());
+    respond(
+        StatusCode::NOT_FOUND,
+        &error_json("invalid_request_error", None, message, None).to_string(),
+        &new_id("req"),
+    )
+}
+
+/// A JSON answer with Stripe's `Request-Id`.
+pub fn respond(status: StatusCode, body: &str, request_id: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .insert_header(("Request-Id", request_id))
+        .body(body.to_owned())
+}
+
+/// An error answer from a status and an error body.
+#[derive(Debug)]
+pub struct Failure {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl Failure {
+    pub fn invalid(code: Option<&str>, message: impl Into<String>, param: Option<&str>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, body: error_json("invalid_request_error", code, message, param) }
+    }
+
+    pub fn missing(param: &str) -> Self {
+        Self::invalid(Some("parameter_missing"), format!("Missing required param: {param}."), Some(param))
+    }
+
+    pub fn no_such(object: &str, id: &str, param: &str) -> Self {
+        Self::invalid(Some("resource_missing"), format!("No such {object}: '{id}'"), Some(param))
+    }
+
+    pub fn respond(&self, request_id: &str) -> HttpResponse {
+        respond(self.status, &self.body.to_string(), request_id)
+    }
+}
+
+/// The secret key, as Stripe takes it: `Authorization: Bearer <key>`.
+pub fn authorize(req: &HttpRequest, app: &App) -> Result<(), Failure> {
+    let header = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+    let Some(header) = header else {
+        return Err(Failure {
+            status: StatusCode::UNAUTHORIZED,
+            body: error_json(
+                "invalid_request_error",
+                None,
+                "You did not provide an API key. Provide it in the Authorization header (Authorization: Bearer \
+                 YOUR_SECRET_KEY).",
+                None,
+            ),
+        });
+    };
+    match header.strip_prefix("Bearer ") {
+        Some(key) if key == app.settings.secret_key => Ok(()),
+        presented => {
+            let shown: String =
+                presented.unwrap_or("").chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+            Err(Failure {
+                status: StatusCode::UNAUTHORIZED,
+                body: error_json(
+                    "invalid_request_error",
+                    Some("api_key_invalid"),
+                    format!("Invalid API Key provided: ****{shown}"),
+                    None,
+                ),
+            })
+        }
+    }
+}
+
+/// `application/x-www-form-urlencoded` pairs, in order.
+pub fn decode_form(bytes: &[u8]) -> Result<Vec<(String, String)>, Failure> {
+    serde_urlencoded::from_bytes(bytes)
+        .map_err(|e| Failure::invalid(None, format!("Invalid form-encoded request body: {e}"), None))
+}
+
+/// Guards every read route: counts it, checks the key, decodes the query.
+pub fn read_request(req: &HttpRequest, app: &App, route: &str) -> Result<Vec<(String, String)>, Failure> {
+    app.stats.request(route);
+    authorize(req, app)?;
+    decode_form(req.query_string().as_bytes())
+}
+
+pub fn ok(body: &Value) -> HttpResponse {
+    respond(StatusCode::OK, &body.to_string(), &new_id("req"))
+}

@@ -1,0 +1,156 @@
+//! `/v1/refunds`: partial or full, never more than what is left of the
+//! payment.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::StatusCode;
+use actix_web::web::{Data, Path};
+use actix_web::{HttpRequest, HttpResponse};
+use gateway::{PaymentStatus, Refund, RefundStatus};
+
+use crate::app::App;
+use crate::objects::{new_id, refund_json, Payment, RefundRecord};
+use crate::routes::payment_intents::{check_metadata, metadata_key};
+use crate::routes::write::{Executed, NewEvent, Write};
+use crate::routes::{ok, read_request, Failure};
+use crate::state::{Op, State};
+
+pub struct Create;
+
+pub struct CreateParams {
+    /// A PaymentIntent id, or (as Stripe also takes) a charge id.
+    target: Target,
+    amount: Option<i64>,
+    metadata: BTreeMap<String, String>,
+}
+
+enum Target {
+    PaymentIntent(String),
+    Charge(String),
+}
+
+impl Write for Create {
+    const PATH: &'static str = "/v1/refunds";
+    type Params = CreateParams;
+
+    fn parse(form: &[(String, String)]) -> Result<CreateParams, Failure> {
+        let (mut payment_intent, mut charge, mut amount) = (None, None, None);
+        let mut metadata = BTreeMap::new();
+        for (name, value) in form {
+            match name.as_str() {
+                "payment_intent" => payment_intent = Some(value.clone()),
+                "charge" => charge = Some(value.clone()),
+                "amount" => {
+                    let parsed = value.parse::<i64>().ok().filter(|a| *a >= 1).ok_or_else(|| {
+                        Failure::invalid(
+                            Some("parameter_invalid_integer"),
+                            "Invalid integer: amount must be a positive whole number of minor units.",
+                            Some("amount"),
+                        )
+                    })?;
+                    amount = Some(parsed);
+                }
+                "reason" => {
+                    if !["duplicate", "fraudulent", "requested_by_customer"].contains(&value.as_str()) {
+                        return Err(Failure::invalid(None, format!("Invalid reason: {value}"), Some("reason")));
+                    }
+                }
+                n => match metadata_key(n) {
+                    Some(key) => {
+                        metadata.insert(key.to_owned(), value.clone());
+                    }
+                    None => {
+                        let message = format!("Received unknown parameter: {n}");
+                        return Err(Failure::invalid(Some("parameter_unknown"), message, Some(n)));
+                    }
+                },
+            }
+        }
+        check_metadata(&metadata)?;
+        let target = match (payment_intent, charge) {
+            (Some(pi), None) => Target::PaymentIntent(pi),
+            (None, Some(ch)) => Target::Charge(ch),
+            (None, None) => return Err(Failure::missing("payment_intent")),
+            (Some(_), Some(_)) => {
+                return Err(Failure::invalid(None, "Pass either payment_intent or charge, not both.", None));
+            }
+        };
+        Ok(CreateParams { target, amount, metadata })
+    }
+
+    fn check(state: &State, params: &CreateParams, durable: u64) -> Result<BTreeMap<String, String>, Failure> {
+        let payment = target(state, &params.target, durable)?;
+        if payment.status != PaymentStatus::Succeeded {
+            let message = format!("PaymentIntent {} has no successful charge to refund.", payment.id);
+            return Err(Failure::invalid(Some("charge_not_refundable"), message, Some("payment_intent")));
+        }
+        let remaining = payment.remaining();
+        if remaining == 0 {
+            let message = format!("Charge {} has already been refunded.", payment.charge_id);
+            return Err(Failure::invalid(Some("charge_already_refunded"), message, None));
+        }
+        if let Some(amount) = params.amount.filter(|a| *a > remaining) {
+            let message = format!(
+                "Refund amount ({amount} {currency}) is greater than unrefunded amount on charge ({remaining} \
+                 {currency})",
+                currency = payment.currency
+            );
+            return Err(Failure::invalid(Some("amount_too_large"), message, Some("amount")));
+        }
+        // Faults match on the payment's metadata overlaid with the refund's,
+        // so a test can target one order's refunds.
+        let mut metadata = payment.metadata.clone();
+        metadata.extend(params.metadata.clone());
+        Ok(metadata)
+    }
+
+    fn execute(state: &State, params: CreateParams, now_secs: i64, durable: u64) -> Executed {
+        let mut payment = target(state, &params.target, durable).expect("checked").clone();
+        let amount = params.amount.unwrap_or(payment.remaining());
+        let refund = Refund {
+            id: new_id("re"),
+            amount,
+            currency: payment.currency.clone(),
+            payment_intent: Some(payment.id.clone()),
+            charge: Some(payment.charge_id.clone()),
+            status: RefundStatus::Succeeded,
+            created: now_secs,
+            metadata: params.metadata,
+        };
+        payment.amount_refunded += amount;
+        Executed {
+            status: StatusCode::OK,
+            body: refund_json(&refund),
+            events: vec![NewEvent {
+                kind: gateway::webhook::CHARGE_REFUNDED,
+                object: payment.charge_json(),
+                metadata: payment.metadata.clone(),
+            }],
+            ops: vec![Op::Refund(RefundRecord { refund, seq: 0 }), Op::Payment(payment)],
+        }
+    }
+}
+
+fn target<'a>(state: &'a State, target: &Target, durable: u64) -> Result<&'a Payment, Failure> {
+    match target {
+        Target::PaymentIntent(id) => {
+            state.payment(id, durable).ok_or_else(|| Failure::no_such("payment_intent", id, "payment_intent"))
+        }
+        Target::Charge(id) => {
+            state.payment_by_charge(id, durable).ok_or_else(|| Failure::no_such("charge", id, "charge"))
+        }
+    }
+}
+
+pub async fn retrieve(req: HttpRequest, id: Path<String>, app: Data<App>) -> HttpResponse {
+    if let Err(failure) = read_request(&req, &app, "GET /v1/refunds/{id}") {
+        return failure.respond(&new_id("req"));
+    }
+    let state = app.state();
+    match state.refund(&id, app.durable()) {
+        Some(record) => ok(&refund_json(&record.refund)),
+        None => {
+            Failure { status: StatusCode::NOT_FOUND, ..Failure::no_such("refund", &id, "id") }.respond(&new_id("req"))
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! What a call to the provider ended in, split by what the caller may do next.
+//!
+//! - [`PaymentOutcome::Succeeded`] / [`PaymentOutcome::Declined`]: definitive;
+//!   record them. Only after a decline may the caller move to a new attempt
+//!   (and so a new key).
+//! - [`Unknown`]: the provider may or may not have acted. Keep the record in
+//!   flight and resend with the *same* key, or look the payment up.
+//! - [`GatewayError`]: our bug or our configuration. Resending the same
+//!   request will not help; nothing should be recorded as paid or declined.
+
+use std::fmt;
+
+use crate::model::{PaymentIntent, Refund};
+
+/// The answer to a payment request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentOutcome {
+    /// The money was taken (status `succeeded`).
+    Succeeded(PaymentIntent),
+    /// The card was declined (402 `card_error`); no money moved.
+    Declined(Decline),
+    /// The provider accepted the payment but it has not settled (for example
+    /// `processing`, or `requires_action` for a card that wants 3-D Secure,
+    /// which this service does not drive). The id is known; the outcome comes
+    /// by webhook or by [`crate::Client::retrieve_payment`].
+    Pending(PaymentIntent),
+    /// The provider may or may not have charged: retry with the same key.
+    Unknown(Unknown),
+}
+
+/// The answer to a refund request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundOutcome {
+    /// The provider created the refund; its `status` says whether it has
+    /// settled (card refunds usually have at once).
+    Created(Refund),
+    /// The provider may or may not have refunded: retry with the same key.
+    Unknown(Unknown),
+}
+
+/// A card decline (HTTP 402, `type: card_error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decline {
+    /// For example `card_declined`.
+    pub code: String,
+    /// For example `generic_decline`, `insufficient_funds`.
+    pub decline_code: Option<String>,
+    pub message: String,
+    /// The payment the decline left behind (status `requires_payment_method`).
+    pub payment_intent_id: Option<String>,
+    pub request_id: Option<String>,
+}
+
+/// An outcome that is not known: the request may have been carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("provider outcome unknown ({reason}): {detail}")]
+pub struct Unknown {
+    pub reason: UnknownReason,
+    /// The HTTP status, when an answer arrived.
+    pub status: Option<u16>,
+    pub detail: String,
+    /// The provider's `Request-Id`, when an answer arrived.
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UnknownReason {
+    /// No complete answer within the configured timeout.
+    Timeout,
+    /// Connection refused, reset or closed before an answer. (A refused
+    /// connection sent nothing, but telling it apart from a reset after the
+    /// request left is not reliable, so it is treated alike.)
+    Connection,
+    /// An answer started but its body was cut off or unreadable.
+    IncompleteResponse,
+    /// A 5xx. A stored 5xx is replayed for the same key: it is still not a
+    /// decline.
+    ServerError,
+    /// 409: a request with the same key is still being carried out.
+    InFlight,
+    /// 429: the provider is shedding load.
+    RateLimited,
+}
+
+impl fmt::Display for UnknownReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Timeout => "timeout",
+            Self::Connection => "connection failed",
+            Self::IncompleteResponse => "incomplete response",
+            Self::ServerError => "server error",
+            Self::InFlight => "same key in flight",
+            Self::RateLimited => "rate limited",
+        })
+    }
+}
+
+/// A request the provider refused for a reason that resending will not fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    /// 400 `idempotency_error`: the key was already used with other
+    /// parameters. The key derivation or the stored request is wrong.
+    #[error("idempotency key reused with other parameters: {message}")]
+    IdempotencyMismatch { message: String, request_id: Option<String> },
+    /// 401: the secret key is wrong or revoked.
+    #[error("provider refused the API key: {message}")]
+    Unauthorized { message: String, request_id: Option<String> },
+    /// Any other 4xx (invalid parameters, unknown payment method, a refund above
+    /// what is left, 404 on a write): a bug or bad input, not an outage.
+    #[error("provider rejected the request ({status} {kind}/{}): {message}", code.as_deref().unwrap_or("-"))]
+    Rejected {
+        status: u16,
+        kind: String,
+        code: Option<String>,
+        param: Option<String>,
+        message: String,
+        request_id: Option<String>,
+    },
+    /// A read (retrieve, search, list) could not complete; reads change
+    /// nothing, so it is safe to try again later.
+    #[error("provider unavailable for a read: {0}")]
+    Unavailable(Unknown),
+    /// The answer arrived but did not have the expected shape.
+    #[error("unexpected answer from the provider ({status}): {detail}")]
+    Unexpected { status: u16, detail: String },
+}
+
+/// The client could not be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("GATEWAY_URL `{0}` is not an http(s) URL")]
+    Url(String),
+    #[error("GATEWAY_SECRET_KEY is empty")]
+    MissingSecretKey,
+    #[error("could not build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}

@@ -1,0 +1,9 @@
+//! The client against the fake provider, started as a separate process.
+
+mod durability;
+mod faults;
+mod idempotency;
+mod listing;
+mod payments;
+mod support;
+mod webhooks;
