@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# `make ha-status`: the PostgreSQL leader and synchronous standby as Patroni
+# sees them, HAProxy's view of every server, and the RabbitMQ cluster.
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+need_root "$@"
+
+[ -d "$HA_DIR" ] || die "no stack: $HA_DIR does not exist (make ha-up)"
+
+echo "== PostgreSQL (patronictl list)"
+if ! patronictl_ list 2>&1; then
+  echo "(patronictl failed: is etcd running?)"
+fi
+for m in "${PG_MEMBERS[@]}"; do
+  pid=$(pid_of "patroni-$m") || pid="-"
+  pm=$(postmaster_pid "$m") || pm="-"
+  echo "  $m: patroni PID $pid, postmaster PID $pm"
+done
+
+echo
+echo "== HAProxy (127.0.0.1:$PORT_HAPROXY_STATS)"
+if csv=$(curl -sf --max-time 2 "http://127.0.0.1:$PORT_HAPROXY_STATS/;csv"); then
+  # pxname, svname, status, check_status, current sessions.
+  awk -F, 'NR > 1 && $2 != "FRONTEND" && $2 != "BACKEND" && $1 != "stats" {
+             printf "  %-12s %-5s %-6s %-8s sessions %s\n", $1, $2, $18, $37, $5 }' <<<"$csv"
+else
+  echo "  (HAProxy does not answer)"
+fi
+
+echo
+echo "== RabbitMQ"
+for i in 0 1 2; do
+  pid=$(rabbit_pid "$i") || pid="-"
+  echo "  ${RABBIT_NODES[$i]}: AMQP 127.0.0.1:${AMQP_PORTS[$i]}, beam PID $pid"
+done
+if node=$(rabbit_live_node); then
+  rabbitmqctl_ -q -n "$node" cluster_status 2>&1 | sed -n '/^Disk Nodes/,/^Feature flags/p' | sed '$d'
+  rabbitmqctl_ -q -n "$node" list_queues name type leader members messages 2>/dev/null |
+    awk -F'\t' 'NR == 1 || $2 == "quorum"' | sed 's/^/  /'
+else
+  echo "  (no node answers)"
+fi
