@@ -32,53 +32,52 @@ stop() {
   kill -KILL "${left[@]}" 2>/dev/null || true
 }
 
-# Patroni first, so that none restarts a postmaster; each stops its own.
+# The data is removed below, so nothing needs a clean shutdown: Patroni is
+# killed first (so that none restarts its postmaster), then each postmaster
+# (re-parented to PID 1 once its Patroni is gone) gets an immediate shutdown,
+# which also stops its backends and releases its shared memory.
 patronis=() postmasters=()
 for m in "${PG_MEMBERS[@]}"; do
   pid=$(pid_of "patroni-$m") && patronis+=("$pid")
-done
-stop 20 TERM "${patronis[@]}"
-# A postmaster whose Patroni was killed was re-parented to PID 1 and still runs.
-for m in "${PG_MEMBERS[@]}"; do
   pid=$(postmaster_pid "$m") && postmasters+=("$pid")
 done
-stop 15 INT "${postmasters[@]}"
+stop 5 KILL "${patronis[@]}"
+for m in "${PG_MEMBERS[@]}"; do
+  # A postmaster started by a Patroni that was just killed mid-start.
+  pid=$(postmaster_pid "$m") && [[ " ${postmasters[*]} " != *" $pid "* ]] && postmasters+=("$pid")
+done
+stop 10 QUIT "${postmasters[@]}"
+log "patroni and postgresql stopped"
 
-# The RabbitMQ nodes stop cleanly on SIGTERM; their server scripts follow.
-beams=()
+# The RabbitMQ nodes and their server scripts, then the rest.
+procs=()
 for i in 0 1 2; do
-  pid=$(rabbit_pid "$i") && beams+=("$pid")
-  pid=$(pid_of "rabbit-ha$((i + 1))-script") && beams+=("$pid")
+  pid=$(rabbit_pid "$i") && procs+=("$pid")
+  pid=$(pid_of "rabbit-ha$((i + 1))-script") && procs+=("$pid")
 done
-stop 30 TERM "${beams[@]}"
-
-others=()
 for name in haproxy etcd epmd; do
-  pid=$(pid_of "$name") && others+=("$pid")
+  pid=$(pid_of "$name") && procs+=("$pid")
 done
-stop 10 TERM "${others[@]}"
+stop 5 KILL "${procs[@]}"
+log "rabbitmq, haproxy, etcd, epmd stopped"
 
 # Whatever else still runs from this folder (a process whose PID file was
 # lost): matched on its command line or working folder, signalled by PID.
 strays=()
-for p in /proc/[0-9]*; do
-  pid=${p#/proc/}
-  [ "$pid" != $$ ] || continue
-  case $(cat "$p/comm" 2>/dev/null) in
-    postgres | patroni | python3 | beam.smp | erl_child_setup | epmd | haproxy | etcd | sh) ;;
-    *) continue ;;
+for f in $(grep -lsF -- "$HA_DIR/" /proc/[0-9]*/cmdline) $(find /proc/[0-9]*/cwd -maxdepth 0 -lname "$HA_DIR*" 2>/dev/null); do
+  pid=${f#/proc/}
+  pid=${pid%%/*}
+  [ "$pid" != $$ ] && [ "$pid" != "$BASHPID" ] || continue
+  case $(cat "/proc/$pid/comm" 2>/dev/null) in
+    postgres | patroni | python3 | beam.smp | erl_child_setup | epmd | haproxy | etcd | sh) strays+=("$pid") ;;
   esac
-  cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
-  cwd=$(readlink "$p/cwd" 2>/dev/null) || cwd=
-  if [[ $cmd == *"$HA_DIR/"* || $cwd == "$HA_DIR" || $cwd == "$HA_DIR/"* ]]; then
-    strays+=("$pid")
-  fi
 done
 if [ ${#strays[@]} -gt 0 ]; then
   log "stray processes under $HA_DIR: ${strays[*]}"
   stop 5 TERM "${strays[@]}"
 fi
 
+log "no stray process left"
 rm -rf "$HA_DIR"
 elapsed=$((($(date +%s%N) - started) / 1000000))
 log "stopped and removed $HA_DIR in $((elapsed / 1000)).$(printf %03d $((elapsed % 1000))) s"

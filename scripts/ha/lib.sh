@@ -42,7 +42,7 @@ RABBIT_LIB=/usr/lib/rabbitmq/bin
 # Python with Debian's psycopg2 and pika, whatever python3 comes first in PATH.
 PY=/usr/bin/python3
 
-log() { printf '%s ha: %s\n' "$(date +%T)" "$*" >&2; }
+log() { printf '%s ha: %s\n' "$(date +%T.%3N)" "$*" >&2; }
 die() { log "$*"; exit 1; }
 
 # Every part runs as root, PostgreSQL and Patroni as the postgres user.
@@ -55,7 +55,13 @@ need_root() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+# Whether PID runs (a zombie waiting to be reaped does not).
+alive() {
+  local stat
+  [ -n "${1:-}" ] && stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [[ ${stat:0:1} != [ZX] ]]
+}
 
 # pid_of NAME: the PID recorded in $RUN/NAME.pid when that process still runs.
 pid_of() {

@@ -23,6 +23,8 @@ command -v haproxy >/dev/null || missing+=(haproxy)
 command -v curl >/dev/null || missing+=(curl)
 "$PY" -c 'import psycopg2' 2>/dev/null || missing+=(python3-psycopg2)
 "$PY" -c 'import etcd' 2>/dev/null || missing+=(python3-etcd)
+# For scripts/ha/rabbit-failover-probe.py.
+"$PY" -c 'import pika' 2>/dev/null || missing+=(python3-pika)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   apt-get update -qq
@@ -208,8 +210,15 @@ for i in 0 1 2; do
   cat >"$conf" <<EOF
 # RabbitMQ node ${RABBIT_NODES[$i]} of the local highly available stack.
 listeners.tcp.1 = 127.0.0.1:${AMQP_PORTS[$i]}
+cluster_name = $PATRONI_SCOPE
 # By default a node allows itself 0.4 x the machine's RAM, three times over.
 vm_memory_high_watermark.absolute = $RABBIT_MEMORY_LIMIT
+# A blank node joins ha1 as it boots (retrying while ha1 itself boots), so
+# the three form one cluster without a stop/join/start cycle.
+cluster_formation.peer_discovery_backend = classic_config
+cluster_formation.classic_config.nodes.1 = ${RABBIT_NODES[0]}
+cluster_formation.discovery_retry_limit = 60
+cluster_formation.discovery_retry_interval = 1000
 # The side of a partition without a majority pauses instead of diverging.
 cluster_partition_handling = pause_minority
 log.file.level = info
