@@ -63,12 +63,19 @@ alive() {
   [[ ${stat:0:1} != [ZX] ]]
 }
 
-# pid_of NAME: the PID recorded in $RUN/NAME.pid when that process still runs.
+# pid_of NAME: the PID recorded in $RUN/NAME.pid when that process still
+# runs and is the program it was (a PID can be reused after a reboot).
 pid_of() {
-  local f=$RUN/$1.pid pid
+  local f=$RUN/$1.pid pid comm
   [ -s "$f" ] || return 1
   pid=$(head -n 1 "$f")
-  alive "$pid" && echo "$pid"
+  case $1 in
+    patroni-*) comm=patroni ;;
+    rabbit-*-script) comm=rabbitmq-server ;;
+    rabbit-*) comm=beam.smp ;;
+    *) comm=$1 ;;
+  esac
+  alive "$pid" && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$comm" ] && echo "$pid"
 }
 
 # wait_until SECONDS DESCRIPTION COMMAND...: polls every 0.2 s.
@@ -158,11 +165,7 @@ rabbitmqctl_() { (rabbit_env && "$RABBIT_LIB/rabbitmqctl" "$@"); }
 rabbitmq_queues_() { (rabbit_env && "$RABBIT_LIB/rabbitmq-queues" "$@"); }
 
 # The beam of node index I, when it runs.
-rabbit_pid() {
-  local i=$1 pid
-  pid=$(pid_of "rabbit-ha$((i + 1))") || return 1
-  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = beam.smp ] && echo "$pid"
-}
+rabbit_pid() { pid_of "rabbit-ha$(($1 + 1))"; }
 
 # The first node that answers, as ha1@localhost.
 rabbit_live_node() {
