@@ -74,7 +74,6 @@ bootstrap:
         max_connections: 300
         max_wal_senders: 10
         max_replication_slots: 10
-        wal_keep_size: 256MB
         wal_log_hints: "on"
         hot_standby: "on"
   initdb:
