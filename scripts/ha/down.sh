@@ -67,7 +67,7 @@ strays=()
 for f in $(grep -lsF -- "$HA_DIR/" /proc/[0-9]*/cmdline) $(find /proc/[0-9]*/cwd -maxdepth 0 -lname "$HA_DIR*" 2>/dev/null); do
   pid=${f#/proc/}
   pid=${pid%%/*}
-  [ "$pid" != $$ ] && [ "$pid" != "$BASHPID" ] || continue
+  if [ "$pid" = $$ ] || [ "$pid" = "$BASHPID" ]; then continue; fi
   case $(cat "/proc/$pid/comm" 2>/dev/null) in
     postgres | patroni | python3 | beam.smp | erl_child_setup | epmd | haproxy | etcd | sh) strays+=("$pid") ;;
   esac

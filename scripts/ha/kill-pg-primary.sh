@@ -12,7 +12,7 @@ set -euo pipefail
 need_root "$@"
 
 usage="usage: kill-pg-primary.sh [--force] [--back-after SECONDS]"
-back_after= force=
+back_after="" force=""
 while [ $# -gt 0 ]; do
   case $1 in
     --back-after) back_after=${2:?$usage}; shift 2 ;;

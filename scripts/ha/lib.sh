@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # Shared by the scripts of the highly available stack (sourced, not run).
 #
 # Everything lives in one folder of the project's own ($HA_DIR, `.ha/` at the

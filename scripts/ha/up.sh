@@ -197,7 +197,8 @@ fi
 rb=$HA_DIR/rabbit
 if [ ! -f "$rb/home/.erlang.cookie" ]; then
   # One cookie for the three nodes and the CLI: they share this HOME.
-  head -c 64 /dev/urandom | tr -dc 'A-Z' | head -c 20 >"$rb/home/.erlang.cookie"
+  "$PY" -c 'import secrets, string; print("".join(secrets.choice(string.ascii_uppercase) for _ in range(20)), end="")' \
+    >"$rb/home/.erlang.cookie"
   chmod 400 "$rb/home/.erlang.cookie"
 fi
 # Empty on purpose: Debian's /etc/rabbitmq/rabbitmq-env.conf sets the node name.
