@@ -11,7 +11,7 @@ CARGO ?= cargo
 API     := target/debug/ledger-api
 WORKERS := target/debug/ledger-workers
 
-.PHONY: bench run test chaos test-rust test-contract fuzz services build db openapi openapi-check fmt fmt-check lint clean-test-dbs
+.PHONY: ha-up ha-down ha-status bench run test chaos test-rust test-contract fuzz services build db openapi openapi-check fmt fmt-check lint clean-test-dbs
 
 ## Start PostgreSQL and RabbitMQ if they are not running (installing them if absent).
 services:
@@ -106,3 +106,17 @@ clean-test-dbs: services
 bench: services
 	$(CARGO) build --release -p api -p workers -p ledger-bench
 	target/release/ledger-bench --pg $(PGHOST_URL)
+
+## The highly available stack on this machine (docs/ha.md): etcd, three PostgreSQL
+## members under Patroni behind HAProxy, a three-node RabbitMQ cluster, all in .ha/
+## on their own ports. Prints the settings to use and writes them to .ha/env.
+ha-up:
+	@scripts/ha/up.sh
+
+## Stops everything `ha-up` started and removes .ha/.
+ha-down:
+	@scripts/ha/down.sh
+
+## The PostgreSQL leader and sync standby, HAProxy's view, the RabbitMQ cluster.
+ha-status:
+	@scripts/ha/status.sh
