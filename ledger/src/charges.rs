@@ -175,6 +175,8 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge<'_>)
     // this attempt waits on the buyer's row lock, and once it gets it, the
     // first charge is committed and visible to the lookup below.
     let locked = lock_accounts(tx, tenant, &ids, new.currency).await?;
+    // the key row and the accounts are locked by this transaction, nothing written yet
+    crate::crash::point("charge-after-account-lock");
     if let Some(existing) = find_attempt(tx, tenant, new.order_id, new.attempt).await? {
         if !new.same_as(&existing) {
             return Err(Error::NaturalKeyConflict(format!(
