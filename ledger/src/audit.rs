@@ -116,6 +116,14 @@ pub const INVARIANTS: &[Invariant] = &[
                 FROM stock_entries WHERE kind = 'commit' GROUP BY tenant_id, order_id, sku HAVING count(*) > 1",
     },
     Invariant {
+        name: "one_refund_per_charge_reference",
+        promise: "at most one refund per (tenant, charge, reference)",
+        quiesced: false,
+        sql: "SELECT jsonb_build_object('tenant_id', tenant_id, 'charge_id', charge_id, 'reference', reference, \
+                     'refund_ids', jsonb_agg(id ORDER BY id), 'amounts', jsonb_agg(amount ORDER BY id)) \
+                FROM refunds GROUP BY tenant_id, charge_id, reference HAVING count(*) > 1",
+    },
+    Invariant {
         name: "refunds_within_charge",
         promise: "the refunds of a charge never sum above it, and its refunded totals equal its refunds",
         quiesced: false,
@@ -211,6 +219,7 @@ pub const INVARIANTS: &[Invariant] = &[
                        OR (n.b->>'transaction_id')::uuid IS DISTINCT FROM t.transaction_id)) \
                   OR (r.id IS NOT NULL AND ((n.b->>'amount')::numeric IS DISTINCT FROM r.amount \
                        OR (n.b->>'charge_id')::uuid IS DISTINCT FROM r.charge_id \
+                       OR (n.b ? 'reference' AND n.b->>'reference' IS DISTINCT FROM r.reference) \
                        OR (n.b->>'transaction_id')::uuid IS DISTINCT FROM r.transaction_id)) \
                   OR (a.id IS NOT NULL AND (n.b->>'reference' IS DISTINCT FROM a.reference \
                        OR n.b->>'currency' IS DISTINCT FROM a.currency)) \

@@ -4,7 +4,9 @@
 //! seller credited the amount less the platform fee, the platform credited
 //! the fee. There is at most one charge per (tenant, order, attempt), forever.
 //! Refunds reverse part or all of it, never more than it, because the charge
-//! row is locked while the refund is checked and a CHECK caps the total.
+//! row is locked while the refund is checked and a CHECK caps the total; and
+//! each at most once per (charge, reference), forever, whatever its
+//! Idempotency-Key.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
@@ -247,6 +249,8 @@ pub async fn by_order(client: &impl GenericClient, tenant: TenantId, order_id: &
 pub struct Refund {
     pub id: Uuid,
     pub charge_id: Uuid,
+    /// The client's name for this refund, unique per charge: its natural key.
+    pub reference: String,
     pub amount: Decimal,
     pub currency: Currency,
     /// The ledger transaction that reversed the money.
@@ -254,18 +258,45 @@ pub struct Refund {
     pub created_at: DateTime<Utc>,
 }
 
-/// Refunds `amount` of a charge (all that remains when `None`). The buyer is
+/// A refund as asked for: its reference, and an amount (all that remains of
+/// the charge when `None`).
+pub struct NewRefund<'a> {
+    pub reference: &'a str,
+    pub amount: Option<&'a str>,
+}
+
+const REFUND_COLUMNS: &str = "id, charge_id, reference, amount, currency, transaction_id, created_at, whole_remainder";
+
+/// A refund row, with whether its request named no amount (the terms a
+/// retry under the same reference is compared with).
+fn refund_from_row(row: &Row) -> Result<(Refund, bool)> {
+    let currency = crate::stored::currency(row.get(4))?;
+    let refund = Refund {
+        id: row.get(0),
+        charge_id: row.get(1),
+        reference: row.get(2),
+        amount: currency.normalize(row.get(3)),
+        currency,
+        transaction_id: row.get(5),
+        created_at: row.get(6),
+    };
+    Ok((refund, row.get(7)))
+}
+
+/// Refunds part or all of a charge, once per reference: the buyer is
 /// credited; the seller and the platform give back their shares in the
 /// proportion of the charge, rounded so that a full refund returns the fee
-/// exactly.
+/// exactly. A reference the charge already has returns that refund when the
+/// terms are the same (the same amount, or no amount again when it named
+/// none), and is a conflict otherwise.
 pub async fn refund(
     tx: &Transaction<'_>,
     tenant: TenantId,
     charge_id: Uuid,
-    amount: Option<&str>,
+    new: &NewRefund<'_>,
 ) -> Result<Outcome<Refund>> {
     // The row lock serializes refunds of one charge: two refunds cannot both
-    // see the same remainder.
+    // see the same remainder, nor both miss the same reference.
     let row = tx
         .cached_opt(
             &format!("SELECT {COLUMNS} FROM charges WHERE id = $1 AND tenant_id = $2 FOR UPDATE"),
@@ -275,9 +306,32 @@ pub async fn refund(
         .ok_or(Error::ChargeNotFound(charge_id))?;
     let ChargeRow { charge, fee, refunded_fee } = from_row(&row)?;
     let currency = charge.currency;
+    let asked = new.amount.map(|text| parse_amount(text, currency)).transpose()?;
+    let existing = tx
+        .cached_opt(
+            &format!(
+                "SELECT {REFUND_COLUMNS} FROM refunds WHERE tenant_id = $1 AND charge_id = $2 AND reference = $3"
+            ),
+            &[&tenant.0, &charge_id, &new.reference],
+        )
+        .await?;
+    if let Some(row) = existing {
+        let (refund, whole_remainder) = refund_from_row(&row)?;
+        let same = match asked {
+            None => whole_remainder,
+            Some(amount) => !whole_remainder && amount == refund.amount,
+        };
+        if !same {
+            return Err(Error::NaturalKeyConflict(format!(
+                "refund `{}` of charge {charge_id} was made with other terms",
+                new.reference
+            )));
+        }
+        return Ok(Outcome::Existing(refund));
+    }
     let remaining = charge.amount - charge.refunded_amount;
-    let amount = match amount {
-        Some(text) => parse_amount(text, currency)?,
+    let amount = match asked {
+        Some(amount) => amount,
         None if remaining.is_zero() => return Ok(Outcome::Declined(Decline::RefundExceedsCharge { remaining })),
         None => remaining,
     };
@@ -310,14 +364,33 @@ pub async fn refund(
     .await?;
     let row = tx
         .cached_one(
-            "INSERT INTO refunds (id, tenant_id, charge_id, amount, fee_amount, currency, transaction_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, created_at",
-            &[&Uuid::now_v7(), &tenant.0, &charge_id, &amount, &fee_part, &currency.code(), &transaction_id],
+            &format!(
+                "INSERT INTO refunds (id, tenant_id, charge_id, reference, amount, fee_amount, currency, transaction_id, \
+                                      whole_remainder) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {REFUND_COLUMNS}"
+            ),
+            &[
+                &Uuid::now_v7(),
+                &tenant.0,
+                &charge_id,
+                &new.reference,
+                &amount,
+                &fee_part,
+                &currency.code(),
+                &transaction_id,
+                &asked.is_none(),
+            ],
         )
         .await?;
-    let refund = Refund { id: row.get(0), charge_id, amount, currency, transaction_id, created_at: row.get(1) };
-    let event =
-        ChargeRefundedV1 { id: refund.id, charge_id, amount, currency, transaction_id, created_at: refund.created_at };
+    let (refund, _) = refund_from_row(&row)?;
+    let event = ChargeRefundedV1 {
+        id: refund.id,
+        charge_id,
+        amount,
+        currency,
+        transaction_id,
+        created_at: refund.created_at,
+    };
     outbox::enqueue(tx, tenant, Some(&charge.order_id), &event).await?;
     Ok(Outcome::Applied(refund))
 }

@@ -237,9 +237,8 @@ async fn client(shared: Rc<RefCell<Shared>>, store: Rc<Store>, n: usize, mut rng
         if rng.chance(25) {
             let refund = format!("{}.{:02}", cents / 200, (cents / 2) % 100);
             let path = format!("/v1/charges/{}/refunds", charge["id"].as_str().unwrap());
-            let (status, _) =
-                request(&shared, &mut rng, &store.key, &format!("{order}:refund"), &path, &json!({"amount": refund}))
-                    .await;
+            let body = json!({"amount": refund, "reference": format!("{order}:refund:1")});
+            let (status, _) = request(&shared, &mut rng, &store.key, &format!("{order}:refund"), &path, &body).await;
             assert_eq!(status, 201, "refund of {order}");
             shared.borrow_mut().summary.refunded += 1;
         }

@@ -1,0 +1,4 @@
+ALTER TABLE refunds
+    DROP CONSTRAINT refunds_tenant_id_charge_id_reference_key,
+    DROP COLUMN whole_remainder,
+    DROP COLUMN reference;
