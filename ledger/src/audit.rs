@@ -100,6 +100,17 @@ pub const INVARIANTS: &[Invariant] = &[
                 FROM charges GROUP BY tenant_id, order_id, attempt HAVING count(*) > 1",
     },
     Invariant {
+        name: "one_succeeded_charge_per_order",
+        promise: "at most one succeeded charge per (tenant, order), whatever the attempts",
+        quiesced: false,
+        // every charge row is a succeeded charge (a decline writes none);
+        // when charges carry a status, this counts the succeeded ones only
+        sql: "SELECT jsonb_build_object('tenant_id', tenant_id, 'order_id', order_id, \
+                     'charge_ids', jsonb_agg(id ORDER BY attempt), 'attempts', jsonb_agg(attempt ORDER BY attempt), \
+                     'amounts', jsonb_agg(amount ORDER BY attempt)) \
+                FROM charges GROUP BY tenant_id, order_id HAVING count(*) > 1",
+    },
+    Invariant {
         name: "one_reservation_per_order_sku",
         promise: "at most one reservation per (tenant, order, SKU)",
         quiesced: false,

@@ -187,3 +187,170 @@ async fn a_refund_needs_a_valid_reference() {
     assert_eq!(longest.status, StatusCode::CREATED, "{longest:?}");
     assert_eq!(p.app.db.count("refunds").await, 1);
 }
+
+// ---- hole 2: an order can be charged twice -----------------------------------
+
+#[actix_web::test]
+async fn hole_2_an_order_charged_again_under_a_new_attempt_is_refused() {
+    let p = paid().await;
+    // the storefront timed out and bumped the attempt instead of reusing its key
+    let again = p.app.post("/v1/charges", &p.key, "order-1:2", charge("order-1", 2, &p.buyer, &p.seller, "50.00")).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{again:?}");
+    assert_eq!(again.code(), "order_already_charged");
+    assert_eq!(again.json()["charge_id"], p.charge.as_str(), "the problem names the existing charge");
+    assert!(!again.replayed);
+
+    assert_eq!(p.app.balance(&p.key, &p.buyer).await, "50.00", "the buyer paid once");
+    assert_eq!(p.app.db.count("charges").await, 1);
+    assert_eq!(p.scalar("SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await, 1);
+    let listed = p.app.get("/v1/charges?order_id=order-1", &p.key).await.json();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+
+    // a refusal is not stored: the key is free, and the order stays charged once
+    let retried = p.app.post("/v1/charges", &p.key, "order-1:2", charge("order-1", 2, &p.buyer, &p.seller, "50.00")).await;
+    assert_eq!(retried.code(), "order_already_charged");
+    assert!(!retried.replayed);
+    // the paid attempt itself, under a new key, is still its natural-key replay
+    let first = p.app.post("/v1/charges", &p.key, "order-1:1:new", charge("order-1", 1, &p.buyer, &p.seller, "50.00")).await;
+    assert_eq!(first.status, StatusCode::OK, "{first:?}");
+    assert!(first.natural_key_replayed);
+    assert_eq!(first.id(), p.charge);
+    // and with other terms, that attempt is a natural-key conflict, as before
+    let other = p.app.post("/v1/charges", &p.key, "order-1:1:other", charge("order-1", 1, &p.buyer, &p.seller, "51.00")).await;
+    assert_eq!(other.code(), "natural_key_conflict");
+    assert_eq!(p.app.db.count("charges").await, 1);
+    p.audit_clean().await;
+}
+
+#[actix_web::test]
+async fn hole_2_a_new_attempt_is_allowed_after_a_decline_only() {
+    let app = spawn_app().await;
+    let key = app.tenant("shop").await;
+    let buyer = app.funded(&key, "buyer", "30.00").await;
+    let seller = app.account(&key, "seller", "USD", false).await;
+    let declined = app.post("/v1/charges", &key, "o:1", charge("o", 1, &buyer, &seller, "40.00")).await;
+    assert_eq!(declined.code(), "insufficient_funds");
+    let paid = app.post("/v1/charges", &key, "o:2", charge("o", 2, &buyer, &seller, "20.00")).await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{paid:?}");
+    // the declined attempt asked again under a new key: the order is paid now
+    let stale = app.post("/v1/charges", &key, "o:1:new", charge("o", 1, &buyer, &seller, "5.00")).await;
+    assert_eq!(stale.code(), "order_already_charged", "{stale:?}");
+    assert_eq!(stale.json()["charge_id"], paid.id().as_str());
+    let third = app.post("/v1/charges", &key, "o:3", charge("o", 3, &buyer, &seller, "5.00")).await;
+    assert_eq!(third.code(), "order_already_charged", "{third:?}");
+    assert_eq!(app.balance(&key, &buyer).await, "10.00");
+    assert_eq!(app.db.count("charges").await, 1);
+}
+
+/// Different attempts of one order at once: one charge, every other answer a
+/// 409 (`order_already_charged`, or `contention` to retry), never a 5xx.
+/// With one buyer and seller the attempts queue on their row locks; with
+/// accounts of their own, nothing orders them but the unique index.
+async fn concurrent_attempts(accounts_per_attempt: bool) {
+    let app = spawn_app().await;
+    let key = app.tenant("shop").await;
+    let mut parties = Vec::new();
+    for i in 0..if accounts_per_attempt { 12 } else { 1 } {
+        let buyer = app.funded(&key, &format!("buyer-{i}"), "100.00").await;
+        let seller = app.account(&key, &format!("seller-{i}"), "USD", false).await;
+        parties.push((buyer, seller));
+    }
+    let (app, key, parties) = (&app, &key, &parties);
+    let body = |attempt: i32| {
+        let (buyer, seller) = &parties[attempt as usize % parties.len()];
+        charge("order-9", attempt, buyer, seller, "25.00")
+    };
+    let answers = join_all((0..12).map(|attempt| async move {
+        app.post("/v1/charges", key, &format!("order-9:{attempt}"), body(attempt + 1)).await
+    }))
+    .await;
+    assert!(answers.iter().all(|a| a.status.as_u16() < 500), "{answers:?}");
+    let created: Vec<&Answer> = answers.iter().filter(|a| a.status == StatusCode::CREATED).collect();
+    assert_eq!(created.len(), 1, "{answers:?}");
+    let charge_id = created[0].id();
+    let codes: Vec<String> =
+        answers.iter().filter(|a| a.status != StatusCode::CREATED).map(|a| a.code()).collect();
+    println!("accounts per attempt {accounts_per_attempt}: one 201, then {codes:?}");
+    for (attempt, a) in answers.iter().enumerate() {
+        if a.status == StatusCode::CREATED {
+            continue;
+        }
+        assert_eq!(a.status, StatusCode::CONFLICT, "{a:?}");
+        let mut a = a.clone();
+        // a retry of a `contention` answer, with its key, learns what happened
+        for _ in 0..50 {
+            if a.code() != "contention" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            a = app.post("/v1/charges", key, &format!("order-9:{attempt}"), body(attempt as i32 + 1)).await;
+        }
+        assert_eq!(a.code(), "order_already_charged", "{a:?}");
+        assert_eq!(a.json()["charge_id"], charge_id.as_str());
+    }
+    assert_eq!(app.db.count("charges").await, 1);
+    let debited: i64 = app
+        .db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(debited, 1, "one buyer debited once");
+    let report = ledger::audit::audit(&app.db.client().await, Default::default()).await.unwrap();
+    assert!(report.is_clean(), "{report}");
+}
+
+#[actix_web::test]
+async fn hole_2_concurrent_attempts_of_one_order_by_one_buyer_charge_once() {
+    concurrent_attempts(false).await;
+}
+
+#[actix_web::test]
+async fn hole_2_concurrent_attempts_of_one_order_by_different_accounts_charge_once() {
+    concurrent_attempts(true).await;
+}
+
+#[actix_web::test]
+async fn hole_2_the_migration_refuses_a_database_where_an_order_was_charged_twice() {
+    let p = paid().await;
+    let url = p.app.db.url.clone();
+    // back to before one charge per order, and the hole used: attempt 2 charged too
+    let reverted = tokio::task::spawn_blocking(move || {
+        use diesel::Connection;
+        use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+        use diesel_async::AsyncPgConnection;
+        use diesel_migrations::MigrationHarness;
+        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url).unwrap();
+        let ours = |conn: &mut AsyncConnectionWrapper<AsyncPgConnection>| {
+            let applied = conn.applied_migrations().unwrap();
+            applied.iter().any(|v| v.to_string().replace('-', "").starts_with("20261129000001"))
+        };
+        let mut reverted = 0;
+        while ours(&mut conn) {
+            conn.revert_last_migration(ledger::db::MIGRATIONS).unwrap();
+            reverted += 1;
+        }
+        reverted
+    })
+    .await
+    .unwrap();
+    assert!(reverted >= 1);
+    p.app
+        .db
+        .client()
+        .await
+        .batch_execute(
+            "SET session_replication_role = replica; \
+             INSERT INTO charges (id, tenant_id, order_id, attempt, buyer_account_id, seller_account_id, amount, fee, \
+                                  currency, transaction_id) \
+               SELECT gen_random_uuid(), tenant_id, order_id, 2, buyer_account_id, seller_account_id, amount, fee, \
+                      currency, gen_random_uuid() FROM charges",
+        )
+        .await
+        .unwrap();
+    let refused = ledger::db::migrate(&p.app.db.url).await.expect_err("the migration stops");
+    let message = refused.to_string();
+    assert!(message.contains("orders charged more than once") && message.contains("order-1 (2 charges)"), "{message}");
+}

@@ -115,10 +115,13 @@ impl From<ledger::charges::Refund> for Refund {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCharge {
-    /// Your order. One charge per (order_id, attempt), ever.
+    /// Your order. One charge per (order_id, attempt), ever, and at most one
+    /// succeeded charge per order.
     #[schema(min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]{0,253}[!-~])?$", example = "order-1001")]
     pub order_id: String,
-    /// Starts at 1; a new attempt after a decline takes the next number.
+    /// Starts at 1; a new attempt after a decline takes the next number. A
+    /// new attempt for an order that is already paid is refused (409
+    /// `order_already_charged`): retry with the same attempt and key instead.
     #[schema(minimum = 1, example = 1)]
     pub attempt: i32,
     pub buyer_account_id: Uuid,
@@ -146,6 +149,8 @@ pub struct CreatePlatformFee {
 ///
 /// One balanced ledger transaction: the buyer is debited `amount`, the seller
 /// credited `amount - platform_fee.amount`, the platform credited the fee.
+/// An order is charged at most once: a charge for an order that another
+/// attempt already paid is refused, naming that charge.
 #[utoipa::path(
     operation_id = "create_charge",
     tag = "charges",
@@ -156,7 +161,7 @@ pub struct CreatePlatformFee {
         (status = 200, description = "This order attempt was already charged with the same terms: the charge is returned, no second effect", body = Charge, headers(("Natural-Key-Replayed" = String, description = "`true`"))),
         (status = 402, description = "`insufficient_funds`: the buyer cannot pay (stored and replayed; charge again with the next attempt)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`account_not_found`: the buyer, seller or platform account does not exist for this tenant", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`natural_key_conflict`: this order attempt was charged with other terms", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`order_already_charged`: another attempt already paid this order (one succeeded charge per order; a new attempt only after a decline); the problem's `charge_id` names that charge. `natural_key_conflict`: this order attempt was charged with other terms", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`invalid_amount`, `amount_not_positive`, `amount_too_precise`, `amount_too_large`: the amount is not a positive decimal string within the currency's minor unit and 1,000,000,000; `unknown_currency`; `currency_mismatch`; `same_account`: buyer and seller are one account; `fee_exceeds_amount`; `invalid_field`: `order_id` or `attempt`", body = Problem, content_type = "application/problem+json"),
     )
 )]
