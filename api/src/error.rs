@@ -237,6 +237,17 @@ fn contention() -> ApiError {
     .retry_after(1)
 }
 
+/// A statement PostgreSQL cancelled (`statement_timeout`): nothing was
+/// written, and a retry may find the database faster.
+fn too_slow() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ProblemCode::ServiceUnavailable,
+        "the database did not answer in time; nothing was written, retry",
+    )
+    .retry_after(1)
+}
+
 fn unavailable() -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -247,8 +258,8 @@ fn unavailable() -> ApiError {
 }
 
 /// Database failures: lock waits and races are the client's to retry (409),
-/// a lost connection is ours (503), anything else is a bug (an opaque 500 with
-/// the cause in the log only).
+/// a lost connection or a statement over its time is ours (503), anything
+/// else is a bug (an opaque 500 with the cause in the log only).
 fn database(e: &tokio_postgres::Error) -> ApiError {
     use tokio_postgres::error::SqlState;
     match e.code() {
@@ -260,10 +271,12 @@ fn database(e: &tokio_postgres::Error) -> ApiError {
         {
             contention()
         }
+        Some(c) if *c == SqlState::QUERY_CANCELED => too_slow(),
         Some(c)
             if *c == SqlState::ADMIN_SHUTDOWN
                 || *c == SqlState::CANNOT_CONNECT_NOW
-                || *c == SqlState::TOO_MANY_CONNECTIONS =>
+                || *c == SqlState::TOO_MANY_CONNECTIONS
+                || *c == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT =>
         {
             unavailable()
         }
