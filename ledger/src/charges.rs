@@ -316,9 +316,7 @@ pub async fn refund(
     let asked = new.amount.map(|text| parse_amount(text, currency)).transpose()?;
     let existing = tx
         .cached_opt(
-            &format!(
-                "SELECT {REFUND_COLUMNS} FROM refunds WHERE tenant_id = $1 AND charge_id = $2 AND reference = $3"
-            ),
+            &format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE tenant_id = $1 AND charge_id = $2 AND reference = $3"),
             &[&tenant.0, &charge_id, &new.reference],
         )
         .await?;
@@ -390,14 +388,8 @@ pub async fn refund(
         )
         .await?;
     let (refund, _) = refund_from_row(&row)?;
-    let event = ChargeRefundedV1 {
-        id: refund.id,
-        charge_id,
-        amount,
-        currency,
-        transaction_id,
-        created_at: refund.created_at,
-    };
+    let event =
+        ChargeRefundedV1 { id: refund.id, charge_id, amount, currency, transaction_id, created_at: refund.created_at };
     outbox::enqueue(tx, tenant, Some(&charge.order_id), &event).await?;
     Ok(Outcome::Applied(refund))
 }

@@ -138,13 +138,7 @@ impl Reply {
 
 /// A POST as a client sends it: `Err` when the connection failed or dropped
 /// without an answer.
-pub async fn post(
-    url: &str,
-    api_key: &str,
-    idem: &str,
-    body: &Value,
-    timeout: Duration,
-) -> Result<Reply, String> {
+pub async fn post(url: &str, api_key: &str, idem: &str, body: &Value, timeout: Duration) -> Result<Reply, String> {
     let http = awc::Client::builder().timeout(timeout).finish();
     let mut res = http
         .post(url)

@@ -251,7 +251,8 @@ async fn client(shared: Rc<RefCell<Shared>>, store: Rc<Store>, n: usize, mut rng
             let refund = format!("{}.{:02}", cents / 200, (cents / 2) % 100);
             let path = format!("/v1/charges/{}/refunds", charge["id"].as_str().unwrap());
             let body = json!({"amount": refund, "reference": format!("{order}:refund:1")});
-            let (status, first) = request(&shared, &mut rng, &store.key, &format!("{order}:refund"), &path, &body).await;
+            let (status, first) =
+                request(&shared, &mut rng, &store.key, &format!("{order}:refund"), &path, &body).await;
             assert_eq!(status, 201, "refund of {order}");
             shared.borrow_mut().summary.refunded += 1;
             if rng.chance(20) {

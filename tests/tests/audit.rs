@@ -39,8 +39,14 @@ async fn shop() -> Shop {
         .await;
     assert_eq!(charge.status, StatusCode::CREATED, "{charge:?}");
     let charge = charge.id();
-    let refund =
-        app.post(&format!("/v1/charges/{charge}/refunds"), &key, "o1:refund", json!({"amount": "10.00", "reference": "o1:refund:1"})).await;
+    let refund = app
+        .post(
+            &format!("/v1/charges/{charge}/refunds"),
+            &key,
+            "o1:refund",
+            json!({"amount": "10.00", "reference": "o1:refund:1"}),
+        )
+        .await;
     assert_eq!(refund.status, StatusCode::CREATED, "{refund:?}");
     let t = app
         .post(

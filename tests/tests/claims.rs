@@ -67,8 +67,7 @@ async fn an_accounts_reference_returns_the_existing_account_with_200() {
     assert!(replay.replayed && replay.natural_key_replayed);
     assert_eq!((replay.status, &replay.body), (again.status, &again.body));
     // other settings under that reference are a conflict, not a second account
-    let other =
-        app.post("/v1/accounts", &key, "acct:other", json!({"reference": "buyer-42", "currency": "EUR"})).await;
+    let other = app.post("/v1/accounts", &key, "acct:other", json!({"reference": "buyer-42", "currency": "EUR"})).await;
     assert_eq!((other.status, other.code().as_str()), (StatusCode::CONFLICT, "natural_key_conflict"));
     assert_eq!(app.db.count("accounts").await, 1);
 }
@@ -92,10 +91,8 @@ async fn concurrent_transfers_never_take_a_source_below_its_floor() {
     }))
     .await;
     let moved = answers.iter().filter(|a| a.status == StatusCode::CREATED).count();
-    let declined = answers
-        .iter()
-        .filter(|a| a.status == StatusCode::PAYMENT_REQUIRED && a.code() == "insufficient_funds")
-        .count();
+    let declined =
+        answers.iter().filter(|a| a.status == StatusCode::PAYMENT_REQUIRED && a.code() == "insufficient_funds").count();
     assert_eq!((moved, declined), (14, 26), "{answers:?}");
     assert_eq!(app.balance(key, source).await, "2.00");
     assert_eq!(app.balance(key, destination).await, "98.00");
@@ -111,10 +108,11 @@ async fn a_restock_is_applied_once_per_key() {
     assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
     // retries with the same key, one after the other and all at once
     let (app, key) = (&app, &key);
-    let retries = join_all(
-        (0..10).map(|_| async move { app.post("/v1/skus/mug/restocks", key, "restock:po-1", json!({"quantity": 10})).await }),
-    )
-    .await;
+    let retries =
+        join_all((0..10).map(|_| async move {
+            app.post("/v1/skus/mug/restocks", key, "restock:po-1", json!({"quantity": 10})).await
+        }))
+        .await;
     for r in &retries {
         assert!(r.replayed, "{r:?}");
         assert_eq!((r.status, &r.body), (first.status, &first.body));
@@ -191,7 +189,10 @@ async fn refund_exceeds_charge_is_stored_and_replayed_byte_for_byte() {
     let path = format!("/v1/charges/{}/refunds", c.id());
     let too_much = json!({"amount": "60.00", "reference": "o1:refund:1"});
     let declined = app.post(&path, &key, "o1:refund:1", too_much.clone()).await;
-    assert_eq!((declined.status, declined.code().as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "refund_exceeds_charge"));
+    assert_eq!(
+        (declined.status, declined.code().as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "refund_exceeds_charge")
+    );
     assert!(String::from_utf8_lossy(&declined.body).contains("50.00"), "{declined:?}");
 
     // what remains changes; the key still answers what it answered then
@@ -244,8 +245,11 @@ async fn sigterm_lets_in_flight_requests_finish_and_refuses_new_connections() {
     let holder = lock_account(&app, &buyer).await;
     let in_flight: Vec<_> = (0..5)
         .map(|i| {
-            let (url, key, body) = (api.url("/v1/charges"), key.clone(), charge(&format!("o{i}"), &buyer, &seller, "1.00"));
-            actix_web::rt::spawn(async move { post(&url, &key, &format!("o{i}:1"), &body, Duration::from_secs(60)).await })
+            let (url, key, body) =
+                (api.url("/v1/charges"), key.clone(), charge(&format!("o{i}"), &buyer, &seller, "1.00"));
+            actix_web::rt::spawn(
+                async move { post(&url, &key, &format!("o{i}:1"), &body, Duration::from_secs(60)).await },
+            )
         })
         .collect();
     until_waiting_on_locks(&app, 5).await;

@@ -58,14 +58,21 @@ impl Shop {
             }
             assert_eq!(reply.retry_after.as_deref(), Some("1"), "{reply:?}");
             seen.push(reply.code().to_owned());
-            assert!(started.elapsed() < GIVE_UP, "still {seen:?} after {:?}: the frozen process pins the locks", GIVE_UP);
+            assert!(
+                started.elapsed() < GIVE_UP,
+                "still {seen:?} after {:?}: the frozen process pins the locks",
+                GIVE_UP
+            );
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
     /// Starts a first API process armed to freeze at `point`, sends it the
     /// charge of `o1` and waits until it has stopped itself there.
-    async fn freeze(&self, point: &str) -> (ApiProcess, Instant, actix_web::rt::task::JoinHandle<Result<Reply, String>>) {
+    async fn freeze(
+        &self,
+        point: &str,
+    ) -> (ApiProcess, Instant, actix_web::rt::task::JoinHandle<Result<Reply, String>>) {
         let frozen = ApiProcess::start(&self.app.db.url, &[("LEDGER_FREEZE_AT", point)]).await;
         let in_flight = {
             let (url, key, body) = (frozen.url("/v1/charges"), self.key.clone(), self.charge("o1"));
@@ -209,7 +216,11 @@ async fn a_statement_over_its_timeout_is_503_and_not_stored() {
     holder.batch_execute(&format!("BEGIN; SELECT 1 FROM accounts WHERE id = '{buyer}' FOR UPDATE")).await.unwrap();
     let started = Instant::now();
     let slow = app.post("/v1/charges", &key, "o1:1", body.clone()).await;
-    assert_eq!((slow.status, slow.code().as_str()), (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"), "{slow:?}");
+    assert_eq!(
+        (slow.status, slow.code().as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
+        "{slow:?}"
+    );
     assert_eq!(slow.retry_after.as_deref(), Some("1"));
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
     holder.batch_execute("ROLLBACK").await.unwrap();

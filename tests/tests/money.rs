@@ -64,8 +64,14 @@ async fn a_charge_splits_into_seller_and_platform_and_refunds_return_the_fee_exa
     let charge = c.id();
     // three refunds of 3.33, 3.33, 3.34: the fee comes back in rounded steps and exactly in total
     for (i, amount) in ["3.33", "3.33", "3.34"].iter().enumerate() {
-        let r =
-            app.post(&format!("/v1/charges/{charge}/refunds"), &key, &format!("r{i}"), json!({"amount": amount, "reference": format!("r{i}")})).await;
+        let r = app
+            .post(
+                &format!("/v1/charges/{charge}/refunds"),
+                &key,
+                &format!("r{i}"),
+                json!({"amount": amount, "reference": format!("r{i}")}),
+            )
+            .await;
         assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
     }
     assert_eq!(app.balance(&key, &buyer).await, "100.00");
@@ -98,8 +104,7 @@ async fn concurrent_refunds_never_exceed_the_charge() {
     let (app, key, charge_ref) = (&app, &key, &charge);
     let answers = join_all((0..30).map(|i| async move {
         let body = json!({"amount": "4.00", "reference": format!("refund-{i}")});
-        app.post(&format!("/v1/charges/{charge_ref}/refunds"), key, &format!("refund-{i}"), body)
-            .await
+        app.post(&format!("/v1/charges/{charge_ref}/refunds"), key, &format!("refund-{i}"), body).await
     }))
     .await;
     let ok = answers.iter().filter(|a| a.status == StatusCode::CREATED).count();

@@ -158,12 +158,11 @@ async fn hole_1_concurrent_refunds_with_one_reference_pay_once() {
     let p = paid().await;
     let body = json!({"amount": "4.00", "reference": "order-1:refund:1"});
     let p = &p;
-    let answers =
-        join_all((0..20).map(|i| {
-            let body = body.clone();
-            async move { p.refund(&format!("dup-{i}"), body).await }
-        }))
-        .await;
+    let answers = join_all((0..20).map(|i| {
+        let body = body.clone();
+        async move { p.refund(&format!("dup-{i}"), body).await }
+    }))
+    .await;
     let created = answers.iter().filter(|a| a.status == StatusCode::CREATED).count();
     let existing = answers.iter().filter(|a| a.status == StatusCode::OK && a.natural_key_replayed).count();
     assert_eq!((created, existing), (1, 19), "{answers:?}");
@@ -194,7 +193,8 @@ async fn a_refund_needs_a_valid_reference() {
 async fn hole_2_an_order_charged_again_under_a_new_attempt_is_refused() {
     let p = paid().await;
     // the storefront timed out and bumped the attempt instead of reusing its key
-    let again = p.app.post("/v1/charges", &p.key, "order-1:2", charge("order-1", 2, &p.buyer, &p.seller, "50.00")).await;
+    let again =
+        p.app.post("/v1/charges", &p.key, "order-1:2", charge("order-1", 2, &p.buyer, &p.seller, "50.00")).await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{again:?}");
     assert_eq!(again.code(), "order_already_charged");
     assert_eq!(again.json()["charge_id"], p.charge.as_str(), "the problem names the existing charge");
@@ -207,16 +207,19 @@ async fn hole_2_an_order_charged_again_under_a_new_attempt_is_refused() {
     assert_eq!(listed["data"].as_array().unwrap().len(), 1);
 
     // a refusal is not stored: the key is free, and the order stays charged once
-    let retried = p.app.post("/v1/charges", &p.key, "order-1:2", charge("order-1", 2, &p.buyer, &p.seller, "50.00")).await;
+    let retried =
+        p.app.post("/v1/charges", &p.key, "order-1:2", charge("order-1", 2, &p.buyer, &p.seller, "50.00")).await;
     assert_eq!(retried.code(), "order_already_charged");
     assert!(!retried.replayed);
     // the paid attempt itself, under a new key, is still its natural-key replay
-    let first = p.app.post("/v1/charges", &p.key, "order-1:1:new", charge("order-1", 1, &p.buyer, &p.seller, "50.00")).await;
+    let first =
+        p.app.post("/v1/charges", &p.key, "order-1:1:new", charge("order-1", 1, &p.buyer, &p.seller, "50.00")).await;
     assert_eq!(first.status, StatusCode::OK, "{first:?}");
     assert!(first.natural_key_replayed);
     assert_eq!(first.id(), p.charge);
     // and with other terms, that attempt is a natural-key conflict, as before
-    let other = p.app.post("/v1/charges", &p.key, "order-1:1:other", charge("order-1", 1, &p.buyer, &p.seller, "51.00")).await;
+    let other =
+        p.app.post("/v1/charges", &p.key, "order-1:1:other", charge("order-1", 1, &p.buyer, &p.seller, "51.00")).await;
     assert_eq!(other.code(), "natural_key_conflict");
     assert_eq!(p.app.db.count("charges").await, 1);
     p.audit_clean().await;
@@ -268,8 +271,7 @@ async fn concurrent_attempts(accounts_per_attempt: bool) {
     let created: Vec<&Answer> = answers.iter().filter(|a| a.status == StatusCode::CREATED).collect();
     assert_eq!(created.len(), 1, "{answers:?}");
     let charge_id = created[0].id();
-    let codes: Vec<String> =
-        answers.iter().filter(|a| a.status != StatusCode::CREATED).map(|a| a.code()).collect();
+    let codes: Vec<String> = answers.iter().filter(|a| a.status != StatusCode::CREATED).map(|a| a.code()).collect();
     println!("accounts per attempt {accounts_per_attempt}: one 201, then {codes:?}");
     for (attempt, a) in answers.iter().enumerate() {
         if a.status == StatusCode::CREATED {

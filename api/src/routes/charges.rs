@@ -277,7 +277,12 @@ pub struct CreateRefund {
     /// the same terms returns that refund (200, `Natural-Key-Replayed`), also
     /// under another or an expired Idempotency-Key; with other terms, 409
     /// `natural_key_conflict`.
-    #[schema(min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]{0,253}[!-~])?$", example = "order-1001:refund:1")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[!-~]([ -~]{0,253}[!-~])?$",
+        example = "order-1001:refund:1"
+    )]
     pub reference: String,
     /// What to refund; all that remains of the charge when absent. Terms of
     /// the reference: a retry must give the same amount, or again none.
@@ -314,10 +319,8 @@ pub async fn refund(
     body: JsonBody<CreateRefund>,
 ) -> Result<HttpResponse, ApiError> {
     let charge_id = *id;
-    let new = NewRefund {
-        reference: identifier("reference", &body.value.reference)?,
-        amount: body.value.amount.as_deref(),
-    };
+    let new =
+        NewRefund { reference: identifier("reference", &body.value.reference)?, amount: body.value.amount.as_deref() };
     idempotency::run(&state, caller.0, &key, &body.canonical, Applied::Created, async |tx| {
         Ok(ledger::charges::refund(tx, caller.0, charge_id, &new).await?.map(Refund::from))
     })
