@@ -216,12 +216,12 @@ def main() -> None:
 
     # The refund asked again under another key (the first one lost, or expired): its reference
     # names the refund already made, returned as it is; the buyer is not paid twice.
-    again = create_refund.sync_detailed(
+    refund_again = create_refund.sync_detailed(
         charge.id, client=client, body=CreateRefund(reference=f"{order}:refund:1", amount="10.00"),
         idempotency_key=f"{order}:refund:1:again",
     )
-    assert expect(again, HTTPStatus.OK, Refund).id == refund.id
-    assert again.headers["natural-key-replayed"] == "true"
+    assert expect(refund_again, HTTPStatus.OK, Refund).id == refund.id
+    assert refund_again.headers["natural-key-replayed"] == "true"
     assert balance(client, buyer.id) == Decimal("85.00")
 
     # More than what remains is a stored decline, replayed as such.
