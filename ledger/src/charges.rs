@@ -179,11 +179,12 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge<'_>)
         return Err(Error::SameAccount);
     }
     // Lock first, then look for the natural keys: a concurrent duplicate of
-    // this attempt (or another attempt by the same buyer) waits on the
-    // buyer's row lock, and once it gets it, the first charge is committed and
-    // visible to the lookup below. Attempts with different buyers do not
-    // queue here: the unique index on the order stops the second insert, and
-    // its request gets a 409 `contention` whose retry finds the charge.
+    // this attempt (or another attempt on the same accounts) waits on the
+    // accounts' row locks, and once it gets them, the first charge is
+    // committed and visible to the lookup below. Attempts that share no
+    // account do not queue here: the unique index on the order stops the
+    // second insert, and its request gets a 409 `contention` whose retry
+    // finds the charge.
     let locked = lock_accounts(tx, tenant, &ids, new.currency).await?;
     // the key row and the accounts are locked by this transaction, nothing written yet
     crate::crash::point("charge-after-account-lock");
