@@ -44,6 +44,7 @@ pub enum ProblemCode {
     OutOfStock,
     RefundExceedsCharge,
     NaturalKeyConflict,
+    OrderAlreadyCharged,
     ReservationNotHeld,
     Contention,
     ServiceUnavailable,
@@ -66,6 +67,11 @@ pub struct Problem {
     #[schema(example = "account 0190f3a8-6d1c-7c8e-9b1a-2f3e4d5c6b7a has insufficient funds")]
     pub detail: String,
     pub code: ProblemCode,
+    /// With `order_already_charged`: the order's existing charge, which a
+    /// client fetches instead of charging again. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub charge_id: Option<uuid::Uuid>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,11 +82,13 @@ pub struct ApiError {
     pub detail: String,
     /// Seconds a client should wait before retrying, when retrying can help.
     pub retry_after: Option<u32>,
+    /// The existing charge a refusal names (`order_already_charged`).
+    pub charge_id: Option<uuid::Uuid>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: ProblemCode, detail: impl Into<String>) -> Self {
-        ApiError { status, code, detail: detail.into(), retry_after: None }
+        ApiError { status, code, detail: detail.into(), retry_after: None, charge_id: None }
     }
     pub fn bad_request(code: ProblemCode, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, detail)
@@ -105,6 +113,7 @@ impl ApiError {
             status: self.status.as_u16(),
             detail: self.detail.clone(),
             code: self.code,
+            charge_id: self.charge_id,
         }
     }
     pub fn body(&self) -> Vec<u8> {
@@ -174,6 +183,11 @@ impl From<ledger::Error> for ApiError {
             E::SameAccount => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::SameAccount),
             E::FeeTooLarge => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::FeeExceedsAmount),
             E::NaturalKeyConflict(_) => (StatusCode::CONFLICT, ProblemCode::NaturalKeyConflict),
+            E::OrderAlreadyCharged { charge_id, .. } => {
+                let mut refused = ApiError::new(StatusCode::CONFLICT, ProblemCode::OrderAlreadyCharged, e.to_string());
+                refused.charge_id = Some(*charge_id);
+                return refused;
+            }
             E::ReservationNotHeld { .. } => (StatusCode::CONFLICT, ProblemCode::ReservationNotHeld),
             E::KeyChanged => {
                 return ApiError::new(
@@ -223,6 +237,17 @@ fn contention() -> ApiError {
     .retry_after(1)
 }
 
+/// A statement PostgreSQL cancelled (`statement_timeout`): nothing was
+/// written, and a retry may find the database faster.
+fn too_slow() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ProblemCode::ServiceUnavailable,
+        "the database did not answer in time; nothing was written, retry",
+    )
+    .retry_after(1)
+}
+
 fn unavailable() -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -233,8 +258,8 @@ fn unavailable() -> ApiError {
 }
 
 /// Database failures: lock waits and races are the client's to retry (409),
-/// a lost connection is ours (503), anything else is a bug (an opaque 500 with
-/// the cause in the log only).
+/// a lost connection or a statement over its time is ours (503), anything
+/// else is a bug (an opaque 500 with the cause in the log only).
 fn database(e: &tokio_postgres::Error) -> ApiError {
     use tokio_postgres::error::SqlState;
     match e.code() {
@@ -246,10 +271,12 @@ fn database(e: &tokio_postgres::Error) -> ApiError {
         {
             contention()
         }
+        Some(c) if *c == SqlState::QUERY_CANCELED => too_slow(),
         Some(c)
             if *c == SqlState::ADMIN_SHUTDOWN
                 || *c == SqlState::CANNOT_CONNECT_NOW
-                || *c == SqlState::TOO_MANY_CONNECTIONS =>
+                || *c == SqlState::TOO_MANY_CONNECTIONS
+                || *c == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT =>
         {
             unavailable()
         }

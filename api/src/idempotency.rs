@@ -25,8 +25,8 @@ use crate::error::{ApiError, ProblemCode, PROBLEM_JSON};
 use crate::state::AppState;
 
 pub const REPLAYED: &str = "Idempotent-Replayed";
-/// Set when a write found its natural key (order attempt, order and SKU,
-/// account reference) already taken by an equal request and returned the
+/// Set when a write found its natural key (order attempt, refund reference,
+/// order and SKU, account reference) already taken by an equal request and returned the
 /// existing resource instead of creating a second one.
 pub const NATURAL_KEY_REPLAYED: &str = "Natural-Key-Replayed";
 

@@ -123,8 +123,8 @@ impl Modify for CommonResponses {
             NATURAL_KEY_REPLAYED.to_owned(),
             string_header(
                 "`true` when the resource already existed under its natural key (the order attempt of a \
-                 charge, the order and SKU of a reservation, the reference of an account) with the same \
-                 terms, and is returned as it is: no second effect.",
+                 charge, the reference of a refund, the order and SKU of a reservation, the reference of an \
+                 account) with the same terms, and is returned as it is: no second effect.",
                 "true",
             )
             .into(),

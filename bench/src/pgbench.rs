@@ -41,7 +41,7 @@ pub fn script(buyers: usize) -> String {
     s.push_str("BEGIN;\n");
     s.push_str(&bind(ledger::idempotency::CLAIM_SQL, &["tenant", "orderid", "fp", "retention"]));
     s.push_str(&bind(ledger::posting::LOCK_ACCOUNTS_SQL, &["ids", "tenant"]));
-    s.push_str(&bind(&ledger::charges::find_attempt_sql(), &["tenant", "orderid", "attempt"]));
+    s.push_str(&bind(&ledger::charges::find_order_sql(), &["tenant", "orderid"]));
     s.push_str(&bind(
         ledger::posting::POST_SQL,
         &["txid", "tenant", "kind", "currency", "legs", "legaccounts", "legamounts", "ids", "legamounts"],

@@ -100,6 +100,17 @@ pub const INVARIANTS: &[Invariant] = &[
                 FROM charges GROUP BY tenant_id, order_id, attempt HAVING count(*) > 1",
     },
     Invariant {
+        name: "one_succeeded_charge_per_order",
+        promise: "at most one succeeded charge per (tenant, order), whatever the attempts",
+        quiesced: false,
+        // every charge row is a succeeded charge (a decline writes none);
+        // when charges carry a status, this counts the succeeded ones only
+        sql: "SELECT jsonb_build_object('tenant_id', tenant_id, 'order_id', order_id, \
+                     'charge_ids', jsonb_agg(id ORDER BY attempt), 'attempts', jsonb_agg(attempt ORDER BY attempt), \
+                     'amounts', jsonb_agg(amount ORDER BY attempt)) \
+                FROM charges GROUP BY tenant_id, order_id HAVING count(*) > 1",
+    },
+    Invariant {
         name: "one_reservation_per_order_sku",
         promise: "at most one reservation per (tenant, order, SKU)",
         quiesced: false,
@@ -114,6 +125,14 @@ pub const INVARIANTS: &[Invariant] = &[
         sql: "SELECT jsonb_build_object('tenant_id', tenant_id, 'order_id', order_id, 'sku', sku, \
                      'stock_entry_ids', jsonb_agg(id ORDER BY id)) \
                 FROM stock_entries WHERE kind = 'commit' GROUP BY tenant_id, order_id, sku HAVING count(*) > 1",
+    },
+    Invariant {
+        name: "one_refund_per_charge_reference",
+        promise: "at most one refund per (tenant, charge, reference)",
+        quiesced: false,
+        sql: "SELECT jsonb_build_object('tenant_id', tenant_id, 'charge_id', charge_id, 'reference', reference, \
+                     'refund_ids', jsonb_agg(id ORDER BY id), 'amounts', jsonb_agg(amount ORDER BY id)) \
+                FROM refunds GROUP BY tenant_id, charge_id, reference HAVING count(*) > 1",
     },
     Invariant {
         name: "refunds_within_charge",
@@ -211,6 +230,7 @@ pub const INVARIANTS: &[Invariant] = &[
                        OR (n.b->>'transaction_id')::uuid IS DISTINCT FROM t.transaction_id)) \
                   OR (r.id IS NOT NULL AND ((n.b->>'amount')::numeric IS DISTINCT FROM r.amount \
                        OR (n.b->>'charge_id')::uuid IS DISTINCT FROM r.charge_id \
+                       OR (n.b ? 'reference' AND n.b->>'reference' IS DISTINCT FROM r.reference) \
                        OR (n.b->>'transaction_id')::uuid IS DISTINCT FROM r.transaction_id)) \
                   OR (a.id IS NOT NULL AND (n.b->>'reference' IS DISTINCT FROM a.reference \
                        OR n.b->>'currency' IS DISTINCT FROM a.currency)) \

@@ -18,11 +18,46 @@ pub struct PoolOptions {
     /// How long any statement waits for a row lock (a concurrent duplicate, a
     /// hot account) before it gives up. Bounds every wait in the service.
     pub lock_timeout: Duration,
+    /// How long any statement may run before PostgreSQL cancels it (zero: no
+    /// limit). Longer than `lock_timeout`, so that a lock wait ends as a lock
+    /// timeout first.
+    pub statement_timeout: Duration,
+    /// How long a session may sit idle inside an open transaction before
+    /// PostgreSQL ends it and releases its locks (zero: no limit). This is what
+    /// frees the key row and the accounts that a frozen or vanished process
+    /// held: such a process keeps its socket open (a stopped process's kernel
+    /// still answers TCP), so nothing else tells PostgreSQL it is gone. Every
+    /// transaction of the service waits only on the database between its
+    /// statements, except the relay's, which waits on the broker's confirms
+    /// (milliseconds; each broker call is bounded at 15 s, and a relay batch
+    /// cut short is published again, which consumers absorb).
+    pub idle_in_transaction_timeout: Duration,
+    /// TCP keepalives on both ends of every connection: the client notices a
+    /// database host that vanished, and PostgreSQL a client host that did,
+    /// after `idle + interval × retries` of silence instead of the system's
+    /// two hours.
+    pub keepalives: Keepalives,
     /// Check each connection with a round trip when it leaves the pool.
     /// The API skips it on its hot path; the workers use it, so a database
     /// restart costs a message one failed attempt, not one per dead pooled
     /// connection (which could exhaust its delivery limit).
     pub verify_on_checkout: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalives {
+    /// Silence before the first probe.
+    pub idle: Duration,
+    /// Between probes.
+    pub interval: Duration,
+    /// Unanswered probes before the connection is given up.
+    pub retries: u32,
+}
+
+impl Default for Keepalives {
+    fn default() -> Self {
+        Keepalives { idle: Duration::from_secs(10), interval: Duration::from_secs(5), retries: 3 }
+    }
 }
 
 impl Default for PoolOptions {
@@ -31,14 +66,44 @@ impl Default for PoolOptions {
             max_size: 16,
             wait_timeout: Duration::from_secs(5),
             lock_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+            idle_in_transaction_timeout: Duration::from_secs(10),
+            keepalives: Keepalives::default(),
             verify_on_checkout: false,
         }
     }
 }
 
+impl PoolOptions {
+    /// The session settings every pooled connection starts with, as
+    /// PostgreSQL command-line options.
+    pub fn session_options(&self) -> String {
+        let k = &self.keepalives;
+        format!(
+            "-c lock_timeout={} -c statement_timeout={} -c idle_in_transaction_session_timeout={} \
+             -c tcp_keepalives_idle={} -c tcp_keepalives_interval={} -c tcp_keepalives_count={}",
+            self.lock_timeout.as_millis(),
+            self.statement_timeout.as_millis(),
+            self.idle_in_transaction_timeout.as_millis(),
+            k.idle.as_secs(),
+            k.interval.as_secs(),
+            k.retries,
+        )
+    }
+}
+
 pub fn pool(database_url: &str, opts: &PoolOptions) -> crate::Result<Pool> {
     let mut pg: tokio_postgres::Config = database_url.parse()?;
-    pg.options(format!("-c lock_timeout={}", opts.lock_timeout.as_millis()));
+    // what the URL sets (`?options=...`) first, then ours, which win
+    let options = match pg.get_options() {
+        Some(given) => format!("{given} {}", opts.session_options()),
+        None => opts.session_options(),
+    };
+    pg.options(options);
+    pg.keepalives(true)
+        .keepalives_idle(opts.keepalives.idle)
+        .keepalives_interval(opts.keepalives.interval)
+        .keepalives_retries(opts.keepalives.retries);
     pg.application_name("ledger");
     let manager = Manager::from_config(
         pg,

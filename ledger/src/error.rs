@@ -28,6 +28,10 @@ pub enum Error {
     FeeTooLarge,
     #[error("{0}")]
     NaturalKeyConflict(String),
+    /// Another attempt already paid this order: a second charge would charge
+    /// the buyer twice.
+    #[error("order `{order_id}` is already charged (charge {charge_id})")]
+    OrderAlreadyCharged { order_id: String, charge_id: Uuid },
     #[error("reservation {id} is {status} and can no longer be released")]
     ReservationNotHeld { id: Uuid, status: &'static str },
     /// The Idempotency-Key row disappeared between its claim and its read

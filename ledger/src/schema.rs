@@ -121,6 +121,8 @@ diesel::table! {
         currency -> Text,
         transaction_id -> Uuid,
         created_at -> Timestamptz,
+        reference -> Text,
+        whole_remainder -> Bool,
     }
 }
 

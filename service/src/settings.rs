@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use clap::{Args, FromArgMatches};
-use ledger::db::PoolOptions;
+use ledger::db::{Keepalives, PoolOptions};
 use ledger::retention::{self, Windows};
 
 /// The database and the pool of connections to it.
@@ -27,6 +27,25 @@ pub struct Database {
     /// Retry-After).
     #[arg(long, env = "DB_LOCK_TIMEOUT_MS", default_value_t = 5000)]
     pub db_lock_timeout_ms: u64,
+    /// Milliseconds any statement may run before PostgreSQL cancels it (a
+    /// request gets 503; 0: no limit). Keep it above DB_LOCK_TIMEOUT_MS.
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT_MS", default_value_t = 30_000)]
+    pub db_statement_timeout_ms: u64,
+    /// Milliseconds a connection may sit idle inside an open transaction
+    /// before PostgreSQL ends its session and releases its locks (0: no
+    /// limit): what frees the rows a frozen or vanished process held.
+    #[arg(long, env = "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", default_value_t = 10_000)]
+    pub db_idle_in_transaction_timeout_ms: u64,
+    /// Seconds of silence on a database connection before TCP keepalive
+    /// probes start, on both ends.
+    #[arg(long, env = "DB_KEEPALIVES_IDLE_SECS", default_value_t = 10)]
+    pub db_keepalives_idle_secs: u64,
+    /// Seconds between TCP keepalive probes.
+    #[arg(long, env = "DB_KEEPALIVES_INTERVAL_SECS", default_value_t = 5)]
+    pub db_keepalives_interval_secs: u64,
+    /// Unanswered probes before a connection is given up.
+    #[arg(long, env = "DB_KEEPALIVES_RETRIES", default_value_t = 3)]
+    pub db_keepalives_retries: u32,
 }
 
 impl Database {
@@ -40,6 +59,13 @@ impl Database {
             max_size: self.db_pool_size.unwrap_or(default_size),
             wait_timeout: Duration::from_millis(self.db_pool_wait_ms),
             lock_timeout: Duration::from_millis(self.db_lock_timeout_ms),
+            statement_timeout: Duration::from_millis(self.db_statement_timeout_ms),
+            idle_in_transaction_timeout: Duration::from_millis(self.db_idle_in_transaction_timeout_ms),
+            keepalives: Keepalives {
+                idle: Duration::from_secs(self.db_keepalives_idle_secs),
+                interval: Duration::from_secs(self.db_keepalives_interval_secs),
+                retries: self.db_keepalives_retries,
+            },
             verify_on_checkout,
         }
     }

@@ -203,7 +203,8 @@ def main() -> None:
 
     # 7. A partial refund: the buyer gets 10.00 back, seller and platform return their shares.
     refunded = create_refund.sync_detailed(
-        charge.id, client=client, body=CreateRefund(amount="10.00"), idempotency_key=f"{order}:refund:1"
+        charge.id, client=client, body=CreateRefund(reference=f"{order}:refund:1", amount="10.00"),
+        idempotency_key=f"{order}:refund:1",
     )
     refund = expect(refunded, HTTPStatus.CREATED, Refund)
     assert refund.amount == "10.00" and refund.charge_id == charge.id
@@ -213,9 +214,19 @@ def main() -> None:
     after = expect(get_charge.sync_detailed(charge.id, client=client), HTTPStatus.OK, Charge)
     assert after.refunded_amount == "10.00"
 
+    # The refund asked again under another key (the first one lost, or expired): its reference
+    # names the refund already made, returned as it is; the buyer is not paid twice.
+    refund_again = create_refund.sync_detailed(
+        charge.id, client=client, body=CreateRefund(reference=f"{order}:refund:1", amount="10.00"),
+        idempotency_key=f"{order}:refund:1:again",
+    )
+    assert expect(refund_again, HTTPStatus.OK, Refund).id == refund.id
+    assert refund_again.headers["natural-key-replayed"] == "true"
+    assert balance(client, buyer.id) == Decimal("85.00")
+
     # More than what remains is a stored decline, replayed as such.
-    too_much = CreateRefund(amount="20.00")
     key = f"{order}:refund:2"
+    too_much = CreateRefund(reference=key, amount="20.00")
     declined = create_refund.sync_detailed(charge.id, client=client, body=too_much, idempotency_key=key)
     problem(declined, HTTPStatus.UNPROCESSABLE_ENTITY, ProblemCode.REFUND_EXCEEDS_CHARGE)
     replayed = create_refund.sync_detailed(charge.id, client=client, body=too_much, idempotency_key=key)

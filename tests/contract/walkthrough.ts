@@ -154,15 +154,25 @@ assert.deepEqual(
 // 7. A partial refund: the buyer gets 10.00 back, seller and platform return their shares.
 const refunded = await client.POST("/v1/charges/{id}/refunds", {
   params: { path: { id: charge.id }, header: { "Idempotency-Key": `${order}:refund:1` } },
-  body: { amount: "10.00" },
+  body: { reference: `${order}:refund:1`, amount: "10.00" },
 });
-assert.equal(ok(refunded, 201).amount, "10.00");
+const refund = ok(refunded, 201);
+assert.equal(refund.amount, "10.00");
+assert.equal(refund.reference, `${order}:refund:1`);
 assert.equal(await balance(buyer.id), "85.00");
 assert.equal(await balance(seller.id), "13.50");
 assert.equal(await balance(platform.id), "1.50");
 const after = ok(await client.GET("/v1/charges/{id}", { params: { path: { id: charge.id } } }), 200);
 assert.equal(after.refunded_amount, "10.00");
 assert.equal(after.status, "partially_refunded");
+// The refund asked again under another key: its reference names the refund already made.
+const again = await client.POST("/v1/charges/{id}/refunds", {
+  params: { path: { id: charge.id }, header: { "Idempotency-Key": `${order}:refund:1:again` } },
+  body: { reference: `${order}:refund:1`, amount: "10.00" },
+});
+assert.equal(ok(again, 200).id, refund.id);
+assert.equal(again.response.headers.get("natural-key-replayed"), "true");
+assert.equal(await balance(buyer.id), "85.00");
 
 // Declines are typed problems: the buyer cannot pay for a second, larger order.
 problem(

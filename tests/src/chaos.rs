@@ -152,7 +152,8 @@ struct Shared {
 }
 
 /// A careful client: the same Idempotency-Key on every retry; retries on
-/// connection errors, timeouts, 409 and 5xx, against any API process.
+/// connection errors, timeouts, 5xx and the 409s that say to retry
+/// (`contention`, `request_in_progress`), against any API process.
 async fn request(
     shared: &Rc<RefCell<Shared>>,
     rng: &mut Rng,
@@ -179,8 +180,12 @@ async fn request(
         if let Ok(mut res) = sent {
             let status = res.status().as_u16();
             if let Ok(bytes) = res.body().limit(1 << 20).await {
-                if status != 409 && status < 500 {
-                    return (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null));
+                let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                // a refusal by a natural key is final; contention and a key in use are retried
+                let refused = answer["code"] == "order_already_charged" || answer["code"] == "natural_key_conflict";
+                let retry = status >= 500 || (status == 409 && !refused);
+                if !retry {
+                    return (status, answer);
                 }
             }
         }
@@ -234,15 +239,40 @@ async fn client(shared: Rc<RefCell<Shared>>, store: Rc<Store>, n: usize, mut rng
         assert!(status == 201 || status == 200, "charge {order}: {status} {charge}");
         shared.borrow_mut().summary.charged += 1;
         duplicate(&shared, &mut rng, &store.key, &charge_key, "/v1/charges", &charge_body, &charge).await;
+        if rng.chance(10) {
+            // a storefront that bumps the attempt instead of retrying with its key: refused, naming the charge
+            let mut bumped = charge_body.clone();
+            bumped["attempt"] = json!(2);
+            let (status, refused) =
+                request(&shared, &mut rng, &store.key, &format!("{order}:charge:2"), "/v1/charges", &bumped).await;
+            natural_key_duplicate(&shared, status == 409 && refused["charge_id"] == charge["id"], &order, &refused);
+        }
         if rng.chance(25) {
             let refund = format!("{}.{:02}", cents / 200, (cents / 2) % 100);
             let path = format!("/v1/charges/{}/refunds", charge["id"].as_str().unwrap());
-            let (status, _) =
-                request(&shared, &mut rng, &store.key, &format!("{order}:refund"), &path, &json!({"amount": refund}))
-                    .await;
+            let body = json!({"amount": refund, "reference": format!("{order}:refund:1")});
+            let (status, first) =
+                request(&shared, &mut rng, &store.key, &format!("{order}:refund"), &path, &body).await;
             assert_eq!(status, 201, "refund of {order}");
             shared.borrow_mut().summary.refunded += 1;
+            if rng.chance(20) {
+                // the same refund under another key (the first one lost or expired): its reference finds it
+                let (status, again) =
+                    request(&shared, &mut rng, &store.key, &format!("{order}:refund:again"), &path, &body).await;
+                natural_key_duplicate(&shared, status == 200 && again == first, &order, &again);
+            }
         }
+    }
+}
+
+/// Counts a request sent again under another key on purpose: its natural key
+/// must have absorbed it (`absorbed`), or it is a violation.
+fn natural_key_duplicate(shared: &Rc<RefCell<Shared>>, absorbed: bool, order: &str, answer: &Value) {
+    let mut s = shared.borrow_mut();
+    s.summary.duplicates_absorbed += 1;
+    if !absorbed {
+        s.summary.duplicate_mismatches += 1;
+        s.summary.violations.push(format!("order {order}: a duplicate under another key answered {answer}"));
     }
 }
 

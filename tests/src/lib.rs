@@ -1,6 +1,7 @@
 //! Test support: each test gets its own database, copied from a migrated
 //! template, and the real server built by the production builder on port 0.
 
+pub mod api_process;
 pub mod broker;
 pub mod chaos;
 pub mod proxy;
@@ -185,6 +186,8 @@ pub struct Answer {
     pub content_type: String,
     pub replayed: bool,
     pub natural_key_replayed: bool,
+    /// The `Retry-After` header, when there is one.
+    pub retry_after: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -244,8 +247,9 @@ impl TestApp {
         let content_type = header("content-type");
         let replayed = header("idempotent-replayed") == "true";
         let natural_key_replayed = header("natural-key-replayed") == "true";
+        let retry_after = Some(header("retry-after")).filter(|v| !v.is_empty());
         let body = res.body().limit(10 << 20).await.unwrap().to_vec();
-        Answer { status: res.status(), content_type, replayed, natural_key_replayed, body }
+        Answer { status: res.status(), content_type, replayed, natural_key_replayed, retry_after, body }
     }
 
     pub async fn post(&self, path: &str, key: &str, idem: &str, body: Value) -> Answer {

@@ -39,8 +39,14 @@ async fn shop() -> Shop {
         .await;
     assert_eq!(charge.status, StatusCode::CREATED, "{charge:?}");
     let charge = charge.id();
-    let refund =
-        app.post(&format!("/v1/charges/{charge}/refunds"), &key, "o1:refund", json!({"amount": "10.00"})).await;
+    let refund = app
+        .post(
+            &format!("/v1/charges/{charge}/refunds"),
+            &key,
+            "o1:refund",
+            json!({"amount": "10.00", "reference": "o1:refund:1"}),
+        )
+        .await;
     assert_eq!(refund.status, StatusCode::CREATED, "{refund:?}");
     let t = app
         .post(
@@ -134,14 +140,42 @@ async fn a_second_charge_for_the_same_order_attempt_is_named() {
     let s = shop().await;
     s.corrupt(
         "ALTER TABLE charges DROP CONSTRAINT charges_tenant_id_order_id_attempt_key; \
+         DROP INDEX charges_one_succeeded_per_order; \
          INSERT INTO charges (id, tenant_id, order_id, attempt, buyer_account_id, seller_account_id, \
                               platform_account_id, amount, fee, currency, transaction_id) \
            SELECT gen_random_uuid(), tenant_id, order_id, attempt, buyer_account_id, seller_account_id, \
                   platform_account_id, amount, fee, currency, gen_random_uuid() FROM charges;",
     )
     .await;
-    // the copy also has no money behind it
-    assert_eq!(s.broken(false).await, ["charge_matches_ledger", "one_charge_per_order_attempt"]);
+    // the copy also has no money behind it, and is a second charge of its order
+    assert_eq!(
+        s.broken(false).await,
+        ["charge_matches_ledger", "one_charge_per_order_attempt", "one_succeeded_charge_per_order"]
+    );
+}
+
+#[actix_web::test]
+async fn a_second_succeeded_charge_for_the_same_order_is_named() {
+    let s = shop().await;
+    // attempt 2 of the paid order charged for real: the buyer debited 5.00 again, in its own transaction
+    s.corrupt(&format!(
+        "DROP INDEX charges_one_succeeded_per_order; \
+         INSERT INTO ledger_transactions (id, tenant_id, kind, currency) \
+           SELECT '00000000-0000-0000-0000-00000000000e', tenant_id, 'charge', 'USD' FROM accounts LIMIT 1; \
+         INSERT INTO ledger_entries (transaction_id, leg, account_id, amount, currency) VALUES \
+           ('00000000-0000-0000-0000-00000000000e', 0, '{b}', -5, 'USD'), \
+           ('00000000-0000-0000-0000-00000000000e', 1, '{s}', 5, 'USD'); \
+         UPDATE accounts SET balance = balance - 5 WHERE id = '{b}'; \
+         UPDATE accounts SET balance = balance + 5 WHERE id = '{s}'; \
+         INSERT INTO charges (id, tenant_id, order_id, attempt, buyer_account_id, seller_account_id, amount, fee, \
+                              currency, transaction_id) \
+           SELECT gen_random_uuid(), tenant_id, order_id, 2, buyer_account_id, seller_account_id, 5, 0, currency, \
+                  '00000000-0000-0000-0000-00000000000e' FROM charges;",
+        b = s.buyer,
+        s = s.seller,
+    ))
+    .await;
+    assert_eq!(s.broken(false).await, ["one_succeeded_charge_per_order"]);
 }
 
 #[actix_web::test]
@@ -191,12 +225,38 @@ async fn refunds_above_their_charge_are_named() {
            ('00000000-0000-0000-0000-00000000000c', 1, '{b}', 20, 'USD'); \
          UPDATE accounts SET balance = balance - 20 WHERE reference = 'external-buyer'; \
          UPDATE accounts SET balance = balance + 20 WHERE id = '{b}'; \
-         INSERT INTO refunds (id, tenant_id, charge_id, amount, fee_amount, currency, transaction_id) \
-           SELECT gen_random_uuid(), tenant_id, id, 20, 0, 'USD', '00000000-0000-0000-0000-00000000000c' FROM charges;",
+         INSERT INTO refunds (id, tenant_id, charge_id, reference, amount, fee_amount, currency, transaction_id) \
+           SELECT gen_random_uuid(), tenant_id, id, 'o1:refund:2', 20, 0, 'USD', '00000000-0000-0000-0000-00000000000c' FROM charges;",
         b = s.buyer,
     ))
     .await;
     assert_eq!(s.broken(false).await, ["refunds_within_charge"]);
+}
+
+#[actix_web::test]
+async fn a_second_refund_under_the_same_reference_is_named() {
+    let s = shop().await;
+    // the refund of 10.00 (fee share 1.00) paid again under its reference, money and totals included
+    s.corrupt(&format!(
+        "ALTER TABLE refunds DROP CONSTRAINT refunds_tenant_id_charge_id_reference_key; \
+         INSERT INTO ledger_transactions (id, tenant_id, kind, currency) \
+           SELECT '00000000-0000-0000-0000-00000000000d', tenant_id, 'refund', 'USD' FROM accounts LIMIT 1; \
+         INSERT INTO ledger_entries (transaction_id, leg, account_id, amount, currency) VALUES \
+           ('00000000-0000-0000-0000-00000000000d', 0, '{b}', 10, 'USD'), \
+           ('00000000-0000-0000-0000-00000000000d', 1, '{s}', -9, 'USD'), \
+           ('00000000-0000-0000-0000-00000000000d', 2, (SELECT id FROM accounts WHERE reference = 'platform'), -1, 'USD'); \
+         UPDATE accounts SET balance = balance + 10 WHERE id = '{b}'; \
+         UPDATE accounts SET balance = balance - 9 WHERE id = '{s}'; \
+         UPDATE accounts SET balance = balance - 1 WHERE reference = 'platform'; \
+         UPDATE charges SET refunded_amount = refunded_amount + 10, refunded_fee = refunded_fee + 1; \
+         INSERT INTO refunds (id, tenant_id, charge_id, reference, amount, fee_amount, currency, transaction_id) \
+           SELECT gen_random_uuid(), tenant_id, charge_id, reference, amount, fee_amount, currency, \
+                  '00000000-0000-0000-0000-00000000000d' FROM refunds;",
+        b = s.buyer,
+        s = s.seller,
+    ))
+    .await;
+    assert_eq!(s.broken(false).await, ["one_refund_per_charge_reference"]);
 }
 
 #[actix_web::test]

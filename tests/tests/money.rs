@@ -64,8 +64,14 @@ async fn a_charge_splits_into_seller_and_platform_and_refunds_return_the_fee_exa
     let charge = c.id();
     // three refunds of 3.33, 3.33, 3.34: the fee comes back in rounded steps and exactly in total
     for (i, amount) in ["3.33", "3.33", "3.34"].iter().enumerate() {
-        let r =
-            app.post(&format!("/v1/charges/{charge}/refunds"), &key, &format!("r{i}"), json!({"amount": amount})).await;
+        let r = app
+            .post(
+                &format!("/v1/charges/{charge}/refunds"),
+                &key,
+                &format!("r{i}"),
+                json!({"amount": amount, "reference": format!("r{i}")}),
+            )
+            .await;
         assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
     }
     assert_eq!(app.balance(&key, &buyer).await, "100.00");
@@ -74,7 +80,7 @@ async fn a_charge_splits_into_seller_and_platform_and_refunds_return_the_fee_exa
     let got = app.get(&format!("/v1/charges/{charge}"), &key).await.json();
     assert_eq!(got["status"], "refunded");
     assert_eq!(got["refunded_amount"], "10.00");
-    let more = app.post(&format!("/v1/charges/{charge}/refunds"), &key, "r-more", json!({})).await;
+    let more = app.post(&format!("/v1/charges/{charge}/refunds"), &key, "r-more", json!({"reference": "r-more"})).await;
     assert_eq!((more.status, more.code().as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "refund_exceeds_charge"));
 }
 
@@ -97,8 +103,8 @@ async fn concurrent_refunds_never_exceed_the_charge() {
     // 30 concurrent refunds of 4.00 against 50.00: 12 fit (48.00)
     let (app, key, charge_ref) = (&app, &key, &charge);
     let answers = join_all((0..30).map(|i| async move {
-        app.post(&format!("/v1/charges/{charge_ref}/refunds"), key, &format!("refund-{i}"), json!({"amount": "4.00"}))
-            .await
+        let body = json!({"amount": "4.00", "reference": format!("refund-{i}")});
+        app.post(&format!("/v1/charges/{charge_ref}/refunds"), key, &format!("refund-{i}"), body).await
     }))
     .await;
     let ok = answers.iter().filter(|a| a.status == StatusCode::CREATED).count();

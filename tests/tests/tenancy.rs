@@ -52,7 +52,8 @@ async fn tenants_cannot_see_move_or_replay_each_others_data() {
         )
         .await;
     assert_eq!(steal.code(), "account_not_found");
-    let refund = app.post(&format!("/v1/charges/{charge_id}/refunds"), &mallory, "refund", json!({})).await;
+    let refund =
+        app.post(&format!("/v1/charges/{charge_id}/refunds"), &mallory, "refund", json!({"reference": "refund"})).await;
     assert_eq!(refund.code(), "charge_not_found");
     let release = app.send("POST", &format!("/v1/reservations/{hold_id}/release"), &mallory, Some("rel"), None).await;
     assert_eq!(release.code(), "reservation_not_found");

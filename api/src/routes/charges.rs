@@ -2,7 +2,7 @@
 
 use actix_web::{get, post, web, HttpResponse};
 use chrono::{DateTime, Utc};
-use ledger::charges::NewCharge;
+use ledger::charges::{NewCharge, NewRefund};
 use ledger::money::parse_amount;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -86,6 +86,9 @@ impl From<ledger::charges::Charge> for Charge {
 pub struct Refund {
     pub id: Uuid,
     pub charge_id: Uuid,
+    /// Your name for this refund, unique per charge.
+    #[schema(example = "order-1001:refund:1")]
+    pub reference: String,
     #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "10.00")]
     pub amount: Decimal,
     #[schema(value_type = Currency)]
@@ -100,6 +103,7 @@ impl From<ledger::charges::Refund> for Refund {
         Refund {
             id: r.id,
             charge_id: r.charge_id,
+            reference: r.reference,
             amount: r.amount,
             currency: r.currency,
             transaction_id: r.transaction_id,
@@ -111,10 +115,13 @@ impl From<ledger::charges::Refund> for Refund {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCharge {
-    /// Your order. One charge per (order_id, attempt), ever.
+    /// Your order. One charge per (order_id, attempt), ever, and at most one
+    /// succeeded charge per order.
     #[schema(min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]{0,253}[!-~])?$", example = "order-1001")]
     pub order_id: String,
-    /// Starts at 1; a new attempt after a decline takes the next number.
+    /// Starts at 1; a new attempt after a decline takes the next number. A
+    /// new attempt for an order that is already paid is refused (409
+    /// `order_already_charged`): retry with the same attempt and key instead.
     #[schema(minimum = 1, example = 1)]
     pub attempt: i32,
     pub buyer_account_id: Uuid,
@@ -142,6 +149,8 @@ pub struct CreatePlatformFee {
 ///
 /// One balanced ledger transaction: the buyer is debited `amount`, the seller
 /// credited `amount - platform_fee.amount`, the platform credited the fee.
+/// An order is charged at most once: a charge for an order that another
+/// attempt already paid is refused, naming that charge.
 #[utoipa::path(
     operation_id = "create_charge",
     tag = "charges",
@@ -152,7 +161,7 @@ pub struct CreatePlatformFee {
         (status = 200, description = "This order attempt was already charged with the same terms: the charge is returned, no second effect", body = Charge, headers(("Natural-Key-Replayed" = String, description = "`true`"))),
         (status = 402, description = "`insufficient_funds`: the buyer cannot pay (stored and replayed; charge again with the next attempt)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`account_not_found`: the buyer, seller or platform account does not exist for this tenant", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`natural_key_conflict`: this order attempt was charged with other terms", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`order_already_charged`: another attempt already paid this order (one succeeded charge per order; a new attempt only after a decline); the problem's `charge_id` names that charge. `natural_key_conflict`: this order attempt was charged with other terms", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`invalid_amount`, `amount_not_positive`, `amount_too_precise`, `amount_too_large`: the amount is not a positive decimal string within the currency's minor unit and 1,000,000,000; `unknown_currency`; `currency_mismatch`; `same_account`: buyer and seller are one account; `fee_exceeds_amount`; `invalid_field`: `order_id` or `attempt`", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -263,7 +272,20 @@ pub async fn list(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRefund {
-    /// What to refund; all that remains of the charge when absent.
+    /// Your name for this refund, unique per charge, e.g. `{order_id}:refund:{n}`:
+    /// one refund per (charge, reference), ever. The same reference again with
+    /// the same terms returns that refund (200, `Natural-Key-Replayed`), also
+    /// under another or an expired Idempotency-Key; with other terms, 409
+    /// `natural_key_conflict`.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[!-~]([ -~]{0,253}[!-~])?$",
+        example = "order-1001:refund:1"
+    )]
+    pub reference: String,
+    /// What to refund; all that remains of the charge when absent. Terms of
+    /// the reference: a retry must give the same amount, or again none.
     #[schema(pattern = r"^[0-9]{1,16}(\.[0-9]{1,2})?$", example = "10.00")]
     pub amount: Option<String>,
 }
@@ -272,7 +294,8 @@ pub struct CreateRefund {
 ///
 /// The buyer is credited; the seller and the platform give back their shares
 /// in the charge's proportion (a full refund returns the fee exactly). The
-/// refunds of a charge never sum above it, also under concurrent requests.
+/// refunds of a charge never sum above it, also under concurrent requests,
+/// and each `reference` refunds a charge at most once, ever.
 #[utoipa::path(
     operation_id = "create_refund",
     tag = "charges",
@@ -280,9 +303,11 @@ pub struct CreateRefund {
     request_body = CreateRefund,
     responses(
         (status = 201, description = "Refunded", body = Refund),
+        (status = 200, description = "This charge already has a refund with this reference and the same terms: the refund is returned, no second effect", body = Refund, headers(("Natural-Key-Replayed" = String, description = "`true`"))),
         (status = 402, description = "`insufficient_funds`: the seller or platform cannot give back its share (stored and replayed)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`charge_not_found`: no such charge for this tenant; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`refund_exceeds_charge`: more than what remains of the charge (stored and replayed); `invalid_amount`, `amount_not_positive`, `amount_too_precise`, `amount_too_large`: the amount is not a positive decimal string within the currency's minor unit and 1,000,000,000", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`natural_key_conflict`: this charge has a refund with this reference and other terms", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`refund_exceeds_charge`: more than what remains of the charge (stored and replayed); `invalid_amount`, `amount_not_positive`, `amount_too_precise`, `amount_too_large`: the amount is not a positive decimal string within the currency's minor unit and 1,000,000,000; `invalid_field`: `reference` is not 1 to 255 printable ASCII characters without surrounding spaces", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/charges/{id}/refunds")]
@@ -294,9 +319,10 @@ pub async fn refund(
     body: JsonBody<CreateRefund>,
 ) -> Result<HttpResponse, ApiError> {
     let charge_id = *id;
-    let amount = body.value.amount.as_deref();
+    let new =
+        NewRefund { reference: identifier("reference", &body.value.reference)?, amount: body.value.amount.as_deref() };
     idempotency::run(&state, caller.0, &key, &body.canonical, Applied::Created, async |tx| {
-        Ok(ledger::charges::refund(tx, caller.0, charge_id, amount).await?.map(Refund::from))
+        Ok(ledger::charges::refund(tx, caller.0, charge_id, &new).await?.map(Refund::from))
     })
     .await
 }
