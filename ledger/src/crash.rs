@@ -7,7 +7,8 @@
 //! does nothing unless `LEDGER_CRASH_AT=<name>` names it.
 //!
 //! Points: `api-after-key-lock`, `api-after-commit` (the API),
-//! `relay-after-publish`, `inventory-after-commit`, `email-after-ack` (the workers).
+//! `relay-after-publish`, `inventory-after-commit`, `email-after-ack`,
+//! `email-after-send` (the workers).
 
 /// Aborts the process when `LEDGER_CRASH_AT` names this point (with the
 /// `crash-points` feature); a no-op otherwise.
