@@ -197,6 +197,17 @@ async fn deliver(
 ) -> Result<bool, Error> {
     let Some(recipient) = charge.receipt_email.as_deref() else { return Ok(false) };
     let order = charge.order_id.as_str();
+    // Built before the claim: an address that cannot be used sends nothing
+    // and claims nothing.
+    let message = Confirmation {
+        tenant,
+        order_id: order,
+        charge_id: charge.id,
+        recipient,
+        amount: charge.amount.to_string(),
+        currency: charge.currency.code(),
+    }
+    .message(from)?;
     // One attempt id across the retries: a claim that committed while its
     // answer was lost is recognised as ours, not taken for another's.
     let attempt = Uuid::now_v7();
@@ -216,15 +227,7 @@ async fn deliver(
     }
     // The attempt is recorded: if the process dies from here until the
     // mark, the outcome is unknown and only an operator sends it again.
-    let confirmation = Confirmation {
-        tenant,
-        order_id: order,
-        charge_id: charge.id,
-        recipient,
-        amount: charge.amount.to_string(),
-        currency: charge.currency.code(),
-    };
-    mailer.send(confirmation.message(from)?).await?;
+    mailer.send(message).await?;
     crash_point("email-after-send");
     let mark = || async {
         let client = pool.get().await?;
@@ -283,6 +286,7 @@ pub async fn reconcile_with(
     let lost = ledger::emails::lost(&**client, grace).await?;
     let mut out = Vec::with_capacity(lost.len());
     for l in lost {
+        let message = Confirmation::of_lost(&l).message(from)?;
         // Each takes the order in the database first, so that a concurrent
         // run or a late event cannot send it too.
         let taken = match l.state {
@@ -303,7 +307,7 @@ pub async fn reconcile_with(
             _ => false,
         };
         if taken {
-            mailer.send(Confirmation::of_lost(&l).message(from)?).await?;
+            mailer.send(message).await?;
             ledger::emails::mark_sent(&**client, l.tenant_id, &l.order_id).await?;
         }
         let message_id = message_id(l.tenant_id, &l.order_id, from)?;
