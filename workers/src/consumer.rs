@@ -32,7 +32,7 @@ where
     let ch = within("open a channel", conn.create_channel()).await?;
     let names = Names::new(&config.amqp_prefix);
     within("declare the topology", topology::declare(&ch, &names, config.delivery_limit)).await?;
-    upgrade::retire_old_queues(&conn, &names).await?;
+    upgrade::retire(&conn, &names).await;
     within("set prefetch", ch.basic_qos(config.prefetch, BasicQosOptions::default())).await?;
     let queue = queue(&names);
     let mut deliveries = within(

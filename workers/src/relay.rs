@@ -55,7 +55,7 @@ async fn run_connected(
     // The relay declares the consumers' queues too, so that nothing it
     // publishes is dropped for want of a queue, whichever process starts first.
     within("declare the topology", topology::declare(&ch, &names, config.delivery_limit)).await?;
-    upgrade::retire_old_queues(&conn, &names).await?;
+    upgrade::retire(&conn, &names).await;
     within("confirm mode", ch.confirm_select(ConfirmSelectOptions::default())).await?;
     let mut wake = ledger::outbox::listen(&config.database.database_url).await?;
     let mut last_purge = tokio::time::Instant::now() - Duration::from_secs(3600);

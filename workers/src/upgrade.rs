@@ -64,6 +64,17 @@ async fn counts(conn: &Connection, queue: &str) -> Result<(u32, u32), Error> {
     Ok((q.message_count(), q.consumer_count()))
 }
 
+/// Retires the queues of older versions, if any, after the topology was
+/// declared; a failure is logged and left to a later start, so that it
+/// never keeps a worker from its own queue.
+pub async fn retire(conn: &Connection, names: &Names) {
+    match retire_old_queues(conn, names).await {
+        Ok(0) => {}
+        Ok(moved) => tracing::info!(moved, "messages moved from queues of an older version"),
+        Err(e) => tracing::warn!(error = %e, "queues of an older version not retired; a later start tries again"),
+    }
+}
+
 /// Retires the queues of older versions that still exist; returns how many
 /// messages moved to their successors. The successors must be declared.
 pub async fn retire_old_queues(conn: &Connection, names: &Names) -> Result<u64, Error> {
@@ -80,7 +91,7 @@ pub async fn retire_old_queues(conn: &Connection, names: &Names) -> Result<u64, 
         Err(Error::Amqp(e)) if reply_code(&e) == Some(RESOURCE_LOCKED) => return Ok(0),
         Err(e) => return Err(e),
     }
-    let moved = retire(conn, &lock, names).await;
+    let moved = drain_and_delete(conn, &lock, names).await;
     // An exclusive queue lives as long as its connection, which goes on consuming.
     let unlock = async {
         let ch = scratch(conn).await?;
@@ -99,7 +110,7 @@ pub async fn retire_old_queues(conn: &Connection, names: &Names) -> Result<u64, 
     Ok(moved)
 }
 
-async fn retire(conn: &Connection, lock: &Channel, names: &Names) -> Result<u64, Error> {
+async fn drain_and_delete(conn: &Connection, lock: &Channel, names: &Names) -> Result<u64, Error> {
     let mut moved = 0;
     for old in names.retired() {
         if !exists(conn, &old.name).await? {
