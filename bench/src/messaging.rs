@@ -9,10 +9,12 @@
 //!    (the outbox rows' own ids, event types as routing keys and payload
 //!    bytes, read from the table) to the workers' topology (declared with
 //!    `workers::topology::declare`, under a prefix of its own: the same
-//!    topic exchange bound to the same quorum queues), persistent, with
-//!    publisher confirms, a batch of `RELAY_BATCH` published and then all of
-//!    its confirms awaited, exactly as `workers::relay::publish_batch` does
-//!    minus the database. It runs first, and its queues are deleted before
+//!    exchanges and quorum queues), persistent, with publisher confirms,
+//!    each event's copies made by the relay's own `publish_event` (one
+//!    mandatory copy straight into each consumer's queue that must have it,
+//!    one into the topic exchange) and settled by its `settle`, a batch of
+//!    `RELAY_BATCH` published and then all of its confirms awaited, exactly
+//!    as `workers::relay::publish_batch` does minus the database. It runs first, and its queues are deleted before
 //!    the relay starts, so both start on an empty broker.
 //! 2. **Relay**: `ledger-workers relay` (same batch size) drains the backlog.
 //!    The clock is the database's: from the first batch's `published_at`
@@ -69,12 +71,12 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
-    QueuePurgeOptions,
+    ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{Connection, ConnectionProperties};
 use serde_json::{json, Value};
 use tokio_postgres::Client;
+use workers::relay;
 use workers::topology::{self, Names};
 
 use crate::{closed_loop, peak_rss_kib, purchase, round, terminate, Accounts, Args, Figures, Http, Wrong};
@@ -367,28 +369,16 @@ async fn plain_loop(conn: &Connection, names: &Names, messages: &[(String, Strin
     ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(e)?;
     let t0 = Instant::now();
     for batch in messages.chunks(RELAY_BATCH) {
-        let mut confirms = Vec::with_capacity(batch.len());
+        let mut sent = Vec::with_capacity(batch.len());
         for (message_id, event_type, payload) in batch {
-            let props = BasicProperties::default()
-                .with_message_id(message_id.as_str().into())
-                .with_type(event_type.as_str().into())
-                .with_content_type("application/json".into())
-                .with_delivery_mode(2);
-            let confirm = ch
-                .basic_publish(
-                    names.events.as_str().into(),
-                    event_type.as_str().into(),
-                    BasicPublishOptions::default(),
-                    payload.as_bytes(),
-                    props,
-                )
-                .await
-                .map_err(e)?;
-            confirms.push(confirm);
+            let copies =
+                relay::publish_event(&ch, names, message_id, event_type, payload.as_bytes()).await.map_err(e)?;
+            sent.push((message_id, copies));
         }
-        for confirm in confirms {
-            if !confirm.await.map_err(e)?.is_ack() {
-                return Err("the broker refused a message of the plain loop (nack)".into());
+        for (message_id, copies) in sent {
+            match relay::settle(message_id, copies).await.map_err(e)? {
+                relay::Settled::Delivered => {}
+                relay::Settled::Returned(why) => return Err(format!("the plain loop's event was returned: {why}")),
             }
         }
     }

@@ -237,6 +237,17 @@ pub const INVARIANTS: &[Invariant] = &[
                   OR (v.id IS NOT NULL AND (n.b->>'order_id' IS DISTINCT FROM v.order_id \
                        OR n.b->>'sku' IS DISTINCT FROM v.sku OR (n.b->>'quantity')::bigint IS DISTINCT FROM v.quantity))",
     },
+    // ---- emails ------------------------------------------------------------------
+    Invariant {
+        name: "email_send_at_most_once",
+        promise: "at most one automatic send attempt per order's confirmation (the email worker or \
+                  reconcile-emails --send), counted from the attempts recorded before each SMTP call; \
+                  an operator's --resend-claimed is counted apart",
+        quiesced: false,
+        sql: "SELECT jsonb_build_object('tenant_id', tenant_id, 'order_id', order_id, 'automatic_sends', count(*), \
+                     'senders', jsonb_agg(sender ORDER BY id), 'attempted_at', jsonb_agg(attempted_at ORDER BY id)) \
+                FROM email_sends WHERE sender <> 'resend' GROUP BY tenant_id, order_id HAVING count(*) > 1",
+    },
     // ---- after quiescence ------------------------------------------------------
     Invariant {
         name: "outbox_published",
@@ -287,8 +298,12 @@ pub struct Report {
     pub checked: Vec<&'static str>,
     pub violations: Vec<Violation>,
     /// Orders whose confirmation email was claimed but never marked sent:
-    /// lost by the at-most-once email worker (not a violation; see the docs).
+    /// lost by the at-most-once email worker, or sent with no confirmation
+    /// (not a violation; see the docs).
     pub emails_unsent: i64,
+    /// Operators' resends of emails whose outcome was unknown
+    /// (`reconcile-emails --resend-claimed`; not a violation).
+    pub emails_resent: i64,
 }
 
 impl Report {
@@ -312,10 +327,11 @@ impl fmt::Display for Report {
         }
         write!(
             f,
-            "{} invariant(s) checked, {} violation(s), {} email(s) claimed but not sent",
+            "{} invariant(s) checked, {} violation(s), {} email(s) claimed but not sent, {} operator resend(s)",
             self.checked.len(),
             self.violations.len(),
-            self.emails_unsent
+            self.emails_unsent,
+            self.emails_resent
         )
     }
 }
@@ -331,5 +347,7 @@ pub async fn audit(client: &impl GenericClient, opts: Options) -> Result<Report>
         report.checked.push(inv.name);
     }
     report.emails_unsent = client.query_one("SELECT count(*) FROM emails WHERE status <> 'sent'", &[]).await?.get(0);
+    report.emails_resent =
+        client.query_one("SELECT count(*) FROM email_sends WHERE sender = 'resend'", &[]).await?.get(0);
     Ok(report)
 }

@@ -14,7 +14,8 @@
 //!
 //! Points: `api-after-key-lock`, `charge-after-account-lock`,
 //! `api-after-commit` (the API), `relay-after-publish`,
-//! `inventory-after-commit`, `email-after-ack` (the workers).
+//! `inventory-after-commit`, `email-after-ack`, `email-after-send` (the
+//! workers).
 
 /// Aborts the process when `LEDGER_CRASH_AT` names this point, or stops it
 /// when `LEDGER_FREEZE_AT` does (with the `crash-points` feature); a no-op

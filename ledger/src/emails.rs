@@ -1,8 +1,11 @@
-//! Order confirmation emails, at most one per order: the order is claimed
-//! before sending, so a duplicate event cannot send twice, and marked sent
-//! after. Claims are never purged: they are what keeps a replay from
-//! resending. What was claimed and never marked sent, or never claimed at
-//! all, is what reconciliation finds.
+//! Order confirmation emails, at most one per order. The order is claimed
+//! before sending, so a duplicate event cannot send twice, and every send
+//! attempt is recorded (committed) before the SMTP call, in the same
+//! statement as the claim; the email is marked sent after. A claim that was
+//! never marked sent is an email whose outcome is unknown: the mail server
+//! may have taken it, so it is never sent again automatically, only listed
+//! for an operator. Claims and attempts are never purged: they are what
+//! keeps a replay from resending.
 
 use rust_decimal::Decimal;
 use tokio_postgres::GenericClient;
@@ -11,26 +14,60 @@ use uuid::Uuid;
 use crate::money::Currency;
 use crate::Result;
 
-/// Claims the order's email; false when the order already has a claim
-/// (sent, or claimed by another delivery).
+/// Who attempts a send; recorded with the attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sender {
+    /// The email worker, on the order's `charge.succeeded`.
+    Worker,
+    /// `reconcile-emails --send`, for an order that was never claimed.
+    Reconcile,
+    /// An operator's `reconcile-emails --resend-claimed`: a second attempt
+    /// for an email whose outcome is unknown, which may duplicate it.
+    Resend,
+}
+
+impl Sender {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sender::Worker => "worker",
+            Sender::Reconcile => "reconcile",
+            Sender::Resend => "resend",
+        }
+    }
+}
+
+/// Claims the order's email and records the send attempt `attempt` (an id
+/// the caller chose), in one statement; false when the order already has a
+/// claim (sent, or claimed by another delivery or by reconciliation): send
+/// nothing then. Safe to call again with the same `attempt` when the first
+/// call's outcome is unknown (the connection dropped): a claim that did
+/// commit is recognised as this caller's and answers true again.
 pub async fn claim(
     client: &impl GenericClient,
     tenant: Uuid,
     order_id: &str,
     charge_id: Uuid,
     recipient: &str,
+    sender: Sender,
+    attempt: Uuid,
 ) -> Result<bool> {
-    let claimed = client
-        .execute(
-            "INSERT INTO emails (tenant_id, order_id, charge_id, recipient, status) VALUES ($1, $2, $3, $4, 'claimed') \
-             ON CONFLICT DO NOTHING",
-            &[&tenant, &order_id, &charge_id, &recipient],
+    debug_assert!(sender != Sender::Resend, "a resend takes over an existing claim");
+    let row = client
+        .query_one(
+            "WITH claimed AS ( \
+                 INSERT INTO emails (tenant_id, order_id, charge_id, recipient, status) \
+                 VALUES ($1, $2, $3, $4, 'claimed') ON CONFLICT DO NOTHING RETURNING tenant_id, order_id), \
+             recorded AS ( \
+                 INSERT INTO email_sends (tenant_id, order_id, sender, attempt) \
+                 SELECT tenant_id, order_id, $5, $6 FROM claimed RETURNING attempt) \
+             SELECT EXISTS (SELECT 1 FROM recorded) OR EXISTS (SELECT 1 FROM email_sends WHERE attempt = $6)",
+            &[&tenant, &order_id, &charge_id, &recipient, &sender.as_str(), &attempt],
         )
         .await?;
-    Ok(claimed == 1)
+    Ok(row.get(0))
 }
 
-/// Marks the order's email sent.
+/// Marks the order's email sent (the mail server took it).
 pub async fn mark_sent(client: &impl GenericClient, tenant: Uuid, order_id: &str) -> Result<()> {
     client
         .execute(
@@ -41,16 +78,18 @@ pub async fn mark_sent(client: &impl GenericClient, tenant: Uuid, order_id: &str
     Ok(())
 }
 
-/// Where a lost confirmation stands.
+/// Where a confirmation that is not known to be sent stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unsent {
-    /// The event never reached a send: no claim.
+    /// The event never reached a send: no claim, no attempt. Safe to send.
     NeverClaimed,
-    /// Claimed longer ago than the grace period, never marked sent.
+    /// Claimed longer ago than the grace period with a send attempted and
+    /// never marked sent: the outcome is unknown (the mail server may have
+    /// taken it). Only an operator may resend it.
     Claimed,
 }
 
-/// A paid order whose confirmation email was not (known to be) sent.
+/// A paid order whose confirmation email is not known to be sent.
 #[derive(Debug, Clone)]
 pub struct Lost {
     pub tenant_id: Uuid,
@@ -60,15 +99,19 @@ pub struct Lost {
     pub amount: Decimal,
     pub currency: Currency,
     pub state: Unsent,
+    /// Send attempts recorded for the order so far (operator resends included).
+    pub attempts: i64,
 }
 
 /// Paid orders older than `grace_secs` with a receipt address and no sent
-/// email (the first attempt's charge of each order).
+/// email (the first attempt's charge of each order): never claimed, or
+/// claimed longer than `grace_secs` ago and never marked sent.
 pub async fn lost(client: &impl GenericClient, grace_secs: f64) -> Result<Vec<Lost>> {
     let rows = client
         .query(
             "SELECT DISTINCT ON (c.tenant_id, c.order_id) c.tenant_id, c.order_id, c.id, c.receipt_email, \
-                    c.amount, c.currency, e.status \
+                    c.amount, c.currency, e.status, \
+                    (SELECT count(*) FROM email_sends s WHERE s.tenant_id = c.tenant_id AND s.order_id = c.order_id) \
                FROM charges c LEFT JOIN emails e ON e.tenant_id = c.tenant_id AND e.order_id = c.order_id \
               WHERE c.receipt_email IS NOT NULL \
                 AND c.created_at < now() - make_interval(secs => $1) \
@@ -93,22 +136,27 @@ pub async fn lost(client: &impl GenericClient, grace_secs: f64) -> Result<Vec<Lo
                 amount: currency.normalize(r.get(4)),
                 currency,
                 state,
+                attempts: r.get(7),
             })
         })
         .collect()
 }
 
-/// Claims a lost order's email for a resend, or takes over a claim older
-/// than the grace period; false when someone else holds a fresh claim or it
-/// was sent meanwhile.
-pub async fn reclaim(client: &impl GenericClient, lost: &Lost, grace_secs: f64) -> Result<bool> {
-    let claimed = client
+/// An operator's resend of an email whose outcome is unknown: takes over a
+/// claim older than the grace period (so that two concurrent runs do not
+/// both resend) and records the attempt as a resend, in one statement; false
+/// when the claim is fresh or the email was marked sent meanwhile.
+pub async fn claim_resend(client: &impl GenericClient, lost: &Lost, grace_secs: f64) -> Result<bool> {
+    let taken = client
         .execute(
-            "INSERT INTO emails (tenant_id, order_id, charge_id, recipient, status) VALUES ($1, $2, $3, $4, 'claimed') \
-             ON CONFLICT (tenant_id, order_id) DO UPDATE SET claimed_at = now() \
-              WHERE emails.status = 'claimed' AND emails.claimed_at < now() - make_interval(secs => $5)",
-            &[&lost.tenant_id, &lost.order_id, &lost.charge_id, &lost.recipient, &grace_secs],
+            "WITH taken AS ( \
+                 UPDATE emails SET claimed_at = now() \
+                  WHERE tenant_id = $1 AND order_id = $2 AND status = 'claimed' \
+                    AND claimed_at < now() - make_interval(secs => $3) \
+                 RETURNING tenant_id, order_id) \
+             INSERT INTO email_sends (tenant_id, order_id, sender) SELECT tenant_id, order_id, $4 FROM taken",
+            &[&lost.tenant_id, &lost.order_id, &grace_secs, &Sender::Resend.as_str()],
         )
         .await?;
-    Ok(claimed == 1)
+    Ok(taken == 1)
 }

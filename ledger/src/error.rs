@@ -72,6 +72,48 @@ impl Error {
     pub fn unknown(what: &'static str, value: impl Into<String>) -> Error {
         Error::UnknownValue { what, value: value.into() }
     }
+
+    /// Whether this is PostgreSQL being out of reach (stopped, restarting,
+    /// recovering, refusing connections, the connection lost) rather than
+    /// anything about the work asked of it: retrying the same work later
+    /// is the answer, and the work is not to blame.
+    pub fn database_unavailable(&self) -> bool {
+        match self {
+            Error::Database(e) => unavailable(e),
+            Error::Pool(deadpool_postgres::PoolError::Timeout(_)) => true,
+            Error::Pool(deadpool_postgres::PoolError::Backend(e)) => unavailable(e),
+            _ => false,
+        }
+    }
+}
+
+/// A closed connection, one that could not be made (refused, reset: an I/O
+/// error with no SQLSTATE), or a SQLSTATE that says the server is going
+/// away or not yet there: a connection exception (class 08), an
+/// administrator's or a crash's shutdown, a cluster still starting or in
+/// recovery, no connection slot left.
+pub fn unavailable(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(code) => {
+            code.code().starts_with("08")
+                || [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW].contains(code)
+                || *code == SqlState::TOO_MANY_CONNECTIONS
+        }
+        None => {
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                if s.is::<std::io::Error>() {
+                    return true;
+                }
+                source = s.source();
+            }
+            false
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

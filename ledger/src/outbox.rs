@@ -52,13 +52,19 @@ pub struct Pending {
 
 /// Claims up to `limit` unpublished events, oldest first, for the lifetime
 /// of `tx`. `SKIP LOCKED`: several relays (or two lanes of one) never claim
-/// the same row, and none waits for another.
-pub async fn claim_unpublished(tx: &Transaction<'_>, limit: i64) -> Result<Vec<Pending>> {
+/// the same row, and none waits for another. Skipped too: a row waiting for
+/// its retry (a queue that must have it did not take it), and a row marked
+/// for replay whose first publication is older than `window_secs`
+/// (OUTBOX_RETENTION_SECS): a copy published now could reach a consumer
+/// after its inbox forgot the first one; the purge removes it instead.
+pub async fn claim_unpublished(tx: &Transaction<'_>, limit: i64, window_secs: f64) -> Result<Vec<Pending>> {
     let rows = tx
         .cached_query(
             "SELECT id, message_id, event_type, payload::text FROM outbox \
-              WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-            &[&limit],
+              WHERE published_at IS NULL AND (retry_at IS NULL OR retry_at <= now()) \
+                AND (first_published_at IS NULL OR first_published_at >= now() - make_interval(secs => $2)) \
+              ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            &[&limit, &window_secs],
         )
         .await?;
     Ok(rows
@@ -67,19 +73,85 @@ pub async fn claim_unpublished(tx: &Transaction<'_>, limit: i64) -> Result<Vec<P
         .collect())
 }
 
-/// Marks claimed events published (after the broker confirmed them).
+/// Marks claimed events published (after the broker confirmed them into
+/// every queue that must have them). The first publication is kept: a
+/// replay's republication does not restart the row's retention.
 pub async fn mark_published(tx: &Transaction<'_>, ids: &[i64]) -> Result<()> {
-    tx.cached_execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1)", &[&ids]).await?;
+    tx.cached_execute(
+        "UPDATE outbox SET published_at = now(), first_published_at = coalesce(first_published_at, now()), \
+                publish_attempts = 0, retry_at = NULL, last_error = NULL \
+          WHERE id = ANY($1)",
+        &[&ids],
+    )
+    .await?;
     Ok(())
 }
 
-/// Deletes published rows older than the retention, a bounded batch per
-/// statement; returns how many went.
+/// Longest wait before an unroutable event is tried again.
+pub const RETRY_MAX_SECS: f64 = 60.0;
+
+/// Leaves claimed events unpublished, each with why (`reasons`, in the same
+/// order as `ids`), to be tried again after 1 s, doubling to
+/// [`RETRY_MAX_SECS`] per attempt: a queue that must have them did not take
+/// them. The claim skips them until then, so they hold back nothing else.
+pub async fn defer(tx: &Transaction<'_>, ids: &[i64], reasons: &[String]) -> Result<()> {
+    tx.cached_execute(
+        "UPDATE outbox o SET publish_attempts = o.publish_attempts + 1, last_error = d.reason, \
+                retry_at = now() + make_interval(secs => least($3, power(2.0::float8, least(o.publish_attempts, 30)))) \
+           FROM unnest($1::bigint[], $2::text[]) AS d (id, reason) \
+          WHERE o.id = d.id",
+        &[&ids, &reasons, &RETRY_MAX_SECS],
+    )
+    .await?;
+    Ok(())
+}
+
+/// An event held back because a queue that must have it did not take it.
+#[derive(Debug, Clone)]
+pub struct Deferred {
+    pub id: i64,
+    pub message_id: Uuid,
+    pub event_type: String,
+    pub order_id: Option<String>,
+    pub publish_attempts: i32,
+    pub retry_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+/// Every unpublished event the broker returned at least once, oldest first
+/// (what an operator looks at when the relay logs unroutable events).
+pub async fn deferred(client: &impl GenericClient) -> Result<Vec<Deferred>> {
+    let rows = client
+        .query(
+            "SELECT id, message_id, event_type, order_id, publish_attempts, retry_at, last_error FROM outbox \
+              WHERE published_at IS NULL AND publish_attempts > 0 ORDER BY id",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Deferred {
+            id: r.get(0),
+            message_id: r.get(1),
+            event_type: r.get(2),
+            order_id: r.get(3),
+            publish_attempts: r.get(4),
+            retry_at: r.get(5),
+            last_error: r.get(6),
+        })
+        .collect())
+}
+
+/// Deletes rows first published longer ago than the retention, a bounded
+/// batch per statement; returns how many went. By the first publication,
+/// not the last: a replayed row keeps the window of its first publication
+/// (which its inbox rows, aged from the first receipt, cover), and a row
+/// still marked for a replay when that window ends goes too, unpublished.
 pub async fn purge_published(client: &impl GenericClient, retention_secs: f64) -> Result<u64> {
     Ok(purge_in_batches(
         client,
         "DELETE FROM outbox WHERE id IN ( \
-             SELECT id FROM outbox WHERE published_at < now() - make_interval(secs => $1) \
+             SELECT id FROM outbox WHERE first_published_at < now() - make_interval(secs => $1) \
               ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
         retention_secs,
     )
@@ -137,6 +209,11 @@ pub struct ReplayFilter {
     /// Written before.
     pub until: Option<DateTime<Utc>>,
     pub event_type: Option<String>,
+    /// Only events first published less than this many seconds ago
+    /// (OUTBOX_RETENTION_SECS): an older one could reach a consumer after
+    /// its inbox row expired. `None` selects by the other fields alone; the
+    /// relay still never publishes such a row.
+    pub window_secs: Option<f64>,
 }
 
 impl ReplayFilter {
@@ -167,6 +244,7 @@ const REPLAY_WHERE: &str = "published_at IS NOT NULL \
      AND ($3::timestamptz IS NULL OR created_at >= $3) \
      AND ($4::timestamptz IS NULL OR created_at < $4) \
      AND ($5::text IS NULL OR event_type = $5) \
+     AND ($7::float8 IS NULL OR first_published_at >= now() - make_interval(secs => $7)) \
      AND id > $6";
 
 /// The published events the filter selects (what a dry run prints).
@@ -177,7 +255,15 @@ pub async fn replay_plan(client: &impl GenericClient, filter: &ReplayFilter) -> 
                 "SELECT id, message_id, tenant_id, event_type, order_id, created_at FROM outbox \
                   WHERE {REPLAY_WHERE} ORDER BY id"
             ),
-            &[&filter.tenant, &filter.order, &filter.since, &filter.until, &filter.event_type, &0i64],
+            &[
+                &filter.tenant,
+                &filter.order,
+                &filter.since,
+                &filter.until,
+                &filter.event_type,
+                &0i64,
+                &filter.window_secs,
+            ],
         )
         .await?;
     Ok(rows
@@ -205,10 +291,19 @@ pub async fn mark_for_replay(client: &impl GenericClient, filter: &ReplayFilter,
             .query(
                 &format!(
                     "UPDATE outbox SET published_at = NULL WHERE id IN ( \
-                         SELECT id FROM outbox WHERE {REPLAY_WHERE} ORDER BY id LIMIT $7) \
+                         SELECT id FROM outbox WHERE {REPLAY_WHERE} ORDER BY id LIMIT $8) \
                      RETURNING id"
                 ),
-                &[&filter.tenant, &filter.order, &filter.since, &filter.until, &filter.event_type, &after, &batch],
+                &[
+                    &filter.tenant,
+                    &filter.order,
+                    &filter.since,
+                    &filter.until,
+                    &filter.event_type,
+                    &after,
+                    &filter.window_secs,
+                    &batch,
+                ],
             )
             .await?;
         if marked.is_empty() {

@@ -44,6 +44,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    email_sends (id) {
+        id -> Int8,
+        tenant_id -> Uuid,
+        order_id -> Text,
+        sender -> Text,
+        attempt -> Uuid,
+        attempted_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     emails (tenant_id, order_id) {
         tenant_id -> Uuid,
         order_id -> Text,
@@ -108,6 +119,10 @@ diesel::table! {
         payload -> Jsonb,
         created_at -> Timestamptz,
         published_at -> Nullable<Timestamptz>,
+        first_published_at -> Nullable<Timestamptz>,
+        publish_attempts -> Int4,
+        retry_at -> Nullable<Timestamptz>,
+        last_error -> Nullable<Text>,
     }
 }
 
@@ -204,6 +219,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     accounts,
     api_keys,
     charges,
+    email_sends,
     emails,
     idempotency_keys,
     inbox,

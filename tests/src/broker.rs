@@ -1,8 +1,8 @@
 //! RabbitMQ isolation for tests: every exchange and queue of a test carries
 //! a prefix of its own, deleted when the test ends.
 
-use lapin::options::{BasicPublishOptions, ExchangeDeleteOptions, QueueDeleteOptions};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::{Connection, ConnectionProperties};
 use workers::topology::Names;
 
 pub fn amqp_url() -> String {
@@ -12,16 +12,23 @@ pub fn amqp_url() -> String {
 pub struct Broker {
     pub prefix: String,
     pub names: Names,
+    /// The broker these names live on.
+    pub url: String,
 }
 
 impl Broker {
     pub fn new() -> Broker {
+        Broker::on(&amqp_url())
+    }
+
+    /// A prefix of its own on another broker (a private node, say).
+    pub fn on(url: &str) -> Broker {
         let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
-        Broker { names: Names::new(&prefix), prefix }
+        Broker { names: Names::new(&prefix), prefix, url: url.to_owned() }
     }
 
     pub async fn connect(&self) -> Connection {
-        Connection::connect(&amqp_url(), ConnectionProperties::default()).await.expect("RabbitMQ is up")
+        Connection::connect(&self.url, ConnectionProperties::default()).await.expect("RabbitMQ is up")
     }
 
     /// Whether a queue exists (a passive declare succeeds).
@@ -61,22 +68,15 @@ impl Broker {
         self.counts(queue).await.0
     }
 
-    /// Publishes raw bytes to the events exchange, as a duplicate or a poison would arrive.
+    /// Publishes raw bytes as the relay publishes an event of type
+    /// `routing_key` (into each consumer's queue that must have it, and the
+    /// topic exchange), as a duplicate or a poison would arrive.
     pub async fn publish(&self, routing_key: &str, message_id: &str, body: &[u8]) {
         let conn = self.connect().await;
         let ch = conn.create_channel().await.unwrap();
         ch.confirm_select(Default::default()).await.unwrap();
-        ch.basic_publish(
-            self.names.events.as_str().into(),
-            routing_key.into(),
-            BasicPublishOptions::default(),
-            body,
-            BasicProperties::default().with_message_id(message_id.into()).with_delivery_mode(2),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+        let copies = workers::relay::publish_event(&ch, &self.names, message_id, routing_key, body).await.unwrap();
+        workers::relay::settle(message_id, copies).await.unwrap();
         let _ = conn.close(200, "".into()).await;
     }
 }
@@ -89,13 +89,18 @@ impl Default for Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let names = self.names.clone();
+        let (names, url) = (self.names.clone(), self.url.clone());
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
-                let Ok(conn) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await else { return };
+                let connect = Connection::connect(&url, ConnectionProperties::default());
+                // A private node may be gone already, with everything on it.
+                let Ok(Ok(conn)) = tokio::time::timeout(std::time::Duration::from_secs(5), connect).await else {
+                    return;
+                };
                 let Ok(ch) = conn.create_channel().await else { return };
-                for q in names.queues() {
+                let retired: Vec<String> = names.retired().into_iter().map(|r| r.name).collect();
+                for q in names.queues().into_iter().chain(retired.iter().map(String::as_str)) {
                     let _ = ch.queue_delete(q.into(), QueueDeleteOptions::default()).await;
                 }
                 for e in [&names.events, &names.dead_letter_exchange] {

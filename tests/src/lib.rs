@@ -85,6 +85,8 @@ async fn ensure_template(admin: &tokio_postgres::Client) -> &'static str {
 pub struct TestDb {
     pub name: String,
     pub url: String,
+    /// The server's `postgres` database, where it is dropped from.
+    admin_url: String,
 }
 
 impl TestDb {
@@ -93,7 +95,16 @@ impl TestDb {
         let template = ensure_template(&admin).await;
         let name = format!("ledger_t_{}", Uuid::new_v4().simple());
         admin.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}")).await.unwrap();
-        TestDb { url: url_for(&name), name }
+        TestDb { url: url_for(&name), name, admin_url: admin_url() }
+    }
+
+    /// A migrated database on a private server (`servers::PrivatePostgres`),
+    /// for tests that stop the database under the service.
+    pub async fn on(server: &servers::PrivatePostgres) -> TestDb {
+        let name = format!("ledger_t_{}", Uuid::new_v4().simple());
+        let url = server.create_database(&name).await.expect("the private server creates a database");
+        ledger::db::migrate(&url).await.expect("migrations apply");
+        TestDb { url, name, admin_url: server.admin_url() }
     }
 
     pub async fn client(&self) -> tokio_postgres::Client {
@@ -130,12 +141,12 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let name = self.name.clone();
+        let (name, admin_url) = (self.name.clone(), self.admin_url.clone());
         // Drop runs outside async; a thread of its own with a small runtime.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
-                if let Ok((client, conn)) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await {
+                if let Ok((client, conn)) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls).await {
                     tokio::spawn(conn);
                     let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
                 }
@@ -165,7 +176,11 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
-    let db = TestDb::new().await;
+    spawn_app_on(TestDb::new().await, tweak).await
+}
+
+/// The real server on `db` (a private server's database, say).
+pub async fn spawn_app_on(db: TestDb, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::local(&db.url);
     config.http_addr = "127.0.0.1:0".into();
     config.http_workers = Some(2);
@@ -369,4 +384,26 @@ pub fn spawn_worker_process(
         cmd.env("LEDGER_CRASH_AT", point);
     }
     cmd.spawn().expect("the workers binary starts")
+}
+
+/// Runs a command of the real `ledger-workers` binary (`reconcile-emails`,
+/// `replay`, `dlq ...`) with `config`'s settings, to completion. It waits on
+/// the blocking pool, so that the test's own servers (the SMTP listener)
+/// keep serving it meanwhile.
+pub async fn run_worker_command(config: &workers::config::Config, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(workers_binary());
+    cmd.args(args)
+        .env("DATABASE_URL", &config.database.database_url)
+        .env("AMQP_URL", &config.amqp_url)
+        .env("AMQP_PREFIX", &config.amqp_prefix)
+        .env("AMQP_DELIVERY_LIMIT", config.delivery_limit.to_string())
+        .env("EMAIL_DIR", &config.email_dir)
+        .env("EMAIL_FROM", &config.email_from)
+        .env("RUST_LOG", "warn")
+        .env_remove("SMTP_URL")
+        .env_remove("LEDGER_CRASH_AT");
+    if let Some(url) = &config.smtp_url {
+        cmd.env("SMTP_URL", url);
+    }
+    tokio::task::spawn_blocking(move || cmd.output().expect("the workers binary runs")).await.unwrap()
 }

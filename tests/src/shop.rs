@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::broker::Broker;
 use crate::smtp::SmtpServer;
-use crate::{eventually, spawn_app, TestApp};
+use crate::{eventually, spawn_app, spawn_app_on, TestApp, TestDb};
 
 pub struct Shop {
     pub app: TestApp,
@@ -17,7 +17,15 @@ pub struct Shop {
 }
 
 pub async fn shop() -> Shop {
-    let app = spawn_app().await;
+    stock(spawn_app().await).await
+}
+
+/// The same shop on a database of a private server, which the test may stop.
+pub async fn shop_on(server: &crate::servers::PrivatePostgres) -> Shop {
+    stock(spawn_app_on(TestDb::on(server).await, |_| {}).await).await
+}
+
+async fn stock(app: TestApp) -> Shop {
     let key = app.tenant("shop").await;
     let buyer = app.funded(&key, "buyer", "1000.00").await;
     let seller = app.account(&key, "seller", "USD", false).await;
@@ -58,6 +66,7 @@ impl Shop {
     /// Worker settings for this shop's database, the test's broker names and SMTP listener.
     pub fn config(&self, broker: &Broker, smtp: &SmtpServer) -> workers::config::Config {
         let mut c = workers::config::Config::local(&self.app.db.url, &broker.prefix);
+        c.amqp_url = broker.url.clone();
         c.smtp_url = Some(smtp.url.clone());
         c.relay_poll_ms = 100;
         c.delivery_limit = 3;

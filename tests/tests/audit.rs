@@ -343,6 +343,35 @@ async fn the_quiescence_invariants_hold_only_once_the_pipeline_settled() {
     assert_eq!(s.broken(true).await, ["email_at_most_once"]);
 }
 
+#[actix_web::test]
+async fn a_second_automatic_send_of_an_order_email_is_named() {
+    let s = shop().await;
+    // The order's email, claimed with its one recorded send, then resent by
+    // an operator: counted apart, clean.
+    s.corrupt(&format!(
+        "INSERT INTO emails (tenant_id, order_id, charge_id, recipient, status) \
+           SELECT tenant_id, order_id, id, 'buyer@example.com', 'sent' FROM charges WHERE id = '{}'; \
+         INSERT INTO email_sends (tenant_id, order_id, sender) SELECT tenant_id, order_id, 'worker' FROM emails; \
+         INSERT INTO email_sends (tenant_id, order_id, sender) SELECT tenant_id, order_id, 'resend' FROM emails;",
+        s.charge
+    ))
+    .await;
+    assert!(s.broken(false).await.is_empty());
+    let report = audit(&s.app.db.client().await, Options::default()).await.unwrap();
+    assert_eq!(report.emails_resent, 1);
+    // Reconciliation sending it again on its own, as it did before sends
+    // were recorded: a second automatic send.
+    s.corrupt(
+        "DROP INDEX email_sends_automatic_once; \
+         INSERT INTO email_sends (tenant_id, order_id, sender) SELECT tenant_id, order_id, 'reconcile' FROM emails;",
+    )
+    .await;
+    assert_eq!(s.broken(false).await, ["email_send_at_most_once"]);
+    let report = audit(&s.app.db.client().await, Options::default()).await.unwrap();
+    assert_eq!(report.violations[0].row["automatic_sends"], 2, "{report}");
+    assert_eq!(report.violations[0].row["senders"], json!(["worker", "reconcile"]), "{report}");
+}
+
 /// The real `ledger-api` binary, built by `make test` before the tests.
 fn api_binary() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();

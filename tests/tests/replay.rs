@@ -306,3 +306,109 @@ async fn inbox_rows_past_their_retention_are_purged_in_bounded_batches() {
     assert_eq!(db.count("inbox").await, 1);
     assert_eq!(service::purge::once(&pool, service::purge::Target::Inbox, config.retention.inbox()).await.unwrap(), 0);
 }
+
+/// Moves every time of `order`'s outbox rows and inbox rows back by `secs`,
+/// as if it all happened that much earlier.
+async fn age(s: &Shop, order: &str, secs: f64) {
+    let c = s.app.db.client().await;
+    c.execute(
+        "UPDATE inbox SET received_at = received_at - make_interval(secs => $2) \
+          WHERE message_id IN (SELECT message_id FROM outbox WHERE order_id = $1)",
+        &[&order, &secs],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "UPDATE outbox SET created_at = created_at - make_interval(secs => $2), \
+                           published_at = published_at - make_interval(secs => $2), \
+                           first_published_at = first_published_at - make_interval(secs => $2) \
+          WHERE order_id = $1",
+        &[&order, &secs],
+    )
+    .await
+    .unwrap();
+}
+
+#[actix_web::test]
+async fn hole_7_a_replayed_event_is_purged_by_its_first_publication() {
+    let s = shop().await;
+    let broker = Broker::new();
+    let smtp = SmtpServer::start().await;
+    let config = s.config(&broker, &smtp);
+    let _workers = start_workers(&config, &[Role::Relay, Role::Inventory, Role::Email]);
+    let hold = s.purchase("old", 1).await;
+    eventually(20, "the pipeline settles", || async {
+        s.status(&hold).await == "committed" && smtp.mails().len() == 1 && s.settled(&broker).await
+    })
+    .await;
+    let window = config.retention.outbox_retention_secs as f64;
+    let rows = "SELECT count(*) FROM outbox WHERE order_id = 'old'";
+    let events = s.scalar(rows).await;
+
+    // First published (and received) 30 s short of the outbox window ago,
+    // then replayed: republished now, absorbed by the inbox.
+    age(&s, "old", window - 30.0).await;
+    let filter = Filter { order: Some("old".into()), ..Default::default() };
+    let pool = config.pool().unwrap();
+    assert_eq!(workers::replay::replay(&pool, &filter).await.unwrap(), events as u64);
+    eventually(20, "the replay is republished and consumed", || async {
+        s.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").await == 0 && s.settled(&broker).await
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.scalar("SELECT count(*) FROM stock_entries WHERE kind = 'commit'").await, 1);
+
+    // A minute later the first publication is past the window, the
+    // republication is not: the purge goes by the first. Otherwise the row
+    // could be replayed again after its inbox rows, which age from their
+    // first receipt, are gone.
+    age(&s, "old", 60.0).await;
+    // A replay no longer selects it...
+    let windowed = Filter { window: Some(config.retention.outbox()), ..filter.clone() };
+    assert!(workers::replay::plan(&pool, &windowed).await.unwrap().is_empty());
+    assert_eq!(workers::replay::plan(&pool, &filter).await.unwrap().len() as i64, events, "still in the outbox");
+    // ...and the purge takes it.
+    service::purge::once(&pool, service::purge::Target::PublishedOutbox, config.retention.outbox()).await.unwrap();
+    assert_eq!(s.scalar(rows).await, 0, "purged by its first publication");
+    assert!(workers::replay::plan(&pool, &filter).await.unwrap().is_empty());
+}
+
+#[actix_web::test]
+async fn hole_7_a_replay_still_waiting_when_its_window_ends_is_never_published() {
+    let s = shop().await;
+    let broker = Broker::new();
+    let smtp = SmtpServer::start().await;
+    let config = s.config(&broker, &smtp);
+    let relay = start_workers(&config, &[Role::Relay]);
+    let _consumers = start_workers(&config, &[Role::Inventory, Role::Email]);
+    let hold = s.purchase("late", 1).await;
+    eventually(20, "the pipeline settles", || async {
+        s.status(&hold).await == "committed" && smtp.mails().len() == 1 && s.settled(&broker).await
+    })
+    .await;
+    let window = config.retention.outbox_retention_secs as f64;
+    let inbox = s.scalar("SELECT count(*) FROM inbox").await;
+
+    // Replayed 30 s before the end of its window while no relay runs, and
+    // the relay comes back a minute later: too late for the inbox to be
+    // sure to absorb it.
+    drop(relay);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    age(&s, "late", window - 30.0).await;
+    let filter = Filter { order: Some("late".into()), ..Default::default() };
+    let pool = config.pool().unwrap();
+    let marked = workers::replay::replay(&pool, &filter).await.unwrap();
+    assert!(marked > 0);
+    age(&s, "late", 60.0).await;
+    let _relay = start_workers(&config, &[Role::Relay]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        s.scalar("SELECT count(*) FROM outbox WHERE order_id = 'late' AND published_at IS NOT NULL").await,
+        0,
+        "not republished past its window"
+    );
+    assert_eq!(s.scalar("SELECT count(*) FROM inbox").await, inbox, "nothing reached a consumer");
+    // and the purge removes what the replay left
+    service::purge::once(&pool, service::purge::Target::PublishedOutbox, config.retention.outbox()).await.unwrap();
+    assert_eq!(s.scalar("SELECT count(*) FROM outbox WHERE order_id = 'late'").await, 0);
+}

@@ -11,7 +11,7 @@ use lapin::{Connection, ConnectionProperties};
 use crate::config::Config;
 use crate::shutdown::{Connected, Shutdown};
 use crate::topology::{self, Names};
-use crate::{within, Error};
+use crate::{upgrade, within, Error};
 
 /// Consumes `queue` (picked from the topology's names) with manual acks. The
 /// handler acks, nacks or rejects each delivery itself; an error from it ends
@@ -32,6 +32,7 @@ where
     let ch = within("open a channel", conn.create_channel()).await?;
     let names = Names::new(&config.amqp_prefix);
     within("declare the topology", topology::declare(&ch, &names, config.delivery_limit)).await?;
+    upgrade::retire(&conn, &names).await;
     within("set prefetch", ch.basic_qos(config.prefetch, BasicQosOptions::default())).await?;
     let queue = queue(&names);
     let mut deliveries = within(

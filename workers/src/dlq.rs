@@ -11,15 +11,13 @@
 //! through the same consumer code and inbox as any other.
 
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{Connection, ConnectionProperties};
 
 use crate::config::Config;
 use crate::topology::{self, Names};
-use crate::{within, Error};
+use crate::{forward, within, Error};
 
 /// A dead-lettered message, as `dlq list` shows it.
 #[derive(Debug, Clone)]
@@ -157,8 +155,9 @@ pub async fn list(config: &Config) -> Result<Vec<Dead>, Error> {
     Ok(out)
 }
 
-/// Moves the selected messages back to their queues; returns them. Messages
-/// not selected, or whose queue is unknown, stay dead-lettered.
+/// Moves the selected messages back to their queues (or, for a queue an
+/// upgrade retired, its successor); returns them. Messages not selected, or
+/// whose queue is unknown, stay dead-lettered.
 pub async fn redrive(config: &Config, select: &Select) -> Result<Vec<Dead>, Error> {
     let (conn, ch, names, mut left) = open(config).await?;
     let publisher = within("open a channel", conn.create_channel()).await?;
@@ -173,32 +172,9 @@ pub async fn redrive(config: &Config, select: &Select) -> Result<Vec<Dead>, Erro
             tracing::warn!(message_id = ?dead.message_id, "dead message without its original queue; left in place");
             continue;
         };
-        let p = &m.delivery.properties;
-        let mut props = BasicProperties::default().with_delivery_mode(2);
-        if let Some(id) = p.message_id() {
-            props = props.with_message_id(id.clone());
-        }
-        if let Some(kind) = p.kind() {
-            props = props.with_type(kind.clone());
-        }
-        if let Some(ct) = p.content_type() {
-            props = props.with_content_type(ct.clone());
-        }
-        let confirm = within(
-            "publish",
-            publisher.basic_publish(
-                "".into(),
-                queue.as_str().into(),
-                BasicPublishOptions { mandatory: true, ..Default::default() },
-                &m.delivery.data,
-                props,
-            ),
-        )
-        .await?;
-        let confirmation = within("publisher confirm", confirm).await?;
-        if !confirmation.is_ack() || confirmation.take_message().is_some() {
-            return Err(Error::NotRedriven(queue));
-        }
+        // A queue retired by an upgrade is redriven into its successor.
+        let queue = names.current(&queue);
+        forward::copy_into(&publisher, &m.delivery, queue).await?;
         // Confirmed in its queue: only now remove it from the dead-letter queue.
         within("ack", m.delivery.acker.ack(BasicAckOptions::default())).await?;
         tracing::info!(message_id = ?dead.message_id, %queue, "redriven");

@@ -1,24 +1,34 @@
 //! The email worker: one order confirmation per paid order, at most once.
 //!
 //! The delivery is acked before anything else, so a crash afterwards loses
-//! the email rather than sending it twice. The order is then claimed in the
-//! `emails` table (one row per order, ever), so a republished duplicate finds
-//! the claim and sends nothing; the row is marked sent after sending. What
-//! was lost (no row, or a claim never marked sent) is what
-//! `reconcile-emails` finds and, when asked, sends.
+//! the email rather than sending it twice. (Before the ack it takes a
+//! database connection, waiting while PostgreSQL is away: an outage is no
+//! reason to lose an email.) The order is then claimed in the `emails` table
+//! (one row per order, ever) and the send attempt recorded, in one
+//! statement, so a republished duplicate finds the claim and sends nothing;
+//! the row is marked sent after the mail server took the email.
+//!
+//! What was lost is what `reconcile-emails` finds: an order never claimed is
+//! sent (`--send`), once; a claim never marked sent is an email whose
+//! outcome is unknown (the worker may have died after the server took it),
+//! listed for an operator and sent again only on `--resend-claimed`, which
+//! may duplicate it. Every attempt carries the same `Message-ID`, derived
+//! from the tenant and the order, so that a receiving system can drop a
+//! duplicate.
 
 use deadpool_postgres::Pool;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicRejectOptions};
-use ledger::emails::Lost;
+use ledger::emails::{Lost, Sender, Unsent};
 use ledger::events::{ChargeSucceededV1, Envelope};
 use lettre::message::Mailbox;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::consumer;
 use crate::shutdown::{supervise, Shutdown};
+use crate::{consumer, outage};
 use crate::{crash_point, within, Error};
 
 pub const CONSUMER: &str = "email";
@@ -59,8 +69,24 @@ impl Mailer {
     }
 }
 
+/// The `Message-ID` of an order's confirmation, `<order-HEX@DOMAIN>`: the
+/// same for every attempt (the worker's, reconciliation's, an operator's
+/// resend), so a receiving system that remembers the ids it has seen drops
+/// a second copy. HEX is 128 bits of SHA-256 over the tenant and the order
+/// id (which may hold any character); DOMAIN is EMAIL_FROM's.
+pub fn message_id(tenant: Uuid, order_id: &str, from: &str) -> Result<String, Error> {
+    let from = sender(from)?;
+    let digest = Sha256::new().chain_update(tenant.as_bytes()).chain_update(order_id.as_bytes()).finalize();
+    Ok(format!("<order-{}@{}>", hex::encode(&digest[..16]), from.email.domain()))
+}
+
+fn sender(from: &str) -> Result<Mailbox, Error> {
+    from.parse::<Mailbox>().map_err(|e| Error::Setting { setting: "EMAIL_FROM", detail: e.to_string() })
+}
+
 /// What an order confirmation says.
 struct Confirmation<'a> {
+    tenant: Uuid,
     order_id: &'a str,
     charge_id: Uuid,
     recipient: &'a str,
@@ -68,12 +94,22 @@ struct Confirmation<'a> {
     currency: &'a str,
 }
 
-impl Confirmation<'_> {
+impl<'a> Confirmation<'a> {
+    fn of_lost(l: &'a Lost) -> Confirmation<'a> {
+        Confirmation {
+            tenant: l.tenant_id,
+            order_id: &l.order_id,
+            charge_id: l.charge_id,
+            recipient: &l.recipient,
+            amount: l.amount.to_string(),
+            currency: l.currency.code(),
+        }
+    }
+
     fn message(&self, from: &str) -> Result<Message, Error> {
-        let from =
-            from.parse::<Mailbox>().map_err(|e| Error::Setting { setting: "EMAIL_FROM", detail: e.to_string() })?;
         Ok(Message::builder()
-            .from(from)
+            .message_id(Some(message_id(self.tenant, self.order_id, from)?))
+            .from(sender(from)?)
             .to(self.recipient.parse::<Mailbox>()?)
             .subject(format!("Order {} confirmed", self.order_id))
             .header(lettre::message::header::ContentType::TEXT_PLAIN)
@@ -96,14 +132,28 @@ pub async fn run(config: Config, pool: Pool, shutdown: Shutdown) {
         let (config, pool, mailer) = (config.clone(), pool.clone(), mailer.clone());
         async move {
             let from = config.email_from.clone();
-            consumer::consume(&config, |n| &n.email, CONSUMER, stop, connected, |d| handle(&pool, &mailer, &from, d))
-                .await
+            let held = stop.clone();
+            consumer::consume(
+                &config,
+                |n| &n.email,
+                CONSUMER,
+                stop,
+                connected,
+                |d| handle(&pool, &mailer, &from, d, held.clone()),
+            )
+            .await
         }
     })
     .await
 }
 
-async fn handle(pool: &Pool, mailer: &Mailer, from: &str, delivery: Delivery) -> Result<(), Error> {
+async fn handle(
+    pool: &Pool,
+    mailer: &Mailer,
+    from: &str,
+    delivery: Delivery,
+    mut shutdown: Shutdown,
+) -> Result<(), Error> {
     let envelope: Envelope<ChargeSucceededV1> = match serde_json::from_slice(&delivery.data) {
         Ok(e) => e,
         Err(e) => {
@@ -112,45 +162,106 @@ async fn handle(pool: &Pool, mailer: &Mailer, from: &str, delivery: Delivery) ->
             return Ok(());
         }
     };
+    // The database first, before the ack: while PostgreSQL is away the
+    // delivery is held (its delivery count unspent) rather than acked and
+    // lost. On shutdown meanwhile it returns to its queue with the channel.
+    match outage::through("the order email", &mut shutdown, || async { Ok::<_, Error>(pool.get().await?) }).await {
+        None => return Ok(()),
+        Some(client) => drop(client?),
+    }
     // Ack first: from here on, a crash loses this email instead of doubling it.
     // If the ack cannot be sent the channel is gone and the broker redelivers.
     within("ack", delivery.acker.ack(BasicAckOptions::default())).await?;
     crash_point("email-after-ack");
-    if let Err(e) = deliver(pool, mailer, from, envelope.tenant_id, &envelope.data).await {
+    if let Err(e) = deliver(pool, &mut shutdown, mailer, from, envelope.tenant_id, &envelope.data).await {
         // at most once: not retried here; reconcile-emails finds it
         tracing::error!(error = %e, order_id = %envelope.data.order_id, "order email not sent");
     }
     Ok(())
 }
 
-/// Claims the order's email and sends it. Returns false when the order
-/// already has a claim (sent, or claimed by another delivery).
-pub async fn deliver(
+/// Claims the order's email, recording the attempt, sends it and marks it
+/// sent. Returns false when the order already has a claim (sent, or claimed
+/// by another delivery or by reconciliation). The claim and the mark wait
+/// out a database outage (`outage`): both are safe to retry, the claim
+/// because it sends nothing until it is committed, the mark because the
+/// email is sent. Only a crash, or a shutdown during an outage, between the
+/// send and the mark leaves an outcome unknown.
+async fn deliver(
     pool: &Pool,
+    shutdown: &mut Shutdown,
     mailer: &Mailer,
     from: &str,
     tenant: Uuid,
     charge: &ChargeSucceededV1,
 ) -> Result<bool, Error> {
     let Some(recipient) = charge.receipt_email.as_deref() else { return Ok(false) };
-    let client = pool.get().await?;
-    if !ledger::emails::claim(&**client, tenant, &charge.order_id, charge.id, recipient).await? {
-        return Ok(false);
-    }
-    let confirmation = Confirmation {
-        order_id: &charge.order_id,
+    let order = charge.order_id.as_str();
+    // Built before the claim: an address that cannot be used sends nothing
+    // and claims nothing.
+    let message = Confirmation {
+        tenant,
+        order_id: order,
         charge_id: charge.id,
         recipient,
         amount: charge.amount.to_string(),
         currency: charge.currency.code(),
+    }
+    .message(from)?;
+    // One attempt id across the retries: a claim that committed while its
+    // answer was lost is recognised as ours, not taken for another's.
+    let attempt = Uuid::now_v7();
+    let claim = || async {
+        let client = pool.get().await?;
+        let claimed =
+            ledger::emails::claim(&**client, tenant, order, charge.id, recipient, Sender::Worker, attempt).await?;
+        Ok::<_, Error>(claimed)
     };
-    mailer.send(confirmation.message(from)?).await?;
-    ledger::emails::mark_sent(&**client, tenant, &charge.order_id).await?;
+    match outage::through("claiming the order email", shutdown, claim).await {
+        None => return Ok(false),
+        Some(claimed) => {
+            if !claimed? {
+                return Ok(false);
+            }
+        }
+    }
+    // The attempt is recorded: if the process dies from here until the
+    // mark, the outcome is unknown and only an operator sends it again.
+    mailer.send(message).await?;
+    crash_point("email-after-send");
+    let mark = || async {
+        let client = pool.get().await?;
+        Ok::<_, Error>(ledger::emails::mark_sent(&**client, tenant, order).await?)
+    };
+    if let Some(marked) = outage::through("marking the order email sent", shutdown, mark).await {
+        marked?;
+    }
     Ok(true)
 }
 
+/// What `reconcile-emails` sends, besides listing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sends {
+    /// Send the confirmations of orders never claimed: they were never sent.
+    pub never_claimed: bool,
+    /// Also resend the ones claimed and never marked sent, whose outcome is
+    /// unknown: this may send an order's email a second time (with the same
+    /// Message-ID). An operator's decision, recorded as a resend.
+    pub resend_claimed: bool,
+}
+
+/// A confirmation reconciliation found, and whether it sent it now.
+#[derive(Debug, Clone)]
+pub struct Reconciled {
+    pub lost: Lost,
+    pub sent: bool,
+    /// The Message-ID every attempt of this email carries.
+    pub message_id: String,
+}
+
 /// Paid orders older than `grace_secs` with a receipt address and no sent
-/// email; with `send`, sends each of them now (and marks it sent).
+/// email; with `send`, sends the ones never claimed (once). Claims never
+/// marked sent are listed, not sent: their outcome is unknown.
 pub async fn reconcile(
     pool: &Pool,
     mailer: &Mailer,
@@ -158,25 +269,49 @@ pub async fn reconcile(
     grace_secs: u64,
     send: bool,
 ) -> Result<Vec<Lost>, Error> {
+    let sends = Sends { never_claimed: send, resend_claimed: false };
+    Ok(reconcile_with(pool, mailer, from, grace_secs, sends).await?.into_iter().map(|r| r.lost).collect())
+}
+
+/// [`reconcile`], with the operator's choice of what to send.
+pub async fn reconcile_with(
+    pool: &Pool,
+    mailer: &Mailer,
+    from: &str,
+    grace_secs: u64,
+    sends: Sends,
+) -> Result<Vec<Reconciled>, Error> {
     let client = pool.get().await?;
     let grace = grace_secs as f64;
     let lost = ledger::emails::lost(&**client, grace).await?;
-    if send {
-        for l in &lost {
-            // Claim (or re-claim a stale claim) so that a concurrent run or a
-            // late event cannot send the same order twice.
-            if ledger::emails::reclaim(&**client, l, grace).await? {
-                let confirmation = Confirmation {
-                    order_id: &l.order_id,
-                    charge_id: l.charge_id,
-                    recipient: &l.recipient,
-                    amount: l.amount.to_string(),
-                    currency: l.currency.code(),
-                };
-                mailer.send(confirmation.message(from)?).await?;
-                ledger::emails::mark_sent(&**client, l.tenant_id, &l.order_id).await?;
+    let mut out = Vec::with_capacity(lost.len());
+    for l in lost {
+        let message = Confirmation::of_lost(&l).message(from)?;
+        // Each takes the order in the database first, so that a concurrent
+        // run or a late event cannot send it too.
+        let taken = match l.state {
+            Unsent::NeverClaimed if sends.never_claimed => {
+                let attempt = Uuid::now_v7();
+                ledger::emails::claim(
+                    &**client,
+                    l.tenant_id,
+                    &l.order_id,
+                    l.charge_id,
+                    &l.recipient,
+                    Sender::Reconcile,
+                    attempt,
+                )
+                .await?
             }
+            Unsent::Claimed if sends.resend_claimed => ledger::emails::claim_resend(&**client, &l, grace).await?,
+            _ => false,
+        };
+        if taken {
+            mailer.send(message).await?;
+            ledger::emails::mark_sent(&**client, l.tenant_id, &l.order_id).await?;
         }
+        let message_id = message_id(l.tenant_id, &l.order_id, from)?;
+        out.push(Reconciled { lost: l, sent: taken, message_id });
     }
-    Ok(lost)
+    Ok(out)
 }

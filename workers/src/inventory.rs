@@ -2,7 +2,9 @@
 //! succeeded. At least once: the message is acked only after the database
 //! transaction that did the work committed, and that transaction records the
 //! message in the inbox, so a redelivery or a republished duplicate finds
-//! itself there and changes nothing.
+//! itself there and changes nothing. While PostgreSQL is unavailable the
+//! delivery is held and retried (`outage`), spending none of its delivery
+//! count; only a failure of the message's own is handed back to the broker.
 
 use std::time::Duration;
 
@@ -13,8 +15,8 @@ use ledger::events::{ChargeSucceededV1, Envelope, Event};
 use ledger::TenantId;
 
 use crate::config::Config;
-use crate::consumer;
 use crate::shutdown::{supervise, Shutdown};
+use crate::{consumer, outage};
 use crate::{crash_point, within, Error};
 
 pub const CONSUMER: &str = "inventory";
@@ -23,13 +25,15 @@ pub async fn run(config: Config, pool: Pool, shutdown: Shutdown) {
     supervise("inventory worker", shutdown, |stop, connected| {
         let (config, pool) = (config.clone(), pool.clone());
         async move {
-            consumer::consume(&config, |n| &n.inventory, CONSUMER, stop, connected, |d| handle(&pool, d)).await
+            let held = stop.clone();
+            consumer::consume(&config, |n| &n.inventory, CONSUMER, stop, connected, |d| handle(&pool, d, held.clone()))
+                .await
         }
     })
     .await
 }
 
-async fn handle(pool: &Pool, delivery: Delivery) -> Result<(), Error> {
+async fn handle(pool: &Pool, delivery: Delivery, mut shutdown: Shutdown) -> Result<(), Error> {
     let envelope: Envelope<serde_json::Value> = match serde_json::from_slice(&delivery.data) {
         Ok(e) => e,
         Err(e) => {
@@ -39,15 +43,18 @@ async fn handle(pool: &Pool, delivery: Delivery) -> Result<(), Error> {
             return Ok(());
         }
     };
-    match apply(pool, &envelope).await {
-        Ok(applied) => {
+    match outage::through("the inventory event", &mut shutdown, || apply(pool, &envelope)).await {
+        // Shutting down while the database is away: the delivery returns to
+        // its queue when the channel closes.
+        None => {}
+        Some(Ok(applied)) => {
             crash_point("inventory-after-commit");
             tracing::debug!(message_id = %envelope.message_id, applied, "inventory event handled");
             within("ack", delivery.acker.ack(BasicAckOptions::default())).await?;
         }
-        Err(e) => {
-            // Transient or not, retry a few times; past the delivery limit the
-            // broker dead-letters it, so it never blocks the queue.
+        Some(Err(e)) => {
+            // The message's own failure: retry a few times; past the delivery
+            // limit the broker dead-letters it, so it never blocks the queue.
             tracing::warn!(error = %e, message_id = %envelope.message_id, "inventory event failed; requeued");
             tokio::time::sleep(Duration::from_millis(200)).await;
             within("nack", delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false })).await?;

@@ -5,11 +5,14 @@ pub mod config;
 pub mod consumer;
 pub mod dlq;
 pub mod email;
+pub mod forward;
 pub mod inventory;
+pub mod outage;
 pub mod relay;
 pub mod replay;
 pub mod shutdown;
 pub mod topology;
+pub mod upgrade;
 
 use deadpool_postgres::Pool;
 
@@ -28,8 +31,10 @@ pub enum Error {
     Timeout(&'static str),
     #[error("the broker refused a message (nack)")]
     Nacked,
-    #[error("the broker did not take the redriven message into `{0}`")]
-    NotRedriven(String),
+    #[error("the channel is not in confirm mode: a publish was not confirmed")]
+    Unconfirmed,
+    #[error("the broker did not take the message into `{0}`")]
+    NotTaken(String),
     #[error("the consumer was cancelled")]
     ConsumerCancelled,
     #[error("the outbox listener closed")]
@@ -51,6 +56,17 @@ pub enum Error {
 impl From<deadpool_postgres::PoolError> for Error {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         Error::Ledger(e.into())
+    }
+}
+
+impl Error {
+    /// PostgreSQL out of reach, not the work's fault (see `outage`).
+    pub fn database_unavailable(&self) -> bool {
+        match self {
+            Error::Database(e) => ledger::error::unavailable(e),
+            Error::Ledger(e) => e.database_unavailable(),
+            _ => false,
+        }
     }
 }
 

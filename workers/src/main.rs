@@ -22,10 +22,19 @@ enum Command {
     Email,
     /// Relay, inventory and email in one process.
     All,
-    /// List paid orders whose confirmation email was lost; with --send, send them.
+    /// List paid orders whose confirmation email is not known to be sent;
+    /// with --send, send the ones that never were. An email whose outcome is
+    /// unknown (claimed, never marked sent) is only listed.
     ReconcileEmails {
+        /// Send the confirmations of orders never claimed (they were never sent).
         #[arg(long)]
         send: bool,
+        /// Also resend the claimed ones whose outcome is unknown. This breaks
+        /// at most once: the mail server may already have taken them, and the
+        /// buyer may get a second copy (with the same Message-ID). Check the
+        /// mail server's log for the Message-IDs listed first.
+        #[arg(long, requires = "send")]
+        resend_claimed: bool,
         /// Ignore orders younger than this many seconds (still in flight).
         #[arg(long, default_value_t = 60)]
         older_than: u64,
@@ -94,7 +103,10 @@ async fn run(config: Config, command: Command) -> Result<(), Failure> {
         Command::Inventory => serve(&config, &[Role::Inventory]).await,
         Command::Email => serve(&config, &[Role::Email]).await,
         Command::All => serve(&config, &[Role::Relay, Role::Inventory, Role::Email]).await,
-        Command::ReconcileEmails { send, older_than } => reconcile_emails(&config, send, older_than).await,
+        Command::ReconcileEmails { send, resend_claimed, older_than } => {
+            let sends = email::Sends { never_claimed: send, resend_claimed };
+            reconcile_emails(&config, sends, older_than).await
+        }
         Command::Replay { filter, dry_run } => replay(&config, &filter, dry_run).await,
         Command::Dlq { command: DlqCommand::List } => dlq_list(&config).await,
         Command::Dlq { command: DlqCommand::Redrive { all, id } } => dlq_redrive(&config, all, id).await,
@@ -118,18 +130,34 @@ async fn serve(config: &Config, roles: &[Role]) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn reconcile_emails(config: &Config, send: bool, older_than: u64) -> Result<(), Failure> {
+async fn reconcile_emails(config: &Config, sends: email::Sends, older_than: u64) -> Result<(), Failure> {
     let pool = config.pool()?;
     let mailer = email::Mailer::from_config(config)?;
-    let lost = email::reconcile(&pool, &mailer, &config.email_from, older_than, send).await?;
-    for l in &lost {
+    let found = email::reconcile_with(&pool, &mailer, &config.email_from, older_than, sends).await?;
+    let (mut never, mut unknown) = (0, 0);
+    for r in &found {
+        let l = &r.lost;
         let state = match l.state {
-            ledger::emails::Unsent::NeverClaimed => "never sent",
-            ledger::emails::Unsent::Claimed => "claimed",
+            ledger::emails::Unsent::NeverClaimed => {
+                never += 1;
+                "never sent".to_owned()
+            }
+            ledger::emails::Unsent::Claimed => {
+                unknown += 1;
+                format!("outcome unknown ({} send attempt(s))", l.attempts)
+            }
         };
-        println!("{} {} {} {}{}", l.tenant_id, l.order_id, l.recipient, state, if send { " -> sent" } else { "" });
+        let sent = if r.sent { " -> sent" } else { "" };
+        println!("{} {} {} {} {}{sent}", l.tenant_id, l.order_id, l.recipient, r.message_id, state);
     }
-    println!("{} order(s) without a sent confirmation{}", lost.len(), if send { ", sent now" } else { "" });
+    let sent = found.iter().filter(|r| r.sent).count();
+    println!("{never} order(s) whose confirmation was never sent, {unknown} whose send has an unknown outcome; {sent} sent now");
+    if unknown > sent && !sends.resend_claimed {
+        println!(
+            "an unknown outcome is never sent again automatically: look for its Message-ID in the mail server's log; \
+             `--send --resend-claimed` resends them all, possibly a second time"
+        );
+    }
     Ok(())
 }
 
@@ -137,6 +165,9 @@ async fn replay(config: &Config, filter: &replay::Filter, dry_run: bool) -> Resu
     if filter.is_empty() {
         return Err(Failure::UnfilteredReplay);
     }
+    // Only events first published within OUTBOX_RETENTION_SECS: an older
+    // one could reach a consumer after its inbox row expired.
+    let filter = &replay::Filter { window: Some(config.retention.outbox()), ..filter.clone() };
     let pool = config.pool()?;
     if dry_run {
         let events = replay::plan(&pool, filter).await?;

@@ -1,24 +1,39 @@
 //! The outbox relay: publishes committed outbox rows to RabbitMQ, at least
-//! once.
+//! once into every queue that must have them.
 //!
 //! A batch is claimed with `FOR UPDATE SKIP LOCKED`, so several relays never
-//! publish the same row at once; published persistent with publisher
-//! confirms; and marked published, in the claiming transaction, only after
-//! the broker confirmed every message of the batch. A crash in between
-//! leaves the rows unpublished and they go out again: consumers deduplicate
-//! on `message_id`, which is the same every time.
+//! publish the same row at once; each event is published persistent with
+//! publisher confirms, one copy straight into each queue that must have it
+//! (mandatory) and one into the topic exchange for optional subscribers
+//! (`topology`); and marked published, in the claiming transaction, only
+//! after the broker confirmed every required copy into its queue. A crash in
+//! between leaves the rows unpublished and they go out again: consumers
+//! deduplicate on `message_id`, which is the same every time.
+//!
+//! What the broker answers, per copy:
+//! - a required copy confirmed with its message returned (in lapin 4.12 that
+//!   is still an ack, `Confirmation::Ack(Some(returned))`): the queue is
+//!   missing. The event stays unpublished, with the reason, and is retried
+//!   after 1 s doubling to a minute (`ledger::outbox::defer`); the rest of
+//!   the batch is marked. An operator sees it in the log and in the
+//!   outbox's `last_error`, and `audit --quiesced` names it.
+//! - a required copy nacked (the queue refused it: full, or the broker in
+//!   trouble): the whole batch stays unpublished and the session starts over
+//!   with backoff.
+//! - the topic exchange's copy returned or nacked: logged, and the event is
+//!   still published; an optional subscriber never holds the relay back.
 
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, PublisherConfirm};
 use service::purge::{self, Target};
 
 use crate::config::Config;
 use crate::shutdown::{supervise, Connected, Shutdown};
 use crate::topology::{self, Names};
-use crate::{crash_point, within, Error};
+use crate::{crash_point, upgrade, within, Error};
 
 pub async fn run(config: Config, pool: Pool, shutdown: Shutdown) {
     supervise("relay", shutdown, |stop, connected| {
@@ -40,13 +55,15 @@ async fn run_connected(
     // The relay declares the consumers' queues too, so that nothing it
     // publishes is dropped for want of a queue, whichever process starts first.
     within("declare the topology", topology::declare(&ch, &names, config.delivery_limit)).await?;
+    upgrade::retire(&conn, &names).await;
     within("confirm mode", ch.confirm_select(ConfirmSelectOptions::default())).await?;
     let mut wake = ledger::outbox::listen(&config.database.database_url).await?;
     let mut last_purge = tokio::time::Instant::now() - Duration::from_secs(3600);
     connected.mark();
     tracing::info!("relay connected");
+    let window = config.retention.outbox().as_secs_f64();
     loop {
-        let (published, drained) = drain(pool, &ch, &names, config.relay_batch).await?;
+        let (published, drained) = drain(pool, &ch, &names, config.relay_batch, window).await?;
         if published > 0 {
             tracing::debug!(published, "outbox batch published");
         }
@@ -79,12 +96,12 @@ const ROUNDS: usize = 20;
 /// broker busy; `SKIP LOCKED` keeps their rows apart. Each lane stops at a
 /// short batch or after [`ROUNDS`] full ones. Returns how many rows were
 /// published and whether the backlog ran out.
-async fn drain(pool: &Pool, ch: &Channel, names: &Names, limit: i64) -> Result<(usize, bool), Error> {
+async fn drain(pool: &Pool, ch: &Channel, names: &Names, limit: i64, window: f64) -> Result<(usize, bool), Error> {
     let lane = |start_after: Duration| async move {
         tokio::time::sleep(start_after).await;
         let mut total = 0;
         for _ in 0..ROUNDS {
-            let n = publish_batch(pool, ch, names, limit).await?;
+            let n = publish_batch(pool, ch, names, limit, window).await?;
             total += n;
             if (n as i64) < limit {
                 return Ok::<_, Error>((total, true));
@@ -99,44 +116,119 @@ async fn drain(pool: &Pool, ch: &Channel, names: &Names, limit: i64) -> Result<(
     Ok((done.iter().map(|d| d.0).sum(), done.iter().any(|d| d.1)))
 }
 
-/// Publishes up to `limit` unpublished rows; returns how many.
-pub async fn publish_batch(pool: &Pool, ch: &Channel, names: &Names, limit: i64) -> Result<usize, Error> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    let rows = ledger::outbox::claim_unpublished(&tx, limit).await?;
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let mut confirms = Vec::with_capacity(rows.len());
-    for row in &rows {
+/// One copy of an event on its way: where to, and the broker's confirm.
+pub struct Copy {
+    /// The queue that must take it; `None` for the topic exchange's copy.
+    pub required: Option<String>,
+    pub confirm: PublisherConfirm,
+}
+
+/// Publishes every copy of one event (`Names::routes`): persistent, with its
+/// message id, type and content type; the required ones mandatory. Returns
+/// the copies, whose confirms the caller awaits with [`settle`] (a batch
+/// publishes everything first, then awaits).
+pub async fn publish_event(
+    ch: &Channel,
+    names: &Names,
+    message_id: &str,
+    event_type: &str,
+    payload: &[u8],
+) -> Result<Vec<Copy>, Error> {
+    let routes = names.routes(event_type);
+    let mut copies = Vec::with_capacity(routes.len());
+    for route in routes {
         let props = BasicProperties::default()
-            .with_message_id(row.message_id.to_string().into())
-            .with_type(row.event_type.as_str().into())
+            .with_message_id(message_id.into())
+            .with_type(event_type.into())
             .with_content_type("application/json".into())
             .with_delivery_mode(2);
         let confirm = within(
             "publish",
             ch.basic_publish(
-                names.events.as_str().into(),
-                row.event_type.as_str().into(),
-                BasicPublishOptions::default(),
-                row.payload.as_bytes(),
+                route.exchange.into(),
+                route.routing_key.into(),
+                BasicPublishOptions { mandatory: route.required.is_some(), ..Default::default() },
+                payload,
                 props,
             ),
         )
         .await?;
-        confirms.push(confirm);
+        copies.push(Copy { required: route.required.map(str::to_owned), confirm });
+    }
+    Ok(copies)
+}
+
+/// What the broker did with an event's copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// Every queue that must have it took it.
+    Delivered,
+    /// A queue that must have it is missing: the broker returned the copy.
+    Returned(String),
+}
+
+/// Awaits the confirms of one event's copies. A nacked required copy is an
+/// error (nothing of the batch may be marked); a returned one makes the
+/// event [`Settled::Returned`]; the topic exchange's copy never decides.
+pub async fn settle(message_id: &str, copies: Vec<Copy>) -> Result<Settled, Error> {
+    let mut settled = Settled::Delivered;
+    for copy in copies {
+        let confirmation = within("publisher confirm", copy.confirm).await?;
+        match (copy.required, confirmation) {
+            (_, Confirmation::NotRequested) => return Err(Error::Unconfirmed),
+            (Some(_), Confirmation::Nack(_)) => return Err(Error::Nacked),
+            (Some(queue), Confirmation::Ack(Some(returned))) => {
+                if settled == Settled::Delivered {
+                    settled = Settled::Returned(format!(
+                        "{queue} did not take it: {} {}",
+                        returned.reply_code,
+                        returned.reply_text.as_str()
+                    ));
+                }
+            }
+            (Some(_), Confirmation::Ack(None)) => {}
+            (None, Confirmation::Ack(_)) => {}
+            (None, Confirmation::Nack(_)) => {
+                tracing::warn!(%message_id, "an optional subscriber of the topic exchange refused an event (nack)");
+            }
+        }
+    }
+    Ok(settled)
+}
+
+/// Publishes up to `limit` unpublished rows; returns how many it claimed.
+/// `window` is OUTBOX_RETENTION_SECS: a row replayed too late is not
+/// published (`ledger::outbox::claim_unpublished`).
+pub async fn publish_batch(pool: &Pool, ch: &Channel, names: &Names, limit: i64, window: f64) -> Result<usize, Error> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let rows = ledger::outbox::claim_unpublished(&tx, limit, window).await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut sent = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let message_id = row.message_id.to_string();
+        let copies = publish_event(ch, names, &message_id, &row.event_type, row.payload.as_bytes()).await?;
+        sent.push((message_id, copies));
     }
     // Await the whole batch's confirms together: one round of waiting, not one per message.
-    for confirm in confirms {
-        let confirmation = within("publisher confirm", confirm).await?;
-        if !confirmation.is_ack() {
-            return Err(Error::Nacked);
+    let (mut published, mut deferred, mut reasons) = (Vec::new(), Vec::new(), Vec::new());
+    for (row, (message_id, copies)) in rows.iter().zip(sent) {
+        match settle(&message_id, copies).await? {
+            Settled::Delivered => published.push(row.id),
+            Settled::Returned(reason) => {
+                tracing::warn!(%message_id, event_type = %row.event_type, %reason, "event kept unpublished, retried later");
+                deferred.push(row.id);
+                reasons.push(reason);
+            }
         }
     }
     crash_point("relay-after-publish");
-    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    ledger::outbox::mark_published(&tx, &ids).await?;
+    if !deferred.is_empty() {
+        ledger::outbox::defer(&tx, &deferred, &reasons).await?;
+    }
+    ledger::outbox::mark_published(&tx, &published).await?;
     tx.commit().await?;
     Ok(rows.len())
 }

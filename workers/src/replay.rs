@@ -8,8 +8,11 @@
 //! claims one email per order, so a replay never resends an email that was
 //! sent or claimed (lost emails are `reconcile-emails`' job).
 //!
-//! Only rows the outbox still holds can be replayed: OUTBOX_RETENTION_SECS
-//! bounds how far back, and the inbox outlives it (see `ledger::retention`).
+//! Only rows first published within OUTBOX_RETENTION_SECS can be replayed,
+//! and the inbox outlives that window (see `ledger::retention`). The window
+//! runs from a row's first publication, not its last: a row replayed before
+//! is not replayable for longer, and a replayed row the relay has not
+//! republished when its window ends is never published (the purge takes it).
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
@@ -37,6 +40,11 @@ pub struct Filter {
     /// Only events of this type, e.g. charge.succeeded.
     #[arg(long = "type")]
     pub event_type: Option<String>,
+    /// Only events first published less than this long ago (the command sets
+    /// OUTBOX_RETENTION_SECS). Without it the selection ignores the window,
+    /// and the relay still never republishes a row past it.
+    #[arg(skip)]
+    pub window: Option<std::time::Duration>,
 }
 
 impl Filter {
@@ -47,6 +55,7 @@ impl Filter {
             since: self.since,
             until: self.until,
             event_type: self.event_type.clone(),
+            window_secs: self.window.map(|w| w.as_secs_f64()),
         }
     }
 

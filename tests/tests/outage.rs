@@ -1,0 +1,190 @@
+//! Outages for real: PostgreSQL stopped or killed under the workers (a
+//! private cluster), and a dead-letter queue the broker cannot reach (a
+//! private RabbitMQ node). A database outage is not a message's fault: it
+//! dead-letters nothing, and every paid order's reservation is committed
+//! once the database is back. Dead-lettering itself drops nothing.
+
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicGetOptions, QueueBindOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use ledger_tests::broker::Broker;
+use ledger_tests::servers::{PrivatePostgres, PrivateRabbit};
+use ledger_tests::shop::{shop, shop_on, Shop};
+use ledger_tests::smtp::SmtpServer;
+use ledger_tests::{eventually, spawn_worker_process, start_workers, Role};
+
+/// A worker process, killed when the test ends however it ends.
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Three paid orders whose `charge.succeeded` waits in the inventory queue,
+/// no inventory worker running yet; returns their reservations.
+async fn three_paid_orders_queued(s: &Shop, broker: &Broker) -> Vec<String> {
+    let mut holds = Vec::new();
+    for i in 0..3 {
+        holds.push(s.purchase(&format!("outage-{i}"), 1).await);
+    }
+    eventually(20, "three paid orders wait in the inventory queue", || async {
+        broker.depth(&broker.names.inventory).await == 3
+    })
+    .await;
+    holds
+}
+
+const COMMITTED: &str = "SELECT count(*) FROM reservations WHERE status = 'committed'";
+
+/// Waits, checking every second that nothing is dead-lettered meanwhile.
+async fn nothing_dead_lettered_for(broker: &Broker, d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        assert_eq!(broker.depth(&broker.names.dead_letter_queue).await, 0, "a paid order was dead-lettered");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The `x-delivery-count` of every message in `queue`, read with
+/// `basic.get` and left there. (Closing the channel returns them, which
+/// counts one more delivery each.)
+async fn delivery_counts(broker: &Broker, queue: &str) -> Vec<i64> {
+    let conn = broker.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let mut counts = Vec::new();
+    while let Some(m) = ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await.unwrap() {
+        let count = m.delivery.properties.headers().as_ref().and_then(|h| h.inner().get("x-delivery-count").cloned());
+        counts.push(match count {
+            None => 0,
+            Some(AMQPValue::LongLongInt(n)) => n,
+            Some(AMQPValue::LongInt(n)) => i64::from(n),
+            Some(other) => panic!("x-delivery-count {other:?}"),
+        });
+    }
+    let _ = conn.close(200, "".into()).await;
+    counts
+}
+
+#[actix_web::test]
+async fn hole_4_a_postgres_outage_dead_letters_no_paid_order() {
+    let pg = PrivatePostgres::new().await.unwrap();
+    let s = shop_on(&pg).await;
+    let broker = Broker::new();
+    let smtp = SmtpServer::start().await;
+    let config = s.config(&broker, &smtp);
+    let _relay = start_workers(&config, &[Role::Relay]);
+    three_paid_orders_queued(&s, &broker).await;
+
+    // PostgreSQL stops for 15 seconds under running inventory and email workers.
+    pg.stop().await.unwrap();
+    let _worker = Proc(spawn_worker_process(&config, "inventory", None));
+    let _email = Proc(spawn_worker_process(&config, "email", None));
+    nothing_dead_lettered_for(&broker, Duration::from_secs(15)).await;
+    for queue in [&broker.names.inventory, &broker.names.email] {
+        let (ready, consumers) = broker.counts(queue).await;
+        assert_eq!((ready, consumers), (0, 1), "{queue}: the worker holds the deliveries while it waits");
+    }
+
+    pg.start().await.unwrap();
+    let back = Instant::now();
+    eventually(60, "every paid order's reservation is committed", || async { s.scalar(COMMITTED).await == 3 }).await;
+    eprintln!("outage of 15 s: the three reservations committed {:?} after PostgreSQL was back", back.elapsed());
+    eventually(30, "the inventory queue drains", || async { broker.depth(&broker.names.inventory).await == 0 }).await;
+    assert_eq!(broker.depth(&broker.names.dead_letter_queue).await, 0, "nothing dead-lettered");
+    assert_eq!(s.scalar("SELECT count(*) FROM stock_entries WHERE kind = 'commit'").await, 3, "each once");
+    assert_eq!(s.scalar("SELECT count(*) FROM inbox WHERE consumer = 'inventory'").await, 3);
+    // The email worker waited for the database before acking: no email lost.
+    eventually(30, "every email is sent", || async { smtp.mails().len() == 3 }).await;
+    assert_eq!(s.scalar("SELECT count(*) FROM emails WHERE status = 'sent'").await, 3);
+    s.audit_clean(true).await;
+}
+
+#[actix_web::test]
+async fn hole_4_an_outage_longer_than_the_delivery_limit_times_any_retry_delay_dead_letters_nothing() {
+    let pg = PrivatePostgres::new().await.unwrap();
+    let s = shop_on(&pg).await;
+    let broker = Broker::new();
+    let smtp = SmtpServer::start().await;
+    let mut config = s.config(&broker, &smtp);
+    // A third return of a message dead-letters it.
+    config.delivery_limit = 2;
+    let _relay = start_workers(&config, &[Role::Relay]);
+    three_paid_orders_queued(&s, &broker).await;
+
+    // PostgreSQL crashes and stays away for 40 s: longer than the delivery
+    // limit times the longest retry delay of the workers (2 × 10 s).
+    let outage = Instant::now();
+    pg.kill().await.unwrap();
+    let mut worker = Proc(spawn_worker_process(&config, "inventory", None));
+    nothing_dead_lettered_for(&broker, Duration::from_secs(15)).await;
+
+    // The worker dies while it waits: its deliveries return to the queue,
+    // which counts one delivery each, and only that one. Fifteen seconds of
+    // waiting spent nothing.
+    let _ = worker.0.kill();
+    let _ = worker.0.wait();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(delivery_counts(&broker, &broker.names.inventory).await, [1, 1, 1]);
+    // Reading them returned them once more: one more return would dead-letter them.
+    worker = Proc(spawn_worker_process(&config, "inventory", None));
+    nothing_dead_lettered_for(&broker, Duration::from_secs(40).saturating_sub(outage.elapsed())).await;
+
+    pg.start().await.unwrap();
+    let back = Instant::now();
+    eventually(60, "every paid order's reservation is committed", || async { s.scalar(COMMITTED).await == 3 }).await;
+    eprintln!(
+        "outage of {:?}: the three reservations committed {:?} after PostgreSQL was back",
+        back - outage,
+        back.elapsed()
+    );
+    // A purchase made after the outage goes through the whole pipeline too.
+    let after = s.purchase("after-outage", 1).await;
+    eventually(60, "the new order is committed", || async { s.status(&after).await == "committed" }).await;
+    eprintln!("a purchase made after the outage was committed {:?} after PostgreSQL was back", back.elapsed());
+    eventually(30, "the inventory queue drains", || async { broker.depth(&broker.names.inventory).await == 0 }).await;
+    assert_eq!(broker.depth(&broker.names.dead_letter_queue).await, 0, "nothing dead-lettered");
+    assert_eq!(s.scalar("SELECT count(*) FROM stock_entries WHERE kind = 'commit'").await, 4, "each once");
+    s.audit_clean(true).await;
+    drop(worker);
+}
+
+#[actix_web::test]
+async fn hole_4_a_message_dead_lettered_while_the_dead_letter_queue_is_unreachable_is_kept_not_dropped() {
+    let rabbit = PrivateRabbit::new().await.unwrap();
+    // The node retries an unconfirmed dead-lettering after a second rather than three minutes.
+    std::fs::write(
+        rabbit.dir().join("advanced.config"),
+        "[{rabbit, [{dead_letter_worker_publisher_confirm_timeout, 1000}]}].\n",
+    )
+    .unwrap();
+    rabbit.restart().await.unwrap();
+    let s = shop().await;
+    let broker = Broker::on(&rabbit.amqp_url());
+    let smtp = SmtpServer::start().await;
+    let config = s.config(&broker, &smtp);
+    let _inventory = start_workers(&config, &[Role::Inventory]);
+    eventually(30, "the queues exist", || async { broker.exists(&broker.names.dead_letter_queue).await }).await;
+
+    // The dead-letter queue loses its binding: dead letters have nowhere to go.
+    let conn = broker.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let (dlq, dlx) = (broker.names.dead_letter_queue.as_str(), broker.names.dead_letter_exchange.as_str());
+    ch.queue_unbind(dlq.into(), dlx.into(), "".into(), FieldTable::default()).await.unwrap();
+    // A poison message, rejected by the worker straight to dead-lettering.
+    broker.publish("charge.succeeded", "poison-kept", b"{not json").await;
+    eventually(20, "the worker rejected it", || async { broker.counts(&broker.names.inventory).await.0 == 0 }).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(broker.depth(dlq).await, 0, "nowhere to go yet");
+
+    // The binding comes back: the dead letter was kept, and arrives.
+    ch.queue_bind(dlq.into(), dlx.into(), "".into(), QueueBindOptions::default(), FieldTable::default()).await.unwrap();
+    eventually(30, "the dead letter arrives", || async { broker.depth(dlq).await == 1 }).await;
+    let dead = workers::dlq::list(&config).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].message_id.as_deref(), Some("poison-kept"));
+    assert_eq!(dead[0].reason.as_deref(), Some("rejected"));
+}
