@@ -49,13 +49,10 @@ pub struct IdempotencyKey {
     /// Successes and declines (`insufficient_funds`, `out_of_stock`,
     /// `refund_exceeds_charge`) are stored; validation errors and 5xx are not,
     /// and nothing was written, so they are safe to retry.
-    #[param(
-        rename = "Idempotency-Key",
-        min_length = 1,
-        max_length = 255,
-        pattern = r"^[ -~]{1,255}$",
-        example = "order-1001:1:charge"
-    )]
+    // No `example`: one documented value would be sent by every generated
+    // client and "try it out" for every request, each reusing the key with
+    // another body (422). The description gives the convention instead.
+    #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255, pattern = r"^[ -~]{1,255}$")]
     idempotency_key: String,
     #[param(ignore)]
     method: String,
