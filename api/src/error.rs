@@ -204,6 +204,8 @@ impl From<ledger::Error> for ApiError {
             }
             E::UnknownValue { .. }
             | E::InvalidTenantName
+            | E::TenantNotFound(_)
+            | E::InvalidRateLimit
             | E::PoolBuild(_)
             | E::Diesel(_)
             | E::DieselConnection(_)

@@ -24,8 +24,20 @@ enum Command {
         /// The tenant's name, e.g. the storefront's.
         name: String,
     },
-    /// Revoke the API keys that start with PREFIX (the first 11 characters).
+    /// Issue one more API key to a tenant (by id or name) and print it; its
+    /// other keys stay live, and a running API accepts the new one at once.
+    CreateKey {
+        /// The tenant's id or name.
+        tenant: String,
+    },
+    /// Revoke the API keys that start with PREFIX (the first 11 characters);
+    /// running APIs refuse them within API_KEY_CACHE_MS.
     RevokeKey { prefix: String },
+    /// List a tenant's API keys: prefix, created, last used, revoked.
+    ListKeys {
+        /// The tenant's id or name.
+        tenant: String,
+    },
     /// Print the OpenAPI document; with --check FILE, fail if FILE differs.
     Openapi {
         #[arg(long)]
@@ -94,10 +106,37 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             println!("{key}");
             Ok(())
         }
+        Command::CreateKey { tenant } => {
+            let mut conn = ledger::tenants::connect(&database_url).await?;
+            let tenant = ledger::tenants::find(&mut conn, &tenant).await?;
+            let key = ledger::tenants::issue_key(&mut conn, tenant.id).await?;
+            eprintln!("new key for tenant {} ({})", tenant.name, tenant.id);
+            println!("{key}");
+            Ok(())
+        }
         Command::RevokeKey { prefix } => {
             let mut conn = ledger::tenants::connect(&database_url).await?;
             let n = ledger::tenants::revoke_keys(&mut conn, &prefix).await?;
             println!("{n} key(s) revoked");
+            Ok(())
+        }
+        Command::ListKeys { tenant } => {
+            let mut conn = ledger::tenants::connect(&database_url).await?;
+            let tenant = ledger::tenants::find(&mut conn, &tenant).await?;
+            println!("tenant {} ({})", tenant.name, tenant.id);
+            let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                t.map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_else(|| "-".to_owned())
+            };
+            println!("{:<12} {:<21} {:<21} {:<21}", "prefix", "created", "last used", "revoked");
+            for k in ledger::tenants::list_keys(&mut conn, tenant.id).await? {
+                println!(
+                    "{:<12} {:<21} {:<21} {:<21}",
+                    k.prefix,
+                    time(Some(k.created_at)),
+                    time(k.last_used_at),
+                    time(k.revoked_at)
+                );
+            }
             Ok(())
         }
         Command::Openapi { check } => {

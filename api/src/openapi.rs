@@ -48,7 +48,9 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An API key from `ledger-api create-tenant`; it names one tenant."))
+                    .description(Some(
+                        "An API key from `ledger-api create-tenant` or `create-key`; it names one tenant.",
+                    ))
                     .build(),
             ),
         );
