@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod idempotency;
 pub mod keys;
+pub mod limits;
 pub mod openapi;
 pub mod routes;
 pub mod startup;

@@ -16,6 +16,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::config::Config;
 use crate::error::{ApiError, ProblemCode};
 use crate::keys::{self, Keys};
+use crate::limits::RateLimits;
 use crate::openapi;
 use crate::routes::{self, RouteTable};
 use crate::state::AppState;
@@ -57,6 +58,7 @@ impl Application {
             pool: pool.clone(),
             config: config.clone(),
             keys: keys.clone(),
+            limits: RateLimits::new(config.rate_limit()),
         });
         let route_table = web::Data::new(RouteTable::from_spec(&openapi::document()));
         let max_body = config.max_body_bytes;

@@ -1,5 +1,5 @@
-//! What every handler shares: the database pool, the configuration and the
-//! API key cache.
+//! What every handler shares: the database pool, the configuration, the API
+//! key cache and the tenants' rate limits.
 
 use std::sync::Arc;
 
@@ -7,9 +7,11 @@ use deadpool_postgres::Pool;
 
 use crate::config::Config;
 use crate::keys::Keys;
+use crate::limits::RateLimits;
 
 pub struct AppState {
     pub pool: Pool,
     pub config: Config,
     pub keys: Arc<Keys>,
+    pub limits: RateLimits,
 }

@@ -235,3 +235,27 @@ async fn receipt_email_is_documented_with_the_rule_the_server_applies() {
         }
     }
 }
+
+/// Every authenticated operation documents 429 `rate_limited` with
+/// `Retry-After`, and the Idempotency-Key has no one example value that
+/// generated requests would all reuse.
+#[actix_web::test]
+async fn every_authenticated_operation_documents_429_and_no_key_example() {
+    let spec: Value = serde_json::to_value(api::openapi::document()).unwrap();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let r = &op["responses"]["429"];
+            if path.starts_with("/v1/") {
+                assert!(r["description"].as_str().unwrap().contains("rate_limited"), "{method} {path}");
+                assert_eq!(r["headers"]["Retry-After"]["$ref"], "#/components/headers/Retry-After", "{method} {path}");
+            } else {
+                assert!(r.is_null(), "{method} {path} is not authenticated");
+            }
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                if p["name"] == "Idempotency-Key" {
+                    assert!(p.get("example").is_none() && p["schema"].get("example").is_none(), "{method} {path}");
+                }
+            }
+        }
+    }
+}
