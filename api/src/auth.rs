@@ -1,5 +1,7 @@
 //! Bearer-key authentication. A key names one tenant; everything a request
-//! reads or writes is scoped to that tenant.
+//! reads or writes is scoped to that tenant. Authentication is also where a
+//! request is counted against its tenant's rate limit (`limits`): a request
+//! over it is refused before anything else is read or written.
 
 use actix_web::dev::Payload;
 use actix_web::http::{header, StatusCode};
@@ -36,9 +38,10 @@ impl FromRequest for Caller {
             if key.is_empty() || key.len() > 200 {
                 return Err(unauthorized("the API key is not valid"));
             }
-            let client = state.pool.get().await?;
-            let tenant = ledger::tenants::authenticate(&client, &key).await?;
-            tenant.map(Caller).ok_or_else(|| unauthorized("the API key is not valid"))
+            let owner = state.keys.authenticate(&state.pool, &key).await?;
+            let owner = owner.ok_or_else(|| unauthorized("the API key is not valid"))?;
+            state.limits.admit(owner.tenant, owner.rate_limit).map_err(ApiError::rate_limited)?;
+            Ok(Caller(owner.tenant))
         })
     }
 }

@@ -27,6 +27,26 @@ pub struct Config {
     /// Run pending migrations before serving.
     #[arg(long, env = "MIGRATE_ON_START", default_value_t = false)]
     pub migrate_on_start: bool,
+    /// Requests per second each tenant may make to this process, on average
+    /// (its token bucket's refill; 0: no limit). A tenant's own limit
+    /// (`ledger-api set-rate-limit`) replaces it and RATE_LIMIT_BURST.
+    #[arg(long, env = "RATE_LIMIT_PER_SEC", default_value_t = 100)]
+    pub rate_limit_per_sec: u32,
+    /// Requests a tenant may make at once after a quiet spell (its token
+    /// bucket's size).
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: u32,
+    /// Milliseconds a looked-up API key is trusted without asking the
+    /// database again (0: ask on every request): the longest a revoked key
+    /// keeps working on this process. Unknown keys are never cached.
+    #[arg(long, env = "API_KEY_CACHE_MS", default_value_t = 2000)]
+    pub api_key_cache_ms: u64,
+    /// Seconds between the batched writes of the keys' `last_used_at` (one
+    /// statement for every key used since the last one; also at shutdown).
+    #[arg(long, env = "API_KEY_LAST_USED_FLUSH_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub api_key_last_used_flush_secs: u64,
 }
 
 /// Pool size when DB_POOL_SIZE is unset.
@@ -48,5 +68,18 @@ impl Config {
 
     pub fn idempotency_purge_interval(&self) -> Duration {
         Duration::from_secs(self.idempotency_purge_interval_secs)
+    }
+
+    /// Every tenant's rate limit in this process, unless it has its own.
+    pub fn rate_limit(&self) -> ledger::tenants::RateLimit {
+        ledger::tenants::RateLimit { per_sec: self.rate_limit_per_sec, burst: self.rate_limit_burst }
+    }
+
+    pub fn api_key_cache(&self) -> Duration {
+        Duration::from_millis(self.api_key_cache_ms)
+    }
+
+    pub fn api_key_last_used_flush(&self) -> Duration {
+        Duration::from_secs(self.api_key_last_used_flush_secs)
     }
 }

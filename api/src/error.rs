@@ -47,6 +47,7 @@ pub enum ProblemCode {
     OrderAlreadyCharged,
     ReservationNotHeld,
     Contention,
+    RateLimited,
     ServiceUnavailable,
     Internal,
 }
@@ -95,6 +96,16 @@ impl ApiError {
     }
     pub fn invalid_field(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::InvalidField, detail)
+    }
+    /// The tenant's rate limit is reached (`limits`): nothing was read or
+    /// written, and a token is back in `retry_after` seconds.
+    pub fn rate_limited(retry_after: u32) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ProblemCode::RateLimited,
+            "this tenant is over its rate limit; nothing was done, retry after `Retry-After` seconds",
+        )
+        .retry_after(retry_after)
     }
     pub fn retry_after(mut self, seconds: u32) -> Self {
         self.retry_after = Some(seconds);
@@ -204,6 +215,8 @@ impl From<ledger::Error> for ApiError {
             }
             E::UnknownValue { .. }
             | E::InvalidTenantName
+            | E::TenantNotFound(_)
+            | E::InvalidRateLimit
             | E::PoolBuild(_)
             | E::Diesel(_)
             | E::DieselConnection(_)

@@ -49,13 +49,10 @@ pub struct IdempotencyKey {
     /// Successes and declines (`insufficient_funds`, `out_of_stock`,
     /// `refund_exceeds_charge`) are stored; validation errors and 5xx are not,
     /// and nothing was written, so they are safe to retry.
-    #[param(
-        rename = "Idempotency-Key",
-        min_length = 1,
-        max_length = 255,
-        pattern = r"^[ -~]{1,255}$",
-        example = "order-1001:1:charge"
-    )]
+    // No `example`: one documented value would be sent by every generated
+    // client and "try it out" for every request, each reusing the key with
+    // another body (422). The description gives the convention instead.
+    #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255, pattern = r"^[ -~]{1,255}$")]
     idempotency_key: String,
     #[param(ignore)]
     method: String,
@@ -173,8 +170,15 @@ fn response(answer: Answer, replayed: bool) -> Result<HttpResponse, ApiError> {
     Ok(res.body(answer.body))
 }
 
-/// The stored answer, or 422 when the key belongs to another request.
-fn replay(stored: ledger::idempotency::Stored, fingerprint: &[u8]) -> Result<HttpResponse, ApiError> {
+/// The stored answer, or 422 when the key belongs to another request. A
+/// replay costs its tenant a fraction of a request's rate-limit token
+/// (`limits`), given back here.
+fn replay(
+    state: &AppState,
+    tenant: TenantId,
+    stored: ledger::idempotency::Stored,
+    fingerprint: &[u8],
+) -> Result<HttpResponse, ApiError> {
     if stored.fingerprint != fingerprint {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -182,6 +186,7 @@ fn replay(stored: ledger::idempotency::Stored, fingerprint: &[u8]) -> Result<Htt
             "this Idempotency-Key was used for a different request",
         ));
     }
+    state.limits.replayed(tenant);
     response(stored.answer, true)
 }
 
@@ -205,12 +210,12 @@ pub async fn run<T: Serialize>(
     // the key expires, so one read outside a transaction replays it (no
     // BEGIN, no row lock, no rollback). Anything else takes the claim below.
     if let Some(stored) = ledger::idempotency::completed(&client, tenant, key.as_str(), retention_secs).await? {
-        return replay(stored, &fp);
+        return replay(state, tenant, stored, &fp);
     }
     let tx = client.transaction().await?;
     match ledger::idempotency::claim(&tx, tenant, key.as_str(), &fp, retention_secs).await {
         Ok(Claim::Owned) => {}
-        Ok(Claim::Taken(stored)) => return replay(stored, &fp),
+        Ok(Claim::Taken(stored)) => return replay(state, tenant, stored, &fp),
         Err(e) => {
             let e = ApiError::from(e);
             if e.code == ProblemCode::Contention {

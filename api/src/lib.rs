@@ -5,6 +5,8 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod idempotency;
+pub mod keys;
+pub mod limits;
 pub mod openapi;
 pub mod routes;
 pub mod startup;

@@ -24,8 +24,37 @@ enum Command {
         /// The tenant's name, e.g. the storefront's.
         name: String,
     },
-    /// Revoke the API keys that start with PREFIX (the first 11 characters).
+    /// Issue one more API key to a tenant (by id or name) and print it; its
+    /// other keys stay live, and a running API accepts the new one at once.
+    CreateKey {
+        /// The tenant's id or name.
+        tenant: String,
+    },
+    /// Revoke the API keys that start with PREFIX (the first 11 characters);
+    /// running APIs refuse them within API_KEY_CACHE_MS.
     RevokeKey { prefix: String },
+    /// List a tenant's API keys: prefix, created, last used, revoked.
+    ListKeys {
+        /// The tenant's id or name.
+        tenant: String,
+    },
+    /// Give a tenant its own rate limit (per API process), or with --default
+    /// return it to RATE_LIMIT_PER_SEC and RATE_LIMIT_BURST. Running APIs
+    /// apply it within API_KEY_CACHE_MS.
+    SetRateLimit {
+        /// The tenant's id or name.
+        tenant: String,
+        /// Requests per second, on average (0: no limit).
+        #[arg(long, required_unless_present = "default", requires = "burst",
+              value_parser = clap::value_parser!(u32).range(0..=i32::MAX as i64))]
+        per_sec: Option<u32>,
+        /// Requests at once after a quiet spell.
+        #[arg(long, requires = "per_sec", value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
+        burst: Option<u32>,
+        /// Use the API's default limit again.
+        #[arg(long, conflicts_with_all = ["per_sec", "burst"])]
+        default: bool,
+    },
     /// Print the OpenAPI document; with --check FILE, fail if FILE differs.
     Openapi {
         #[arg(long)]
@@ -94,10 +123,55 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             println!("{key}");
             Ok(())
         }
+        Command::CreateKey { tenant } => {
+            let mut conn = ledger::tenants::connect(&database_url).await?;
+            let tenant = ledger::tenants::find(&mut conn, &tenant).await?;
+            let key = ledger::tenants::issue_key(&mut conn, tenant.id).await?;
+            eprintln!("new key for tenant {} ({})", tenant.name, tenant.id);
+            println!("{key}");
+            Ok(())
+        }
         Command::RevokeKey { prefix } => {
             let mut conn = ledger::tenants::connect(&database_url).await?;
             let n = ledger::tenants::revoke_keys(&mut conn, &prefix).await?;
             println!("{n} key(s) revoked");
+            Ok(())
+        }
+        Command::ListKeys { tenant } => {
+            let mut conn = ledger::tenants::connect(&database_url).await?;
+            let tenant = ledger::tenants::find(&mut conn, &tenant).await?;
+            let limit = match ledger::tenants::rate_limit(&mut conn, tenant.id).await? {
+                Some(l) => format!("its own: {} per second, burst {}", l.per_sec, l.burst),
+                None => "the default (each API process's RATE_LIMIT_PER_SEC and RATE_LIMIT_BURST)".to_owned(),
+            };
+            println!("tenant {} ({}), rate limit {limit}", tenant.name, tenant.id);
+            let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                t.map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_else(|| "-".to_owned())
+            };
+            println!("{:<12} {:<21} {:<21} {:<21}", "prefix", "created", "last used", "revoked");
+            for k in ledger::tenants::list_keys(&mut conn, tenant.id).await? {
+                println!(
+                    "{:<12} {:<21} {:<21} {:<21}",
+                    k.prefix,
+                    time(Some(k.created_at)),
+                    time(k.last_used_at),
+                    time(k.revoked_at)
+                );
+            }
+            Ok(())
+        }
+        Command::SetRateLimit { tenant, per_sec, burst, default } => {
+            let mut conn = ledger::tenants::connect(&database_url).await?;
+            let tenant = ledger::tenants::find(&mut conn, &tenant).await?;
+            let limit = match (default, per_sec, burst) {
+                (false, Some(per_sec), Some(burst)) => Some(ledger::tenants::RateLimit { per_sec, burst }),
+                _ => None,
+            };
+            ledger::tenants::set_rate_limit(&mut conn, tenant.id, limit).await?;
+            match limit {
+                Some(l) => println!("tenant {}: {} per second, burst {}", tenant.name, l.per_sec, l.burst),
+                None => println!("tenant {}: the default rate limit", tenant.name),
+            }
             Ok(())
         }
         Command::Openapi { check } => {

@@ -48,7 +48,9 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An API key from `ledger-api create-tenant`; it names one tenant."))
+                    .description(Some(
+                        "An API key from `ledger-api create-tenant` or `create-key`; it names one tenant.",
+                    ))
                     .build(),
             ),
         );
@@ -56,7 +58,7 @@ impl Modify for BearerAuth {
 }
 
 /// The responses every operation of a kind can give, documented once here
-/// rather than on each handler: 401 on every authenticated operation, the
+/// rather than on each handler: 401 and 429 on every authenticated operation, the
 /// body and Idempotency-Key refusals and the replay header on every
 /// effectful POST, 409 `contention` on writes, 500 and 503 everywhere the
 /// database is used. Handler annotations list the operation's own codes;
@@ -138,7 +140,9 @@ impl Modify for CommonResponses {
             "Retry-After".to_owned(),
             HeaderBuilder::new()
                 .schema(Some(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0))))
-                .description(Some("Seconds to wait before retrying, with the same `Idempotency-Key`."))
+                .description(Some(
+                    "Seconds to wait before retrying (an effectful request with the same `Idempotency-Key`).",
+                ))
                 .example(Some(1.into()))
                 .build()
                 .into(),
@@ -241,6 +245,13 @@ impl Modify for CommonResponses {
                 }
                 if authenticated {
                     problem(op, "401", "`unauthorized`: missing or unknown API key", false);
+                    problem(
+                        op,
+                        "429",
+                        "`rate_limited`: this tenant is over its rate limit; nothing was read or written (an \
+                         Idempotency-Key is not used up). Retry after `Retry-After` seconds",
+                        true,
+                    );
                 }
                 if uses_db {
                     problem(

@@ -2,6 +2,8 @@
 //! end-to-end tests, which bind port 0 and read the port back.
 
 use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::web;
@@ -13,6 +15,8 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::Config;
 use crate::error::{ApiError, ProblemCode};
+use crate::keys::{self, Keys};
+use crate::limits::RateLimits;
 use crate::openapi;
 use crate::routes::{self, RouteTable};
 use crate::state::AppState;
@@ -32,8 +36,11 @@ pub struct Application {
     port: u16,
     server: Server,
     pool: Pool,
-    /// Stops the background loops (the purge) once the server has stopped.
+    /// Stops the background loops (the purge, the keys' last use) once the
+    /// server has stopped.
     stop: Trigger,
+    /// The keys' last-use loop, awaited at shutdown for its final write.
+    last_used: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -46,7 +53,13 @@ impl Application {
         let bind = |source| StartupError::Bind { addr: config.http_addr.clone(), source };
         let listener = TcpListener::bind(&config.http_addr).map_err(bind)?;
         let port = listener.local_addr().map_err(bind)?.port();
-        let state = web::Data::new(AppState { pool: pool.clone(), config: config.clone() });
+        let keys = Arc::new(Keys::new(config.api_key_cache()));
+        let state = web::Data::new(AppState {
+            pool: pool.clone(),
+            config: config.clone(),
+            keys: keys.clone(),
+            limits: RateLimits::new(config.rate_limit()),
+        });
         let route_table = web::Data::new(RouteTable::from_spec(&openapi::document()));
         let max_body = config.max_body_bytes;
         let server =
@@ -76,9 +89,11 @@ impl Application {
             Target::IdempotencyKeys,
             config.retention.idempotency(),
             config.idempotency_purge_interval(),
-            stopped,
+            stopped.clone(),
         ));
-        Ok(Application { port, server, pool, stop })
+        let last_used =
+            tokio::spawn(keys::record_last_used(keys, pool.clone(), config.api_key_last_used_flush(), stopped));
+        Ok(Application { port, server, pool, stop, last_used })
     }
 
     pub fn port(&self) -> u16 {
@@ -94,10 +109,15 @@ impl Application {
     }
 
     /// Serves until SIGINT or SIGTERM (or a stop through the handle), then
-    /// drains in-flight requests and stops the background loops.
+    /// drains in-flight requests, stops the background loops and writes the
+    /// keys' last use one final time.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
         self.stop.fire();
+        // bounded: a database that is gone must not hold the exit
+        if tokio::time::timeout(Duration::from_secs(5), self.last_used).await.is_err() {
+            tracing::warn!("gave up writing when API keys were last used");
+        }
         result
     }
 }

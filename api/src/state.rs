@@ -1,10 +1,17 @@
-//! What every handler shares: the database pool and the configuration.
+//! What every handler shares: the database pool, the configuration, the API
+//! key cache and the tenants' rate limits.
+
+use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 
 use crate::config::Config;
+use crate::keys::Keys;
+use crate::limits::RateLimits;
 
 pub struct AppState {
     pub pool: Pool,
     pub config: Config,
+    pub keys: Arc<Keys>,
+    pub limits: RateLimits,
 }

@@ -44,6 +44,10 @@ pub enum Error {
     UnknownValue { what: &'static str, value: String },
     #[error("a tenant name has 1 to 200 characters")]
     InvalidTenantName,
+    #[error("no tenant with the id or name `{0}`")]
+    TenantNotFound(String),
+    #[error("a rate limit is 0 (no limit) to 2147483647 per second, with a burst of 1 to 2147483647")]
+    InvalidRateLimit,
     #[error("database: {0}")]
     Database(#[from] tokio_postgres::Error),
     #[error("database pool: {0}")]

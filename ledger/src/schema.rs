@@ -20,6 +20,7 @@ diesel::table! {
         prefix -> Text,
         created_at -> Timestamptz,
         revoked_at -> Nullable<Timestamptz>,
+        last_used_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -182,6 +183,8 @@ diesel::table! {
         id -> Uuid,
         name -> Text,
         created_at -> Timestamptz,
+        rate_limit_per_sec -> Nullable<Int4>,
+        rate_limit_burst -> Nullable<Int4>,
     }
 }
 

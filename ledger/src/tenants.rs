@@ -1,8 +1,12 @@
 //! Tenants and their API keys. Keys are random, shown once, stored as SHA-256.
+//! A tenant may hold several live keys at once, so a key is rotated without
+//! downtime: issue the new one, move the clients over, revoke the old one
+//! (its `last_used_at` says when nothing uses it any more).
 //!
 //! Creating tenants and keys is administrative and runs through diesel; the
-//! per-request key lookup is on the hot path and runs through tokio-postgres.
+//! key lookup and the batched last-used write run through tokio-postgres.
 
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use sha2::{Digest, Sha256};
@@ -18,8 +22,38 @@ pub struct Tenant {
 }
 
 /// The caller a request acts for, as established by its API key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TenantId(pub Uuid);
+
+/// A token bucket's shape: `per_sec` tokens added each second (0: no limit),
+/// at most `burst` held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_sec: u32,
+    pub burst: u32,
+}
+
+/// What a live key authenticates: its tenant, and the tenant's own rate
+/// limit when it has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyOwner {
+    pub key_id: Uuid,
+    pub tenant: TenantId,
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A key as `list-keys` shows it; the key itself is never stored.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = api_keys)]
+pub struct KeyInfo {
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// The length of a key's printed prefix (`lk_` and 8 hex digits).
+pub const PREFIX_LEN: usize = 11;
 
 pub fn hash_key(key: &str) -> Vec<u8> {
     Sha256::digest(key.as_bytes()).to_vec()
@@ -52,6 +86,22 @@ pub async fn create_with_key(conn: &mut AsyncPgConnection, name: &str) -> crate:
     Ok((tenant, key))
 }
 
+/// The tenant named `name_or_id`: its id, or else its name.
+pub async fn find(conn: &mut AsyncPgConnection, name_or_id: &str) -> crate::Result<Tenant> {
+    let name_or_id = name_or_id.trim();
+    let by = match name_or_id.parse::<Uuid>() {
+        Ok(id) => tenants::table.filter(tenants::id.eq(id)).into_boxed(),
+        Err(_) => tenants::table.filter(tenants::name.eq(name_or_id)).into_boxed(),
+    };
+    by.select(Tenant::as_select())
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or_else(|| crate::Error::TenantNotFound(name_or_id.to_owned()))
+}
+
+/// Issues the tenant one more key; its other keys stay live. A running API
+/// accepts it from its first request (unknown keys are never cached).
 pub async fn issue_key(conn: &mut AsyncPgConnection, tenant_id: Uuid) -> crate::Result<String> {
     let key = new_key();
     diesel::insert_into(api_keys::table)
@@ -59,7 +109,7 @@ pub async fn issue_key(conn: &mut AsyncPgConnection, tenant_id: Uuid) -> crate::
             api_keys::id.eq(Uuid::now_v7()),
             api_keys::tenant_id.eq(tenant_id),
             api_keys::key_hash.eq(hash_key(&key)),
-            api_keys::prefix.eq(&key[..11]),
+            api_keys::prefix.eq(&key[..PREFIX_LEN]),
         ))
         .execute(conn)
         .await?;
@@ -75,11 +125,77 @@ pub async fn revoke_keys(conn: &mut AsyncPgConnection, prefix: &str) -> crate::R
         .await?)
 }
 
-/// The statement that authenticates every request.
-pub const AUTHENTICATE_SQL: &str = "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL";
+/// The tenant's keys, oldest first, revoked ones included.
+pub async fn list_keys(conn: &mut AsyncPgConnection, tenant_id: Uuid) -> crate::Result<Vec<KeyInfo>> {
+    Ok(api_keys::table
+        .filter(api_keys::tenant_id.eq(tenant_id))
+        .order((api_keys::created_at, api_keys::id))
+        .select(KeyInfo::as_select())
+        .load(conn)
+        .await?)
+}
 
-/// The tenant that owns an unrevoked key, if any.
-pub async fn authenticate(client: &impl crate::db::Cached, key: &str) -> crate::Result<Option<TenantId>> {
-    let row = client.cached_opt(AUTHENTICATE_SQL, &[&hash_key(key)]).await?;
-    Ok(row.map(|r| TenantId(r.get(0))))
+/// Gives the tenant its own rate limit, or (`None`) returns it to the API's
+/// default. Running APIs apply it within their key cache period.
+pub async fn set_rate_limit(
+    conn: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+    limit: Option<RateLimit>,
+) -> crate::Result<()> {
+    let as_column = |v: u32| i32::try_from(v).map_err(|_| crate::Error::InvalidRateLimit);
+    let (per_sec, burst) = match limit {
+        Some(l) if l.burst == 0 => return Err(crate::Error::InvalidRateLimit),
+        Some(l) => (Some(as_column(l.per_sec)?), Some(as_column(l.burst)?)),
+        None => (None, None),
+    };
+    diesel::update(tenants::table.find(tenant_id))
+        .set((tenants::rate_limit_per_sec.eq(per_sec), tenants::rate_limit_burst.eq(burst)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The tenant's own rate limit, if it has one.
+pub async fn rate_limit(conn: &mut AsyncPgConnection, tenant_id: Uuid) -> crate::Result<Option<RateLimit>> {
+    let (per_sec, burst): (Option<i32>, Option<i32>) = tenants::table
+        .find(tenant_id)
+        .select((tenants::rate_limit_per_sec, tenants::rate_limit_burst))
+        .first(conn)
+        .await?;
+    Ok(limit_of(per_sec, burst))
+}
+
+fn limit_of(per_sec: Option<i32>, burst: Option<i32>) -> Option<RateLimit> {
+    match (per_sec, burst) {
+        (Some(p), Some(b)) => Some(RateLimit { per_sec: p.max(0) as u32, burst: b.max(1) as u32 }),
+        _ => None,
+    }
+}
+
+/// The statement that authenticates a request whose key is not in the API's
+/// cache: the key's owner and the owner's rate limit, by the key's digest.
+pub const AUTHENTICATE_SQL: &str = "SELECT k.id, k.tenant_id, t.rate_limit_per_sec, t.rate_limit_burst \
+     FROM api_keys k JOIN tenants t ON t.id = k.tenant_id \
+     WHERE k.key_hash = $1 AND k.revoked_at IS NULL";
+
+/// The owner of an unrevoked key, by the key's SHA-256 digest.
+pub async fn authenticate(client: &impl crate::db::Cached, key_hash: &[u8]) -> crate::Result<Option<KeyOwner>> {
+    let row = client.cached_opt(AUTHENTICATE_SQL, &[&key_hash]).await?;
+    Ok(row.map(|r| KeyOwner { key_id: r.get(0), tenant: TenantId(r.get(1)), rate_limit: limit_of(r.get(2), r.get(3)) }))
+}
+
+/// Moves keys' `last_used_at` forward to the given times, in one statement
+/// for any number of keys (never backward: several API processes write it).
+const RECORD_USE_SQL: &str = "UPDATE api_keys k SET last_used_at = u.at \
+     FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, at) \
+     WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)";
+
+/// Records when each key was last used; returns how many rows moved.
+pub async fn record_use(client: &impl crate::db::Cached, used: &[(Uuid, DateTime<Utc>)]) -> crate::Result<u64> {
+    if used.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = used.iter().map(|(id, _)| *id).collect();
+    let at: Vec<DateTime<Utc>> = used.iter().map(|(_, at)| *at).collect();
+    Ok(client.cached_execute(RECORD_USE_SQL, &[&ids, &at]).await?)
 }

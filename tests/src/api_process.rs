@@ -36,6 +36,10 @@ const CONTROLLED: &[&str] = &[
     "DB_KEEPALIVES_INTERVAL_SECS",
     "DB_KEEPALIVES_RETRIES",
     "DB_POOL_SIZE",
+    "RATE_LIMIT_PER_SEC",
+    "RATE_LIMIT_BURST",
+    "API_KEY_CACHE_MS",
+    "API_KEY_LAST_USED_FLUSH_SECS",
 ];
 
 impl ApiProcess {

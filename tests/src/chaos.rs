@@ -161,8 +161,9 @@ struct Shared {
 }
 
 /// A careful client: the same Idempotency-Key on every retry; retries on
-/// connection errors, timeouts, 5xx and the 409s that say to retry
-/// (`contention`, `request_in_progress`), against any API process.
+/// connection errors, timeouts, 5xx, the 409s that say to retry
+/// (`contention`, `request_in_progress`) and 429 (`rate_limited`), against
+/// any API process.
 async fn request(
     shared: &Rc<RefCell<Shared>>,
     rng: &mut Rng,
@@ -192,7 +193,7 @@ async fn request(
                 let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                 // a refusal by a natural key is final; contention and a key in use are retried
                 let refused = answer["code"] == "order_already_charged" || answer["code"] == "natural_key_conflict";
-                let retry = status >= 500 || (status == 409 && !refused);
+                let retry = status >= 500 || status == 429 || (status == 409 && !refused);
                 if !retry {
                     return (status, answer);
                 }

@@ -2,7 +2,7 @@
 //! (tests/contract/run.sh): each answer here is now what the spec documents.
 
 use ledger_tests::spawn_app;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// A method the spec does not list for an existing path is 405 with `Allow`,
 /// not 404 (schemathesis `unsupported_method`, `allow_header_conformance`).
@@ -117,4 +117,145 @@ async fn the_documented_idempotency_key_is_the_one_the_server_requires() {
         }
     }
     assert_eq!(idempotent_ops, 7, "every effectful POST");
+}
+
+/// The `limit` of the entries page is documented with the bounds the server
+/// enforces, 1 to 100 (schemathesis 4.32 sent `limit=-9223372036854775808`,
+/// schema-valid when the document gave no bounds, and got 400); the cursor
+/// with the form of the cursors the server gives out.
+#[actix_web::test]
+async fn the_entries_page_documents_the_limit_and_cursor_it_enforces() {
+    let spec: Value = serde_json::to_value(api::openapi::document()).unwrap();
+    let params = spec["paths"]["/v1/accounts/{id}/entries"]["get"]["parameters"].as_array().unwrap().clone();
+    let param = |name: &str| params.iter().find(|p| p["name"] == name).unwrap()["schema"].clone();
+    assert_eq!(param("limit")["minimum"], 1);
+    assert_eq!(param("limit")["maximum"], ledger::accounts::MAX_PAGE);
+    let cursor = regex::Regex::new(param("cursor")["pattern"].as_str().unwrap()).unwrap();
+
+    let app = spawn_app().await;
+    let key = app.tenant("shop").await;
+    let ext = app.account(&key, "ext", "USD", true).await;
+    let account = app.account(&key, "buyer", "USD", false).await;
+    for n in 0..2 {
+        let body =
+            json!({"source_account_id": ext, "destination_account_id": account, "amount": "5.00", "currency": "USD"});
+        assert_eq!(app.post("/v1/transfers", &key, &format!("fund:{n}"), body).await.status.as_u16(), 201);
+    }
+    let page = |query: String| {
+        let (app, key, account) = (&app, &key, &account);
+        async move { app.get(&format!("/v1/accounts/{account}/entries?{query}"), key).await }
+    };
+    for limit in [1, 50, 100] {
+        assert_eq!(page(format!("limit={limit}")).await.status.as_u16(), 200, "limit {limit}");
+    }
+    for limit in ["0", "101", "-9223372036854775808"] {
+        let a = page(format!("limit={limit}")).await;
+        assert_eq!((a.status.as_u16(), a.code()), (400, "invalid_parameter".to_owned()), "limit {limit}");
+    }
+    // every cursor the server gives out fits the documented pattern, and one
+    // that fits it is accepted
+    let first = page("limit=1".into()).await.json();
+    let next = first["next_cursor"].as_str().expect("a second page").to_owned();
+    assert!(cursor.is_match(&next), "{next}");
+    assert_eq!(page(format!("cursor={next}")).await.status.as_u16(), 200);
+    assert_eq!(page("cursor=999999999999999999".into()).await.status.as_u16(), 200);
+    for bad in ["abc", "0", "-1"] {
+        assert!(!cursor.is_match(bad), "{bad}");
+        assert_eq!(page(format!("cursor={bad}")).await.code(), "invalid_parameter", "{bad}");
+    }
+}
+
+/// An integer field takes every number JSON Schema calls an integer: `5.0`
+/// and `1e0` as well as `5` (schemathesis 4.32 sent `{"quantity": 34600.0}`
+/// and got 400 `invalid_body`). `5.0` is the same request as `5`: a retry
+/// spelled either way replays. A fraction is still refused.
+#[actix_web::test]
+async fn integer_fields_take_integral_json_numbers() {
+    let app = spawn_app().await;
+    let key = app.tenant("shop").await;
+    let restock =
+        |body: &'static str| app.send("POST", "/v1/skus/mug/restocks", &key, Some("restock:1"), Some(body.as_bytes()));
+    let first = restock(r#"{"quantity": 5.0}"#).await;
+    assert_eq!(first.status.as_u16(), 201, "{first:?}");
+    assert_eq!(first.json()["on_hand"], 5);
+    let retry = restock(r#"{"quantity": 5}"#).await;
+    assert_eq!((retry.status.as_u16(), retry.replayed, &retry.body), (201, true, &first.body), "the same request");
+
+    let hold = app
+        .send(
+            "POST",
+            "/v1/reservations",
+            &key,
+            Some("o1:mug"),
+            Some(br#"{"order_id": "o1", "sku": "mug", "quantity": 2e0}"#),
+        )
+        .await;
+    assert_eq!((hold.status.as_u16(), hold.json()["quantity"].clone()), (201, Value::from(2)), "{hold:?}");
+
+    let buyer = app.funded(&key, "buyer", "50.00").await;
+    let seller = app.account(&key, "seller", "USD", false).await;
+    let charge = format!(
+        r#"{{"order_id": "o1", "attempt": 1.0, "buyer_account_id": "{buyer}", "seller_account_id": "{seller}",
+             "amount": "10.00", "currency": "USD"}}"#
+    );
+    let a = app.send("POST", "/v1/charges", &key, Some("o1:1"), Some(charge.as_bytes())).await;
+    assert_eq!((a.status.as_u16(), a.json()["attempt"].clone()), (201, Value::from(1)), "{a:?}");
+
+    for fraction in [r#"{"quantity": 2.5}"#, r#"{"quantity": 1e-1}"#] {
+        let a = app.send("POST", "/v1/skus/mug/restocks", &key, Some(fraction), Some(fraction.as_bytes())).await;
+        assert_eq!((a.status.as_u16(), a.code()), (400, "invalid_body".to_owned()), "{fraction}");
+    }
+    assert_eq!(app.db.count("stock_entries").await, 1);
+}
+
+/// `receipt_email` is documented with the rule the server applies
+/// (schemathesis 4.32 sent a schema-valid string that was not an address
+/// and got 422 `invalid_field`): every address the pattern allows is
+/// accepted, and every one it refuses is refused.
+#[actix_web::test]
+async fn receipt_email_is_documented_with_the_rule_the_server_applies() {
+    let spec: Value = serde_json::to_value(api::openapi::document()).unwrap();
+    let schema = &spec["components"]["schemas"]["CreateCharge"]["properties"]["receipt_email"];
+    let pattern = regex::Regex::new(schema["pattern"].as_str().unwrap()).unwrap();
+    let app = spawn_app().await;
+    let key = app.tenant("shop").await;
+    let buyer = app.funded(&key, "buyer", "50.00").await;
+    let seller = app.account(&key, "seller", "USD", false).await;
+    let emails =
+        ["buyer@example.com", "a@b.c", "x@.", "a+b@x.y.z", "", "buyer", "a@b", "@b.c", "a@@b.c", "a b@c.d", "é@x.y"];
+    for (n, email) in emails.into_iter().enumerate() {
+        let body = json!({"order_id": format!("o{n}"), "attempt": 1, "buyer_account_id": buyer,
+                          "seller_account_id": seller, "amount": "1.00", "currency": "USD", "receipt_email": email});
+        let a = app.post("/v1/charges", &key, &format!("o{n}:1"), body).await;
+        let documented = pattern.is_match(email) && email.len() <= schema["maxLength"].as_u64().unwrap() as usize;
+        let accepted = a.status.as_u16() == 201;
+        assert_eq!(accepted, documented, "`{email}`: {a:?}");
+        if !accepted {
+            assert_eq!(a.code(), "invalid_field", "`{email}`");
+        }
+    }
+}
+
+/// Every authenticated operation documents 429 `rate_limited` with
+/// `Retry-After`, and the Idempotency-Key has no one example value that
+/// generated requests would all reuse.
+#[actix_web::test]
+async fn every_authenticated_operation_documents_429_and_no_key_example() {
+    let spec: Value = serde_json::to_value(api::openapi::document()).unwrap();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let r = &op["responses"]["429"];
+            if path.starts_with("/v1/") {
+                assert!(r["description"].as_str().unwrap().contains("rate_limited"), "{method} {path}");
+                assert_eq!(r["headers"]["Retry-After"]["$ref"], "#/components/headers/Retry-After", "{method} {path}");
+            } else {
+                assert!(r.is_null(), "{method} {path} is not authenticated");
+            }
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                if p["name"] == "Idempotency-Key" {
+                    assert!(p.get("example").is_none() && p["schema"].get("example").is_none(), "{method} {path}");
+                }
+            }
+        }
+    }
 }

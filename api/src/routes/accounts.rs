@@ -170,8 +170,10 @@ pub async fn get(state: web::Data<AppState>, caller: Caller, id: web::Path<Uuid>
 #[into_params(parameter_in = Query)]
 pub struct EntriesQuery {
     /// Page size, 1 to 100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = r"^[1-9][0-9]{0,17}$", example = "1042")]
     pub cursor: Option<String>,
 }
 

@@ -132,7 +132,7 @@ pub struct CreateCharge {
     pub currency: String,
     pub platform_fee: Option<CreatePlatformFee>,
     /// Where to send the order confirmation email (at most once per order).
-    #[schema(example = "buyer@example.com")]
+    #[schema(max_length = 254, pattern = r"^[!-?A-~]+@[!-?A-~]*\.[!-?A-~]*$", example = "buyer@example.com")]
     pub receipt_email: Option<String>,
 }
 

@@ -1,0 +1,125 @@
+//! API keys on the request path: a short cache of key lookups, and the record
+//! of when each key was last used.
+//!
+//! **The cache.** A key found live is trusted for `API_KEY_CACHE_MS` (2 s by
+//! default) from the moment its lookup was sent, then looked up again. So a
+//! revoked key is refused by every API process at most that long after the
+//! revocation committed, with no message between processes to lose. Unknown
+//! and revoked keys are never cached: a new key works from its first request,
+//! and a wrong key costs one indexed lookup, as before the cache. A tenant's
+//! rate limit comes with its key, so a changed limit applies within the same
+//! period.
+//!
+//! **Last used.** Each authenticated request notes its key's id and the time
+//! in memory; a loop writes them every `API_KEY_LAST_USED_FLUSH_SECS` (60 s)
+//! in one statement, whatever the number of keys and requests, and once more
+//! at shutdown. `last_used_at` is therefore at most that interval behind,
+//! and a process that crashes loses at most one interval of it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use ledger::tenants::KeyOwner;
+use service::shutdown::Shutdown;
+use uuid::Uuid;
+
+pub struct Keys {
+    ttl: Duration,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// key digest → its owner, and when the lookup that found it was sent
+    found: HashMap<Vec<u8>, (KeyOwner, Instant)>,
+    /// key id → the last time it authenticated a request, not yet written
+    used: HashMap<Uuid, DateTime<Utc>>,
+}
+
+/// Past this many cached keys, an insert first drops the expired ones (keys
+/// revoked or no longer used would otherwise stay until the process ends).
+const SWEEP_ABOVE: usize = 10_000;
+
+impl Keys {
+    pub fn new(ttl: Duration) -> Keys {
+        Keys { ttl, inner: Mutex::new(Inner::default()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("no panic while holding the key cache")
+    }
+
+    /// The owner of a live `key`, from the cache or else the database, and
+    /// notes the key's use; `None` for an unknown or revoked key.
+    pub async fn authenticate(&self, pool: &Pool, key: &str) -> ledger::Result<Option<KeyOwner>> {
+        let digest = ledger::tenants::hash_key(key);
+        {
+            let mut inner = self.lock();
+            let fresh = inner.found.get(&digest).filter(|(_, at)| at.elapsed() < self.ttl).map(|(owner, _)| *owner);
+            if let Some(owner) = fresh {
+                inner.used.insert(owner.key_id, Utc::now());
+                return Ok(Some(owner));
+            }
+        }
+        // The period starts before the lookup is sent: whatever it finds was
+        // true at some moment after `sent`.
+        let sent = Instant::now();
+        let client = pool.get().await?;
+        let found = ledger::tenants::authenticate(&client, &digest).await?;
+        let mut inner = self.lock();
+        match found {
+            Some(owner) => {
+                if !self.ttl.is_zero() {
+                    if inner.found.len() >= SWEEP_ABOVE {
+                        let ttl = self.ttl;
+                        inner.found.retain(|_, (_, at)| at.elapsed() < ttl);
+                    }
+                    inner.found.insert(digest, (owner, sent));
+                }
+                inner.used.insert(owner.key_id, Utc::now());
+            }
+            // revoked since it was cached (or never known): forget it
+            None => {
+                inner.found.remove(&digest);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes the noted uses in one statement; on failure they are kept for
+    /// the next attempt. Returns how many keys moved.
+    pub async fn flush(&self, pool: &Pool) -> ledger::Result<u64> {
+        let used: Vec<(Uuid, DateTime<Utc>)> = std::mem::take(&mut self.lock().used).into_iter().collect();
+        if used.is_empty() {
+            return Ok(0);
+        }
+        let written = match pool.get().await {
+            Ok(client) => ledger::tenants::record_use(&client, &used).await,
+            Err(e) => Err(e.into()),
+        };
+        if written.is_err() {
+            let mut inner = self.lock();
+            for (id, at) in used {
+                let newest = inner.used.entry(id).or_insert(at);
+                *newest = (*newest).max(at);
+            }
+        }
+        written
+    }
+}
+
+/// Writes the keys' last use every `every` until shutdown, then once more.
+pub async fn record_last_used(keys: std::sync::Arc<Keys>, pool: Pool, every: Duration, mut shutdown: Shutdown) {
+    loop {
+        let running = shutdown.sleep(every).await;
+        if let Err(e) = keys.flush(&pool).await {
+            tracing::warn!(error = %e, "could not record when API keys were last used; will retry");
+        }
+        if !running {
+            return;
+        }
+    }
+}
