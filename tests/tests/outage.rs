@@ -27,6 +27,8 @@ impl Drop for Proc {
 /// Three paid orders whose `charge.succeeded` waits in the inventory queue,
 /// no inventory worker running yet; returns their reservations.
 async fn three_paid_orders_queued(s: &Shop, broker: &Broker) -> Vec<String> {
+    // The relay declares the queues when it connects, which a loaded machine delays.
+    eventually(30, "the relay declared the queues", || async { broker.exists(&broker.names.inventory).await }).await;
     let mut holds = Vec::new();
     for i in 0..3 {
         holds.push(s.purchase(&format!("outage-{i}"), 1).await);
