@@ -7,6 +7,7 @@ pub mod dlq;
 pub mod email;
 pub mod forward;
 pub mod inventory;
+pub mod nodes;
 pub mod outage;
 pub mod relay;
 pub mod replay;
