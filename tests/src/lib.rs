@@ -6,6 +6,8 @@ pub mod broker;
 pub mod chaos;
 pub mod outages;
 pub mod proxy;
+pub mod rng;
+pub mod server_faults;
 pub mod servers;
 pub mod shop;
 pub mod smtp;
