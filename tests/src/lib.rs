@@ -4,7 +4,10 @@
 pub mod api_process;
 pub mod broker;
 pub mod chaos;
+pub mod outages;
 pub mod proxy;
+pub mod rng;
+pub mod server_faults;
 pub mod servers;
 pub mod shop;
 pub mod smtp;
