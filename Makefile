@@ -13,7 +13,8 @@ API_DATABASE_URL     ?= postgres://ledger_api:$(or $(LEDGER_API_PASSWORD),ledger
 WORKERS_DATABASE_URL ?= postgres://ledger_worker:$(or $(LEDGER_WORKER_PASSWORD),ledger_worker)@$(PG_ADDR)/$(DB_NAME)
 AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10
 HTTP_ADDR    ?= 127.0.0.1:8080
-export AMQP_URL HTTP_ADDR
+WORKERS_METRICS_ADDR ?= 127.0.0.1:9187
+export AMQP_URL HTTP_ADDR WORKERS_METRICS_ADDR
 
 CARGO ?= cargo
 API     := target/debug/ledger-api
@@ -48,6 +49,7 @@ run: db
 	echo "  Spec:     http://$(HTTP_ADDR)/openapi.json"; \
 	echo "  API key:  $$key   (tenant \"dev\")"; \
 	echo "  Workers:  relay, inventory, email (emails go to $${EMAIL_DIR:-target/emails}/ unless SMTP_URL is set)"; \
+	echo "  Metrics:  http://$(HTTP_ADDR)/metrics and http://$(WORKERS_METRICS_ADDR)/metrics (ops/prometheus)"; \
 	echo ""; \
 	echo "  export KEY=$$key"; \
 	echo ""; \
@@ -98,10 +100,14 @@ fmt:
 fmt-check:
 	$(CARGO) fmt --all -- --check
 
-## Clippy with warnings denied, and no import circle between the modules of any crate.
+## Clippy with warnings denied, no import circle between the modules of any
+## crate, and the Prometheus configuration and alerting rules valid and
+## passing their unit tests.
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@scripts/check-module-cycles.py
+	@command -v promtool >/dev/null || { echo "promtool is missing: run \`make services\`" >&2; exit 1; }
+	@cd ops/prometheus && promtool check config --syntax-only prometheus.yml >/dev/null && promtool check rules rules.yml >/dev/null && promtool test rules rules.test.yml >/dev/null
 
 ## Drop test databases left by interrupted test runs.
 clean-test-dbs: services

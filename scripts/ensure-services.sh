@@ -22,6 +22,10 @@ wait_for() { # name, tries, command...
 missing=()
 command -v pg_ctlcluster >/dev/null 2>&1 || missing+=(postgresql postgresql-client)
 command -v rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
+# Prometheus and promtool: the tests run a real server against the stack and
+# check the shipped rules (ops/prometheus). Only the binaries are used; the
+# package's own service is not needed.
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "ensure-services: installing ${missing[*]}"
   $SUDO apt-get update -qq

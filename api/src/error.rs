@@ -52,6 +52,13 @@ pub enum ProblemCode {
     Internal,
 }
 
+impl ProblemCode {
+    /// The code as clients see it (`insufficient_funds`).
+    pub fn name(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    }
+}
+
 /// An RFC 9457 problem document.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
@@ -145,6 +152,8 @@ impl ResponseError for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
+        // for the metrics, which count problems by code
+        res.extensions_mut().insert(self.code);
         res.body(self.body())
     }
 }

@@ -146,6 +146,8 @@ fn answer<T: Serialize>(outcome: Outcome<T>, applied: &Applied<T>) -> Answer {
         }
         Outcome::Declined(decline) => {
             let e = ApiError::from(&decline);
+            // counted when it happens, not when replayed (see `metrics`)
+            metrics::counter!("ledger_declines_total", "code" => e.code.name()).increment(1);
             Answer {
                 status: e.status.as_u16(),
                 content_type: PROBLEM_JSON.to_owned(),

@@ -54,7 +54,7 @@ pub fn script(buyers: usize) -> String {
             "txid", "email",
         ],
     ));
-    s.push_str(&bind(ledger::outbox::ENQUEUE_SQL, &["msgid", "tenant", "event", "orderid", "payload"]));
+    s.push_str(&bind(ledger::outbox::ENQUEUE_SQL, &["msgid", "tenant", "event", "orderid", "payload", "msgid"]));
     s.push_str(&bind(
         ledger::idempotency::STORE_SQL,
         &["tenant", "orderid", "status", "contenttype", "headers", "answer"],

@@ -66,7 +66,14 @@ impl From<deadpool_postgres::PoolError> for Error {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         match e {
             deadpool_postgres::PoolError::Backend(e) => Error::Database(e),
-            other => Error::Pool(other),
+            other => {
+                // Every checkout's error passes here: the one count of callers
+                // that waited DB_POOL_WAIT_MS for a connection and gave up.
+                if matches!(other, deadpool_postgres::PoolError::Timeout(_)) {
+                    metrics::counter!("ledger_db_pool_timeouts_total").increment(1);
+                }
+                Error::Pool(other)
+            }
         }
     }
 }

@@ -14,6 +14,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod charges;
+pub mod correlation;
 pub mod crash;
 pub mod db;
 pub mod emails;

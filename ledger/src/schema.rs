@@ -124,6 +124,7 @@ diesel::table! {
         publish_attempts -> Int4,
         retry_at -> Nullable<Timestamptz>,
         last_error -> Nullable<Text>,
+        request_id -> Nullable<Text>,
     }
 }
 

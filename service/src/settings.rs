@@ -71,6 +71,16 @@ impl Database {
     }
 }
 
+/// Where the workers serve their Prometheus metrics (the API serves its
+/// own at `/metrics` on HTTP_ADDR).
+#[derive(Debug, Clone, Args)]
+pub struct WorkersMetrics {
+    /// Address of the workers' `GET /metrics` (e.g. 127.0.0.1:9187); unset:
+    /// not served. Each workers process needs an address of its own.
+    #[arg(long, env = "WORKERS_METRICS_ADDR")]
+    pub workers_metrics_addr: Option<String>,
+}
+
 /// Every retention window. Both binaries read all of them, so that every
 /// process refuses the same inconsistent settings (see `ledger::retention`).
 #[derive(Debug, Clone, Args)]

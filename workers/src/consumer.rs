@@ -6,11 +6,12 @@ use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::shutdown::{Connected, Shutdown};
 use crate::topology::{self, Names};
-use crate::{upgrade, within, Error};
+use crate::{correlation, upgrade, within, Error};
 
 /// Consumes `queue` (picked from the topology's names) with manual acks. The
 /// handler acks, nacks or rejects each delivery itself; an error from it ends
@@ -49,7 +50,17 @@ where
                 return Ok(());
             }
             next = deliveries.next() => match next {
-                Some(Ok(delivery)) => handle(delivery).await?,
+                Some(Ok(delivery)) => {
+                    // Logged in the message's span; what the handler writes
+                    // to the outbox carries the same request id on.
+                    let span = correlation::span(tag, &delivery);
+                    let request_id = correlation::request_id(&delivery);
+                    let work = handle(delivery).instrument(span);
+                    match request_id {
+                        Some(id) => ledger::correlation::scope(id, work).await?,
+                        None => work.await?,
+                    }
+                }
                 Some(Err(e)) => return Err(e.into()),
                 None => return Err(Error::ConsumerCancelled),
             }

@@ -3,10 +3,12 @@
 
 pub mod config;
 pub mod consumer;
+pub mod correlation;
 pub mod dlq;
 pub mod email;
 pub mod forward;
 pub mod inventory;
+pub mod metrics;
 pub mod nodes;
 pub mod outage;
 pub mod relay;

@@ -1,6 +1,6 @@
 use clap::{Parser, Subcommand};
 use workers::config::Config;
-use workers::{dlq, email, replay, shutdown, Error, Role};
+use workers::{dlq, email, metrics, replay, shutdown, Error, Role};
 
 /// The ledger's workers: the outbox relay and the RabbitMQ consumers.
 #[derive(Parser)]
@@ -119,6 +119,13 @@ async fn serve(config: &Config, roles: &[Role]) -> Result<(), Failure> {
     let pool = config.pool()?;
     let (trigger, stop) = shutdown::channel();
     let mut tasks = workers::spawn(config, &pool, roles, &stop);
+    if let Some(addr) = &config.metrics.workers_metrics_addr {
+        let listener = metrics::bind(addr).await?;
+        if let Ok(bound) = listener.local_addr() {
+            tracing::info!(addr = %bound, "serving metrics at /metrics");
+        }
+        tokio::spawn(metrics::serve(listener, config.clone(), pool.clone(), stop.clone()));
+    }
     tokio::select! {
         _ = shutdown::signalled() => {
             tracing::info!("shutting down: no new deliveries, in-flight ones finish or go back to the queue");

@@ -14,7 +14,7 @@ pub mod inventory;
 pub mod transfers;
 
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(health::healthz).service(health::readyz).service(
+    cfg.service(health::healthz).service(health::readyz).service(crate::metrics::scrape).service(
         utoipa_actix_web::scope("/v1")
             .service(accounts::create)
             .service(accounts::get)
