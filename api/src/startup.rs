@@ -28,6 +28,8 @@ pub enum StartupError {
     Retention(#[from] ledger::retention::Inconsistent),
     #[error(transparent)]
     Ledger(#[from] ledger::Error),
+    #[error("payment provider: {0}")]
+    Gateway(#[from] gateway::BuildError),
     #[error("bind {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
 }
@@ -59,6 +61,7 @@ impl Application {
             config: config.clone(),
             keys: keys.clone(),
             limits: RateLimits::new(config.rate_limit()),
+            payments: service::payments::Payments::new(&config.gateway)?,
         });
         let route_table = web::Data::new(RouteTable::from_spec(&openapi::document()));
         let max_body = config.max_body_bytes;

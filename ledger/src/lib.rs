@@ -13,6 +13,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod cards;
 pub mod charges;
 pub mod crash;
 pub mod db;

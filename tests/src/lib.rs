@@ -4,6 +4,7 @@
 pub mod api_process;
 pub mod broker;
 pub mod chaos;
+pub mod provider;
 pub mod proxy;
 pub mod servers;
 pub mod shop;

@@ -1,0 +1,196 @@
+//! Card charges through the fake payment provider, started as a separate
+//! process: success, decline, a lost provider answer resumed by the retry,
+//! refunds at the provider, and the choice between a wallet and a card.
+
+use awc::http::StatusCode;
+use ledger_tests::provider::FakeProvider;
+use ledger_tests::{spawn_app_with, TestApp};
+use serde_json::{json, Value};
+
+struct Shop {
+    app: TestApp,
+    fake: FakeProvider,
+    key: String,
+    seller: String,
+    platform: String,
+}
+
+async fn shop() -> Shop {
+    let fake = FakeProvider::start(&[]);
+    let app = spawn_app_with(|c| {
+        fake.configure(&mut c.gateway);
+        c.gateway.gateway_timeout_ms = 5_000;
+    })
+    .await;
+    let key = app.tenant("shop").await;
+    let seller = app.account(&key, "seller", "USD", false).await;
+    let platform = app.account(&key, "platform", "USD", false).await;
+    Shop { app, fake, key, seller, platform }
+}
+
+impl Shop {
+    fn card(&self, order: &str, attempt: i32, payment_method: &str) -> Value {
+        json!({"order_id": order, "attempt": attempt, "payment_method": payment_method,
+               "seller_account_id": self.seller, "amount": "25.00", "currency": "USD",
+               "platform_fee": {"account_id": self.platform, "amount": "2.50"},
+               "receipt_email": "buyer@example.com"})
+    }
+
+    async fn scalar(&self, sql: &str) -> i64 {
+        self.app.db.client().await.query_one(sql, &[]).await.unwrap().get(0)
+    }
+
+    async fn audit_clean(&self) {
+        let report = ledger::audit::audit(&self.app.db.client().await, Default::default()).await.unwrap();
+        assert!(report.is_clean(), "{report}");
+    }
+
+    async fn clearing_balance(&self) -> String {
+        let row = self
+            .app
+            .db
+            .client()
+            .await
+            .query_one("SELECT balance::text FROM accounts WHERE reference = 'provider-clearing:USD'", &[])
+            .await
+            .unwrap();
+        let balance: String = row.get(0);
+        balance.parse::<rust_decimal::Decimal>().unwrap().normalize().to_string()
+    }
+}
+
+#[actix_web::test]
+async fn a_card_charge_takes_the_money_at_the_provider_and_books_it_once() {
+    let s = shop().await;
+    let first = s.app.post("/v1/charges", &s.key, "o1:1", s.card("o1", 1, "pm_card_visa")).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
+    let charge = first.json();
+    assert_eq!(charge["status"], "succeeded");
+    assert_eq!(charge["payment_method"], "pm_card_visa");
+    assert_eq!(charge["buyer_account_id"], Value::Null);
+    let payment_id = charge["provider_payment_id"].as_str().unwrap().to_owned();
+    assert!(payment_id.starts_with("pi_"), "{charge}");
+
+    // the provider holds one payment for the attempt, of 2500 cents, with our metadata
+    let payments = s.fake.payments_of("o1").await;
+    assert_eq!(payments.len(), 1, "{payments:?}");
+    assert_eq!(payments[0]["id"], payment_id.as_str());
+    assert_eq!(payments[0]["amount"], 2500);
+    assert_eq!(payments[0]["metadata"]["attempt"], "1");
+
+    // one ledger transaction: clearing -25.00, seller +22.50, platform +2.50
+    assert_eq!(s.scalar("SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await, 1);
+    assert_eq!(s.clearing_balance().await, "-25");
+    assert_eq!(s.app.balance(&s.key, &s.seller).await, "22.50");
+    assert_eq!(s.app.balance(&s.key, &s.platform).await, "2.50");
+    assert_eq!(s.scalar("SELECT count(*) FROM outbox WHERE event_type = 'charge.succeeded'").await, 1);
+
+    // the retry replays; another key for the same attempt finds the charge
+    let again = s.app.post("/v1/charges", &s.key, "o1:1", s.card("o1", 1, "pm_card_visa")).await;
+    assert!(again.replayed);
+    assert_eq!(again.body, first.body);
+    let other_key = s.app.post("/v1/charges", &s.key, "o1:1:again", s.card("o1", 1, "pm_card_visa")).await;
+    assert_eq!(other_key.status, StatusCode::OK, "{other_key:?}");
+    assert!(other_key.natural_key_replayed);
+    // and another attempt of the paid order is refused
+    let bumped = s.app.post("/v1/charges", &s.key, "o1:2", s.card("o1", 2, "pm_card_visa")).await;
+    assert_eq!(bumped.status, StatusCode::CONFLICT);
+    assert_eq!(bumped.code(), "order_already_charged");
+    assert_eq!(s.fake.payments_of("o1").await.len(), 1, "never a second payment");
+    s.audit_clean().await;
+}
+
+#[actix_web::test]
+async fn a_declined_card_is_a_stored_402_and_the_next_attempt_may_pay() {
+    let s = shop().await;
+    let declined = s.app.post("/v1/charges", &s.key, "o2:1", s.card("o2", 1, "pm_card_chargeDeclined")).await;
+    assert_eq!(declined.status, StatusCode::PAYMENT_REQUIRED, "{declined:?}");
+    assert_eq!(declined.code(), "card_declined");
+    let replay = s.app.post("/v1/charges", &s.key, "o2:1", s.card("o2", 1, "pm_card_chargeDeclined")).await;
+    assert!(replay.replayed);
+    assert_eq!((replay.status, &replay.body), (declined.status, &declined.body));
+    // nothing moved, the attempt is recorded as failed
+    assert_eq!(s.scalar("SELECT count(*) FROM ledger_transactions").await, 0);
+    assert_eq!(s.scalar("SELECT count(*) FROM charges WHERE status = 'failed'").await, 1);
+
+    let paid = s.app.post("/v1/charges", &s.key, "o2:2", s.card("o2", 2, "pm_card_visa")).await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{paid:?}");
+    let listed = s.app.get("/v1/charges?order_id=o2", &s.key).await.json();
+    let statuses: Vec<&str> =
+        listed["data"].as_array().unwrap().iter().map(|c| c["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["failed", "succeeded"]);
+    assert_eq!(s.fake.payments_of("o2").await.len(), 2, "one payment per attempt");
+    s.audit_clean().await;
+}
+
+#[actix_web::test]
+async fn a_lost_provider_answer_is_202_processing_and_the_retry_ends_in_one_payment() {
+    let s = shop().await;
+    // the provider charges and then drops the connection without answering
+    s.fake.arm(json!({"kind": "drop_after_charge", "count": 1, "metadata": {"order_id": "o3"}})).await;
+    let first = s.app.post("/v1/charges", &s.key, "o3:1", s.card("o3", 1, "pm_card_visa")).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
+    assert_eq!(first.json()["status"], "processing");
+    assert_eq!(first.json()["transaction_id"], Value::Null);
+    assert_eq!(first.retry_after.as_deref(), Some("1"));
+    assert!(!first.replayed);
+    assert_eq!(s.fake.payments_of("o3").await.len(), 1, "the provider did charge");
+    assert_eq!(s.scalar("SELECT count(*) FROM ledger_transactions").await, 0, "nothing booked yet");
+    s.audit_clean().await;
+
+    // the storefront retries with the same key: same provider key, the provider replays
+    let retry = s.app.post("/v1/charges", &s.key, "o3:1", s.card("o3", 1, "pm_card_visa")).await;
+    assert_eq!(retry.status, StatusCode::CREATED, "{retry:?}");
+    assert_eq!(retry.json()["status"], "succeeded");
+    let again = s.app.post("/v1/charges", &s.key, "o3:1", s.card("o3", 1, "pm_card_visa")).await;
+    assert!(again.replayed);
+    assert_eq!(again.body, retry.body, "the one final answer");
+    let payments = s.fake.payments_of("o3").await;
+    assert_eq!(payments.len(), 1, "one provider payment: {payments:?}");
+    assert_eq!(retry.json()["provider_payment_id"], payments[0]["id"]);
+    assert_eq!(s.scalar("SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await, 1);
+    assert_eq!(s.fake.max_payments_per_attempt().await, 1);
+    s.audit_clean().await;
+}
+
+#[actix_web::test]
+async fn a_card_refund_goes_to_the_provider_once() {
+    let s = shop().await;
+    let charge = s.app.post("/v1/charges", &s.key, "o4:1", s.card("o4", 1, "pm_card_visa")).await;
+    assert_eq!(charge.status, StatusCode::CREATED, "{charge:?}");
+    let id = charge.id();
+    let body = json!({"reference": "o4:refund:1", "amount": "10.00"});
+    let refund = s.app.post(&format!("/v1/charges/{id}/refunds"), &s.key, "o4:refund:1", body.clone()).await;
+    assert_eq!(refund.status, StatusCode::CREATED, "{refund:?}");
+    // under another key, the same reference is the same refund, and the provider refunds once
+    let again = s.app.post(&format!("/v1/charges/{id}/refunds"), &s.key, "o4:refund:1:again", body).await;
+    assert_eq!(again.status, StatusCode::OK, "{again:?}");
+    assert_eq!(again.id(), refund.id());
+    assert_eq!(s.fake.stats().await["refunds"], 1, "{}", s.fake.stats().await);
+    let payment = &s.fake.payments_of("o4").await[0];
+    assert_eq!(payment["amount_refunded"], 1000, "{payment}");
+    // the clearing account got the 10.00 back; the seller and platform gave their shares
+    assert_eq!(s.clearing_balance().await, "-15");
+    assert_eq!(s.app.balance(&s.key, &s.seller).await, "13.50");
+    assert_eq!(s.app.balance(&s.key, &s.platform).await, "1.50");
+    s.audit_clean().await;
+}
+
+#[actix_web::test]
+async fn a_charge_names_exactly_one_way_to_pay() {
+    let s = shop().await;
+    let buyer = s.app.funded(&s.key, "buyer", "100.00").await;
+    let mut both = s.card("o5", 1, "pm_card_visa");
+    both["buyer_account_id"] = json!(buyer);
+    let mut neither = s.card("o5", 1, "pm_card_visa");
+    neither.as_object_mut().unwrap().remove("payment_method");
+    for body in [both, neither] {
+        let refused = s.app.post("/v1/charges", &s.key, "o5:1", body).await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{refused:?}");
+        assert_eq!(refused.code(), "invalid_payment_source");
+    }
+    let bad = s.app.post("/v1/charges", &s.key, "o5:1", s.card("o5", 1, "pm card")).await;
+    assert_eq!(bad.code(), "invalid_field");
+    assert_eq!(s.app.db.count("charges").await, 0);
+    assert!(s.fake.payments().await.is_empty());
+}
