@@ -4,7 +4,7 @@
 
 use awc::http::StatusCode;
 use ledger_tests::provider::FakeProvider;
-use ledger_tests::{spawn_app_with, TestApp};
+use ledger_tests::{eventually, spawn_app_with, start_workers, Role, TestApp, Workers};
 use serde_json::{json, Value};
 
 struct Shop {
@@ -16,10 +16,17 @@ struct Shop {
 }
 
 async fn shop() -> Shop {
-    let fake = FakeProvider::start(&[]);
+    shop_with(&[], |_| {}).await
+}
+
+/// A shop whose fake provider runs with `fake_args`, its API's provider
+/// settings tweaked.
+async fn shop_with(fake_args: &[&str], tweak: impl FnOnce(&mut service::settings::Gateway)) -> Shop {
+    let fake = FakeProvider::start(fake_args);
     let app = spawn_app_with(|c| {
         fake.configure(&mut c.gateway);
         c.gateway.gateway_timeout_ms = 5_000;
+        tweak(&mut c.gateway);
     })
     .await;
     let key = app.tenant("shop").await;
@@ -29,6 +36,23 @@ async fn shop() -> Shop {
 }
 
 impl Shop {
+    /// The completer, in this process, pointed at the same database and
+    /// provider, with a lease of `lease_secs`.
+    fn completer(&self, lease_secs: u64, key_window_secs: u64) -> Workers {
+        let mut config = workers::config::Config::local(&self.app.db.url, "cards-test");
+        self.fake.configure(&mut config.gateway);
+        config.gateway.card_lease_secs = lease_secs;
+        config.gateway.gateway_key_window_secs = key_window_secs;
+        config.gateway.gateway_timeout_ms = 5_000;
+        config.completer_poll_ms = 50;
+        start_workers(&config, &[Role::Completer])
+    }
+
+    async fn status_of(&self, order: &str) -> String {
+        let listed = self.app.get(&format!("/v1/charges?order_id={order}"), &self.key).await.json();
+        listed["data"][0]["status"].as_str().unwrap_or("none").to_owned()
+    }
+
     fn card(&self, order: &str, attempt: i32, payment_method: &str) -> Value {
         json!({"order_id": order, "attempt": attempt, "payment_method": payment_method,
                "seller_account_id": self.seller, "amount": "25.00", "currency": "USD",
@@ -193,4 +217,79 @@ async fn a_charge_names_exactly_one_way_to_pay() {
     assert_eq!(bad.code(), "invalid_field");
     assert_eq!(s.app.db.count("charges").await, 0);
     assert!(s.fake.payments().await.is_empty());
+}
+
+#[actix_web::test]
+async fn the_completer_finishes_a_charge_whose_client_never_came_back() {
+    let s = shop_with(&[], |g| g.card_lease_secs = 1).await;
+    s.fake.arm(json!({"kind": "drop_after_charge", "count": 1, "metadata": {"order_id": "o6"}})).await;
+    let first = s.app.post("/v1/charges", &s.key, "o6:1", s.card("o6", 1, "pm_card_visa")).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
+    let _completer = s.completer(1, 86_400);
+    eventually(20, "the completer completes the charge", || async { s.status_of("o6").await == "succeeded" }).await;
+    assert_eq!(s.fake.payments_of("o6").await.len(), 1, "the same provider key: one payment");
+    assert_eq!(s.scalar("SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await, 1);
+    assert_eq!(s.scalar("SELECT count(*) FROM outbox WHERE event_type = 'charge.succeeded'").await, 1);
+    // the client's late retry gets the final answer, stored from then on
+    let retry = s.app.post("/v1/charges", &s.key, "o6:1", s.card("o6", 1, "pm_card_visa")).await;
+    assert_eq!(retry.status, StatusCode::CREATED, "{retry:?}");
+    let again = s.app.post("/v1/charges", &s.key, "o6:1", s.card("o6", 1, "pm_card_visa")).await;
+    assert!(again.replayed);
+    assert_eq!(again.body, retry.body);
+    s.audit_clean().await;
+}
+
+#[actix_web::test]
+async fn a_client_and_the_completer_racing_make_one_payment_and_one_transaction() {
+    let s = shop_with(&[], |g| g.card_lease_secs = 1).await;
+    // the provider charges, then holds the connection 1.5 s and closes it unanswered;
+    // its key replays meanwhile, so the completer (after the 1 s lease) gets the answer
+    s.fake
+        .arm(json!({"kind": "hang_after_charge", "count": 1, "delay_ms": 1500, "metadata": {"order_id": "o7"}}))
+        .await;
+    let _completer = s.completer(1, 86_400);
+    let body = s.card("o7", 1, "pm_card_visa");
+    let first = s.app.post("/v1/charges", &s.key, "o7:1", body.clone()).await;
+    assert!([StatusCode::ACCEPTED, StatusCode::CREATED].contains(&first.status), "{first:?}");
+    // several retries at once beside the completer, until the final answer
+    let mut finals = Vec::new();
+    for _ in 0..20 {
+        let answers =
+            futures::future::join_all((0..4).map(|_| s.app.post("/v1/charges", &s.key, "o7:1", body.clone()))).await;
+        for a in answers {
+            assert!([StatusCode::ACCEPTED, StatusCode::CREATED, StatusCode::CONFLICT].contains(&a.status), "{a:?}");
+            if a.status == StatusCode::CREATED {
+                finals.push(a.body);
+            }
+        }
+        if !finals.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(!finals.is_empty(), "a final answer");
+    assert!(finals.windows(2).all(|w| w[0] == w[1]), "one final answer");
+    assert_eq!(s.fake.payments_of("o7").await.len(), 1, "one provider payment");
+    assert_eq!(s.fake.max_payments_per_attempt().await, 1);
+    assert_eq!(s.scalar("SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await, 1);
+    assert_eq!(s.scalar("SELECT count(*) FROM outbox WHERE event_type = 'charge.succeeded'").await, 1);
+    s.audit_clean().await;
+}
+
+#[actix_web::test]
+async fn past_the_key_window_the_payment_is_looked_up_before_anything_is_sent_again() {
+    // the provider forgets keys after 0.2 s: resending the key then would charge again
+    let s = shop_with(&["--idempotency-ttl-secs", "0.2"], |g| g.card_lease_secs = 1).await;
+    s.fake.arm(json!({"kind": "drop_after_charge", "count": 1, "metadata": {"order_id": "o8"}})).await;
+    let first = s.app.post("/v1/charges", &s.key, "o8:1", s.card("o8", 1, "pm_card_visa")).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    // a key window of 0: every charge is past it, so the completer searches first
+    let _completer = s.completer(1, 0);
+    eventually(20, "the completer records the payment it found", || async { s.status_of("o8").await == "succeeded" })
+        .await;
+    let payments = s.fake.payments_of("o8").await;
+    assert_eq!(payments.len(), 1, "found, not sent again: {payments:?}");
+    assert_eq!(s.scalar("SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await, 1);
+    s.audit_clean().await;
 }

@@ -20,7 +20,10 @@ enum Command {
     Inventory,
     /// Send order confirmation emails (at most once).
     Email,
-    /// Relay, inventory and email in one process.
+    /// Finish card charges left `processing` past their lease, with the same
+    /// provider key (looking the payment up first past the provider's key window).
+    Completer,
+    /// Relay, inventory, email and the completer in one process.
     All,
     /// List paid orders whose confirmation email is not known to be sent;
     /// with --send, send the ones that never were. An email whose outcome is
@@ -102,7 +105,8 @@ async fn run(config: Config, command: Command) -> Result<(), Failure> {
         Command::Relay => serve(&config, &[Role::Relay]).await,
         Command::Inventory => serve(&config, &[Role::Inventory]).await,
         Command::Email => serve(&config, &[Role::Email]).await,
-        Command::All => serve(&config, &[Role::Relay, Role::Inventory, Role::Email]).await,
+        Command::Completer => serve(&config, &[Role::Completer]).await,
+        Command::All => serve(&config, &[Role::Relay, Role::Inventory, Role::Email, Role::Completer]).await,
         Command::ReconcileEmails { send, resend_claimed, older_than } => {
             let sends = email::Sends { never_claimed: send, resend_claimed };
             reconcile_emails(&config, sends, older_than).await
