@@ -27,6 +27,7 @@ pub mod money;
 pub mod outbox;
 pub mod outcome;
 pub mod posting;
+pub mod provider_events;
 pub mod retention;
 pub mod schema;
 pub mod stored;

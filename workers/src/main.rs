@@ -52,6 +52,10 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// List what the payment provider told us that contradicts the ledger
+    /// (flagged by webhooks and the completer; no money moved on them).
+    /// Exits 1 when any is open.
+    ProviderFlags,
     /// The dead-letter queue: list it, or redrive messages back to their queue.
     Dlq {
         #[command(subcommand)]
@@ -95,6 +99,8 @@ enum Failure {
     Ledger(#[from] ledger::Error),
     #[error("replay needs at least one of --tenant, --order, --since, --until, --type")]
     UnfilteredReplay,
+    #[error("{0} open provider flag(s)")]
+    Flagged(usize),
 }
 
 /// Each subcommand and what runs it.
@@ -112,6 +118,7 @@ async fn run(config: Config, command: Command) -> Result<(), Failure> {
             reconcile_emails(&config, sends, older_than).await
         }
         Command::Replay { filter, dry_run } => replay(&config, &filter, dry_run).await,
+        Command::ProviderFlags => provider_flags(&config).await,
         Command::Dlq { command: DlqCommand::List } => dlq_list(&config).await,
         Command::Dlq { command: DlqCommand::Redrive { all, id } } => dlq_redrive(&config, all, id).await,
     }
@@ -191,6 +198,31 @@ async fn replay(config: &Config, filter: &replay::Filter, dry_run: bool) -> Resu
         println!("{n} event(s) marked for republishing; the running relay publishes them");
     }
     Ok(())
+}
+
+async fn provider_flags(config: &Config) -> Result<(), Failure> {
+    let pool = config.pool()?;
+    let client = pool.get().await.map_err(ledger::Error::from)?;
+    let flags = ledger::provider_events::open_flags(&**client).await?;
+    let o = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    for f in &flags {
+        println!(
+            "{}  {}  kind={}  tenant={}  charge={}  event={}  {}",
+            f.id,
+            f.created_at.to_rfc3339(),
+            f.kind,
+            o(f.tenant_id.map(|t| t.to_string())),
+            o(f.charge_id.map(|c| c.to_string())),
+            o(f.event_id.clone()),
+            f.detail
+        );
+    }
+    println!("{} open provider flag(s)", flags.len());
+    if flags.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Flagged(flags.len()))
+    }
 }
 
 async fn dlq_list(config: &Config) -> Result<(), Failure> {
