@@ -360,3 +360,56 @@ pub async fn by_payment(client: &impl GenericClient, payment_id: &str) -> Result
         }
     }
 }
+
+/// A card charge as reconciliation compares it with the provider's payments.
+#[derive(Debug, Clone)]
+pub struct Reconciled {
+    pub tenant: TenantId,
+    pub charge_id: Uuid,
+    pub order_id: String,
+    pub attempt: i32,
+    pub status: String,
+    pub provider_payment_id: Option<String>,
+    pub amount: Decimal,
+    pub currency: Currency,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+const RECONCILED: &str = "SELECT c.tenant_id, c.id, c.order_id, c.attempt, c.status, k.provider_payment_id, c.amount, \
+     c.currency, c.created_at FROM charges c JOIN card_charges k ON k.charge_id = c.id";
+
+fn reconciled(r: &tokio_postgres::Row) -> Result<Reconciled> {
+    let currency = crate::stored::currency(r.get(7))?;
+    Ok(Reconciled {
+        tenant: TenantId(r.get(0)),
+        charge_id: r.get(1),
+        order_id: r.get(2),
+        attempt: r.get(3),
+        status: r.get(4),
+        provider_payment_id: r.get(5),
+        amount: currency.normalize(r.get(6)),
+        currency,
+        created_at: r.get(8),
+    })
+}
+
+/// Every card charge created in [from, to).
+pub async fn created_between(
+    client: &impl GenericClient,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<Reconciled>> {
+    let rows = client
+        .query(
+            &format!("{RECONCILED} WHERE c.created_at >= $1 AND c.created_at < $2 ORDER BY c.created_at"),
+            &[&from, &to],
+        )
+        .await?;
+    rows.iter().map(reconciled).collect()
+}
+
+/// The card charges that recorded these provider payments.
+pub async fn by_payments(client: &impl GenericClient, payment_ids: &[String]) -> Result<Vec<Reconciled>> {
+    let rows = client.query(&format!("{RECONCILED} WHERE k.provider_payment_id = ANY($1)"), &[&payment_ids]).await?;
+    rows.iter().map(reconciled).collect()
+}

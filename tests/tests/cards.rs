@@ -293,3 +293,53 @@ async fn past_the_key_window_the_payment_is_looked_up_before_anything_is_sent_ag
     assert_eq!(s.scalar("SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await, 1);
     s.audit_clean().await;
 }
+
+#[actix_web::test]
+async fn reconcile_payments_is_clean_then_names_each_planted_difference() {
+    let s = shop().await;
+    for n in 1..=3 {
+        let order = format!("r{n}");
+        let paid = s.app.post("/v1/charges", &s.key, &format!("{order}:1"), s.card(&order, 1, "pm_card_visa")).await;
+        assert_eq!(paid.status, StatusCode::CREATED, "{paid:?}");
+    }
+    let declined = s.app.post("/v1/charges", &s.key, "r4:1", s.card("r4", 1, "pm_card_chargeDeclined")).await;
+    assert_eq!(declined.status, StatusCode::PAYMENT_REQUIRED);
+    let mut config = workers::config::Config::local(&s.app.db.url, "reconcile-test");
+    s.fake.configure(&mut config.gateway);
+    let clean = ledger_tests::run_worker_command(&config, &["reconcile-payments"]).await;
+    let out = String::from_utf8_lossy(&clean.stdout).to_string();
+    assert!(clean.status.success(), "{out}{}", String::from_utf8_lossy(&clean.stderr));
+    assert!(out.contains("0 difference(s)"), "{out}");
+
+    // planted: a payment the ledger never heard of, a charge whose amount
+    // differs, a charge whose recorded payment the provider does not have
+    let client = gateway::Client::new(&config.gateway.client_config()).unwrap();
+    let stray = gateway::PaymentRequest {
+        amount: 777,
+        currency: "USD".into(),
+        payment_method: "pm_card_visa".into(),
+        metadata: [("order_id".to_owned(), "stray".to_owned())].into(),
+    };
+    let gateway::PaymentOutcome::Succeeded(stray) = client.create_payment(&stray, "stray-1").await.unwrap() else {
+        panic!("the stray payment succeeds")
+    };
+    let db = s.app.db.client().await;
+    db.batch_execute(
+        "SET session_replication_role = replica; \
+         UPDATE charges SET amount = amount + 1 WHERE order_id = 'r2'; \
+         UPDATE card_charges SET provider_payment_id = 'pi_gone' \
+          WHERE charge_id = (SELECT id FROM charges WHERE order_id = 'r3');",
+    )
+    .await
+    .unwrap();
+    let found = ledger_tests::run_worker_command(&config, &["reconcile-payments"]).await;
+    let out = String::from_utf8_lossy(&found.stdout).to_string();
+    assert_eq!(found.status.code(), Some(1), "{out}");
+    let lines: Vec<&str> = out.lines().filter(|l| !l.contains("difference(s)")).collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(lines.iter().any(|l| l.starts_with("payment_without_charge") && l.contains(&stray.id)), "{out}");
+    let r3_payment = s.fake.payments_of("r3").await[0]["id"].as_str().unwrap().to_owned();
+    assert!(lines.iter().any(|l| l.starts_with("payment_without_charge") && l.contains(&r3_payment)), "{out}");
+    assert!(lines.iter().any(|l| l.starts_with("amount_differs") && l.contains("26.00")), "{out}");
+    assert!(lines.iter().any(|l| l.starts_with("charge_without_payment") && l.contains("pi_gone")), "{out}");
+}

@@ -9,6 +9,7 @@ pub mod email;
 pub mod forward;
 pub mod inventory;
 pub mod outage;
+pub mod reconcile_payments;
 pub mod relay;
 pub mod replay;
 pub mod shutdown;

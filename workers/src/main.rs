@@ -52,6 +52,16 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Compare the payment provider's payments of a period with the ledger's
+    /// card charges; print every difference and exit 1 if there is any.
+    ReconcilePayments {
+        /// Start of the period (RFC 3339); default: 24 hours before --to.
+        #[arg(long)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// End of the period, excluded (RFC 3339); default: now.
+        #[arg(long)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+    },
     /// List what the payment provider told us that contradicts the ledger
     /// (flagged by webhooks and the completer; no money moved on them).
     /// Exits 1 when any is open.
@@ -101,6 +111,10 @@ enum Failure {
     UnfilteredReplay,
     #[error("{0} open provider flag(s)")]
     Flagged(usize),
+    #[error("{0} difference(s) between the payment provider and the ledger")]
+    Differences(usize),
+    #[error("payment provider: {0}")]
+    Gateway(#[from] gateway::BuildError),
 }
 
 /// Each subcommand and what runs it.
@@ -119,6 +133,7 @@ async fn run(config: Config, command: Command) -> Result<(), Failure> {
         }
         Command::Replay { filter, dry_run } => replay(&config, &filter, dry_run).await,
         Command::ProviderFlags => provider_flags(&config).await,
+        Command::ReconcilePayments { from, to } => reconcile_payments(&config, from, to).await,
         Command::Dlq { command: DlqCommand::List } => dlq_list(&config).await,
         Command::Dlq { command: DlqCommand::Redrive { all, id } } => dlq_redrive(&config, all, id).await,
     }
@@ -198,6 +213,32 @@ async fn replay(config: &Config, filter: &replay::Filter, dry_run: bool) -> Resu
         println!("{n} event(s) marked for republishing; the running relay publishes them");
     }
     Ok(())
+}
+
+async fn reconcile_payments(
+    config: &Config,
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    to: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<(), Failure> {
+    let to = to.unwrap_or_else(chrono::Utc::now);
+    let from = from.unwrap_or(to - chrono::Duration::hours(24));
+    let pool = config.pool()?;
+    let payments = service::payments::Payments::new(&config.gateway)?;
+    let differences = workers::reconcile_payments::reconcile(&pool, &payments, from, to).await?;
+    for d in &differences {
+        println!("{} {}", d.kind, d.detail);
+    }
+    println!(
+        "{} difference(s) between the payment provider and the ledger from {} to {}",
+        differences.len(),
+        from.to_rfc3339(),
+        to.to_rfc3339()
+    );
+    if differences.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Differences(differences.len()))
+    }
 }
 
 async fn provider_flags(config: &Config) -> Result<(), Failure> {
