@@ -10,6 +10,9 @@ export DATABASE_URL AMQP_URL HTTP_ADDR
 CARGO ?= cargo
 API     := target/debug/ledger-api
 WORKERS := target/debug/ledger-workers
+FAKE_PROVIDER := target/debug/fake-provider
+# The local fake payment provider `make run` starts (the service's GATEWAY_* defaults point at it).
+PROVIDER_ADDR ?= 127.0.0.1:12111
 
 .PHONY: ha-up ha-down ha-status bench run test chaos test-rust test-contract fuzz services build db openapi openapi-check fmt fmt-check lint clean-test-dbs
 
@@ -17,9 +20,10 @@ WORKERS := target/debug/ledger-workers
 services:
 	@scripts/ensure-services.sh
 
-## The binaries without crash points (the tests crate turns them on in a workspace build).
+## The binaries without crash points (the tests crate turns them on in a workspace build),
+## and the fake payment provider.
 build:
-	$(CARGO) build -p api -p workers --bins
+	$(CARGO) build -p api -p workers -p gateway --bins
 
 ## Create the database when missing and migrate it.
 db: services build
@@ -27,7 +31,7 @@ db: services build
 	  || psql "$(PGHOST_URL)/postgres" -qc "CREATE DATABASE \"$$(basename $(DATABASE_URL))\""
 	@$(API) migrate
 
-## The whole stack, ready for requests: the API and the workers. Ctrl-C stops it.
+## The whole stack, ready for requests: the fake payment provider, the API and the workers. Ctrl-C stops it.
 run: db
 	@set -u; \
 	key=$$($(API) create-tenant dev 2>/dev/null) || { echo "could not create the dev tenant" >&2; exit 1; }; \
@@ -36,15 +40,19 @@ run: db
 	echo "  Docs:     http://$(HTTP_ADDR)/docs/"; \
 	echo "  Spec:     http://$(HTTP_ADDR)/openapi.json"; \
 	echo "  API key:  $$key   (tenant \"dev\")"; \
-	echo "  Workers:  relay, inventory, email (emails go to $${EMAIL_DIR:-target/emails}/ unless SMTP_URL is set)"; \
+	echo "  Workers:  relay, inventory, email, completer (emails go to $${EMAIL_DIR:-target/emails}/ unless SMTP_URL is set)"; \
+	echo "  Provider: http://$(PROVIDER_ADDR) (the fake; cards pm_card_visa, pm_card_chargeDeclined; state in target/fake-provider)"; \
 	echo ""; \
 	echo "  export KEY=$$key"; \
 	echo ""; \
+	$(FAKE_PROVIDER) --listen $(PROVIDER_ADDR) --state-dir target/fake-provider \
+	  --webhook-url http://$(HTTP_ADDR)/v1/provider/webhooks >/dev/null & provider=$$!; \
+	export GATEWAY_URL=http://$(PROVIDER_ADDR); \
 	$(API) serve & api=$$!; \
 	$(WORKERS) all & workers=$$!; \
-	trap 'kill -TERM $$api $$workers 2>/dev/null' INT TERM; \
-	wait -n $$api $$workers; \
-	kill -TERM $$api $$workers 2>/dev/null; \
+	trap 'kill -TERM $$api $$workers $$provider 2>/dev/null' INT TERM; \
+	wait -n $$api $$workers $$provider; \
+	kill -TERM $$api $$workers $$provider 2>/dev/null; \
 	wait
 
 ## Every test, against real PostgreSQL and RabbitMQ: the Rust suite, then the API contract.
