@@ -112,7 +112,7 @@ clean-test-dbs: services
 ## prints a table, writes bench/results/latest.json and latest.svg.
 ## BENCH_DURATION=N seconds per workload (default 10), BENCH_CONCURRENCY=16,64.
 bench: services
-	$(CARGO) build --release -p api -p workers -p ledger-bench
+	$(CARGO) build --release -p api -p workers -p gateway -p ledger-bench
 	target/release/ledger-bench --pg $(PGHOST_URL)
 
 ## The highly available stack on this machine (docs/ha.md): etcd, three PostgreSQL
