@@ -41,6 +41,10 @@ struct Args {
     /// The API binary (build it with `cargo build --release`).
     #[arg(long, default_value = "target/release/ledger-api")]
     api_bin: String,
+    /// The fake payment provider the card charges go to (started on a free
+    /// port with a state folder of its own).
+    #[arg(long, default_value = "target/release/fake-provider")]
+    fake_provider_bin: String,
     /// Buyer accounts the charges spread over.
     #[arg(long, default_value_t = 512)]
     buyers: usize,
@@ -323,6 +327,78 @@ fn charge_body(acc: &Accounts, order: &str, i: usize) -> Vec<u8> {
     .into_bytes()
 }
 
+/// One new card charge: as [`new_charge`], paid by card through the fake
+/// provider (a provider round trip between two transactions).
+async fn new_card_charge(
+    http: Rc<Http>,
+    acc: Rc<Accounts>,
+    order: String,
+    task: usize,
+    seq: u64,
+) -> (Wrong, Option<Sent>) {
+    let i = (task as u64 * 7919 + seq * 104_729) as usize;
+    let body = json!({
+        "order_id": order, "attempt": 1, "payment_method": "pm_card_visa",
+        "seller_account_id": acc.sellers[i % acc.sellers.len()],
+        "amount": "1.00", "currency": "USD",
+        "platform_fee": {"account_id": acc.platform, "amount": "0.10"},
+        "receipt_email": "buyer@example.com",
+    })
+    .to_string()
+    .into_bytes();
+    let key = format!("card:{order}");
+    let mut w = Wrong::default();
+    match http.post("/v1/charges", &key, body.clone()).await {
+        Ok((status, _, answer)) => {
+            if !(200..300).contains(&status) {
+                w.non_2xx += 1;
+            } else if status != 201 {
+                w.not_created += 1;
+            }
+            (w, Some(Sent { key, body, status, answer }))
+        }
+        Err(_) => {
+            w.transport += 1;
+            (w, None)
+        }
+    }
+}
+
+/// The fake payment provider, killed when dropped.
+struct Provider {
+    child: Child,
+    url: String,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start_provider(args: &Args) -> Result<Provider> {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("ledger-bench-provider-{}", std::process::id()));
+    let mut child = Command::new(&args.fake_provider_bin)
+        .args(["--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(&dir)
+        .env("FAKE_PROVIDER_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|source| Error::Spawn { program: args.fake_provider_bin.clone(), source })?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+    let url = line.trim().to_owned();
+    if !url.starts_with("http://") {
+        let _ = child.kill();
+        return Err(Error::NotUp("the fake provider"));
+    }
+    Ok(Provider { child, url, dir })
+}
+
 /// One new charge: a fresh key and order, a buyer and seller spread over
 /// many, the one hot platform-fee account.
 async fn new_charge(http: Rc<Http>, acc: Rc<Accounts>, order: String, task: usize, seq: u64) -> (Wrong, Option<Sent>) {
@@ -467,8 +543,10 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
     api(args, db_url, &["migrate"]);
     let key = api(args, db_url, &["create-tenant", "bench"]);
     let port = free_port();
+    let provider = start_provider(args)?;
     let child = Command::new(&args.api_bin)
         .arg("serve")
+        .env("GATEWAY_URL", &provider.url)
         .env("DATABASE_URL", db_url)
         .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "warn")
@@ -558,6 +636,20 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
         results.push(f);
         wrong_by.push(("replay".into(), c, w));
 
+        // 2b. Card charges through the fake provider: a figure beside the
+        // wallet's (the provider's round trip and two transactions).
+        let (http2, acc) = (http.clone(), accounts.clone());
+        let card = move |task: usize, seq: u64, _measured: bool| {
+            new_card_charge(http2.clone(), acc.clone(), format!("k{c}-{task}-{seq}"), task, seq)
+        };
+        eprintln!("new card charges, concurrency {c}");
+        let (f, w, sent) = closed_loop(args, "new card charge", c, card).await;
+        created_total += sent.iter().filter(|s| s.status == 201).count() as u64;
+        rss_peak = rss_peak.max(peak_rss_kib(server.child.id()).unwrap_or(0));
+        eprintln!("  {}", f.row());
+        results.push(f);
+        wrong_by.push(("new card charge".into(), c, w));
+
         // 3. Reservations: many SKUs, every tenth on the hot one.
         let http2 = http.clone();
         let created = Rc::new(Cell::new(0u64));
@@ -633,6 +725,7 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
 
     let server_key = server.key.clone();
     drop(server);
+    drop(provider);
 
     // Duplicate effects: every 201 is one charge and one ledger transaction, no more.
     let (db, conn) = tokio_postgres::connect(db_url, tokio_postgres::NoTls).await?;
