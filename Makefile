@@ -12,7 +12,7 @@ CARGO ?= cargo
 API     := target/debug/ledger-api
 WORKERS := target/debug/ledger-workers
 
-.PHONY: ha-up ha-down ha-status bench run test chaos test-rust test-contract fuzz services build db openapi openapi-check fmt fmt-check lint clean-test-dbs
+.PHONY: ops-graphs ha-up ha-down ha-status bench run test chaos test-rust test-contract fuzz services build db openapi openapi-check fmt fmt-check lint clean-test-dbs
 
 ## Start PostgreSQL and RabbitMQ if they are not running (installing them if absent).
 services:
@@ -112,6 +112,11 @@ clean-test-dbs: services
 bench: services
 	$(CARGO) build --release -p api -p workers -p ledger-bench
 	target/release/ledger-bench --pg $(PGHOST_URL)
+
+## docs/ops/graphs.png, the README's operator graphs, from a real Prometheus
+## scrape of a real run (scripts/ops-graphs.sh; about two minutes).
+ops-graphs: services build
+	@scripts/ops-graphs.sh
 
 ## The highly available stack on this machine (docs/ha.md): etcd, three PostgreSQL
 ## members under Patroni behind HAProxy, a three-node RabbitMQ cluster, all in .ha/
