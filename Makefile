@@ -5,8 +5,10 @@ PGHOST_URL   ?= postgres://postgres@127.0.0.1:5432
 DATABASE_URL ?= $(PGHOST_URL)/ledger
 AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10
 HTTP_ADDR    ?= 127.0.0.1:8080
+# where `make run`'s workers serve their metrics (not exported: the tests'
+# worker processes must not all take this port)
 WORKERS_METRICS_ADDR ?= 127.0.0.1:9187
-export DATABASE_URL AMQP_URL HTTP_ADDR WORKERS_METRICS_ADDR
+export DATABASE_URL AMQP_URL HTTP_ADDR
 
 CARGO ?= cargo
 API     := target/debug/ledger-api
@@ -43,7 +45,7 @@ run: db
 	echo "  export KEY=$$key"; \
 	echo ""; \
 	$(API) serve & api=$$!; \
-	$(WORKERS) all & workers=$$!; \
+	WORKERS_METRICS_ADDR=$(WORKERS_METRICS_ADDR) $(WORKERS) all & workers=$$!; \
 	trap 'kill -TERM $$api $$workers 2>/dev/null' INT TERM; \
 	wait -n $$api $$workers; \
 	kill -TERM $$api $$workers 2>/dev/null; \

@@ -376,7 +376,8 @@ pub fn spawn_worker_process(
         .env("AMQP_PREFETCH", config.prefetch.to_string())
         .env("EMAIL_DIR", &config.email_dir)
         .env("RUST_LOG", "warn")
-        .env_remove("LEDGER_CRASH_AT");
+        .env_remove("LEDGER_CRASH_AT")
+        .env_remove("WORKERS_METRICS_ADDR");
     if let Some(url) = &config.smtp_url {
         cmd.env("SMTP_URL", url);
     }
@@ -401,7 +402,8 @@ pub async fn run_worker_command(config: &workers::config::Config, args: &[&str])
         .env("EMAIL_FROM", &config.email_from)
         .env("RUST_LOG", "warn")
         .env_remove("SMTP_URL")
-        .env_remove("LEDGER_CRASH_AT");
+        .env_remove("LEDGER_CRASH_AT")
+        .env_remove("WORKERS_METRICS_ADDR");
     if let Some(url) = &config.smtp_url {
         cmd.env("SMTP_URL", url);
     }

@@ -42,6 +42,7 @@ impl WorkersProcess {
             .env("LOG_FORMAT", log_format)
             .env("RUST_LOG", "info")
             .env_remove("LEDGER_CRASH_AT")
+            .env_remove("DB_POOL_SIZE")
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
         WorkersProcess { child: cmd.spawn().expect("the workers binary starts"), metrics_port, log }
