@@ -1,14 +1,22 @@
 # The two commands a newcomer needs: `make run` and `make test`.
 SHELL := /bin/bash
 
+# The superuser: only for maintenance of this machine's server (clean-test-dbs,
+# the benchmark's own database). The service never connects as it.
 PGHOST_URL   ?= postgres://postgres@127.0.0.1:5432
-DATABASE_URL ?= $(PGHOST_URL)/ledger
+# The service's roles (scripts/ensure-services.sh makes them; the passwords
+# are development defaults, set LEDGER_*_PASSWORD there and here elsewhere).
+PG_ADDR      ?= 127.0.0.1:5432
+DB_NAME      ?= ledger
+OWNER_URL    ?= postgres://ledger_owner:$(or $(LEDGER_OWNER_PASSWORD),ledger_owner)@$(PG_ADDR)/$(DB_NAME)
+API_DATABASE_URL     ?= postgres://ledger_api:$(or $(LEDGER_API_PASSWORD),ledger_api)@$(PG_ADDR)/$(DB_NAME)
+WORKERS_DATABASE_URL ?= postgres://ledger_worker:$(or $(LEDGER_WORKER_PASSWORD),ledger_worker)@$(PG_ADDR)/$(DB_NAME)
 AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10
 HTTP_ADDR    ?= 127.0.0.1:8080
 # where `make run`'s workers serve their metrics (not exported: the tests'
 # worker processes must not all take this port)
 WORKERS_METRICS_ADDR ?= 127.0.0.1:9187
-export DATABASE_URL AMQP_URL HTTP_ADDR
+export AMQP_URL HTTP_ADDR
 
 CARGO ?= cargo
 API     := target/debug/ledger-api
@@ -24,16 +32,19 @@ services:
 build:
 	$(CARGO) build -p api -p workers --bins
 
-## Create the database when missing and migrate it.
+## Create the database when missing (owned by ledger_owner) and migrate it as the owner.
 db: services build
-	@psql "$(PGHOST_URL)/postgres" -Atqc "SELECT 1 FROM pg_database WHERE datname = '$$(basename $(DATABASE_URL))'" | grep -q 1 \
-	  || psql "$(PGHOST_URL)/postgres" -qc "CREATE DATABASE \"$$(basename $(DATABASE_URL))\""
-	@$(API) migrate
+	@psql "$(dir $(OWNER_URL))postgres" -Atqc "SELECT 1 FROM pg_database WHERE datname = '$(DB_NAME)'" | grep -q 1 \
+	  || psql "$(dir $(OWNER_URL))postgres" -qc "CREATE DATABASE \"$(DB_NAME)\""
+	@owner=$$(psql "$(dir $(OWNER_URL))postgres" -Atqc "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '$(DB_NAME)'"); \
+	  [ "$$owner" = ledger_owner ] || { echo "database $(DB_NAME) belongs to $$owner, not ledger_owner (made before the service roles):" \
+	    "drop it, or run with DB_NAME=another" >&2; exit 1; }
+	@DATABASE_URL="$(OWNER_URL)" $(API) migrate
 
 ## The whole stack, ready for requests: the API and the workers. Ctrl-C stops it.
 run: db
 	@set -u; \
-	key=$$($(API) create-tenant dev 2>/dev/null) || { echo "could not create the dev tenant" >&2; exit 1; }; \
+	key=$$(DATABASE_URL="$(OWNER_URL)" $(API) create-tenant dev 2>/dev/null) || { echo "could not create the dev tenant" >&2; exit 1; }; \
 	echo ""; \
 	echo "  API:      http://$(HTTP_ADDR)/v1"; \
 	echo "  Docs:     http://$(HTTP_ADDR)/docs/"; \
@@ -44,8 +55,8 @@ run: db
 	echo ""; \
 	echo "  export KEY=$$key"; \
 	echo ""; \
-	$(API) serve & api=$$!; \
-	WORKERS_METRICS_ADDR=$(WORKERS_METRICS_ADDR) $(WORKERS) all & workers=$$!; \
+	DATABASE_URL="$(API_DATABASE_URL)" $(API) serve & api=$$!; \
+	DATABASE_URL="$(WORKERS_DATABASE_URL)" WORKERS_METRICS_ADDR="$(WORKERS_METRICS_ADDR)" $(WORKERS) all & workers=$$!; \
 	trap 'kill -TERM $$api $$workers 2>/dev/null' INT TERM; \
 	wait -n $$api $$workers; \
 	kill -TERM $$api $$workers 2>/dev/null; \
@@ -56,7 +67,7 @@ test: services test-rust test-contract
 
 test-rust: services
 	$(CARGO) build --workspace --bins --features ledger/crash-points
-	$(CARGO) test --workspace --no-fail-fast
+	TEST_DATABASE_URL=$$(scripts/test-postgres.sh) $(CARGO) test --workspace --no-fail-fast
 
 ## The committed spec, proven against a live server: generated Python and TypeScript
 ## clients run the README's purchase, a bounded schemathesis run, the docs page in

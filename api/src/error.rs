@@ -294,15 +294,12 @@ fn database(e: &tokio_postgres::Error) -> ApiError {
             contention()
         }
         Some(c) if *c == SqlState::QUERY_CANCELED => too_slow(),
-        Some(c)
-            if *c == SqlState::ADMIN_SHUTDOWN
-                || *c == SqlState::CANNOT_CONNECT_NOW
-                || *c == SqlState::TOO_MANY_CONNECTIONS
-                || *c == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT =>
-        {
-            unavailable()
-        }
-        None if e.is_closed() => unavailable(),
+        Some(c) if *c == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT => unavailable(),
+        // The server going away or not there yet (shutting down, crashed,
+        // starting, in recovery, out of connection slots, a connection
+        // exception), the connection closed, or never made: the pool could
+        // not connect (refused while the server is down or restarting, reset).
+        _ if ledger::error::unavailable(e) => unavailable(),
         _ => {
             tracing::error!(error = %e, "database error");
             internal()

@@ -48,7 +48,7 @@ impl ApiProcess {
         let port = free_port();
         let mut cmd = Command::new(api_binary());
         cmd.arg("serve")
-            .env("DATABASE_URL", db_url)
+            .env("DATABASE_URL", crate::as_role(db_url, crate::API_ROLE))
             .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("HTTP_WORKERS", "2")
             .env("RUST_LOG", "error")

@@ -10,9 +10,12 @@
 //! fault strikes); the interleaving still depends on timing, so a replay
 //! explores the same plan, not byte-identical scheduling.
 //!
-//! PostgreSQL and RabbitMQ themselves are shared with other test runs, so the
-//! campaign does not restart them: it force-closes the workers' broker
-//! connections through a proxy instead.
+//! On the machine's shared PostgreSQL and RabbitMQ (the short campaign in
+//! `make test`) the campaign does not restart the servers: it force-closes
+//! the workers' broker connections through a proxy and drops the database
+//! sessions instead. With `private_servers` (`make chaos`) it starts its own
+//! PostgreSQL cluster and RabbitMQ node and also stops and restarts them
+//! (`server_faults`).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -24,30 +27,9 @@ use serde_json::{json, Value};
 
 use crate::broker::Broker;
 use crate::proxy::Proxy;
+pub use crate::rng::Rng;
+use crate::server_faults::{self, Outages, Servers};
 use crate::{spawn_worker_process, TestDb};
-
-/// SplitMix64: small, seedable, good enough to drive a plan.
-#[derive(Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -55,6 +37,9 @@ pub struct Settings {
     pub duration: Duration,
     pub clients: usize,
     pub apis: usize,
+    /// Run on a PostgreSQL cluster and a RabbitMQ node of the campaign's
+    /// own, and stop and restart them too.
+    pub private_servers: bool,
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +62,8 @@ pub struct Summary {
     /// them the mail sink shows delivered (an operator's check).
     pub emails_unknown: u64,
     pub emails_unknown_delivered: u64,
+    /// The private servers' restarts, when the campaign ran on its own.
+    pub restarts: Option<server_faults::Restarts>,
     pub violations: Vec<String>,
 }
 
@@ -91,6 +78,9 @@ impl std::fmt::Display for Summary {
         writeln!(f, "  requests {}, retries {}", self.requests, self.retries)?;
         let faults: Vec<String> = self.faults.iter().map(|(k, v)| format!("{k} {v}")).collect();
         writeln!(f, "  faults: {}", faults.join(", "))?;
+        if let Some(r) = &self.restarts {
+            writeln!(f, "  {r}")?;
+        }
         writeln!(
             f,
             "  duplicates absorbed {} (answers differing from the first: {})",
@@ -191,6 +181,10 @@ async fn request(
             let status = res.status().as_u16();
             if let Ok(bytes) = res.body().limit(1 << 20).await {
                 let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                // a fault is never the client's nor a bug's: 503 or 409 to retry, never a 500
+                if status == 500 {
+                    shared.borrow_mut().summary.violations.push(format!("VIOLATION no_500: {path} {idem}: {answer}"));
+                }
                 // a refusal by a natural key is final; contention and a key in use are retried
                 let refused = answer["code"] == "order_already_charged" || answer["code"] == "natural_key_conflict";
                 let retry = status >= 500 || status == 429 || (status == 409 && !refused);
@@ -311,12 +305,22 @@ async fn duplicate(
 /// Runs a campaign and returns its summary (violations included).
 pub async fn run(settings: Settings) -> Summary {
     let mut rng = Rng::new(settings.seed);
-    let db = TestDb::new().await;
-    let broker = Broker::new();
-    let proxy = Proxy::start("127.0.0.1:5672").await;
+    let servers = match settings.private_servers {
+        true => Some(Rc::new(Servers::start().await)),
+        false => None,
+    };
+    let outages = Rc::new(Outages::default());
+    let (db, broker, proxy) = match &servers {
+        Some(s) => (
+            TestDb::on(&s.pg).await,
+            Broker::on(&s.rabbit.amqp_url()),
+            Proxy::start(&format!("127.0.0.1:{}", s.rabbit.port())).await,
+        ),
+        None => (TestDb::new().await, Broker::new(), Proxy::start("127.0.0.1:5672").await),
+    };
     let email_dir = std::env::temp_dir().join(format!("ledger-chaos-{}", uuid::Uuid::new_v4().simple()));
-    let mut config = workers::config::Config::local(&db.url, &broker.prefix);
-    config.amqp_url = crate::broker::amqp_url().replace(":5672", &format!(":{}", proxy.port));
+    let mut config = workers::config::Config::local(&db.worker_url, &broker.prefix);
+    config.amqp_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f?heartbeat=10", proxy.port);
     config.relay_poll_ms = 100;
     config.email_dir = email_dir.to_string_lossy().into_owned();
 
@@ -324,7 +328,7 @@ pub async fn run(settings: Settings) -> Summary {
     let mut ports = Vec::new();
     for _ in 0..settings.apis {
         let port = free_port();
-        apis.push(serve(&db.url, port, None).await);
+        apis.push(serve(&db.api_url, port, None).await);
         ports.push(port);
     }
     let roles = ["relay", "inventory", "email"];
@@ -374,8 +378,13 @@ pub async fn run(settings: Settings) -> Summary {
         handles.push(actix_web::rt::spawn(client(shared.clone(), store.clone(), n, client_rng, until)));
     }
 
+    // the servers' outages, on a task of their own
+    let server_outages = servers.clone().map(|s| {
+        let faults_rng = Rng::new(settings.seed ^ 0x5e4e_4e45);
+        actix_web::rt::spawn(server_faults::run(s, outages.clone(), faults_rng, until))
+    });
+
     // the fault injector, on this task
-    let pg = db.client().await;
     let fault =
         |s: &Rc<RefCell<Shared>>, kind: &'static str| *s.borrow_mut().summary.faults.entry(kind).or_default() += 1;
     while Instant::now() < until {
@@ -383,7 +392,7 @@ pub async fn run(settings: Settings) -> Summary {
         // a process that died at its crash point is restarted unarmed, as a supervisor would
         for i in 0..apis.len() {
             if let Ok(Some(_)) = apis[i].0.try_wait() {
-                apis[i] = serve(&db.url, ports[i], None).await;
+                apis[i] = serve(&db.api_url, ports[i], None).await;
                 api_armed[i] = false;
                 fault(&shared, "api died at a crash point");
             }
@@ -402,7 +411,7 @@ pub async fn run(settings: Settings) -> Summary {
                 let _ = apis[i].0.wait();
                 // sometimes restarted armed: it dies at that point on a later request
                 let arm = rng.chance(30).then(|| ["api-after-key-lock", "api-after-commit"][rng.below(2) as usize]);
-                apis[i] = serve(&db.url, ports[i], arm).await;
+                apis[i] = serve(&db.api_url, ports[i], arm).await;
                 api_armed[i] = arm.is_some();
                 fault(&shared, "api killed");
             }
@@ -424,37 +433,45 @@ pub async fn run(settings: Settings) -> Summary {
                 // What a PostgreSQL restart does to the service: every session of
                 // the campaign's database dies at once, mid-transaction or idle.
                 // Other databases on the shared server are left alone.
-                pg.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-                    &[&db.name],
-                )
-                .await
-                .unwrap();
-                fault(&shared, "database connections dropped");
+                let Some(pg) = server_faults::client_unless_down(&db.url, &outages).await else { continue };
+                let dropped = pg
+                    .execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                        &[&db.name],
+                    )
+                    .await;
+                if dropped.is_ok() {
+                    fault(&shared, "database connections dropped");
+                }
             }
             _ => {
+                let Some(pg) = server_faults::client_unless_down(&db.url, &outages).await else { continue };
                 let row = pg
                     .query_opt(
                         "SELECT message_id::text, event_type, payload::text FROM outbox \
                           WHERE published_at IS NOT NULL ORDER BY random() LIMIT 1",
                         &[],
                     )
-                    .await
-                    .unwrap();
-                if let Some(row) = row {
+                    .await;
+                if let (Ok(Some(row)), false) = (row, outages.is_down().1) {
                     let (id, kind, body): (String, String, String) = (row.get(0), row.get(1), row.get(2));
-                    broker.publish(&kind, &id, body.as_bytes()).await;
-                    fault(&shared, "duplicate message");
+                    if server_faults::publish(&broker, &kind, &id, body.as_bytes()).await.is_ok() {
+                        fault(&shared, "duplicate message");
+                    }
                 }
             }
         }
+    }
+    // the last outage ends with both servers running
+    if let Some(task) = server_outages {
+        task.await.expect("the server outages ended");
     }
     // the last in-flight requests and the quiescence run on unarmed processes
     for i in 0..apis.len() {
         if api_armed[i] || apis[i].0.try_wait().ok().flatten().is_some() {
             let _ = apis[i].0.kill();
             let _ = apis[i].0.wait();
-            apis[i] = serve(&db.url, ports[i], None).await;
+            apis[i] = serve(&db.api_url, ports[i], None).await;
         }
     }
     for i in 0..workers.len() {
@@ -469,6 +486,7 @@ pub async fn run(settings: Settings) -> Summary {
     }
 
     // quiesce: everything relayed and consumed
+    let pg = db.client().await;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let unpublished: i64 =
@@ -515,6 +533,7 @@ pub async fn run(settings: Settings) -> Summary {
 
     let mut summary = std::mem::take(&mut shared.borrow_mut().summary);
     summary.emails_lost = reconciled.len() as u64;
+    summary.restarts = servers.as_ref().map(|_| outages.restarts());
     summary.emails_recovered = reconciled.iter().filter(|r| r.sent).count() as u64;
     let unknown: Vec<_> = reconciled.iter().filter(|r| r.lost.state == ledger::emails::Unsent::Claimed).collect();
     summary.emails_unknown = unknown.len() as u64;

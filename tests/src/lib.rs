@@ -4,7 +4,10 @@
 pub mod api_process;
 pub mod broker;
 pub mod chaos;
+pub mod outages;
 pub mod proxy;
+pub mod rng;
+pub mod server_faults;
 pub mod servers;
 pub mod shop;
 pub mod smtp;
@@ -22,6 +25,21 @@ use uuid::Uuid;
 pub fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
+
+/// `url` with the user replaced by one of the service's roles (made by the
+/// `service_roles` migration), so that the code under test runs with the
+/// grants it has in production, not as the superuser. The password is the
+/// development default `scripts/ensure-services.sh` sets; a server that
+/// trusts loopback ignores it.
+pub fn as_role(url: &str, role: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let host = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
+    format!("{scheme}://{role}:{role}@{host}")
+}
+
+/// The roles the API and the workers connect as.
+pub const API_ROLE: &str = "ledger_api";
+pub const WORKER_ROLE: &str = "ledger_worker";
 
 fn url_for(db: &str) -> String {
     let admin = admin_url();
@@ -84,7 +102,12 @@ async fn ensure_template(admin: &tokio_postgres::Client) -> &'static str {
 /// A database of its own, dropped when the value is dropped.
 pub struct TestDb {
     pub name: String,
+    /// As the superuser: for fixtures and for assertions on what was written.
     pub url: String,
+    /// As the API's role: what the API under test connects with.
+    pub api_url: String,
+    /// As the workers' role.
+    pub worker_url: String,
     /// The server's `postgres` database, where it is dropped from.
     admin_url: String,
 }
@@ -95,7 +118,8 @@ impl TestDb {
         let template = ensure_template(&admin).await;
         let name = format!("ledger_t_{}", Uuid::new_v4().simple());
         admin.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}")).await.unwrap();
-        TestDb { url: url_for(&name), name, admin_url: admin_url() }
+        let url = url_for(&name);
+        TestDb::named(name, url, admin_url())
     }
 
     /// A migrated database on a private server (`servers::PrivatePostgres`),
@@ -104,7 +128,12 @@ impl TestDb {
         let name = format!("ledger_t_{}", Uuid::new_v4().simple());
         let url = server.create_database(&name).await.expect("the private server creates a database");
         ledger::db::migrate(&url).await.expect("migrations apply");
-        TestDb { url, name, admin_url: server.admin_url() }
+        TestDb::named(name, url, server.admin_url())
+    }
+
+    fn named(name: String, url: String, admin_url: String) -> TestDb {
+        let (api_url, worker_url) = (as_role(&url, API_ROLE), as_role(&url, WORKER_ROLE));
+        TestDb { name, url, api_url, worker_url, admin_url }
     }
 
     pub async fn client(&self) -> tokio_postgres::Client {
@@ -181,7 +210,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
 
 /// The real server on `db` (a private server's database, say).
 pub async fn spawn_app_on(db: TestDb, tweak: impl FnOnce(&mut Config)) -> TestApp {
-    let mut config = Config::local(&db.url);
+    let mut config = Config::local(&db.api_url);
     config.http_addr = "127.0.0.1:0".into();
     config.http_workers = Some(2);
     config.database.db_pool_size = Some(20);
@@ -377,6 +406,7 @@ pub fn spawn_worker_process(
         .env("EMAIL_DIR", &config.email_dir)
         .env("RUST_LOG", "warn")
         .env_remove("LEDGER_CRASH_AT")
+        // one metrics port per test that asks for it, never a shared default
         .env_remove("WORKERS_METRICS_ADDR");
     if let Some(url) = &config.smtp_url {
         cmd.env("SMTP_URL", url);
@@ -403,6 +433,7 @@ pub async fn run_worker_command(config: &workers::config::Config, args: &[&str])
         .env("RUST_LOG", "warn")
         .env_remove("SMTP_URL")
         .env_remove("LEDGER_CRASH_AT")
+        // one metrics port per test that asks for it, never a shared default
         .env_remove("WORKERS_METRICS_ADDR");
     if let Some(url) = &config.smtp_url {
         cmd.env("SMTP_URL", url);

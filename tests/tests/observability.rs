@@ -94,7 +94,7 @@ async fn stack(log_format: &str) -> Stack {
     let smtp = SmtpServer::start().await;
     let config = shop.config(&broker, &smtp);
     let dir = TempDir::new("observability");
-    let api = ApiProcess::start(&shop.app.db.url, &[]).await;
+    let api = ApiProcess::start(&shop.app.db.api_url, &[]).await;
     let workers = WorkersProcess::start(&config, &dir.0, log_format);
     let http = awc::Client::default();
     eventually(30, "the workers serve their metrics and the queues exist", || async {

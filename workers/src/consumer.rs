@@ -6,7 +6,6 @@ use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
 use tracing::Instrument;
 
 use crate::config::Config;
@@ -29,7 +28,7 @@ where
     H: FnMut(Delivery) -> Fut,
     Fut: std::future::Future<Output = Result<(), Error>>,
 {
-    let conn = within("connect", Connection::connect(&config.amqp_url, ConnectionProperties::default())).await?;
+    let conn = crate::nodes::connect(&config.amqp_url).await?;
     let ch = within("open a channel", conn.create_channel()).await?;
     let names = Names::new(&config.amqp_prefix);
     within("declare the topology", topology::declare(&ch, &names, config.delivery_limit)).await?;

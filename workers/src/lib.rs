@@ -9,6 +9,7 @@ pub mod email;
 pub mod forward;
 pub mod inventory;
 pub mod metrics;
+pub mod nodes;
 pub mod outage;
 pub mod relay;
 pub mod replay;

@@ -25,7 +25,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
-use lapin::{Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{Channel, Confirmation, Connection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -184,8 +184,7 @@ impl Sampler {
 
     async fn queues(&mut self) -> Result<(), Error> {
         if self.broker.as_ref().is_none_or(|(c, ch)| !c.status().connected() || !ch.status().connected()) {
-            let conn =
-                within("connect", Connection::connect(&self.config.amqp_url, ConnectionProperties::default())).await?;
+            let conn = crate::nodes::connect(&self.config.amqp_url).await?;
             let ch = within("open a channel", conn.create_channel()).await?;
             self.broker = Some((conn, ch));
         }

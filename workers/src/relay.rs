@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, PublisherConfirm};
+use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
 use service::purge::{self, Target};
 
 use crate::config::Config;
@@ -49,7 +49,7 @@ async fn run_connected(
     mut shutdown: Shutdown,
     connected: Connected,
 ) -> Result<(), Error> {
-    let conn = within("connect", Connection::connect(&config.amqp_url, ConnectionProperties::default())).await?;
+    let conn = crate::nodes::connect(&config.amqp_url).await?;
     let ch = within("open a channel", conn.create_channel()).await?;
     let names = Names::new(&config.amqp_prefix);
     // The relay declares the consumers' queues too, so that nothing it

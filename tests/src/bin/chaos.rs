@@ -1,5 +1,8 @@
 //! `make chaos`: the seeded fault campaign. Usage:
 //! `chaos [--seed N] [--secs S] [--clients C] [--apis A]` (also CHAOS_SEED, CHAOS_SECS).
+//! It runs on a PostgreSQL cluster and a RabbitMQ node of its own, which it
+//! also stops and restarts; `CHAOS_SERVERS=shared` runs it on the machine's
+//! servers instead, without those outages.
 
 use std::time::Duration;
 
@@ -15,6 +18,7 @@ async fn main() {
         duration: Duration::from_secs(env("CHAOS_SECS", 600)),
         clients: env("CHAOS_CLIENTS", 8) as usize,
         apis: env("CHAOS_APIS", 3) as usize,
+        private_servers: std::env::var("CHAOS_SERVERS").as_deref() != Ok("shared"),
     };
     while let Some(flag) = args.next() {
         let value: u64 = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{flag} needs a number"));
@@ -26,7 +30,14 @@ async fn main() {
             other => panic!("unknown flag {other}"),
         }
     }
-    eprintln!("chaos: seed {} for {}s, {} clients, {} API processes", s.seed, s.duration.as_secs(), s.clients, s.apis);
+    eprintln!(
+        "chaos: seed {} for {}s, {} clients, {} API processes, {} servers",
+        s.seed,
+        s.duration.as_secs(),
+        s.clients,
+        s.apis,
+        if s.private_servers { "private" } else { "shared" }
+    );
     let summary = run(s.clone()).await;
     println!("{summary}");
     if !summary.violations.is_empty() {
