@@ -129,7 +129,8 @@ bench: services
 ## docs/ops/graphs.png, the README's operator graphs, from a real Prometheus
 ## scrape of a real run (scripts/ops-graphs.sh; about two minutes).
 ops-graphs: services build
-	@scripts/ops-graphs.sh
+	@OWNER_URL="$(OWNER_URL)" API_DATABASE_URL="$(API_DATABASE_URL)" WORKERS_DATABASE_URL="$(WORKERS_DATABASE_URL)" \
+	  scripts/ops-graphs.sh
 
 ## The highly available stack on this machine (docs/ha.md): etcd, three PostgreSQL
 ## members under Patroni behind HAProxy, a three-node RabbitMQ cluster, all in .ha/

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Renders docs/ops/graphs.png from a real run (scripts/ops-graphs.py): a
 # database and broker names of its own, the API and the workers built by
-# `make build`, a private Prometheus scraping both every second, all removed
-# afterwards. Needs Debian's prometheus, python3-matplotlib and amqp-tools.
+# `make build` connecting as their roles, a private Prometheus scraping both
+# every second, all removed afterwards. `make ops-graphs` passes OWNER_URL,
+# API_DATABASE_URL and WORKERS_DATABASE_URL (their database name is replaced
+# by the run's own). Needs Debian's prometheus, python3-matplotlib and
+# amqp-tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PGHOST_URL=${PGHOST_URL:-postgres://postgres@127.0.0.1:5432}
+owner_url=${OWNER_URL:?run it through make ops-graphs}
+api_url=${API_DATABASE_URL:?run it through make ops-graphs}
+workers_url=${WORKERS_DATABASE_URL:?run it through make ops-graphs}
 AMQP=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
 # Debian's python3, where python3-matplotlib is installed
 PY=${PYTHON:-/usr/bin/python3}
@@ -21,7 +26,7 @@ db=ledger_ops_graphs
 prefix=ops-graphs-$RANDOM
 api_port=$(free_port); prom_port=$(free_port)
 declare -A port=([relay]=$(free_port) [inventory]=$(free_port) [email]=$(free_port))
-export DATABASE_URL=$PGHOST_URL/$db AMQP_URL=$AMQP AMQP_PREFIX=$prefix EMAIL_DIR=$dir/emails RUST_LOG=warn
+export AMQP_URL=$AMQP AMQP_PREFIX=$prefix EMAIL_DIR=$dir/emails RUST_LOG=warn
 export HTTP_ADDR=127.0.0.1:$api_port RELAY_POLL_MS=200
 
 cleanup() {
@@ -30,23 +35,23 @@ cleanup() {
   done
   kill "${api:-}" "${prom:-}" 2>/dev/null || true
   wait 2>/dev/null || true
-  psql "$PGHOST_URL/postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+  psql "${owner_url%/*}/postgres" -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
   rm -rf "$dir"
 }
 trap cleanup EXIT
 
-psql "$PGHOST_URL/postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
-psql "$PGHOST_URL/postgres" -qc "CREATE DATABASE $db" >/dev/null
-target/debug/ledger-api migrate >/dev/null
-key=$(target/debug/ledger-api create-tenant ops-graphs 2>/dev/null)
-RATE_LIMIT_PER_SEC=0 target/debug/ledger-api serve & api=$!
+psql "${owner_url%/*}/postgres" -qc "DROP DATABASE IF EXISTS $db" >/dev/null
+psql "${owner_url%/*}/postgres" -qc "CREATE DATABASE $db" >/dev/null
+DATABASE_URL="${owner_url%/*}/$db" target/debug/ledger-api migrate >/dev/null
+key=$(DATABASE_URL="${api_url%/*}/$db" target/debug/ledger-api create-tenant ops-graphs 2>/dev/null)
+DATABASE_URL="${api_url%/*}/$db" RATE_LIMIT_PER_SEC=0 target/debug/ledger-api serve & api=$!
 
 # One process per role, each with its metrics, so that one can be stopped
 # while the others still report the outbox and the queues.
 cat > "$dir/start.sh" <<SH
 #!/usr/bin/env bash
 set -e; declare -A port=([relay]=${port[relay]} [inventory]=${port[inventory]} [email]=${port[email]})
-WORKERS_METRICS_ADDR=127.0.0.1:\${port[\$1]} target/debug/ledger-workers "\$1" & echo \$! > "$dir/\$1.pid"
+DATABASE_URL="${workers_url%/*}/$db" WORKERS_METRICS_ADDR=127.0.0.1:\${port[\$1]} target/debug/ledger-workers "\$1" & echo \$! > "$dir/\$1.pid"
 SH
 cat > "$dir/stop.sh" <<SH
 #!/usr/bin/env bash
