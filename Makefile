@@ -13,6 +13,8 @@ API_DATABASE_URL     ?= postgres://ledger_api:$(or $(LEDGER_API_PASSWORD),ledger
 WORKERS_DATABASE_URL ?= postgres://ledger_worker:$(or $(LEDGER_WORKER_PASSWORD),ledger_worker)@$(PG_ADDR)/$(DB_NAME)
 AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10
 HTTP_ADDR    ?= 127.0.0.1:8080
+# where `make run`'s workers serve their metrics (not exported: the tests'
+# worker processes must not all take this port)
 WORKERS_METRICS_ADDR ?= 127.0.0.1:9187
 export AMQP_URL HTTP_ADDR
 
@@ -23,7 +25,7 @@ FAKE_PROVIDER := target/debug/fake-provider
 # The local fake payment provider `make run` starts (the service's GATEWAY_* defaults point at it).
 PROVIDER_ADDR ?= 127.0.0.1:12111
 
-.PHONY: ha-up ha-down ha-status bench run test chaos test-rust test-contract fuzz services build db openapi openapi-check fmt fmt-check lint clean-test-dbs
+.PHONY: ops-graphs ha-up ha-down ha-status bench run test chaos test-rust test-contract fuzz services build db openapi openapi-check fmt fmt-check lint clean-test-dbs
 
 ## Start PostgreSQL and RabbitMQ if they are not running (installing them if absent).
 services:
@@ -131,6 +133,12 @@ clean-test-dbs: services
 bench: services
 	$(CARGO) build --release -p api -p workers -p gateway -p ledger-bench
 	target/release/ledger-bench --pg $(PGHOST_URL)
+
+## docs/ops/graphs.png, the README's operator graphs, from a real Prometheus
+## scrape of a real run (scripts/ops-graphs.sh; about two minutes).
+ops-graphs: services build
+	@OWNER_URL="$(OWNER_URL)" API_DATABASE_URL="$(API_DATABASE_URL)" WORKERS_DATABASE_URL="$(WORKERS_DATABASE_URL)" \
+	  scripts/ops-graphs.sh
 
 ## The highly available stack on this machine (docs/ha.md): etcd, three PostgreSQL
 ## members under Patroni behind HAProxy, a three-node RabbitMQ cluster, all in .ha/
