@@ -63,8 +63,42 @@ pub fn script(buyers: usize) -> String {
     s
 }
 
-/// Runs the script at `concurrency` clients for `duration` seconds (after a
-/// warm-up run) and reads every transaction's latency from pgbench's log.
+/// Accounts the yardstick's transfers spread over.
+pub const YARDSTICK_ACCOUNTS: usize = 50;
+
+/// The yardstick: the smallest correct row-locked transfer in plain SQL, one
+/// PL/pgSQL call that locks the two balance rows in id order, updates both and
+/// inserts two entries. Every HTTP workload is reported as a ratio to it, so
+/// that a figure means the same on another machine. Its tables live in the
+/// benchmark's own database, apart from the service's.
+pub fn yardstick_setup_sql() -> String {
+    format!(
+        "CREATE TABLE yard_accounts (id int PRIMARY KEY, balance numeric(24, 4) NOT NULL DEFAULT 0);
+         CREATE TABLE yard_entries (id bigserial PRIMARY KEY, account_id int NOT NULL REFERENCES yard_accounts (id),
+                                    amount numeric(24, 4) NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO yard_accounts (id) SELECT generate_series(1, {YARDSTICK_ACCOUNTS});
+         CREATE FUNCTION yard_transfer(src int, dst int, amount numeric) RETURNS void LANGUAGE plpgsql AS $$
+         BEGIN
+             PERFORM 1 FROM yard_accounts WHERE id IN (src, dst) ORDER BY id FOR UPDATE;
+             UPDATE yard_accounts SET balance = balance - amount WHERE id = src;
+             UPDATE yard_accounts SET balance = balance + amount WHERE id = dst;
+             INSERT INTO yard_entries (account_id, amount) VALUES (src, -amount), (dst, amount);
+         END $$;"
+    )
+}
+
+/// One transfer per transaction between two distinct accounts picked at random.
+pub fn yardstick_script() -> String {
+    format!(
+        "\\set src random(1, {n})\n\\set dst 1 + (:src + random(0, {m})) % {n}\nSELECT yard_transfer(:src, :dst, 1);\n",
+        n = YARDSTICK_ACCOUNTS,
+        m = YARDSTICK_ACCOUNTS - 2
+    )
+}
+
+/// Runs the charge script at `concurrency` clients for `duration` seconds
+/// (after a warm-up run) and reads every transaction's latency from
+/// pgbench's log.
 pub async fn run(
     duration: u64,
     warmup: u64,
@@ -74,10 +108,41 @@ pub async fn run(
     buyers: usize,
     fixed: &[(&str, String)],
 ) -> Result<Figures> {
+    let workload =
+        if clients == concurrency { "pgbench (charge SQL)".to_owned() } else { format!("pgbench ({clients} conns)") };
+    run_script(&script(buyers), workload, duration, warmup, concurrency, clients, db_url, fixed).await
+}
+
+/// The yardstick at `concurrency` clients, as [`run`] runs the charge.
+pub async fn run_yardstick(
+    duration: u64,
+    warmup: u64,
+    concurrency: usize,
+    clients: usize,
+    db_url: &str,
+) -> Result<Figures> {
+    let workload = if clients == concurrency { YARDSTICK.to_owned() } else { format!("{YARDSTICK} ({clients} conns)") };
+    run_script(&yardstick_script(), workload, duration, warmup, concurrency, clients, db_url, &[]).await
+}
+
+/// The yardstick's workload name.
+pub const YARDSTICK: &str = "yardstick (transfer)";
+
+#[allow(clippy::too_many_arguments)]
+async fn run_script(
+    script: &str,
+    workload: String,
+    duration: u64,
+    warmup: u64,
+    concurrency: usize,
+    clients: usize,
+    db_url: &str,
+    fixed: &[(&str, String)],
+) -> Result<Figures> {
     let dir = std::env::temp_dir().join(format!("ledger-bench-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir)?;
-    let script_path = dir.join("charge.sql");
-    std::fs::write(&script_path, script(buyers))?;
+    let script_path = dir.join("script.sql");
+    std::fs::write(&script_path, script)?;
     let prefix = dir.join("log");
     let pgbench = |secs: u64, log: bool| {
         let mut cmd = Command::new("pgbench");
@@ -126,7 +191,5 @@ pub async fn run(
     if failed > 0 {
         return Err(Error::PgbenchFailed(failed));
     }
-    let workload =
-        if clients == concurrency { "pgbench (charge SQL)".to_owned() } else { format!("pgbench ({clients} conns)") };
     Ok(Figures { workload, concurrency, requests, secs: duration as f64, hist })
 }
