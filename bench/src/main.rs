@@ -679,6 +679,8 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
             ("currency", "USD".into()),
             ("legs", "{0,1,2}".into()),
             ("legamounts", "{-1.00,0.90,0.10}".into()),
+            ("debits", "{-1.00}".into()),
+            ("credits", "{0.90,0.10}".into()),
             ("amount", "1.00".into()),
             ("fee", "0.10".into()),
             ("email", "buyer@example.com".into()),

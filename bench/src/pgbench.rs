@@ -3,8 +3,9 @@
 //!
 //! Per transaction the service runs: the API-key lookup and the read of a
 //! completed answer under the key (outside the transaction), then BEGIN,
-//! the idempotency claim, the account locks, the natural-key lookup, the
-//! posting, the charge insert, the outbox insert, the stored answer, COMMIT. pgbench runs exactly those, with `-M prepared`.
+//! the idempotency claim, the buyer's row lock, the read of the accounts'
+//! balances, the natural-key lookup, the posting (the buyer's row debited,
+//! the seller and the platform credited on this session's slots), the charge insert, the outbox insert, the stored answer, COMMIT. pgbench runs exactly those, with `-M prepared`.
 //! Its parameters come from one extra lookup before BEGIN (pgbench variables
 //! are integers or fixed strings; fresh uuids and account ids need SQL),
 //! which holds no lock.
@@ -31,8 +32,9 @@ pub fn script(buyers: usize) -> String {
     s.push_str(&bind(ledger::tenants::AUTHENTICATE_SQL, &["keyhash"]));
     // The values the service computes in Rust (ids, the order, the fingerprint).
     s.push_str(
-        "SELECT buyer, seller, ARRAY[buyer, seller, :platform::uuid]::text AS ids, \
+        "SELECT buyer, seller, ARRAY[buyer, seller, :platform::uuid]::text AS ids, ARRAY[buyer]::text AS debited, \
          ARRAY[buyer, seller, :platform::uuid]::text AS legaccounts, \
+         ARRAY[seller, :platform::uuid]::text AS slotaccounts, \
          gen_random_uuid() AS txid, gen_random_uuid() AS chargeid, gen_random_uuid() AS msgid, \
          'pg-' || gen_random_uuid() AS orderid FROM bench_pick WHERE n = :b \\gset\n",
     );
@@ -41,11 +43,24 @@ pub fn script(buyers: usize) -> String {
     s.push_str(&bind(ledger::idempotency::COMPLETED_SQL, &["tenant", "orderid", "retention"]));
     s.push_str("BEGIN;\n");
     s.push_str(&bind(ledger::idempotency::CLAIM_SQL, &["tenant", "orderid", "fp", "retention"]));
-    s.push_str(&bind(ledger::posting::LOCK_ACCOUNTS_SQL, &["ids", "tenant"]));
+    s.push_str(&bind(ledger::posting::LOCK_ACCOUNTS_SQL, &["debited", "tenant"]));
+    s.push_str(&bind(ledger::posting::READ_ACCOUNTS_SQL, &["ids", "tenant"]));
     s.push_str(&bind(&ledger::charges::find_order_sql(), &["tenant", "orderid"]));
     s.push_str(&bind(
         ledger::posting::POST_SQL,
-        &["txid", "tenant", "kind", "currency", "legs", "legaccounts", "legamounts", "ids", "legamounts"],
+        &[
+            "txid",
+            "tenant",
+            "kind",
+            "currency",
+            "legs",
+            "legaccounts",
+            "legamounts",
+            "debited",
+            "debits",
+            "slotaccounts",
+            "credits",
+        ],
     ));
     s.push_str(&bind(
         &ledger::charges::insert_sql(),
