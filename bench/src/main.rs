@@ -651,6 +651,7 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
 
     let mut limit: Vec<Figures> = Vec::new();
     let mut yardstick: Vec<Figures> = Vec::new();
+    let mut profiles: Vec<(String, usize, Vec<pgbench::Statement>)> = Vec::new();
     if !args.no_pgbench {
         db.batch_execute(&pgbench::yardstick_setup_sql()).await?;
         // pgbench picks buyers and sellers by number, as the generator does.
@@ -707,8 +708,9 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
             let clients = c.min(free.max(1) as usize);
             eprintln!("pgbench, one charge's SQL, concurrency {c} ({clients} connections)");
             match pgbench::run(args.duration, args.warmup, c, clients, db_url, accounts.buyers.len(), &fixed).await {
-                Ok(f) => {
+                Ok((f, st)) => {
                     eprintln!("  {}", f.row());
+                    profiles.push((f.workload.clone(), c, st));
                     limit.push(f);
                 }
                 Err(e) => eprintln!("  pgbench failed: {e}"),
@@ -718,8 +720,9 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
                 pgbench::YARDSTICK_ACCOUNTS
             );
             match pgbench::run_yardstick(args.duration, args.warmup, c, clients, db_url).await {
-                Ok(f) => {
+                Ok((f, st)) => {
                     eprintln!("  {}", f.row());
+                    profiles.push((f.workload.clone(), c, st));
                     yardstick.push(f);
                 }
                 Err(e) => eprintln!("  yardstick failed: {e}"),
@@ -772,6 +775,14 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
             );
         }
     }
+    // Where the time goes: pgbench's mean latency per statement.
+    for (workload, c, statements) in &profiles {
+        println!();
+        println!("{workload} at {c}, mean ms per statement (pgbench -r):");
+        for st in statements {
+            println!("  {:>9.3}  {}", st.ms, st.sql);
+        }
+    }
     let mut wrong_total = Wrong::default();
     println!();
     for (w, c, wr) in &wrong_by {
@@ -821,6 +832,8 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
             j
         }).collect::<Vec<_>>(),
         "yardstick": yardstick.iter().map(Figures::json).collect::<Vec<_>>(),
+        "pgbench_statement_ms": profiles.iter().map(|(w, c, st)| json!({"workload": w, "concurrency": c,
+            "statements": st.iter().map(|s| json!({"ms": s.ms, "statement": s.sql})).collect::<Vec<_>>()})).collect::<Vec<_>>(),
         "yardstick_accounts": pgbench::YARDSTICK_ACCOUNTS,
         "ratios": ratios,
         "growth": growth.as_ref().map(growth::Growth::json),

@@ -122,7 +122,7 @@ pub async fn run(
     db_url: &str,
     buyers: usize,
     fixed: &[(&str, String)],
-) -> Result<Figures> {
+) -> Result<(Figures, Vec<Statement>)> {
     let workload =
         if clients == concurrency { "pgbench (charge SQL)".to_owned() } else { format!("pgbench ({clients} conns)") };
     run_script(&script(buyers), workload, duration, warmup, concurrency, clients, db_url, fixed).await
@@ -135,7 +135,7 @@ pub async fn run_yardstick(
     concurrency: usize,
     clients: usize,
     db_url: &str,
-) -> Result<Figures> {
+) -> Result<(Figures, Vec<Statement>)> {
     let workload = if clients == concurrency { YARDSTICK.to_owned() } else { format!("{YARDSTICK} ({clients} conns)") };
     run_script(&yardstick_script(), workload, duration, warmup, concurrency, clients, db_url, &[]).await
 }
@@ -153,7 +153,7 @@ async fn run_script(
     clients: usize,
     db_url: &str,
     fixed: &[(&str, String)],
-) -> Result<Figures> {
+) -> Result<(Figures, Vec<Statement>)> {
     let dir = std::env::temp_dir().join(format!("ledger-bench-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir)?;
     let script_path = dir.join("script.sql");
@@ -169,7 +169,8 @@ async fn run_script(
             cmd.arg("-D").arg(format!("{name}={value}"));
         }
         if log {
-            cmd.arg("-l").arg("--log-prefix").arg(&prefix);
+            // -r: the mean latency of every statement, where the time goes
+            cmd.arg("-r").arg("-l").arg("--log-prefix").arg(&prefix);
         }
         cmd.arg(db_url);
         let out = cmd.output().map_err(|source| Error::Spawn { program: "pgbench".into(), source })?;
@@ -206,5 +207,30 @@ async fn run_script(
     if failed > 0 {
         return Err(Error::PgbenchFailed(failed));
     }
-    Ok(Figures { workload, concurrency, requests, secs: duration as f64, hist })
+    Ok((Figures { workload, concurrency, requests, secs: duration as f64, hist }, statements(&summary)))
+}
+
+/// One statement of a script and its mean latency (pgbench `-r`).
+pub struct Statement {
+    pub ms: f64,
+    pub sql: String,
+}
+
+/// The per-statement latencies pgbench `-r` prints after its summary:
+/// `latency [failures] statement` per line, meta-commands included.
+fn statements(summary: &str) -> Vec<Statement> {
+    let Some((_, table)) = summary.split_once("statement latencies in milliseconds") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for line in table.lines().skip(1) {
+        let mut words = line.split_whitespace().peekable();
+        let Some(ms) = words.next().and_then(|w| w.parse::<f64>().ok()) else { break };
+        if words.peek().is_some_and(|w| w.parse::<u64>().is_ok()) {
+            words.next();
+        }
+        let sql: String = words.collect::<Vec<_>>().join(" ");
+        out.push(Statement { ms, sql: sql.chars().take(72).collect() });
+    }
+    out
 }
