@@ -743,7 +743,10 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
     let missing = (created_total as i64 - charges).max(0) + (reserved_total as i64 - reservations).max(0);
 
     let mut limit: Vec<Figures> = Vec::new();
+    let mut yardstick: Vec<Figures> = Vec::new();
+    let mut profiles: Vec<(String, usize, Vec<pgbench::Statement>)> = Vec::new();
     if !args.no_pgbench {
+        db.batch_execute(&pgbench::yardstick_setup_sql()).await?;
         // pgbench picks buyers and sellers by number, as the generator does.
         db.batch_execute("CREATE TABLE bench_pick (n int PRIMARY KEY, buyer uuid NOT NULL, seller uuid NOT NULL)")
             .await?;
@@ -770,6 +773,8 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
             ("currency", "USD".into()),
             ("legs", "{0,1,2}".into()),
             ("legamounts", "{-1.00,0.90,0.10}".into()),
+            ("debits", "{-1.00}".into()),
+            ("credits", "{0.90,0.10}".into()),
             ("amount", "1.00".into()),
             ("fee", "0.10".into()),
             ("email", "buyer@example.com".into()),
@@ -796,23 +801,45 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
             let clients = c.min(free.max(1) as usize);
             eprintln!("pgbench, one charge's SQL, concurrency {c} ({clients} connections)");
             match pgbench::run(args.duration, args.warmup, c, clients, db_url, accounts.buyers.len(), &fixed).await {
-                Ok(f) => {
+                Ok((f, st)) => {
                     eprintln!("  {}", f.row());
+                    profiles.push((f.workload.clone(), c, st));
                     limit.push(f);
                 }
                 Err(e) => eprintln!("  pgbench failed: {e}"),
             }
+            eprintln!(
+                "yardstick: a row-locked transfer over {} accounts, concurrency {c} ({clients} connections)",
+                pgbench::YARDSTICK_ACCOUNTS
+            );
+            match pgbench::run_yardstick(args.duration, args.warmup, c, clients, db_url).await {
+                Ok((f, st)) => {
+                    eprintln!("  {}", f.row());
+                    profiles.push((f.workload.clone(), c, st));
+                    yardstick.push(f);
+                }
+                Err(e) => eprintln!("  yardstick failed: {e}"),
+            }
         }
     }
+    // Every HTTP workload over the yardstick and over pgbench running the
+    // service's own statements, at the same concurrency.
+    let over = |f: &Figures, base: &[Figures]| {
+        base.iter().find(|b| b.concurrency == f.concurrency).map(|b| round(f.rps() / b.rps()))
+    };
+    let ratio_cell = |r: Option<f64>| r.map_or_else(|| format!("{:>7}", "-"), |r| format!("{r:>7.3}"));
 
     // The table.
     println!();
     println!(
-        "{:<22} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9}",
-        "workload", "conc", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms"
+        "{:<22} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7}",
+        "workload", "conc", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "÷yard", "÷pgb"
     );
-    for f in results.iter().chain(growth.iter().flat_map(|g| g.rows())).chain(limit.iter()) {
-        println!("{}", f.row());
+    for f in results.iter().chain(growth.iter().flat_map(|g| g.rows())) {
+        println!("{} {} {}", f.row(), ratio_cell(over(f, &yardstick)), ratio_cell(over(f, &limit)));
+    }
+    for f in limit.iter().chain(yardstick.iter()) {
+        println!("{} {}", f.row(), ratio_cell(over(f, &yardstick)));
     }
     if let Some(g) = &growth {
         for (c, ratio) in g.ratios() {
@@ -831,9 +858,22 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
         if let Some(s) = results.iter().find(|f| f.workload == "new charge" && f.concurrency == l.concurrency) {
             let ratio = s.rps() / l.rps();
             println!("new charge ÷ pgbench at concurrency {}: {:.2}", l.concurrency, ratio);
+            let yard = over(s, &yardstick);
+            if let Some(y) = yard {
+                println!("new charge ÷ yardstick at concurrency {}: {y:.3} (target ≥ 0.5 at 64)", l.concurrency);
+            }
             ratios.push(
-                json!({"concurrency": l.concurrency, "pgbench": l.workload, "service_over_pgbench": round(ratio)}),
+                json!({"concurrency": l.concurrency, "pgbench": l.workload, "service_over_pgbench": round(ratio),
+                               "service_over_yardstick": yard}),
             );
+        }
+    }
+    // Where the time goes: pgbench's mean latency per statement.
+    for (workload, c, statements) in &profiles {
+        println!();
+        println!("{workload} at {c}, mean ms per statement (pgbench -r):");
+        for st in statements {
+            println!("  {:>9.3}  {}", st.ms, st.sql);
         }
     }
     let mut wrong_total = Wrong::default();
@@ -865,7 +905,7 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
     println!("result: {}", if ok { "PASS" } else { "FAILED" });
 
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let report = json!({
+    let mut report = json!({
         "git_revision": git_revision(),
         "cores": cores,
         "concurrency": args.concurrency,
@@ -873,8 +913,21 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
         "warmup_secs": args.warmup,
         "buyers": args.buyers,
         "sellers": args.sellers,
-        "service": results.iter().map(Figures::json).collect::<Vec<_>>(),
-        "pgbench": limit.iter().map(Figures::json).collect::<Vec<_>>(),
+        "service": results.iter().map(|f| {
+            let mut j = f.json();
+            j["over_yardstick"] = json!(over(f, &yardstick));
+            j["over_pgbench"] = json!(over(f, &limit));
+            j
+        }).collect::<Vec<_>>(),
+        "pgbench": limit.iter().map(|f| {
+            let mut j = f.json();
+            j["over_yardstick"] = json!(over(f, &yardstick));
+            j
+        }).collect::<Vec<_>>(),
+        "yardstick": yardstick.iter().map(Figures::json).collect::<Vec<_>>(),
+        "pgbench_statement_ms": profiles.iter().map(|(w, c, st)| json!({"workload": w, "concurrency": c,
+            "statements": st.iter().map(|s| json!({"ms": s.ms, "statement": s.sql})).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+        "yardstick_accounts": pgbench::YARDSTICK_ACCOUNTS,
         "ratios": ratios,
         "growth": growth.as_ref().map(growth::Growth::json),
         "wrong_answers": wrong_by.iter().map(|(w, c, wr)| json!({"workload": w, "concurrency": c, "counts": wr.json()})).collect::<Vec<_>>(),
@@ -888,6 +941,13 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
         "messaging": messaging.as_ref().map(messaging::Report::json),
         "passed": ok,
     });
+    // The growth step's charges are HTTP workloads too.
+    if let (Some(g), Some(pairs)) = (&growth, report["growth"]["by_concurrency"].as_array_mut()) {
+        for ((empty, grown), pair) in g.pairs.iter().zip(pairs.iter_mut()) {
+            pair["empty"]["over_yardstick"] = json!(over(empty, &yardstick));
+            pair["grown"]["over_yardstick"] = json!(over(grown, &yardstick));
+        }
+    }
     if let Some(dir) = std::path::Path::new(&args.out).parent() {
         std::fs::create_dir_all(dir)?;
     }
