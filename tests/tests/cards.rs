@@ -75,7 +75,11 @@ impl Shop {
             .db
             .client()
             .await
-            .query_one("SELECT balance::text FROM accounts WHERE reference = 'provider-clearing:USD'", &[])
+            .query_one(
+                "SELECT (a.balance + coalesce((SELECT sum(s.balance) FROM account_slots s WHERE s.account_id = a.id), 0))::text \
+                   FROM accounts a WHERE reference = 'provider-clearing:USD'",
+                &[],
+            )
             .await
             .unwrap();
         let balance: String = row.get(0);

@@ -376,14 +376,15 @@ async fn a_tenant_over_its_limit_neither_refuses_nor_slows_another() {
     // the burst, then 20 per second (the flood ran a little longer than the reads)
     assert!(admitted as f64 <= 20.0 + 20.0 * (secs + 1.0), "the noisy tenant kept to its limit: {admitted}");
     assert_eq!(flood_unlimited[1..], [0, 0], "unlimited: every request admitted");
-    // In range: a refused request costs no database work, only the HTTP
-    // layer's (a generous bound: 2 cores run this test, the flood's client,
-    // the server, and other tests).
+    // A refused request costs no database work, only the HTTP layer's: the
+    // refused flood slows the quiet tenant no more than the same flood
+    // admitted. Measured side by side under the same load, not against a
+    // fixed time (the machine's other work moves both alike).
     assert!(
-        p50(&limited) <= p50(&alone) * 3 + Duration::from_millis(10),
-        "p50 {:?} → {:?}",
-        p50(&alone),
-        p50(&limited)
+        p50(&limited) <= p50(&unlimited) * 3 / 2 + Duration::from_millis(10),
+        "p50 {:?} during the refused flood, {:?} during the admitted one",
+        p50(&limited),
+        p50(&unlimited)
     );
 }
 
