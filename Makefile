@@ -20,7 +20,7 @@ CARGO ?= cargo
 API     := target/debug/ledger-api
 WORKERS := target/debug/ledger-workers
 
-.PHONY: ha-up ha-down ha-status bench run test chaos test-rust test-contract fuzz services build db openapi openapi-check fmt fmt-check lint clean-test-dbs
+.PHONY: ha-up ha-down ha-status chaos-ha bench run test chaos test-rust test-contract fuzz services build db openapi openapi-check fmt fmt-check lint clean-test-dbs
 
 ## Start PostgreSQL and RabbitMQ if they are not running (installing them if absent).
 services:
@@ -81,6 +81,14 @@ CHAOS_APIS    ?= 3
 chaos: services
 	$(CARGO) build --workspace --bins --features ledger/crash-points
 	CHAOS_SECS=$(CHAOS_SECS) CHAOS_CLIENTS=$(CHAOS_CLIENTS) CHAOS_APIS=$(CHAOS_APIS) target/debug/chaos
+
+## The fault campaign against the highly available stack (`make ha-up` first when it
+## is not running; the stack is left running): kills the PostgreSQL primary, the
+## RabbitMQ node leading a queue, API and worker processes, one at a time, and prints
+## each failover's unavailability. `make chaos-ha CHAOS_SEED=42 CHAOS_SECS=120` replays.
+chaos-ha: services
+	$(CARGO) build --workspace --bins --features ledger/crash-points
+	CHAOS_SECS=$(CHAOS_SECS) CHAOS_CLIENTS=$(CHAOS_CLIENTS) target/debug/chaos-ha
 
 ## The long schemathesis run: many more examples per operation, plus stateful sequences.
 fuzz: services build
