@@ -14,7 +14,7 @@ WORKERS_DATABASE_URL ?= postgres://ledger_worker:$(or $(LEDGER_WORKER_PASSWORD),
 AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10
 HTTP_ADDR    ?= 127.0.0.1:8080
 WORKERS_METRICS_ADDR ?= 127.0.0.1:9187
-export AMQP_URL HTTP_ADDR WORKERS_METRICS_ADDR
+export AMQP_URL HTTP_ADDR
 
 CARGO ?= cargo
 API     := target/debug/ledger-api
@@ -54,7 +54,7 @@ run: db
 	echo "  export KEY=$$key"; \
 	echo ""; \
 	DATABASE_URL="$(API_DATABASE_URL)" $(API) serve & api=$$!; \
-	DATABASE_URL="$(WORKERS_DATABASE_URL)" $(WORKERS) all & workers=$$!; \
+	DATABASE_URL="$(WORKERS_DATABASE_URL)" WORKERS_METRICS_ADDR="$(WORKERS_METRICS_ADDR)" $(WORKERS) all & workers=$$!; \
 	trap 'kill -TERM $$api $$workers 2>/dev/null' INT TERM; \
 	wait -n $$api $$workers; \
 	kill -TERM $$api $$workers 2>/dev/null; \

@@ -32,7 +32,8 @@ use crate::{request_id, routes};
         (name = "transfers", description = "Moving money between accounts, e.g. funding a buyer"),
         (name = "inventory", description = "Stock per SKU"),
         (name = "reservations", description = "Holding stock for an order before payment"),
-        (name = "charges", description = "Charging a buyer for an order, and refunds"),
+        (name = "charges", description = "Charging a buyer for an order (from a wallet or by card), and refunds"),
+        (name = "provider", description = "Events from the payment provider (webhooks), signed by it"),
         (name = "operations", description = "Health and readiness"),
     )
 )]

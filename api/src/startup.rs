@@ -29,6 +29,8 @@ pub enum StartupError {
     Retention(#[from] ledger::retention::Inconsistent),
     #[error(transparent)]
     Ledger(#[from] ledger::Error),
+    #[error("payment provider: {0}")]
+    Gateway(#[from] gateway::BuildError),
     #[error("bind {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
 }
@@ -60,6 +62,7 @@ impl Application {
             config: config.clone(),
             keys: keys.clone(),
             limits: RateLimits::new(config.rate_limit()),
+            payments: service::payments::Payments::new(&config.gateway)?,
         });
         // the process's recorder, before the first request counts anything
         service::telemetry::metrics();

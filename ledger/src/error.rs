@@ -34,6 +34,13 @@ pub enum Error {
     OrderAlreadyCharged { order_id: String, charge_id: Uuid },
     #[error("reservation {id} is {status} and can no longer be released")]
     ReservationNotHeld { id: Uuid, status: &'static str },
+    /// A refund of a charge that did not succeed (still `processing`, or
+    /// declined): nothing to give back.
+    #[error("charge {id} was not paid: nothing to refund")]
+    ChargeNotPaid { id: Uuid },
+    /// A race the caller should retry (with the same Idempotency-Key).
+    #[error("{0}; retry")]
+    Contended(&'static str),
     /// The Idempotency-Key row disappeared between its claim and its read
     /// (purged in between, twice): the request should be retried.
     #[error("the Idempotency-Key changed under this request")]

@@ -13,6 +13,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod cards;
 pub mod charges;
 pub mod correlation;
 pub mod crash;
@@ -27,6 +28,7 @@ pub mod money;
 pub mod outbox;
 pub mod outcome;
 pub mod posting;
+pub mod provider_events;
 pub mod retention;
 pub mod schema;
 pub mod stored;

@@ -6,6 +6,7 @@ pub mod broker;
 pub mod chaos;
 pub mod chaos_ha;
 pub mod outages;
+pub mod provider;
 pub mod proxy;
 pub mod rng;
 pub mod server_faults;
@@ -406,7 +407,10 @@ pub fn spawn_worker_process(
         .env("AMQP_PREFETCH", config.prefetch.to_string())
         .env("EMAIL_DIR", &config.email_dir)
         .env("RUST_LOG", "warn")
-        .env_remove("LEDGER_CRASH_AT");
+        .env_remove("LEDGER_CRASH_AT")
+        // one metrics port per test that asks for it, never a shared default
+        .env_remove("WORKERS_METRICS_ADDR");
+    gateway_env(&mut cmd, config);
     if let Some(url) = &config.smtp_url {
         cmd.env("SMTP_URL", url);
     }
@@ -414,6 +418,19 @@ pub fn spawn_worker_process(
         cmd.env("LEDGER_CRASH_AT", point);
     }
     cmd.spawn().expect("the workers binary starts")
+}
+
+/// The payment provider settings of `config`, for a workers process.
+fn gateway_env(cmd: &mut std::process::Command, config: &workers::config::Config) {
+    let g = &config.gateway;
+    cmd.env("GATEWAY_URL", &g.gateway_url)
+        .env("GATEWAY_SECRET_KEY", &g.gateway_secret_key)
+        .env("GATEWAY_WEBHOOK_SECRET", &g.gateway_webhook_secret)
+        .env("GATEWAY_TIMEOUT_MS", g.gateway_timeout_ms.to_string())
+        .env("GATEWAY_KEY_SECRET", &g.gateway_key_secret)
+        .env("GATEWAY_KEY_WINDOW_SECS", g.gateway_key_window_secs.to_string())
+        .env("CARD_LEASE_SECS", g.card_lease_secs.to_string())
+        .env("COMPLETER_POLL_MS", config.completer_poll_ms.to_string());
 }
 
 /// Runs a command of the real `ledger-workers` binary (`reconcile-emails`,
@@ -431,7 +448,10 @@ pub async fn run_worker_command(config: &workers::config::Config, args: &[&str])
         .env("EMAIL_FROM", &config.email_from)
         .env("RUST_LOG", "warn")
         .env_remove("SMTP_URL")
-        .env_remove("LEDGER_CRASH_AT");
+        .env_remove("LEDGER_CRASH_AT")
+        // one metrics port per test that asks for it, never a shared default
+        .env_remove("WORKERS_METRICS_ADDR");
+    gateway_env(&mut cmd, config);
     if let Some(url) = &config.smtp_url {
         cmd.env("SMTP_URL", url);
     }

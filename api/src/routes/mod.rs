@@ -11,6 +11,7 @@ pub mod accounts;
 pub mod charges;
 pub mod health;
 pub mod inventory;
+pub mod provider;
 pub mod transfers;
 
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -29,7 +30,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(inventory::get_sku)
             .service(inventory::reserve)
             .service(inventory::get_reservation)
-            .service(inventory::release),
+            .service(inventory::release)
+            .service(provider::receive),
     );
 }
 
