@@ -62,7 +62,8 @@ pub struct Settings {
     pub duration: Duration,
     pub clients: usize,
     /// The faults of one round, struck in a seeded order; rounds repeat
-    /// until `duration` is over (a round starts only if it has time left).
+    /// until `duration` is over. The first round is struck in full even if
+    /// it outlasts `duration` (the clients stop at `duration`).
     pub round: Vec<Fault>,
     /// Seconds between two faults: from `gap.0` to `gap.1`.
     pub gap: (u64, u64),
@@ -458,6 +459,7 @@ pub async fn run(stack: &Stack, settings: Settings) -> HaSummary {
     // the faults, one at a time, on this task
     let mut strikes: Vec<Strike> = Vec::new();
     let mut violations = Vec::new();
+    let mut first_round = true;
     'rounds: loop {
         let mut round = settings.round.clone();
         // a seeded order within the round
@@ -466,7 +468,8 @@ pub async fn run(stack: &Stack, settings: Settings) -> HaSummary {
         }
         for fault in round {
             let gap = Duration::from_secs(settings.gap.0 + rng.below(settings.gap.1 - settings.gap.0 + 1));
-            if Instant::now() + gap + Duration::from_secs(5) >= until {
+            // the first round is struck in full, whatever the duration
+            if !first_round && Instant::now() + gap + Duration::from_secs(5) >= until {
                 break 'rounds;
             }
             tokio::time::sleep(gap).await;
@@ -475,6 +478,10 @@ pub async fn run(stack: &Stack, settings: Settings) -> HaSummary {
                 Ok(s) => strikes.push(s),
                 Err(e) => violations.push(format!("VIOLATION fault_injection: {} failed: {e}", fault.name())),
             }
+        }
+        first_round = false;
+        if Instant::now() + Duration::from_secs(5) >= until {
+            break;
         }
     }
     // every part back (ha-up restarts any member or node still down), then the last requests
