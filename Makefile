@@ -13,22 +13,28 @@ API_DATABASE_URL     ?= postgres://ledger_api:$(or $(LEDGER_API_PASSWORD),ledger
 WORKERS_DATABASE_URL ?= postgres://ledger_worker:$(or $(LEDGER_WORKER_PASSWORD),ledger_worker)@$(PG_ADDR)/$(DB_NAME)
 AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10
 HTTP_ADDR    ?= 127.0.0.1:8080
+# where `make run`'s workers serve their metrics (not exported: the tests'
+# worker processes must not all take this port)
 WORKERS_METRICS_ADDR ?= 127.0.0.1:9187
 export AMQP_URL HTTP_ADDR
 
 CARGO ?= cargo
 API     := target/debug/ledger-api
 WORKERS := target/debug/ledger-workers
+FAKE_PROVIDER := target/debug/fake-provider
+# The local fake payment provider `make run` starts (the service's GATEWAY_* defaults point at it).
+PROVIDER_ADDR ?= 127.0.0.1:12111
 
-.PHONY: ha-up ha-down ha-status chaos-ha bench run test chaos test-rust test-contract fuzz services build db openapi openapi-check fmt fmt-check lint clean-test-dbs
+.PHONY: ops-graphs ha-up ha-down ha-status chaos-ha bench run test chaos test-rust test-contract fuzz services build db openapi openapi-check fmt fmt-check lint clean-test-dbs
 
 ## Start PostgreSQL and RabbitMQ if they are not running (installing them if absent).
 services:
 	@scripts/ensure-services.sh
 
-## The binaries without crash points (the tests crate turns them on in a workspace build).
+## The binaries without crash points (the tests crate turns them on in a workspace build),
+## and the fake payment provider.
 build:
-	$(CARGO) build -p api -p workers --bins
+	$(CARGO) build -p api -p workers -p gateway --bins
 
 ## Create the database when missing (owned by ledger_owner) and migrate it as the owner.
 db: services build
@@ -39,7 +45,7 @@ db: services build
 	    "drop it, or run with DB_NAME=another" >&2; exit 1; }
 	@DATABASE_URL="$(OWNER_URL)" $(API) migrate
 
-## The whole stack, ready for requests: the API and the workers. Ctrl-C stops it.
+## The whole stack, ready for requests: the fake payment provider, the API and the workers. Ctrl-C stops it.
 run: db
 	@set -u; \
 	key=$$(DATABASE_URL="$(OWNER_URL)" $(API) create-tenant dev 2>/dev/null) || { echo "could not create the dev tenant" >&2; exit 1; }; \
@@ -48,16 +54,20 @@ run: db
 	echo "  Docs:     http://$(HTTP_ADDR)/docs/"; \
 	echo "  Spec:     http://$(HTTP_ADDR)/openapi.json"; \
 	echo "  API key:  $$key   (tenant \"dev\")"; \
-	echo "  Workers:  relay, inventory, email (emails go to $${EMAIL_DIR:-target/emails}/ unless SMTP_URL is set)"; \
+	echo "  Workers:  relay, inventory, email, completer (emails go to $${EMAIL_DIR:-target/emails}/ unless SMTP_URL is set)"; \
+	echo "  Provider: http://$(PROVIDER_ADDR) (the fake; cards pm_card_visa, pm_card_chargeDeclined; state in target/fake-provider)"; \
 	echo "  Metrics:  http://$(HTTP_ADDR)/metrics and http://$(WORKERS_METRICS_ADDR)/metrics (ops/prometheus)"; \
 	echo ""; \
 	echo "  export KEY=$$key"; \
 	echo ""; \
+	$(FAKE_PROVIDER) --listen $(PROVIDER_ADDR) --state-dir target/fake-provider \
+	  --webhook-url http://$(HTTP_ADDR)/v1/provider/webhooks >/dev/null & provider=$$!; \
+	export GATEWAY_URL=http://$(PROVIDER_ADDR); \
 	DATABASE_URL="$(API_DATABASE_URL)" $(API) serve & api=$$!; \
 	DATABASE_URL="$(WORKERS_DATABASE_URL)" WORKERS_METRICS_ADDR="$(WORKERS_METRICS_ADDR)" $(WORKERS) all & workers=$$!; \
-	trap 'kill -TERM $$api $$workers 2>/dev/null' INT TERM; \
-	wait -n $$api $$workers; \
-	kill -TERM $$api $$workers 2>/dev/null; \
+	trap 'kill -TERM $$api $$workers $$provider 2>/dev/null' INT TERM; \
+	wait -n $$api $$workers $$provider; \
+	kill -TERM $$api $$workers $$provider 2>/dev/null; \
 	wait
 
 ## Every test, against real PostgreSQL and RabbitMQ: the Rust suite, then the API contract.
@@ -129,8 +139,14 @@ clean-test-dbs: services
 ## prints a table, writes bench/results/latest.json and latest.svg.
 ## BENCH_DURATION=N seconds per workload (default 10), BENCH_CONCURRENCY=16,64.
 bench: services
-	$(CARGO) build --release -p api -p workers -p ledger-bench
+	$(CARGO) build --release -p api -p workers -p gateway -p ledger-bench
 	target/release/ledger-bench --pg $(PGHOST_URL)
+
+## docs/ops/graphs.png, the README's operator graphs, from a real Prometheus
+## scrape of a real run (scripts/ops-graphs.sh; about two minutes).
+ops-graphs: services build
+	@OWNER_URL="$(OWNER_URL)" API_DATABASE_URL="$(API_DATABASE_URL)" WORKERS_DATABASE_URL="$(WORKERS_DATABASE_URL)" \
+	  scripts/ops-graphs.sh
 
 ## The highly available stack on this machine (docs/ha.md): etcd, three PostgreSQL
 ## members under Patroni behind HAProxy, a three-node RabbitMQ cluster, all in .ha/

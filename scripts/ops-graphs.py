@@ -4,13 +4,15 @@ Prometheus scrape of a real stack under load.
 
 Run by `make ops-graphs` (scripts/ops-graphs.sh starts the API, the workers
 and a private Prometheus scraping them every second, then runs this). The
-run: steady purchases; the workers stopped for a while (the outbox backlog
-and its oldest event's age grow; the API keeps taking orders), started again
-(the backlog drains); one poison message (the dead-letter queue); a burst
+run, with the relay, the inventory and the email workers as three processes:
+steady purchases; the relay stopped for a while (the outbox backlog and its
+oldest event's age grow; the API keeps taking orders), started again (the
+backlog drains); the inventory worker stopped for a while (its queue
+grows), started again; one poison message (the dead-letter queue); a burst
 of retries (idempotent replays). Then one range query per panel.
 
 Environment: API (base URL), KEY (an API key), PROM (Prometheus base URL),
-WORKERS_STOP / WORKERS_START (shell commands), POISON (a shell command that
+STOP / START (shell commands taking a role), POISON (a shell command that
 publishes one unparseable message), OUT (the PNG's path).
 """
 
@@ -78,7 +80,7 @@ def purchase(run, buyer, seller, n):
     return charge, f"{order}:1"
 
 
-def load(run, buyer, seller, stop, retries, clients=4):
+def load(run, buyer, seller, stop, retries, clients=1):
     counter = iter(range(10**9))
     lock = threading.Lock()
 
@@ -87,6 +89,10 @@ def load(run, buyer, seller, stop, retries, clients=4):
             with lock:
                 n = next(counter)
             charge, idem = purchase(run, buyer, seller, n)
+            if n % 20 == 19:  # now and then an order the stock cannot cover: a decline
+                order = f"{run}-big-{n}"
+                call("POST", "/v1/reservations", {"order_id": order, "sku": f"mug-{run}", "quantity": 1000000},
+                     f"{order}:mug")
             if retries.is_set():
                 for _ in range(3):
                     call("POST", "/v1/charges", charge, idem)
@@ -111,19 +117,21 @@ def main():
     start = time.time()
     marks = []
     threads = load(run, buyer, seller, stop, retries)
-    time.sleep(25)
-    marks.append((time.time(), "workers stopped"))
-    subprocess.run(os.environ["WORKERS_STOP"], shell=True, check=True)
-    time.sleep(25)
-    marks.append((time.time(), "workers started"))
-    subprocess.run(os.environ["WORKERS_START"], shell=True, check=True)
+
+    def step(what, command, then):
+        marks.append((time.time(), what))
+        subprocess.run(command, shell=True, check=True)
+        time.sleep(then)
+
     time.sleep(20)
-    marks.append((time.time(), "poison message"))
-    subprocess.run(os.environ["POISON"], shell=True, check=True)
-    time.sleep(10)
+    step("relay stopped", f"{os.environ['STOP']} relay", 20)
+    step("relay started", f"{os.environ['START']} relay", 15)
+    step("inventory worker stopped", f"{os.environ['STOP']} inventory", 20)
+    step("started", f"{os.environ['START']} inventory", 15)
+    step("poison message", os.environ["POISON"], 10)
     marks.append((time.time(), "clients retry"))
     retries.set()
-    time.sleep(20)
+    time.sleep(15)
     stop.set()
     for t in threads:
         t.join()
@@ -131,8 +139,9 @@ def main():
     end = time.time()
 
     panels = [
-        ("API requests per second, by route (2xx)",
-         [('sum by (route) (rate(ledger_http_requests_total{route=~"/v1/.*",status=~"2.."}[5s]))', "{route}")],
+        ("API requests per second, by route and status",
+         [('sum by (route, status) (rate(ledger_http_requests_total{route=~"/v1/(charges|reservations)"}[5s]))',
+           "{route} {status}")],
          "req/s"),
         ("API latency, p50 and p99 (POST /v1/charges)",
          [('histogram_quantile(0.5, sum by (le) (rate(ledger_http_request_duration_seconds_bucket{route="/v1/charges"}[10s])))', "p50"),
@@ -143,21 +152,32 @@ def main():
         ("Outbox: age of the oldest unpublished event",
          [("max(ledger_outbox_oldest_unpublished_age_seconds)", "age")], "seconds"),
         ("Consumers: messages per second, by outcome",
-         [('sum by (consumer, outcome) (rate(ledger_consumer_messages_total[5s]))', "{consumer} {outcome}")], "msg/s"),
+         [('sum by (consumer, outcome) (rate(ledger_consumer_messages_total[5s]))', "{consumer} {outcome}"),
+          ("sum(rate(ledger_relay_published_total[5s]))", "relay published")], "msg/s"),
         ("Queues: waiting messages (dead letters included)",
          [("max by (queue) (ledger_queue_messages)", "{queue}")], "messages"),
         ("Idempotent replays per second",
          [("sum(rate(ledger_idempotent_replays_total[5s]))", "replays")], "req/s"),
+        ("Dead-letter queue: messages",
+         [('max(ledger_queue_messages{queue="dead_letter"})', "dead letters")], "messages"),
+        ("Declines per second, by problem code",
+         [("sum by (code) (rate(ledger_declines_total[10s]))", "{code}")], "req/s"),
         ("Database pool: connections in use (API)",
          [('max(ledger_db_pool_connections{pool="api"}) - max(ledger_db_pool_idle_connections{pool="api"})', "in use"),
           ('max(ledger_db_pool_waiting{pool="api"})', "waiting")], "connections"),
     ]
-    fig, axes = plt.subplots(4, 2, figsize=(14, 14), sharex=True)
+    fig, axes = plt.subplots(5, 2, figsize=(14, 17), sharex=True)
     for ax, (title, queries, unit) in zip(axes.flat, panels):
         for q, legend in queries:
             for series in query_range(q, start, end):
-                xs = [float(t) - start for t, _ in series["values"]]
-                ys = [float(v) for _, v in series["values"]]
+                xs, ys, last = [], [], None
+                for t, v in series["values"]:
+                    if last is not None and float(t) - last > 2:
+                        xs.append(last + 1 - start)  # a gap: no scrape, no line
+                        ys.append(float("nan"))
+                    xs.append(float(t) - start)
+                    ys.append(float(v))
+                    last = float(t)
                 label = legend.format(**series["metric"]) if "{" in legend else legend
                 ax.plot(xs, ys, label=label, linewidth=1.2)
         for t, what in marks:
@@ -170,8 +190,8 @@ def main():
     for ax in axes[-1]:
         ax.set_xlabel("seconds since the start of the run")
     notes = ", ".join(f"{what} at {t - start:.0f} s" for t, what in marks)
-    fig.suptitle(f"Ledger under purchases, from a real Prometheus scrape (1 s): {notes}", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.suptitle(f"Ledger under purchases, from a real Prometheus scrape (1 s)\n{notes}", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     fig.savefig(OUT, dpi=90)
     print(f"wrote {OUT} ({end - start:.0f} s of metrics)")
 

@@ -232,6 +232,7 @@ impl From<ledger::Error> for ApiError {
                 return unavailable();
             }
             E::UnknownValue { .. }
+            | E::DebitNotLocked(_)
             | E::InvalidTenantName
             | E::TenantNotFound(_)
             | E::InvalidRateLimit

@@ -67,7 +67,8 @@ pub struct RootSpan;
 impl RootSpanBuilder for RootSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
         let id = request.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
-        tracing::info_span!(
+        // at ERROR level, so that it is on every line whatever RUST_LOG lets through
+        tracing::error_span!(
             "request",
             method = %request.method(),
             route = %request.match_pattern().unwrap_or_default(),

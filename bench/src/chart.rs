@@ -39,12 +39,21 @@ fn groups(report: &Value) -> Vec<Group> {
         .flat_map(|pair| [&pair["empty"], &pair["grown"]])
         .collect();
     let service: Vec<&Value> = report["service"].as_array().into_iter().flatten().chain(growth).collect();
-    let pgbench: Vec<&Value> = report["pgbench"].as_array().into_iter().flatten().collect();
+    let pgbench: Vec<&Value> = report["pgbench"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(report["yardstick"].as_array().into_iter().flatten())
+        .collect();
     for (figures, ceiling) in [(service, false), (pgbench, true)] {
         for f in figures {
             let n = |k: &str| f[k].as_f64().unwrap_or(0.0);
             let workload = f["workload"].as_str().unwrap_or("?");
-            let name = if ceiling { "pgbench".to_owned() } else { short(workload) };
+            let name = match (ceiling, workload.starts_with("yardstick")) {
+                (true, true) => "yardstick".to_owned(),
+                (true, false) => "pgbench".to_owned(),
+                (false, _) => short(workload),
+            };
             out.push(Group {
                 label: format!("{name} @{}", f["concurrency"]),
                 ceiling,

@@ -41,6 +41,10 @@ struct Args {
     /// The API binary (build it with `cargo build --release`).
     #[arg(long, default_value = "target/release/ledger-api")]
     api_bin: String,
+    /// The fake payment provider the card charges go to (started on a free
+    /// port with a state folder of its own).
+    #[arg(long, default_value = "target/release/fake-provider")]
+    fake_provider_bin: String,
     /// Buyer accounts the charges spread over.
     #[arg(long, default_value_t = 512)]
     buyers: usize,
@@ -323,6 +327,78 @@ fn charge_body(acc: &Accounts, order: &str, i: usize) -> Vec<u8> {
     .into_bytes()
 }
 
+/// One new card charge: as [`new_charge`], paid by card through the fake
+/// provider (a provider round trip between two transactions).
+async fn new_card_charge(
+    http: Rc<Http>,
+    acc: Rc<Accounts>,
+    order: String,
+    task: usize,
+    seq: u64,
+) -> (Wrong, Option<Sent>) {
+    let i = (task as u64 * 7919 + seq * 104_729) as usize;
+    let body = json!({
+        "order_id": order, "attempt": 1, "payment_method": "pm_card_visa",
+        "seller_account_id": acc.sellers[i % acc.sellers.len()],
+        "amount": "1.00", "currency": "USD",
+        "platform_fee": {"account_id": acc.platform, "amount": "0.10"},
+        "receipt_email": "buyer@example.com",
+    })
+    .to_string()
+    .into_bytes();
+    let key = format!("card:{order}");
+    let mut w = Wrong::default();
+    match http.post("/v1/charges", &key, body.clone()).await {
+        Ok((status, _, answer)) => {
+            if !(200..300).contains(&status) {
+                w.non_2xx += 1;
+            } else if status != 201 {
+                w.not_created += 1;
+            }
+            (w, Some(Sent { key, body, status, answer }))
+        }
+        Err(_) => {
+            w.transport += 1;
+            (w, None)
+        }
+    }
+}
+
+/// The fake payment provider, killed when dropped.
+struct Provider {
+    child: Child,
+    url: String,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start_provider(args: &Args) -> Result<Provider> {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("ledger-bench-provider-{}", std::process::id()));
+    let mut child = Command::new(&args.fake_provider_bin)
+        .args(["--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(&dir)
+        .env("FAKE_PROVIDER_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|source| Error::Spawn { program: args.fake_provider_bin.clone(), source })?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+    let url = line.trim().to_owned();
+    if !url.starts_with("http://") {
+        let _ = child.kill();
+        return Err(Error::NotUp("the fake provider"));
+    }
+    Ok(Provider { child, url, dir })
+}
+
 /// One new charge: a fresh key and order, a buyer and seller spread over
 /// many, the one hot platform-fee account.
 async fn new_charge(http: Rc<Http>, acc: Rc<Accounts>, order: String, task: usize, seq: u64) -> (Wrong, Option<Sent>) {
@@ -467,8 +543,10 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
     api(args, db_url, &["migrate"]);
     let key = api(args, db_url, &["create-tenant", "bench"]);
     let port = free_port();
+    let provider = start_provider(args)?;
     let child = Command::new(&args.api_bin)
         .arg("serve")
+        .env("GATEWAY_URL", &provider.url)
         .env("DATABASE_URL", db_url)
         .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "warn")
@@ -558,6 +636,20 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
         results.push(f);
         wrong_by.push(("replay".into(), c, w));
 
+        // 2b. Card charges through the fake provider: a figure beside the
+        // wallet's (the provider's round trip and two transactions).
+        let (http2, acc) = (http.clone(), accounts.clone());
+        let card = move |task: usize, seq: u64, _measured: bool| {
+            new_card_charge(http2.clone(), acc.clone(), format!("k{c}-{task}-{seq}"), task, seq)
+        };
+        eprintln!("new card charges, concurrency {c}");
+        let (f, w, sent) = closed_loop(args, "new card charge", c, card).await;
+        created_total += sent.iter().filter(|s| s.status == 201).count() as u64;
+        rss_peak = rss_peak.max(peak_rss_kib(server.child.id()).unwrap_or(0));
+        eprintln!("  {}", f.row());
+        results.push(f);
+        wrong_by.push(("new card charge".into(), c, w));
+
         // 3. Reservations: many SKUs, every tenth on the hot one.
         let http2 = http.clone();
         let created = Rc::new(Cell::new(0u64));
@@ -633,6 +725,7 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
 
     let server_key = server.key.clone();
     drop(server);
+    drop(provider);
 
     // Duplicate effects: every 201 is one charge and one ledger transaction, no more.
     let (db, conn) = tokio_postgres::connect(db_url, tokio_postgres::NoTls).await?;
@@ -650,7 +743,10 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
     let missing = (created_total as i64 - charges).max(0) + (reserved_total as i64 - reservations).max(0);
 
     let mut limit: Vec<Figures> = Vec::new();
+    let mut yardstick: Vec<Figures> = Vec::new();
+    let mut profiles: Vec<(String, usize, Vec<pgbench::Statement>)> = Vec::new();
     if !args.no_pgbench {
+        db.batch_execute(&pgbench::yardstick_setup_sql()).await?;
         // pgbench picks buyers and sellers by number, as the generator does.
         db.batch_execute("CREATE TABLE bench_pick (n int PRIMARY KEY, buyer uuid NOT NULL, seller uuid NOT NULL)")
             .await?;
@@ -677,6 +773,8 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
             ("currency", "USD".into()),
             ("legs", "{0,1,2}".into()),
             ("legamounts", "{-1.00,0.90,0.10}".into()),
+            ("debits", "{-1.00}".into()),
+            ("credits", "{0.90,0.10}".into()),
             ("amount", "1.00".into()),
             ("fee", "0.10".into()),
             ("email", "buyer@example.com".into()),
@@ -703,23 +801,45 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
             let clients = c.min(free.max(1) as usize);
             eprintln!("pgbench, one charge's SQL, concurrency {c} ({clients} connections)");
             match pgbench::run(args.duration, args.warmup, c, clients, db_url, accounts.buyers.len(), &fixed).await {
-                Ok(f) => {
+                Ok((f, st)) => {
                     eprintln!("  {}", f.row());
+                    profiles.push((f.workload.clone(), c, st));
                     limit.push(f);
                 }
                 Err(e) => eprintln!("  pgbench failed: {e}"),
             }
+            eprintln!(
+                "yardstick: a row-locked transfer over {} accounts, concurrency {c} ({clients} connections)",
+                pgbench::YARDSTICK_ACCOUNTS
+            );
+            match pgbench::run_yardstick(args.duration, args.warmup, c, clients, db_url).await {
+                Ok((f, st)) => {
+                    eprintln!("  {}", f.row());
+                    profiles.push((f.workload.clone(), c, st));
+                    yardstick.push(f);
+                }
+                Err(e) => eprintln!("  yardstick failed: {e}"),
+            }
         }
     }
+    // Every HTTP workload over the yardstick and over pgbench running the
+    // service's own statements, at the same concurrency.
+    let over = |f: &Figures, base: &[Figures]| {
+        base.iter().find(|b| b.concurrency == f.concurrency).map(|b| round(f.rps() / b.rps()))
+    };
+    let ratio_cell = |r: Option<f64>| r.map_or_else(|| format!("{:>7}", "-"), |r| format!("{r:>7.3}"));
 
     // The table.
     println!();
     println!(
-        "{:<22} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9}",
-        "workload", "conc", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms"
+        "{:<22} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7}",
+        "workload", "conc", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "÷yard", "÷pgb"
     );
-    for f in results.iter().chain(growth.iter().flat_map(|g| g.rows())).chain(limit.iter()) {
-        println!("{}", f.row());
+    for f in results.iter().chain(growth.iter().flat_map(|g| g.rows())) {
+        println!("{} {} {}", f.row(), ratio_cell(over(f, &yardstick)), ratio_cell(over(f, &limit)));
+    }
+    for f in limit.iter().chain(yardstick.iter()) {
+        println!("{} {}", f.row(), ratio_cell(over(f, &yardstick)));
     }
     if let Some(g) = &growth {
         for (c, ratio) in g.ratios() {
@@ -738,9 +858,22 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
         if let Some(s) = results.iter().find(|f| f.workload == "new charge" && f.concurrency == l.concurrency) {
             let ratio = s.rps() / l.rps();
             println!("new charge ÷ pgbench at concurrency {}: {:.2}", l.concurrency, ratio);
+            let yard = over(s, &yardstick);
+            if let Some(y) = yard {
+                println!("new charge ÷ yardstick at concurrency {}: {y:.3} (target ≥ 0.5 at 64)", l.concurrency);
+            }
             ratios.push(
-                json!({"concurrency": l.concurrency, "pgbench": l.workload, "service_over_pgbench": round(ratio)}),
+                json!({"concurrency": l.concurrency, "pgbench": l.workload, "service_over_pgbench": round(ratio),
+                               "service_over_yardstick": yard}),
             );
+        }
+    }
+    // Where the time goes: pgbench's mean latency per statement.
+    for (workload, c, statements) in &profiles {
+        println!();
+        println!("{workload} at {c}, mean ms per statement (pgbench -r):");
+        for st in statements {
+            println!("  {:>9.3}  {}", st.ms, st.sql);
         }
     }
     let mut wrong_total = Wrong::default();
@@ -772,7 +905,7 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
     println!("result: {}", if ok { "PASS" } else { "FAILED" });
 
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let report = json!({
+    let mut report = json!({
         "git_revision": git_revision(),
         "cores": cores,
         "concurrency": args.concurrency,
@@ -780,8 +913,21 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
         "warmup_secs": args.warmup,
         "buyers": args.buyers,
         "sellers": args.sellers,
-        "service": results.iter().map(Figures::json).collect::<Vec<_>>(),
-        "pgbench": limit.iter().map(Figures::json).collect::<Vec<_>>(),
+        "service": results.iter().map(|f| {
+            let mut j = f.json();
+            j["over_yardstick"] = json!(over(f, &yardstick));
+            j["over_pgbench"] = json!(over(f, &limit));
+            j
+        }).collect::<Vec<_>>(),
+        "pgbench": limit.iter().map(|f| {
+            let mut j = f.json();
+            j["over_yardstick"] = json!(over(f, &yardstick));
+            j
+        }).collect::<Vec<_>>(),
+        "yardstick": yardstick.iter().map(Figures::json).collect::<Vec<_>>(),
+        "pgbench_statement_ms": profiles.iter().map(|(w, c, st)| json!({"workload": w, "concurrency": c,
+            "statements": st.iter().map(|s| json!({"ms": s.ms, "statement": s.sql})).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+        "yardstick_accounts": pgbench::YARDSTICK_ACCOUNTS,
         "ratios": ratios,
         "growth": growth.as_ref().map(growth::Growth::json),
         "wrong_answers": wrong_by.iter().map(|(w, c, wr)| json!({"workload": w, "concurrency": c, "counts": wr.json()})).collect::<Vec<_>>(),
@@ -795,6 +941,13 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
         "messaging": messaging.as_ref().map(messaging::Report::json),
         "passed": ok,
     });
+    // The growth step's charges are HTTP workloads too.
+    if let (Some(g), Some(pairs)) = (&growth, report["growth"]["by_concurrency"].as_array_mut()) {
+        for ((empty, grown), pair) in g.pairs.iter().zip(pairs.iter_mut()) {
+            pair["empty"]["over_yardstick"] = json!(over(empty, &yardstick));
+            pair["grown"]["over_yardstick"] = json!(over(grown, &yardstick));
+        }
+    }
     if let Some(dir) = std::path::Path::new(&args.out).parent() {
         std::fs::create_dir_all(dir)?;
     }

@@ -20,12 +20,19 @@ pub struct Account {
     pub currency: Currency,
     /// Whether the balance may go below zero (an external-funds account may).
     pub allow_negative: bool,
-    /// The sum of the account's entries.
+    /// The sum of the account's entries (its row's part and its slots).
     pub balance: Decimal,
     pub created_at: DateTime<Utc>,
 }
 
+/// The columns of a new account (its balance is its row's: it has no slots yet).
 const COLUMNS: &str = "id, reference, currency, allow_negative, balance, created_at";
+
+/// The columns of an account read back: its balance is the row's part and
+/// the sum of its slots, exact in the statement's one snapshot.
+const READ_COLUMNS: &str = "a.id, a.reference, a.currency, a.allow_negative, \
+                            a.balance + coalesce((SELECT sum(s.balance) FROM account_slots s WHERE s.account_id = a.id), 0), \
+                            a.created_at";
 
 fn from_row(row: &Row) -> Result<Account> {
     let currency = crate::stored::currency(row.get(2))?;
@@ -60,7 +67,7 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewAccount<'_>
     }
     let existing = tx
         .cached_one(
-            &format!("SELECT {COLUMNS} FROM accounts WHERE tenant_id = $1 AND reference = $2"),
+            &format!("SELECT {READ_COLUMNS} FROM accounts a WHERE a.tenant_id = $1 AND a.reference = $2"),
             &[&tenant.0, &new.reference],
         )
         .await?;
@@ -76,7 +83,10 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewAccount<'_>
 
 pub async fn get(client: &impl GenericClient, tenant: TenantId, id: Uuid) -> Result<Account> {
     let row = client
-        .query_opt(&format!("SELECT {COLUMNS} FROM accounts WHERE id = $1 AND tenant_id = $2"), &[&id, &tenant.0])
+        .query_opt(
+            &format!("SELECT {READ_COLUMNS} FROM accounts a WHERE a.id = $1 AND a.tenant_id = $2"),
+            &[&id, &tenant.0],
+        )
         .await?
         .ok_or(Error::AccountNotFound(id))?;
     from_row(&row)

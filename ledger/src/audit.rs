@@ -44,21 +44,29 @@ pub const INVARIANTS: &[Invariant] = &[
     },
     Invariant {
         name: "balance_equals_entries",
-        promise: "every account's cached balance equals the sum of its entries",
+        promise: "every account's cached balance (its row's part and its slots) equals the sum of its entries",
         quiesced: false,
-        sql: "SELECT jsonb_build_object('account_id', a.id, 'balance', a.balance, 'entries_sum', coalesce(s.sum, 0)) \
+        sql: "SELECT jsonb_build_object('account_id', a.id, 'balance', a.balance + coalesce(k.sum, 0), \
+                     'row_balance', a.balance, 'slots_sum', coalesce(k.sum, 0), 'entries_sum', coalesce(s.sum, 0)) \
                 FROM accounts a LEFT JOIN (SELECT account_id, sum(amount) AS sum FROM ledger_entries GROUP BY account_id) s \
                   ON s.account_id = a.id \
-               WHERE a.balance <> coalesce(s.sum, 0)",
+                LEFT JOIN (SELECT account_id, sum(balance) AS sum FROM account_slots GROUP BY account_id) k \
+                  ON k.account_id = a.id \
+               WHERE a.balance + coalesce(k.sum, 0) <> coalesce(s.sum, 0)",
     },
     Invariant {
         name: "balance_above_floor",
-        promise: "no account that may not go negative is below zero, by its balance or by its entries",
+        promise: "no account that may not go negative is below zero, by its balance (its row's part, its slots, \
+                  or their sum) or by its entries",
         quiesced: false,
-        sql: "SELECT jsonb_build_object('account_id', a.id, 'balance', a.balance, 'entries_sum', coalesce(s.sum, 0)) \
+        sql: "SELECT jsonb_build_object('account_id', a.id, 'balance', a.balance + coalesce(k.sum, 0), \
+                     'row_balance', a.balance, 'lowest_slot', k.lowest, 'entries_sum', coalesce(s.sum, 0)) \
                 FROM accounts a LEFT JOIN (SELECT account_id, sum(amount) AS sum FROM ledger_entries GROUP BY account_id) s \
                   ON s.account_id = a.id \
-               WHERE NOT a.allow_negative AND (a.balance < 0 OR coalesce(s.sum, 0) < 0)",
+                LEFT JOIN (SELECT account_id, sum(balance) AS sum, min(balance) AS lowest FROM account_slots \
+                            GROUP BY account_id) k ON k.account_id = a.id \
+               WHERE NOT a.allow_negative \
+                 AND (a.balance < 0 OR a.balance + coalesce(k.sum, 0) < 0 OR k.lowest < 0 OR coalesce(s.sum, 0) < 0)",
     },
     Invariant {
         name: "charge_matches_ledger",

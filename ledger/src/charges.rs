@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::events::{ChargeRefundedV1, ChargeStatusV1, ChargeSucceededV1, PlatformFeeV1};
 use crate::money::{parse_amount, Currency};
 use crate::outbox;
-use crate::posting::{lock_accounts, post};
+use crate::posting::{lock_debited, post};
 use crate::{Decline, Error, Outcome, Result, TenantId};
 
 #[derive(Debug, Clone)]
@@ -238,13 +238,15 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge<'_>)
         return Err(Error::SameAccount);
     }
     // Lock first, then look for the natural keys: a concurrent duplicate of
-    // this attempt (or another attempt on the same accounts) waits on the
-    // accounts' row locks, and once it gets them, the first charge is
-    // committed and visible to the lookup below. Attempts that share no
-    // account do not queue here: the unique index on the order stops the
+    // this attempt (or another attempt by the same buyer) waits on the
+    // buyer's row lock (the only one a charge takes: the seller and the
+    // platform are credited on slot rows), and once it gets it, the first
+    // charge is committed and visible to the lookup below. Attempts by
+    // different buyers (or by a buyer that may go negative, whose row is not
+    // locked) do not queue here: the unique index on the order stops the
     // second insert, and its request gets a 409 `contention` whose retry
     // finds the charge.
-    let locked = lock_accounts(tx, tenant, &ids, new.currency).await?;
+    let locked = lock_debited(tx, tenant, &ids, &[new.buyer], new.currency).await?;
     // the key row and the accounts are locked by this transaction, nothing written yet
     crate::crash::point("charge-after-account-lock");
     let order = tx.cached_query(&find_order_sql(), &[&tenant.0, &new.order_id]).await?;
@@ -435,7 +437,8 @@ pub async fn refund(
         ids.push(platform.account_id);
         legs.push((platform.account_id, -fee_part));
     }
-    let locked = lock_accounts(tx, tenant, &ids, currency).await?;
+    // the buyer is credited: only the seller's and the platform's rows are locked
+    let locked = lock_debited(tx, tenant, &ids, &ids[1..], currency).await?;
     let transaction_id = match post(tx, tenant, "refund", currency, &locked, &legs).await? {
         Ok(id) => id,
         Err(decline) => return Ok(Outcome::Declined(decline)),

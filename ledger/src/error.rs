@@ -45,6 +45,10 @@ pub enum Error {
     /// (purged in between, twice): the request should be retried.
     #[error("the Idempotency-Key changed under this request")]
     KeyChanged,
+    /// A posting debited an account with a floor whose row lock it did not
+    /// take: a bug in the caller, refused before anything is written.
+    #[error("account {0} is debited but was not locked")]
+    DebitNotLocked(Uuid),
     /// A value read from the database that this code does not know: a newer
     /// schema, or a corrupted row. Never guessed at.
     #[error("unknown {what} `{value}` read from the database")]

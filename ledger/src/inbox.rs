@@ -22,6 +22,20 @@ pub async fn record(tx: &Transaction<'_>, consumer: &str, message_id: Uuid) -> R
     Ok(inserted == 1)
 }
 
+/// Records every one of `message_ids` for `consumer` within `tx` in one
+/// statement; returns those that were not there yet (the others were handled
+/// before, or appear earlier in `message_ids`: do nothing for them).
+pub async fn record_many(tx: &Transaction<'_>, consumer: &str, message_ids: &[Uuid]) -> Result<Vec<Uuid>> {
+    let rows = tx
+        .cached_query(
+            "INSERT INTO inbox (consumer, message_id) SELECT $1, unnest($2::uuid[]) \
+             ON CONFLICT DO NOTHING RETURNING message_id",
+            &[&consumer, &message_ids],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// Deletes inbox rows older than the retention, a bounded batch per
 /// statement so that no statement holds many locks; returns how many.
 pub async fn purge(client: &impl GenericClient, retention_secs: f64) -> Result<u64> {

@@ -13,6 +13,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    account_slots (account_id, slot) {
+        account_id -> Uuid,
+        slot -> Int2,
+        balance -> Numeric,
+    }
+}
+
+diesel::table! {
     api_keys (id) {
         id -> Uuid,
         tenant_id -> Uuid,
@@ -232,6 +240,7 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(account_slots -> accounts (account_id));
 diesel::joinable!(accounts -> tenants (tenant_id));
 diesel::joinable!(api_keys -> tenants (tenant_id));
 diesel::joinable!(card_charges -> accounts (clearing_account_id));
@@ -254,6 +263,7 @@ diesel::joinable!(transfers -> ledger_transactions (transaction_id));
 diesel::joinable!(transfers -> tenants (tenant_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    account_slots,
     accounts,
     api_keys,
     card_charges,

@@ -10,7 +10,7 @@ use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
 use crate::money::Currency;
-use crate::posting::{lock_accounts, post};
+use crate::posting::{lock_debited, post};
 use crate::{Error, Outcome, Result, TenantId};
 
 #[derive(Debug, Clone)]
@@ -56,7 +56,7 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewTransfer<'_
     if new.source == new.destination {
         return Err(Error::SameAccount);
     }
-    let locked = lock_accounts(tx, tenant, &[new.source, new.destination], new.currency).await?;
+    let locked = lock_debited(tx, tenant, &[new.source, new.destination], &[new.source], new.currency).await?;
     let legs = [(new.source, -new.amount), (new.destination, new.amount)];
     let transaction_id = match post(tx, tenant, "transfer", new.currency, &locked, &legs).await? {
         Ok(id) => id,

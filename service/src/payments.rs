@@ -24,6 +24,7 @@ pub struct Payments {
     pub client: gateway::Client,
     key_secret: Vec<u8>,
     key_window: Duration,
+    search_lag: Duration,
     lease: Duration,
     webhook_secret: String,
     webhook_tolerance: Duration,
@@ -85,6 +86,7 @@ impl Payments {
             client: gateway::Client::new(&settings.client_config())?,
             key_secret: settings.gateway_key_secret.as_bytes().to_vec(),
             key_window: settings.key_window(),
+            search_lag: Duration::from_secs(settings.gateway_search_lag_secs),
             lease: settings.lease(),
             webhook_secret: settings.gateway_webhook_secret.clone(),
             webhook_tolerance: settings.webhook_tolerance(),
@@ -150,6 +152,22 @@ impl Payments {
             }),
             Ok(PaymentOutcome::Pending(intent)) => {
                 Asked::Unknown(format!("payment {} is {:?} at the provider", intent.id, intent.status))
+            }
+            Ok(PaymentOutcome::Unknown(why)) if why.reason == gateway::UnknownReason::ServerError => {
+                // The provider stores a 5xx for the key and replays it for as
+                // long as it keeps the key: resending cannot charge. Once its
+                // search has caught up, no payment for the attempt means none
+                // was ever made, and the attempt is over (a new one may follow).
+                if age < self.search_lag {
+                    return Asked::Unknown(why.to_string());
+                }
+                match self.look_up(tenant, charge).await {
+                    Ok(Some(asked)) => asked,
+                    Ok(None) => {
+                        Asked::Answer(ProviderAnswer::Declined { payment_id: None, code: "provider_error".to_owned() })
+                    }
+                    Err(e) => Asked::Unknown(format!("{why}; look-up at the provider: {e}")),
+                }
             }
             Ok(PaymentOutcome::Unknown(why)) => Asked::Unknown(why.to_string()),
             // The provider refused the request before charging (a payment

@@ -169,6 +169,13 @@ pub struct Gateway {
     /// before it is ever sent again.
     #[arg(long, env = "GATEWAY_KEY_WINDOW_SECS", default_value_t = 86_400)]
     pub gateway_key_window_secs: u64,
+    /// Seconds the provider's payment search may lag its writes (Stripe: up
+    /// to a minute). A charge whose key the provider answers with a stored
+    /// 5xx is given up (`failed`, `provider_error`: a new attempt may
+    /// follow) only when it is older than this and the search finds no
+    /// payment for it.
+    #[arg(long, env = "GATEWAY_SEARCH_LAG_SECS", default_value_t = 60)]
+    pub gateway_search_lag_secs: u64,
     /// Seconds a request (or the completer) holds a processing card charge
     /// before the completer may take it over with the same provider key.
     /// Keep it above GATEWAY_TIMEOUT_MS.

@@ -38,12 +38,23 @@ pub fn metrics() -> &'static PrometheusHandle {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), DURATION_BUCKETS)
             .expect("the buckets are not empty");
-        match builder.install_recorder() {
+        let handle = match builder.install_recorder() {
             Ok(handle) => handle,
             // Another recorder is installed already (not ours): keep an
             // unregistered one, so that /metrics still answers.
             Err(_) => PrometheusBuilder::new().build_recorder().handle(),
-        }
+        };
+        // Histograms keep their samples until the next upkeep (or render):
+        // without a scraper they would grow with every request.
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                upkeep.run_upkeep();
+            })
+            .expect("a thread for the metrics' upkeep");
+        handle
     })
 }
 

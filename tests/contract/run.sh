@@ -30,6 +30,7 @@ PG_ADDR=${PG_ADDR:-127.0.0.1:5432}
 OWNER_BASE=postgres://ledger_owner:${LEDGER_OWNER_PASSWORD:-ledger_owner}@$PG_ADDR
 API_BASE=postgres://ledger_api:${LEDGER_API_PASSWORD:-ledger_api}@$PG_ADDR
 API=${API:-$ROOT/target/debug/ledger-api}
+FAKE_PROVIDER=${FAKE_PROVIDER:-$ROOT/target/debug/fake-provider}
 SPEC=$ROOT/openapi/openapi.json
 TOOLS=$ROOT/.tools
 VENV=$TOOLS/venv
@@ -83,9 +84,14 @@ ensure_tools() {
 DB=ledger_contract_$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ledger-contract.XXXXXX")
 SERVER_PID=""
+PROVIDER_PID=""
 
 cleanup() {
   local rc=$?
+  if [ -n "$PROVIDER_PID" ]; then
+    kill "$PROVIDER_PID" 2>/dev/null || true
+    wait "$PROVIDER_PID" 2>/dev/null || true
+  fi
   if [ -n "$SERVER_PID" ]; then
     kill "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
@@ -101,7 +107,18 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# The fake payment provider the walk-throughs' card charges go to: a port and
+# a state folder of its own; its first line on stdout is its URL.
+start_provider() {
+  mkfifo "$WORK/provider.url"
+  "$FAKE_PROVIDER" --listen 127.0.0.1:0 --state-dir "$WORK/provider" >"$WORK/provider.url" 2>"$WORK/provider.log" &
+  PROVIDER_PID=$!
+  read -r GATEWAY_URL <"$WORK/provider.url"
+  export GATEWAY_URL GATEWAY_SECRET_KEY=sk_test_ledger_local GATEWAY_WEBHOOK_SECRET=whsec_ledger_local
+}
+
 start_server() {
+  start_provider
   psql "$OWNER_BASE/postgres" -qc "CREATE DATABASE \"$DB\"" >/dev/null
   DATABASE_URL="$OWNER_BASE/$DB" "$API" migrate >/dev/null
   KEY=$(DATABASE_URL="$OWNER_BASE/$DB" "$API" create-tenant contract-tests 2>/dev/null)

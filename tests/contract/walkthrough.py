@@ -232,6 +232,41 @@ def main() -> None:
     replayed = create_refund.sync_detailed(charge.id, client=client, body=too_much, idempotency_key=key)
     assert replayed.headers["idempotent-replayed"] == "true" and replayed.content == declined.content
 
+    # A card charge, through the payment provider (the fake one in tests): the
+    # money comes from the provider clearing account, not a wallet. 202 would
+    # mean `processing` (the provider's answer is not known yet): the same
+    # request again, with the same key, until it is final.
+    card_order = f"{order}-card"
+    card_body = CreateCharge(
+        order_id=card_order,
+        attempt=1,
+        payment_method="pm_card_visa",
+        seller_account_id=seller.id,
+        amount="12.00",
+        currency=Currency.USD,
+    )
+    for _ in range(20):
+        paid = create_charge.sync_detailed(client=client, body=card_body, idempotency_key=f"{card_order}:1")
+        if paid.status_code != HTTPStatus.ACCEPTED:
+            break
+    card = expect(paid, HTTPStatus.CREATED, Charge)
+    assert card.status == ChargeStatus.SUCCEEDED and card.payment_method == "pm_card_visa"
+    assert isinstance(card.provider_payment_id, str) and card.provider_payment_id.startswith("pi_")
+    assert balance(client, seller.id) == Decimal("25.50")
+    declined_card = CreateCharge(
+        order_id=f"{order}-declined",
+        attempt=1,
+        payment_method="pm_card_chargeDeclined",
+        seller_account_id=seller.id,
+        amount="12.00",
+        currency=Currency.USD,
+    )
+    problem(
+        create_charge.sync_detailed(client=client, body=declined_card, idempotency_key=f"{order}-declined:1"),
+        HTTPStatus.PAYMENT_REQUIRED,
+        ProblemCode.CARD_DECLINED,
+    )
+
     # Release the hold: the stock is available again.
     released = release_reservation.sync_detailed(held.id, client=client, idempotency_key=f"{order}:{sku}:release")
     assert expect(released, HTTPStatus.OK, Reservation).status == ReservationStatus.RELEASED
@@ -243,7 +278,7 @@ def main() -> None:
     anonymous = AuthenticatedClient(base_url=os.environ["LEDGER_URL"], token="lk_not_a_key")
     problem(get_account.sync_detailed(buyer.id, client=anonymous), HTTPStatus.UNAUTHORIZED, ProblemCode.UNAUTHORIZED)
 
-    print("python walk-through: purchase, replay, refund and balances as documented")
+    print("python walk-through: purchase, replay, refund, card charge and balances as documented")
 
 
 if __name__ == "__main__":

@@ -190,4 +190,34 @@ problem(
   "account_not_found",
 );
 
-console.log("typescript walk-through: purchase, replay, refund and balances as documented");
+// A card charge through the payment provider (the fake one in tests): the money
+// comes from the provider clearing account. 202 means `processing`: the
+// provider's answer is not known yet; the same request, same key, until final.
+const cardOrder = `${order}-card`;
+const cardBody = {
+  order_id: cardOrder,
+  attempt: 1,
+  payment_method: "pm_card_visa",
+  seller_account_id: seller.id,
+  amount: "12.00",
+  currency: "USD" as const,
+};
+let paid = await client.POST("/v1/charges", { params: { header: { "Idempotency-Key": `${cardOrder}:1` } }, body: cardBody });
+for (let i = 0; i < 20 && paid.response.status === 202; i++) {
+  paid = await client.POST("/v1/charges", { params: { header: { "Idempotency-Key": `${cardOrder}:1` } }, body: cardBody });
+}
+const card = ok(paid, 201);
+assert.equal(card.status, "succeeded");
+assert.equal(card.payment_method, "pm_card_visa");
+assert.ok(card.provider_payment_id?.startsWith("pi_"));
+assert.equal(await balance(seller.id), "25.50");
+problem(
+  await client.POST("/v1/charges", {
+    params: { header: { "Idempotency-Key": `${order}-declined:1` } },
+    body: { ...cardBody, order_id: `${order}-declined`, payment_method: "pm_card_chargeDeclined" },
+  }),
+  402,
+  "card_declined",
+);
+
+console.log("typescript walk-through: purchase, replay, refund, card charge and balances as documented");

@@ -47,6 +47,7 @@ const CONTROLLED: &[&str] = &[
     "GATEWAY_KEY_SECRET",
     "GATEWAY_KEY_WINDOW_SECS",
     "CARD_LEASE_SECS",
+    "GATEWAY_SEARCH_LAG_SECS",
 ];
 
 impl ApiProcess {

@@ -50,6 +50,15 @@ pub struct Summary {
     pub refunded: u64,
     pub released: u64,
     pub declined: u64,
+    /// Card purchases, the cards declined (then paid with the next
+    /// attempt), and the 202 `processing` answers the clients retried.
+    pub card_charges: u64,
+    pub cards_declined: u64,
+    pub processing_answers: u64,
+    /// The fake provider's own largest count of payments for one (tenant,
+    /// order, attempt), and its faults applied.
+    pub provider_max_payments_per_attempt: u64,
+    pub provider_faults: u64,
     pub requests: u64,
     pub retries: u64,
     pub faults: BTreeMap<&'static str, u64>,
@@ -74,6 +83,16 @@ impl std::fmt::Display for Summary {
             f,
             "  purchases {} (charged {}, refunded {}, released {}, declined {})",
             self.purchases, self.charged, self.refunded, self.released, self.declined
+        )?;
+        writeln!(
+            f,
+            "  card charges {} (declined then paid {}), 202 processing answers {}, provider faults {}, \
+             provider payments per order attempt at most {}",
+            self.card_charges,
+            self.cards_declined,
+            self.processing_answers,
+            self.provider_faults,
+            self.provider_max_payments_per_attempt
         )?;
         writeln!(f, "  requests {}, retries {}", self.requests, self.retries)?;
         let faults: Vec<String> = self.faults.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -115,8 +134,9 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-async fn serve(db_url: &str, port: u16, crash_at: Option<&str>) -> Proc {
+async fn serve(db_url: &str, port: u16, crash_at: Option<&str>, provider: &[(&'static str, String)]) -> Proc {
     let mut cmd = Command::new(api_binary());
+    cmd.envs(provider.iter().map(|(k, v)| (*k, v.as_str())));
     if let Some(point) = crash_at {
         cmd.env("LEDGER_CRASH_AT", point);
     } else {
@@ -220,7 +240,11 @@ pub(crate) async fn request(
                 }
                 // a refusal by a natural key is final; contention and a key in use are retried
                 let refused = answer["code"] == "order_already_charged" || answer["code"] == "natural_key_conflict";
-                let retry = status >= 500 || status == 429 || (status == 409 && !refused);
+                // a card charge still `processing` (202) is asked again for its final answer
+                if status == 202 {
+                    shared.borrow_mut().summary.processing_answers += 1;
+                }
+                let retry = status >= 500 || status == 429 || status == 202 || (status == 409 && !refused);
                 if !retry {
                     record(shared, attempt);
                     return (status, answer);
@@ -276,24 +300,54 @@ pub(crate) async fn client(shared: Rc<RefCell<Shared>>, store: Rc<Store>, n: usi
         let cents = 100 + rng.below(5000);
         let amount = format!("{}.{:02}", cents / 100, cents % 100);
         let fee = format!("{}.{:02}", cents / 1000, (cents / 10) % 100);
-        let charge_body = json!({"order_id": order, "attempt": 1, "buyer_account_id": buyer,
+        let mut charge_body = json!({"order_id": order, "attempt": 1, "buyer_account_id": buyer,
             "seller_account_id": store.seller, "amount": amount, "currency": "USD",
             "platform_fee": {"account_id": store.platform, "amount": fee},
             "receipt_email": format!("{order}@example.com")});
-        let charge_key = format!("{order}:charge");
-        let (status, charge) = request(&shared, &mut rng, &store.key, &charge_key, "/v1/charges", &charge_body).await;
+        let mut charge_key = format!("{order}:charge");
+        // beside wallet purchases, card purchases through the provider (its faults on)
+        let card = rng.chance(40);
+        if card {
+            shared.borrow_mut().summary.card_charges += 1;
+            let body = charge_body.as_object_mut().unwrap();
+            body.remove("buyer_account_id");
+            if rng.chance(10) {
+                // a declined card first: a stored 402, then the next attempt with a good card
+                body.insert("payment_method".into(), json!("pm_card_chargeDeclined"));
+                let (status, declined) =
+                    request(&shared, &mut rng, &store.key, &charge_key, "/v1/charges", &charge_body).await;
+                assert_eq!(status, 402, "declined card for {order}: {declined}");
+                shared.borrow_mut().summary.cards_declined += 1;
+                charge_body["attempt"] = json!(2);
+                charge_key = format!("{order}:charge:2");
+            }
+            charge_body["payment_method"] = json!("pm_card_visa");
+        }
+        let (mut status, mut charge) =
+            request(&shared, &mut rng, &store.key, &charge_key, "/v1/charges", &charge_body).await;
+        // an attempt the provider failed for good (a stored 5xx, no payment:
+        // `provider_error`) is over; the storefront charges the next attempt
+        while card && status == 402 && charge_body["attempt"].as_i64().unwrap() < 10 {
+            let attempt = charge_body["attempt"].as_i64().unwrap() + 1;
+            charge_body["attempt"] = json!(attempt);
+            charge_key = format!("{order}:charge:{attempt}");
+            (status, charge) = request(&shared, &mut rng, &store.key, &charge_key, "/v1/charges", &charge_body).await;
+        }
         assert!(status == 201 || status == 200, "charge {order}: {status} {charge}");
         shared.borrow_mut().summary.charged += 1;
         duplicate(&shared, &mut rng, &store.key, &charge_key, "/v1/charges", &charge_body, &charge).await;
         if rng.chance(10) {
             // a storefront that bumps the attempt instead of retrying with its key: refused, naming the charge
             let mut bumped = charge_body.clone();
-            bumped["attempt"] = json!(2);
-            let (status, refused) =
-                request(&shared, &mut rng, &store.key, &format!("{order}:charge:2"), "/v1/charges", &bumped).await;
+            let attempt = charge_body["attempt"].as_i64().unwrap() + 1;
+            bumped["attempt"] = json!(attempt);
+            let bumped_key = format!("{order}:charge:{attempt}");
+            let (status, refused) = request(&shared, &mut rng, &store.key, &bumped_key, "/v1/charges", &bumped).await;
             natural_key_duplicate(&shared, status == 409 && refused["charge_id"] == charge["id"], &order, &refused);
         }
-        if rng.chance(25) {
+        // card refunds go through the provider, tested apart (tests/tests/cards.rs):
+        // a fault stored for a refund's key would hold that reference for a day
+        if !card && rng.chance(25) {
             let refund = format!("{}.{:02}", cents / 200, (cents / 2) % 100);
             let path = format!("/v1/charges/{}/refunds", charge["id"].as_str().unwrap());
             let body = json!({"amount": refund, "reference": format!("{order}:refund:1")});
@@ -366,15 +420,58 @@ pub async fn run(settings: Settings) -> Summary {
     config.relay_poll_ms = 100;
     config.email_dir = email_dir.to_string_lossy().into_owned();
 
+    // the payment provider, its faults drawn from the campaign's seed
+    let started = chrono::Utc::now();
+    let fake_seed = settings.seed.to_string();
+    let fake = crate::provider::FakeProvider::start(&[
+        "--fault-seed",
+        &fake_seed,
+        "--fault-error-rate",
+        "0.04",
+        "--fault-drop-rate",
+        "0.06",
+        "--fault-cut-rate",
+        "0.03",
+        "--fault-hang-rate",
+        "0.02",
+        "--fault-slow-rate",
+        "0.02",
+        "--hang-ms",
+        "1500",
+        "--slow-ms",
+        "1500",
+        "--fault-webhook-late-rate",
+        "0.2",
+        "--fault-webhook-twice-rate",
+        "0.2",
+        "--fault-webhook-out-of-order-rate",
+        "0.2",
+        "--webhook-late-ms",
+        "500",
+        "--webhook-hold-max-ms",
+        "2000",
+    ]);
+    fake.configure(&mut config.gateway);
+    config.gateway.card_lease_secs = 2;
+    config.gateway.gateway_timeout_ms = 3000;
+    config.gateway.gateway_search_lag_secs = 2;
+    config.completer_poll_ms = 200;
+    let mut provider = fake.env();
+    provider.push(("CARD_LEASE_SECS", "2".to_owned()));
+    provider.push(("GATEWAY_TIMEOUT_MS", "3000".to_owned()));
+    provider.push(("GATEWAY_SEARCH_LAG_SECS", "2".to_owned()));
+    let provider = provider;
+
     let mut apis = Vec::new();
     let mut ports = Vec::new();
     for _ in 0..settings.apis {
         let port = free_port();
-        apis.push(serve(&db.api_url, port, None).await);
+        apis.push(serve(&db.api_url, port, None, &provider).await);
         ports.push(port);
     }
-    let roles = ["relay", "inventory", "email"];
-    let points = ["relay-after-publish", "inventory-after-commit", "email-after-ack"];
+    fake.set_webhook_endpoint(&format!("http://127.0.0.1:{}/v1/provider/webhooks", ports[0])).await;
+    let roles = ["relay", "inventory", "email", "completer"];
+    let points = ["relay-after-publish", "inventory-after-commit", "email-after-ack", "completer-after-provider"];
     let mut workers: Vec<Proc> = roles.iter().map(|r| Proc(spawn_worker_process(&config, r, None))).collect();
     // which processes were restarted armed at a crash point
     let mut api_armed = vec![false; apis.len()];
@@ -434,7 +531,7 @@ pub async fn run(settings: Settings) -> Summary {
         // a process that died at its crash point is restarted unarmed, as a supervisor would
         for i in 0..apis.len() {
             if let Ok(Some(_)) = apis[i].0.try_wait() {
-                apis[i] = serve(&db.api_url, ports[i], None).await;
+                apis[i] = serve(&db.api_url, ports[i], None, &provider).await;
                 api_armed[i] = false;
                 fault(&shared, "api died at a crash point");
             }
@@ -452,8 +549,15 @@ pub async fn run(settings: Settings) -> Summary {
                 let _ = apis[i].0.kill(); // SIGKILL
                 let _ = apis[i].0.wait();
                 // sometimes restarted armed: it dies at that point on a later request
-                let arm = rng.chance(30).then(|| ["api-after-key-lock", "api-after-commit"][rng.below(2) as usize]);
-                apis[i] = serve(&db.api_url, ports[i], arm).await;
+                const POINTS: [&str; 5] = [
+                    "api-after-key-lock",
+                    "api-after-commit",
+                    "card-after-charge-created",
+                    "card-after-provider",
+                    "card-after-complete",
+                ];
+                let arm = rng.chance(30).then(|| POINTS[rng.below(POINTS.len() as u64) as usize]);
+                apis[i] = serve(&db.api_url, ports[i], arm, &provider).await;
                 api_armed[i] = arm.is_some();
                 fault(&shared, "api killed");
             }
@@ -513,7 +617,7 @@ pub async fn run(settings: Settings) -> Summary {
         if api_armed[i] || apis[i].0.try_wait().ok().flatten().is_some() {
             let _ = apis[i].0.kill();
             let _ = apis[i].0.wait();
-            apis[i] = serve(&db.api_url, ports[i], None).await;
+            apis[i] = serve(&db.api_url, ports[i], None, &provider).await;
         }
     }
     for i in 0..workers.len() {
@@ -527,17 +631,22 @@ pub async fn run(settings: Settings) -> Summary {
         h.await.expect("a client finished");
     }
 
-    // quiesce: everything relayed and consumed
+    // quiesce: every card charge final, everything relayed and consumed
     let pg = db.client().await;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let unpublished: i64 =
             pg.query_one("SELECT count(*) FROM outbox WHERE published_at IS NULL", &[]).await.unwrap().get(0);
+        let processing: i64 =
+            pg.query_one("SELECT count(*) FROM charges WHERE status = 'processing'", &[]).await.unwrap().get(0);
         let depth = broker.depth(&broker.names.inventory).await + broker.depth(&broker.names.email).await;
-        if unpublished == 0 && depth == 0 {
+        if unpublished == 0 && depth == 0 && processing == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "the pipeline did not quiesce: {unpublished} unpublished, {depth} queued");
+        assert!(
+            Instant::now() < deadline,
+            "the pipeline did not quiesce: {unpublished} unpublished, {depth} queued, {processing} processing"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -546,6 +655,21 @@ pub async fn run(settings: Settings) -> Summary {
     let sends = workers::email::Sends { never_claimed: true, resend_claimed: false };
     let reconciled = workers::email::reconcile_with(&pool, &mailer, &config.email_from, 2, sends).await.unwrap();
     let report = ledger::audit::audit(&pg, ledger::audit::Options { quiesced: true }).await.unwrap();
+    // the provider's payments against the ledger, and the provider's own count per order attempt
+    let payments = service::payments::Payments::new(&config.gateway).unwrap();
+    let differences = workers::reconcile_payments::reconcile(
+        &pool,
+        &payments,
+        started - chrono::Duration::minutes(1),
+        chrono::Utc::now() + chrono::Duration::minutes(1),
+    )
+    .await
+    .unwrap();
+    let provider_max = fake.max_payments_per_attempt().await;
+    let provider_faults: u64 = fake.stats().await["faults_applied"]
+        .as_object()
+        .map(|m| m.values().filter_map(Value::as_u64).sum())
+        .unwrap_or(0);
     // every paid order with a receipt address has its email claimed, now that reconcile ran
     let unclaimed: i64 = pg
         .query_one(
@@ -583,8 +707,21 @@ pub async fn run(settings: Settings) -> Summary {
     for v in report.violations {
         summary.violations.push(format!("VIOLATION {}: {}", v.invariant, v.row));
     }
+    summary.provider_max_payments_per_attempt = provider_max;
+    summary.provider_faults = provider_faults;
+    for d in differences {
+        summary.violations.push(format!("VIOLATION reconcile_payments: {} {}", d.kind, d.detail));
+    }
+    if provider_max > 1 {
+        summary.violations.push(format!(
+            "VIOLATION provider_one_payment_per_attempt: the provider holds {provider_max} payments for one order attempt"
+        ));
+    }
     let count = async |sql: &str| -> u64 { pg.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) as u64 };
-    let (charges, refunds) = (count("SELECT count(*) FROM charges").await, count("SELECT count(*) FROM refunds").await);
+    let (charges, refunds) = (
+        count("SELECT count(*) FROM charges WHERE status = 'succeeded'").await,
+        count("SELECT count(*) FROM refunds").await,
+    );
     if (charges, refunds) != (summary.charged, summary.refunded) {
         summary.violations.push(format!(
             "VIOLATION one_effect_per_purchase: {charges} charge(s) and {refunds} refund(s) for {} and {} asked",

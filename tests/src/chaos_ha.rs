@@ -41,7 +41,7 @@ pub enum Fault {
     BrokerNode,
     /// One of the three API processes, SIGKILL.
     Api,
-    /// One of the six worker processes, SIGKILL.
+    /// One of the eight worker processes, SIGKILL.
     Worker,
 }
 
@@ -105,6 +105,11 @@ impl std::fmt::Display for HaSummary {
             f,
             "  purchases {} (charged {}, refunded {}, released {}, declined {})",
             c.purchases, c.charged, c.refunded, c.released, c.declined
+        )?;
+        writeln!(
+            f,
+            "  card charges {} (declined then paid {}), provider payments per order attempt at most {}",
+            c.card_charges, c.cards_declined, c.provider_max_payments_per_attempt
         )?;
         writeln!(f, "  requests {}, retries {}", c.requests, c.retries)?;
         writeln!(f, "  failovers:")?;
@@ -283,7 +288,7 @@ impl Proc {
 }
 
 /// An API process; its log (a 503 is logged as an error) goes to a file, not the campaign's output.
-fn api(db_url: &str, addr: &str) -> Proc {
+fn api(db_url: &str, addr: &str, provider: &[(&'static str, String)]) -> Proc {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(api_log()).expect("the API log opens");
     let child = Command::new(crate::workers_binary().with_file_name("ledger-api"))
         .arg("serve")
@@ -292,6 +297,7 @@ fn api(db_url: &str, addr: &str) -> Proc {
         .env("HTTP_WORKERS", "2")
         .env("DB_POOL_SIZE", "8")
         .env("RUST_LOG", "error")
+        .envs(provider.iter().map(|(k, v)| (*k, v.as_str())))
         .env_remove("LEDGER_CRASH_AT")
         .stdout(Stdio::null())
         .stderr(log)
@@ -346,14 +352,16 @@ impl HaDb {
     }
 }
 
-const ROLES: [&str; 3] = ["relay", "inventory", "email"];
+const ROLES: [&str; 4] = ["relay", "inventory", "email", "completer"];
 
 struct Fleet {
     api_url: String,
     addrs: Vec<String>,
+    /// The payment provider's settings for the API processes.
+    provider: Vec<(&'static str, String)>,
     apis: Vec<Proc>,
     config: workers::config::Config,
-    /// Two of each role, competing: relay, relay, inventory, inventory, email, email.
+    /// Two of each role, competing: relay, relay, inventory, inventory, email, email, completer, completer.
     workers: Vec<Proc>,
 }
 
@@ -366,7 +374,7 @@ impl Fleet {
     fn revive(&mut self) {
         for i in 0..self.apis.len() {
             if let Ok(Some(_)) = self.apis[i].0.try_wait() {
-                self.apis[i] = api(&self.api_url, &self.addrs[i]);
+                self.apis[i] = api(&self.api_url, &self.addrs[i], &self.provider);
             }
         }
         for i in 0..self.workers.len() {
@@ -397,14 +405,22 @@ pub async fn run(stack: &Stack, settings: Settings) -> HaSummary {
     config.amqp_url = nodes.clone();
     config.relay_poll_ms = 100;
     config.email_dir = email_dir.to_string_lossy().into_owned();
-    // six worker processes: none may claim the one metrics port of the environment
+    // card purchases through the fake payment provider (no faults of its own here: the stack's are the campaign's)
+    let started = chrono::Utc::now();
+    let fake = crate::provider::FakeProvider::start(&[]);
+    fake.configure(&mut config.gateway);
+    config.completer_poll_ms = 200;
+    let provider = fake.env();
+    // eight worker processes: none may claim the one metrics port of the environment
     std::env::remove_var("WORKERS_METRICS_ADDR");
 
     let addrs: Vec<String> = stack.var("HA_API_ADDRS").split_whitespace().map(str::to_owned).collect();
     let api_url = as_role(&db.url, API_ROLE);
-    let apis = addrs.iter().map(|a| api(&api_url, a)).collect();
-    let workers = (0..6).map(|i| Proc(spawn_worker_process(&config, Fleet::worker_role(i), None))).collect();
-    let fleet = Rc::new(RefCell::new(Fleet { api_url, addrs, apis, config: config.clone(), workers }));
+    let apis = addrs.iter().map(|a| api(&api_url, a, &provider)).collect();
+    let webhooks = format!("{}/v1/provider/webhooks", stack.var("HA_HTTP_URL"));
+    fake.set_webhook_endpoint(&webhooks).await;
+    let workers = (0..8).map(|i| Proc(spawn_worker_process(&config, Fleet::worker_role(i), None))).collect();
+    let fleet = Rc::new(RefCell::new(Fleet { api_url, addrs, provider, apis, config: config.clone(), workers }));
 
     // every request through HAProxy's HTTP port
     let http_port: u16 = stack.var("HA_HTTP_URL").rsplit(':').next().unwrap().parse().unwrap();
@@ -499,11 +515,16 @@ pub async fn run(stack: &Stack, settings: Settings) -> HaSummary {
     loop {
         let unpublished: i64 =
             pg.query_one("SELECT count(*) FROM outbox WHERE published_at IS NULL", &[]).await.unwrap().get(0);
+        let processing: i64 =
+            pg.query_one("SELECT count(*) FROM charges WHERE status = 'processing'", &[]).await.unwrap().get(0);
         let depth = broker.depth(&broker.names.inventory).await + broker.depth(&broker.names.email).await;
-        if unpublished == 0 && depth == 0 {
+        if unpublished == 0 && depth == 0 && processing == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "the pipeline did not quiesce: {unpublished} unpublished, {depth} queued");
+        assert!(
+            Instant::now() < deadline,
+            "the pipeline did not quiesce: {unpublished} unpublished, {depth} queued, {processing} processing"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -512,6 +533,11 @@ pub async fn run(stack: &Stack, settings: Settings) -> HaSummary {
     let sends = workers::email::Sends { never_claimed: true, resend_claimed: false };
     let reconciled = workers::email::reconcile_with(&pool, &mailer, &config.email_from, 2, sends).await.unwrap();
     let report = ledger::audit::audit(&pg, ledger::audit::Options { quiesced: true }).await.unwrap();
+    // the provider's payments against the ledger (`reconcile-payments`), and its own count per order attempt
+    let payments = service::payments::Payments::new(&config.gateway).unwrap();
+    let (from, to) = (started - chrono::Duration::minutes(1), chrono::Utc::now() + chrono::Duration::minutes(1));
+    let differences = workers::reconcile_payments::reconcile(&pool, &payments, from, to).await.unwrap();
+    let provider_max = fake.max_payments_per_attempt().await;
     let count = async |sql: &str| -> u64 { pg.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) as u64 };
     let unclaimed = count(
         "SELECT count(*) FROM (SELECT DISTINCT tenant_id, order_id FROM charges WHERE receipt_email IS NOT NULL) c \
@@ -520,7 +546,7 @@ pub async fn run(stack: &Stack, settings: Settings) -> HaSummary {
     .await;
     // every paid order's reservation committed, and its stock taken once
     let uncommitted = count(
-        "SELECT count(*) FROM charges c WHERE NOT EXISTS (SELECT 1 FROM reservations r \
+        "SELECT count(*) FROM charges c WHERE c.status = 'succeeded' AND NOT EXISTS (SELECT 1 FROM reservations r \
           WHERE r.tenant_id = c.tenant_id AND r.order_id = c.order_id AND r.status = 'committed')",
     )
     .await;
@@ -542,7 +568,11 @@ pub async fn run(stack: &Stack, settings: Settings) -> HaSummary {
     let message_id = |tenant, order: &str| workers::email::message_id(tenant, order, &config.email_from).unwrap();
     let missing = sent.iter().filter(|(t, o)| !delivered.contains_key(&message_id(*t, o))).count();
     let twice: Vec<String> = delivered.iter().filter(|(_, n)| **n > 1).map(|(id, n)| format!("{id} ×{n}")).collect();
-    let (charges, refunds) = (count("SELECT count(*) FROM charges").await, count("SELECT count(*) FROM refunds").await);
+    let (charges, refunds) = (
+        // a declined card leaves its charge, declined; the next attempt pays
+        count("SELECT count(*) FROM charges WHERE status = 'succeeded'").await,
+        count("SELECT count(*) FROM refunds").await,
+    );
     drop(fleet);
     let _ = std::fs::remove_dir_all(&email_dir);
 
@@ -560,6 +590,15 @@ pub async fn run(stack: &Stack, settings: Settings) -> HaSummary {
     s.emails_unknown_delivered = unknown.iter().filter(|r| delivered.contains_key(&r.message_id)).count() as u64;
     for v in report.violations {
         s.violations.push(format!("VIOLATION {}: {}", v.invariant, v.row));
+    }
+    s.provider_max_payments_per_attempt = provider_max;
+    for d in differences {
+        s.violations.push(format!("VIOLATION reconcile_payments: {} {}", d.kind, d.detail));
+    }
+    if provider_max > 1 {
+        s.violations.push(format!(
+            "VIOLATION provider_one_payment_per_attempt: the provider holds {provider_max} payments for one order attempt"
+        ));
     }
     if (charges, refunds) != (s.charged, s.refunded) {
         s.violations.push(format!(
@@ -734,13 +773,13 @@ async fn strike(
             tokio::time::sleep(down).await;
             {
                 let mut f = fleet.borrow_mut();
-                let (url, addr) = (f.api_url.clone(), f.addrs[i].clone());
-                f.apis[i] = api(&url, &addr);
+                let (url, addr, provider) = (f.api_url.clone(), f.addrs[i].clone(), f.provider.clone());
+                f.apis[i] = api(&url, &addr, &provider);
             }
             Ok(Strike { fault, target, at, back: Instant::now(), pipeline_stalled: None })
         }
         Fault::Worker => {
-            let i = rng.below(6) as usize;
+            let i = rng.below(8) as usize;
             let at = Instant::now();
             let target = format!("worker {}#{}", Fleet::worker_role(i), i % 2 + 1);
             fleet.borrow_mut().workers[i].kill();

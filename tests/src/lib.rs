@@ -94,7 +94,20 @@ async fn ensure_template(admin: &tokio_postgres::Client) -> &'static str {
         let tmp = format!("{name}_build");
         admin.batch_execute(&format!("DROP DATABASE IF EXISTS {tmp} WITH (FORCE)")).await.unwrap();
         admin.batch_execute(&format!("CREATE DATABASE {tmp}")).await.unwrap();
-        ledger::db::migrate(&url_for(&tmp)).await.expect("migrations apply");
+        let applied = ledger::db::migrate(&url_for(&tmp)).await.expect("migrations apply");
+        // The name is a digest of migrations/ on disk, the migrations applied
+        // are those compiled into this binary: a binary built before a
+        // migration was added must not leave a template under the new name,
+        // where every later run (of any build) would reuse it.
+        let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations")).unwrap().count();
+        if applied.len() != on_disk {
+            admin.batch_execute(&format!("DROP DATABASE {tmp} WITH (FORCE)")).await.unwrap();
+            admin.execute("SELECT pg_advisory_unlock(727274)", &[]).await.unwrap();
+            panic!(
+                "this build embeds {} migrations, migrations/ holds {on_disk}: rebuild the ledger crate",
+                applied.len()
+            );
+        }
         admin.batch_execute(&format!("ALTER DATABASE {tmp} RENAME TO {name}")).await.unwrap();
     }
     admin.execute("SELECT pg_advisory_unlock(727274)", &[]).await.unwrap();
@@ -430,6 +443,7 @@ fn gateway_env(cmd: &mut std::process::Command, config: &workers::config::Config
         .env("GATEWAY_KEY_SECRET", &g.gateway_key_secret)
         .env("GATEWAY_KEY_WINDOW_SECS", g.gateway_key_window_secs.to_string())
         .env("CARD_LEASE_SECS", g.card_lease_secs.to_string())
+        .env("GATEWAY_SEARCH_LAG_SECS", g.gateway_search_lag_secs.to_string())
         .env("COMPLETER_POLL_MS", config.completer_poll_ms.to_string());
 }
 

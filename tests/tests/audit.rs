@@ -400,3 +400,31 @@ async fn the_audit_command_prints_each_violation_and_exits_non_zero() {
     assert!(out.contains("VIOLATION on_hand_equals_stock_entries: "), "{out}");
     assert!(String::from_utf8_lossy(&dirty.stderr).contains("on_hand_equals_stock_entries"));
 }
+
+#[actix_web::test]
+async fn a_charge_paid_by_wallet_and_card_at_once_is_named() {
+    let s = shop().await;
+    // a card row for a wallet charge: two ways to pay, and a "card" success with no provider payment
+    s.corrupt(
+        "INSERT INTO card_charges (charge_id, payment_method, provider_key) \
+           SELECT id, 'pm_card_visa', 'pay_corrupt' FROM charges;",
+    )
+    .await;
+    assert_eq!(s.broken(false).await, ["card_charge_has_one_provider_payment"]);
+}
+
+#[actix_web::test]
+async fn a_card_charge_left_processing_past_its_lease_is_named_once_quiesced() {
+    let s = shop().await;
+    s.corrupt(
+        "INSERT INTO charges (id, tenant_id, order_id, attempt, seller_account_id, amount, fee, currency, status) \
+           SELECT '00000000-0000-0000-0000-0000000000c1', tenant_id, 'stuck', 1, seller_account_id, 5, 0, currency, \
+                  'processing' FROM charges LIMIT 1; \
+         INSERT INTO card_charges (charge_id, payment_method, provider_key, lease_until) \
+           VALUES ('00000000-0000-0000-0000-0000000000c1', 'pm_card_visa', 'pay_stuck', now() - interval '1 hour');",
+    )
+    .await;
+    // in flight is legal at any instant; once quiesced, the completer should have finished it
+    assert!(s.broken(false).await.is_empty());
+    assert!(s.broken(true).await.contains(&"card_charge_not_left_processing"));
+}

@@ -139,18 +139,27 @@ async fn hole_5_an_api_frozen_after_the_key_lock_releases_the_key_within_seconds
 async fn hole_5_an_api_frozen_holding_the_account_locks_releases_them_within_seconds() {
     let s = shop().await;
     let (mut frozen, frozen_at, in_flight) = s.freeze("charge-after-account-lock").await;
-    // the three accounts' rows are locked by the frozen session
-    let ids: Vec<uuid::Uuid> = [&s.buyer, &s.seller, &s.platform].iter().map(|id| id.parse().unwrap()).collect();
-    let free: i64 = s
-        .app
-        .db
-        .client()
-        .await
-        .query_one("SELECT count(*) FROM (SELECT 1 FROM accounts WHERE id = ANY($1) FOR UPDATE SKIP LOCKED) x", &[&ids])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(free, 0, "the frozen session holds the accounts' row locks");
+    // the buyer's row is locked by the frozen session; the seller and the
+    // platform are only credited, on slot rows, so their rows stay free
+    let free = |accounts: Vec<&String>| {
+        let ids: Vec<uuid::Uuid> = accounts.iter().map(|id| id.parse().unwrap()).collect();
+        let s = &s;
+        async move {
+            s.app
+                .db
+                .client()
+                .await
+                .query_one(
+                    "SELECT count(*) FROM (SELECT 1 FROM accounts WHERE id = ANY($1) FOR UPDATE SKIP LOCKED) x",
+                    &[&ids],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(free(vec![&s.buyer]).await, 0, "the frozen session holds the buyer's row lock");
+    assert_eq!(free(vec![&s.seller, &s.platform]).await, 2, "credited accounts are no hot rows");
 
     // a charge of another order on the same buyer, seller and platform account
     let other = ApiProcess::start(&s.app.db.url, &[]).await;

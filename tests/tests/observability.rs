@@ -42,6 +42,7 @@ impl WorkersProcess {
             .env("LOG_FORMAT", log_format)
             .env("RUST_LOG", "info")
             .env_remove("LEDGER_CRASH_AT")
+            .env_remove("DB_POOL_SIZE")
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
         WorkersProcess { child: cmd.spawn().expect("the workers binary starts"), metrics_port, log }
@@ -93,7 +94,7 @@ async fn stack(log_format: &str) -> Stack {
     let smtp = SmtpServer::start().await;
     let config = shop.config(&broker, &smtp);
     let dir = TempDir::new("observability");
-    let api = ApiProcess::start(&shop.app.db.url, &[]).await;
+    let api = ApiProcess::start(&shop.app.db.api_url, &[]).await;
     let workers = WorkersProcess::start(&config, &dir.0, log_format);
     let http = awc::Client::default();
     eventually(30, "the workers serve their metrics and the queues exist", || async {

@@ -27,6 +27,10 @@ pub struct Config {
     /// Unacknowledged deliveries a consumer holds at once.
     #[arg(long, env = "AMQP_PREFETCH", default_value_t = 100)]
     pub prefetch: u16,
+    /// Most deliveries the inventory worker applies in one database
+    /// transaction (those already prefetched; it never waits for more).
+    #[arg(long, env = "INVENTORY_BATCH", default_value_t = 100)]
+    pub inventory_batch: usize,
     /// Deliveries of one message before it is dead-lettered.
     #[arg(long, env = "AMQP_DELIVERY_LIMIT", default_value_t = 5)]
     pub delivery_limit: i64,

@@ -2,7 +2,7 @@
 //! topology, bound the prefetch, and hand each delivery to the worker's
 //! handler until shutdown or until the connection fails.
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -64,6 +64,89 @@ where
                 Some(Err(e)) => return Err(e.into()),
                 None => return Err(Error::ConsumerCancelled),
             }
+        }
+    }
+}
+
+/// As [`consume`], but hands the handler every delivery that has already
+/// arrived, up to `max` at once, in delivery order: a batch never waits for
+/// more deliveries to come, so a lone message is handled at once, and under a
+/// backlog the batches fill from the prefetched deliveries by themselves.
+/// The handler settles every delivery of its batch.
+pub async fn consume_batches<H, Fut>(
+    config: &Config,
+    queue: fn(&Names) -> &str,
+    tag: &str,
+    mut shutdown: Shutdown,
+    connected: Connected,
+    max: usize,
+    mut handle: H,
+) -> Result<(), Error>
+where
+    H: FnMut(Vec<Delivery>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Error>>,
+{
+    let conn = crate::nodes::connect(&config.amqp_url).await?;
+    let ch = within("open a channel", conn.create_channel()).await?;
+    let names = Names::new(&config.amqp_prefix);
+    within("declare the topology", topology::declare(&ch, &names, config.delivery_limit)).await?;
+    upgrade::retire(&conn, &names).await;
+    within("set prefetch", ch.basic_qos(config.prefetch, BasicQosOptions::default())).await?;
+    let queue = queue(&names);
+    let mut deliveries = within(
+        "consume",
+        ch.basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default()),
+    )
+    .await?;
+    connected.mark();
+    tracing::info!(%queue, "{tag} worker consuming");
+    let max = max.max(1);
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.wait() => {
+                // Unacked deliveries go back to the queue when the channel closes.
+                let _ = conn.close(200, "shutdown".into()).await;
+                return Ok(());
+            }
+            next = deliveries.next() => match next {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err(Error::ConsumerCancelled),
+            }
+        };
+        let request_id = correlation::request_id(&first);
+        let mut batch = vec![first];
+        // Whatever else has arrived already; an end of the stream met here
+        // ends the session once this batch is handled.
+        let mut end = None;
+        while batch.len() < max {
+            match deliveries.next().now_or_never() {
+                Some(Some(Ok(delivery))) => batch.push(delivery),
+                Some(Some(Err(e))) => {
+                    end = Some(Error::from(e));
+                    break;
+                }
+                Some(None) => {
+                    end = Some(Error::ConsumerCancelled);
+                    break;
+                }
+                None => break,
+            }
+        }
+        // A lone delivery is handled in its message's span, as in `consume`;
+        // the handler logs each message of a larger batch in its own.
+        if batch.len() == 1 {
+            let span = correlation::span(tag, &batch[0]);
+            let work = handle(batch).instrument(span);
+            match request_id {
+                Some(id) => ledger::correlation::scope(id, work).await?,
+                None => work.await?,
+            }
+        } else {
+            handle(batch).await?;
+        }
+        if let Some(e) = end {
+            return Err(e);
         }
     }
 }

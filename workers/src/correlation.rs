@@ -56,7 +56,8 @@ pub fn request_id(delivery: &Delivery) -> Option<String> {
 pub fn span(consumer: &str, delivery: &Delivery) -> tracing::Span {
     let message_id = delivery.properties.message_id().as_ref().map(|m| m.as_str().to_owned()).unwrap_or_default();
     let request_id = request_id(delivery).unwrap_or_default();
-    tracing::info_span!("message", consumer, message_id = %message_id, request_id = %request_id)
+    // at ERROR level, so that it is on every line whatever RUST_LOG lets through
+    tracing::error_span!("message", consumer, message_id = %message_id, request_id = %request_id)
 }
 
 #[cfg(test)]
