@@ -665,11 +665,15 @@ fn read_attempts(summary: &mut HaSummary, strikes: &[Strike], attempts: &[Attemp
         let (unavailable, retries) = match first_failure {
             None => (None, 0),
             Some(k) => {
+                // to the first success after the last failure: an answer
+                // already on its way when the part died can land between
+                // the first failures and says nothing about recovery
                 let t_fail = window[k].at;
-                let recovered = window[k..].iter().position(|a| !retried(a));
-                let upto = recovered.map_or(window.len(), |r| k + r);
-                let retries = window[..upto].iter().filter(|a| retried(a)).count() as u64;
-                (recovered.map(|r| window[k + r].at - t_fail), retries)
+                let last = window.iter().rposition(|a| failed(a)).unwrap_or(k);
+                let recovered = window[last..].iter().position(|a| !retried(a));
+                let upto = recovered.map_or(window.len(), |r| last + r);
+                let retries = window[k..upto].iter().filter(|a| retried(a)).count() as u64;
+                (recovered.map(|r| window[last + r].at - t_fail), retries)
             }
         };
         for a in window.iter().filter(|a| a.at <= s.back && retried(a)) {
