@@ -25,7 +25,7 @@ FAKE_PROVIDER := target/debug/fake-provider
 # The local fake payment provider `make run` starts (the service's GATEWAY_* defaults point at it).
 PROVIDER_ADDR ?= 127.0.0.1:12111
 
-.PHONY: ops-graphs ha-up ha-down ha-status bench run test chaos test-rust test-contract fuzz services build db openapi openapi-check fmt fmt-check lint clean-test-dbs
+.PHONY: ops-graphs ha-up ha-down ha-status chaos-ha bench run test chaos test-rust test-contract fuzz services build db openapi openapi-check fmt fmt-check lint clean-test-dbs
 
 ## Start PostgreSQL and RabbitMQ if they are not running (installing them if absent).
 services:
@@ -91,6 +91,14 @@ CHAOS_APIS    ?= 3
 chaos: services
 	$(CARGO) build --workspace --bins --features ledger/crash-points
 	CHAOS_SECS=$(CHAOS_SECS) CHAOS_CLIENTS=$(CHAOS_CLIENTS) CHAOS_APIS=$(CHAOS_APIS) target/debug/chaos
+
+## The fault campaign against the highly available stack (`make ha-up` first when it
+## is not running; the stack is left running): kills the PostgreSQL primary, the
+## RabbitMQ node leading a queue, API and worker processes, one at a time, and prints
+## each failover's unavailability. `make chaos-ha CHAOS_SEED=42 CHAOS_SECS=120` replays.
+chaos-ha: services
+	$(CARGO) build --workspace --bins --features ledger/crash-points
+	CHAOS_SECS=$(CHAOS_SECS) CHAOS_CLIENTS=$(CHAOS_CLIENTS) target/debug/chaos-ha
 
 ## The long schemathesis run: many more examples per operation, plus stateful sequences.
 fuzz: services build

@@ -113,7 +113,11 @@ impl Error {
 /// error with no SQLSTATE), or a SQLSTATE that says the server is going
 /// away or not yet there: a connection exception (class 08), an
 /// administrator's or a crash's shutdown, a cluster still starting or in
-/// recovery, no connection slot left.
+/// recovery, no connection slot left; or a read-only transaction refusing a
+/// write: HAProxy sends new sessions to a standby as soon as Patroni names it
+/// the primary, a moment before its promotion completes, and a transaction
+/// begun in that moment stays read-only (measured in `make chaos-ha`). The
+/// statement wrote nothing, so the retry is safe.
 pub fn unavailable(e: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
     if e.is_closed() {
@@ -124,6 +128,7 @@ pub fn unavailable(e: &tokio_postgres::Error) -> bool {
             code.code().starts_with("08")
                 || [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW].contains(code)
                 || *code == SqlState::TOO_MANY_CONNECTIONS
+                || *code == SqlState::READ_ONLY_SQL_TRANSACTION
         }
         None => {
             let mut source = std::error::Error::source(e);

@@ -165,16 +165,34 @@ async fn serve(db_url: &str, port: u16, crash_at: Option<&str>, provider: &[(&'s
     proc
 }
 
-struct Shared {
-    ports: Vec<u16>,
-    summary: Summary,
+pub(crate) struct Shared {
+    pub(crate) ports: Vec<u16>,
+    pub(crate) summary: Summary,
+    /// Every attempt, when the campaign measures unavailability from them
+    /// (`chaos_ha`).
+    pub(crate) attempts: Option<Vec<Attempt>>,
+}
+
+/// One attempt of a request, as the client saw it.
+#[derive(Debug, Clone)]
+pub(crate) struct Attempt {
+    pub(crate) at: Instant,
+    /// None: no answer (connection refused or cut, timeout).
+    pub(crate) status: Option<u16>,
+    pub(crate) code: Option<String>,
+    pub(crate) retry_after: bool,
+    pub(crate) problem: bool,
+    /// The answer was a stored one (`Idempotent-Replayed`) after an earlier
+    /// attempt of the same key got no answer or a 5xx: a commit whose
+    /// acknowledgement was lost, found by the retry.
+    pub(crate) found_after_failure: bool,
 }
 
 /// A careful client: the same Idempotency-Key on every retry; retries on
 /// connection errors, timeouts, 5xx, the 409s that say to retry
 /// (`contention`, `request_in_progress`) and 429 (`rate_limited`), against
 /// any API process.
-async fn request(
+pub(crate) async fn request(
     shared: &Rc<RefCell<Shared>>,
     rng: &mut Rng,
     key: &str,
@@ -184,6 +202,7 @@ async fn request(
 ) -> (u16, Value) {
     let http = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut failed = false;
     loop {
         let port = {
             let s = shared.borrow();
@@ -197,10 +216,24 @@ async fn request(
             .insert_header(("Content-Type", "application/json"))
             .send_body(body.to_string())
             .await;
+        let mut attempt = Attempt {
+            at: Instant::now(),
+            status: None,
+            code: None,
+            retry_after: false,
+            problem: false,
+            found_after_failure: false,
+        };
         if let Ok(mut res) = sent {
             let status = res.status().as_u16();
+            let header = |name: &str| res.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            attempt.retry_after = header("retry-after").is_some();
+            attempt.problem = header("content-type").is_some_and(|t| t.starts_with("application/problem+json"));
+            attempt.found_after_failure = failed && header("idempotent-replayed").as_deref() == Some("true");
             if let Ok(bytes) = res.body().limit(1 << 20).await {
                 let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                attempt.status = Some(status);
+                attempt.code = answer["code"].as_str().map(str::to_owned);
                 // a fault is never the client's nor a bug's: 503 or 409 to retry, never a 500
                 if status == 500 {
                     shared.borrow_mut().summary.violations.push(format!("VIOLATION no_500: {path} {idem}: {answer}"));
@@ -213,26 +246,35 @@ async fn request(
                 }
                 let retry = status >= 500 || status == 429 || status == 202 || (status == 409 && !refused);
                 if !retry {
+                    record(shared, attempt);
                     return (status, answer);
                 }
             }
         }
+        failed |= attempt.status.is_none_or(|s| s >= 500);
+        record(shared, attempt);
         assert!(Instant::now() < deadline, "{path} with key {idem} never got an answer");
         shared.borrow_mut().summary.retries += 1;
         tokio::time::sleep(Duration::from_millis(50 + rng.below(150))).await;
     }
 }
 
-struct Store {
-    key: String,
-    seller: String,
-    platform: String,
-    buyers: Vec<String>,
-    skus: Vec<String>,
+fn record(shared: &Rc<RefCell<Shared>>, attempt: Attempt) {
+    if let Some(log) = &mut shared.borrow_mut().attempts {
+        log.push(attempt);
+    }
+}
+
+pub(crate) struct Store {
+    pub(crate) key: String,
+    pub(crate) seller: String,
+    pub(crate) platform: String,
+    pub(crate) buyers: Vec<String>,
+    pub(crate) skus: Vec<String>,
 }
 
 /// One storefront client: purchase after purchase until `until`.
-async fn client(shared: Rc<RefCell<Shared>>, store: Rc<Store>, n: usize, mut rng: Rng, until: Instant) {
+pub(crate) async fn client(shared: Rc<RefCell<Shared>>, store: Rc<Store>, n: usize, mut rng: Rng, until: Instant) {
     let buyer = &store.buyers[n];
     let mut i = 0;
     while Instant::now() < until {
@@ -434,7 +476,7 @@ pub async fn run(settings: Settings) -> Summary {
     // which processes were restarted armed at a crash point
     let mut api_armed = vec![false; apis.len()];
     let mut worker_armed = vec![false; workers.len()];
-    let shared = Rc::new(RefCell::new(Shared { ports: ports.clone(), summary: Summary::default() }));
+    let shared = Rc::new(RefCell::new(Shared { ports: ports.clone(), summary: Summary::default(), attempts: None }));
     shared.borrow_mut().summary.seed = settings.seed;
 
     // the store: accounts funded from an external account, stock on a few SKUs
@@ -703,7 +745,7 @@ pub async fn run(settings: Settings) -> Summary {
 }
 
 /// How many emails the file transport wrote for each Message-ID.
-fn delivered_by_message_id(dir: &std::path::Path) -> BTreeMap<String, u64> {
+pub(crate) fn delivered_by_message_id(dir: &std::path::Path) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let text = std::fs::read_to_string(entry.path()).unwrap_or_default();

@@ -4,6 +4,7 @@
 pub mod api_process;
 pub mod broker;
 pub mod chaos;
+pub mod chaos_ha;
 pub mod outages;
 pub mod provider;
 pub mod proxy;
