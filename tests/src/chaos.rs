@@ -495,7 +495,10 @@ pub async fn run(settings: Settings) -> Summary {
         if unpublished == 0 && depth == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "the pipeline did not quiesce: {unpublished} unpublished, {depth} queued");
+        if Instant::now() > deadline {
+            let state = server_faults::describe(servers.as_deref(), &broker).await;
+            panic!("the pipeline did not quiesce: {unpublished} unpublished, {depth} queued\n{state}");
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
