@@ -552,6 +552,14 @@ pub async fn run(settings: Settings) -> Summary {
             summary.charged, summary.refunded
         ));
     }
+    // a fault is never a message's own: nothing may end in the dead-letter queue
+    // (checked where the campaign owns its broker; the short shared run leaves it out)
+    if servers.is_some() {
+        let dead = broker.depth(&broker.names.dead_letter_queue).await;
+        if dead > 0 {
+            summary.violations.push(format!("VIOLATION nothing_dead_lettered: {dead} message(s) dead-lettered"));
+        }
+    }
     if unclaimed > 0 {
         summary.violations.push(format!(
             "VIOLATION email_exactly_once_after_reconcile: {unclaimed} paid order(s) whose email was never sent"
