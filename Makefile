@@ -1,11 +1,20 @@
 # The two commands a newcomer needs: `make run` and `make test`.
 SHELL := /bin/bash
 
+# The superuser: only for maintenance of this machine's server (clean-test-dbs,
+# the benchmark's own database). The service never connects as it.
 PGHOST_URL   ?= postgres://postgres@127.0.0.1:5432
-DATABASE_URL ?= $(PGHOST_URL)/ledger
+# The service's roles (scripts/ensure-services.sh makes them; the passwords
+# are development defaults, set LEDGER_*_PASSWORD there and here elsewhere).
+PG_ADDR      ?= 127.0.0.1:5432
+DB_NAME      ?= ledger
+OWNER_URL    ?= postgres://ledger_owner:$(or $(LEDGER_OWNER_PASSWORD),ledger_owner)@$(PG_ADDR)/$(DB_NAME)
+API_DATABASE_URL     ?= postgres://ledger_api:$(or $(LEDGER_API_PASSWORD),ledger_api)@$(PG_ADDR)/$(DB_NAME)
+WORKERS_DATABASE_URL ?= postgres://ledger_worker:$(or $(LEDGER_WORKER_PASSWORD),ledger_worker)@$(PG_ADDR)/$(DB_NAME)
 AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10
 HTTP_ADDR    ?= 127.0.0.1:8080
-export DATABASE_URL AMQP_URL HTTP_ADDR
+WORKERS_METRICS_ADDR ?= 127.0.0.1:9187
+export AMQP_URL HTTP_ADDR
 
 CARGO ?= cargo
 API     := target/debug/ledger-api
@@ -21,27 +30,31 @@ services:
 build:
 	$(CARGO) build -p api -p workers --bins
 
-## Create the database when missing and migrate it.
+## Create the database when missing (owned by ledger_owner) and migrate it as the owner.
 db: services build
-	@psql "$(PGHOST_URL)/postgres" -Atqc "SELECT 1 FROM pg_database WHERE datname = '$$(basename $(DATABASE_URL))'" | grep -q 1 \
-	  || psql "$(PGHOST_URL)/postgres" -qc "CREATE DATABASE \"$$(basename $(DATABASE_URL))\""
-	@$(API) migrate
+	@psql "$(dir $(OWNER_URL))postgres" -Atqc "SELECT 1 FROM pg_database WHERE datname = '$(DB_NAME)'" | grep -q 1 \
+	  || psql "$(dir $(OWNER_URL))postgres" -qc "CREATE DATABASE \"$(DB_NAME)\""
+	@owner=$$(psql "$(dir $(OWNER_URL))postgres" -Atqc "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '$(DB_NAME)'"); \
+	  [ "$$owner" = ledger_owner ] || { echo "database $(DB_NAME) belongs to $$owner, not ledger_owner (made before the service roles):" \
+	    "drop it, or run with DB_NAME=another" >&2; exit 1; }
+	@DATABASE_URL="$(OWNER_URL)" $(API) migrate
 
 ## The whole stack, ready for requests: the API and the workers. Ctrl-C stops it.
 run: db
 	@set -u; \
-	key=$$($(API) create-tenant dev 2>/dev/null) || { echo "could not create the dev tenant" >&2; exit 1; }; \
+	key=$$(DATABASE_URL="$(OWNER_URL)" $(API) create-tenant dev 2>/dev/null) || { echo "could not create the dev tenant" >&2; exit 1; }; \
 	echo ""; \
 	echo "  API:      http://$(HTTP_ADDR)/v1"; \
 	echo "  Docs:     http://$(HTTP_ADDR)/docs/"; \
 	echo "  Spec:     http://$(HTTP_ADDR)/openapi.json"; \
 	echo "  API key:  $$key   (tenant \"dev\")"; \
 	echo "  Workers:  relay, inventory, email (emails go to $${EMAIL_DIR:-target/emails}/ unless SMTP_URL is set)"; \
+	echo "  Metrics:  http://$(HTTP_ADDR)/metrics and http://$(WORKERS_METRICS_ADDR)/metrics (ops/prometheus)"; \
 	echo ""; \
 	echo "  export KEY=$$key"; \
 	echo ""; \
-	$(API) serve & api=$$!; \
-	$(WORKERS) all & workers=$$!; \
+	DATABASE_URL="$(API_DATABASE_URL)" $(API) serve & api=$$!; \
+	DATABASE_URL="$(WORKERS_DATABASE_URL)" WORKERS_METRICS_ADDR="$(WORKERS_METRICS_ADDR)" $(WORKERS) all & workers=$$!; \
 	trap 'kill -TERM $$api $$workers 2>/dev/null' INT TERM; \
 	wait -n $$api $$workers; \
 	kill -TERM $$api $$workers 2>/dev/null; \
@@ -52,7 +65,7 @@ test: services test-rust test-contract
 
 test-rust: services
 	$(CARGO) build --workspace --bins --features ledger/crash-points
-	$(CARGO) test --workspace --no-fail-fast
+	TEST_DATABASE_URL=$$(scripts/test-postgres.sh) $(CARGO) test --workspace --no-fail-fast
 
 ## The committed spec, proven against a live server: generated Python and TypeScript
 ## clients run the README's purchase, a bounded schemathesis run, the docs page in
@@ -87,10 +100,14 @@ fmt:
 fmt-check:
 	$(CARGO) fmt --all -- --check
 
-## Clippy with warnings denied, and no import circle between the modules of any crate.
+## Clippy with warnings denied, no import circle between the modules of any
+## crate, and the Prometheus configuration and alerting rules valid and
+## passing their unit tests.
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@scripts/check-module-cycles.py
+	@command -v promtool >/dev/null || { echo "promtool is missing: run \`make services\`" >&2; exit 1; }
+	@cd ops/prometheus && promtool check config --syntax-only prometheus.yml >/dev/null && promtool check rules rules.yml >/dev/null && promtool test rules rules.test.yml >/dev/null
 
 ## Drop test databases left by interrupted test runs.
 clean-test-dbs: services

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use service::settings::{Database, Retention};
+use service::settings::{Database, Gateway, Retention};
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -12,6 +12,8 @@ pub struct Config {
     pub database: Database,
     #[command(flatten)]
     pub retention: Retention,
+    #[command(flatten)]
+    pub gateway: Gateway,
     /// Address the HTTP server binds to.
     #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: String,

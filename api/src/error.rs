@@ -43,6 +43,12 @@ pub enum ProblemCode {
     InsufficientFunds,
     OutOfStock,
     RefundExceedsCharge,
+    CardDeclined,
+    InvalidPaymentSource,
+    ChargeNotPaid,
+    ProviderUnavailable,
+    ProviderError,
+    InvalidSignature,
     NaturalKeyConflict,
     OrderAlreadyCharged,
     ReservationNotHeld,
@@ -50,6 +56,13 @@ pub enum ProblemCode {
     RateLimited,
     ServiceUnavailable,
     Internal,
+}
+
+impl ProblemCode {
+    /// The code as clients see it (`insufficient_funds`).
+    pub fn name(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    }
 }
 
 /// An RFC 9457 problem document.
@@ -145,6 +158,8 @@ impl ResponseError for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
+        // for the metrics, which count problems by code
+        res.extensions_mut().insert(self.code);
         res.body(self.body())
     }
 }
@@ -170,6 +185,7 @@ pub fn decline_status(kind: DeclineKind) -> (StatusCode, ProblemCode) {
         DeclineKind::InsufficientFunds => (StatusCode::PAYMENT_REQUIRED, ProblemCode::InsufficientFunds),
         DeclineKind::OutOfStock => (StatusCode::CONFLICT, ProblemCode::OutOfStock),
         DeclineKind::RefundExceedsCharge => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::RefundExceedsCharge),
+        DeclineKind::CardDeclined => (StatusCode::PAYMENT_REQUIRED, ProblemCode::CardDeclined),
     }
 }
 
@@ -200,6 +216,8 @@ impl From<ledger::Error> for ApiError {
                 return refused;
             }
             E::ReservationNotHeld { .. } => (StatusCode::CONFLICT, ProblemCode::ReservationNotHeld),
+            E::ChargeNotPaid { .. } => (StatusCode::CONFLICT, ProblemCode::ChargeNotPaid),
+            E::Contended(_) => return contention(),
             E::KeyChanged => {
                 return ApiError::new(
                     StatusCode::CONFLICT,
@@ -239,6 +257,26 @@ impl From<deadpool_postgres::PoolError> for ApiError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         ledger::Error::from(e).into()
     }
+}
+
+/// The payment provider could not be reached or gave no answer: nothing
+/// is recorded, and a retry with the same Idempotency-Key sends the same
+/// provider key, which the provider deduplicates.
+pub fn provider_unavailable(detail: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(%detail, "payment provider unavailable");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ProblemCode::ProviderUnavailable,
+        "the payment provider did not answer; retry with the same Idempotency-Key",
+    )
+    .retry_after(1)
+}
+
+/// The payment provider refused a request it should not have: the cause is
+/// logged, nothing is recorded.
+pub fn provider_error(detail: impl std::fmt::Display) -> ApiError {
+    tracing::error!(%detail, "payment provider refused a request");
+    ApiError::new(StatusCode::BAD_GATEWAY, ProblemCode::ProviderError, "the payment provider refused the request")
 }
 
 fn contention() -> ApiError {

@@ -16,9 +16,12 @@ use actix_web::dev::Payload;
 use actix_web::http::{header, StatusCode};
 use actix_web::{FromRequest, HttpRequest, HttpResponse};
 use deadpool_postgres::Transaction;
+use ledger::cards::{Begun, Completion};
+use ledger::charges::{Charge, ChargeStatus};
 use ledger::idempotency::{Answer, Claim};
 use ledger::{Outcome, TenantId};
 use serde::Serialize;
+use service::payments::Asked;
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, ProblemCode, PROBLEM_JSON};
@@ -46,9 +49,11 @@ pub struct IdempotencyKey {
     /// refused with 422 `idempotency_key_reused`; a retry while the first is
     /// still running waits for it, or gets 409 `request_in_progress` with
     /// `Retry-After`. Keys are kept 24 hours by default (configurable).
-    /// Successes and declines (`insufficient_funds`, `out_of_stock`,
-    /// `refund_exceeds_charge`) are stored; validation errors and 5xx are not,
-    /// and nothing was written, so they are safe to retry.
+    /// Successes and declines (`insufficient_funds`, `card_declined`,
+    /// `out_of_stock`, `refund_exceeds_charge`) are stored; validation errors
+    /// and 5xx are not, and nothing was written, so they are safe to retry.
+    /// A card charge's 202 (`processing`) is not stored either: retry it
+    /// with the same key for the final answer.
     // No `example`: one documented value would be sent by every generated
     // client and "try it out" for every request, each reusing the key with
     // another body (422). The description gives the convention instead.
@@ -146,6 +151,8 @@ fn answer<T: Serialize>(outcome: Outcome<T>, applied: &Applied<T>) -> Answer {
         }
         Outcome::Declined(decline) => {
             let e = ApiError::from(&decline);
+            // counted when it happens, not when replayed (see `metrics`)
+            metrics::counter!("ledger_declines_total", "code" => e.code.name()).increment(1);
             Answer {
                 status: e.status.as_u16(),
                 content_type: PROBLEM_JSON.to_owned(),
@@ -190,6 +197,28 @@ fn replay(
     response(stored.answer, true)
 }
 
+fn reused() -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        ProblemCode::IdempotencyKeyReused,
+        "this Idempotency-Key was used for a different request",
+    )
+}
+
+fn claim_failed(e: ledger::Error) -> ApiError {
+    let e = ApiError::from(e);
+    if e.code == ProblemCode::Contention {
+        // the first request with this key is still running past our wait
+        return ApiError::new(
+            StatusCode::CONFLICT,
+            ProblemCode::RequestInProgress,
+            "a request with this Idempotency-Key is still in progress; retry shortly",
+        )
+        .retry_after(1);
+    }
+    e
+}
+
 /// Runs `effect` at most once per (tenant, key): the first request runs it
 /// and stores its answer in the same transaction; every retry of the same
 /// request gets that answer back byte for byte with `Idempotent-Replayed`.
@@ -216,19 +245,9 @@ pub async fn run<T: Serialize>(
     match ledger::idempotency::claim(&tx, tenant, key.as_str(), &fp, retention_secs).await {
         Ok(Claim::Owned) => {}
         Ok(Claim::Taken(stored)) => return replay(state, tenant, stored, &fp),
-        Err(e) => {
-            let e = ApiError::from(e);
-            if e.code == ProblemCode::Contention {
-                // the first request with this key is still running past our wait
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    ProblemCode::RequestInProgress,
-                    "a request with this Idempotency-Key is still in progress; retry shortly",
-                )
-                .retry_after(1));
-            }
-            return Err(e);
-        }
+        // only a card charge leaves a recovery point, and only under its own path
+        Ok(Claim::InFlight { .. }) => return Err(reused()),
+        Err(e) => return Err(claim_failed(e)),
     }
     // the key row is locked by this transaction, the effect has not run
     ledger::crash::point("api-after-key-lock");
@@ -240,4 +259,110 @@ pub async fn run<T: Serialize>(
     // committed, the client has not heard back
     ledger::crash::point("api-after-commit");
     response(answer, false)
+}
+
+/// A card charge, in atomic phases with a recovery point (`ledger::cards`):
+///
+/// 1. one transaction claims the key, runs `begin` (the charge, created
+///    `processing` or found by its natural key) and, unless that already
+///    gave the final answer, records the charge on the key as its recovery
+///    point, with no answer, and commits;
+/// 2. the provider is asked, with the charge's provider key, no transaction
+///    open;
+/// 3. a second transaction records the provider's answer (the ledger
+///    transaction and the event on success) and stores the final answer
+///    for the key.
+///
+/// When the provider's outcome is unknown the charge stays `processing`
+/// and the client gets 202 with it, not stored: a retry with the same key
+/// finds the recovery point and resumes from step 2, with the same provider
+/// key, until the one final answer is stored and replayed.
+pub async fn run_card_charge<T: Serialize>(
+    state: &AppState,
+    tenant: TenantId,
+    key: &IdempotencyKey,
+    canonical_body: &[u8],
+    applied: Applied<T>,
+    to_wire: fn(Charge) -> T,
+    begin: impl AsyncFnOnce(&Transaction<'_>) -> Result<Begun, ledger::Error>,
+) -> Result<HttpResponse, ApiError> {
+    let fp = key.fingerprint(canonical_body);
+    let retention_secs = state.config.retention.idempotency().as_secs_f64();
+    let charge_id = {
+        let mut client = state.pool.get().await?;
+        if let Some(stored) = ledger::idempotency::completed(&client, tenant, key.as_str(), retention_secs).await? {
+            return replay(state, tenant, stored, &fp);
+        }
+        let tx = client.transaction().await?;
+        match ledger::idempotency::claim(&tx, tenant, key.as_str(), &fp, retention_secs).await {
+            Ok(Claim::Owned) => {
+                ledger::crash::point("api-after-key-lock");
+                match begin(&tx).await? {
+                    Begun::Final(outcome) => {
+                        let answer = answer(outcome.map(to_wire), &applied);
+                        ledger::idempotency::store(&tx, tenant, key.as_str(), &answer).await?;
+                        tx.commit().await?;
+                        ledger::crash::point("api-after-commit");
+                        return response(answer, false);
+                    }
+                    Begun::InFlight(charge) => {
+                        ledger::idempotency::mark_in_flight(&tx, tenant, key.as_str(), charge.id).await?;
+                        tx.commit().await?;
+                        // the charge is `processing` and the key names it; the provider was not asked
+                        ledger::crash::point("card-after-charge-created");
+                        charge.id
+                    }
+                }
+            }
+            Ok(Claim::Taken(stored)) => return replay(state, tenant, stored, &fp),
+            Ok(Claim::InFlight { fingerprint, charge_id }) => {
+                if fingerprint != fp {
+                    return Err(reused());
+                }
+                // nothing to write here: the rollback releases the key row
+                charge_id
+            }
+            Err(e) => return Err(claim_failed(e)),
+        }
+    };
+    // Phase 2, no transaction and no pooled connection held while the
+    // provider answers.
+    let charge = {
+        let client = state.pool.get().await?;
+        ledger::cards::take(&**client, tenant, charge_id, state.payments.lease()).await?
+    };
+    let provider_answer = match charge.status {
+        ChargeStatus::Processing => match state.payments.ask(tenant, &charge).await {
+            Asked::Answer(answer) => Some(answer),
+            Asked::Unknown(why) => {
+                tracing::info!(charge = %charge.id, %why, "provider outcome unknown; the charge stays processing");
+                None
+            }
+        },
+        _ => None,
+    };
+    // the provider answered (or not); nothing of it is recorded yet
+    ledger::crash::point("card-after-provider");
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    match ledger::cards::complete(&tx, tenant, charge_id, provider_answer.as_ref()).await? {
+        Completion::Final(outcome) => {
+            let answer = answer(outcome.map(to_wire), &applied);
+            let first = ledger::idempotency::store_final(&tx, tenant, key.as_str(), &answer).await?;
+            tx.commit().await?;
+            // the answer is recorded and stored, the client has not heard back
+            ledger::crash::point("card-after-complete");
+            match first {
+                // a concurrent retry stored the answer first: that one it is
+                Some(stored) => response(stored.answer, true),
+                None => response(answer, false),
+            }
+        }
+        Completion::Processing(charge) => {
+            drop(tx);
+            let mut pending = json(StatusCode::ACCEPTED, &to_wire(charge));
+            pending.headers.push((header::RETRY_AFTER.to_string(), "1".to_owned()));
+            response(pending, false)
+        }
+    }
 }

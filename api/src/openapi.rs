@@ -15,7 +15,7 @@ use utoipa_actix_web::AppExt;
 
 use crate::error::{decline_status, Problem, ProblemCode};
 use crate::idempotency::{IdempotencyKey, NATURAL_KEY_REPLAYED, REPLAYED};
-use crate::routes;
+use crate::{request_id, routes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -32,7 +32,8 @@ use crate::routes;
         (name = "transfers", description = "Moving money between accounts, e.g. funding a buyer"),
         (name = "inventory", description = "Stock per SKU"),
         (name = "reservations", description = "Holding stock for an order before payment"),
-        (name = "charges", description = "Charging a buyer for an order, and refunds"),
+        (name = "charges", description = "Charging a buyer for an order (from a wallet or by card), and refunds"),
+        (name = "provider", description = "Events from the payment provider (webhooks), signed by it"),
         (name = "operations", description = "Health and readiness"),
     )
 )]
@@ -148,6 +149,19 @@ impl Modify for CommonResponses {
                 .into(),
         );
         components.headers.insert(
+            request_id::HEADER.to_owned(),
+            HeaderBuilder::new()
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String).pattern(Some(request_id::PATTERN))))
+                .description(Some(
+                    "This request's id: the client's own `X-Request-Id` when it was 1 to 64 of letters, digits \
+                     and `._-`, else a new UUID. The events the request wrote carry it to the workers \
+                     (AMQP `correlation_id` and W3C `traceparent`), whose log lines about them show it.",
+                ))
+                .example(Some("0190f3a8-6d1c-7c8e-9b1a-2f3e4d5c6b7a".into()))
+                .build()
+                .into(),
+        );
+        components.headers.insert(
             "WWW-Authenticate".to_owned(),
             string_header("The authentication scheme: `Bearer`.", "Bearer").into(),
         );
@@ -189,7 +203,7 @@ impl Modify for CommonResponses {
         let stored_declines: Vec<String> =
             ledger::DeclineKind::ALL.iter().map(|k| decline_status(*k).0.as_str().to_owned()).collect();
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let uses_db = path != "/healthz";
+            let uses_db = !matches!(path.as_str(), "/healthz" | "/metrics");
             for (is_post, op) in [(false, item.get.as_mut()), (true, item.post.as_mut())] {
                 let Some(op) = op else { continue };
                 let authenticated = op.security.is_none();
@@ -201,8 +215,10 @@ impl Modify for CommonResponses {
                         .iter()
                         .flatten()
                         .any(|p| matches!(p, RefOr::T(p) if p.name == IdempotencyKey::HEADER));
+                op.parameters.get_or_insert_with(Vec::new).push(RefOr::T(request_id_parameter()));
                 for resp in op.responses.responses.values_mut() {
                     if let RefOr::T(resp) = resp {
+                        resp.headers.insert(request_id::HEADER.to_owned(), header_ref(request_id::HEADER));
                         for (name, header) in resp.headers.iter_mut() {
                             if components.headers.contains_key(name) {
                                 *header = header_ref(name);
@@ -265,6 +281,23 @@ impl Modify for CommonResponses {
             }
         }
     }
+}
+
+/// The optional `X-Request-Id` every operation takes (`request_id`).
+fn request_id_parameter() -> utoipa::openapi::path::Parameter {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    ParameterBuilder::new()
+        .name(request_id::HEADER)
+        .parameter_in(ParameterIn::Header)
+        .required(utoipa::openapi::Required::False)
+        .description(Some(
+            "An id of the caller's for this request, echoed in the response and carried to the workers' \
+             logs. Kept when it is 1 to 64 of letters, digits and `._-`; otherwise (or when absent) the \
+             server makes one up. Never a reason to refuse a request.",
+        ))
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .example(Some("checkout-7f3a".into()))
+        .build()
 }
 
 /// The app with every route, and the document the routes make (with what

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
 use actix_web::web;
 use deadpool_postgres::Pool;
 use service::purge::{self, Target};
@@ -17,9 +18,9 @@ use crate::config::Config;
 use crate::error::{ApiError, ProblemCode};
 use crate::keys::{self, Keys};
 use crate::limits::RateLimits;
-use crate::openapi;
 use crate::routes::{self, RouteTable};
 use crate::state::AppState;
+use crate::{metrics, openapi, request_id};
 
 /// Why the API could not start.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,8 @@ pub enum StartupError {
     Retention(#[from] ledger::retention::Inconsistent),
     #[error(transparent)]
     Ledger(#[from] ledger::Error),
+    #[error("payment provider: {0}")]
+    Gateway(#[from] gateway::BuildError),
     #[error("bind {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
 }
@@ -59,7 +62,10 @@ impl Application {
             config: config.clone(),
             keys: keys.clone(),
             limits: RateLimits::new(config.rate_limit()),
+            payments: service::payments::Payments::new(&config.gateway)?,
         });
+        // the process's recorder, before the first request counts anything
+        service::telemetry::metrics();
         let route_table = web::Data::new(RouteTable::from_spec(&openapi::document()));
         let max_body = config.max_body_bytes;
         let server =
@@ -74,7 +80,9 @@ impl Application {
                     }))
                     .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", spec))
                     .default_service(web::to(routes::fallback))
-                    .wrap(TracingLogger::default())
+                    .wrap(TracingLogger::<request_id::RootSpan>::new())
+                    .wrap(from_fn(request_id::middleware))
+                    .wrap(from_fn(metrics::middleware))
             })
             .listen(listener)
             .map_err(bind)?;

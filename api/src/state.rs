@@ -1,5 +1,5 @@
 //! What every handler shares: the database pool, the configuration, the API
-//! key cache and the tenants' rate limits.
+//! key cache, the tenants' rate limits and the payment provider.
 
 use std::sync::Arc;
 
@@ -14,4 +14,5 @@ pub struct AppState {
     pub config: Config,
     pub keys: Arc<Keys>,
     pub limits: RateLimits,
+    pub payments: service::payments::Payments,
 }

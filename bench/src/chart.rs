@@ -5,6 +5,8 @@
 use plotters::prelude::*;
 use serde_json::Value;
 
+use crate::error::{Error, Result};
+
 /// One bar group: a workload at one concurrency.
 struct Group {
     label: String,
@@ -58,22 +60,22 @@ fn groups(report: &Value) -> Vec<Group> {
 
 /// Writes an SVG with two panels: requests per second, and p50/p90/p99 in
 /// milliseconds on a log scale.
-pub fn write(report: &Value, path: &str) -> Result<(), String> {
+pub fn write(report: &Value, path: &str) -> Result<()> {
     let groups = groups(report);
     if groups.is_empty() {
-        return Err("no figures to chart".into());
+        return Err(Error::Chart("no figures to chart".into()));
     }
     let n = groups.len() as f64;
     let width = (140 * groups.len()).max(900) as u32;
     let root = SVGBackend::new(path, (width, 900)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    root.fill(&WHITE).map_err(chart_err)?;
     let title = format!(
         "ledger-bench {} on {} cores, {} s per workload",
         report["git_revision"].as_str().unwrap_or("?"),
         report["cores"],
         report["duration_secs"]
     );
-    let root = root.titled(&title, ("sans-serif", 22)).map_err(|e| e.to_string())?;
+    let root = root.titled(&title, ("sans-serif", 22)).map_err(chart_err)?;
     let (top, bottom) = root.split_vertically(420);
     let label_style = ("sans-serif", 13).into_font();
     let service = RGBColor(52, 101, 164);
@@ -87,7 +89,7 @@ pub fn write(report: &Value, path: &str) -> Result<(), String> {
         .x_label_area_size(10)
         .y_label_area_size(70)
         .build_cartesian_2d(0f64..n, 0f64..max_rps)
-        .map_err(|e| e.to_string())?;
+        .map_err(chart_err)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -95,18 +97,18 @@ pub fn write(report: &Value, path: &str) -> Result<(), String> {
         .y_desc("req/s")
         .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()
-        .map_err(|e| e.to_string())?;
+        .map_err(chart_err)?;
     chart
         .draw_series(groups.iter().enumerate().map(|(i, g)| {
             let color = if g.ceiling { ceiling } else { service };
             Rectangle::new([(i as f64 + 0.15, 0.0), (i as f64 + 0.85, g.rps)], color.filled())
         }))
-        .map_err(|e| e.to_string())?;
+        .map_err(chart_err)?;
     chart
         .draw_series(groups.iter().enumerate().map(|(i, g)| {
             Text::new(format!("{:.0}", g.rps), (i as f64 + 0.2, g.rps + max_rps * 0.03), label_style.clone())
         }))
-        .map_err(|e| e.to_string())?;
+        .map_err(chart_err)?;
     chart
         .draw_series(
             groups
@@ -114,7 +116,7 @@ pub fn write(report: &Value, path: &str) -> Result<(), String> {
                 .enumerate()
                 .map(|(i, g)| Text::new(g.label.clone(), (i as f64 + 0.1, max_rps * 0.97), label_style.clone())),
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(chart_err)?;
 
     // Latency percentiles, log scale.
     // Headroom above the tallest bar for the labels.
@@ -125,7 +127,7 @@ pub fn write(report: &Value, path: &str) -> Result<(), String> {
         .x_label_area_size(10)
         .y_label_area_size(70)
         .build_cartesian_2d(0f64..n, (0.1f64..max_ms).log_scale())
-        .map_err(|e| e.to_string())?;
+        .map_err(chart_err)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -133,7 +135,7 @@ pub fn write(report: &Value, path: &str) -> Result<(), String> {
         .y_desc("ms")
         .y_label_formatter(&|v| if *v < 1.0 { format!("{v:.1}") } else { format!("{v:.0}") })
         .draw()
-        .map_err(|e| e.to_string())?;
+        .map_err(chart_err)?;
     for (k, shade) in [0.35, 0.65, 1.0].into_iter().enumerate() {
         chart
             .draw_series(groups.iter().enumerate().map(|(i, g)| {
@@ -144,13 +146,13 @@ pub fn write(report: &Value, path: &str) -> Result<(), String> {
                 let x = i as f64 + 0.12 + 0.26 * k as f64;
                 Rectangle::new([(x, 0.1), (x + 0.24, v)], color.filled())
             }))
-            .map_err(|e| e.to_string())?;
+            .map_err(chart_err)?;
     }
     chart
         .draw_series(groups.iter().enumerate().map(|(i, g)| {
             Text::new(format!("p99 {:.1}", g.p99), (i as f64 + 0.1, g.p99.max(0.1) * 1.25), label_style.clone())
         }))
-        .map_err(|e| e.to_string())?;
+        .map_err(chart_err)?;
     chart
         .draw_series(
             groups
@@ -158,7 +160,12 @@ pub fn write(report: &Value, path: &str) -> Result<(), String> {
                 .enumerate()
                 .map(|(i, g)| Text::new(g.label.clone(), (i as f64 + 0.1, max_ms / 1.3), label_style.clone())),
         )
-        .map_err(|e| e.to_string())?;
-    root.present().map_err(|e| e.to_string())?;
+        .map_err(chart_err)?;
+    root.present().map_err(chart_err)?;
     Ok(())
+}
+
+/// plotters' drawing errors are generic over the backend; only their message matters here.
+fn chart_err(e: impl std::fmt::Display) -> Error {
+    Error::Chart(e.to_string())
 }

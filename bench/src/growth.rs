@@ -71,6 +71,7 @@ use serde_json::{json, Value};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
+use crate::error::{Error, Result};
 use crate::{closed_loop, new_charge, round, Accounts, Args, Figures, Http, Wrong};
 
 /// Ledger transactions per insert statement (three entries each).
@@ -175,10 +176,11 @@ fn p99(f: &Figures) -> f64 {
     f.hist.value_at_quantile(0.99).max(1) as f64
 }
 
-fn err(e: tokio_postgres::Error) -> String {
+/// A seeding statement that failed, with PostgreSQL's code and message.
+fn err(e: tokio_postgres::Error) -> Error {
     match e.as_db_error() {
-        Some(db) => format!("growth seeding: {}: {}", db.code().code(), db.message()),
-        None => format!("growth seeding: {e}"),
+        Some(db) => Error::Seeding(format!("{}: {}", db.code().code(), db.message())),
+        None => Error::Postgres(e),
     }
 }
 
@@ -210,12 +212,12 @@ async fn measure(
     out
 }
 
-async fn count_entries(db: &Client) -> Result<i64, String> {
+async fn count_entries(db: &Client) -> Result<i64> {
     db.query_one("SELECT count(*) FROM ledger_entries", &[]).await.map(|r| r.get(0)).map_err(err)
 }
 
 /// The growth step: measure, seed, measure.
-pub async fn run(args: &Args, db_url: &str, http: &Rc<Http>, acc: &Rc<Accounts>) -> Result<Growth, String> {
+pub async fn run(args: &Args, db_url: &str, http: &Rc<Http>, acc: &Rc<Accounts>) -> Result<Growth> {
     let mut created = 0;
     let mut wrong = Vec::new();
     let empty = measure(args, http, acc, "new charge (empty)", "ge", &mut created, &mut wrong).await;
@@ -263,8 +265,8 @@ pub async fn run(args: &Args, db_url: &str, http: &Rc<Http>, acc: &Rc<Accounts>)
 
 /// Seeds `transactions` three-leg ledger transactions in one database
 /// transaction (see the module docs).
-async fn seed(db: &Client, acc: &Accounts, transactions: i64) -> Result<(), String> {
-    let parse = |s: &String| Uuid::parse_str(s).map_err(|e| format!("account id {s}: {e}"));
+async fn seed(db: &Client, acc: &Accounts, transactions: i64) -> Result<()> {
+    let parse = |s: &String| Uuid::parse_str(s).map_err(|e| Error::Seeding(format!("account id {s}: {e}")));
     let buyers = acc.buyers.iter().map(parse).collect::<Result<Vec<_>, _>>()?;
     let sellers = acc.sellers.iter().map(parse).collect::<Result<Vec<_>, _>>()?;
     let platform = parse(&acc.platform)?;
@@ -338,7 +340,7 @@ async fn seed(db: &Client, acc: &Accounts, transactions: i64) -> Result<(), Stri
         .map_err(err)?;
     let (named, moved): (i64, i64) = (row.get(0), row.get(1));
     if named != moved {
-        return Err(format!("growth seeding: the entries name {named} accounts, {moved} of them exist"));
+        return Err(Error::Seeding(format!("the entries name {named} accounts, {moved} of them exist")));
     }
     // Then every seeded transaction: all its legs, in one currency, summing
     // to zero. Grouping millions of transactions in a hash table spills to
@@ -357,9 +359,9 @@ async fn seed(db: &Client, acc: &Accounts, transactions: i64) -> Result<(), Stri
         .map_err(err)?;
     let (checked, broken): (i64, i64) = (row.get(0), row.get(1));
     if checked != transactions || broken != 0 {
-        return Err(format!(
-            "growth seeding: {checked} seeded transactions found (expected {transactions}), {broken} unbalanced"
-        ));
+        return Err(Error::Seeding(format!(
+            "{checked} seeded transactions found (expected {transactions}), {broken} unbalanced"
+        )));
     }
     let check_secs = t.elapsed().as_secs_f64();
     db.batch_execute("COMMIT; RESET session_replication_role").await.map_err(err)?;

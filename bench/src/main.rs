@@ -6,6 +6,7 @@
 //! binary (see `messaging`).
 
 mod chart;
+mod error;
 mod growth;
 mod messaging;
 mod pgbench;
@@ -19,6 +20,8 @@ use awc::http::StatusCode;
 use clap::Parser;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Throughput and latency of the ledger API, beside pgbench running the same SQL")]
@@ -207,7 +210,7 @@ struct Http {
 }
 
 impl Http {
-    async fn post(&self, path: &str, key: &str, body: Vec<u8>) -> Result<(u16, bool, Vec<u8>), String> {
+    async fn post(&self, path: &str, key: &str, body: Vec<u8>) -> Result<(u16, bool, Vec<u8>)> {
         let mut res = self
             .client
             .post(format!("{}{}", self.base, path))
@@ -216,9 +219,9 @@ impl Http {
             .insert_header(("Content-Type", "application/json"))
             .send_body(body)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Error::Http(e.to_string()))?;
         let replayed = res.headers().get("idempotent-replayed").is_some_and(|v| v.as_bytes() == b"true");
-        let body = res.body().limit(1 << 20).await.map_err(|e| e.to_string())?.to_vec();
+        let body = res.body().limit(1 << 20).await.map_err(|e| Error::Http(e.to_string()))?.to_vec();
         let status = res.status().as_u16();
         if !(200..300).contains(&status) {
             // The first few wrong answers are shown: a count alone does not say why.
@@ -295,7 +298,7 @@ fn sku_for(i: usize) -> String {
     }
 }
 
-fn check_created(w: &mut Wrong, r: &Result<(u16, bool, Vec<u8>), String>) -> bool {
+fn check_created(w: &mut Wrong, r: &Result<(u16, bool, Vec<u8>)>) -> bool {
     match r {
         Ok((status, _, _)) if !(200..300).contains(status) => w.non_2xx += 1,
         Ok((201, _, _)) => return true,
@@ -442,7 +445,7 @@ async fn main() {
         async move { run(&args, &db_url).await }
     })
     .await
-    .unwrap_or_else(|_| Err("the benchmark panicked".into()));
+    .unwrap_or_else(|_| Err(Error::Panicked));
 
     if !args.keep_db {
         admin.batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)")).await.unwrap();
@@ -460,7 +463,7 @@ async fn main() {
     });
 }
 
-async fn run(args: &Args, db_url: &str) -> Result<bool, String> {
+async fn run(args: &Args, db_url: &str) -> Result<bool> {
     api(args, db_url, &["migrate"]);
     let key = api(args, db_url, &["create-tenant", "bench"]);
     let port = free_port();
@@ -473,7 +476,7 @@ async fn run(args: &Args, db_url: &str) -> Result<bool, String> {
         // would measure itself, not the service
         .env("RATE_LIMIT_PER_SEC", "0")
         .spawn()
-        .map_err(|e| e.to_string())?;
+        .map_err(|source| Error::Spawn { program: args.api_bin.clone(), source })?;
     let server = Server { child, base: format!("http://127.0.0.1:{port}"), key };
     let http = Rc::new(Http { client: client(), base: server.base.clone(), auth: format!("Bearer {}", server.key) });
     let up = Instant::now();
@@ -484,7 +487,7 @@ async fn run(args: &Args, db_url: &str) -> Result<bool, String> {
             }
         }
         if up.elapsed() > Duration::from_secs(30) {
-            return Err("the API did not come up".into());
+            return Err(Error::NotUp("the API"));
         }
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     }
@@ -521,7 +524,7 @@ async fn run(args: &Args, db_url: &str) -> Result<bool, String> {
         // afresh, and it was counted wrong already.)
         let sent: Vec<Sent> = sent.into_iter().filter(|s| s.status == 201).collect();
         if sent.is_empty() {
-            return Err("no charge was created: nothing to replay".into());
+            return Err(Error::NothingToReplay);
         }
         let sent = Rc::new(sent);
         let next = Rc::new(Cell::new(0usize));
@@ -632,7 +635,7 @@ async fn run(args: &Args, db_url: &str) -> Result<bool, String> {
     drop(server);
 
     // Duplicate effects: every 201 is one charge and one ledger transaction, no more.
-    let (db, conn) = tokio_postgres::connect(db_url, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+    let (db, conn) = tokio_postgres::connect(db_url, tokio_postgres::NoTls).await?;
     actix_web::rt::spawn(conn);
     let count = |sql: &'static str| {
         let db = &db;
@@ -650,19 +653,16 @@ async fn run(args: &Args, db_url: &str) -> Result<bool, String> {
     if !args.no_pgbench {
         // pgbench picks buyers and sellers by number, as the generator does.
         db.batch_execute("CREATE TABLE bench_pick (n int PRIMARY KEY, buyer uuid NOT NULL, seller uuid NOT NULL)")
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         for (n, buyer) in accounts.buyers.iter().enumerate() {
             let seller = &accounts.sellers[n % accounts.sellers.len()];
             db.execute(
                 "INSERT INTO bench_pick VALUES ($1, $2::text::uuid, $3::text::uuid)",
                 &[&(n as i32), buyer, seller],
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         }
-        let tenant: uuid::Uuid =
-            db.query_one("SELECT id FROM tenants LIMIT 1", &[]).await.map_err(|e| e.to_string())?.get(0);
+        let tenant: uuid::Uuid = db.query_one("SELECT id FROM tenants LIMIT 1", &[]).await?.get(0);
         let keyhash: String = ledger::tenants::hash_key(&server_key).iter().map(|b| format!("{b:02x}")).collect();
         let payload = json!({"message_id": uuid::Uuid::now_v7(), "type": "charge.succeeded", "version": 1,
             "tenant_id": tenant, "order_id": "o16-0-0", "occurred_at": "2026-11-23T00:00:00Z",
@@ -697,7 +697,7 @@ async fn run(args: &Args, db_url: &str) -> Result<bool, String> {
                     &[],
                 )
                 .await
-                .map_err(|e| e.to_string())?
+                ?
                 .get::<_, i32>(0)
                 .into();
             let clients = c.min(free.max(1) as usize);
@@ -796,9 +796,9 @@ async fn run(args: &Args, db_url: &str) -> Result<bool, String> {
         "passed": ok,
     });
     if let Some(dir) = std::path::Path::new(&args.out).parent() {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&report).unwrap()).map_err(|e| e.to_string())?;
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report).unwrap())?;
     println!("written: {}", args.out);
     let svg = std::path::Path::new(&args.out).with_extension("svg");
     let svg = svg.to_string_lossy();

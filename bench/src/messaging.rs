@@ -79,6 +79,7 @@ use tokio_postgres::Client;
 use workers::relay;
 use workers::topology::{self, Names};
 
+use crate::error::{Error, Result};
 use crate::{closed_loop, peak_rss_kib, purchase, round, terminate, Accounts, Args, Figures, Http, Wrong};
 
 /// The live purchase workload's name in the table.
@@ -228,7 +229,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn start(env: &Env, role: &'static str) -> Result<Worker, String> {
+    fn start(env: &Env, role: &'static str) -> Result<Worker> {
         let child = Command::new(&env.bin)
             .arg(role)
             .env("DATABASE_URL", &env.db_url)
@@ -241,13 +242,13 @@ impl Worker {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
-            .map_err(|e| format!("cannot run {}: {e} (build it with `cargo build --release -p workers`)", env.bin))?;
+            .map_err(|source| Error::Spawn { program: env.bin.clone(), source })?;
         Ok(Worker { role, child: Some(child) })
     }
 
-    fn check_alive(&mut self) -> Result<(), String> {
+    fn check_alive(&mut self) -> Result<()> {
         match self.child.as_mut().map(|c| c.try_wait()) {
-            Some(Ok(Some(status))) => Err(format!("ledger-workers {} exited: {status}", self.role)),
+            Some(Ok(Some(status))) => Err(Error::WorkerExited { role: self.role, status }),
             _ => Ok(()),
         }
     }
@@ -312,16 +313,12 @@ async fn delete_topology(conn: &Connection, names: &Names) {
     }
 }
 
-fn e(e: impl std::fmt::Display) -> String {
-    e.to_string()
+async fn count(db: &Client, sql: &str) -> Result<i64> {
+    Ok(db.query_one(sql, &[]).await?.get::<_, i64>(0))
 }
 
-async fn count(db: &Client, sql: &str) -> Result<i64, String> {
-    db.query_one(sql, &[]).await.map(|r| r.get::<_, i64>(0)).map_err(e)
-}
-
-async fn float(db: &Client, sql: &str) -> Result<f64, String> {
-    db.query_one(sql, &[]).await.map(|r| r.get::<_, Option<f64>>(0).unwrap_or(0.0)).map_err(e)
+async fn float(db: &Client, sql: &str) -> Result<f64> {
+    Ok(db.query_one(sql, &[]).await?.get::<_, Option<f64>>(0).unwrap_or(0.0))
 }
 
 /// Polls `sql` (a count, and the database clock as epoch seconds) every
@@ -333,10 +330,10 @@ async fn poll_until(
     workers: &mut [&mut Worker],
     limit: Duration,
     what: &str,
-) -> Result<f64, String> {
+) -> Result<f64> {
     let deadline = Instant::now() + limit;
     loop {
-        let row = db.query_one(sql, &[]).await.map_err(e)?;
+        let row = db.query_one(sql, &[]).await?;
         let (n, at): (i64, f64) = (row.get(0), row.get(1));
         if n >= target {
             return Ok(at);
@@ -345,40 +342,39 @@ async fn poll_until(
             w.check_alive()?;
         }
         if Instant::now() > deadline {
-            return Err(format!("{what}: {n} of {target} after {} s", limit.as_secs()));
+            return Err(Error::Timeout { what: what.to_owned(), reached: n, target, secs: limit.as_secs() });
         }
         actix_web::rt::time::sleep(every).await;
     }
 }
 
 /// Messages waiting in a queue, and its consumers (a passive declare).
-async fn queue_counts(conn: &Connection, queue: &str) -> Result<(u32, u32), String> {
-    let ch = conn.create_channel().await.map_err(e)?;
+async fn queue_counts(conn: &Connection, queue: &str) -> Result<(u32, u32)> {
+    let ch = conn.create_channel().await?;
     let q = ch
         .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, Default::default())
         .await
-        .map_err(|err| format!("queue {queue}: {err}"))?;
+        .map_err(|source| Error::Queue { queue: queue.to_owned(), source })?;
     let _ = ch.close(200, "".into()).await;
     Ok((q.message_count(), q.consumer_count()))
 }
 
 /// The plain loop: the relay's publishing, without the database. Returns the seconds it took.
-async fn plain_loop(conn: &Connection, names: &Names, messages: &[(String, String, String)]) -> Result<f64, String> {
-    let ch = conn.create_channel().await.map_err(e)?;
-    topology::declare(&ch, names, DELIVERY_LIMIT).await.map_err(e)?;
-    ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(e)?;
+async fn plain_loop(conn: &Connection, names: &Names, messages: &[(String, String, String)]) -> Result<f64> {
+    let ch = conn.create_channel().await?;
+    topology::declare(&ch, names, DELIVERY_LIMIT).await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
     let t0 = Instant::now();
     for batch in messages.chunks(RELAY_BATCH) {
         let mut sent = Vec::with_capacity(batch.len());
         for (message_id, event_type, payload) in batch {
-            let copies =
-                relay::publish_event(&ch, names, message_id, event_type, payload.as_bytes()).await.map_err(e)?;
+            let copies = relay::publish_event(&ch, names, message_id, event_type, payload.as_bytes()).await?;
             sent.push((message_id, copies));
         }
         for (message_id, copies) in sent {
-            match relay::settle(message_id, copies).await.map_err(e)? {
+            match relay::settle(message_id, copies).await? {
                 relay::Settled::Delivered => {}
-                relay::Settled::Returned(why) => return Err(format!("the plain loop's event was returned: {why}")),
+                relay::Settled::Returned(why) => return Err(Error::Returned(why.to_string())),
             }
         }
     }
@@ -387,7 +383,7 @@ async fn plain_loop(conn: &Connection, names: &Names, messages: &[(String, Strin
     Ok(secs)
 }
 
-pub async fn run(args: &Args, db_url: &str, http: Rc<Http>, accounts: Rc<Accounts>) -> Result<Report, String> {
+pub async fn run(args: &Args, db_url: &str, http: Rc<Http>, accounts: Rc<Accounts>) -> Result<Report> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let env = Env {
         bin: args.workers_bin.clone(),
@@ -416,12 +412,10 @@ async fn measure(
     plain_names: &Names,
     http: Rc<Http>,
     accounts: Rc<Accounts>,
-) -> Result<Report, String> {
-    let (db, conn) = tokio_postgres::connect(&env.db_url, tokio_postgres::NoTls).await.map_err(e)?;
+) -> Result<Report> {
+    let (db, conn) = tokio_postgres::connect(&env.db_url, tokio_postgres::NoTls).await?;
     actix_web::rt::spawn(conn);
-    let amqp = Connection::connect(&env.amqp_url, ConnectionProperties::default())
-        .await
-        .map_err(|err| format!("RabbitMQ at {}: {err}", env.amqp_url))?;
+    let amqp = Connection::connect(&env.amqp_url, ConnectionProperties::default()).await?;
     let mut checks: Vec<(&'static str, i64)> = Vec::new();
     let mut rss = [0u64; 3];
 
@@ -431,15 +425,14 @@ async fn measure(
             "SELECT message_id::text, event_type, payload::text FROM outbox WHERE published_at IS NULL ORDER BY id",
             &[],
         )
-        .await
-        .map_err(e)?;
+        .await?;
     let messages: Vec<(String, String, String)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
     let n = messages.len() as i64;
     let routed_to = |events: &[&str]| messages.iter().filter(|m| events.contains(&m.1.as_str())).count() as i64;
     let (routed, routed_email) = (routed_to(topology::INVENTORY_EVENTS), routed_to(topology::EMAIL_EVENTS));
     let outbox_total = count(&db, "SELECT count(*) FROM outbox").await?;
     if n == 0 || n != outbox_total {
-        return Err(format!("expected an unpublished outbox backlog, found {n} unpublished of {outbox_total}"));
+        return Err(Error::NoBacklog { unpublished: n, total: outbox_total });
     }
 
     // 1. The plain loop, on its own topology, deleted before the relay runs.
@@ -494,8 +487,8 @@ async fn measure(
     checks.push(("stock commits off after the backlog", count(&db, COMMITS_OFF).await?));
 
     // 4. The email queue's backlog goes, so that the live step starts without one.
-    let ch = amqp.create_channel().await.map_err(e)?;
-    ch.queue_purge(names.email.as_str().into(), QueuePurgeOptions::default()).await.map_err(e)?;
+    let ch = amqp.create_channel().await?;
+    ch.queue_purge(names.email.as_str().into(), QueuePurgeOptions::default()).await?;
     let _ = ch.close(200, "".into()).await;
 
     // 5. Live: the three workers beside the API under the purchase workload.
@@ -516,7 +509,7 @@ async fn measure(
             w.check_alive()?;
         }
         if Instant::now() > deadline {
-            return Err("the workers did not come up".into());
+            return Err(Error::NotUp("the workers"));
         }
         actix_web::rt::time::sleep(POLL).await;
     }
@@ -568,8 +561,7 @@ async fn measure(
                       WHERE c.order_id LIKE 'e%' AND r.status = 'committed') l",
             &[],
         )
-        .await
-        .map_err(e)?;
+        .await?;
     let lag = Lag { orders: row.get(0), p50_ms: row.get(1), p99_ms: row.get(2), max_ms: row.get(3) };
     for (i, w) in [relay, inventory, email].into_iter().enumerate() {
         rss[i] = rss[i].max(w.stop());

@@ -11,6 +11,7 @@
 
 use std::process::Command;
 
+use crate::error::{Error, Result};
 use crate::{new_hist, Figures};
 
 /// Replaces `$N` with `:name` (highest N first so `$1` never eats `$10`).
@@ -53,7 +54,7 @@ pub fn script(buyers: usize) -> String {
             "txid", "email",
         ],
     ));
-    s.push_str(&bind(ledger::outbox::ENQUEUE_SQL, &["msgid", "tenant", "event", "orderid", "payload"]));
+    s.push_str(&bind(ledger::outbox::ENQUEUE_SQL, &["msgid", "tenant", "event", "orderid", "payload", "msgid"]));
     s.push_str(&bind(
         ledger::idempotency::STORE_SQL,
         &["tenant", "orderid", "status", "contenttype", "headers", "answer"],
@@ -72,11 +73,11 @@ pub async fn run(
     db_url: &str,
     buyers: usize,
     fixed: &[(&str, String)],
-) -> Result<Figures, String> {
+) -> Result<Figures> {
     let dir = std::env::temp_dir().join(format!("ledger-bench-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&dir)?;
     let script_path = dir.join("charge.sql");
-    std::fs::write(&script_path, script(buyers)).map_err(|e| e.to_string())?;
+    std::fs::write(&script_path, script(buyers))?;
     let prefix = dir.join("log");
     let pgbench = |secs: u64, log: bool| {
         let mut cmd = Command::new("pgbench");
@@ -91,9 +92,9 @@ pub async fn run(
             cmd.arg("-l").arg("--log-prefix").arg(&prefix);
         }
         cmd.arg(db_url);
-        let out = cmd.output().map_err(|e| format!("cannot run pgbench: {e}"))?;
+        let out = cmd.output().map_err(|source| Error::Spawn { program: "pgbench".into(), source })?;
         if !out.status.success() {
-            return Err(format!("pgbench: {}", String::from_utf8_lossy(&out.stderr)));
+            return Err(Error::Pgbench(String::from_utf8_lossy(&out.stderr).into_owned()));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
@@ -108,22 +109,22 @@ pub async fn run(
         .unwrap_or(0);
     let mut hist = new_hist();
     let mut requests = 0;
-    for entry in std::fs::read_dir(&dir).map_err(|e| e.to_string())? {
-        let path = entry.map_err(|e| e.to_string())?.path();
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
         if !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("log")) {
             continue;
         }
-        for line in std::fs::read_to_string(&path).map_err(|e| e.to_string())?.lines() {
+        for line in std::fs::read_to_string(&path)?.lines() {
             // client_id transaction_no time script_no time_epoch time_us
             if let Some(us) = line.split_whitespace().nth(2).and_then(|v| v.parse::<u64>().ok()) {
-                hist.record(us.max(1)).map_err(|e| e.to_string())?;
+                hist.record(us.max(1))?;
                 requests += 1;
             }
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
     if failed > 0 {
-        return Err(format!("{failed} failed pgbench transactions"));
+        return Err(Error::PgbenchFailed(failed));
     }
     let workload =
         if clients == concurrency { "pgbench (charge SQL)".to_owned() } else { format!("pgbench ({clients} conns)") };

@@ -62,20 +62,45 @@ pub const INVARIANTS: &[Invariant] = &[
     },
     Invariant {
         name: "charge_matches_ledger",
-        promise: "every charge debited its buyer exactly its amount in its own ledger transaction",
+        promise: "every succeeded charge debited its buyer (or, paid by card, its provider clearing account) exactly \
+                  its amount in its own ledger transaction, and a charge that did not succeed moved nothing",
         quiesced: false,
-        sql: "SELECT jsonb_build_object('charge_id', c.id, 'amount', c.amount, 'buyer_debit', -coalesce(sum(e.amount), 0)) \
-                FROM charges c LEFT JOIN ledger_entries e \
-                  ON e.transaction_id = c.transaction_id AND e.account_id = c.buyer_account_id \
-               GROUP BY c.id, c.amount HAVING -coalesce(sum(e.amount), 0) <> c.amount",
+        sql: "SELECT jsonb_build_object('charge_id', c.id, 'status', c.status, 'amount', c.amount, \
+                     'debit', -coalesce(sum(e.amount), 0), 'transaction_id', c.transaction_id) \
+                FROM charges c LEFT JOIN card_charges k ON k.charge_id = c.id \
+                LEFT JOIN ledger_entries e \
+                  ON e.transaction_id = c.transaction_id \
+                 AND e.account_id = coalesce(c.buyer_account_id, k.clearing_account_id) \
+               GROUP BY c.id, c.amount, c.status, c.transaction_id \
+              HAVING (c.status = 'succeeded' AND -coalesce(sum(e.amount), 0) <> c.amount) \
+                  OR (c.status <> 'succeeded' AND c.transaction_id IS NOT NULL)",
+    },
+    Invariant {
+        name: "card_charge_has_one_provider_payment",
+        promise: "every charge is paid by exactly one of a wallet or a card; every succeeded card charge has one \
+                  provider payment id, its clearing account and one ledger transaction, and no provider payment \
+                  pays two charges",
+        quiesced: false,
+        sql: "SELECT jsonb_build_object('charge_id', c.id, 'status', c.status, 'buyer_account_id', c.buyer_account_id, \
+                     'card', k.charge_id IS NOT NULL, 'provider_payment_id', k.provider_payment_id, \
+                     'clearing_account_id', k.clearing_account_id, 'transaction_id', c.transaction_id, \
+                     'charges_with_this_payment', (SELECT count(*) FROM card_charges o \
+                                                    WHERE o.provider_payment_id = k.provider_payment_id)) \
+                FROM charges c LEFT JOIN card_charges k ON k.charge_id = c.id \
+               WHERE (c.buyer_account_id IS NULL) = (k.charge_id IS NULL) \
+                  OR (k.charge_id IS NOT NULL AND c.status = 'succeeded' \
+                      AND (k.provider_payment_id IS NULL OR k.clearing_account_id IS NULL OR c.transaction_id IS NULL)) \
+                  OR (k.provider_payment_id IS NOT NULL AND (SELECT count(*) FROM card_charges o \
+                                                             WHERE o.provider_payment_id = k.provider_payment_id) > 1)",
     },
     Invariant {
         name: "refund_matches_ledger",
         promise: "every refund credited its charge's buyer exactly its amount in its own ledger transaction",
         quiesced: false,
         sql: "SELECT jsonb_build_object('refund_id', r.id, 'amount', r.amount, 'buyer_credit', coalesce(sum(e.amount), 0)) \
-                FROM refunds r JOIN charges c ON c.id = r.charge_id \
-                LEFT JOIN ledger_entries e ON e.transaction_id = r.transaction_id AND e.account_id = c.buyer_account_id \
+                FROM refunds r JOIN charges c ON c.id = r.charge_id LEFT JOIN card_charges k ON k.charge_id = c.id \
+                LEFT JOIN ledger_entries e ON e.transaction_id = r.transaction_id \
+                      AND e.account_id = coalesce(c.buyer_account_id, k.clearing_account_id) \
                GROUP BY r.id, r.amount HAVING coalesce(sum(e.amount), 0) <> r.amount",
     },
     Invariant {
@@ -101,14 +126,13 @@ pub const INVARIANTS: &[Invariant] = &[
     },
     Invariant {
         name: "one_succeeded_charge_per_order",
-        promise: "at most one succeeded charge per (tenant, order), whatever the attempts",
+        promise: "at most one succeeded (or still processing) charge per (tenant, order), whatever the attempts",
         quiesced: false,
-        // every charge row is a succeeded charge (a decline writes none);
-        // when charges carry a status, this counts the succeeded ones only
+        // a processing card charge may still succeed: it counts as paid
         sql: "SELECT jsonb_build_object('tenant_id', tenant_id, 'order_id', order_id, \
                      'charge_ids', jsonb_agg(id ORDER BY attempt), 'attempts', jsonb_agg(attempt ORDER BY attempt), \
-                     'amounts', jsonb_agg(amount ORDER BY attempt)) \
-                FROM charges GROUP BY tenant_id, order_id HAVING count(*) > 1",
+                     'statuses', jsonb_agg(status ORDER BY attempt), 'amounts', jsonb_agg(amount ORDER BY attempt)) \
+                FROM charges WHERE status <> 'failed' GROUP BY tenant_id, order_id HAVING count(*) > 1",
     },
     Invariant {
         name: "one_reservation_per_order_sku",
@@ -264,7 +288,18 @@ pub const INVARIANTS: &[Invariant] = &[
                      'status', r.status, 'charge_ids', jsonb_agg(c.id ORDER BY c.id)) \
                 FROM reservations r JOIN charges c \
                   ON c.tenant_id = r.tenant_id AND c.order_id = r.order_id AND c.created_at >= r.created_at \
+                 AND c.status = 'succeeded' \
                WHERE r.status = 'held' GROUP BY r.id",
+    },
+    Invariant {
+        name: "card_charge_not_left_processing",
+        promise: "after quiescence, no card charge is still processing past its lease: the client's retry, the \
+                  completer or a webhook gave it its final status",
+        quiesced: true,
+        sql: "SELECT jsonb_build_object('charge_id', c.id, 'tenant_id', c.tenant_id, 'order_id', c.order_id, \
+                     'attempt', c.attempt, 'lease_until', k.lease_until, 'created_at', c.created_at) \
+                FROM charges c JOIN card_charges k ON k.charge_id = c.id \
+               WHERE c.status = 'processing' AND k.lease_until < now()",
     },
     Invariant {
         name: "email_at_most_once",

@@ -29,7 +29,10 @@ pub struct Charge {
     pub id: Uuid,
     pub order_id: String,
     pub attempt: i32,
-    pub buyer_account_id: Uuid,
+    /// The buyer's wallet; `None` for a card charge.
+    pub buyer_account_id: Option<Uuid>,
+    /// The provider token of a card charge; `None` for a wallet charge.
+    pub payment_method: Option<String>,
     pub seller_account_id: Uuid,
     pub amount: Decimal,
     pub currency: Currency,
@@ -39,9 +42,31 @@ pub struct Charge {
     pub status: ChargeStatus,
     /// Where the order confirmation email goes, if anywhere.
     pub receipt_email: Option<String>,
-    /// The ledger transaction that moved the money.
-    pub transaction_id: Uuid,
+    /// The ledger transaction that moved the money; `None` until a card
+    /// charge succeeded, and for a failed one.
+    pub transaction_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
+    /// A card charge's Idempotency-Key at the provider (never shown).
+    pub provider_key: Option<String>,
+    /// The provider's payment, once it answered.
+    pub provider_payment_id: Option<String>,
+    /// Why the provider declined a failed card charge.
+    pub decline_code: Option<String>,
+    /// The tenant's provider clearing account a succeeded card charge was
+    /// taken from.
+    pub clearing_account_id: Option<Uuid>,
+}
+
+impl Charge {
+    /// The account the charge debited (or will): the buyer's wallet, or the
+    /// provider clearing account of a card charge.
+    pub fn debited_account(&self) -> Option<Uuid> {
+        self.buyer_account_id.or(self.clearing_account_id)
+    }
+
+    pub fn is_card(&self) -> bool {
+        self.payment_method.is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,44 +77,67 @@ pub struct PlatformFee {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChargeStatus {
+    /// A card charge whose provider answer is not recorded yet: nothing
+    /// moved in the ledger.
+    Processing,
     Succeeded,
     PartiallyRefunded,
     Refunded,
+    /// A card charge the provider declined: nothing moved.
+    Failed,
+}
+
+impl ChargeStatus {
+    /// Whether the money moved (a succeeded charge, refunded or not).
+    pub fn paid(self) -> bool {
+        matches!(self, ChargeStatus::Succeeded | ChargeStatus::PartiallyRefunded | ChargeStatus::Refunded)
+    }
 }
 
 impl From<&Charge> for ChargeSucceededV1 {
+    /// Only for a succeeded charge (it has its transaction and debited account).
     fn from(c: &Charge) -> Self {
         ChargeSucceededV1 {
             id: c.id,
             order_id: c.order_id.clone(),
             attempt: c.attempt,
-            buyer_account_id: c.buyer_account_id,
+            buyer_account_id: c.debited_account().expect("a succeeded charge debited an account"),
             seller_account_id: c.seller_account_id,
             amount: c.amount,
             currency: c.currency,
             platform_fee: c.platform_fee.as_ref().map(|f| PlatformFeeV1 { account_id: f.account_id, amount: f.amount }),
             refunded_amount: c.refunded_amount,
             status: match c.status {
-                ChargeStatus::Succeeded => ChargeStatusV1::Succeeded,
                 ChargeStatus::PartiallyRefunded => ChargeStatusV1::PartiallyRefunded,
                 ChargeStatus::Refunded => ChargeStatusV1::Refunded,
+                _ => ChargeStatusV1::Succeeded,
             },
             receipt_email: c.receipt_email.clone(),
-            transaction_id: c.transaction_id,
+            transaction_id: c.transaction_id.expect("a succeeded charge has its transaction"),
             created_at: c.created_at,
+            payment_method: c.payment_method.clone(),
         }
     }
 }
 
-const COLUMNS: &str = "id, order_id, attempt, buyer_account_id, seller_account_id, amount, currency, \
-                       platform_account_id, fee, refunded_amount, refunded_fee, transaction_id, created_at, receipt_email";
+/// A charge's columns, wallet and card alike, read from [`FROM`].
+pub(crate) const COLUMNS: &str = "c.id, c.order_id, c.attempt, c.buyer_account_id, c.seller_account_id, c.amount, \
+     c.currency, c.platform_account_id, c.fee, c.refunded_amount, c.refunded_fee, c.transaction_id, c.created_at, \
+     c.receipt_email, c.status, k.payment_method, k.provider_key, k.provider_payment_id, k.decline_code, \
+     k.clearing_account_id";
+/// A charge and, for a card charge, its `card_charges` row.
+pub(crate) const FROM: &str = "charges c LEFT JOIN card_charges k ON k.charge_id = c.id";
+/// What a wallet charge's INSERT returns: [`COLUMNS`], the card's empty.
+const WALLET_RETURNING: &str = "id, order_id, attempt, buyer_account_id, seller_account_id, amount, currency, \
+     platform_account_id, fee, refunded_amount, refunded_fee, transaction_id, created_at, receipt_email, status, \
+     NULL::text, NULL::text, NULL::text, NULL::text, NULL::uuid";
 
 /// Inserts a charge (`ledger-bench` runs it in pgbench too).
 pub fn insert_sql() -> String {
     format!(
         "INSERT INTO charges (id, tenant_id, order_id, attempt, buyer_account_id, seller_account_id, \
                               platform_account_id, amount, fee, currency, transaction_id, receipt_email) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLUMNS}"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {WALLET_RETURNING}"
     )
 }
 
@@ -97,24 +145,30 @@ pub fn insert_sql() -> String {
 /// charge, its attempt's and its order's, in one lookup (`ledger-bench` runs
 /// it in pgbench too).
 pub fn find_order_sql() -> String {
-    format!("SELECT {COLUMNS} FROM charges WHERE tenant_id = $1 AND order_id = $2 ORDER BY attempt")
+    format!("SELECT {COLUMNS} FROM {FROM} WHERE c.tenant_id = $1 AND c.order_id = $2 ORDER BY c.attempt")
 }
 
 /// A charge row with the columns refunds need that the API does not show.
-struct ChargeRow {
-    charge: Charge,
-    fee: Decimal,
-    refunded_fee: Decimal,
+pub(crate) struct ChargeRow {
+    pub(crate) charge: Charge,
+    pub(crate) fee: Decimal,
+    pub(crate) refunded_fee: Decimal,
 }
 
-fn from_row(row: &Row) -> Result<ChargeRow> {
+pub(crate) fn from_row(row: &Row) -> Result<ChargeRow> {
     let currency = crate::stored::currency(row.get(6))?;
     let amount = currency.normalize(row.get(5));
     let fee: Decimal = currency.normalize(row.get(8));
     let refunded_amount = currency.normalize(row.get(9));
     let platform: Option<Uuid> = row.get(7);
-    let status = if refunded_amount.is_zero() {
-        ChargeStatus::Succeeded
+    let status = match row.get::<_, &str>(14) {
+        "processing" => ChargeStatus::Processing,
+        "failed" => ChargeStatus::Failed,
+        "succeeded" => ChargeStatus::Succeeded,
+        other => return Err(Error::unknown("charge status", other)),
+    };
+    let status = if status != ChargeStatus::Succeeded || refunded_amount.is_zero() {
+        status
     } else if refunded_amount < amount {
         ChargeStatus::PartiallyRefunded
     } else {
@@ -135,6 +189,11 @@ fn from_row(row: &Row) -> Result<ChargeRow> {
             receipt_email: row.get(13),
             transaction_id: row.get(11),
             created_at: row.get(12),
+            payment_method: row.get(15),
+            provider_key: row.get(16),
+            provider_payment_id: row.get(17),
+            decline_code: row.get(18),
+            clearing_account_id: row.get(19),
         },
         fee,
         refunded_fee: currency.normalize(row.get(10)),
@@ -154,7 +213,7 @@ pub struct NewCharge<'a> {
 
 impl NewCharge<'_> {
     fn same_as(&self, c: &Charge) -> bool {
-        self.buyer == c.buyer_account_id
+        Some(self.buyer) == c.buyer_account_id
             && self.seller == c.seller_account_id
             && self.amount == c.amount
             && self.currency == c.currency
@@ -200,10 +259,10 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge<'_>)
         }
         return Ok(Outcome::Existing(existing.clone()));
     }
-    // Then the order's: every charge row is a succeeded charge (a decline
-    // writes none), so any charge of the order means it is paid. When charges
-    // carry a status, only a succeeded one refuses the order here.
-    if let Some(paid) = order.first() {
+    // Then the order's: a wallet decline writes no row, a card decline
+    // leaves a `failed` one; any other charge of the order paid it, or may
+    // still (a card charge `processing`).
+    if let Some(paid) = order.iter().find(|c| c.status != ChargeStatus::Failed) {
         return Err(Error::OrderAlreadyCharged { order_id: new.order_id.to_owned(), charge_id: paid.id });
     }
     let fee = new.platform_fee.as_ref().map_or(Decimal::ZERO, |f| f.amount);
@@ -241,7 +300,7 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge<'_>)
 
 pub async fn get(client: &impl GenericClient, tenant: TenantId, id: Uuid) -> Result<Charge> {
     let row = client
-        .query_opt(&format!("SELECT {COLUMNS} FROM charges WHERE id = $1 AND tenant_id = $2"), &[&id, &tenant.0])
+        .query_opt(&format!("SELECT {COLUMNS} FROM {FROM} WHERE c.id = $1 AND c.tenant_id = $2"), &[&id, &tenant.0])
         .await?
         .ok_or(Error::ChargeNotFound(id))?;
     Ok(from_row(&row)?.charge)
@@ -297,22 +356,30 @@ fn refund_from_row(row: &Row) -> Result<(Refund, bool)> {
 /// exactly. A reference the charge already has returns that refund when the
 /// terms are the same (the same amount, or no amount again when it named
 /// none), and is a conflict otherwise.
+///
+/// A card charge is refunded at the provider first (see [`plan_refund`]);
+/// `provider` is that refund, recorded with the ledger's, and its amount is
+/// the amount refunded. A wallet charge takes `None`.
 pub async fn refund(
     tx: &Transaction<'_>,
     tenant: TenantId,
     charge_id: Uuid,
     new: &NewRefund<'_>,
+    provider: Option<&ProviderRefund>,
 ) -> Result<Outcome<Refund>> {
     // The row lock serializes refunds of one charge: two refunds cannot both
     // see the same remainder, nor both miss the same reference.
     let row = tx
         .cached_opt(
-            &format!("SELECT {COLUMNS} FROM charges WHERE id = $1 AND tenant_id = $2 FOR UPDATE"),
+            &format!("SELECT {COLUMNS} FROM {FROM} WHERE c.id = $1 AND c.tenant_id = $2 FOR UPDATE OF c"),
             &[&charge_id, &tenant.0],
         )
         .await?
         .ok_or(Error::ChargeNotFound(charge_id))?;
     let ChargeRow { charge, fee, refunded_fee } = from_row(&row)?;
+    if !charge.status.paid() {
+        return Err(Error::ChargeNotPaid { id: charge_id });
+    }
     let currency = charge.currency;
     let asked = new.amount.map(|text| parse_amount(text, currency)).transpose()?;
     let existing = tx
@@ -336,10 +403,14 @@ pub async fn refund(
         return Ok(Outcome::Existing(refund));
     }
     let remaining = charge.amount - charge.refunded_amount;
-    let amount = match asked {
-        Some(amount) => amount,
-        None if remaining.is_zero() => return Ok(Outcome::Declined(Decline::RefundExceedsCharge { remaining })),
-        None => remaining,
+    let amount = match (provider, asked) {
+        // what the provider gave back is what the ledger records
+        (Some(p), _) => p.amount,
+        (None, Some(amount)) => amount,
+        (None, None) if remaining.is_zero() => {
+            return Ok(Outcome::Declined(Decline::RefundExceedsCharge { remaining }))
+        }
+        (None, None) => remaining,
     };
     if amount > remaining {
         return Ok(Outcome::Declined(Decline::RefundExceedsCharge { remaining }));
@@ -352,8 +423,14 @@ pub async fn refund(
             .round_dp_with_strategy(currency.scale(), RoundingStrategy::MidpointNearestEven)
     };
     let fee_part = fee_after - refunded_fee;
-    let mut ids = vec![charge.buyer_account_id, charge.seller_account_id];
-    let mut legs = vec![(charge.buyer_account_id, amount), (charge.seller_account_id, -(amount - fee_part))];
+    if charge.is_card() != provider.is_some() {
+        // a card refund planned as nothing to do, and the charge changed since
+        return Err(Error::Contended("the charge changed while its refund was prepared"));
+    }
+    // the buyer's wallet, or the clearing account a card charge was taken from
+    let payer = charge.debited_account().ok_or(Error::ChargeNotPaid { id: charge_id })?;
+    let mut ids = vec![payer, charge.seller_account_id];
+    let mut legs = vec![(payer, amount), (charge.seller_account_id, -(amount - fee_part))];
     if let Some(platform) = &charge.platform_fee {
         ids.push(platform.account_id);
         legs.push((platform.account_id, -fee_part));
@@ -372,8 +449,8 @@ pub async fn refund(
         .cached_one(
             &format!(
                 "INSERT INTO refunds (id, tenant_id, charge_id, reference, amount, fee_amount, currency, transaction_id, \
-                                      whole_remainder) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {REFUND_COLUMNS}"
+                                      whole_remainder, provider_refund_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {REFUND_COLUMNS}"
             ),
             &[
                 &Uuid::now_v7(),
@@ -385,6 +462,7 @@ pub async fn refund(
                 &currency.code(),
                 &transaction_id,
                 &asked.is_none(),
+                &provider.map(|p| p.id.as_str()),
             ],
         )
         .await?;
@@ -393,4 +471,58 @@ pub async fn refund(
         ChargeRefundedV1 { id: refund.id, charge_id, amount, currency, transaction_id, created_at: refund.created_at };
     outbox::enqueue(tx, tenant, Some(&charge.order_id), &event).await?;
     Ok(Outcome::Applied(refund))
+}
+
+/// A refund the provider made, to be recorded in the ledger.
+#[derive(Debug, Clone)]
+pub struct ProviderRefund {
+    pub id: String,
+    pub amount: Decimal,
+}
+
+/// What a refund of a card charge must ask the provider for, read before
+/// the provider call (which cannot sit inside a database transaction).
+#[derive(Debug, Clone)]
+pub enum RefundPlan {
+    /// A wallet charge: refund in the ledger alone.
+    Wallet,
+    /// Nothing to ask the provider: the reference is taken, or the refund
+    /// cannot be made; the ledger's refund gives the answer.
+    LedgerOnly,
+    /// Refund `amount` of the provider's payment `payment_id`.
+    Provider { payment_id: String, amount: Decimal, currency: Currency },
+}
+
+/// Reads what a refund of `charge_id` needs (no lock: the ledger's refund
+/// checks it all again under the charge's row lock).
+pub async fn plan_refund(
+    client: &impl GenericClient,
+    tenant: TenantId,
+    charge_id: Uuid,
+    new: &NewRefund<'_>,
+) -> Result<RefundPlan> {
+    let charge = get(client, tenant, charge_id).await?;
+    if !charge.is_card() {
+        return Ok(RefundPlan::Wallet);
+    }
+    if !charge.status.paid() {
+        return Err(Error::ChargeNotPaid { id: charge_id });
+    }
+    let taken = client
+        .query_opt(
+            "SELECT 1 FROM refunds WHERE tenant_id = $1 AND charge_id = $2 AND reference = $3",
+            &[&tenant.0, &charge_id, &new.reference],
+        )
+        .await?
+        .is_some();
+    let remaining = charge.amount - charge.refunded_amount;
+    let amount = match new.amount.map(|text| parse_amount(text, charge.currency)).transpose()? {
+        Some(amount) => amount,
+        None => remaining,
+    };
+    if taken || amount.is_zero() || amount > remaining {
+        return Ok(RefundPlan::LedgerOnly);
+    }
+    let payment_id = charge.provider_payment_id.ok_or(Error::ChargeNotPaid { id: charge_id })?;
+    Ok(RefundPlan::Provider { payment_id, amount, currency: charge.currency })
 }

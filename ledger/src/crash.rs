@@ -13,8 +13,10 @@
 //! it).
 //!
 //! Points: `api-after-key-lock`, `charge-after-account-lock`,
-//! `api-after-commit` (the API), `relay-after-publish`,
-//! `inventory-after-commit`, `email-after-ack`, `email-after-send` (the
+//! `api-after-commit`, and a card charge's phase boundaries
+//! `card-after-charge-created`, `card-after-provider`, `card-after-complete`
+//! (the API), `relay-after-publish`, `inventory-after-commit`,
+//! `email-after-ack`, `email-after-send`, `completer-after-provider` (the
 //! workers).
 
 /// Aborts the process when `LEDGER_CRASH_AT` names this point, or stops it

@@ -113,7 +113,7 @@ pub async fn lost(client: &impl GenericClient, grace_secs: f64) -> Result<Vec<Lo
                     c.amount, c.currency, e.status, \
                     (SELECT count(*) FROM email_sends s WHERE s.tenant_id = c.tenant_id AND s.order_id = c.order_id) \
                FROM charges c LEFT JOIN emails e ON e.tenant_id = c.tenant_id AND e.order_id = c.order_id \
-              WHERE c.receipt_email IS NOT NULL \
+              WHERE c.receipt_email IS NOT NULL AND c.status = 'succeeded' \
                 AND c.created_at < now() - make_interval(secs => $1) \
                 AND (e.status IS NULL OR (e.status = 'claimed' AND e.claimed_at < now() - make_interval(secs => $1))) \
               ORDER BY c.tenant_id, c.order_id, c.attempt",

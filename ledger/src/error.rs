@@ -34,6 +34,13 @@ pub enum Error {
     OrderAlreadyCharged { order_id: String, charge_id: Uuid },
     #[error("reservation {id} is {status} and can no longer be released")]
     ReservationNotHeld { id: Uuid, status: &'static str },
+    /// A refund of a charge that did not succeed (still `processing`, or
+    /// declined): nothing to give back.
+    #[error("charge {id} was not paid: nothing to refund")]
+    ChargeNotPaid { id: Uuid },
+    /// A race the caller should retry (with the same Idempotency-Key).
+    #[error("{0}; retry")]
+    Contended(&'static str),
     /// The Idempotency-Key row disappeared between its claim and its read
     /// (purged in between, twice): the request should be retried.
     #[error("the Idempotency-Key changed under this request")]
@@ -66,7 +73,14 @@ impl From<deadpool_postgres::PoolError> for Error {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         match e {
             deadpool_postgres::PoolError::Backend(e) => Error::Database(e),
-            other => Error::Pool(other),
+            other => {
+                // Every checkout's error passes here: the one count of callers
+                // that waited DB_POOL_WAIT_MS for a connection and gave up.
+                if matches!(other, deadpool_postgres::PoolError::Timeout(_)) {
+                    metrics::counter!("ledger_db_pool_timeouts_total").increment(1);
+                }
+                Error::Pool(other)
+            }
         }
     }
 }

@@ -39,6 +39,8 @@ pub struct ChargeSucceededV1 {
     pub id: Uuid,
     pub order_id: String,
     pub attempt: i32,
+    /// The account debited: the buyer's wallet, or for a card charge the
+    /// tenant's provider clearing account in the charge's currency.
     pub buyer_account_id: Uuid,
     pub seller_account_id: Uuid,
     pub amount: Decimal,
@@ -49,6 +51,10 @@ pub struct ChargeSucceededV1 {
     pub receipt_email: Option<String>,
     pub transaction_id: Uuid,
     pub created_at: DateTime<Utc>,
+    /// A card charge: the provider token the buyer paid with. Absent for a
+    /// wallet charge (an added field: version 1 consumers ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_method: Option<String>,
 }
 
 impl Event for ChargeSucceededV1 {
@@ -203,6 +209,7 @@ mod tests {
             receipt_email: Some("buyer@example.com".into()),
             transaction_id: id(6),
             created_at: at(),
+            payment_method: None,
         };
         assert_eq!(ChargeSucceededV1::TYPE, "charge.succeeded");
         pinned(

@@ -31,7 +31,7 @@ pub const COMPLETED_SQL: &str = "SELECT fingerprint, status_code, content_type, 
      FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND status_code IS NOT NULL \
       AND created_at >= now() - make_interval(secs => $3)";
 /// The stored answer of a key, whatever its state (read under the claim's lock).
-const STORED_SQL: &str = "SELECT fingerprint, status_code, content_type, response_headers, response_body \
+const STORED_SQL: &str = "SELECT fingerprint, status_code, content_type, response_headers, response_body, charge_id \
      FROM idempotency_keys WHERE tenant_id = $1 AND key = $2";
 
 /// An answer as it is replayed: status, content type, the headers that
@@ -88,6 +88,9 @@ pub enum Claim {
     /// The key was used before; its row, for the caller to compare
     /// fingerprints and replay.
     Taken(Stored),
+    /// The key's first transaction committed a card charge `processing`
+    /// and no answer yet (its recovery point): resume that charge.
+    InFlight { fingerprint: Vec<u8>, charge_id: uuid::Uuid },
 }
 
 /// Claims the key within `tx`, waiting (up to `lock_timeout`) for a
@@ -107,6 +110,10 @@ pub async fn claim(
             return Ok(Claim::Owned);
         }
         if let Some(row) = tx.cached_opt(STORED_SQL, &[&tenant.0, &key]).await? {
+            let status: Option<i16> = row.try_get(1)?;
+            if let (None, Some(charge_id)) = (status, row.try_get::<_, Option<uuid::Uuid>>(5)?) {
+                return Ok(Claim::InFlight { fingerprint: row.try_get(0)?, charge_id });
+            }
             return Ok(Claim::Taken(stored(&row)?));
         }
     }
@@ -119,6 +126,41 @@ pub async fn store(tx: &Transaction<'_>, tenant: TenantId, key: &str, answer: &A
     let status = i16::try_from(answer.status).expect("an HTTP status fits in i16");
     tx.cached_execute(STORE_SQL, &[&tenant.0, &key, &status, &answer.content_type, &headers, &answer.body]).await?;
     Ok(())
+}
+
+/// Records the key's recovery point: its transaction made the card charge
+/// `charge_id`, whose provider answer is still to come. Committed with the
+/// charge, without an answer.
+pub async fn mark_in_flight(tx: &Transaction<'_>, tenant: TenantId, key: &str, charge_id: uuid::Uuid) -> Result<()> {
+    tx.cached_execute(
+        "UPDATE idempotency_keys SET charge_id = $3 WHERE tenant_id = $1 AND key = $2",
+        &[&tenant.0, &key, &charge_id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Stores the final answer of a key left at its recovery point (the second
+/// transaction of a card charge), unless another retry stored it first:
+/// the answer stays the first one, byte for byte.
+pub async fn store_final(tx: &Transaction<'_>, tenant: TenantId, key: &str, answer: &Answer) -> Result<Option<Stored>> {
+    let headers = serde_json::to_value(&answer.headers).expect("headers serialize");
+    let status = i16::try_from(answer.status).expect("an HTTP status fits in i16");
+    let n = tx
+        .cached_execute(
+            "UPDATE idempotency_keys SET status_code = $3, content_type = $4, response_headers = $5, response_body = $6 \
+              WHERE tenant_id = $1 AND key = $2 AND status_code IS NULL",
+            &[&tenant.0, &key, &status, &answer.content_type, &headers, &answer.body],
+        )
+        .await?;
+    if n == 1 {
+        return Ok(None);
+    }
+    match tx.cached_opt(STORED_SQL, &[&tenant.0, &key]).await? {
+        Some(row) if row.try_get::<_, Option<i16>>(1)?.is_some() => Ok(Some(stored(&row)?)),
+        // purged meanwhile: the answer is this one, not stored
+        _ => Ok(None),
+    }
 }
 
 /// Deletes keys older than the retention, a bounded batch per statement;

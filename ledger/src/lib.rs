@@ -13,7 +13,9 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod cards;
 pub mod charges;
+pub mod correlation;
 pub mod crash;
 pub mod db;
 pub mod emails;
@@ -26,6 +28,7 @@ pub mod money;
 pub mod outbox;
 pub mod outcome;
 pub mod posting;
+pub mod provider_events;
 pub mod retention;
 pub mod schema;
 pub mod stored;

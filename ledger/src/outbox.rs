@@ -16,10 +16,11 @@ use crate::retention::purge_in_batches;
 use crate::{Result, TenantId};
 
 /// The statement that writes an event (`ledger-bench` runs it in pgbench too).
-pub const ENQUEUE_SQL: &str =
-    "INSERT INTO outbox (message_id, tenant_id, event_type, order_id, payload) VALUES ($1, $2, $3, $4, $5)";
+pub const ENQUEUE_SQL: &str = "INSERT INTO outbox (message_id, tenant_id, event_type, order_id, payload, request_id) \
+                               VALUES ($1, $2, $3, $4, $5, $6)";
 
-/// Writes an event into the outbox within `tx`; returns its message id.
+/// Writes an event into the outbox within `tx`, with the id of the request
+/// it is written for (`correlation`); returns its message id.
 pub async fn enqueue<E: Event>(
     tx: &Transaction<'_>,
     tenant: TenantId,
@@ -36,7 +37,9 @@ pub async fn enqueue<E: Event>(
         data,
     };
     let payload = serde_json::to_value(&envelope).expect("events serialize");
-    tx.cached_execute(ENQUEUE_SQL, &[&envelope.message_id, &tenant.0, &E::TYPE, &order_id, &payload]).await?;
+    let request_id = crate::correlation::current();
+    tx.cached_execute(ENQUEUE_SQL, &[&envelope.message_id, &tenant.0, &E::TYPE, &order_id, &payload, &request_id])
+        .await?;
     Ok(envelope.message_id)
 }
 
@@ -48,6 +51,8 @@ pub struct Pending {
     pub event_type: String,
     /// The envelope's JSON, the message body.
     pub payload: String,
+    /// The request that wrote it, if one did.
+    pub request_id: Option<String>,
 }
 
 /// Claims up to `limit` unpublished events, oldest first, for the lifetime
@@ -60,7 +65,7 @@ pub struct Pending {
 pub async fn claim_unpublished(tx: &Transaction<'_>, limit: i64, window_secs: f64) -> Result<Vec<Pending>> {
     let rows = tx
         .cached_query(
-            "SELECT id, message_id, event_type, payload::text FROM outbox \
+            "SELECT id, message_id, event_type, payload::text, request_id FROM outbox \
               WHERE published_at IS NULL AND (retry_at IS NULL OR retry_at <= now()) \
                 AND (first_published_at IS NULL OR first_published_at >= now() - make_interval(secs => $2)) \
               ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
@@ -69,7 +74,13 @@ pub async fn claim_unpublished(tx: &Transaction<'_>, limit: i64, window_secs: f6
         .await?;
     Ok(rows
         .iter()
-        .map(|r| Pending { id: r.get(0), message_id: r.get(1), event_type: r.get(2), payload: r.get(3) })
+        .map(|r| Pending {
+            id: r.get(0),
+            message_id: r.get(1),
+            event_type: r.get(2),
+            payload: r.get(3),
+            request_id: r.get(4),
+        })
         .collect())
 }
 
@@ -156,6 +167,29 @@ pub async fn purge_published(client: &impl GenericClient, retention_secs: f64) -
         retention_secs,
     )
     .await?)
+}
+
+/// The outbox's backlog, as the workers' metrics show it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    /// Events not published yet (waiting for the relay, or for a retry).
+    pub unpublished: i64,
+    /// Seconds since the oldest of them was written; 0 when there is none.
+    pub oldest_age_secs: f64,
+}
+
+/// How many events wait for publication and how old the oldest is: the
+/// relay's health at a glance (an outbox that only grows, or one old event
+/// stuck). A count over the partial index of unpublished rows.
+pub async fn backlog(client: &impl GenericClient) -> Result<Backlog> {
+    let row = client
+        .query_one(
+            "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at))::float8, 0) \
+               FROM outbox WHERE published_at IS NULL",
+            &[],
+        )
+        .await?;
+    Ok(Backlog { unpublished: row.get(0), oldest_age_secs: row.get(1) })
 }
 
 /// Wakes the relays now (they also poll).

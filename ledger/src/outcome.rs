@@ -45,6 +45,11 @@ pub enum Decline {
     OutOfStock { sku: String, available: i64, requested: i64 },
     #[error("the refund exceeds what remains of the charge ({remaining})")]
     RefundExceedsCharge { remaining: Decimal },
+    /// The payment provider declined the card (its code, e.g.
+    /// `card_declined/insufficient_funds`). Final for this attempt; the
+    /// order's next attempt may follow.
+    #[error("the card was declined ({code})")]
+    CardDeclined { code: String },
 }
 
 /// The kinds of [`Decline`], without their details: what the API maps to a
@@ -54,11 +59,16 @@ pub enum DeclineKind {
     InsufficientFunds,
     OutOfStock,
     RefundExceedsCharge,
+    CardDeclined,
 }
 
 impl DeclineKind {
-    pub const ALL: [DeclineKind; 3] =
-        [DeclineKind::InsufficientFunds, DeclineKind::OutOfStock, DeclineKind::RefundExceedsCharge];
+    pub const ALL: [DeclineKind; 4] = [
+        DeclineKind::InsufficientFunds,
+        DeclineKind::OutOfStock,
+        DeclineKind::RefundExceedsCharge,
+        DeclineKind::CardDeclined,
+    ];
 }
 
 impl Decline {
@@ -67,6 +77,7 @@ impl Decline {
             Decline::InsufficientFunds { .. } => DeclineKind::InsufficientFunds,
             Decline::OutOfStock { .. } => DeclineKind::OutOfStock,
             Decline::RefundExceedsCharge { .. } => DeclineKind::RefundExceedsCharge,
+            Decline::CardDeclined { .. } => DeclineKind::CardDeclined,
         }
     }
 }

@@ -25,12 +25,25 @@ diesel::table! {
 }
 
 diesel::table! {
+    card_charges (charge_id) {
+        charge_id -> Uuid,
+        payment_method -> Text,
+        provider_key -> Text,
+        provider_payment_id -> Nullable<Text>,
+        decline_code -> Nullable<Text>,
+        clearing_account_id -> Nullable<Uuid>,
+        lease_until -> Nullable<Timestamptz>,
+        completed_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     charges (id) {
         id -> Uuid,
         tenant_id -> Uuid,
         order_id -> Text,
         attempt -> Int4,
-        buyer_account_id -> Uuid,
+        buyer_account_id -> Nullable<Uuid>,
         seller_account_id -> Uuid,
         platform_account_id -> Nullable<Uuid>,
         amount -> Numeric,
@@ -38,9 +51,10 @@ diesel::table! {
         currency -> Text,
         refunded_amount -> Numeric,
         refunded_fee -> Numeric,
-        transaction_id -> Uuid,
+        transaction_id -> Nullable<Uuid>,
         created_at -> Timestamptz,
         receipt_email -> Nullable<Text>,
+        status -> Text,
     }
 }
 
@@ -77,6 +91,7 @@ diesel::table! {
         response_headers -> Jsonb,
         response_body -> Nullable<Bytea>,
         created_at -> Timestamptz,
+        charge_id -> Nullable<Uuid>,
     }
 }
 
@@ -124,6 +139,20 @@ diesel::table! {
         publish_attempts -> Int4,
         retry_at -> Nullable<Timestamptz>,
         last_error -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    provider_flags (id) {
+        id -> Int8,
+        tenant_id -> Nullable<Uuid>,
+        charge_id -> Nullable<Uuid>,
+        event_id -> Nullable<Text>,
+        kind -> Text,
+        detail -> Jsonb,
+        created_at -> Timestamptz,
+        resolved_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -139,6 +168,7 @@ diesel::table! {
         created_at -> Timestamptz,
         reference -> Text,
         whole_remainder -> Bool,
+        provider_refund_id -> Nullable<Text>,
     }
 }
 
@@ -204,14 +234,19 @@ diesel::table! {
 
 diesel::joinable!(accounts -> tenants (tenant_id));
 diesel::joinable!(api_keys -> tenants (tenant_id));
+diesel::joinable!(card_charges -> accounts (clearing_account_id));
+diesel::joinable!(card_charges -> charges (charge_id));
 diesel::joinable!(charges -> ledger_transactions (transaction_id));
 diesel::joinable!(charges -> tenants (tenant_id));
 diesel::joinable!(emails -> charges (charge_id));
 diesel::joinable!(emails -> tenants (tenant_id));
+diesel::joinable!(idempotency_keys -> charges (charge_id));
 diesel::joinable!(idempotency_keys -> tenants (tenant_id));
 diesel::joinable!(ledger_entries -> ledger_transactions (transaction_id));
 diesel::joinable!(ledger_transactions -> tenants (tenant_id));
 diesel::joinable!(outbox -> tenants (tenant_id));
+diesel::joinable!(provider_flags -> charges (charge_id));
+diesel::joinable!(provider_flags -> tenants (tenant_id));
 diesel::joinable!(refunds -> charges (charge_id));
 diesel::joinable!(refunds -> ledger_transactions (transaction_id));
 diesel::joinable!(refunds -> tenants (tenant_id));
@@ -221,6 +256,7 @@ diesel::joinable!(transfers -> tenants (tenant_id));
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
     api_keys,
+    card_charges,
     charges,
     email_sends,
     emails,
@@ -229,6 +265,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     ledger_entries,
     ledger_transactions,
     outbox,
+    provider_flags,
     refunds,
     reservations,
     skus,

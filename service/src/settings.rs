@@ -71,6 +71,16 @@ impl Database {
     }
 }
 
+/// Where the workers serve their Prometheus metrics (the API serves its
+/// own at `/metrics` on HTTP_ADDR).
+#[derive(Debug, Clone, Args)]
+pub struct WorkersMetrics {
+    /// Address of the workers' `GET /metrics` (e.g. 127.0.0.1:9187); unset:
+    /// not served. Each workers process needs an address of its own.
+    #[arg(long, env = "WORKERS_METRICS_ADDR")]
+    pub workers_metrics_addr: Option<String>,
+}
+
 /// Every retention window. Both binaries read all of them, so that every
 /// process refuses the same inconsistent settings (see `ledger::retention`).
 #[derive(Debug, Clone, Args)]
@@ -121,6 +131,81 @@ impl Retention {
 
     pub fn inbox(&self) -> Duration {
         Duration::from_secs(self.inbox_retention_secs)
+    }
+}
+
+/// The payment provider card charges go through, and the keys sent to it.
+/// The defaults point at the local fake provider (`make run` starts it on
+/// 127.0.0.1:12111 with the same secrets); a real provider's test mode needs
+/// only GATEWAY_URL, GATEWAY_SECRET_KEY and GATEWAY_WEBHOOK_SECRET.
+#[derive(Clone, Args)]
+pub struct Gateway {
+    /// Base URL of the provider's API (Stripe's shape).
+    #[arg(long, env = "GATEWAY_URL", default_value = gateway::DEFAULT_URL)]
+    pub gateway_url: String,
+    /// The provider's secret API key (sent as a bearer token).
+    #[arg(long, env = "GATEWAY_SECRET_KEY", default_value = "sk_test_ledger_local", hide_default_value = true)]
+    pub gateway_secret_key: String,
+    /// The secret the provider signs its webhooks with (`whsec_...`).
+    #[arg(long, env = "GATEWAY_WEBHOOK_SECRET", default_value = "whsec_ledger_local", hide_default_value = true)]
+    pub gateway_webhook_secret: String,
+    /// Milliseconds one provider request may take, connection and body
+    /// included; past it the outcome is unknown and the charge stays
+    /// `processing`.
+    #[arg(long, env = "GATEWAY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub gateway_timeout_ms: u64,
+    /// The server secret provider keys are an HMAC under: a key is a pure
+    /// function of (tenant, order, attempt) that nobody without this secret
+    /// can guess. Never change it while charges are processing.
+    #[arg(
+        long,
+        env = "GATEWAY_KEY_SECRET",
+        default_value = "ledger-local-provider-key-secret",
+        hide_default_value = true
+    )]
+    pub gateway_key_secret: String,
+    /// Seconds the provider keeps an Idempotency-Key (Stripe: 24 h). A
+    /// charge older than this is looked up at the provider by its metadata
+    /// before it is ever sent again.
+    #[arg(long, env = "GATEWAY_KEY_WINDOW_SECS", default_value_t = 86_400)]
+    pub gateway_key_window_secs: u64,
+    /// Seconds a request (or the completer) holds a processing card charge
+    /// before the completer may take it over with the same provider key.
+    /// Keep it above GATEWAY_TIMEOUT_MS.
+    #[arg(long, env = "CARD_LEASE_SECS", default_value_t = 30)]
+    pub card_lease_secs: u64,
+    /// Seconds a webhook's signature timestamp may be away from now.
+    #[arg(long, env = "GATEWAY_WEBHOOK_TOLERANCE_SECS", default_value_t = 300)]
+    pub gateway_webhook_tolerance_secs: u64,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("gateway_url", &self.gateway_url)
+            .field("gateway_timeout_ms", &self.gateway_timeout_ms)
+            .field("gateway_key_window_secs", &self.gateway_key_window_secs)
+            .field("card_lease_secs", &self.card_lease_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    pub fn client_config(&self) -> gateway::Config {
+        gateway::Config::new(&self.gateway_url, &self.gateway_secret_key, &self.gateway_webhook_secret)
+            .with_timeout(Duration::from_millis(self.gateway_timeout_ms))
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.card_lease_secs)
+    }
+
+    pub fn key_window(&self) -> Duration {
+        Duration::from_secs(self.gateway_key_window_secs)
+    }
+
+    pub fn webhook_tolerance(&self) -> Duration {
+        Duration::from_secs(self.gateway_webhook_tolerance_secs)
     }
 }
 

@@ -24,7 +24,11 @@ HERE=$ROOT/tests/contract
 cd "$ROOT"
 
 MODE=${1:-quick}
-PGHOST_URL=${PGHOST_URL:-postgres://postgres@127.0.0.1:5432}
+# The service's roles (scripts/ensure-services.sh): the database is made and
+# migrated by the owner, and the API under test connects as its own role.
+PG_ADDR=${PG_ADDR:-127.0.0.1:5432}
+OWNER_BASE=postgres://ledger_owner:${LEDGER_OWNER_PASSWORD:-ledger_owner}@$PG_ADDR
+API_BASE=postgres://ledger_api:${LEDGER_API_PASSWORD:-ledger_api}@$PG_ADDR
 API=${API:-$ROOT/target/debug/ledger-api}
 SPEC=$ROOT/openapi/openapi.json
 TOOLS=$ROOT/.tools
@@ -90,7 +94,7 @@ cleanup() {
     echo "contract: last server log lines:" >&2
     tail -n 30 "$WORK/server.log" >&2
   fi
-  psql "$PGHOST_URL/postgres" -qc "DROP DATABASE IF EXISTS \"$DB\" WITH (FORCE)" >/dev/null 2>&1 || true
+  psql "$OWNER_BASE/postgres" -qc "DROP DATABASE IF EXISTS \"$DB\" WITH (FORCE)" >/dev/null 2>&1 || true
   rm -rf "$WORK"
   exit $rc
 }
@@ -98,10 +102,10 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 start_server() {
-  psql "$PGHOST_URL/postgres" -qc "CREATE DATABASE \"$DB\"" >/dev/null
-  export DATABASE_URL="$PGHOST_URL/$DB"
-  "$API" migrate >/dev/null
-  KEY=$("$API" create-tenant contract-tests 2>/dev/null)
+  psql "$OWNER_BASE/postgres" -qc "CREATE DATABASE \"$DB\"" >/dev/null
+  DATABASE_URL="$OWNER_BASE/$DB" "$API" migrate >/dev/null
+  KEY=$(DATABASE_URL="$OWNER_BASE/$DB" "$API" create-tenant contract-tests 2>/dev/null)
+  export DATABASE_URL="$API_BASE/$DB"
   local port
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   BASE=http://127.0.0.1:$port

@@ -46,6 +46,8 @@ RULES_BEYOND_THE_SCHEMA = frozenset(
         "same_account",
         "fee_exceeds_amount",
         "refund_exceeds_charge",
+        # exactly one of `buyer_account_id` and `payment_method`
+        "invalid_payment_source",
     }
 )
 

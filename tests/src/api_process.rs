@@ -40,6 +40,13 @@ const CONTROLLED: &[&str] = &[
     "RATE_LIMIT_BURST",
     "API_KEY_CACHE_MS",
     "API_KEY_LAST_USED_FLUSH_SECS",
+    "GATEWAY_URL",
+    "GATEWAY_SECRET_KEY",
+    "GATEWAY_WEBHOOK_SECRET",
+    "GATEWAY_TIMEOUT_MS",
+    "GATEWAY_KEY_SECRET",
+    "GATEWAY_KEY_WINDOW_SECS",
+    "CARD_LEASE_SECS",
 ];
 
 impl ApiProcess {
@@ -48,7 +55,7 @@ impl ApiProcess {
         let port = free_port();
         let mut cmd = Command::new(api_binary());
         cmd.arg("serve")
-            .env("DATABASE_URL", db_url)
+            .env("DATABASE_URL", crate::as_role(db_url, crate::API_ROLE))
             .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("HTTP_WORKERS", "2")
             .env("RUST_LOG", "error")

@@ -319,7 +319,7 @@ pub async fn run(settings: Settings) -> Summary {
         None => (TestDb::new().await, Broker::new(), Proxy::start("127.0.0.1:5672").await),
     };
     let email_dir = std::env::temp_dir().join(format!("ledger-chaos-{}", uuid::Uuid::new_v4().simple()));
-    let mut config = workers::config::Config::local(&db.url, &broker.prefix);
+    let mut config = workers::config::Config::local(&db.worker_url, &broker.prefix);
     config.amqp_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f?heartbeat=10", proxy.port);
     config.relay_poll_ms = 100;
     config.email_dir = email_dir.to_string_lossy().into_owned();
@@ -328,7 +328,7 @@ pub async fn run(settings: Settings) -> Summary {
     let mut ports = Vec::new();
     for _ in 0..settings.apis {
         let port = free_port();
-        apis.push(serve(&db.url, port, None).await);
+        apis.push(serve(&db.api_url, port, None).await);
         ports.push(port);
     }
     let roles = ["relay", "inventory", "email"];
@@ -392,7 +392,7 @@ pub async fn run(settings: Settings) -> Summary {
         // a process that died at its crash point is restarted unarmed, as a supervisor would
         for i in 0..apis.len() {
             if let Ok(Some(_)) = apis[i].0.try_wait() {
-                apis[i] = serve(&db.url, ports[i], None).await;
+                apis[i] = serve(&db.api_url, ports[i], None).await;
                 api_armed[i] = false;
                 fault(&shared, "api died at a crash point");
             }
@@ -411,7 +411,7 @@ pub async fn run(settings: Settings) -> Summary {
                 let _ = apis[i].0.wait();
                 // sometimes restarted armed: it dies at that point on a later request
                 let arm = rng.chance(30).then(|| ["api-after-key-lock", "api-after-commit"][rng.below(2) as usize]);
-                apis[i] = serve(&db.url, ports[i], arm).await;
+                apis[i] = serve(&db.api_url, ports[i], arm).await;
                 api_armed[i] = arm.is_some();
                 fault(&shared, "api killed");
             }
@@ -471,7 +471,7 @@ pub async fn run(settings: Settings) -> Summary {
         if api_armed[i] || apis[i].0.try_wait().ok().flatten().is_some() {
             let _ = apis[i].0.kill();
             let _ = apis[i].0.wait();
-            apis[i] = serve(&db.url, ports[i], None).await;
+            apis[i] = serve(&db.api_url, ports[i], None).await;
         }
     }
     for i in 0..workers.len() {

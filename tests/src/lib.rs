@@ -5,6 +5,7 @@ pub mod api_process;
 pub mod broker;
 pub mod chaos;
 pub mod outages;
+pub mod provider;
 pub mod proxy;
 pub mod rng;
 pub mod server_faults;
@@ -25,6 +26,21 @@ use uuid::Uuid;
 pub fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
+
+/// `url` with the user replaced by one of the service's roles (made by the
+/// `service_roles` migration), so that the code under test runs with the
+/// grants it has in production, not as the superuser. The password is the
+/// development default `scripts/ensure-services.sh` sets; a server that
+/// trusts loopback ignores it.
+pub fn as_role(url: &str, role: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let host = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
+    format!("{scheme}://{role}:{role}@{host}")
+}
+
+/// The roles the API and the workers connect as.
+pub const API_ROLE: &str = "ledger_api";
+pub const WORKER_ROLE: &str = "ledger_worker";
 
 fn url_for(db: &str) -> String {
     let admin = admin_url();
@@ -77,7 +93,20 @@ async fn ensure_template(admin: &tokio_postgres::Client) -> &'static str {
         let tmp = format!("{name}_build");
         admin.batch_execute(&format!("DROP DATABASE IF EXISTS {tmp} WITH (FORCE)")).await.unwrap();
         admin.batch_execute(&format!("CREATE DATABASE {tmp}")).await.unwrap();
-        ledger::db::migrate(&url_for(&tmp)).await.expect("migrations apply");
+        let applied = ledger::db::migrate(&url_for(&tmp)).await.expect("migrations apply");
+        // The name is a digest of migrations/ on disk, the migrations applied
+        // are those compiled into this binary: a binary built before a
+        // migration was added must not leave a template under the new name,
+        // where every later run (of any build) would reuse it.
+        let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations")).unwrap().count();
+        if applied.len() != on_disk {
+            admin.batch_execute(&format!("DROP DATABASE {tmp} WITH (FORCE)")).await.unwrap();
+            admin.execute("SELECT pg_advisory_unlock(727274)", &[]).await.unwrap();
+            panic!(
+                "this build embeds {} migrations, migrations/ holds {on_disk}: rebuild the ledger crate",
+                applied.len()
+            );
+        }
         admin.batch_execute(&format!("ALTER DATABASE {tmp} RENAME TO {name}")).await.unwrap();
     }
     admin.execute("SELECT pg_advisory_unlock(727274)", &[]).await.unwrap();
@@ -87,7 +116,12 @@ async fn ensure_template(admin: &tokio_postgres::Client) -> &'static str {
 /// A database of its own, dropped when the value is dropped.
 pub struct TestDb {
     pub name: String,
+    /// As the superuser: for fixtures and for assertions on what was written.
     pub url: String,
+    /// As the API's role: what the API under test connects with.
+    pub api_url: String,
+    /// As the workers' role.
+    pub worker_url: String,
     /// The server's `postgres` database, where it is dropped from.
     admin_url: String,
 }
@@ -98,7 +132,8 @@ impl TestDb {
         let template = ensure_template(&admin).await;
         let name = format!("ledger_t_{}", Uuid::new_v4().simple());
         admin.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}")).await.unwrap();
-        TestDb { url: url_for(&name), name, admin_url: admin_url() }
+        let url = url_for(&name);
+        TestDb::named(name, url, admin_url())
     }
 
     /// A migrated database on a private server (`servers::PrivatePostgres`),
@@ -107,7 +142,12 @@ impl TestDb {
         let name = format!("ledger_t_{}", Uuid::new_v4().simple());
         let url = server.create_database(&name).await.expect("the private server creates a database");
         ledger::db::migrate(&url).await.expect("migrations apply");
-        TestDb { url, name, admin_url: server.admin_url() }
+        TestDb::named(name, url, server.admin_url())
+    }
+
+    fn named(name: String, url: String, admin_url: String) -> TestDb {
+        let (api_url, worker_url) = (as_role(&url, API_ROLE), as_role(&url, WORKER_ROLE));
+        TestDb { name, url, api_url, worker_url, admin_url }
     }
 
     pub async fn client(&self) -> tokio_postgres::Client {
@@ -184,7 +224,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
 
 /// The real server on `db` (a private server's database, say).
 pub async fn spawn_app_on(db: TestDb, tweak: impl FnOnce(&mut Config)) -> TestApp {
-    let mut config = Config::local(&db.url);
+    let mut config = Config::local(&db.api_url);
     config.http_addr = "127.0.0.1:0".into();
     config.http_workers = Some(2);
     config.database.db_pool_size = Some(20);
@@ -379,7 +419,10 @@ pub fn spawn_worker_process(
         .env("AMQP_PREFETCH", config.prefetch.to_string())
         .env("EMAIL_DIR", &config.email_dir)
         .env("RUST_LOG", "warn")
-        .env_remove("LEDGER_CRASH_AT");
+        .env_remove("LEDGER_CRASH_AT")
+        // one metrics port per test that asks for it, never a shared default
+        .env_remove("WORKERS_METRICS_ADDR");
+    gateway_env(&mut cmd, config);
     if let Some(url) = &config.smtp_url {
         cmd.env("SMTP_URL", url);
     }
@@ -387,6 +430,19 @@ pub fn spawn_worker_process(
         cmd.env("LEDGER_CRASH_AT", point);
     }
     cmd.spawn().expect("the workers binary starts")
+}
+
+/// The payment provider settings of `config`, for a workers process.
+fn gateway_env(cmd: &mut std::process::Command, config: &workers::config::Config) {
+    let g = &config.gateway;
+    cmd.env("GATEWAY_URL", &g.gateway_url)
+        .env("GATEWAY_SECRET_KEY", &g.gateway_secret_key)
+        .env("GATEWAY_WEBHOOK_SECRET", &g.gateway_webhook_secret)
+        .env("GATEWAY_TIMEOUT_MS", g.gateway_timeout_ms.to_string())
+        .env("GATEWAY_KEY_SECRET", &g.gateway_key_secret)
+        .env("GATEWAY_KEY_WINDOW_SECS", g.gateway_key_window_secs.to_string())
+        .env("CARD_LEASE_SECS", g.card_lease_secs.to_string())
+        .env("COMPLETER_POLL_MS", config.completer_poll_ms.to_string());
 }
 
 /// Runs a command of the real `ledger-workers` binary (`reconcile-emails`,
@@ -404,7 +460,10 @@ pub async fn run_worker_command(config: &workers::config::Config, args: &[&str])
         .env("EMAIL_FROM", &config.email_from)
         .env("RUST_LOG", "warn")
         .env_remove("SMTP_URL")
-        .env_remove("LEDGER_CRASH_AT");
+        .env_remove("LEDGER_CRASH_AT")
+        // one metrics port per test that asks for it, never a shared default
+        .env_remove("WORKERS_METRICS_ADDR");
+    gateway_env(&mut cmd, config);
     if let Some(url) = &config.smtp_url {
         cmd.env("SMTP_URL", url);
     }

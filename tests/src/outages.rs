@@ -78,7 +78,7 @@ impl Stack {
     /// machine's RabbitMQ or a private node).
     pub async fn start(db: TestDb, broker: Broker, clients: usize) -> Stack {
         let smtp = SmtpServer::start().await;
-        let mut config = workers::config::Config::local(&db.url, &broker.prefix);
+        let mut config = workers::config::Config::local(&db.worker_url, &broker.prefix);
         config.amqp_url = broker.url.clone();
         config.smtp_url = Some(smtp.url.clone());
         config.relay_poll_ms = 100;

@@ -65,7 +65,7 @@ impl Shop {
 
     /// Worker settings for this shop's database, the test's broker names and SMTP listener.
     pub fn config(&self, broker: &Broker, smtp: &SmtpServer) -> workers::config::Config {
-        let mut c = workers::config::Config::local(&self.app.db.url, &broker.prefix);
+        let mut c = workers::config::Config::local(&self.app.db.worker_url, &broker.prefix);
         c.amqp_url = broker.url.clone();
         c.smtp_url = Some(smtp.url.clone());
         c.relay_poll_ms = 100;

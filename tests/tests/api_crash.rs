@@ -105,7 +105,7 @@ impl Shop {
     /// the process unarmed on the same port and retries with the same key.
     async fn crash_then_retry(&self, point: &str) -> (StatusCode, bool, Value) {
         let port = free_port();
-        let mut victim = serve(&self.app.db.url, port, Some(point)).await;
+        let mut victim = serve(&self.app.db.api_url, port, Some(point)).await;
         let first = post(port, &self.key, "o1:1", "/v1/charges", &self.charge).await;
         assert!(
             first.is_err(),
@@ -114,7 +114,7 @@ impl Shop {
         let status = tokio::task::spawn_blocking(move || victim.0.wait().unwrap()).await.unwrap();
         assert!(!status.success(), "the process died at `{point}`");
 
-        let restarted = serve(&self.app.db.url, port, None).await;
+        let restarted = serve(&self.app.db.api_url, port, None).await;
         let retry = post(port, &self.key, "o1:1", "/v1/charges", &self.charge).await.expect("the retry is answered");
         // and once more, as a client that missed that answer too
         let again = post(port, &self.key, "o1:1", "/v1/charges", &self.charge).await.unwrap();

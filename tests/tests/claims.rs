@@ -276,3 +276,78 @@ async fn sigterm_lets_in_flight_requests_finish_and_refuses_new_connections() {
     assert_eq!(app.db.count("charges").await, 5);
     assert_eq!(app.balance(&key, &buyer).await, "95.00");
 }
+
+/// SIGTERM while sixteen clients send charges as fast as they can: every
+/// request the API accepted gets its answer (201, never a 5xx), new
+/// connections are refused, the process exits within a bound, and a request
+/// whose connection was refused is safe to retry: its effect exists once or
+/// not at all, and the retry against another process ends it.
+#[actix_web::test]
+async fn sigterm_under_load_answers_every_accepted_request_and_never_a_5xx() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let app = spawn_app().await;
+    let key = app.tenant("shop").await;
+    let buyer = app.funded(&key, "buyer", "100000.00").await;
+    let seller = app.account(&key, "seller", "USD", false).await;
+    let mut api = ApiProcess::start(&app.db.url, &[("RATE_LIMIT_PER_SEC", "0")]).await;
+
+    let stopping = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..16)
+        .map(|c| {
+            let (url, key, buyer, seller, stopping) =
+                (api.url("/v1/charges"), key.clone(), buyer.clone(), seller.clone(), stopping.clone());
+            actix_web::rt::spawn(async move {
+                let (mut answered, mut refused) = (Vec::new(), Vec::new());
+                for i in 0.. {
+                    let order = format!("load-{c}-{i}");
+                    let body = charge(&order, &buyer, &seller, "1.00");
+                    match post(&url, &key, &format!("{order}:1"), &body, Duration::from_secs(30)).await {
+                        Ok(reply) => answered.push((order, reply)),
+                        Err(why) => {
+                            // only once the server is going away
+                            assert!(stopping.load(Ordering::SeqCst), "{order}: {why}");
+                            refused.push((order, body));
+                            break;
+                        }
+                    }
+                }
+                (answered, refused)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stopping.store(true, Ordering::SeqCst);
+    api.signal(libc::SIGTERM);
+    let status = api.exited(Duration::from_secs(15)).await.expect("the API exits within 15 s of SIGTERM under load");
+    assert!(status.success(), "{status:?}");
+
+    let (mut answered, mut refused) = (Vec::new(), Vec::new());
+    for c in join_all(clients).await {
+        let (a, r) = c.unwrap();
+        answered.extend(a);
+        refused.extend(r);
+    }
+    assert!(answered.len() >= 16, "the API was under load: {} answers", answered.len());
+    for (order, reply) in &answered {
+        assert_eq!(reply.status, StatusCode::CREATED, "{order}: {reply:?}");
+    }
+    assert_eq!(refused.len(), 16, "each client stops at its first refused connection");
+
+    // The refused requests, retried with their keys against a fresh process:
+    // each ends in one charge, none twice.
+    let next = ApiProcess::start(&app.db.url, &[("RATE_LIMIT_PER_SEC", "0")]).await;
+    for (order, body) in &refused {
+        let retry = post(&next.url("/v1/charges"), &key, &format!("{order}:1"), body, Duration::from_secs(30))
+            .await
+            .expect("the other process answers");
+        assert_eq!(retry.status, StatusCode::CREATED, "{order}: {retry:?}");
+    }
+    let charges = (answered.len() + refused.len()) as i64;
+    assert_eq!(app.db.count("charges").await, charges);
+    assert_eq!(scalar(&app, "SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await, charges);
+    let left = rust_decimal::Decimal::from(100_000) - rust_decimal::Decimal::from(charges);
+    assert_eq!(app.balance(&key, &buyer).await, format!("{left}.00"));
+    audit_clean(&app).await;
+}

@@ -298,7 +298,7 @@ async fn inbox_rows_past_their_retention_are_purged_in_bounded_batches() {
         )
         .await
         .unwrap();
-    let config = Config::local(&db.url, "unused");
+    let config = Config::local(&db.worker_url, "unused");
     let pool = config.pool().unwrap();
     // more than two batches of PURGE_BATCH rows, and the recent one stays
     let removed = service::purge::once(&pool, service::purge::Target::Inbox, config.retention.inbox()).await.unwrap();

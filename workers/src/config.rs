@@ -2,7 +2,7 @@
 //! retention windows; `service::settings`) and their own.
 
 use clap::Args;
-use service::settings::{Database, Retention};
+use service::settings::{Database, Gateway, Retention, WorkersMetrics};
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -10,6 +10,14 @@ pub struct Config {
     pub database: Database,
     #[command(flatten)]
     pub retention: Retention,
+    #[command(flatten)]
+    pub metrics: WorkersMetrics,
+    #[command(flatten)]
+    pub gateway: Gateway,
+    /// Milliseconds between the completer's scans for card charges left
+    /// `processing` past their lease.
+    #[arg(long, env = "COMPLETER_POLL_MS", default_value_t = 1000)]
+    pub completer_poll_ms: u64,
     #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10")]
     pub amqp_url: String,
     /// Prefix of every exchange and queue name, so that environments (and

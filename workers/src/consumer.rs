@@ -6,12 +6,12 @@ use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::shutdown::{Connected, Shutdown};
 use crate::topology::{self, Names};
-use crate::{upgrade, within, Error};
+use crate::{correlation, upgrade, within, Error};
 
 /// Consumes `queue` (picked from the topology's names) with manual acks. The
 /// handler acks, nacks or rejects each delivery itself; an error from it ends
@@ -28,7 +28,7 @@ where
     H: FnMut(Delivery) -> Fut,
     Fut: std::future::Future<Output = Result<(), Error>>,
 {
-    let conn = within("connect", Connection::connect(&config.amqp_url, ConnectionProperties::default())).await?;
+    let conn = crate::nodes::connect(&config.amqp_url).await?;
     let ch = within("open a channel", conn.create_channel()).await?;
     let names = Names::new(&config.amqp_prefix);
     within("declare the topology", topology::declare(&ch, &names, config.delivery_limit)).await?;
@@ -50,7 +50,17 @@ where
                 return Ok(());
             }
             next = deliveries.next() => match next {
-                Some(Ok(delivery)) => handle(delivery).await?,
+                Some(Ok(delivery)) => {
+                    // Logged in the message's span; what the handler writes
+                    // to the outbox carries the same request id on.
+                    let span = correlation::span(tag, &delivery);
+                    let request_id = correlation::request_id(&delivery);
+                    let work = handle(delivery).instrument(span);
+                    match request_id {
+                        Some(id) => ledger::correlation::scope(id, work).await?,
+                        None => work.await?,
+                    }
+                }
                 Some(Err(e)) => return Err(e.into()),
                 None => return Err(Error::ConsumerCancelled),
             }

@@ -13,7 +13,7 @@
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Connection, ConnectionProperties};
+use lapin::Connection;
 
 use crate::config::Config;
 use crate::topology::{self, Names};
@@ -118,7 +118,7 @@ pub fn describe(delivery: &Delivery, delivery_limit: i64) -> Dead {
 /// opened: listing and redriving look at those and stop, so that a message
 /// dying again meanwhile is not taken twice.
 async fn open(config: &Config) -> Result<(Connection, lapin::Channel, Names, u32), Error> {
-    let conn = within("connect", Connection::connect(&config.amqp_url, ConnectionProperties::default())).await?;
+    let conn = crate::nodes::connect(&config.amqp_url).await?;
     let ch = within("open a channel", conn.create_channel()).await?;
     let names = Names::new(&config.amqp_prefix);
     within("declare the topology", topology::declare(&ch, &names, config.delivery_limit)).await?;

@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::config::Config;
+use crate::metrics::{self, Outcome};
 use crate::shutdown::{supervise, Shutdown};
 use crate::{consumer, outage};
 use crate::{crash_point, within, Error};
@@ -159,6 +160,7 @@ async fn handle(
         Err(e) => {
             tracing::error!(error = %e, "unparseable message dead-lettered");
             within("reject", delivery.acker.reject(BasicRejectOptions { requeue: false })).await?;
+            metrics::consumed(CONSUMER, Outcome::DeadLettered);
             return Ok(());
         }
     };
@@ -173,9 +175,19 @@ async fn handle(
     // If the ack cannot be sent the channel is gone and the broker redelivers.
     within("ack", delivery.acker.ack(BasicAckOptions::default())).await?;
     crash_point("email-after-ack");
-    if let Err(e) = deliver(pool, &mut shutdown, mailer, from, envelope.tenant_id, &envelope.data).await {
-        // at most once: not retried here; reconcile-emails finds it
-        tracing::error!(error = %e, order_id = %envelope.data.order_id, "order email not sent");
+    match deliver(pool, &mut shutdown, mailer, from, envelope.tenant_id, &envelope.data).await {
+        Ok(true) => {
+            tracing::info!(order_id = %envelope.data.order_id, "order email sent");
+            metrics::consumed(CONSUMER, Outcome::Applied);
+            metrics::email("sent");
+        }
+        Ok(false) => metrics::consumed(CONSUMER, Outcome::Duplicate),
+        Err(e) => {
+            // at most once: not retried here; reconcile-emails finds it
+            tracing::error!(error = %e, order_id = %envelope.data.order_id, "order email not sent");
+            metrics::consumed(CONSUMER, Outcome::Applied);
+            metrics::email("lost");
+        }
     }
     Ok(())
 }
@@ -309,6 +321,7 @@ pub async fn reconcile_with(
         if taken {
             mailer.send(message).await?;
             ledger::emails::mark_sent(&**client, l.tenant_id, &l.order_id).await?;
+            metrics::email("reconciled");
         }
         let message_id = message_id(l.tenant_id, &l.order_id, from)?;
         out.push(Reconciled { lost: l, sent: taken, message_id });

@@ -15,6 +15,7 @@ use ledger::events::{ChargeSucceededV1, Envelope, Event};
 use ledger::TenantId;
 
 use crate::config::Config;
+use crate::metrics::{self, Outcome};
 use crate::shutdown::{supervise, Shutdown};
 use crate::{consumer, outage};
 use crate::{crash_point, within, Error};
@@ -40,6 +41,7 @@ async fn handle(pool: &Pool, delivery: Delivery, mut shutdown: Shutdown) -> Resu
             // A message that cannot be parsed never will be: straight to the dead-letter queue.
             tracing::error!(error = %e, "unparseable message dead-lettered");
             within("reject", delivery.acker.reject(BasicRejectOptions { requeue: false })).await?;
+            metrics::consumed(CONSUMER, Outcome::DeadLettered);
             return Ok(());
         }
     };
@@ -49,8 +51,9 @@ async fn handle(pool: &Pool, delivery: Delivery, mut shutdown: Shutdown) -> Resu
         None => {}
         Some(Ok(applied)) => {
             crash_point("inventory-after-commit");
-            tracing::debug!(message_id = %envelope.message_id, applied, "inventory event handled");
+            tracing::info!(message_id = %envelope.message_id, applied, "inventory event handled");
             within("ack", delivery.acker.ack(BasicAckOptions::default())).await?;
+            metrics::consumed(CONSUMER, if applied { Outcome::Applied } else { Outcome::Duplicate });
         }
         Some(Err(e)) => {
             // The message's own failure: retry a few times; past the delivery
@@ -58,6 +61,7 @@ async fn handle(pool: &Pool, delivery: Delivery, mut shutdown: Shutdown) -> Resu
             tracing::warn!(error = %e, message_id = %envelope.message_id, "inventory event failed; requeued");
             tokio::time::sleep(Duration::from_millis(200)).await;
             within("nack", delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false })).await?;
+            metrics::consumed(CONSUMER, Outcome::Requeued);
         }
     }
     Ok(())

@@ -1,13 +1,18 @@
 //! The asynchronous half of the purchase pipeline: the outbox relay and the
 //! RabbitMQ consumers. AMQP only: every statement they run is `ledger`'s.
 
+pub mod completer;
 pub mod config;
 pub mod consumer;
+pub mod correlation;
 pub mod dlq;
 pub mod email;
 pub mod forward;
 pub mod inventory;
+pub mod metrics;
+pub mod nodes;
 pub mod outage;
+pub mod reconcile_payments;
 pub mod relay;
 pub mod replay;
 pub mod shutdown;
@@ -96,6 +101,8 @@ pub enum Role {
     Inventory,
     /// Sends order confirmation emails (at most once).
     Email,
+    /// Finishes card charges left `processing` at the payment provider.
+    Completer,
 }
 
 /// Starts each role's loops on the runtime; they run until `shutdown`.
@@ -117,6 +124,7 @@ pub fn spawn(config: &Config, pool: &Pool, roles: &[Role], shutdown: &Shutdown) 
                 tasks.spawn(inventory::run(c, p, s))
             }
             Role::Email => tasks.spawn(email::run(c, p, s)),
+            Role::Completer => tasks.spawn(completer::run(c, p, s)),
         };
     }
     tasks

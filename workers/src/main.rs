@@ -1,6 +1,6 @@
 use clap::{Parser, Subcommand};
 use workers::config::Config;
-use workers::{dlq, email, replay, shutdown, Error, Role};
+use workers::{dlq, email, metrics, replay, shutdown, Error, Role};
 
 /// The ledger's workers: the outbox relay and the RabbitMQ consumers.
 #[derive(Parser)]
@@ -20,7 +20,10 @@ enum Command {
     Inventory,
     /// Send order confirmation emails (at most once).
     Email,
-    /// Relay, inventory and email in one process.
+    /// Finish card charges left `processing` past their lease, with the same
+    /// provider key (looking the payment up first past the provider's key window).
+    Completer,
+    /// Relay, inventory, email and the completer in one process.
     All,
     /// List paid orders whose confirmation email is not known to be sent;
     /// with --send, send the ones that never were. An email whose outcome is
@@ -49,6 +52,20 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Compare the payment provider's payments of a period with the ledger's
+    /// card charges; print every difference and exit 1 if there is any.
+    ReconcilePayments {
+        /// Start of the period (RFC 3339); default: 24 hours before --to.
+        #[arg(long)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// End of the period, excluded (RFC 3339); default: now.
+        #[arg(long)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// List what the payment provider told us that contradicts the ledger
+    /// (flagged by webhooks and the completer; no money moved on them).
+    /// Exits 1 when any is open.
+    ProviderFlags,
     /// The dead-letter queue: list it, or redrive messages back to their queue.
     Dlq {
         #[command(subcommand)]
@@ -92,6 +109,12 @@ enum Failure {
     Ledger(#[from] ledger::Error),
     #[error("replay needs at least one of --tenant, --order, --since, --until, --type")]
     UnfilteredReplay,
+    #[error("{0} open provider flag(s)")]
+    Flagged(usize),
+    #[error("{0} difference(s) between the payment provider and the ledger")]
+    Differences(usize),
+    #[error("payment provider: {0}")]
+    Gateway(#[from] gateway::BuildError),
 }
 
 /// Each subcommand and what runs it.
@@ -102,12 +125,15 @@ async fn run(config: Config, command: Command) -> Result<(), Failure> {
         Command::Relay => serve(&config, &[Role::Relay]).await,
         Command::Inventory => serve(&config, &[Role::Inventory]).await,
         Command::Email => serve(&config, &[Role::Email]).await,
-        Command::All => serve(&config, &[Role::Relay, Role::Inventory, Role::Email]).await,
+        Command::Completer => serve(&config, &[Role::Completer]).await,
+        Command::All => serve(&config, &[Role::Relay, Role::Inventory, Role::Email, Role::Completer]).await,
         Command::ReconcileEmails { send, resend_claimed, older_than } => {
             let sends = email::Sends { never_claimed: send, resend_claimed };
             reconcile_emails(&config, sends, older_than).await
         }
         Command::Replay { filter, dry_run } => replay(&config, &filter, dry_run).await,
+        Command::ProviderFlags => provider_flags(&config).await,
+        Command::ReconcilePayments { from, to } => reconcile_payments(&config, from, to).await,
         Command::Dlq { command: DlqCommand::List } => dlq_list(&config).await,
         Command::Dlq { command: DlqCommand::Redrive { all, id } } => dlq_redrive(&config, all, id).await,
     }
@@ -119,6 +145,13 @@ async fn serve(config: &Config, roles: &[Role]) -> Result<(), Failure> {
     let pool = config.pool()?;
     let (trigger, stop) = shutdown::channel();
     let mut tasks = workers::spawn(config, &pool, roles, &stop);
+    if let Some(addr) = &config.metrics.workers_metrics_addr {
+        let listener = metrics::bind(addr).await?;
+        if let Ok(bound) = listener.local_addr() {
+            tracing::info!(addr = %bound, "serving metrics at /metrics");
+        }
+        tokio::spawn(metrics::serve(listener, config.clone(), pool.clone(), stop.clone()));
+    }
     tokio::select! {
         _ = shutdown::signalled() => {
             tracing::info!("shutting down: no new deliveries, in-flight ones finish or go back to the queue");
@@ -187,6 +220,57 @@ async fn replay(config: &Config, filter: &replay::Filter, dry_run: bool) -> Resu
         println!("{n} event(s) marked for republishing; the running relay publishes them");
     }
     Ok(())
+}
+
+async fn reconcile_payments(
+    config: &Config,
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    to: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<(), Failure> {
+    let to = to.unwrap_or_else(chrono::Utc::now);
+    let from = from.unwrap_or(to - chrono::Duration::hours(24));
+    let pool = config.pool()?;
+    let payments = service::payments::Payments::new(&config.gateway)?;
+    let differences = workers::reconcile_payments::reconcile(&pool, &payments, from, to).await?;
+    for d in &differences {
+        println!("{} {}", d.kind, d.detail);
+    }
+    println!(
+        "{} difference(s) between the payment provider and the ledger from {} to {}",
+        differences.len(),
+        from.to_rfc3339(),
+        to.to_rfc3339()
+    );
+    if differences.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Differences(differences.len()))
+    }
+}
+
+async fn provider_flags(config: &Config) -> Result<(), Failure> {
+    let pool = config.pool()?;
+    let client = pool.get().await.map_err(ledger::Error::from)?;
+    let flags = ledger::provider_events::open_flags(&**client).await?;
+    let o = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    for f in &flags {
+        println!(
+            "{}  {}  kind={}  tenant={}  charge={}  event={}  {}",
+            f.id,
+            f.created_at.to_rfc3339(),
+            f.kind,
+            o(f.tenant_id.map(|t| t.to_string())),
+            o(f.charge_id.map(|c| c.to_string())),
+            o(f.event_id.clone()),
+            f.detail
+        );
+    }
+    println!("{} open provider flag(s)", flags.len());
+    if flags.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Flagged(flags.len()))
+    }
 }
 
 async fn dlq_list(config: &Config) -> Result<(), Failure> {

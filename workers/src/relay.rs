@@ -27,13 +27,13 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, PublisherConfirm};
+use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
 use service::purge::{self, Target};
 
 use crate::config::Config;
 use crate::shutdown::{supervise, Connected, Shutdown};
 use crate::topology::{self, Names};
-use crate::{crash_point, upgrade, within, Error};
+use crate::{correlation, crash_point, metrics, upgrade, within, Error};
 
 pub async fn run(config: Config, pool: Pool, shutdown: Shutdown) {
     supervise("relay", shutdown, |stop, connected| {
@@ -49,7 +49,7 @@ async fn run_connected(
     mut shutdown: Shutdown,
     connected: Connected,
 ) -> Result<(), Error> {
-    let conn = within("connect", Connection::connect(&config.amqp_url, ConnectionProperties::default())).await?;
+    let conn = crate::nodes::connect(&config.amqp_url).await?;
     let ch = within("open a channel", conn.create_channel()).await?;
     let names = Names::new(&config.amqp_prefix);
     // The relay declares the consumers' queues too, so that nothing it
@@ -134,6 +134,19 @@ pub async fn publish_event(
     event_type: &str,
     payload: &[u8],
 ) -> Result<Vec<Copy>, Error> {
+    publish_event_for(ch, names, message_id, event_type, payload, None).await
+}
+
+/// [`publish_event`], carrying the id of the request that wrote the event
+/// (`correlation`): its `correlation_id` and `traceparent`.
+pub async fn publish_event_for(
+    ch: &Channel,
+    names: &Names,
+    message_id: &str,
+    event_type: &str,
+    payload: &[u8],
+    request_id: Option<&str>,
+) -> Result<Vec<Copy>, Error> {
     let routes = names.routes(event_type);
     let mut copies = Vec::with_capacity(routes.len());
     for route in routes {
@@ -142,6 +155,7 @@ pub async fn publish_event(
             .with_type(event_type.into())
             .with_content_type("application/json".into())
             .with_delivery_mode(2);
+        let props = correlation::stamp(props, request_id, message_id);
         let confirm = within(
             "publish",
             ch.basic_publish(
@@ -174,6 +188,7 @@ pub async fn settle(message_id: &str, copies: Vec<Copy>) -> Result<Settled, Erro
     let mut settled = Settled::Delivered;
     for copy in copies {
         let confirmation = within("publisher confirm", copy.confirm).await?;
+        metrics::confirmed(copy.required.is_some(), &confirmation);
         match (copy.required, confirmation) {
             (_, Confirmation::NotRequested) => return Err(Error::Unconfirmed),
             (Some(_), Confirmation::Nack(_)) => return Err(Error::Nacked),
@@ -209,7 +224,15 @@ pub async fn publish_batch(pool: &Pool, ch: &Channel, names: &Names, limit: i64,
     let mut sent = Vec::with_capacity(rows.len());
     for row in &rows {
         let message_id = row.message_id.to_string();
-        let copies = publish_event(ch, names, &message_id, &row.event_type, row.payload.as_bytes()).await?;
+        let copies = publish_event_for(
+            ch,
+            names,
+            &message_id,
+            &row.event_type,
+            row.payload.as_bytes(),
+            row.request_id.as_deref(),
+        )
+        .await?;
         sent.push((message_id, copies));
     }
     // Await the whole batch's confirms together: one round of waiting, not one per message.
@@ -230,5 +253,6 @@ pub async fn publish_batch(pool: &Pool, ch: &Channel, names: &Names, limit: i64,
     }
     ledger::outbox::mark_published(&tx, &published).await?;
     tx.commit().await?;
+    metrics::relayed(published.len(), deferred.len());
     Ok(rows.len())
 }

@@ -2,7 +2,8 @@
 
 use actix_web::{get, post, web, HttpResponse};
 use chrono::{DateTime, Utc};
-use ledger::charges::{NewCharge, NewRefund};
+use ledger::cards::NewCardCharge;
+use ledger::charges::{NewCharge, NewRefund, ProviderRefund, RefundPlan};
 use ledger::money::parse_amount;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -10,7 +11,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::body::JsonBody;
-use crate::error::{ApiError, Problem};
+use crate::error::{provider_error, provider_unavailable, ApiError, Problem, ProblemCode};
 use crate::idempotency::{self, Applied, IdempotencyKey};
 use crate::routes::identifier;
 use crate::state::AppState;
@@ -23,7 +24,20 @@ pub struct Charge {
     pub order_id: String,
     #[schema(example = 1)]
     pub attempt: i32,
-    pub buyer_account_id: Uuid,
+    /// The buyer's wallet; `null` for a card charge.
+    pub buyer_account_id: Option<Uuid>,
+    /// The provider token a card charge is paid with; absent for a wallet charge.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, example = "pm_card_visa")]
+    pub payment_method: Option<String>,
+    /// The provider's payment of a card charge, once the provider answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, example = "pi_3Q0abc")]
+    pub provider_payment_id: Option<String>,
+    /// Why the provider declined a `failed` card charge.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, example = "card_declined/insufficient_funds")]
+    pub decline_code: Option<String>,
     pub seller_account_id: Uuid,
     #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "25.00")]
     pub amount: Decimal,
@@ -37,8 +51,9 @@ pub struct Charge {
     /// Where the order confirmation email goes, if anywhere.
     #[schema(example = "buyer@example.com")]
     pub receipt_email: Option<String>,
-    /// The ledger transaction that moved the money.
-    pub transaction_id: Uuid,
+    /// The ledger transaction that moved the money; `null` while a card
+    /// charge is `processing`, and for a `failed` one.
+    pub transaction_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -49,12 +64,17 @@ pub struct PlatformFee {
     pub amount: Decimal,
 }
 
+/// `processing`: a card charge the provider has not answered for yet (no
+/// money moved; retry the request with the same Idempotency-Key, or read the
+/// charge, until it is final). `failed`: the provider declined the card.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChargeStatus {
+    Processing,
     Succeeded,
     PartiallyRefunded,
     Refunded,
+    Failed,
 }
 
 impl From<ledger::charges::Charge> for Charge {
@@ -65,15 +85,20 @@ impl From<ledger::charges::Charge> for Charge {
             order_id: c.order_id,
             attempt: c.attempt,
             buyer_account_id: c.buyer_account_id,
+            payment_method: c.payment_method,
+            provider_payment_id: c.provider_payment_id,
+            decline_code: c.decline_code,
             seller_account_id: c.seller_account_id,
             amount: c.amount,
             currency: c.currency,
             platform_fee: c.platform_fee.map(|f| PlatformFee { account_id: f.account_id, amount: f.amount }),
             refunded_amount: c.refunded_amount,
             status: match c.status {
+                S::Processing => ChargeStatus::Processing,
                 S::Succeeded => ChargeStatus::Succeeded,
                 S::PartiallyRefunded => ChargeStatus::PartiallyRefunded,
                 S::Refunded => ChargeStatus::Refunded,
+                S::Failed => ChargeStatus::Failed,
             },
             receipt_email: c.receipt_email,
             transaction_id: c.transaction_id,
@@ -124,7 +149,14 @@ pub struct CreateCharge {
     /// `order_already_charged`): retry with the same attempt and key instead.
     #[schema(minimum = 1, example = 1)]
     pub attempt: i32,
-    pub buyer_account_id: Uuid,
+    /// Pay from this wallet account. Exactly one of `buyer_account_id` and
+    /// `payment_method`.
+    pub buyer_account_id: Option<Uuid>,
+    /// Pay by card: the payment provider's token (`pm_card_visa` with the
+    /// local fake provider). Exactly one of `buyer_account_id` and
+    /// `payment_method`.
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[A-Za-z0-9_]{1,255}$", example = "pm_card_visa")]
+    pub payment_method: Option<String>,
     pub seller_account_id: Uuid,
     #[schema(pattern = r"^[0-9]{1,16}(\.[0-9]{1,2})?$", example = "25.00")]
     pub amount: String,
@@ -145,12 +177,25 @@ pub struct CreatePlatformFee {
     pub amount: String,
 }
 
-/// Charge a buyer for an order attempt.
+/// Charge a buyer for an order attempt, from a wallet or by card.
 ///
-/// One balanced ledger transaction: the buyer is debited `amount`, the seller
-/// credited `amount - platform_fee.amount`, the platform credited the fee.
+/// A wallet charge (`buyer_account_id`) is one balanced ledger transaction:
+/// the buyer is debited `amount`, the seller credited `amount -
+/// platform_fee.amount`, the platform credited the fee.
+///
+/// A card charge (`payment_method`) asks the payment provider to take the
+/// money, with a provider key derived from the tenant, the order and the
+/// attempt; on success the ledger records it from the tenant's provider
+/// clearing account (`provider-clearing:<CURRENCY>`, created on first use)
+/// to the seller and the platform. When the provider's answer is lost (a
+/// timeout, a reset, a provider error) the charge is `processing` and the
+/// answer is 202: nothing is final yet. Retry with the same Idempotency-Key
+/// (or read the charge) until it is 201 or 402; the retry resumes the same
+/// charge at the provider and never charges twice.
+///
 /// An order is charged at most once: a charge for an order that another
-/// attempt already paid is refused, naming that charge.
+/// attempt already paid (or that is still processing) is refused, naming
+/// that charge.
 #[utoipa::path(
     operation_id = "create_charge",
     tag = "charges",
@@ -159,10 +204,11 @@ pub struct CreatePlatformFee {
     responses(
         (status = 201, description = "Charged", body = Charge, headers(("Location" = String, description = "The new charge's path"))),
         (status = 200, description = "This order attempt was already charged with the same terms: the charge is returned, no second effect", body = Charge, headers(("Natural-Key-Replayed" = String, description = "`true`"))),
-        (status = 402, description = "`insufficient_funds`: the buyer cannot pay (stored and replayed; charge again with the next attempt)", body = Problem, content_type = "application/problem+json"),
+        (status = 202, description = "A card charge whose provider answer is not known yet: the charge, `processing`, no money moved in the ledger. Not stored: retry with the same Idempotency-Key (after `Retry-After` seconds) for the final answer; the provider is never asked to charge twice", body = Charge, headers(("Retry-After" = String, description = "Seconds before retrying"))),
+        (status = 402, description = "`insufficient_funds`: the buyer's wallet cannot pay; `card_declined`: the provider declined the card (both stored and replayed; charge again with the next attempt)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`account_not_found`: the buyer, seller or platform account does not exist for this tenant", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`order_already_charged`: another attempt already paid this order (one succeeded charge per order; a new attempt only after a decline); the problem's `charge_id` names that charge. `natural_key_conflict`: this order attempt was charged with other terms", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid_amount`, `amount_not_positive`, `amount_too_precise`, `amount_too_large`: the amount is not a positive decimal string within the currency's minor unit and 1,000,000,000; `unknown_currency`; `currency_mismatch`; `same_account`: buyer and seller are one account; `fee_exceeds_amount`; `invalid_field`: `order_id` or `attempt`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`order_already_charged`: another attempt already paid this order, or is still processing (one succeeded charge per order; a new attempt only after a decline); the problem's `charge_id` names that charge. `natural_key_conflict`: this order attempt was charged with other terms", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_payment_source`: not exactly one of `buyer_account_id` and `payment_method`; `invalid_amount`, `amount_not_positive`, `amount_too_precise`, `amount_too_large`: the amount is not a positive decimal string within the currency's minor unit and 1,000,000,000; `unknown_currency`; `currency_mismatch`; `same_account`: buyer and seller are one account; `fee_exceeds_amount`; `invalid_field`: `order_id`, `attempt` or `payment_method`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/charges")]
@@ -183,24 +229,64 @@ pub async fn create(
         }
         None => None,
     };
-    let new = NewCharge {
-        order_id: identifier("order_id", &b.order_id)?,
-        attempt: b.attempt,
-        buyer: b.buyer_account_id,
-        seller: b.seller_account_id,
-        amount: parse_amount(&b.amount, currency)?,
-        currency,
-        platform_fee,
-        receipt_email: match &b.receipt_email {
-            Some(e) => Some(email(e)?),
-            None => None,
-        },
+    let order_id = identifier("order_id", &b.order_id)?;
+    let amount = parse_amount(&b.amount, currency)?;
+    let receipt_email = match &b.receipt_email {
+        Some(e) => Some(email(e)?),
+        None => None,
     };
     let created = Applied::CreatedAt(|c: &Charge| format!("/v1/charges/{}", c.id));
-    idempotency::run(&state, caller.0, &key, &body.canonical, created, async |tx| {
-        Ok(ledger::charges::create(tx, caller.0, &new).await?.map(Charge::from))
-    })
-    .await
+    match (b.buyer_account_id, &b.payment_method) {
+        (Some(buyer), None) => {
+            let new = NewCharge {
+                order_id,
+                attempt: b.attempt,
+                buyer,
+                seller: b.seller_account_id,
+                amount,
+                currency,
+                platform_fee,
+                receipt_email,
+            };
+            idempotency::run(&state, caller.0, &key, &body.canonical, created, async |tx| {
+                Ok(ledger::charges::create(tx, caller.0, &new).await?.map(Charge::from))
+            })
+            .await
+        }
+        (None, Some(payment_method)) => {
+            let provider_key = state.payments.provider_key(caller.0, order_id, b.attempt);
+            let new = NewCardCharge {
+                order_id,
+                attempt: b.attempt,
+                payment_method: payment_method_token(payment_method)?,
+                seller: b.seller_account_id,
+                amount,
+                currency,
+                platform_fee,
+                receipt_email,
+                provider_key: &provider_key,
+                lease: state.payments.lease(),
+            };
+            idempotency::run_card_charge(&state, caller.0, &key, &body.canonical, created, Charge::from, async |tx| {
+                ledger::cards::begin(tx, caller.0, &new).await
+            })
+            .await
+        }
+        _ => Err(ApiError::new(
+            actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+            ProblemCode::InvalidPaymentSource,
+            "give exactly one of `buyer_account_id` (a wallet) and `payment_method` (a card)",
+        )),
+    }
+}
+
+/// A provider token: letters, digits and `_`, 1 to 255.
+fn payment_method_token(value: &str) -> Result<&str, ApiError> {
+    if !value.is_empty() && value.len() <= 255 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        Ok(value)
+    } else {
+        Err(ApiError::invalid_field("`payment_method` must be 1 to 255 letters, digits and `_`"))
+    }
 }
 
 /// A plausible address: one `@`, no spaces or controls, at most 254 characters.
@@ -292,7 +378,9 @@ pub struct CreateRefund {
 
 /// Refund part or all of a charge.
 ///
-/// The buyer is credited; the seller and the platform give back their shares
+/// The buyer is credited (a card charge: refunded at the payment provider,
+/// then the provider clearing account is credited in the ledger); the seller
+/// and the platform give back their shares
 /// in the charge's proportion (a full refund returns the fee exactly). The
 /// refunds of a charge never sum above it, also under concurrent requests,
 /// and each `reference` refunds a charge at most once, ever.
@@ -306,7 +394,9 @@ pub struct CreateRefund {
         (status = 200, description = "This charge already has a refund with this reference and the same terms: the refund is returned, no second effect", body = Refund, headers(("Natural-Key-Replayed" = String, description = "`true`"))),
         (status = 402, description = "`insufficient_funds`: the seller or platform cannot give back its share (stored and replayed)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`charge_not_found`: no such charge for this tenant; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`natural_key_conflict`: this charge has a refund with this reference and other terms", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`natural_key_conflict`: this charge has a refund with this reference and other terms; `charge_not_paid`: the charge is `processing` or `failed`, nothing to refund", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "`provider_error`: a card charge's refund was refused by the payment provider; nothing recorded", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`provider_unavailable`: a card charge's refund got no answer from the payment provider; nothing recorded, retry with the same Idempotency-Key (the provider gets the same refund key)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`refund_exceeds_charge`: more than what remains of the charge (stored and replayed); `invalid_amount`, `amount_not_positive`, `amount_too_precise`, `amount_too_large`: the amount is not a positive decimal string within the currency's minor unit and 1,000,000,000; `invalid_field`: `reference` is not 1 to 255 printable ASCII characters without surrounding spaces", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -319,10 +409,41 @@ pub async fn refund(
     body: JsonBody<CreateRefund>,
 ) -> Result<HttpResponse, ApiError> {
     let charge_id = *id;
+    let tenant = caller.0;
     let new =
         NewRefund { reference: identifier("reference", &body.value.reference)?, amount: body.value.amount.as_deref() };
-    idempotency::run(&state, caller.0, &key, &body.canonical, Applied::Created, async |tx| {
-        Ok(ledger::charges::refund(tx, caller.0, charge_id, &new).await?.map(Refund::from))
+    let plan = {
+        let client = state.pool.get().await?;
+        ledger::charges::plan_refund(&**client, tenant, charge_id, &new).await?
+    };
+    // A card charge is refunded at the provider first, with a key derived
+    // from (tenant, charge, reference): a retry, under any Idempotency-Key,
+    // is the same refund there. Then the ledger records it.
+    let provider = match plan {
+        RefundPlan::Wallet | RefundPlan::LedgerOnly => None,
+        RefundPlan::Provider { payment_id, amount, currency } => {
+            let request = gateway::RefundRequest {
+                payment_intent: payment_id,
+                amount: Some(ledger::cards::minor_units(amount, currency)),
+                metadata: [
+                    ("tenant_id".to_owned(), tenant.0.to_string()),
+                    ("charge_id".to_owned(), charge_id.to_string()),
+                    ("reference".to_owned(), new.reference.to_owned()),
+                ]
+                .into(),
+            };
+            let refund_key = state.payments.refund_key(tenant, charge_id, new.reference);
+            match state.payments.client.create_refund(&request, &refund_key).await {
+                Ok(gateway::RefundOutcome::Created(r)) => {
+                    Some(ProviderRefund { id: r.id, amount: ledger::cards::from_minor_units(r.amount, currency) })
+                }
+                Ok(gateway::RefundOutcome::Unknown(why)) => return Err(provider_unavailable(why)),
+                Err(e) => return Err(provider_error(e)),
+            }
+        }
+    };
+    idempotency::run(&state, tenant, &key, &body.canonical, Applied::Created, async |tx| {
+        Ok(ledger::charges::refund(tx, tenant, charge_id, &new, provider.as_ref()).await?.map(Refund::from))
     })
     .await
 }

@@ -11,10 +11,11 @@ pub mod accounts;
 pub mod charges;
 pub mod health;
 pub mod inventory;
+pub mod provider;
 pub mod transfers;
 
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(health::healthz).service(health::readyz).service(
+    cfg.service(health::healthz).service(health::readyz).service(crate::metrics::scrape).service(
         utoipa_actix_web::scope("/v1")
             .service(accounts::create)
             .service(accounts::get)
@@ -29,7 +30,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(inventory::get_sku)
             .service(inventory::reserve)
             .service(inventory::get_reservation)
-            .service(inventory::release),
+            .service(inventory::release)
+            .service(provider::receive),
     );
 }
 

@@ -13,13 +13,33 @@ pub enum Field {
     Amount,
 }
 
+/// Why a search query is refused; the message becomes the 400's text, as
+/// Stripe answers a query it cannot parse.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error("a clause must start with a field name")]
+    NoField,
+    #[error("field `{0}` is not supported")]
+    Unsupported(String),
+    #[error("expected AND between clauses, found `{0}`")]
+    NotAnd(String),
+    #[error("expected `{wanted}`, found {found:?}")]
+    Expected { wanted: char, found: Option<char> },
+    #[error("expected a quoted string, found {0:?}")]
+    NotQuoted(Option<char>),
+    #[error("unfinished escape")]
+    UnfinishedEscape,
+    #[error("unterminated string")]
+    Unterminated,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub struct Clause {
     pub field: Field,
     pub value: String,
 }
 
-pub fn parse(query: &str) -> Result<Vec<Clause>, String> {
+pub fn parse(query: &str) -> Result<Vec<Clause>, QueryError> {
     let mut chars = query.trim().chars().peekable();
     let mut clauses = Vec::new();
     loop {
@@ -34,8 +54,8 @@ pub fn parse(query: &str) -> Result<Vec<Clause>, String> {
             "status" => Field::Status,
             "currency" => Field::Currency,
             "amount" => Field::Amount,
-            "" => return Err("a clause must start with a field name".into()),
-            other => return Err(format!("field `{other}` is not supported")),
+            "" => return Err(QueryError::NoField),
+            other => return Err(QueryError::Unsupported(other.to_owned())),
         };
         expect(&mut chars, ':')?;
         let value = match chars.peek() {
@@ -49,7 +69,7 @@ pub fn parse(query: &str) -> Result<Vec<Clause>, String> {
         }
         let joiner: String = std::iter::from_fn(|| chars.next_if(|c| !c.is_whitespace())).collect();
         if joiner != "AND" {
-            return Err(format!("expected AND between clauses, found `{joiner}`"));
+            return Err(QueryError::NotAnd(joiner));
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
     }
@@ -67,25 +87,25 @@ pub fn matches(clauses: &[Clause], payment: &Payment) -> bool {
     })
 }
 
-fn expect(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, wanted: char) -> Result<(), String> {
+fn expect(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, wanted: char) -> Result<(), QueryError> {
     match chars.next() {
         Some(c) if c == wanted => Ok(()),
-        other => Err(format!("expected `{wanted}`, found {other:?}")),
+        found => Err(QueryError::Expected { wanted, found }),
     }
 }
 
-fn quoted(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<String, String> {
+fn quoted(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<String, QueryError> {
     let quote = match chars.next() {
         Some(q @ ('\'' | '"')) => q,
-        other => return Err(format!("expected a quoted string, found {other:?}")),
+        other => return Err(QueryError::NotQuoted(other)),
     };
     let mut value = String::new();
     loop {
         match chars.next() {
-            Some('\\') => value.push(chars.next().ok_or("unfinished escape")?),
+            Some('\\') => value.push(chars.next().ok_or(QueryError::UnfinishedEscape)?),
             Some(c) if c == quote => return Ok(value),
             Some(c) => value.push(c),
-            None => return Err("unterminated string".into()),
+            None => return Err(QueryError::Unterminated),
         }
     }
 }

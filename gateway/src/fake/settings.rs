@@ -103,8 +103,17 @@ pub struct RandomFaults {
     pub webhook_out_of_order: f64,
 }
 
+/// Fault rates that cannot be probabilities of one request's fate.
+#[derive(Debug, thiserror::Error)]
+pub enum RateError {
+    #[error("fault rates are probabilities between 0 and 1")]
+    OutOfRange,
+    #[error("the request fault rates add up to more than 1")]
+    SumAboveOne,
+}
+
 impl RandomFaults {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), RateError> {
         let request = self.error_before_charge
             + self.drop_after_charge
             + self.cut_after_charge
@@ -121,10 +130,10 @@ impl RandomFaults {
             self.webhook_out_of_order,
         ];
         if all.iter().any(|r| !(0.0..=1.0).contains(r)) {
-            return Err("fault rates are probabilities between 0 and 1".into());
+            return Err(RateError::OutOfRange);
         }
         if request > 1.0 {
-            return Err("the request fault rates add up to more than 1".into());
+            return Err(RateError::SumAboveOne);
         }
         Ok(())
     }

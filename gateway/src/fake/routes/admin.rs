@@ -126,7 +126,7 @@ async fn reset(app: Data<App>) -> HttpResponse {
 
 async fn set_random(random: Json<RandomFaults>, app: Data<App>) -> HttpResponse {
     if let Err(e) = random.validate() {
-        return HttpResponse::BadRequest().json(json!({ "error": e }));
+        return HttpResponse::BadRequest().json(json!({ "error": e.to_string() }));
     }
     app.faults().set_random(random.into_inner());
     HttpResponse::NoContent().finish()

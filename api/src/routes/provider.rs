@@ -1,0 +1,74 @@
+//! Webhooks from the payment provider.
+
+use actix_web::http::StatusCode;
+use actix_web::{post, web, HttpRequest, HttpResponse};
+use gateway::webhook::{EventObject, CHARGE_REFUNDED, PAYMENT_FAILED, PAYMENT_SUCCEEDED, SIGNATURE_HEADER};
+use ledger::provider_events::{EventKind, ProviderEvent};
+use serde::Serialize;
+
+use crate::error::{ApiError, Problem, ProblemCode};
+use crate::state::AppState;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WebhookReceipt {
+    /// The provider's event id.
+    #[schema(example = "evt_1Q0abc")]
+    pub id: String,
+    /// What the event did: `completed` (a processing charge got its final
+    /// status), `already_recorded`, `duplicate` (this event was received
+    /// before), `flagged` (it contradicts what is recorded: no money moved,
+    /// an operator decides), `ignored`.
+    #[schema(example = "completed")]
+    pub effect: String,
+}
+
+/// Receive an event from the payment provider.
+///
+/// Not for storefronts: the provider calls it, with no API key. The
+/// `Stripe-Signature` header (HMAC-SHA256 of the timestamp and the body under
+/// the webhook secret) must match and its timestamp must be recent; otherwise
+/// the event is refused with 400 and nothing is written. Each event is
+/// applied at most once (by its id), in the same transaction as its effect: a
+/// payment outcome completes a card charge still `processing`; one that
+/// repeats the recorded outcome changes nothing; one that contradicts it
+/// moves no money and is flagged for an operator.
+#[utoipa::path(
+    operation_id = "receive_provider_webhook",
+    tag = "provider",
+    security(()),
+    params(("Stripe-Signature" = String, Header, description = "`t=<unix seconds>,v1=<hex HMAC-SHA256>`, as the provider signs it")),
+    request_body(content = Object, description = "The provider's event (Stripe's shape)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Received (also when received before)", body = WebhookReceipt),
+        (status = 400, description = "`invalid_signature`: missing, malformed, wrong or stale signature; nothing written. `malformed_json`: not an event", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/provider/webhooks")]
+pub async fn receive(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let signature = req.headers().get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    let event = state
+        .payments
+        .verify_webhook(&body, signature)
+        .map_err(|e| ApiError::bad_request(ProblemCode::InvalidSignature, format!("the webhook is refused: {e}")))?;
+    let kind = match event.kind.as_str() {
+        PAYMENT_SUCCEEDED | PAYMENT_FAILED => match event.object() {
+            Ok(EventObject::PaymentIntent(intent)) => match service::payments::answer_of(&intent) {
+                Some(answer) => EventKind::Payment {
+                    answer,
+                    tenant_id: intent.metadata.get("tenant_id").and_then(|t| t.parse().ok()),
+                    charge_id: intent.metadata.get("charge_id").and_then(|c| c.parse().ok()),
+                },
+                None => EventKind::Other,
+            },
+            _ => return Err(ApiError::bad_request(ProblemCode::MalformedJson, "the event's object is not a payment")),
+        },
+        CHARGE_REFUNDED => EventKind::Other,
+        _ => EventKind::Other,
+    };
+    let received = ProviderEvent { id: event.id.clone(), kind };
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let effect = ledger::provider_events::receive(&tx, &received).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::build(StatusCode::OK).json(WebhookReceipt { id: event.id, effect: effect.as_str().to_owned() }))
+}

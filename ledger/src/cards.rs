@@ -1,0 +1,415 @@
+//! Card charges: a charge paid at a payment provider, in two transactions
+//! with the provider call between them (a database transaction cannot
+//! include an HTTP call).
+//!
+//! 1. [`begin`] creates the charge `processing` with its provider key (a pure
+//!    function of tenant, order and attempt, so every resend is the same
+//!    request at the provider) and a lease; the caller commits it with its
+//!    Idempotency-Key, whose recovery point names the charge.
+//! 2. The caller asks the provider (no database transaction open).
+//! 3. [`complete`] records the answer under the charge's row lock: a
+//!    success writes the one ledger transaction (from the tenant's provider
+//!    clearing account to the seller and the platform) and the
+//!    `charge.succeeded` event; a decline marks the charge `failed`. A charge
+//!    already final is returned as it is, so the client's request, its
+//!    retries, the completer and a webhook can all race here and only the
+//!    first writes.
+//!
+//! A charge whose answer was lost stays `processing` until someone resends
+//! with the same key: the client's retry, or the completer once the lease
+//! passed ([`claim_stale`]).
+
+use std::time::Duration;
+
+use deadpool_postgres::Transaction;
+use rust_decimal::Decimal;
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::charges::{find_order_sql, from_row, get, Charge, ChargeStatus, PlatformFee, COLUMNS, FROM};
+use crate::db::Cached;
+use crate::events::ChargeSucceededV1;
+use crate::money::Currency;
+use crate::outbox;
+use crate::posting::{lock_accounts, post};
+use crate::{Decline, Error, Outcome, Result, TenantId};
+
+/// A card charge as asked for.
+pub struct NewCardCharge<'a> {
+    pub order_id: &'a str,
+    pub attempt: i32,
+    pub payment_method: &'a str,
+    pub seller: Uuid,
+    pub amount: Decimal,
+    pub currency: Currency,
+    pub platform_fee: Option<PlatformFee>,
+    pub receipt_email: Option<&'a str>,
+    /// The provider's Idempotency-Key for this (tenant, order, attempt).
+    pub provider_key: &'a str,
+    /// How long the request that creates it may talk to the provider before
+    /// the completer may take the charge over.
+    pub lease: Duration,
+}
+
+impl NewCardCharge<'_> {
+    fn same_as(&self, c: &Charge) -> bool {
+        c.payment_method.as_deref() == Some(self.payment_method)
+            && self.seller == c.seller_account_id
+            && self.amount == c.amount
+            && self.currency == c.currency
+            && self.platform_fee == c.platform_fee
+            && self.receipt_email == c.receipt_email.as_deref()
+    }
+}
+
+/// What the first transaction found or made.
+#[derive(Debug)]
+pub enum Begun {
+    /// The answer is known without the provider: the attempt already
+    /// succeeded or was declined.
+    Final(Outcome<Charge>),
+    /// The charge is `processing`: ask the provider (with its key).
+    InFlight(Charge),
+}
+
+/// The final answer a card charge gives, once it has one.
+pub fn outcome_of(charge: Charge) -> Option<Outcome<Charge>> {
+    match charge.status {
+        ChargeStatus::Processing => None,
+        ChargeStatus::Failed => Some(Outcome::Declined(Decline::CardDeclined {
+            code: charge.decline_code.clone().unwrap_or_else(|| "card_declined".to_owned()),
+        })),
+        _ => Some(Outcome::Applied(charge)),
+    }
+}
+
+/// The first transaction of a card charge: finds the attempt's charge by its
+/// natural key, or creates it `processing`. Refuses another attempt of an
+/// order that is paid or still processing.
+pub async fn begin(tx: &Transaction<'_>, tenant: TenantId, new: &NewCardCharge<'_>) -> Result<Begun> {
+    let mut ids = vec![new.seller];
+    if let Some(fee) = &new.platform_fee {
+        if fee.amount > new.amount {
+            return Err(Error::FeeTooLarge);
+        }
+        if fee.account_id == new.seller {
+            return Err(Error::SameAccount);
+        }
+        ids.push(fee.account_id);
+    }
+    // The accounts must exist and hold the currency before the provider is
+    // asked; locking them also queues a concurrent duplicate of this attempt
+    // behind this transaction, as a wallet charge does.
+    lock_accounts(tx, tenant, &ids, new.currency).await?;
+    let order = tx.cached_query(&find_order_sql(), &[&tenant.0, &new.order_id]).await?;
+    let order: Vec<Charge> = order.iter().map(|r| from_row(r).map(|c| c.charge)).collect::<Result<_>>()?;
+    if let Some(existing) = order.iter().find(|c| c.attempt == new.attempt) {
+        if !new.same_as(existing) {
+            return Err(Error::NaturalKeyConflict(format!(
+                "order `{}` attempt {} was already charged with other terms",
+                new.order_id, new.attempt
+            )));
+        }
+        return Ok(match existing.status {
+            ChargeStatus::Processing => Begun::InFlight(existing.clone()),
+            ChargeStatus::Failed => Begun::Final(outcome_of(existing.clone()).expect("final")),
+            _ => Begun::Final(Outcome::Existing(existing.clone())),
+        });
+    }
+    if let Some(live) = order.iter().find(|c| c.status != ChargeStatus::Failed) {
+        return Err(Error::OrderAlreadyCharged { order_id: new.order_id.to_owned(), charge_id: live.id });
+    }
+    let fee = new.platform_fee.as_ref().map_or(Decimal::ZERO, |f| f.amount);
+    let id = Uuid::now_v7();
+    tx.cached_execute(
+        "INSERT INTO charges (id, tenant_id, order_id, attempt, seller_account_id, platform_account_id, amount, fee, \
+                              currency, receipt_email, status) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'processing')",
+        &[
+            &id,
+            &tenant.0,
+            &new.order_id,
+            &new.attempt,
+            &new.seller,
+            &new.platform_fee.as_ref().map(|f| f.account_id),
+            &new.amount,
+            &fee,
+            &new.currency.code(),
+            &new.receipt_email,
+        ],
+    )
+    .await?;
+    tx.cached_execute(
+        "INSERT INTO card_charges (charge_id, payment_method, provider_key, lease_until) \
+         VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
+        &[&id, &new.payment_method, &new.provider_key, &new.lease.as_secs_f64()],
+    )
+    .await?;
+    Ok(Begun::InFlight(get(&**tx, tenant, id).await?))
+}
+
+/// A charge and its tenant.
+#[derive(Debug, Clone)]
+pub struct Owned {
+    pub tenant: TenantId,
+    pub charge: Charge,
+}
+
+/// The charge, with a fresh lease when it is still `processing`: whoever
+/// drives it now holds the completer off for `lease`.
+pub async fn take(client: &impl GenericClient, tenant: TenantId, id: Uuid, lease: Duration) -> Result<Charge> {
+    client
+        .execute(
+            "UPDATE card_charges k SET lease_until = now() + make_interval(secs => $3) FROM charges c \
+              WHERE k.charge_id = $1 AND c.id = k.charge_id AND c.tenant_id = $2 AND c.status = 'processing'",
+            &[&id, &tenant.0, &lease.as_secs_f64()],
+        )
+        .await?;
+    get(client, tenant, id).await
+}
+
+/// Charges left `processing` whose lease has passed, oldest lease first, at
+/// most `limit`, each leased again for `lease` in the same statement: two
+/// completers never take the same charge at once.
+pub async fn claim_stale(client: &impl GenericClient, lease: Duration, limit: i64) -> Result<Vec<Owned>> {
+    let rows = client
+        .query(
+            "UPDATE card_charges k SET lease_until = now() + make_interval(secs => $1) FROM charges c \
+              WHERE c.id = k.charge_id AND k.charge_id IN ( \
+                    SELECT charge_id FROM card_charges WHERE completed_at IS NULL AND lease_until < now() \
+                     ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                AND c.status = 'processing' \
+             RETURNING c.tenant_id, c.id",
+            &[&lease.as_secs_f64(), &limit],
+        )
+        .await?;
+    let mut taken = Vec::with_capacity(rows.len());
+    for r in rows {
+        let tenant = TenantId(r.get(0));
+        taken.push(Owned { tenant, charge: get(client, tenant, r.get(1)).await? });
+    }
+    Ok(taken)
+}
+
+/// What the provider answered, as the ledger records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderAnswer {
+    /// The money was taken: the provider's payment, its amount in minor
+    /// units and its currency (lowercase, as the provider writes it).
+    Succeeded { payment_id: String, amount_minor: i64, currency: String },
+    /// Declined, for good: a new attempt may follow.
+    Declined { payment_id: Option<String>, code: String },
+}
+
+/// What the second transaction left.
+#[derive(Debug)]
+pub enum Completion {
+    /// The charge's final answer (recorded now or before).
+    Final(Outcome<Charge>),
+    /// Still `processing`: no answer yet, or one that could not be recorded
+    /// (flagged for an operator).
+    Processing(Charge),
+}
+
+/// The amount in the currency's minor units (cents; yen are whole).
+pub fn minor_units(amount: Decimal, currency: Currency) -> i64 {
+    use rust_decimal::prelude::ToPrimitive;
+    (amount * Decimal::from(10i64.pow(currency.scale()))).trunc().to_i64().unwrap_or(i64::MAX)
+}
+
+/// An amount in minor units back as a decimal of the currency.
+pub fn from_minor_units(minor: i64, currency: Currency) -> Decimal {
+    Decimal::new(minor, currency.scale())
+}
+
+/// The reference of the tenant's provider clearing account in `currency`.
+pub fn clearing_reference(currency: Currency) -> String {
+    format!("provider-clearing:{}", currency.code())
+}
+
+/// The tenant's provider clearing account in `currency`, created on first
+/// use. It may go negative: it stands for what the provider owes the tenant.
+async fn clearing_account(tx: &Transaction<'_>, tenant: TenantId, currency: Currency) -> Result<Uuid> {
+    let reference = clearing_reference(currency);
+    tx.cached_execute(
+        "INSERT INTO accounts (id, tenant_id, reference, currency, allow_negative) VALUES ($1, $2, $3, $4, true) \
+         ON CONFLICT (tenant_id, reference) DO NOTHING",
+        &[&Uuid::now_v7(), &tenant.0, &reference, &currency.code()],
+    )
+    .await?;
+    let row = tx
+        .cached_one(
+            "SELECT id, currency, allow_negative FROM accounts WHERE tenant_id = $1 AND reference = $2",
+            &[&tenant.0, &reference],
+        )
+        .await?;
+    let (id, held, negative): (Uuid, &str, bool) = (row.get(0), row.get(1), row.get(2));
+    if held != currency.code() || !negative {
+        return Err(Error::NaturalKeyConflict(format!(
+            "account reference `{reference}` is taken by an account that cannot be the provider clearing account"
+        )));
+    }
+    Ok(id)
+}
+
+/// Records a contradiction for an operator; no money moves on it.
+pub async fn flag(
+    client: &impl GenericClient,
+    tenant: Option<TenantId>,
+    charge_id: Option<Uuid>,
+    event_id: Option<&str>,
+    kind: &str,
+    detail: &serde_json::Value,
+) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO provider_flags (tenant_id, charge_id, event_id, kind, detail) VALUES ($1, $2, $3, $4, $5)",
+            &[&tenant.map(|t| t.0), &charge_id, &event_id, &kind, detail],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The second transaction: records the provider's answer for a charge under
+/// its row lock. `None` only reads the charge's state under that lock.
+pub async fn complete(
+    tx: &Transaction<'_>,
+    tenant: TenantId,
+    id: Uuid,
+    answer: Option<&ProviderAnswer>,
+) -> Result<Completion> {
+    let row = tx
+        .cached_opt(
+            &format!("SELECT {COLUMNS} FROM {FROM} WHERE c.id = $1 AND c.tenant_id = $2 FOR UPDATE OF c"),
+            &[&id, &tenant.0],
+        )
+        .await?
+        .ok_or(Error::ChargeNotFound(id))?;
+    let charge = from_row(&row)?.charge;
+    if let Some(done) = outcome_of(charge.clone()) {
+        return Ok(Completion::Final(done));
+    }
+    match answer {
+        None => Ok(Completion::Processing(charge)),
+        Some(ProviderAnswer::Declined { payment_id, code }) => {
+            tx.cached_execute("UPDATE charges SET status = 'failed' WHERE id = $1", &[&id]).await?;
+            tx.cached_execute(
+                "UPDATE card_charges SET decline_code = $2, provider_payment_id = $3, completed_at = now(), \
+                        lease_until = NULL WHERE charge_id = $1",
+                &[&id, &code, &payment_id],
+            )
+            .await?;
+            let failed = get(&**tx, tenant, id).await?;
+            Ok(Completion::Final(outcome_of(failed).expect("final")))
+        }
+        Some(ProviderAnswer::Succeeded { payment_id, amount_minor, currency }) => {
+            let expected = minor_units(charge.amount, charge.currency);
+            if *amount_minor != expected || !currency.eq_ignore_ascii_case(charge.currency.code()) {
+                // Never book money the charge did not ask for: an operator decides.
+                let detail = serde_json::json!({"payment_id": payment_id, "provider_amount": amount_minor,
+                    "provider_currency": currency, "charge_amount": expected, "charge_currency": charge.currency.code()});
+                flag(&**tx, Some(tenant), Some(id), None, "amount_mismatch", &detail).await?;
+                return Ok(Completion::Processing(charge));
+            }
+            let clearing = clearing_account(tx, tenant, charge.currency).await?;
+            let fee = charge.platform_fee.as_ref().map_or(Decimal::ZERO, |f| f.amount);
+            let mut ids = vec![clearing, charge.seller_account_id];
+            let mut legs = vec![(clearing, -charge.amount), (charge.seller_account_id, charge.amount - fee)];
+            if let Some(f) = &charge.platform_fee {
+                ids.push(f.account_id);
+                legs.push((f.account_id, f.amount));
+            }
+            let locked = lock_accounts(tx, tenant, &ids, charge.currency).await?;
+            let transaction_id = match post(tx, tenant, "charge", charge.currency, &locked, &legs).await? {
+                Ok(t) => t,
+                // only credits and a clearing account that may go negative
+                Err(decline) => return Err(Error::unknown("decline of a card charge's posting", decline.to_string())),
+            };
+            tx.cached_execute(
+                "UPDATE charges SET status = 'succeeded', transaction_id = $2 WHERE id = $1",
+                &[&id, &transaction_id],
+            )
+            .await?;
+            tx.cached_execute(
+                "UPDATE card_charges SET provider_payment_id = $2, clearing_account_id = $3, completed_at = now(), \
+                        lease_until = NULL WHERE charge_id = $1",
+                &[&id, &payment_id, &clearing],
+            )
+            .await?;
+            let paid = get(&**tx, tenant, id).await?;
+            outbox::enqueue(tx, tenant, Some(&paid.order_id), &ChargeSucceededV1::from(&paid)).await?;
+            Ok(Completion::Final(Outcome::Applied(paid)))
+        }
+    }
+}
+
+/// The charge a provider payment belongs to, by its id, with its tenant.
+pub async fn by_payment(client: &impl GenericClient, payment_id: &str) -> Result<Option<Owned>> {
+    let row = client
+        .query_opt(
+            "SELECT c.tenant_id, c.id FROM card_charges k JOIN charges c ON c.id = k.charge_id \
+              WHERE k.provider_payment_id = $1",
+            &[&payment_id],
+        )
+        .await?;
+    match row {
+        None => Ok(None),
+        Some(r) => {
+            let tenant = TenantId(r.get(0));
+            Ok(Some(Owned { tenant, charge: get(client, tenant, r.get(1)).await? }))
+        }
+    }
+}
+
+/// A card charge as reconciliation compares it with the provider's payments.
+#[derive(Debug, Clone)]
+pub struct Reconciled {
+    pub tenant: TenantId,
+    pub charge_id: Uuid,
+    pub order_id: String,
+    pub attempt: i32,
+    pub status: String,
+    pub provider_payment_id: Option<String>,
+    pub amount: Decimal,
+    pub currency: Currency,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+const RECONCILED: &str = "SELECT c.tenant_id, c.id, c.order_id, c.attempt, c.status, k.provider_payment_id, c.amount, \
+     c.currency, c.created_at FROM charges c JOIN card_charges k ON k.charge_id = c.id";
+
+fn reconciled(r: &tokio_postgres::Row) -> Result<Reconciled> {
+    let currency = crate::stored::currency(r.get(7))?;
+    Ok(Reconciled {
+        tenant: TenantId(r.get(0)),
+        charge_id: r.get(1),
+        order_id: r.get(2),
+        attempt: r.get(3),
+        status: r.get(4),
+        provider_payment_id: r.get(5),
+        amount: currency.normalize(r.get(6)),
+        currency,
+        created_at: r.get(8),
+    })
+}
+
+/// Every card charge created in [from, to).
+pub async fn created_between(
+    client: &impl GenericClient,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<Reconciled>> {
+    let rows = client
+        .query(
+            &format!("{RECONCILED} WHERE c.created_at >= $1 AND c.created_at < $2 ORDER BY c.created_at"),
+            &[&from, &to],
+        )
+        .await?;
+    rows.iter().map(reconciled).collect()
+}
+
+/// The card charges that recorded these provider payments.
+pub async fn by_payments(client: &impl GenericClient, payment_ids: &[String]) -> Result<Vec<Reconciled>> {
+    let rows = client.query(&format!("{RECONCILED} WHERE k.provider_payment_id = ANY($1)"), &[&payment_ids]).await?;
+    rows.iter().map(reconciled).collect()
+}

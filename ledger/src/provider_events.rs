@@ -1,0 +1,185 @@
+//! Webhooks from the payment provider: at least once, out of order,
+//! possibly long after the call. Each event is recorded in the inbox (by its
+//! id) in the same transaction as its effect, so a repeat changes nothing.
+//!
+//! - A payment that succeeded or failed completes a card charge still
+//!   `processing` (`cards::complete`, as the client's retry or the completer
+//!   would).
+//! - One that repeats the recorded outcome is a no-op.
+//! - One that contradicts it (a failure after a success, a success of a
+//!   failed charge, a second payment for a paid charge, another amount) moves
+//!   no money: it is flagged in `provider_flags` for an operator
+//!   (`ledger-workers provider-flags`).
+
+use deadpool_postgres::Transaction;
+use sha2::{Digest, Sha256};
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::cards::{complete, flag, Completion, ProviderAnswer};
+use crate::charges::ChargeStatus;
+use crate::{inbox, Result, TenantId};
+
+/// The inbox's consumer name for provider webhooks.
+pub const CONSUMER: &str = "provider-webhooks";
+
+/// An event as the ledger reads it (the API parses and verifies it).
+#[derive(Debug, Clone)]
+pub struct ProviderEvent {
+    /// The provider's event id (`evt_...`): what a repeat is known by.
+    pub id: String,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum EventKind {
+    /// A payment's final outcome, with the metadata we sent with it.
+    Payment { answer: ProviderAnswer, tenant_id: Option<Uuid>, charge_id: Option<Uuid> },
+    /// Anything else (refunds, other objects): recorded, nothing to do.
+    Other,
+}
+
+/// What an event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Seen before: nothing done.
+    Duplicate,
+    /// Completed a `processing` charge.
+    Completed,
+    /// The charge already had this outcome.
+    AlreadyRecorded,
+    /// Contradicts the recorded outcome: flagged, no money moved.
+    Flagged,
+    /// Nothing to do with it (no charge of ours, or not a payment outcome).
+    Ignored,
+}
+
+impl Effect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Duplicate => "duplicate",
+            Effect::Completed => "completed",
+            Effect::AlreadyRecorded => "already_recorded",
+            Effect::Flagged => "flagged",
+            Effect::Ignored => "ignored",
+        }
+    }
+}
+
+/// The inbox id of a provider event: its id's digest as a UUID (the inbox
+/// keys on UUIDs; a provider's ids are text).
+pub fn message_id(event_id: &str) -> Uuid {
+    let digest = Sha256::digest(format!("{CONSUMER}:{event_id}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    Uuid::from_bytes(bytes)
+}
+
+/// Applies one verified event within `tx`, recording it in the inbox.
+pub async fn receive(tx: &Transaction<'_>, event: &ProviderEvent) -> Result<Effect> {
+    if !inbox::record(tx, CONSUMER, message_id(&event.id)).await? {
+        return Ok(Effect::Duplicate);
+    }
+    let EventKind::Payment { answer, tenant_id, charge_id } = &event.kind else {
+        return Ok(Effect::Ignored);
+    };
+    let payment_id = match answer {
+        ProviderAnswer::Succeeded { payment_id, .. } => Some(payment_id.as_str()),
+        ProviderAnswer::Declined { payment_id, .. } => payment_id.as_deref(),
+    };
+    // The charge: by the payment id recorded on it, else by the metadata we sent.
+    let owner = match payment_id {
+        Some(id) => tx
+            .query_opt(
+                "SELECT c.tenant_id, c.id FROM card_charges k JOIN charges c ON c.id = k.charge_id \
+                  WHERE k.provider_payment_id = $1",
+                &[&id],
+            )
+            .await?
+            .map(|r| (TenantId(r.get(0)), r.get::<_, Uuid>(1))),
+        None => None,
+    };
+    let owner = match (owner, tenant_id, charge_id) {
+        (Some(o), _, _) => Some(o),
+        (None, Some(t), Some(c)) => tx
+            .query_opt(
+                "SELECT c.tenant_id, c.id FROM charges c JOIN card_charges k ON k.charge_id = c.id \
+                  WHERE c.id = $1 AND c.tenant_id = $2",
+                &[c, t],
+            )
+            .await?
+            .map(|r| (TenantId(r.get(0)), r.get::<_, Uuid>(1))),
+        _ => None,
+    };
+    let Some((tenant, charge)) = owner else {
+        // a payment we have no charge for: reconcile-payments reports it
+        return Ok(Effect::Ignored);
+    };
+    let before = crate::charges::get(&**tx, tenant, charge).await?;
+    if before.status == ChargeStatus::Processing {
+        return Ok(match complete(tx, tenant, charge, Some(answer)).await? {
+            Completion::Final(_) => Effect::Completed,
+            // another amount: flagged by `complete`, nothing moved
+            Completion::Processing(_) => Effect::Flagged,
+        });
+    }
+    let contradiction = match (answer, before.status.paid()) {
+        (ProviderAnswer::Succeeded { payment_id, .. }, true) => {
+            (before.provider_payment_id.as_deref() != Some(payment_id)).then_some("second_payment")
+        }
+        (ProviderAnswer::Succeeded { .. }, false) => Some("succeeded_after_failed"),
+        (ProviderAnswer::Declined { payment_id: Some(p), .. }, true) => {
+            (before.provider_payment_id.as_deref() == Some(p)).then_some("failed_after_succeeded")
+        }
+        (ProviderAnswer::Declined { .. }, _) => None,
+    };
+    // A decline of another payment of a paid charge is an earlier attempt of
+    // the same key's story (no money either way): nothing to flag.
+    match contradiction {
+        None => Ok(Effect::AlreadyRecorded),
+        Some(kind) => {
+            let detail = serde_json::json!({
+                "event_id": event.id, "recorded_status": format!("{:?}", before.status).to_lowercase(),
+                "recorded_payment_id": before.provider_payment_id, "event": format!("{answer:?}"),
+            });
+            flag(&**tx, Some(tenant), Some(charge), Some(&event.id), kind, &detail).await?;
+            tracing::warn!(charge = %charge, event = %event.id, kind, "provider event contradicts the ledger: flagged");
+            Ok(Effect::Flagged)
+        }
+    }
+}
+
+/// An open flag: a contradiction an operator has not resolved.
+#[derive(Debug, Clone)]
+pub struct Flag {
+    pub id: i64,
+    pub tenant_id: Option<Uuid>,
+    pub charge_id: Option<Uuid>,
+    pub event_id: Option<String>,
+    pub kind: String,
+    pub detail: serde_json::Value,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Every open flag, oldest first.
+pub async fn open_flags(client: &impl GenericClient) -> Result<Vec<Flag>> {
+    let rows = client
+        .query(
+            "SELECT id, tenant_id, charge_id, event_id, kind, detail, created_at FROM provider_flags \
+              WHERE resolved_at IS NULL ORDER BY id",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Flag {
+            id: r.get(0),
+            tenant_id: r.get(1),
+            charge_id: r.get(2),
+            event_id: r.get(3),
+            kind: r.get(4),
+            detail: r.get(5),
+            created_at: r.get(6),
+        })
+        .collect())
+}

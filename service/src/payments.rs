@@ -1,0 +1,193 @@
+//! Card charges at the payment provider: the phase between a card charge's
+//! two transactions (`ledger::cards`), shared by the API (a request and its
+//! retries) and the completer (`ledger-workers completer`).
+//!
+//! Every send for a charge carries the same provider key, so the provider's
+//! own idempotency makes a resend after a timeout, a reset or a 5xx the same
+//! request: it replays the first result instead of charging again. Past the
+//! provider's key window a resend would be a new request, so the payment is
+//! first looked up by the metadata we sent, and only sent if none exists.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use gateway::{GatewayError, PaymentIntent, PaymentOutcome, PaymentRequest, PaymentStatus};
+use ledger::cards::{minor_units, ProviderAnswer};
+use ledger::charges::Charge;
+use ledger::TenantId;
+
+use crate::settings::Gateway;
+
+/// The provider client and what the service sends it.
+#[derive(Clone, Debug)]
+pub struct Payments {
+    pub client: gateway::Client,
+    key_secret: Vec<u8>,
+    key_window: Duration,
+    lease: Duration,
+    webhook_secret: String,
+    webhook_tolerance: Duration,
+}
+
+/// What asking the provider gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Asked {
+    /// A final answer, to record.
+    Answer(ProviderAnswer),
+    /// No final answer (timeout, reset, 5xx, pending at the provider): the
+    /// charge stays `processing` and is asked again with the same key.
+    Unknown(String),
+}
+
+/// The metadata of a charge's payment: what it is looked up by.
+pub fn metadata(tenant: TenantId, charge: &Charge) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("tenant_id".to_owned(), tenant.0.to_string()),
+        ("order_id".to_owned(), charge.order_id.clone()),
+        ("attempt".to_owned(), charge.attempt.to_string()),
+        ("charge_id".to_owned(), charge.id.to_string()),
+    ])
+}
+
+/// A provider payment as the ledger records it, when it is final.
+pub fn answer_of(intent: &PaymentIntent) -> Option<ProviderAnswer> {
+    match intent.status {
+        PaymentStatus::Succeeded => Some(ProviderAnswer::Succeeded {
+            payment_id: intent.id.clone(),
+            amount_minor: intent.amount,
+            currency: intent.currency.clone(),
+        }),
+        // a confirmation that failed leaves the payment waiting for another method
+        PaymentStatus::RequiresPaymentMethod | PaymentStatus::Canceled => Some(ProviderAnswer::Declined {
+            payment_id: Some(intent.id.clone()),
+            code: intent
+                .last_payment_error
+                .as_ref()
+                .map(|e| decline_code(e.code.as_deref(), e.decline_code.as_deref()))
+                .unwrap_or_else(|| "card_declined".to_owned()),
+        }),
+        _ => None,
+    }
+}
+
+fn decline_code(code: Option<&str>, decline: Option<&str>) -> String {
+    match (code, decline) {
+        (Some(c), Some(d)) => format!("{c}/{d}"),
+        (Some(c), None) => c.to_owned(),
+        (None, Some(d)) => format!("card_declined/{d}"),
+        (None, None) => "card_declined".to_owned(),
+    }
+}
+
+impl Payments {
+    pub fn new(settings: &Gateway) -> Result<Payments, gateway::BuildError> {
+        Ok(Payments {
+            client: gateway::Client::new(&settings.client_config())?,
+            key_secret: settings.gateway_key_secret.as_bytes().to_vec(),
+            key_window: settings.key_window(),
+            lease: settings.lease(),
+            webhook_secret: settings.gateway_webhook_secret.clone(),
+            webhook_tolerance: settings.webhook_tolerance(),
+        })
+    }
+
+    /// The provider key of an order attempt: an HMAC of (tenant, order,
+    /// attempt) under the server secret, at most 64 characters.
+    pub fn provider_key(&self, tenant: TenantId, order_id: &str, attempt: i32) -> String {
+        gateway::provider_key(&self.key_secret, tenant.0, order_id, attempt)
+    }
+
+    /// The provider key of a refund: (tenant, charge, reference).
+    pub fn refund_key(&self, tenant: TenantId, charge_id: uuid::Uuid, reference: &str) -> String {
+        gateway::refund_key(&self.key_secret, tenant.0, charge_id, reference)
+    }
+
+    /// How long whoever drives a processing charge holds the completer off.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// Verifies a webhook's `Stripe-Signature` (with the tolerance) and
+    /// parses its event.
+    pub fn verify_webhook(
+        &self,
+        payload: &[u8],
+        signature: Option<&str>,
+    ) -> Result<gateway::Event, gateway::SignatureError> {
+        let now = chrono::Utc::now().timestamp();
+        gateway::webhook::verify(payload, signature, &self.webhook_secret, self.webhook_tolerance, now)
+    }
+
+    /// Asks the provider for a processing charge's answer: looks the
+    /// payment up first when the charge is older than the provider's key
+    /// window, then sends it with its key.
+    pub async fn ask(&self, tenant: TenantId, charge: &Charge) -> Asked {
+        let (Some(payment_method), Some(key)) = (&charge.payment_method, &charge.provider_key) else {
+            return Asked::Unknown(format!("charge {} is not a card charge", charge.id));
+        };
+        let age = (chrono::Utc::now() - charge.created_at).to_std().unwrap_or_default();
+        if age >= self.key_window {
+            match self.look_up(tenant, charge).await {
+                Ok(Some(asked)) => return asked,
+                Ok(None) => {} // never reached the provider: sending it is the first time
+                Err(e) => return Asked::Unknown(format!("look-up at the provider: {e}")),
+            }
+        }
+        let request = PaymentRequest {
+            amount: minor_units(charge.amount, charge.currency),
+            currency: charge.currency.code().to_owned(),
+            payment_method: payment_method.clone(),
+            metadata: metadata(tenant, charge),
+        };
+        match self.client.create_payment(&request, key).await {
+            Ok(PaymentOutcome::Succeeded(intent)) => match answer_of(&intent) {
+                Some(answer) => Asked::Answer(answer),
+                None => Asked::Unknown(format!("payment {} is {:?}", intent.id, intent.status)),
+            },
+            Ok(PaymentOutcome::Declined(d)) => Asked::Answer(ProviderAnswer::Declined {
+                payment_id: d.payment_intent_id,
+                code: decline_code(Some(&d.code), d.decline_code.as_deref()),
+            }),
+            Ok(PaymentOutcome::Pending(intent)) => {
+                Asked::Unknown(format!("payment {} is {:?} at the provider", intent.id, intent.status))
+            }
+            Ok(PaymentOutcome::Unknown(why)) => Asked::Unknown(why.to_string()),
+            // The provider refused the request before charging (a payment
+            // method it does not know, say): nothing was taken, for good.
+            Err(GatewayError::Rejected { kind, code, message, .. }) => {
+                tracing::warn!(charge = %charge.id, %kind, ?code, %message, "the provider refused the payment");
+                Asked::Answer(ProviderAnswer::Declined {
+                    payment_id: None,
+                    code: format!("{kind}/{}", code.as_deref().unwrap_or("rejected")),
+                })
+            }
+            Err(e) => {
+                // configuration or a bug: keep the charge processing, loudly
+                tracing::error!(charge = %charge.id, error = %e, "the provider call failed");
+                Asked::Unknown(e.to_string())
+            }
+        }
+    }
+
+    /// The charge's payment at the provider, found by the metadata we sent:
+    /// `None` when there is none (it was never made).
+    pub async fn look_up(&self, tenant: TenantId, charge: &Charge) -> Result<Option<Asked>, GatewayError> {
+        let tenant_id = tenant.0.to_string();
+        let attempt = charge.attempt.to_string();
+        let found = self
+            .client
+            .search_payments(&[("tenant_id", &tenant_id), ("order_id", &charge.order_id), ("attempt", &attempt)])
+            .await?;
+        if found.is_empty() {
+            return Ok(None);
+        }
+        // a success wins over anything else found for the attempt
+        if let Some(paid) = found.iter().find(|p| p.status == PaymentStatus::Succeeded) {
+            return Ok(answer_of(paid).map(Asked::Answer));
+        }
+        Ok(Some(match found.iter().find_map(answer_of) {
+            Some(answer) => Asked::Answer(answer),
+            None => Asked::Unknown("the payment is not final at the provider".to_owned()),
+        }))
+    }
+}

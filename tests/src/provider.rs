@@ -1,0 +1,173 @@
+//! The fake payment provider (`gateway`'s `fake-provider` binary) as a
+//! separate process, on a free port with a state folder of its own, and the
+//! admin calls the tests ask it with (its own count of payments per order
+//! attempt, faults, webhook endpoints).
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+/// The secrets the fake uses by default, and the service's defaults too.
+pub const SECRET_KEY: &str = "sk_test_ledger_local";
+pub const WEBHOOK_SECRET: &str = "whsec_ledger_local";
+
+/// The real `fake-provider` binary (built by `cargo build --workspace --bins`).
+pub fn binary() -> PathBuf {
+    crate::workers_binary().with_file_name("fake-provider")
+}
+
+/// A fake provider process; killed, and its state folder removed, when
+/// dropped (its log printed if the test failed).
+pub struct FakeProvider {
+    child: Child,
+    _stdout: BufReader<ChildStdout>,
+    pub url: String,
+    dir: PathBuf,
+    args: Vec<String>,
+    http: awc::Client,
+}
+
+impl FakeProvider {
+    /// Starts it on a free port with `args` beside the listen address and
+    /// the state folder (e.g. `--fault-seed`, `--webhook-url`).
+    pub fn start(args: &[&str]) -> FakeProvider {
+        let dir = std::env::temp_dir().join(format!("ledger-fake-provider-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let (child, stdout, url) = spawn(&dir, &args);
+        let http = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+        FakeProvider { child, _stdout: stdout, url, dir, args, http }
+    }
+
+    /// `kill -9`, then a new process on the same state folder (a new port).
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, stdout, url) = spawn(&self.dir, &self.args);
+        (self.child, self._stdout, self.url) = (child, stdout, url);
+    }
+
+    /// The settings a service process points at it with.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("GATEWAY_URL", self.url.clone()),
+            ("GATEWAY_SECRET_KEY", SECRET_KEY.to_owned()),
+            ("GATEWAY_WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
+        ]
+    }
+
+    /// Points a service configuration at it.
+    pub fn configure(&self, gateway: &mut service::settings::Gateway) {
+        gateway.gateway_url = self.url.clone();
+        gateway.gateway_secret_key = SECRET_KEY.to_owned();
+        gateway.gateway_webhook_secret = WEBHOOK_SECRET.to_owned();
+    }
+
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let req = self
+            .http
+            .request(awc::http::Method::from_bytes(method.as_bytes()).unwrap(), format!("{}/_fake{path}", self.url));
+        let mut res = match body {
+            Some(b) => req.insert_header(("Content-Type", "application/json")).send_body(b.to_string()).await,
+            None => req.send().await,
+        }
+        .unwrap_or_else(|e| panic!("the fake provider answers {path}: {e}"));
+        let status = res.status();
+        let bytes = res.body().limit(64 << 20).await.unwrap();
+        assert!(status.is_success(), "{path}: {status} {}", String::from_utf8_lossy(&bytes));
+        if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        }
+    }
+
+    /// Arms a fault: `{"kind": "drop_after_charge", "count": 1, "metadata": {...}}`.
+    pub async fn arm(&self, fault: Value) {
+        self.admin("POST", "/faults", Some(fault)).await;
+    }
+
+    /// Random faults from a seed (`PUT /_fake/faults/random`).
+    pub async fn random_faults(&self, settings: Value) {
+        self.admin("PUT", "/faults/random", Some(settings)).await;
+    }
+
+    pub async fn disarm(&self) {
+        self.admin("DELETE", "/faults", None).await;
+    }
+
+    pub async fn stats(&self) -> Value {
+        self.admin("GET", "/stats", None).await
+    }
+
+    /// Every payment the fake holds.
+    pub async fn payments(&self) -> Vec<Value> {
+        self.admin("GET", "/payments", None).await["data"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The payments of one order (any attempt, any tenant).
+    pub async fn payments_of(&self, order: &str) -> Vec<Value> {
+        self.payments().await.into_iter().filter(|p| p["metadata"]["order_id"] == order).collect()
+    }
+
+    /// The fake's own largest count of payments for one (tenant, order, attempt).
+    pub async fn max_payments_per_attempt(&self) -> u64 {
+        let groups = self.admin("GET", "/payments?group_by=tenant_id,order_id,attempt", None).await;
+        groups["max_per_group"].as_u64().unwrap_or(0)
+    }
+
+    pub async fn set_webhook_endpoint(&self, url: &str) {
+        self.admin("PUT", "/webhook-endpoints", Some(json!({ "urls": [url] }))).await;
+    }
+
+    /// Every webhook delivery the fake made or holds.
+    pub async fn webhooks(&self) -> Value {
+        self.admin("GET", "/webhooks", None).await
+    }
+}
+
+impl Drop for FakeProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let mut log = String::new();
+            if let Ok(mut f) = std::fs::File::open(self.dir.join("stderr.log")) {
+                let _ = f.read_to_string(&mut log);
+            }
+            let tail: String =
+                log.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            eprintln!("--- fake provider log, last lines ---\n{tail}");
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn spawn(dir: &std::path::Path, args: &[String]) -> (Child, BufReader<ChildStdout>, String) {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("stderr.log")).unwrap();
+    let bin = binary();
+    assert!(bin.exists(), "{} is missing: run `cargo build --workspace --bins` first", bin.display());
+    let mut child = Command::new(bin)
+        .args(["--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(dir)
+        .args(args)
+        .env("FAKE_PROVIDER_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("the fake provider starts");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let url = line.trim().to_owned();
+    if !url.starts_with("http://127.0.0.1:") {
+        let _ = child.kill();
+        let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+        panic!("the fake provider did not start (first line {line:?}):\n{log}");
+    }
+    (child, stdout, url)
+}

@@ -1,0 +1,345 @@
+//! Card charges through the fake payment provider, started as a separate
+//! process: success, decline, a lost provider answer resumed by the retry,
+//! refunds at the provider, and the choice between a wallet and a card.
+
+use awc::http::StatusCode;
+use ledger_tests::provider::FakeProvider;
+use ledger_tests::{eventually, spawn_app_with, start_workers, Role, TestApp, Workers};
+use serde_json::{json, Value};
+
+struct Shop {
+    app: TestApp,
+    fake: FakeProvider,
+    key: String,
+    seller: String,
+    platform: String,
+}
+
+async fn shop() -> Shop {
+    shop_with(&[], |_| {}).await
+}
+
+/// A shop whose fake provider runs with `fake_args`, its API's provider
+/// settings tweaked.
+async fn shop_with(fake_args: &[&str], tweak: impl FnOnce(&mut service::settings::Gateway)) -> Shop {
+    let fake = FakeProvider::start(fake_args);
+    let app = spawn_app_with(|c| {
+        fake.configure(&mut c.gateway);
+        c.gateway.gateway_timeout_ms = 5_000;
+        tweak(&mut c.gateway);
+    })
+    .await;
+    let key = app.tenant("shop").await;
+    let seller = app.account(&key, "seller", "USD", false).await;
+    let platform = app.account(&key, "platform", "USD", false).await;
+    Shop { app, fake, key, seller, platform }
+}
+
+impl Shop {
+    /// The completer, in this process, pointed at the same database and
+    /// provider, with a lease of `lease_secs`.
+    fn completer(&self, lease_secs: u64, key_window_secs: u64) -> Workers {
+        let mut config = workers::config::Config::local(&self.app.db.url, "cards-test");
+        self.fake.configure(&mut config.gateway);
+        config.gateway.card_lease_secs = lease_secs;
+        config.gateway.gateway_key_window_secs = key_window_secs;
+        config.gateway.gateway_timeout_ms = 5_000;
+        config.completer_poll_ms = 50;
+        start_workers(&config, &[Role::Completer])
+    }
+
+    async fn status_of(&self, order: &str) -> String {
+        let listed = self.app.get(&format!("/v1/charges?order_id={order}"), &self.key).await.json();
+        listed["data"][0]["status"].as_str().unwrap_or("none").to_owned()
+    }
+
+    fn card(&self, order: &str, attempt: i32, payment_method: &str) -> Value {
+        json!({"order_id": order, "attempt": attempt, "payment_method": payment_method,
+               "seller_account_id": self.seller, "amount": "25.00", "currency": "USD",
+               "platform_fee": {"account_id": self.platform, "amount": "2.50"},
+               "receipt_email": "buyer@example.com"})
+    }
+
+    async fn scalar(&self, sql: &str) -> i64 {
+        self.app.db.client().await.query_one(sql, &[]).await.unwrap().get(0)
+    }
+
+    async fn audit_clean(&self) {
+        let report = ledger::audit::audit(&self.app.db.client().await, Default::default()).await.unwrap();
+        assert!(report.is_clean(), "{report}");
+    }
+
+    async fn clearing_balance(&self) -> String {
+        let row = self
+            .app
+            .db
+            .client()
+            .await
+            .query_one("SELECT balance::text FROM accounts WHERE reference = 'provider-clearing:USD'", &[])
+            .await
+            .unwrap();
+        let balance: String = row.get(0);
+        balance.parse::<rust_decimal::Decimal>().unwrap().normalize().to_string()
+    }
+}
+
+#[actix_web::test]
+async fn a_card_charge_takes_the_money_at_the_provider_and_books_it_once() {
+    let s = shop().await;
+    let first = s.app.post("/v1/charges", &s.key, "o1:1", s.card("o1", 1, "pm_card_visa")).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
+    let charge = first.json();
+    assert_eq!(charge["status"], "succeeded");
+    assert_eq!(charge["payment_method"], "pm_card_visa");
+    assert_eq!(charge["buyer_account_id"], Value::Null);
+    let payment_id = charge["provider_payment_id"].as_str().unwrap().to_owned();
+    assert!(payment_id.starts_with("pi_"), "{charge}");
+
+    // the provider holds one payment for the attempt, of 2500 cents, with our metadata
+    let payments = s.fake.payments_of("o1").await;
+    assert_eq!(payments.len(), 1, "{payments:?}");
+    assert_eq!(payments[0]["id"], payment_id.as_str());
+    assert_eq!(payments[0]["amount"], 2500);
+    assert_eq!(payments[0]["metadata"]["attempt"], "1");
+
+    // one ledger transaction: clearing -25.00, seller +22.50, platform +2.50
+    assert_eq!(s.scalar("SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await, 1);
+    assert_eq!(s.clearing_balance().await, "-25");
+    assert_eq!(s.app.balance(&s.key, &s.seller).await, "22.50");
+    assert_eq!(s.app.balance(&s.key, &s.platform).await, "2.50");
+    assert_eq!(s.scalar("SELECT count(*) FROM outbox WHERE event_type = 'charge.succeeded'").await, 1);
+
+    // the retry replays; another key for the same attempt finds the charge
+    let again = s.app.post("/v1/charges", &s.key, "o1:1", s.card("o1", 1, "pm_card_visa")).await;
+    assert!(again.replayed);
+    assert_eq!(again.body, first.body);
+    let other_key = s.app.post("/v1/charges", &s.key, "o1:1:again", s.card("o1", 1, "pm_card_visa")).await;
+    assert_eq!(other_key.status, StatusCode::OK, "{other_key:?}");
+    assert!(other_key.natural_key_replayed);
+    // and another attempt of the paid order is refused
+    let bumped = s.app.post("/v1/charges", &s.key, "o1:2", s.card("o1", 2, "pm_card_visa")).await;
+    assert_eq!(bumped.status, StatusCode::CONFLICT);
+    assert_eq!(bumped.code(), "order_already_charged");
+    assert_eq!(s.fake.payments_of("o1").await.len(), 1, "never a second payment");
+    s.audit_clean().await;
+}
+
+#[actix_web::test]
+async fn a_declined_card_is_a_stored_402_and_the_next_attempt_may_pay() {
+    let s = shop().await;
+    let declined = s.app.post("/v1/charges", &s.key, "o2:1", s.card("o2", 1, "pm_card_chargeDeclined")).await;
+    assert_eq!(declined.status, StatusCode::PAYMENT_REQUIRED, "{declined:?}");
+    assert_eq!(declined.code(), "card_declined");
+    let replay = s.app.post("/v1/charges", &s.key, "o2:1", s.card("o2", 1, "pm_card_chargeDeclined")).await;
+    assert!(replay.replayed);
+    assert_eq!((replay.status, &replay.body), (declined.status, &declined.body));
+    // nothing moved, the attempt is recorded as failed
+    assert_eq!(s.scalar("SELECT count(*) FROM ledger_transactions").await, 0);
+    assert_eq!(s.scalar("SELECT count(*) FROM charges WHERE status = 'failed'").await, 1);
+
+    let paid = s.app.post("/v1/charges", &s.key, "o2:2", s.card("o2", 2, "pm_card_visa")).await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{paid:?}");
+    let listed = s.app.get("/v1/charges?order_id=o2", &s.key).await.json();
+    let statuses: Vec<&str> =
+        listed["data"].as_array().unwrap().iter().map(|c| c["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["failed", "succeeded"]);
+    assert_eq!(s.fake.payments_of("o2").await.len(), 2, "one payment per attempt");
+    s.audit_clean().await;
+}
+
+#[actix_web::test]
+async fn a_lost_provider_answer_is_202_processing_and_the_retry_ends_in_one_payment() {
+    let s = shop().await;
+    // the provider charges and then drops the connection without answering
+    s.fake.arm(json!({"kind": "drop_after_charge", "count": 1, "metadata": {"order_id": "o3"}})).await;
+    let first = s.app.post("/v1/charges", &s.key, "o3:1", s.card("o3", 1, "pm_card_visa")).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
+    assert_eq!(first.json()["status"], "processing");
+    assert_eq!(first.json()["transaction_id"], Value::Null);
+    assert_eq!(first.retry_after.as_deref(), Some("1"));
+    assert!(!first.replayed);
+    assert_eq!(s.fake.payments_of("o3").await.len(), 1, "the provider did charge");
+    assert_eq!(s.scalar("SELECT count(*) FROM ledger_transactions").await, 0, "nothing booked yet");
+    s.audit_clean().await;
+
+    // the storefront retries with the same key: same provider key, the provider replays
+    let retry = s.app.post("/v1/charges", &s.key, "o3:1", s.card("o3", 1, "pm_card_visa")).await;
+    assert_eq!(retry.status, StatusCode::CREATED, "{retry:?}");
+    assert_eq!(retry.json()["status"], "succeeded");
+    let again = s.app.post("/v1/charges", &s.key, "o3:1", s.card("o3", 1, "pm_card_visa")).await;
+    assert!(again.replayed);
+    assert_eq!(again.body, retry.body, "the one final answer");
+    let payments = s.fake.payments_of("o3").await;
+    assert_eq!(payments.len(), 1, "one provider payment: {payments:?}");
+    assert_eq!(retry.json()["provider_payment_id"], payments[0]["id"]);
+    assert_eq!(s.scalar("SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await, 1);
+    assert_eq!(s.fake.max_payments_per_attempt().await, 1);
+    s.audit_clean().await;
+}
+
+#[actix_web::test]
+async fn a_card_refund_goes_to_the_provider_once() {
+    let s = shop().await;
+    let charge = s.app.post("/v1/charges", &s.key, "o4:1", s.card("o4", 1, "pm_card_visa")).await;
+    assert_eq!(charge.status, StatusCode::CREATED, "{charge:?}");
+    let id = charge.id();
+    let body = json!({"reference": "o4:refund:1", "amount": "10.00"});
+    let refund = s.app.post(&format!("/v1/charges/{id}/refunds"), &s.key, "o4:refund:1", body.clone()).await;
+    assert_eq!(refund.status, StatusCode::CREATED, "{refund:?}");
+    // under another key, the same reference is the same refund, and the provider refunds once
+    let again = s.app.post(&format!("/v1/charges/{id}/refunds"), &s.key, "o4:refund:1:again", body).await;
+    assert_eq!(again.status, StatusCode::OK, "{again:?}");
+    assert_eq!(again.id(), refund.id());
+    assert_eq!(s.fake.stats().await["refunds"], 1, "{}", s.fake.stats().await);
+    let payment = &s.fake.payments_of("o4").await[0];
+    assert_eq!(payment["amount_refunded"], 1000, "{payment}");
+    // the clearing account got the 10.00 back; the seller and platform gave their shares
+    assert_eq!(s.clearing_balance().await, "-15");
+    assert_eq!(s.app.balance(&s.key, &s.seller).await, "13.50");
+    assert_eq!(s.app.balance(&s.key, &s.platform).await, "1.50");
+    s.audit_clean().await;
+}
+
+#[actix_web::test]
+async fn a_charge_names_exactly_one_way_to_pay() {
+    let s = shop().await;
+    let buyer = s.app.funded(&s.key, "buyer", "100.00").await;
+    let mut both = s.card("o5", 1, "pm_card_visa");
+    both["buyer_account_id"] = json!(buyer);
+    let mut neither = s.card("o5", 1, "pm_card_visa");
+    neither.as_object_mut().unwrap().remove("payment_method");
+    for body in [both, neither] {
+        let refused = s.app.post("/v1/charges", &s.key, "o5:1", body).await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{refused:?}");
+        assert_eq!(refused.code(), "invalid_payment_source");
+    }
+    let bad = s.app.post("/v1/charges", &s.key, "o5:1", s.card("o5", 1, "pm card")).await;
+    assert_eq!(bad.code(), "invalid_field");
+    assert_eq!(s.app.db.count("charges").await, 0);
+    assert!(s.fake.payments().await.is_empty());
+}
+
+#[actix_web::test]
+async fn the_completer_finishes_a_charge_whose_client_never_came_back() {
+    let s = shop_with(&[], |g| g.card_lease_secs = 1).await;
+    s.fake.arm(json!({"kind": "drop_after_charge", "count": 1, "metadata": {"order_id": "o6"}})).await;
+    let first = s.app.post("/v1/charges", &s.key, "o6:1", s.card("o6", 1, "pm_card_visa")).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
+    let _completer = s.completer(1, 86_400);
+    eventually(20, "the completer completes the charge", || async { s.status_of("o6").await == "succeeded" }).await;
+    assert_eq!(s.fake.payments_of("o6").await.len(), 1, "the same provider key: one payment");
+    assert_eq!(s.scalar("SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await, 1);
+    assert_eq!(s.scalar("SELECT count(*) FROM outbox WHERE event_type = 'charge.succeeded'").await, 1);
+    // the client's late retry gets the final answer, stored from then on
+    let retry = s.app.post("/v1/charges", &s.key, "o6:1", s.card("o6", 1, "pm_card_visa")).await;
+    assert_eq!(retry.status, StatusCode::CREATED, "{retry:?}");
+    let again = s.app.post("/v1/charges", &s.key, "o6:1", s.card("o6", 1, "pm_card_visa")).await;
+    assert!(again.replayed);
+    assert_eq!(again.body, retry.body);
+    s.audit_clean().await;
+}
+
+#[actix_web::test]
+async fn a_client_and_the_completer_racing_make_one_payment_and_one_transaction() {
+    let s = shop_with(&[], |g| g.card_lease_secs = 1).await;
+    // the provider charges, then holds the connection 1.5 s and closes it unanswered;
+    // its key replays meanwhile, so the completer (after the 1 s lease) gets the answer
+    s.fake
+        .arm(json!({"kind": "hang_after_charge", "count": 1, "delay_ms": 1500, "metadata": {"order_id": "o7"}}))
+        .await;
+    let _completer = s.completer(1, 86_400);
+    let body = s.card("o7", 1, "pm_card_visa");
+    let first = s.app.post("/v1/charges", &s.key, "o7:1", body.clone()).await;
+    assert!([StatusCode::ACCEPTED, StatusCode::CREATED].contains(&first.status), "{first:?}");
+    // several retries at once beside the completer, until the final answer
+    let mut finals = Vec::new();
+    for _ in 0..20 {
+        let answers =
+            futures::future::join_all((0..4).map(|_| s.app.post("/v1/charges", &s.key, "o7:1", body.clone()))).await;
+        for a in answers {
+            assert!([StatusCode::ACCEPTED, StatusCode::CREATED, StatusCode::CONFLICT].contains(&a.status), "{a:?}");
+            if a.status == StatusCode::CREATED {
+                finals.push(a.body);
+            }
+        }
+        if !finals.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(!finals.is_empty(), "a final answer");
+    assert!(finals.windows(2).all(|w| w[0] == w[1]), "one final answer");
+    assert_eq!(s.fake.payments_of("o7").await.len(), 1, "one provider payment");
+    assert_eq!(s.fake.max_payments_per_attempt().await, 1);
+    assert_eq!(s.scalar("SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await, 1);
+    assert_eq!(s.scalar("SELECT count(*) FROM outbox WHERE event_type = 'charge.succeeded'").await, 1);
+    s.audit_clean().await;
+}
+
+#[actix_web::test]
+async fn past_the_key_window_the_payment_is_looked_up_before_anything_is_sent_again() {
+    // the provider forgets keys after 0.2 s: resending the key then would charge again
+    let s = shop_with(&["--idempotency-ttl-secs", "0.2"], |g| g.card_lease_secs = 1).await;
+    s.fake.arm(json!({"kind": "drop_after_charge", "count": 1, "metadata": {"order_id": "o8"}})).await;
+    let first = s.app.post("/v1/charges", &s.key, "o8:1", s.card("o8", 1, "pm_card_visa")).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    // a key window of 0: every charge is past it, so the completer searches first
+    let _completer = s.completer(1, 0);
+    eventually(20, "the completer records the payment it found", || async { s.status_of("o8").await == "succeeded" })
+        .await;
+    let payments = s.fake.payments_of("o8").await;
+    assert_eq!(payments.len(), 1, "found, not sent again: {payments:?}");
+    assert_eq!(s.scalar("SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await, 1);
+    s.audit_clean().await;
+}
+
+#[actix_web::test]
+async fn reconcile_payments_is_clean_then_names_each_planted_difference() {
+    let s = shop().await;
+    for n in 1..=3 {
+        let order = format!("r{n}");
+        let paid = s.app.post("/v1/charges", &s.key, &format!("{order}:1"), s.card(&order, 1, "pm_card_visa")).await;
+        assert_eq!(paid.status, StatusCode::CREATED, "{paid:?}");
+    }
+    let declined = s.app.post("/v1/charges", &s.key, "r4:1", s.card("r4", 1, "pm_card_chargeDeclined")).await;
+    assert_eq!(declined.status, StatusCode::PAYMENT_REQUIRED);
+    let mut config = workers::config::Config::local(&s.app.db.url, "reconcile-test");
+    s.fake.configure(&mut config.gateway);
+    let clean = ledger_tests::run_worker_command(&config, &["reconcile-payments"]).await;
+    let out = String::from_utf8_lossy(&clean.stdout).to_string();
+    assert!(clean.status.success(), "{out}{}", String::from_utf8_lossy(&clean.stderr));
+    assert!(out.contains("0 difference(s)"), "{out}");
+
+    // planted: a payment the ledger never heard of, a charge whose amount
+    // differs, a charge whose recorded payment the provider does not have
+    let client = gateway::Client::new(&config.gateway.client_config()).unwrap();
+    let stray = gateway::PaymentRequest {
+        amount: 777,
+        currency: "USD".into(),
+        payment_method: "pm_card_visa".into(),
+        metadata: [("order_id".to_owned(), "stray".to_owned())].into(),
+    };
+    let gateway::PaymentOutcome::Succeeded(stray) = client.create_payment(&stray, "stray-1").await.unwrap() else {
+        panic!("the stray payment succeeds")
+    };
+    let db = s.app.db.client().await;
+    db.batch_execute(
+        "SET session_replication_role = replica; \
+         UPDATE charges SET amount = amount + 1 WHERE order_id = 'r2'; \
+         UPDATE card_charges SET provider_payment_id = 'pi_gone' \
+          WHERE charge_id = (SELECT id FROM charges WHERE order_id = 'r3');",
+    )
+    .await
+    .unwrap();
+    let found = ledger_tests::run_worker_command(&config, &["reconcile-payments"]).await;
+    let out = String::from_utf8_lossy(&found.stdout).to_string();
+    assert_eq!(found.status.code(), Some(1), "{out}");
+    let lines: Vec<&str> = out.lines().filter(|l| !l.contains("difference(s)")).collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(lines.iter().any(|l| l.starts_with("payment_without_charge") && l.contains(&stray.id)), "{out}");
+    let r3_payment = s.fake.payments_of("r3").await[0]["id"].as_str().unwrap().to_owned();
+    assert!(lines.iter().any(|l| l.starts_with("payment_without_charge") && l.contains(&r3_payment)), "{out}");
+    assert!(lines.iter().any(|l| l.starts_with("amount_differs") && l.contains("26.00")), "{out}");
+    assert!(lines.iter().any(|l| l.starts_with("charge_without_payment") && l.contains("pi_gone")), "{out}");
+}

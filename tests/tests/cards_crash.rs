@@ -1,0 +1,149 @@
+//! Card charges with the real processes killed at every phase boundary:
+//! after the first transaction, after the provider answered and before the
+//! second, after the second and before the response, and inside the
+//! completer. Each ends with one provider payment for the order attempt (as
+//! the fake provider counts them), one ledger transaction, the final answer
+//! on retry and a clean audit.
+
+use std::time::Duration;
+
+use awc::http::StatusCode;
+use ledger_tests::api_process::{post, ApiProcess, Reply};
+use ledger_tests::provider::FakeProvider;
+use ledger_tests::{spawn_app, spawn_worker_process, TestApp};
+use serde_json::{json, Value};
+
+struct Shop {
+    app: TestApp,
+    fake: FakeProvider,
+    key: String,
+    charge: Value,
+}
+
+/// Accounts made through the in-process server; the charge goes to the real
+/// `ledger-api` process pointed at a fake provider of its own.
+async fn shop() -> Shop {
+    let fake = FakeProvider::start(&[]);
+    let app = spawn_app().await;
+    let key = app.tenant("shop").await;
+    let seller = app.account(&key, "seller", "USD", false).await;
+    let platform = app.account(&key, "platform", "USD", false).await;
+    let charge = json!({"order_id": "o1", "attempt": 1, "payment_method": "pm_card_visa",
+                        "seller_account_id": seller, "amount": "12.00", "currency": "USD",
+                        "platform_fee": {"account_id": platform, "amount": "1.20"}});
+    Shop { app, fake, key, charge }
+}
+
+impl Shop {
+    async fn api(&self, crash_at: Option<&str>) -> ApiProcess {
+        let mut env: Vec<(&str, String)> = self.fake.env();
+        env.push(("CARD_LEASE_SECS", "1".to_owned()));
+        env.push(("GATEWAY_TIMEOUT_MS", "5000".to_owned()));
+        if let Some(point) = crash_at {
+            env.push(("LEDGER_CRASH_AT", point.to_owned()));
+        }
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        ApiProcess::start(&self.app.db.url, &env).await
+    }
+
+    fn completer(&self, crash_at: Option<&str>) -> std::process::Child {
+        let mut config = workers::config::Config::local(&self.app.db.url, "cards-crash");
+        self.fake.configure(&mut config.gateway);
+        config.gateway.card_lease_secs = 1;
+        config.completer_poll_ms = 50;
+        spawn_worker_process(&config, "completer", crash_at)
+    }
+
+    async fn charge(&self, api: &ApiProcess) -> Result<Reply, String> {
+        post(&api.url("/v1/charges"), &self.key, "o1:1", &self.charge, Duration::from_secs(30)).await
+    }
+
+    async fn scalar(&self, sql: &str) -> i64 {
+        self.app.db.client().await.query_one(sql, &[]).await.unwrap().get(0)
+    }
+
+    /// Sends the charge to a process armed at `point`, which dies there;
+    /// restarts it unarmed and retries with the same key, twice.
+    async fn crash_then_retry(&self, point: &str) -> Reply {
+        let mut victim = self.api(Some(point)).await;
+        let first = self.charge(&victim).await;
+        assert!(first.is_err(), "the process died at `{point}` without answering: {first:?}");
+        assert!(victim.exited(Duration::from_secs(10)).await.is_some_and(|s| !s.success()), "died at `{point}`");
+        let api = self.api(None).await;
+        let retry = self.charge(&api).await.expect("the retry is answered");
+        let again = self.charge(&api).await.expect("answered again");
+        assert!(again.replayed, "{again:?}");
+        assert_eq!((again.status, &again.body), (retry.status, &retry.body), "the one final answer");
+        retry
+    }
+
+    async fn assert_paid_once(&self, answer: &Value) {
+        let payments = self.fake.payments_of("o1").await;
+        assert_eq!(payments.len(), 1, "one provider payment: {payments:?}");
+        assert_eq!(self.fake.max_payments_per_attempt().await, 1);
+        assert_eq!(answer["status"], "succeeded", "{answer}");
+        assert_eq!(answer["provider_payment_id"], payments[0]["id"]);
+        assert_eq!(self.scalar("SELECT count(*) FROM charges").await, 1);
+        assert_eq!(self.scalar("SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await, 1);
+        assert_eq!(self.scalar("SELECT count(*) FROM outbox WHERE event_type = 'charge.succeeded'").await, 1);
+        let report = ledger::audit::audit(&self.app.db.client().await, Default::default()).await.unwrap();
+        assert!(report.is_clean(), "{report}");
+    }
+}
+
+#[actix_web::test]
+async fn killed_after_the_first_transaction_the_retry_asks_the_provider_once() {
+    let s = shop().await;
+    let retry = s.crash_then_retry("card-after-charge-created").await;
+    assert_eq!(retry.status, StatusCode::CREATED, "{retry:?}");
+    assert!(!retry.replayed);
+    s.assert_paid_once(&retry.body).await;
+}
+
+#[actix_web::test]
+async fn killed_after_the_provider_answered_the_retry_records_that_payment() {
+    let s = shop().await;
+    let retry = s.crash_then_retry("card-after-provider").await;
+    // the provider charged before the crash; the retry's same key replays that payment
+    assert_eq!(retry.status, StatusCode::CREATED, "{retry:?}");
+    assert_eq!(s.fake.stats().await["replays"].as_u64().unwrap_or(0), 1, "{}", s.fake.stats().await);
+    s.assert_paid_once(&retry.body).await;
+}
+
+#[actix_web::test]
+async fn killed_after_the_second_transaction_the_retry_is_replayed() {
+    let s = shop().await;
+    let retry = s.crash_then_retry("card-after-complete").await;
+    assert_eq!(retry.status, StatusCode::CREATED, "{retry:?}");
+    assert!(retry.replayed, "the stored final answer");
+    s.assert_paid_once(&retry.body).await;
+}
+
+#[actix_web::test]
+async fn the_completer_killed_after_the_provider_answered_is_resumed_once() {
+    let s = shop().await;
+    s.fake.arm(json!({"kind": "drop_after_charge", "count": 1, "metadata": {"order_id": "o1"}})).await;
+    let api = s.api(None).await;
+    let first = s.charge(&api).await.expect("answered");
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
+
+    let mut victim = s.completer(Some("completer-after-provider"));
+    let status = tokio::task::spawn_blocking(move || victim.wait().unwrap()).await.unwrap();
+    assert!(!status.success(), "the completer died at its point");
+    assert_eq!(s.scalar("SELECT count(*) FROM charges WHERE status = 'processing'").await, 1, "nothing recorded");
+
+    let mut completer = s.completer(None);
+    ledger_tests::eventually(20, "the restarted completer completes the charge", || async {
+        s.scalar("SELECT count(*) FROM charges WHERE status = 'succeeded'").await == 1
+    })
+    .await;
+    let _ = completer.kill();
+    let _ = completer.wait();
+
+    let retry = s.charge(&api).await.expect("answered");
+    assert_eq!(retry.status, StatusCode::CREATED, "{retry:?}");
+    let again = s.charge(&api).await.expect("answered");
+    assert!(again.replayed);
+    assert_eq!(again.body, retry.body);
+    s.assert_paid_once(&retry.body).await;
+}
