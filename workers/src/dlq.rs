@@ -95,7 +95,14 @@ pub fn describe(delivery: &Delivery, delivery_limit: i64) -> Dead {
     let body: Option<serde_json::Value> = serde_json::from_slice(&delivery.data).ok();
     let reason = text(header(headers, "x-first-death-reason")).or_else(|| text(from_death("reason").as_ref()));
     let deliveries = match reason.as_deref() {
-        Some("rejected") => Some("1".to_owned()),
+        // Rejected by its consumer: unparseable at once, or failed
+        // AMQP_DELIVERY_LIMIT times; the broker's count (lost connections
+        // included) is what it was delivered before that.
+        Some("rejected") => match header(headers, "x-delivery-count") {
+            Some(AMQPValue::LongLongInt(n)) => Some((n + 1).to_string()),
+            Some(AMQPValue::LongInt(n)) => Some((n + 1).to_string()),
+            _ => Some("1".to_owned()),
+        },
         Some("delivery_limit") => Some(format!(">{delivery_limit}")),
         _ => None,
     };
@@ -121,7 +128,7 @@ async fn open(config: &Config) -> Result<(Connection, lapin::Channel, Names, u32
     let conn = crate::nodes::connect(&config.amqp_url).await?;
     let ch = within("open a channel", conn.create_channel()).await?;
     let names = Names::new(&config.amqp_prefix);
-    within("declare the topology", topology::declare(&ch, &names, config.delivery_limit)).await?;
+    within("declare the topology", topology::declare(&ch, &names, config.queue_delivery_limit)).await?;
     let passive = QueueDeclareOptions { passive: true, ..Default::default() };
     let q = within(
         "count the dead-letter queue",
@@ -148,7 +155,7 @@ pub async fn list(config: &Config) -> Result<Vec<Dead>, Error> {
     let (conn, ch, names, mut left) = open(config).await?;
     let mut out = Vec::new();
     while let Some(m) = next(&ch, &names, &mut left).await? {
-        out.push(describe(&m.delivery, config.delivery_limit));
+        out.push(describe(&m.delivery, config.queue_delivery_limit));
     }
     // Unacked: closing returns every message to the dead-letter queue.
     let _ = conn.close(200, "listed".into()).await;
@@ -164,7 +171,7 @@ pub async fn redrive(config: &Config, select: &Select) -> Result<Vec<Dead>, Erro
     within("confirm mode", publisher.confirm_select(ConfirmSelectOptions::default())).await?;
     let mut moved = Vec::new();
     while let Some(m) = next(&ch, &names, &mut left).await? {
-        let dead = describe(&m.delivery, config.delivery_limit);
+        let dead = describe(&m.delivery, config.queue_delivery_limit);
         if !select.wants(&dead) {
             continue;
         }

@@ -3,9 +3,21 @@
 //! transaction that did the work committed, and that transaction records the
 //! message in the inbox, so a redelivery or a republished duplicate finds
 //! itself there and changes nothing. While PostgreSQL is unavailable the
-//! delivery is held and retried (`outage`), spending none of its delivery
-//! count; only a failure of the message's own is handed back to the broker.
+//! delivery is held and retried (`outage`); only a failure of the message's
+//! own is handed back to the broker.
+//!
+//! The worker counts those failures itself ([`Failures`]) and dead-letters
+//! the message (a reject) at `AMQP_DELIVERY_LIMIT` of them. The broker's
+//! count cannot tell them apart: RabbitMQ 3.10 counts a delivery each time a
+//! message comes back, and every lost connection (a broker restart, a
+//! network cut, a worker killed) brings back all that consumer's
+//! unacknowledged deliveries, up to AMQP_PREFETCH of them, none of which
+//! failed. So the queue's own delivery limit is only a backstop, far higher
+//! (`AMQP_QUEUE_DELIVERY_LIMIT`), for a message that never gets as far as
+//! failing (one that kills its consumer each time).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -18,23 +30,73 @@ use crate::config::Config;
 use crate::metrics::{self, Outcome};
 use crate::shutdown::{supervise, Shutdown};
 use crate::{consumer, outage};
-use crate::{crash_point, within, Error};
+use crate::{crash_point, in_database, within, Error};
 
 pub const CONSUMER: &str = "inventory";
 
+/// Failures of a message's own, counted by this process per message id
+/// across its broker sessions (a lost connection loses no count). A
+/// restarted worker starts again from zero, so a message that always fails
+/// is dead-lettered after at most AMQP_DELIVERY_LIMIT failures per worker
+/// process; one that succeeds, or is dead-lettered, is forgotten.
+#[derive(Clone, Default)]
+pub struct Failures {
+    counts: Arc<Mutex<HashMap<uuid::Uuid, u32>>>,
+}
+
+/// Messages counted at once: past it the counts start over, which only
+/// delays a dead-lettering (the queue's backstop still holds).
+const COUNTED: usize = 10_000;
+
+impl Failures {
+    /// Counts one more failure of `message`; returns how many it has had.
+    pub fn fail(&self, message: uuid::Uuid) -> u32 {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if counts.len() >= COUNTED && !counts.contains_key(&message) {
+            counts.clear();
+        }
+        let n = counts.entry(message).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    /// The message is done with (applied, or dead-lettered).
+    pub fn forget(&self, message: uuid::Uuid) {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).remove(&message);
+    }
+}
+
+/// What a delivery needs besides itself.
+#[derive(Clone)]
+struct Context {
+    pool: Pool,
+    failures: Failures,
+    /// AMQP_DELIVERY_LIMIT: failures of its own before a message is dead-lettered.
+    limit: u32,
+    /// Config::database_bound.
+    bound: Duration,
+}
+
 pub async fn run(config: Config, pool: Pool, shutdown: Shutdown) {
+    let cx = Context {
+        pool,
+        failures: Failures::default(),
+        limit: config.delivery_limit.clamp(1, u32::MAX as i64) as u32,
+        bound: config.database_bound(),
+    };
     supervise("inventory worker", shutdown, |stop, connected| {
-        let (config, pool) = (config.clone(), pool.clone());
+        let (config, cx) = (config.clone(), cx.clone());
         async move {
             let held = stop.clone();
-            consumer::consume(&config, |n| &n.inventory, CONSUMER, stop, connected, |d| handle(&pool, d, held.clone()))
+            consumer::consume(&config, |n| &n.inventory, CONSUMER, stop, connected, |d| handle(&cx, d, held.clone()))
                 .await
         }
     })
     .await
 }
 
-async fn handle(pool: &Pool, delivery: Delivery, mut shutdown: Shutdown) -> Result<(), Error> {
+async fn handle(cx: &Context, delivery: Delivery, mut shutdown: Shutdown) -> Result<(), Error> {
+    let pool = &cx.pool;
     let envelope: Envelope<serde_json::Value> = match serde_json::from_slice(&delivery.data) {
         Ok(e) => e,
         Err(e) => {
@@ -45,7 +107,8 @@ async fn handle(pool: &Pool, delivery: Delivery, mut shutdown: Shutdown) -> Resu
             return Ok(());
         }
     };
-    match outage::through("the inventory event", &mut shutdown, || apply(pool, &envelope)).await {
+    let work = || in_database("the inventory event", cx.bound, apply(pool, &envelope));
+    match outage::through("the inventory event", &mut shutdown, work).await {
         // Shutting down while the database is away: the delivery returns to
         // its queue when the channel closes.
         None => {}
@@ -53,15 +116,24 @@ async fn handle(pool: &Pool, delivery: Delivery, mut shutdown: Shutdown) -> Resu
             crash_point("inventory-after-commit");
             tracing::info!(message_id = %envelope.message_id, applied, "inventory event handled");
             within("ack", delivery.acker.ack(BasicAckOptions::default())).await?;
+            cx.failures.forget(envelope.message_id);
             metrics::consumed(CONSUMER, if applied { Outcome::Applied } else { Outcome::Duplicate });
         }
         Some(Err(e)) => {
-            // The message's own failure: retry a few times; past the delivery
-            // limit the broker dead-letters it, so it never blocks the queue.
-            tracing::warn!(error = %e, message_id = %envelope.message_id, "inventory event failed; requeued");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            within("nack", delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false })).await?;
-            metrics::consumed(CONSUMER, Outcome::Requeued);
+            // The message's own failure: retried a few times, then
+            // dead-lettered, so it never blocks the queue.
+            let failed = cx.failures.fail(envelope.message_id);
+            if failed >= cx.limit {
+                tracing::error!(error = %e, message_id = %envelope.message_id, failed, "inventory event failed; dead-lettered");
+                within("reject", delivery.acker.reject(BasicRejectOptions { requeue: false })).await?;
+                cx.failures.forget(envelope.message_id);
+                metrics::consumed(CONSUMER, Outcome::DeadLettered);
+            } else {
+                tracing::warn!(error = %e, message_id = %envelope.message_id, failed, "inventory event failed; requeued");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                within("nack", delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false })).await?;
+                metrics::consumed(CONSUMER, Outcome::Requeued);
+            }
         }
     }
     Ok(())
