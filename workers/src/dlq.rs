@@ -27,13 +27,15 @@ pub struct Dead {
     pub order_id: Option<String>,
     /// The queue it died in (where a redrive sends it).
     pub queue: Option<String>,
-    /// Why: `rejected` (unparseable), `delivery_limit` (kept failing), `expired`...
+    /// Why: `rejected` (by its consumer: unparseable, or failed
+    /// AMQP_DELIVERY_LIMIT times, which the worker's log line says),
+    /// `delivery_limit` (came back AMQP_QUEUE_DELIVERY_LIMIT times without
+    /// failing: it kept killing its consumer), `expired`...
     pub reason: Option<String>,
-    /// Deliveries before it died: `1` for a message rejected at once
-    /// (unparseable), `>N` for one that failed more than the delivery limit
-    /// N. The broker does not carry the source queue's count over to the
-    /// dead-letter queue (which counts its own), so this is what the reason
-    /// tells.
+    /// Deliveries before it died, when the reason tells: `>N` for one that
+    /// came back more than the queue's limit N. The broker does not carry
+    /// the source queue's count over to the dead-letter queue (which counts
+    /// its own), so a rejected message's count is in the worker's log only.
     pub deliveries: Option<String>,
     /// Times it was dead-lettered (x-death count).
     pub deaths: Option<i64>,
@@ -95,14 +97,6 @@ pub fn describe(delivery: &Delivery, delivery_limit: i64) -> Dead {
     let body: Option<serde_json::Value> = serde_json::from_slice(&delivery.data).ok();
     let reason = text(header(headers, "x-first-death-reason")).or_else(|| text(from_death("reason").as_ref()));
     let deliveries = match reason.as_deref() {
-        // Rejected by its consumer: unparseable at once, or failed
-        // AMQP_DELIVERY_LIMIT times; the broker's count (lost connections
-        // included) is what it was delivered before that.
-        Some("rejected") => match header(headers, "x-delivery-count") {
-            Some(AMQPValue::LongLongInt(n)) => Some((n + 1).to_string()),
-            Some(AMQPValue::LongInt(n)) => Some((n + 1).to_string()),
-            _ => Some("1".to_owned()),
-        },
         Some("delivery_limit") => Some(format!(">{delivery_limit}")),
         _ => None,
     };
