@@ -153,3 +153,21 @@ pub async fn apply(pool: &Pool, envelope: &Envelope<serde_json::Value>) -> Resul
     tx.commit().await?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_counted_per_message_until_forgotten() {
+        let failures = Failures::default();
+        let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        assert_eq!(failures.fail(a), 1);
+        assert_eq!(failures.fail(a), 2);
+        assert_eq!(failures.fail(b), 1);
+        // a clone is the same count: what a new broker session of the process sees
+        assert_eq!(failures.clone().fail(a), 3);
+        failures.forget(a);
+        assert_eq!(failures.fail(a), 1);
+    }
+}
