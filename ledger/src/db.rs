@@ -92,6 +92,12 @@ impl PoolOptions {
     }
 }
 
+/// How long making a connection may take, TCP and the startup exchange.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the check of a pooled connection on checkout may take.
+pub const RECYCLE_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub fn pool(database_url: &str, opts: &PoolOptions) -> crate::Result<Pool> {
     let mut pg: tokio_postgres::Config = database_url.parse()?;
     // what the URL sets (`?options=...`) first, then ours, which win
@@ -105,6 +111,9 @@ pub fn pool(database_url: &str, opts: &PoolOptions) -> crate::Result<Pool> {
         .keepalives_interval(opts.keepalives.interval)
         .keepalives_retries(opts.keepalives.retries);
     pg.application_name("ledger");
+    // A connect that gets no answer (a host that vanished, a server that
+    // accepts and then says nothing) fails instead of waiting forever.
+    pg.connect_timeout(CONNECT_TIMEOUT);
     let manager = Manager::from_config(
         pg,
         tokio_postgres::NoTls,
@@ -116,7 +125,11 @@ pub fn pool(database_url: &str, opts: &PoolOptions) -> crate::Result<Pool> {
         .max_size(opts.max_size)
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(opts.wait_timeout))
-        .create_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        // The check on checkout is a round trip on a connection that may
+        // be dead without its socket saying so: unbounded, it would hang
+        // the caller. Past it the connection is dropped and another made.
+        .recycle_timeout(Some(RECYCLE_TIMEOUT))
         .build()
         .map_err(crate::Error::from)
 }

@@ -213,7 +213,9 @@ impl Listener {
 }
 
 pub async fn listen(database_url: &str) -> Result<Listener> {
-    let (client, mut connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls).await?;
+    let mut config: tokio_postgres::Config = database_url.parse()?;
+    config.connect_timeout(crate::db::CONNECT_TIMEOUT);
+    let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
     let (tx, wake) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));

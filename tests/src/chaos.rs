@@ -631,9 +631,15 @@ pub async fn run(settings: Settings) -> Summary {
         h.await.expect("a client finished");
     }
 
-    // quiesce: every card charge final, everything relayed and consumed
+    // quiesce: everything relayed and consumed. What the campaign left
+    // behind can be a backlog of thousands of events on a loaded machine,
+    // which the workers drain at their pace: the run fails when the
+    // pipeline stops moving (no progress for two minutes), not when it is
+    // slow; the backlog's work left is the rows to relay (each makes a copy
+    // for both queues) and the copies waiting in the queues.
     let pg = db.client().await;
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let quiesce = Instant::now();
+    let (mut least, mut progressed) = (i64::MAX, Instant::now());
     loop {
         let unpublished: i64 =
             pg.query_one("SELECT count(*) FROM outbox WHERE published_at IS NULL", &[]).await.unwrap().get(0);
@@ -643,12 +649,17 @@ pub async fn run(settings: Settings) -> Summary {
         if unpublished == 0 && depth == 0 && processing == 0 {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the pipeline did not quiesce: {unpublished} unpublished, {depth} queued, {processing} processing"
-        );
+        let left = 2 * unpublished + i64::from(depth);
+        if left < least {
+            (least, progressed) = (left, Instant::now());
+        }
+        if progressed.elapsed() > Duration::from_secs(120) {
+            let state = server_faults::describe(servers.as_deref(), &broker).await;
+            panic!("the pipeline stopped moving: {unpublished} unpublished, {depth} queued, {processing} processing, none drained for 120 s\n{state}");
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    eprintln!("chaos: the pipeline drained the campaign's backlog in {:.0} s", quiesce.elapsed().as_secs_f64());
     tokio::time::sleep(Duration::from_secs(3)).await;
     let pool = config.pool().unwrap();
     let mailer = workers::email::Mailer::from_config(&config).unwrap();
@@ -727,6 +738,14 @@ pub async fn run(settings: Settings) -> Summary {
             "VIOLATION one_effect_per_purchase: {charges} charge(s) and {refunds} refund(s) for {} and {} asked",
             summary.charged, summary.refunded
         ));
+    }
+    // a fault is never a message's own: nothing may end in the dead-letter queue
+    // (checked where the campaign owns its broker; the short shared run leaves it out)
+    if servers.is_some() {
+        let dead = broker.depth(&broker.names.dead_letter_queue).await;
+        if dead > 0 {
+            summary.violations.push(format!("VIOLATION nothing_dead_lettered: {dead} message(s) dead-lettered"));
+        }
     }
     if unclaimed > 0 {
         summary.violations.push(format!(

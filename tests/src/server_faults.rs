@@ -163,3 +163,29 @@ pub async fn publish(broker: &crate::broker::Broker, kind: &str, id: &str, body:
     };
     tokio::time::timeout(Duration::from_secs(20), send).await.map_err(|_| "timed out".to_owned())?
 }
+
+/// What the broker holds and who consumes it, for a campaign that did not
+/// quiesce: each queue's ready and unacknowledged messages and consumers,
+/// and (on a private node) its connections and consumers as it sees them.
+pub async fn describe(servers: Option<&Servers>, broker: &crate::broker::Broker) -> String {
+    let mut out = String::new();
+    for q in [&broker.names.inventory, &broker.names.email, &broker.names.dead_letter_queue] {
+        let (ready, consumers) = broker.counts(q).await;
+        out.push_str(&format!("{q}: {ready} ready, {consumers} consumers\n"));
+    }
+    if let Some(s) = servers {
+        for args in [
+            &["list_queues", "name", "messages_ready", "messages_unacknowledged", "consumers", "state"][..],
+            &["list_consumers", "queue_name", "channel_pid", "ack_required", "prefetch_count", "active"][..],
+            &["list_channels", "pid", "connection", "consumer_count", "messages_unacknowledged", "prefetch_count"][..],
+            &["list_connections", "name", "state", "channels", "blocked_by"][..],
+            &["status"][..],
+        ] {
+            match s.rabbit.rabbitmqctl(args).await {
+                Ok(text) => out.push_str(&format!("rabbitmqctl {}:\n{text}\n", args.join(" "))),
+                Err(e) => out.push_str(&format!("rabbitmqctl {}: {e}\n", args.join(" "))),
+            }
+        }
+    }
+    out
+}

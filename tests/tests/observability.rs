@@ -36,6 +36,7 @@ impl WorkersProcess {
             .env("AMQP_PREFIX", &config.amqp_prefix)
             .env("RELAY_POLL_MS", config.relay_poll_ms.to_string())
             .env("AMQP_DELIVERY_LIMIT", config.delivery_limit.to_string())
+            .env("AMQP_QUEUE_DELIVERY_LIMIT", config.queue_delivery_limit.to_string())
             .env("EMAIL_DIR", &config.email_dir)
             .env("SMTP_URL", config.smtp_url.as_deref().expect("the test's SMTP listener"))
             .env("WORKERS_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use lapin::options::{BasicGetOptions, QueueBindOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use ledger_tests::broker::Broker;
+use ledger_tests::proxy::Proxy;
 use ledger_tests::servers::{PrivatePostgres, PrivateRabbit};
 use ledger_tests::shop::{shop, shop_on, Shop};
 use ledger_tests::smtp::SmtpServer;
@@ -113,7 +114,7 @@ async fn hole_4_an_outage_longer_than_the_delivery_limit_times_any_retry_delay_d
     let smtp = SmtpServer::start().await;
     let mut config = s.config(&broker, &smtp);
     // A third return of a message dead-letters it.
-    config.delivery_limit = 2;
+    config.queue_delivery_limit = 2;
     let _relay = start_workers(&config, &[Role::Relay]);
     three_paid_orders_queued(&s, &broker).await;
 
@@ -189,4 +190,101 @@ async fn hole_4_a_message_dead_lettered_while_the_dead_letter_queue_is_unreachab
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].message_id.as_deref(), Some("poison-kept"));
     assert_eq!(dead[0].reason.as_deref(), Some("rejected"));
+}
+
+#[actix_web::test]
+async fn hole_4_connections_lost_while_paid_orders_are_held_dead_letter_nothing() {
+    let pg = PrivatePostgres::new().await.unwrap();
+    let s = shop_on(&pg).await;
+    let broker = Broker::new();
+    let smtp = SmtpServer::start().await;
+    let config = s.config(&broker, &smtp);
+    let _relay = start_workers(&config, &[Role::Relay]);
+    three_paid_orders_queued(&s, &broker).await;
+
+    // While PostgreSQL is away an inventory worker holds the three
+    // deliveries, and loses its connection, again and again (killed here; a
+    // broker restart or a network cut does the same): each loss brings them
+    // back to the queue, which RabbitMQ 3.10 counts as one more delivery
+    // each, though none of them failed. More losses than AMQP_DELIVERY_LIMIT.
+    pg.stop().await.unwrap();
+    let losses = config.delivery_limit + 3;
+    for _ in 0..losses {
+        let mut worker = Proc(spawn_worker_process(&config, "inventory", None));
+        eventually(60, "the worker holds the three deliveries", || async {
+            broker.counts(&broker.names.inventory).await == (0, 1)
+        })
+        .await;
+        let _ = worker.0.kill();
+        let _ = worker.0.wait();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let counts = delivery_counts(&broker, &broker.names.inventory).await;
+    assert_eq!(counts, vec![losses; 3], "each loss counted one delivery of each");
+    assert_eq!(broker.depth(&broker.names.dead_letter_queue).await, 0, "a held paid order was dead-lettered");
+
+    pg.start().await.unwrap();
+    let _worker = Proc(spawn_worker_process(&config, "inventory", None));
+    eventually(60, "every paid order's reservation is committed", || async { s.scalar(COMMITTED).await == 3 }).await;
+    eventually(30, "the inventory queue drains", || async { broker.depth(&broker.names.inventory).await == 0 }).await;
+    assert_eq!(broker.depth(&broker.names.dead_letter_queue).await, 0, "nothing dead-lettered after {losses} losses");
+    assert_eq!(s.scalar("SELECT count(*) FROM stock_entries WHERE kind = 'commit'").await, 3, "each once");
+    s.audit_clean(true).await;
+}
+
+/// A proxy to the server of `url` (`scheme://user:password@host:port/rest`),
+/// and the same URL through it.
+async fn proxied(url: &str) -> (Proxy, String) {
+    let (head, tail) = url.rsplit_once('@').unwrap();
+    let (server, rest) = tail.split_once('/').unwrap();
+    let proxy = Proxy::start(server).await;
+    let through = format!("{head}@127.0.0.1:{}/{rest}", proxy.port);
+    (proxy, through)
+}
+
+#[actix_web::test]
+async fn hole_4_a_database_connection_that_never_answers_does_not_stall_the_workers() {
+    let s = shop().await;
+    let broker = Broker::new();
+    let smtp = SmtpServer::start().await;
+    let mut config = s.config(&broker, &smtp);
+    let _relay = start_workers(&config, &[Role::Relay]);
+    // The inventory and email workers reach PostgreSQL through a proxy.
+    let (proxy, through) = proxied(&config.database.database_url).await;
+    config.database.database_url = through;
+    let _inventory = Proc(spawn_worker_process(&config, "inventory", None));
+    let _email = Proc(spawn_worker_process(&config, "email", None));
+    let first = s.purchase("before-silence", 1).await;
+    eventually(60, "the first order is committed", || async { s.status(&first).await == "committed" }).await;
+    eventually(60, "its email is sent", || async { smtp.mails().len() == 1 }).await;
+
+    // The path to PostgreSQL goes silent: the workers' pooled connections
+    // stay open and never answer again, as with a server frozen or a host
+    // lost without a reset (TCP keepalives never notice: the proxy's
+    // kernel answers them). New connections get through again after 5 s.
+    proxy.freeze();
+    let mut holds = Vec::new();
+    for i in 0..3 {
+        holds.push(s.purchase(&format!("during-silence-{i}"), 1).await);
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    proxy.thaw();
+    assert!(proxy.silenced() > 0, "the workers' connections were silenced");
+
+    // Every call that met a silent connection gave up within its bound and
+    // the work went on through new connections.
+    let bound = Duration::from_secs(120);
+    let since = Instant::now();
+    eventually(bound.as_secs(), "the paid orders' reservations are committed", || async {
+        s.scalar(COMMITTED).await == 4
+    })
+    .await;
+    eventually(bound.saturating_sub(since.elapsed()).as_secs().max(1), "their emails are sent", || async {
+        smtp.mails().len() == 4
+    })
+    .await;
+    eprintln!("a silent database path: the work resumed {:?} after new connections got through", since.elapsed());
+    assert_eq!(broker.depth(&broker.names.dead_letter_queue).await, 0, "nothing dead-lettered");
+    assert_eq!(s.scalar("SELECT count(*) FROM emails WHERE status = 'sent'").await, 4);
+    s.audit_clean(true).await;
 }

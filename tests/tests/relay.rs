@@ -55,7 +55,7 @@ async fn hole_6_an_event_the_inventory_queue_did_not_get_is_never_marked_publish
 
     // The topology is declared again (what any worker does when it starts),
     // then the inventory worker runs: every paid order commits, once.
-    workers::topology::declare(&ch, &broker.names, config.delivery_limit).await.unwrap();
+    workers::topology::declare(&ch, &broker.names, config.queue_delivery_limit).await.unwrap();
     let _inventory = start_workers(&config, &[Role::Inventory]);
     eventually(30, "every paid order's reservation is committed", || committed(&s, &holds)).await;
     eventually(30, "the pipeline settles", || s.settled(&broker)).await;

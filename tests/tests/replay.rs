@@ -58,6 +58,7 @@ fn run_workers(config: &Config, args: &[&str], env: &[(&str, &str)]) -> std::pro
         .env("AMQP_URL", &config.amqp_url)
         .env("AMQP_PREFIX", &config.amqp_prefix)
         .env("AMQP_DELIVERY_LIMIT", config.delivery_limit.to_string())
+        .env("AMQP_QUEUE_DELIVERY_LIMIT", config.queue_delivery_limit.to_string())
         .env("RUST_LOG", "warn")
         .env_remove("LEDGER_CRASH_AT");
     for (k, v) in env {
@@ -214,8 +215,12 @@ async fn a_dead_lettered_message_redriven_after_the_fix_is_processed_exactly_onc
     assert_eq!(d.event_type.as_deref(), Some("charge.succeeded"));
     assert_eq!(d.order_id.as_deref(), Some("poison"));
     assert_eq!(d.queue.as_deref(), Some(broker.names.inventory.as_str()));
-    assert_eq!(d.reason.as_deref(), Some("delivery_limit"), "{d:?}");
-    assert_eq!(d.deliveries.as_deref(), Some(">3"), "failed past the delivery limit");
+    // dead-lettered by the worker at its third failure (AMQP_DELIVERY_LIMIT),
+    // not by the broker's count
+    assert_eq!(d.reason.as_deref(), Some("rejected"), "{d:?}");
+    assert_eq!(d.deliveries, None, "{d:?}");
+    let applied = s.scalar("SELECT count(*) FROM inbox WHERE consumer = 'inventory'").await;
+    assert_eq!(applied, 0, "never applied");
     assert_eq!(d.deaths, Some(1));
     eventually(10, "a listed message stays dead-lettered", || async {
         broker.depth(&broker.names.dead_letter_queue).await == 1

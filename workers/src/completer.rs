@@ -46,9 +46,13 @@ pub async fn run(config: Config, pool: Pool, mut shutdown: Shutdown) {
         }
     };
     let poll = Duration::from_millis(config.completer_poll_ms);
+    // A scan asks the provider too (GATEWAY_TIMEOUT_MS per charge, BATCH
+    // charges at most); a scan past this bound is abandoned, and its
+    // charges, leased again, wait for the lease to pass.
+    let bound = config.database_bound() + Duration::from_millis(config.gateway.gateway_timeout_ms) * BATCH as u32;
     let mut failures = 0;
     while !shutdown.is_set() {
-        let wait = match once(&pool, &payments).await {
+        let wait = match crate::in_database("a completer scan", bound, once(&pool, &payments)).await {
             Ok(done) if done.len() as i64 >= BATCH => Duration::ZERO,
             Ok(_) => {
                 failures = 0;

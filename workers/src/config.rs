@@ -31,9 +31,18 @@ pub struct Config {
     /// transaction (those already prefetched; it never waits for more).
     #[arg(long, env = "INVENTORY_BATCH", default_value_t = 100)]
     pub inventory_batch: usize,
-    /// Deliveries of one message before it is dead-lettered.
+    /// Failures of a message's own (not a database outage, not a lost
+    /// connection) before the consumer dead-letters it; counted by each
+    /// worker process.
     #[arg(long, env = "AMQP_DELIVERY_LIMIT", default_value_t = 5)]
     pub delivery_limit: i64,
+    /// The consumers' queues' `x-delivery-limit`, a backstop: RabbitMQ 3.10
+    /// counts every return of a message, and each lost connection returns
+    /// all the unacknowledged deliveries of its consumer. A queue's
+    /// argument: RabbitMQ refuses a redeclare with another value
+    /// (PRECONDITION_FAILED), so it is the same for every process.
+    #[arg(long, env = "AMQP_QUEUE_DELIVERY_LIMIT", default_value_t = 1000)]
+    pub queue_delivery_limit: i64,
     /// Outbox rows the relay publishes per batch.
     #[arg(long, env = "RELAY_BATCH", default_value_t = 500)]
     pub relay_batch: i64,
@@ -61,6 +70,19 @@ impl Config {
         c.database.database_url = database_url.to_owned();
         c.amqp_prefix = amqp_prefix.to_owned();
         c
+    }
+
+    /// How long one unit of database work may take before the worker gives
+    /// it up as unanswered (`in_database`): longer than anything PostgreSQL
+    /// itself bounds (a checkout's wait, a lock wait, a statement), so that
+    /// a server that is only slow answers with its own error first.
+    pub fn database_bound(&self) -> std::time::Duration {
+        let d = &self.database;
+        let statement = match d.db_statement_timeout_ms {
+            0 => 30_000,
+            ms => ms,
+        };
+        std::time::Duration::from_millis(d.db_pool_wait_ms + statement.max(d.db_lock_timeout_ms) + 15_000)
     }
 
     /// The workers' pool checks each connection on checkout, so a database

@@ -27,13 +27,15 @@ pub struct Dead {
     pub order_id: Option<String>,
     /// The queue it died in (where a redrive sends it).
     pub queue: Option<String>,
-    /// Why: `rejected` (unparseable), `delivery_limit` (kept failing), `expired`...
+    /// Why: `rejected` (by its consumer: unparseable, or failed
+    /// AMQP_DELIVERY_LIMIT times, which the worker's log line says),
+    /// `delivery_limit` (came back AMQP_QUEUE_DELIVERY_LIMIT times without
+    /// failing: it kept killing its consumer), `expired`...
     pub reason: Option<String>,
-    /// Deliveries before it died: `1` for a message rejected at once
-    /// (unparseable), `>N` for one that failed more than the delivery limit
-    /// N. The broker does not carry the source queue's count over to the
-    /// dead-letter queue (which counts its own), so this is what the reason
-    /// tells.
+    /// Deliveries before it died, when the reason tells: `>N` for one that
+    /// came back more than the queue's limit N. The broker does not carry
+    /// the source queue's count over to the dead-letter queue (which counts
+    /// its own), so a rejected message's count is in the worker's log only.
     pub deliveries: Option<String>,
     /// Times it was dead-lettered (x-death count).
     pub deaths: Option<i64>,
@@ -95,7 +97,6 @@ pub fn describe(delivery: &Delivery, delivery_limit: i64) -> Dead {
     let body: Option<serde_json::Value> = serde_json::from_slice(&delivery.data).ok();
     let reason = text(header(headers, "x-first-death-reason")).or_else(|| text(from_death("reason").as_ref()));
     let deliveries = match reason.as_deref() {
-        Some("rejected") => Some("1".to_owned()),
         Some("delivery_limit") => Some(format!(">{delivery_limit}")),
         _ => None,
     };
@@ -121,7 +122,7 @@ async fn open(config: &Config) -> Result<(Connection, lapin::Channel, Names, u32
     let conn = crate::nodes::connect(&config.amqp_url).await?;
     let ch = within("open a channel", conn.create_channel()).await?;
     let names = Names::new(&config.amqp_prefix);
-    within("declare the topology", topology::declare(&ch, &names, config.delivery_limit)).await?;
+    within("declare the topology", topology::declare(&ch, &names, config.queue_delivery_limit)).await?;
     let passive = QueueDeclareOptions { passive: true, ..Default::default() };
     let q = within(
         "count the dead-letter queue",
@@ -148,7 +149,7 @@ pub async fn list(config: &Config) -> Result<Vec<Dead>, Error> {
     let (conn, ch, names, mut left) = open(config).await?;
     let mut out = Vec::new();
     while let Some(m) = next(&ch, &names, &mut left).await? {
-        out.push(describe(&m.delivery, config.delivery_limit));
+        out.push(describe(&m.delivery, config.queue_delivery_limit));
     }
     // Unacked: closing returns every message to the dead-letter queue.
     let _ = conn.close(200, "listed".into()).await;
@@ -164,7 +165,7 @@ pub async fn redrive(config: &Config, select: &Select) -> Result<Vec<Dead>, Erro
     within("confirm mode", publisher.confirm_select(ConfirmSelectOptions::default())).await?;
     let mut moved = Vec::new();
     while let Some(m) = next(&ch, &names, &mut left).await? {
-        let dead = describe(&m.delivery, config.delivery_limit);
+        let dead = describe(&m.delivery, config.queue_delivery_limit);
         if !select.wants(&dead) {
             continue;
         }

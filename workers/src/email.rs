@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::metrics::{self, Outcome};
 use crate::shutdown::{supervise, Shutdown};
 use crate::{consumer, outage};
-use crate::{crash_point, within, Error};
+use crate::{crash_point, in_database, within, Error};
 
 pub const CONSUMER: &str = "email";
 
@@ -134,13 +134,14 @@ pub async fn run(config: Config, pool: Pool, shutdown: Shutdown) {
         async move {
             let from = config.email_from.clone();
             let held = stop.clone();
+            let bound = config.database_bound();
             consumer::consume(
                 &config,
                 |n| &n.email,
                 CONSUMER,
                 stop,
                 connected,
-                |d| handle(&pool, &mailer, &from, d, held.clone()),
+                |d| handle(&pool, bound, &mailer, &from, d, held.clone()),
             )
             .await
         }
@@ -150,6 +151,7 @@ pub async fn run(config: Config, pool: Pool, shutdown: Shutdown) {
 
 async fn handle(
     pool: &Pool,
+    bound: std::time::Duration,
     mailer: &Mailer,
     from: &str,
     delivery: Delivery,
@@ -167,7 +169,8 @@ async fn handle(
     // The database first, before the ack: while PostgreSQL is away the
     // delivery is held (its delivery count unspent) rather than acked and
     // lost. On shutdown meanwhile it returns to its queue with the channel.
-    match outage::through("the order email", &mut shutdown, || async { Ok::<_, Error>(pool.get().await?) }).await {
+    let checkout = || in_database("the order email", bound, pool.get());
+    match outage::through("the order email", &mut shutdown, checkout).await {
         None => return Ok(()),
         Some(client) => drop(client?),
     }
@@ -175,7 +178,7 @@ async fn handle(
     // If the ack cannot be sent the channel is gone and the broker redelivers.
     within("ack", delivery.acker.ack(BasicAckOptions::default())).await?;
     crash_point("email-after-ack");
-    match deliver(pool, &mut shutdown, mailer, from, envelope.tenant_id, &envelope.data).await {
+    match deliver(pool, bound, &mut shutdown, mailer, from, envelope.tenant_id, &envelope.data).await {
         Ok(true) => {
             tracing::info!(order_id = %envelope.data.order_id, "order email sent");
             metrics::consumed(CONSUMER, Outcome::Applied);
@@ -201,6 +204,7 @@ async fn handle(
 /// send and the mark leaves an outcome unknown.
 async fn deliver(
     pool: &Pool,
+    bound: std::time::Duration,
     shutdown: &mut Shutdown,
     mailer: &Mailer,
     from: &str,
@@ -223,11 +227,13 @@ async fn deliver(
     // One attempt id across the retries: a claim that committed while its
     // answer was lost is recognised as ours, not taken for another's.
     let attempt = Uuid::now_v7();
-    let claim = || async {
-        let client = pool.get().await?;
-        let claimed =
-            ledger::emails::claim(&**client, tenant, order, charge.id, recipient, Sender::Worker, attempt).await?;
-        Ok::<_, Error>(claimed)
+    let claim = || {
+        in_database("claiming the order email", bound, async {
+            let client = pool.get().await?;
+            let claimed =
+                ledger::emails::claim(&**client, tenant, order, charge.id, recipient, Sender::Worker, attempt).await?;
+            Ok::<_, Error>(claimed)
+        })
     };
     match outage::through("claiming the order email", shutdown, claim).await {
         None => return Ok(false),
@@ -241,9 +247,11 @@ async fn deliver(
     // mark, the outcome is unknown and only an operator sends it again.
     mailer.send(message).await?;
     crash_point("email-after-send");
-    let mark = || async {
-        let client = pool.get().await?;
-        Ok::<_, Error>(ledger::emails::mark_sent(&**client, tenant, order).await?)
+    let mark = || {
+        in_database("marking the order email sent", bound, async {
+            let client = pool.get().await?;
+            Ok::<_, Error>(ledger::emails::mark_sent(&**client, tenant, order).await?)
+        })
     };
     if let Some(marked) = outage::through("marking the order email sent", shutdown, mark).await {
         marked?;

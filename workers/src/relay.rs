@@ -33,7 +33,7 @@ use service::purge::{self, Target};
 use crate::config::Config;
 use crate::shutdown::{supervise, Connected, Shutdown};
 use crate::topology::{self, Names};
-use crate::{correlation, crash_point, metrics, upgrade, within, Error};
+use crate::{correlation, crash_point, in_database, metrics, upgrade, within, Error};
 
 pub async fn run(config: Config, pool: Pool, shutdown: Shutdown) {
     supervise("relay", shutdown, |stop, connected| {
@@ -54,21 +54,27 @@ async fn run_connected(
     let names = Names::new(&config.amqp_prefix);
     // The relay declares the consumers' queues too, so that nothing it
     // publishes is dropped for want of a queue, whichever process starts first.
-    within("declare the topology", topology::declare(&ch, &names, config.delivery_limit)).await?;
+    within("declare the topology", topology::declare(&ch, &names, config.queue_delivery_limit)).await?;
     upgrade::retire(&conn, &names).await;
     within("confirm mode", ch.confirm_select(ConfirmSelectOptions::default())).await?;
-    let mut wake = ledger::outbox::listen(&config.database.database_url).await?;
+    let mut wake =
+        within("listen for outbox notifications", ledger::outbox::listen(&config.database.database_url)).await?;
     let mut last_purge = tokio::time::Instant::now() - Duration::from_secs(3600);
     connected.mark();
     tracing::info!("relay connected");
     let window = config.retention.outbox().as_secs_f64();
+    // A batch waits on the database and on the broker's confirms (each
+    // bounded by `within`); one left unanswered ends the session, and its
+    // rows, unmarked, go out again with the next.
+    let batch_bound = config.database_bound() + Duration::from_secs(30);
     loop {
-        let (published, drained) = drain(pool, &ch, &names, config.relay_batch, window).await?;
+        let (published, drained) = drain(pool, &ch, &names, config.relay_batch, window, batch_bound).await?;
         if published > 0 {
             tracing::debug!(published, "outbox batch published");
         }
         if last_purge.elapsed() > Duration::from_secs(60) {
-            purge::once(pool, Target::PublishedOutbox, config.retention.outbox()).await?;
+            let purge = purge::once(pool, Target::PublishedOutbox, config.retention.outbox());
+            in_database("the outbox purge", config.database_bound(), purge).await?;
             last_purge = tokio::time::Instant::now();
         }
         if !drained {
@@ -96,12 +102,19 @@ const ROUNDS: usize = 20;
 /// broker busy; `SKIP LOCKED` keeps their rows apart. Each lane stops at a
 /// short batch or after [`ROUNDS`] full ones. Returns how many rows were
 /// published and whether the backlog ran out.
-async fn drain(pool: &Pool, ch: &Channel, names: &Names, limit: i64, window: f64) -> Result<(usize, bool), Error> {
+async fn drain(
+    pool: &Pool,
+    ch: &Channel,
+    names: &Names,
+    limit: i64,
+    window: f64,
+    bound: Duration,
+) -> Result<(usize, bool), Error> {
     let lane = |start_after: Duration| async move {
         tokio::time::sleep(start_after).await;
         let mut total = 0;
         for _ in 0..ROUNDS {
-            let n = publish_batch(pool, ch, names, limit, window).await?;
+            let n = in_database("an outbox batch", bound, publish_batch(pool, ch, names, limit, window)).await?;
             total += n;
             if (n as i64) < limit {
                 return Ok::<_, Error>((total, true));

@@ -19,11 +19,14 @@
 //! dead-letter exchange and at-least-once dead-lettering (a dead letter
 //! stays in its queue until the dead-letter queue confirmed it), which
 //! RabbitMQ (3.10) allows only with `x-overflow: reject-publish`. Their
-//! names carry the version of these arguments, `.v2`: RabbitMQ refuses to
-//! redeclare a queue with other arguments, so the queues of the version
-//! before (`<prefix>.inventory`, `<prefix>.email`, at-most-once
-//! dead-lettering, bound to the topic exchange) are retired rather than
-//! changed (see `upgrade`).
+//! names carry the version of these arguments, `.v3`: RabbitMQ refuses to
+//! redeclare a queue with other arguments (`x-delivery-limit` included), so
+//! the queues of the versions before are retired rather than changed (see
+//! `upgrade`): `<prefix>.inventory`,
+//! `<prefix>.email` (at-most-once dead-lettering, bound to the topic
+//! exchange), and `.v2` (the delivery limit was the message's failures,
+//! 5, and lost connections used it up; now the consumer counts failures
+//! and the queue's limit is a backstop, `AMQP_QUEUE_DELIVERY_LIMIT`).
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -76,8 +79,8 @@ impl Names {
             events: format!("{prefix}.events"),
             dead_letter_exchange: format!("{prefix}.dead-letter"),
             dead_letter_queue: format!("{prefix}.dead-letter"),
-            inventory: format!("{prefix}.inventory.v2"),
-            email: format!("{prefix}.email.v2"),
+            inventory: format!("{prefix}.inventory.v3"),
+            email: format!("{prefix}.email.v3"),
             upgrade_lock: format!("{prefix}.upgrade-lock"),
             prefix: prefix.to_owned(),
         }
@@ -110,16 +113,24 @@ impl Names {
     }
 
     /// The queues of older versions: the inventory and email queues before
-    /// at-least-once dead-lettering.
+    /// at-least-once dead-lettering, and `.v2`, whose delivery limit was the
+    /// messages' failures (unbinding them from the topic exchange, where
+    /// they never were, changes nothing).
     pub fn retired(&self) -> Vec<Retired<'_>> {
-        vec![
-            Retired {
-                name: format!("{}.inventory", self.prefix),
+        let mut retired = Vec::new();
+        for version in ["", ".v2"] {
+            retired.push(Retired {
+                name: format!("{}.inventory{version}", self.prefix),
                 successor: &self.inventory,
                 events: INVENTORY_EVENTS,
-            },
-            Retired { name: format!("{}.email", self.prefix), successor: &self.email, events: EMAIL_EVENTS },
-        ]
+            });
+            retired.push(Retired {
+                name: format!("{}.email{version}", self.prefix),
+                successor: &self.email,
+                events: EMAIL_EVENTS,
+            });
+        }
+        retired
     }
 
     /// The queue that now does the job of `queue`: its successor when it is
@@ -140,7 +151,10 @@ fn quorum() -> FieldTable {
 fn consumer_queue(names: &Names, delivery_limit: i64) -> FieldTable {
     let mut args = quorum();
     // Quorum queues on RabbitMQ 3.10 have no default delivery limit: without
-    // one, and a dead-letter exchange, a poison message loops forever.
+    // one, and a dead-letter exchange, a message that kills its consumer
+    // loops forever. It is a backstop: each lost connection counts one for
+    // every delivery its consumer held, and the consumer dead-letters a
+    // message that failed itself (`inventory::Failures`).
     args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(names.dead_letter_exchange.as_str().into()));
     args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(delivery_limit));
     // The default, at-most-once, drops a dead letter that the dead-letter
