@@ -89,7 +89,7 @@ where
     let conn = crate::nodes::connect(&config.amqp_url).await?;
     let ch = within("open a channel", conn.create_channel()).await?;
     let names = Names::new(&config.amqp_prefix);
-    within("declare the topology", topology::declare(&ch, &names, config.delivery_limit)).await?;
+    within("declare the topology", topology::declare(&ch, &names, config.queue_delivery_limit)).await?;
     upgrade::retire(&conn, &names).await;
     within("set prefetch", ch.basic_qos(config.prefetch, BasicQosOptions::default())).await?;
     let queue = queue(&names);
