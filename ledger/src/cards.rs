@@ -26,7 +26,7 @@ use rust_decimal::Decimal;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::charges::{find_order_sql, from_row, get, Charge, ChargeStatus, PlatformFee, COLUMNS, FROM};
+use crate::charges::{find_order_sql, from_row, get, Charge, ChargeStatus, PlatformFee};
 use crate::db::Cached;
 use crate::events::ChargeSucceededV1;
 use crate::money::Currency;
@@ -278,14 +278,7 @@ pub async fn complete(
     id: Uuid,
     answer: Option<&ProviderAnswer>,
 ) -> Result<Completion> {
-    let row = tx
-        .cached_opt(
-            &format!("SELECT {COLUMNS} FROM {FROM} WHERE c.id = $1 AND c.tenant_id = $2 FOR UPDATE OF c"),
-            &[&id, &tenant.0],
-        )
-        .await?
-        .ok_or(Error::ChargeNotFound(id))?;
-    let charge = from_row(&row)?.charge;
+    let charge = crate::charges::lock(tx, tenant, id).await?.charge;
     if let Some(done) = outcome_of(charge.clone()) {
         return Ok(Completion::Final(done));
     }

@@ -300,6 +300,26 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge<'_>)
     Ok(Outcome::Applied(charge))
 }
 
+/// Locks a charge for the rest of `tx` and reads it, its card row included.
+///
+/// Two statements on purpose. Under READ COMMITTED, a `SELECT … FOR UPDATE
+/// OF c` that had to wait for another transaction re-reads only the row it
+/// locked: the joined `card_charges` row stays as the statement's snapshot
+/// saw it. A card charge completed meanwhile (by a webhook, the completer or
+/// a retry) then came back `succeeded` without its provider payment id or
+/// clearing account. The read after the lock takes a fresh snapshot, which
+/// holds everything the lock waited for.
+pub(crate) async fn lock(tx: &Transaction<'_>, tenant: TenantId, id: Uuid) -> Result<ChargeRow> {
+    tx.cached_opt("SELECT 1 FROM charges WHERE id = $1 AND tenant_id = $2 FOR UPDATE", &[&id, &tenant.0])
+        .await?
+        .ok_or(Error::ChargeNotFound(id))?;
+    let row = tx
+        .cached_opt(&format!("SELECT {COLUMNS} FROM {FROM} WHERE c.id = $1 AND c.tenant_id = $2"), &[&id, &tenant.0])
+        .await?
+        .ok_or(Error::ChargeNotFound(id))?;
+    from_row(&row)
+}
+
 pub async fn get(client: &impl GenericClient, tenant: TenantId, id: Uuid) -> Result<Charge> {
     let row = client
         .query_opt(&format!("SELECT {COLUMNS} FROM {FROM} WHERE c.id = $1 AND c.tenant_id = $2"), &[&id, &tenant.0])
@@ -371,14 +391,7 @@ pub async fn refund(
 ) -> Result<Outcome<Refund>> {
     // The row lock serializes refunds of one charge: two refunds cannot both
     // see the same remainder, nor both miss the same reference.
-    let row = tx
-        .cached_opt(
-            &format!("SELECT {COLUMNS} FROM {FROM} WHERE c.id = $1 AND c.tenant_id = $2 FOR UPDATE OF c"),
-            &[&charge_id, &tenant.0],
-        )
-        .await?
-        .ok_or(Error::ChargeNotFound(charge_id))?;
-    let ChargeRow { charge, fee, refunded_fee } = from_row(&row)?;
+    let ChargeRow { charge, fee, refunded_fee } = lock(tx, tenant, charge_id).await?;
     if !charge.status.paid() {
         return Err(Error::ChargeNotPaid { id: charge_id });
     }

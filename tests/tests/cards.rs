@@ -347,3 +347,63 @@ async fn reconcile_payments_is_clean_then_names_each_planted_difference() {
     assert!(lines.iter().any(|l| l.starts_with("amount_differs") && l.contains("26.00")), "{out}");
     assert!(lines.iter().any(|l| l.starts_with("charge_without_payment") && l.contains("pi_gone")), "{out}");
 }
+
+#[actix_web::test]
+async fn a_completion_that_waited_for_another_reads_the_charge_that_one_left() {
+    // a charge left processing: the provider charged, its answer was lost
+    let s = shop().await;
+    s.fake.arm(json!({"kind": "drop_after_charge", "count": 1, "metadata": {"order_id": "o9"}})).await;
+    let first = s.app.post("/v1/charges", &s.key, "o9:1", s.card("o9", 1, "pm_card_visa")).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
+    let id: uuid::Uuid = first.json()["id"].as_str().unwrap().parse().unwrap();
+    let payment = s.fake.payments_of("o9").await[0]["id"].as_str().unwrap().to_owned();
+    let watcher = s.app.db.client().await;
+    let tenant = ledger::TenantId(
+        watcher.query_one("SELECT tenant_id FROM charges WHERE id = $1", &[&id]).await.unwrap().get(0),
+    );
+    let answer = ledger::cards::ProviderAnswer::Succeeded {
+        payment_id: payment.clone(),
+        amount_minor: 2500,
+        currency: "usd".to_owned(),
+    };
+
+    // one completion (a webhook, say) holds the charge; another waits for it
+    let pool = ledger::db::pool(&s.app.db.url, &Default::default()).unwrap();
+    let mut holder = pool.get().await.unwrap();
+    let mut waiter = pool.get().await.unwrap();
+    let waiter_pid: i32 = waiter.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let held = holder.transaction().await.unwrap();
+    let done = ledger::cards::complete(&held, tenant, id, Some(&answer)).await.unwrap();
+    assert!(matches!(done, ledger::cards::Completion::Final(ledger::Outcome::Applied(_))), "{done:?}");
+    let waiting = async {
+        let tx = waiter.transaction().await.unwrap();
+        let seen = ledger::cards::complete(&tx, tenant, id, Some(&answer)).await.unwrap();
+        tx.commit().await.unwrap();
+        seen
+    };
+    let release = async {
+        eventually(20, "the second completion waits for the first's lock", || async {
+            let waits: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'",
+                    &[&waiter_pid],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            waits == 1
+        })
+        .await;
+        held.commit().await.unwrap();
+    };
+    let (seen, ()) = futures::join!(waiting, release);
+
+    // the waiter answers with the whole charge the first completion left
+    let ledger::cards::Completion::Final(ledger::Outcome::Applied(charge)) = seen else {
+        panic!("the waiter sees the charge final: {seen:?}")
+    };
+    assert_eq!(charge.provider_payment_id.as_deref(), Some(payment.as_str()), "{charge:?}");
+    assert!(charge.transaction_id.is_some(), "{charge:?}");
+    assert_eq!(s.scalar("SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await, 1);
+    s.audit_clean().await;
+}
