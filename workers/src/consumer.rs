@@ -28,44 +28,15 @@ where
     H: FnMut(Delivery) -> Fut,
     Fut: std::future::Future<Output = Result<(), Error>>,
 {
-    let conn = crate::nodes::connect(&config.amqp_url).await?;
-    let ch = within("open a channel", conn.create_channel()).await?;
-    let names = Names::new(&config.amqp_prefix);
-    within("declare the topology", topology::declare(&ch, &names, config.queue_delivery_limit)).await?;
-    upgrade::retire(&conn, &names).await;
-    within("set prefetch", ch.basic_qos(config.prefetch, BasicQosOptions::default())).await?;
-    let queue = queue(&names);
-    let mut deliveries = within(
-        "consume",
-        ch.basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default()),
-    )
-    .await?;
-    connected.mark();
-    tracing::info!(%queue, "{tag} worker consuming");
-    loop {
-        tokio::select! {
-            _ = shutdown.wait() => {
-                // Unacked deliveries go back to the queue when the channel closes.
-                let _ = conn.close(200, "shutdown".into()).await;
-                return Ok(());
-            }
-            next = deliveries.next() => match next {
-                Some(Ok(delivery)) => {
-                    // Logged in the message's span; what the handler writes
-                    // to the outbox carries the same request id on.
-                    let span = correlation::span(tag, &delivery);
-                    let request_id = correlation::request_id(&delivery);
-                    let work = handle(delivery).instrument(span);
-                    match request_id {
-                        Some(id) => ledger::correlation::scope(id, work).await?,
-                        None => work.await?,
-                    }
-                }
-                Some(Err(e)) => return Err(e.into()),
-                None => return Err(Error::ConsumerCancelled),
-            }
-        }
+    let mut session = Session::open(config, queue, tag, connected).await?;
+    while let Some(delivery) = session.next(&mut shutdown).await? {
+        // Logged in the message's span; what the handler writes to the
+        // outbox carries the same request id on.
+        let span = correlation::span(tag, &delivery);
+        let request_id = correlation::request_id(&delivery);
+        in_message(span, request_id, handle(delivery)).await?;
     }
+    Ok(())
 }
 
 /// As [`consume`], but hands the handler every delivery that has already
@@ -86,41 +57,15 @@ where
     H: FnMut(Vec<Delivery>) -> Fut,
     Fut: std::future::Future<Output = Result<(), Error>>,
 {
-    let conn = crate::nodes::connect(&config.amqp_url).await?;
-    let ch = within("open a channel", conn.create_channel()).await?;
-    let names = Names::new(&config.amqp_prefix);
-    within("declare the topology", topology::declare(&ch, &names, config.queue_delivery_limit)).await?;
-    upgrade::retire(&conn, &names).await;
-    within("set prefetch", ch.basic_qos(config.prefetch, BasicQosOptions::default())).await?;
-    let queue = queue(&names);
-    let mut deliveries = within(
-        "consume",
-        ch.basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default()),
-    )
-    .await?;
-    connected.mark();
-    tracing::info!(%queue, "{tag} worker consuming");
+    let mut session = Session::open(config, queue, tag, connected).await?;
     let max = max.max(1);
-    loop {
-        let first = tokio::select! {
-            _ = shutdown.wait() => {
-                // Unacked deliveries go back to the queue when the channel closes.
-                let _ = conn.close(200, "shutdown".into()).await;
-                return Ok(());
-            }
-            next = deliveries.next() => match next {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(e)) => return Err(e.into()),
-                None => return Err(Error::ConsumerCancelled),
-            }
-        };
-        let request_id = correlation::request_id(&first);
+    while let Some(first) = session.next(&mut shutdown).await? {
         let mut batch = vec![first];
         // Whatever else has arrived already; an end of the stream met here
         // ends the session once this batch is handled.
         let mut end = None;
         while batch.len() < max {
-            match deliveries.next().now_or_never() {
+            match session.deliveries.next().now_or_never() {
                 Some(Some(Ok(delivery))) => batch.push(delivery),
                 Some(Some(Err(e))) => {
                     end = Some(Error::from(e));
@@ -137,16 +82,72 @@ where
         // the handler logs each message of a larger batch in its own.
         if batch.len() == 1 {
             let span = correlation::span(tag, &batch[0]);
-            let work = handle(batch).instrument(span);
-            match request_id {
-                Some(id) => ledger::correlation::scope(id, work).await?,
-                None => work.await?,
-            }
+            let request_id = correlation::request_id(&batch[0]);
+            in_message(span, request_id, handle(batch)).await?;
         } else {
             handle(batch).await?;
         }
         if let Some(e) = end {
             return Err(e);
         }
+    }
+    Ok(())
+}
+
+/// One connection consuming one queue.
+struct Session {
+    conn: lapin::Connection,
+    deliveries: lapin::Consumer,
+}
+
+impl Session {
+    /// Connects, declares the topology, bounds the prefetch and starts
+    /// consuming; `connected` is marked once deliveries can flow.
+    async fn open(config: &Config, queue: fn(&Names) -> &str, tag: &str, connected: Connected) -> Result<Self, Error> {
+        let conn = crate::nodes::connect(&config.amqp_url).await?;
+        let ch = within("open a channel", conn.create_channel()).await?;
+        let names = Names::new(&config.amqp_prefix);
+        within("declare the topology", topology::declare(&ch, &names, config.queue_delivery_limit)).await?;
+        upgrade::retire(&conn, &names).await;
+        within("set prefetch", ch.basic_qos(config.prefetch, BasicQosOptions::default())).await?;
+        let queue = queue(&names);
+        let deliveries = within(
+            "consume",
+            ch.basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default()),
+        )
+        .await?;
+        connected.mark();
+        tracing::info!(%queue, "{tag} worker consuming");
+        Ok(Session { conn, deliveries })
+    }
+
+    /// The next delivery; `None` at shutdown, after closing the connection,
+    /// which returns the unacknowledged deliveries to the queue.
+    async fn next(&mut self, shutdown: &mut Shutdown) -> Result<Option<Delivery>, Error> {
+        tokio::select! {
+            _ = shutdown.wait() => {
+                let _ = self.conn.close(200, "shutdown".into()).await;
+                Ok(None)
+            }
+            next = self.deliveries.next() => match next {
+                Some(Ok(delivery)) => Ok(Some(delivery)),
+                Some(Err(e)) => Err(e.into()),
+                None => Err(Error::ConsumerCancelled),
+            }
+        }
+    }
+}
+
+/// Runs a message's work in its span and, when it carries one, with its
+/// request id.
+async fn in_message(
+    span: tracing::Span,
+    request_id: Option<String>,
+    work: impl std::future::Future<Output = Result<(), Error>>,
+) -> Result<(), Error> {
+    let work = work.instrument(span);
+    match request_id {
+        Some(id) => ledger::correlation::scope(id, work).await,
+        None => work.await,
     }
 }
