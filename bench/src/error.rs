@@ -24,6 +24,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("cannot run {program}: {source}")]
     Spawn { program: String, source: std::io::Error },
+    #[error("{0}")]
+    Provider(#[from] gateway::launch::LaunchError),
     #[error("pgbench: {0}")]
     Pgbench(String),
     #[error("{0} failed pgbench transactions")]

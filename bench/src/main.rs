@@ -365,38 +365,9 @@ async fn new_card_charge(
 }
 
 /// The fake payment provider, killed when dropped.
-struct Provider {
-    child: Child,
-    url: String,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Provider {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn start_provider(args: &Args) -> Result<Provider> {
-    use std::io::BufRead;
+fn start_provider(args: &Args) -> Result<gateway::launch::Process> {
     let dir = std::env::temp_dir().join(format!("ledger-bench-provider-{}", std::process::id()));
-    let mut child = Command::new(&args.fake_provider_bin)
-        .args(["--listen", "127.0.0.1:0", "--state-dir"])
-        .arg(&dir)
-        .env("FAKE_PROVIDER_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|source| Error::Spawn { program: args.fake_provider_bin.clone(), source })?;
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-    let url = line.trim().to_owned();
-    if !url.starts_with("http://") {
-        let _ = child.kill();
-        return Err(Error::NotUp("the fake provider"));
-    }
-    Ok(Provider { child, url, dir })
+    Ok(gateway::launch::Process::start(std::path::Path::new(&args.fake_provider_bin), &dir, &[], "warn")?)
 }
 
 /// One new charge: a fresh key and order, a buyer and seller spread over
@@ -546,7 +517,7 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
     let provider = start_provider(args)?;
     let child = Command::new(&args.api_bin)
         .arg("serve")
-        .env("GATEWAY_URL", &provider.url)
+        .env("GATEWAY_URL", provider.url())
         .env("DATABASE_URL", db_url)
         .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "warn")

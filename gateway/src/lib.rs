@@ -10,6 +10,8 @@
 mod client;
 mod config;
 mod keys;
+#[cfg(feature = "launch")]
+pub mod launch;
 mod model;
 mod outcome;
 pub mod webhook;

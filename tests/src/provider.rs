@@ -3,11 +3,10 @@
 //! admin calls the tests ask it with (its own count of payments per order
 //! attempt, faults, webhook endpoints).
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
+use gateway::launch::Process;
 use serde_json::{json, Value};
 
 /// The secrets the fake uses by default, and the service's defaults too.
@@ -22,11 +21,7 @@ pub fn binary() -> PathBuf {
 /// A fake provider process; killed, and its state folder removed, when
 /// dropped (its log printed if the test failed).
 pub struct FakeProvider {
-    child: Child,
-    _stdout: BufReader<ChildStdout>,
-    pub url: String,
-    dir: PathBuf,
-    args: Vec<String>,
+    process: Process,
     http: awc::Client,
 }
 
@@ -34,26 +29,29 @@ impl FakeProvider {
     /// Starts it on a free port with `args` beside the listen address and
     /// the state folder (e.g. `--fault-seed`, `--webhook-url`).
     pub fn start(args: &[&str]) -> FakeProvider {
+        let bin = binary();
+        assert!(bin.exists(), "{} is missing: run `cargo build --workspace --bins` first", bin.display());
         let dir = std::env::temp_dir().join(format!("ledger-fake-provider-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let (child, stdout, url) = spawn(&dir, &args);
+        let process = Process::start(&bin, &dir, args, "info").unwrap_or_else(|e| panic!("{e}"));
         let http = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
-        FakeProvider { child, _stdout: stdout, url, dir, args, http }
+        FakeProvider { process, http }
+    }
+
+    /// Where it listens.
+    pub fn url(&self) -> &str {
+        self.process.url()
     }
 
     /// `kill -9`, then a new process on the same state folder (a new port).
     pub fn kill_and_restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let (child, stdout, url) = spawn(&self.dir, &self.args);
-        (self.child, self._stdout, self.url) = (child, stdout, url);
+        self.process.kill();
+        self.process.restart().unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// The settings a service process points at it with.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
-            ("GATEWAY_URL", self.url.clone()),
+            ("GATEWAY_URL", self.url().to_owned()),
             ("GATEWAY_SECRET_KEY", SECRET_KEY.to_owned()),
             ("GATEWAY_WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
         ]
@@ -61,7 +59,7 @@ impl FakeProvider {
 
     /// Points a service configuration at it.
     pub fn configure(&self, gateway: &mut service::settings::Gateway) {
-        gateway.gateway_url = self.url.clone();
+        gateway.gateway_url = self.url().to_owned();
         gateway.gateway_secret_key = SECRET_KEY.to_owned();
         gateway.gateway_webhook_secret = WEBHOOK_SECRET.to_owned();
     }
@@ -69,7 +67,7 @@ impl FakeProvider {
     pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let req = self
             .http
-            .request(awc::http::Method::from_bytes(method.as_bytes()).unwrap(), format!("{}/_fake{path}", self.url));
+            .request(awc::http::Method::from_bytes(method.as_bytes()).unwrap(), format!("{}/_fake{path}", self.url()));
         let mut res = match body {
             Some(b) => req.insert_header(("Content-Type", "application/json")).send_body(b.to_string()).await,
             None => req.send().await,
@@ -131,43 +129,8 @@ impl FakeProvider {
 
 impl Drop for FakeProvider {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         if std::thread::panicking() {
-            let mut log = String::new();
-            if let Ok(mut f) = std::fs::File::open(self.dir.join("stderr.log")) {
-                let _ = f.read_to_string(&mut log);
-            }
-            let tail: String =
-                log.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-            eprintln!("--- fake provider log, last lines ---\n{tail}");
+            eprintln!("--- fake provider log, last lines ---\n{}", self.process.log_tail(60));
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn spawn(dir: &std::path::Path, args: &[String]) -> (Child, BufReader<ChildStdout>, String) {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("stderr.log")).unwrap();
-    let bin = binary();
-    assert!(bin.exists(), "{} is missing: run `cargo build --workspace --bins` first", bin.display());
-    let mut child = Command::new(bin)
-        .args(["--listen", "127.0.0.1:0", "--state-dir"])
-        .arg(dir)
-        .args(args)
-        .env("FAKE_PROVIDER_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .expect("the fake provider starts");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let url = line.trim().to_owned();
-    if !url.starts_with("http://127.0.0.1:") {
-        let _ = child.kill();
-        let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
-        panic!("the fake provider did not start (first line {line:?}):\n{log}");
-    }
-    (child, stdout, url)
 }

@@ -84,7 +84,7 @@ async fn declines_are_definitive_and_replayed_and_validation_failures_store_noth
 #[tokio::test]
 async fn a_wrong_secret_key_is_a_configuration_error() {
     let fake = Fake::start(&[]);
-    let config = gateway::Config::new(&fake.url, "sk_test_wrong", "whsec");
+    let config = gateway::Config::new(fake.url(), "sk_test_wrong", "whsec");
     let client = gateway::Client::new(&config).unwrap();
     let result = client.create_payment(&payment("order-1", 100, "pm_card_visa"), "key-1").await;
     assert!(matches!(result, Err(GatewayError::Unauthorized { .. })), "{result:?}");

@@ -2,14 +2,13 @@
 //! own state folder, a webhook receiver, and what the tests share.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::fs::OpenOptions;
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use gateway::launch::Process;
 use gateway::{Client, Config, PaymentRequest};
 use serde_json::{json, Value};
 
@@ -19,21 +18,21 @@ pub const WEBHOOK_SECRET: &str = "whsec_ledger_local";
 /// A fake provider process. Dropping it kills the process and removes its
 /// state folder (printing its log if the test failed).
 pub struct Fake {
-    child: Child,
-    _stdout: BufReader<ChildStdout>,
-    pub url: String,
-    dir: PathBuf,
-    args: Vec<String>,
+    process: Process,
     http: reqwest::Client,
 }
 
 impl Fake {
     pub fn start(args: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!("fake-provider-test-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let (child, stdout, url) = spawn(&dir, &args);
-        Self { child, _stdout: stdout, url, dir, args, http: reqwest::Client::new() }
+        let bin = Path::new(env!("CARGO_BIN_EXE_fake-provider"));
+        let process = Process::start(bin, &dir, args, "info").unwrap_or_else(|e| panic!("{e}"));
+        Self { process, http: reqwest::Client::new() }
+    }
+
+    /// Where it listens.
+    pub fn url(&self) -> &str {
+        self.process.url()
     }
 
     /// `kill -9`, then a new process on the same state folder (and a new port).
@@ -44,29 +43,27 @@ impl Fake {
 
     /// `kill -9`.
     pub fn kill(&mut self) {
-        self.child.kill().unwrap(); // SIGKILL on Unix
-        self.child.wait().unwrap();
+        self.process.kill();
     }
 
     /// A new process on the same state folder (and a new port).
     pub fn restart(&mut self) {
-        let (child, stdout, url) = spawn(&self.dir, &self.args);
-        (self.child, self._stdout, self.url) = (child, stdout, url);
+        self.process.restart().unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Appends raw bytes to the journal (while the process is down).
     pub fn append_to_journal(&self, bytes: &[u8]) {
         use std::io::Write;
-        let mut journal = OpenOptions::new().append(true).open(self.dir.join("journal.jsonl")).unwrap();
+        let mut journal = OpenOptions::new().append(true).open(self.process.dir().join("journal.jsonl")).unwrap();
         journal.write_all(bytes).unwrap();
     }
 
     pub fn client(&self, timeout: Duration) -> Client {
-        Client::new(&Config::new(&self.url, SECRET_KEY, WEBHOOK_SECRET).with_timeout(timeout)).unwrap()
+        Client::new(&Config::new(self.url(), SECRET_KEY, WEBHOOK_SECRET).with_timeout(timeout)).unwrap()
     }
 
     pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self.http.request(method, format!("{}/_fake{path}", self.url));
+        let mut request = self.http.request(method, format!("{}/_fake{path}", self.url()));
         if let Some(body) = body {
             request = request.header("content-type", "application/json").body(body.to_string());
         }
@@ -109,7 +106,7 @@ impl Fake {
     pub async fn raw_post(&self, path: &str, key: &str, form: &[(&str, &str)]) -> (u16, Option<String>, String) {
         let response = self
             .http
-            .post(format!("{}{path}", self.url))
+            .post(format!("{}{path}", self.url()))
             .bearer_auth(SECRET_KEY)
             .header("Idempotency-Key", key)
             .form(form)
@@ -124,41 +121,14 @@ impl Fake {
 
 impl Drop for Fake {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         if std::thread::panicking() {
-            let mut log = String::new();
-            if let Ok(mut f) = File::open(self.dir.join("stderr.log")) {
-                let _ = f.read_to_string(&mut log);
-            }
-            eprintln!("--- fake provider log ({}) ---\n{log}", self.dir.display());
+            eprintln!(
+                "--- fake provider log ({}) ---\n{}",
+                self.process.dir().display(),
+                self.process.log_tail(usize::MAX)
+            );
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn spawn(dir: &Path, args: &[String]) -> (Child, BufReader<ChildStdout>, String) {
-    let log = OpenOptions::new().create(true).append(true).open(dir.join("stderr.log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fake-provider"))
-        .args(["--listen", "127.0.0.1:0", "--state-dir"])
-        .arg(dir)
-        .args(args)
-        .env("FAKE_PROVIDER_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let url = line.trim().to_owned();
-    if !url.starts_with("http://127.0.0.1:") {
-        let _ = child.kill();
-        let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
-        panic!("the fake provider did not start (first line {line:?}):\n{log}");
-    }
-    (child, stdout, url)
 }
 
 /// Metadata for one (tenant, order, attempt), as the service sends it.
