@@ -89,6 +89,10 @@ fn now() -> i64 {
 async fn a_webhook_completes_a_charge_whose_answer_was_lost() {
     let s = shop(&[]).await;
     s.fake.arm(json!({"kind": "drop_after_charge", "count": 1, "metadata": {"order_id": "w1"}})).await;
+    // its webhook comes 3 s later: the API's second transaction, which finds
+    // the answer lost, runs first (otherwise the webhook completes the charge
+    // before the API looks, and the API answers 201 at once)
+    s.fake.arm(json!({"kind": "webhook_late", "count": 1, "delay_ms": 3000, "metadata": {"order_id": "w1"}})).await;
     let first = s.app.post("/v1/charges", &s.key, "w1:1", s.card("w1", 1, "pm_card_visa")).await;
     assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
     // no retry, no completer: the provider's payment_intent.succeeded completes it
