@@ -631,14 +631,42 @@ pub async fn run(settings: Settings) -> Summary {
         h.await.expect("a client finished");
     }
 
-    // quiesce: everything relayed and consumed. What the campaign left
-    // behind can be a backlog of thousands of events on a loaded machine,
-    // which the workers drain at their pace: the run fails when the
-    // pipeline stops moving (no progress for two minutes), not when it is
-    // slow; the backlog's work left is the rows to relay (each makes a copy
-    // for both queues) and the copies waiting in the queues.
+    // quiesce: everything relayed and consumed, however long a loaded machine takes
     let pg = db.client().await;
-    let quiesce = Instant::now();
+    match quiesce(&pg, &broker).await {
+        Ok(took) => eprintln!("chaos: the pipeline drained the campaign's backlog in {:.0} s", took.as_secs_f64()),
+        Err(stuck) => panic!("{stuck}\n{}", server_faults::describe(servers.as_deref(), &broker).await),
+    }
+    let mut summary = std::mem::take(&mut shared.borrow_mut().summary);
+    settle(&pg, &config, &fake, &email_dir, started, &mut summary).await;
+    summary.provider_faults = fake.stats().await["faults_applied"]
+        .as_object()
+        .map(|m| m.values().filter_map(Value::as_u64).sum())
+        .unwrap_or(0);
+    summary.restarts = servers.as_ref().map(|_| outages.restarts());
+    // a fault is never a message's own: nothing may end in the dead-letter queue
+    // (checked where the campaign owns its broker; the short shared run leaves it out)
+    if servers.is_some() {
+        let dead = broker.depth(&broker.names.dead_letter_queue).await;
+        if dead > 0 {
+            summary.violations.push(format!("VIOLATION nothing_dead_lettered: {dead} message(s) dead-lettered"));
+        }
+    }
+    drop(apis);
+    drop(workers);
+    let _ = std::fs::remove_dir_all(&email_dir);
+    summary
+}
+
+/// Waits until the pipeline is quiet: every outbox row relayed, both queues
+/// consumed, no charge `processing`; returns how long that took. What a
+/// campaign leaves behind can be a backlog of thousands of events on a
+/// loaded machine, which the workers drain at their pace: this fails (with
+/// the counts) when the pipeline stops moving, no progress for two minutes,
+/// not when it is slow. The work left is the rows to relay (each makes a copy
+/// for both queues) and the copies waiting in the queues.
+pub(crate) async fn quiesce(pg: &tokio_postgres::Client, broker: &Broker) -> Result<Duration, String> {
+    let started = Instant::now();
     let (mut least, mut progressed) = (i64::MAX, Instant::now());
     loop {
         let unpublished: i64 =
@@ -647,53 +675,58 @@ pub async fn run(settings: Settings) -> Summary {
             pg.query_one("SELECT count(*) FROM charges WHERE status = 'processing'", &[]).await.unwrap().get(0);
         let depth = broker.depth(&broker.names.inventory).await + broker.depth(&broker.names.email).await;
         if unpublished == 0 && depth == 0 && processing == 0 {
-            break;
+            return Ok(started.elapsed());
         }
         let left = 2 * unpublished + i64::from(depth);
         if left < least {
             (least, progressed) = (left, Instant::now());
         }
         if progressed.elapsed() > Duration::from_secs(120) {
-            let state = server_faults::describe(servers.as_deref(), &broker).await;
-            panic!("the pipeline stopped moving: {unpublished} unpublished, {depth} queued, {processing} processing, none drained for 120 s\n{state}");
+            return Err(format!(
+                "the pipeline stopped moving: {unpublished} unpublished, {depth} queued, {processing} processing, \
+                 none drained for 120 s"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    eprintln!("chaos: the pipeline drained the campaign's backlog in {:.0} s", quiesce.elapsed().as_secs_f64());
+}
+
+/// The checks a campaign runs once quiesced, shared by `make chaos` and
+/// `make chaos-ha`, each violation pushed onto `summary`: lost emails
+/// reconciled (never one whose send is unknown), `audit --quiesced`,
+/// `reconcile-payments` and the provider's own count of payments per order
+/// attempt, one effect per purchase, and every paid order's email delivered
+/// exactly once (counted in the mail sink, `email_dir`).
+pub(crate) async fn settle(
+    pg: &tokio_postgres::Client,
+    config: &workers::config::Config,
+    fake: &crate::provider::FakeProvider,
+    email_dir: &std::path::Path,
+    started: chrono::DateTime<chrono::Utc>,
+    summary: &mut Summary,
+) {
+    // the last emails' sends settle (the email worker acks before it sends)
     tokio::time::sleep(Duration::from_secs(3)).await;
     let pool = config.pool().unwrap();
-    let mailer = workers::email::Mailer::from_config(&config).unwrap();
+    let mailer = workers::email::Mailer::from_config(config).unwrap();
     let sends = workers::email::Sends { never_claimed: true, resend_claimed: false };
     let reconciled = workers::email::reconcile_with(&pool, &mailer, &config.email_from, 2, sends).await.unwrap();
-    let report = ledger::audit::audit(&pg, ledger::audit::Options { quiesced: true }).await.unwrap();
+    let report = ledger::audit::audit(pg, ledger::audit::Options { quiesced: true }).await.unwrap();
     // the provider's payments against the ledger, and the provider's own count per order attempt
     let payments = service::payments::Payments::new(&config.gateway).unwrap();
-    let differences = workers::reconcile_payments::reconcile(
-        &pool,
-        &payments,
-        started - chrono::Duration::minutes(1),
-        chrono::Utc::now() + chrono::Duration::minutes(1),
-    )
-    .await
-    .unwrap();
+    let (from, to) = (started - chrono::Duration::minutes(1), chrono::Utc::now() + chrono::Duration::minutes(1));
+    let differences = workers::reconcile_payments::reconcile(&pool, &payments, from, to).await.unwrap();
     let provider_max = fake.max_payments_per_attempt().await;
-    let provider_faults: u64 = fake.stats().await["faults_applied"]
-        .as_object()
-        .map(|m| m.values().filter_map(Value::as_u64).sum())
-        .unwrap_or(0);
+    let count = async |sql: &str| -> u64 { pg.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) as u64 };
     // every paid order with a receipt address has its email claimed, now that reconcile ran
-    let unclaimed: i64 = pg
-        .query_one(
-            "SELECT count(*) FROM (SELECT DISTINCT tenant_id, order_id FROM charges WHERE receipt_email IS NOT NULL) c \
-              WHERE NOT EXISTS (SELECT 1 FROM emails m WHERE m.tenant_id = c.tenant_id AND m.order_id = c.order_id)",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    // and the mail sink (the email folder) holds each order's email at most
-    // once, every email marked sent exactly once
-    let delivered = delivered_by_message_id(&email_dir);
+    let unclaimed = count(
+        "SELECT count(*) FROM (SELECT DISTINCT tenant_id, order_id FROM charges WHERE receipt_email IS NOT NULL) c \
+          WHERE NOT EXISTS (SELECT 1 FROM emails m WHERE m.tenant_id = c.tenant_id AND m.order_id = c.order_id)",
+    )
+    .await;
+    // and the mail sink holds each order's email at most once, every email
+    // marked sent exactly once
+    let delivered = delivered_by_message_id(email_dir);
     let sent: Vec<(uuid::Uuid, String)> = pg
         .query("SELECT tenant_id, order_id FROM emails WHERE status = 'sent'", &[])
         .await
@@ -704,63 +737,47 @@ pub async fn run(settings: Settings) -> Summary {
     let message_id = |tenant, order: &str| workers::email::message_id(tenant, order, &config.email_from).unwrap();
     let missing = sent.iter().filter(|(t, o)| !delivered.contains_key(&message_id(*t, o))).count();
     let twice: Vec<String> = delivered.iter().filter(|(_, n)| **n > 1).map(|(id, n)| format!("{id} ×{n}")).collect();
-    drop(apis);
-    drop(workers);
-    let _ = std::fs::remove_dir_all(&email_dir);
+    // a declined card leaves its charge, declined; the next attempt pays
+    let charges = count("SELECT count(*) FROM charges WHERE status = 'succeeded'").await;
+    let refunds = count("SELECT count(*) FROM refunds").await;
 
-    let mut summary = std::mem::take(&mut shared.borrow_mut().summary);
     summary.emails_lost = reconciled.len() as u64;
-    summary.restarts = servers.as_ref().map(|_| outages.restarts());
     summary.emails_recovered = reconciled.iter().filter(|r| r.sent).count() as u64;
     let unknown: Vec<_> = reconciled.iter().filter(|r| r.lost.state == ledger::emails::Unsent::Claimed).collect();
     summary.emails_unknown = unknown.len() as u64;
     summary.emails_unknown_delivered = unknown.iter().filter(|r| delivered.contains_key(&r.message_id)).count() as u64;
-    for v in report.violations {
-        summary.violations.push(format!("VIOLATION {}: {}", v.invariant, v.row));
-    }
     summary.provider_max_payments_per_attempt = provider_max;
-    summary.provider_faults = provider_faults;
+    let violations = &mut summary.violations;
+    for v in report.violations {
+        violations.push(format!("VIOLATION {}: {}", v.invariant, v.row));
+    }
     for d in differences {
-        summary.violations.push(format!("VIOLATION reconcile_payments: {} {}", d.kind, d.detail));
+        violations.push(format!("VIOLATION reconcile_payments: {} {}", d.kind, d.detail));
     }
     if provider_max > 1 {
-        summary.violations.push(format!(
+        violations.push(format!(
             "VIOLATION provider_one_payment_per_attempt: the provider holds {provider_max} payments for one order attempt"
         ));
     }
-    let count = async |sql: &str| -> u64 { pg.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) as u64 };
-    let (charges, refunds) = (
-        count("SELECT count(*) FROM charges WHERE status = 'succeeded'").await,
-        count("SELECT count(*) FROM refunds").await,
-    );
     if (charges, refunds) != (summary.charged, summary.refunded) {
-        summary.violations.push(format!(
+        violations.push(format!(
             "VIOLATION one_effect_per_purchase: {charges} charge(s) and {refunds} refund(s) for {} and {} asked",
             summary.charged, summary.refunded
         ));
     }
-    // a fault is never a message's own: nothing may end in the dead-letter queue
-    // (checked where the campaign owns its broker; the short shared run leaves it out)
-    if servers.is_some() {
-        let dead = broker.depth(&broker.names.dead_letter_queue).await;
-        if dead > 0 {
-            summary.violations.push(format!("VIOLATION nothing_dead_lettered: {dead} message(s) dead-lettered"));
-        }
-    }
     if unclaimed > 0 {
-        summary.violations.push(format!(
+        violations.push(format!(
             "VIOLATION email_exactly_once_after_reconcile: {unclaimed} paid order(s) whose email was never sent"
         ));
     }
     if missing > 0 {
-        summary.violations.push(format!(
+        violations.push(format!(
             "VIOLATION email_exactly_once_after_reconcile: {missing} email(s) marked sent, not delivered"
         ));
     }
     if !twice.is_empty() {
-        summary.violations.push(format!("VIOLATION email_at_most_once_delivered: {}", twice.join(", ")));
+        violations.push(format!("VIOLATION email_at_most_once_delivered: {}", twice.join(", ")));
     }
-    summary
 }
 
 /// How many emails the file transport wrote for each Message-ID.

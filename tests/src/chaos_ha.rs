@@ -511,39 +511,12 @@ pub async fn run(stack: &Stack, settings: Settings) -> HaSummary {
 
     // quiesce: everything relayed and consumed
     let pg = connect(&db.url).await;
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let unpublished: i64 =
-            pg.query_one("SELECT count(*) FROM outbox WHERE published_at IS NULL", &[]).await.unwrap().get(0);
-        let processing: i64 =
-            pg.query_one("SELECT count(*) FROM charges WHERE status = 'processing'", &[]).await.unwrap().get(0);
-        let depth = broker.depth(&broker.names.inventory).await + broker.depth(&broker.names.email).await;
-        if unpublished == 0 && depth == 0 && processing == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the pipeline did not quiesce: {unpublished} unpublished, {depth} queued, {processing} processing"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    if let Err(stuck) = chaos::quiesce(&pg, &broker).await {
+        panic!("{stuck}");
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let pool = config.pool().unwrap();
-    let mailer = workers::email::Mailer::from_config(&config).unwrap();
-    let sends = workers::email::Sends { never_claimed: true, resend_claimed: false };
-    let reconciled = workers::email::reconcile_with(&pool, &mailer, &config.email_from, 2, sends).await.unwrap();
-    let report = ledger::audit::audit(&pg, ledger::audit::Options { quiesced: true }).await.unwrap();
-    // the provider's payments against the ledger (`reconcile-payments`), and its own count per order attempt
-    let payments = service::payments::Payments::new(&config.gateway).unwrap();
-    let (from, to) = (started - chrono::Duration::minutes(1), chrono::Utc::now() + chrono::Duration::minutes(1));
-    let differences = workers::reconcile_payments::reconcile(&pool, &payments, from, to).await.unwrap();
-    let provider_max = fake.max_payments_per_attempt().await;
+    let mut summary = HaSummary { chaos: std::mem::take(&mut shared.borrow_mut().summary), ..HaSummary::default() };
+    chaos::settle(&pg, &config, &fake, &email_dir, started, &mut summary.chaos).await;
     let count = async |sql: &str| -> u64 { pg.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) as u64 };
-    let unclaimed = count(
-        "SELECT count(*) FROM (SELECT DISTINCT tenant_id, order_id FROM charges WHERE receipt_email IS NOT NULL) c \
-          WHERE NOT EXISTS (SELECT 1 FROM emails m WHERE m.tenant_id = c.tenant_id AND m.order_id = c.order_id)",
-    )
-    .await;
     // every paid order's reservation committed, and its stock taken once
     let uncommitted = count(
         "SELECT count(*) FROM charges c WHERE c.status = 'succeeded' AND NOT EXISTS (SELECT 1 FROM reservations r \
@@ -557,73 +530,20 @@ pub async fn run(stack: &Stack, settings: Settings) -> HaSummary {
     .await;
     let taken = count("SELECT count(*) FROM stock_entries WHERE kind = 'commit'").await;
     let committed = count("SELECT count(*) FROM reservations WHERE status = 'committed'").await;
-    let delivered = chaos::delivered_by_message_id(&email_dir);
-    let sent: Vec<(uuid::Uuid, String)> = pg
-        .query("SELECT tenant_id, order_id FROM emails WHERE status = 'sent'", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let message_id = |tenant, order: &str| workers::email::message_id(tenant, order, &config.email_from).unwrap();
-    let missing = sent.iter().filter(|(t, o)| !delivered.contains_key(&message_id(*t, o))).count();
-    let twice: Vec<String> = delivered.iter().filter(|(_, n)| **n > 1).map(|(id, n)| format!("{id} ×{n}")).collect();
-    let (charges, refunds) = (
-        // a declined card leaves its charge, declined; the next attempt pays
-        count("SELECT count(*) FROM charges WHERE status = 'succeeded'").await,
-        count("SELECT count(*) FROM refunds").await,
-    );
     drop(fleet);
     let _ = std::fs::remove_dir_all(&email_dir);
 
     let attempts = shared.borrow_mut().attempts.take().unwrap_or_default();
-    let mut summary = HaSummary { chaos: std::mem::take(&mut shared.borrow_mut().summary), ..HaSummary::default() };
     let s = &mut summary.chaos;
     s.violations.extend(violations);
     for f in &strikes {
         *s.faults.entry(f.fault.name()).or_default() += 1;
-    }
-    s.emails_lost = reconciled.len() as u64;
-    s.emails_recovered = reconciled.iter().filter(|r| r.sent).count() as u64;
-    let unknown: Vec<_> = reconciled.iter().filter(|r| r.lost.state == ledger::emails::Unsent::Claimed).collect();
-    s.emails_unknown = unknown.len() as u64;
-    s.emails_unknown_delivered = unknown.iter().filter(|r| delivered.contains_key(&r.message_id)).count() as u64;
-    for v in report.violations {
-        s.violations.push(format!("VIOLATION {}: {}", v.invariant, v.row));
-    }
-    s.provider_max_payments_per_attempt = provider_max;
-    for d in differences {
-        s.violations.push(format!("VIOLATION reconcile_payments: {} {}", d.kind, d.detail));
-    }
-    if provider_max > 1 {
-        s.violations.push(format!(
-            "VIOLATION provider_one_payment_per_attempt: the provider holds {provider_max} payments for one order attempt"
-        ));
-    }
-    if (charges, refunds) != (s.charged, s.refunded) {
-        s.violations.push(format!(
-            "VIOLATION one_effect_per_purchase: {charges} charge(s) and {refunds} refund(s) for {} and {} asked",
-            s.charged, s.refunded
-        ));
     }
     if uncommitted > 0 || taken_twice > 0 || taken != committed {
         s.violations.push(format!(
             "VIOLATION reservation_committed_once: {uncommitted} paid order(s) without a committed reservation, \
              {taken_twice} stock taken twice, {taken} commit entries for {committed} committed reservations"
         ));
-    }
-    if unclaimed > 0 {
-        s.violations.push(format!(
-            "VIOLATION email_exactly_once_after_reconcile: {unclaimed} paid order(s) whose email was never sent"
-        ));
-    }
-    if missing > 0 {
-        s.violations.push(format!(
-            "VIOLATION email_exactly_once_after_reconcile: {missing} email(s) marked sent, not delivered"
-        ));
-    }
-    if !twice.is_empty() {
-        s.violations.push(format!("VIOLATION email_at_most_once_delivered: {}", twice.join(", ")));
     }
     read_attempts(&mut summary, &strikes, &attempts, until);
     db.drop_it().await;
