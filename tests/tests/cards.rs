@@ -69,20 +69,19 @@ impl Shop {
         assert!(report.is_clean(), "{report}");
     }
 
+    /// The provider clearing account's balance, as `GET /v1/accounts/{id}`
+    /// reports it (the ledger sums its slot rows).
     async fn clearing_balance(&self) -> String {
-        let row = self
+        let id: uuid::Uuid = self
             .app
             .db
             .client()
             .await
-            .query_one(
-                "SELECT (a.balance + coalesce((SELECT sum(s.balance) FROM account_slots s WHERE s.account_id = a.id), 0))::text \
-                   FROM accounts a WHERE reference = 'provider-clearing:USD'",
-                &[],
-            )
+            .query_one("SELECT id FROM accounts WHERE reference = 'provider-clearing:USD'", &[])
             .await
-            .unwrap();
-        let balance: String = row.get(0);
+            .unwrap()
+            .get(0);
+        let balance = self.app.balance(&self.key, &id.to_string()).await;
         balance.parse::<rust_decimal::Decimal>().unwrap().normalize().to_string()
     }
 }
