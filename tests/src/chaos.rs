@@ -42,6 +42,29 @@ pub struct Settings {
     pub private_servers: bool,
 }
 
+/// The flags both campaigns take (`make chaos`, `make chaos-ha`), each also
+/// read from the environment.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CampaignArgs {
+    /// The seed to replay; the clock when absent.
+    #[arg(long, env = "CHAOS_SEED")]
+    pub seed: Option<u64>,
+    /// How long the campaign runs, in seconds.
+    #[arg(long, env = "CHAOS_SECS", default_value_t = 600)]
+    pub secs: u64,
+    /// Concurrent clients making purchases.
+    #[arg(long, env = "CHAOS_CLIENTS", default_value_t = 8)]
+    pub clients: usize,
+}
+
+impl CampaignArgs {
+    pub fn seed(&self) -> u64 {
+        self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs()
+        })
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Summary {
     pub seed: u64,

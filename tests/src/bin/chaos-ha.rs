@@ -7,29 +7,27 @@
 
 use std::time::Duration;
 
+use clap::Parser;
+use ledger_tests::chaos::CampaignArgs;
 use ledger_tests::chaos_ha::{run, Fault, Settings, Stack};
+
+#[derive(Parser)]
+#[command(about = "make chaos-ha: the fault campaign against the highly available stack")]
+struct Args {
+    #[command(flatten)]
+    campaign: CampaignArgs,
+}
 
 #[actix_web::main]
 async fn main() {
-    let mut args = std::env::args().skip(1);
-    let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let mut s = Settings {
-        seed: env("CHAOS_SEED", now),
-        duration: Duration::from_secs(env("CHAOS_SECS", 600)),
-        clients: env("CHAOS_CLIENTS", 8) as usize,
+    let args = Args::parse();
+    let s = Settings {
+        seed: args.campaign.seed(),
+        duration: Duration::from_secs(args.campaign.secs),
+        clients: args.campaign.clients,
         round: vec![Fault::Primary, Fault::BrokerNode, Fault::Api, Fault::Worker],
         gap: (3, 12),
     };
-    while let Some(flag) = args.next() {
-        let value: u64 = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{flag} needs a number"));
-        match flag.as_str() {
-            "--seed" => s.seed = value,
-            "--secs" => s.duration = Duration::from_secs(value),
-            "--clients" => s.clients = value as usize,
-            other => panic!("unknown flag {other}"),
-        }
-    }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join(".ha");
     let stack = Stack::ensure(&root);
     eprintln!(
