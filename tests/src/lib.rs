@@ -404,15 +404,11 @@ pub fn workers_binary() -> std::path::PathBuf {
     bin
 }
 
-/// Runs a worker subcommand of the real binary with `config`'s settings.
-pub fn spawn_worker_process(
-    config: &workers::config::Config,
-    role: &str,
-    crash_at: Option<&str>,
-) -> std::process::Child {
+/// The real `ledger-workers` binary with `config`'s settings in its
+/// environment, and none of this process's that would change them.
+fn worker_command(config: &workers::config::Config) -> std::process::Command {
     let mut cmd = std::process::Command::new(workers_binary());
-    cmd.arg(role)
-        .env("DATABASE_URL", &config.database.database_url)
+    cmd.env("DATABASE_URL", &config.database.database_url)
         .env("AMQP_URL", &config.amqp_url)
         .env("AMQP_PREFIX", &config.amqp_prefix)
         .env("RELAY_POLL_MS", config.relay_poll_ms.to_string())
@@ -420,7 +416,9 @@ pub fn spawn_worker_process(
         .env("AMQP_QUEUE_DELIVERY_LIMIT", config.queue_delivery_limit.to_string())
         .env("AMQP_PREFETCH", config.prefetch.to_string())
         .env("EMAIL_DIR", &config.email_dir)
+        .env("EMAIL_FROM", &config.email_from)
         .env("RUST_LOG", "warn")
+        .env_remove("SMTP_URL")
         .env_remove("LEDGER_CRASH_AT")
         // one metrics port per test that asks for it, never a shared default
         .env_remove("WORKERS_METRICS_ADDR");
@@ -428,10 +426,31 @@ pub fn spawn_worker_process(
     if let Some(url) = &config.smtp_url {
         cmd.env("SMTP_URL", url);
     }
+    cmd
+}
+
+/// Runs a worker subcommand of the real binary with `config`'s settings,
+/// armed at `crash_at` when given.
+pub fn spawn_worker_process(
+    config: &workers::config::Config,
+    role: &str,
+    crash_at: Option<&str>,
+) -> std::process::Child {
+    let mut cmd = worker_command(config);
+    cmd.arg(role);
     if let Some(point) = crash_at {
         cmd.env("LEDGER_CRASH_AT", point);
     }
     cmd.spawn().expect("the workers binary starts")
+}
+
+/// Runs worker `role` armed at crash point `point` until it dies there
+/// (waiting on the blocking pool, so that the test's own servers keep
+/// serving it meanwhile).
+pub async fn crash_worker(config: &workers::config::Config, role: &str, point: &str) {
+    let mut victim = spawn_worker_process(config, role, Some(point));
+    let status = tokio::task::spawn_blocking(move || victim.wait().unwrap()).await.unwrap();
+    assert!(!status.success(), "the {role} worker died at its crash point {point}");
 }
 
 /// The payment provider settings of `config`, for a workers process.
@@ -453,23 +472,7 @@ fn gateway_env(cmd: &mut std::process::Command, config: &workers::config::Config
 /// the blocking pool, so that the test's own servers (the SMTP listener)
 /// keep serving it meanwhile.
 pub async fn run_worker_command(config: &workers::config::Config, args: &[&str]) -> std::process::Output {
-    let mut cmd = std::process::Command::new(workers_binary());
-    cmd.args(args)
-        .env("DATABASE_URL", &config.database.database_url)
-        .env("AMQP_URL", &config.amqp_url)
-        .env("AMQP_PREFIX", &config.amqp_prefix)
-        .env("AMQP_DELIVERY_LIMIT", config.delivery_limit.to_string())
-        .env("AMQP_QUEUE_DELIVERY_LIMIT", config.queue_delivery_limit.to_string())
-        .env("EMAIL_DIR", &config.email_dir)
-        .env("EMAIL_FROM", &config.email_from)
-        .env("RUST_LOG", "warn")
-        .env_remove("SMTP_URL")
-        .env_remove("LEDGER_CRASH_AT")
-        // one metrics port per test that asks for it, never a shared default
-        .env_remove("WORKERS_METRICS_ADDR");
-    gateway_env(&mut cmd, config);
-    if let Some(url) = &config.smtp_url {
-        cmd.env("SMTP_URL", url);
-    }
+    let mut cmd = worker_command(config);
+    cmd.args(args);
     tokio::task::spawn_blocking(move || cmd.output().expect("the workers binary runs")).await.unwrap()
 }

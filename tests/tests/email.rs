@@ -6,7 +6,7 @@
 use ledger_tests::broker::Broker;
 use ledger_tests::shop::shop;
 use ledger_tests::smtp::SmtpServer;
-use ledger_tests::{run_worker_command, spawn_worker_process, start_workers, Role};
+use ledger_tests::{crash_worker, run_worker_command, start_workers, Role};
 
 #[actix_web::test]
 async fn hole_3_reconcile_never_resends_an_email_whose_send_is_unknown() {
@@ -19,9 +19,7 @@ async fn hole_3_reconcile_never_resends_an_email_whose_send_is_unknown() {
 
     // The worker hands the email to the SMTP server and dies before it can
     // record that the server took it.
-    let mut victim = spawn_worker_process(&config, "email", Some("email-after-send"));
-    let status = tokio::task::spawn_blocking(move || victim.wait().unwrap()).await.unwrap();
-    assert!(!status.success(), "the worker died at its crash point");
+    crash_worker(&config, "email", "email-after-send").await;
     assert_eq!(smtp.mails().len(), 1, "the SMTP server accepted the email");
 
     // The nightly reconciliation, twice: nothing is sent a second time.
@@ -71,9 +69,7 @@ async fn an_order_never_claimed_is_sent_by_reconcile_once_and_recorded_as_such()
     let _relay = start_workers(&config, &[Role::Relay]);
     s.purchase("order-n", 1).await;
     // acked, then died before the claim: never claimed, never sent
-    let mut victim = spawn_worker_process(&config, "email", Some("email-after-ack"));
-    let status = tokio::task::spawn_blocking(move || victim.wait().unwrap()).await.unwrap();
-    assert!(!status.success());
+    crash_worker(&config, "email", "email-after-ack").await;
     assert_eq!(s.scalar("SELECT count(*) FROM emails").await, 0);
 
     let out = run_worker_command(&config, &["reconcile-emails", "--send", "--older-than", "0"]).await;

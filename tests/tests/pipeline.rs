@@ -5,7 +5,7 @@ use awc::http::StatusCode;
 use ledger_tests::broker::Broker;
 use ledger_tests::shop::shop;
 use ledger_tests::smtp::SmtpServer;
-use ledger_tests::{eventually, spawn_worker_process, start_workers, Role};
+use ledger_tests::{crash_worker, eventually, spawn_worker_process, start_workers, Role};
 use serde_json::json;
 
 #[actix_web::test]
@@ -155,9 +155,7 @@ async fn inventory_worker_killed_after_commit_before_ack_takes_stock_once() {
     let _relay = start_workers(&config, &[Role::Relay]);
     let hold = s.purchase("order-k", 4).await;
 
-    let mut victim = spawn_worker_process(&config, "inventory", Some("inventory-after-commit"));
-    let status = tokio::task::spawn_blocking(move || victim.wait().unwrap()).await.unwrap();
-    assert!(!status.success(), "the worker died at its crash point");
+    crash_worker(&config, "inventory", "inventory-after-commit").await;
     // it committed, and died before acking
     assert_eq!(s.app.get(&format!("/v1/reservations/{hold}"), &s.key).await.json()["status"], "committed");
     assert_eq!(s.on_hand().await, 6);
@@ -184,9 +182,7 @@ async fn email_worker_killed_after_ack_loses_the_email_and_reconcile_sends_exact
     let _relay = start_workers(&config, &[Role::Relay]);
     s.purchase("order-e", 1).await;
 
-    let mut victim = spawn_worker_process(&config, "email", Some("email-after-ack"));
-    let status = tokio::task::spawn_blocking(move || victim.wait().unwrap()).await.unwrap();
-    assert!(!status.success());
+    crash_worker(&config, "email", "email-after-ack").await;
     // acked, so never redelivered: a restarted worker has nothing to send
     let mut restarted = spawn_worker_process(&config, "email", None);
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
@@ -217,9 +213,7 @@ async fn relay_killed_between_publish_and_mark_republishes_and_consumers_absorb_
     let config = s.config(&broker, &smtp);
     let hold = s.purchase("order-r", 2).await;
 
-    let mut victim = spawn_worker_process(&config, "relay", Some("relay-after-publish"));
-    let status = tokio::task::spawn_blocking(move || victim.wait().unwrap()).await.unwrap();
-    assert!(!status.success());
+    crash_worker(&config, "relay", "relay-after-publish").await;
     assert!(s.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").await >= 2, "published but not marked");
     assert_eq!(broker.depth(&broker.names.inventory).await, 1, "the first copy is in the queue");
 
