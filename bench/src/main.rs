@@ -346,22 +346,7 @@ async fn new_card_charge(
     })
     .to_string()
     .into_bytes();
-    let key = format!("card:{order}");
-    let mut w = Wrong::default();
-    match http.post("/v1/charges", &key, body.clone()).await {
-        Ok((status, _, answer)) => {
-            if !(200..300).contains(&status) {
-                w.non_2xx += 1;
-            } else if status != 201 {
-                w.not_created += 1;
-            }
-            (w, Some(Sent { key, body, status, answer }))
-        }
-        Err(_) => {
-            w.transport += 1;
-            (w, None)
-        }
-    }
+    create_charge(&http, format!("card:{order}"), body).await
 }
 
 /// The fake payment provider, killed when dropped.
@@ -375,7 +360,12 @@ fn start_provider(args: &Args) -> Result<gateway::launch::Process> {
 async fn new_charge(http: Rc<Http>, acc: Rc<Accounts>, order: String, task: usize, seq: u64) -> (Wrong, Option<Sent>) {
     let i = (task as u64 * 7919 + seq * 104_729) as usize;
     let body = charge_body(&acc, &order, i);
-    let key = format!("charge:{order}");
+    create_charge(&http, format!("charge:{order}"), body).await
+}
+
+/// Posts a new charge under `key`; anything but a 201 is a wrong answer.
+/// What was sent and answered is kept for the replay workload.
+async fn create_charge(http: &Http, key: String, body: Vec<u8>) -> (Wrong, Option<Sent>) {
     let mut w = Wrong::default();
     match http.post("/v1/charges", &key, body.clone()).await {
         Ok((status, _, answer)) => {
