@@ -26,7 +26,7 @@ use rust_decimal::Decimal;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::charges::{find_order_sql, from_row, get, Charge, ChargeStatus, PlatformFee};
+use crate::charges::{existing_attempt, get, Charge, ChargeStatus, PlatformFee};
 use crate::db::Cached;
 use crate::events::ChargeSucceededV1;
 use crate::money::Currency;
@@ -101,23 +101,12 @@ pub async fn begin(tx: &Transaction<'_>, tenant: TenantId, new: &NewCardCharge<'
     // asked; locking them also queues a concurrent duplicate of this attempt
     // behind this transaction, as a wallet charge does.
     lock_accounts(tx, tenant, &ids, new.currency).await?;
-    let order = tx.cached_query(&find_order_sql(), &[&tenant.0, &new.order_id]).await?;
-    let order: Vec<Charge> = order.iter().map(|r| from_row(r).map(|c| c.charge)).collect::<Result<_>>()?;
-    if let Some(existing) = order.iter().find(|c| c.attempt == new.attempt) {
-        if !new.same_as(existing) {
-            return Err(Error::NaturalKeyConflict(format!(
-                "order `{}` attempt {} was already charged with other terms",
-                new.order_id, new.attempt
-            )));
-        }
+    if let Some(existing) = existing_attempt(tx, tenant, new.order_id, new.attempt, |c| new.same_as(c)).await? {
         return Ok(match existing.status {
-            ChargeStatus::Processing => Begun::InFlight(existing.clone()),
-            ChargeStatus::Failed => Begun::Final(outcome_of(existing.clone()).expect("final")),
-            _ => Begun::Final(Outcome::Existing(existing.clone())),
+            ChargeStatus::Processing => Begun::InFlight(existing),
+            ChargeStatus::Failed => Begun::Final(outcome_of(existing).expect("final")),
+            _ => Begun::Final(Outcome::Existing(existing)),
         });
-    }
-    if let Some(live) = order.iter().find(|c| c.status != ChargeStatus::Failed) {
-        return Err(Error::OrderAlreadyCharged { order_id: new.order_id.to_owned(), charge_id: live.id });
     }
     let fee = new.platform_fee.as_ref().map_or(Decimal::ZERO, |f| f.amount);
     let id = Uuid::now_v7();

@@ -249,23 +249,8 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge<'_>)
     let locked = lock_debited(tx, tenant, &ids, &[new.buyer], new.currency).await?;
     // the key row and the accounts are locked by this transaction, nothing written yet
     crate::crash::point("charge-after-account-lock");
-    let order = tx.cached_query(&find_order_sql(), &[&tenant.0, &new.order_id]).await?;
-    let order: Vec<Charge> = order.iter().map(|r| from_row(r).map(|c| c.charge)).collect::<Result<_>>()?;
-    // The attempt's own natural key first: its retry is the existing charge.
-    if let Some(existing) = order.iter().find(|c| c.attempt == new.attempt) {
-        if !new.same_as(existing) {
-            return Err(Error::NaturalKeyConflict(format!(
-                "order `{}` attempt {} was already charged with other terms",
-                new.order_id, new.attempt
-            )));
-        }
-        return Ok(Outcome::Existing(existing.clone()));
-    }
-    // Then the order's: a wallet decline writes no row, a card decline
-    // leaves a `failed` one; any other charge of the order paid it, or may
-    // still (a card charge `processing`).
-    if let Some(paid) = order.iter().find(|c| c.status != ChargeStatus::Failed) {
-        return Err(Error::OrderAlreadyCharged { order_id: new.order_id.to_owned(), charge_id: paid.id });
+    if let Some(existing) = existing_attempt(tx, tenant, new.order_id, new.attempt, |c| new.same_as(c)).await? {
+        return Ok(Outcome::Existing(existing));
     }
     let fee = new.platform_fee.as_ref().map_or(Decimal::ZERO, |f| f.amount);
     let mut legs = vec![(new.buyer, -new.amount), (new.seller, new.amount - fee)];
@@ -318,6 +303,36 @@ pub(crate) async fn lock(tx: &Transaction<'_>, tenant: TenantId, id: Uuid) -> Re
         .await?
         .ok_or(Error::ChargeNotFound(id))?;
     from_row(&row)
+}
+
+/// The natural keys of a new charge of (`order_id`, `attempt`), wallet or
+/// card, checked against the order's charges: the attempt's own first (its
+/// charge when its terms are the same, `same_as`: the retry finds it; a
+/// conflict when they differ), then the order's (a wallet decline writes no
+/// row, a card decline leaves a `failed` one; any other charge of the order
+/// paid it, or may still, a card charge `processing`). `None`: the charge
+/// is new.
+pub(crate) async fn existing_attempt(
+    tx: &Transaction<'_>,
+    tenant: TenantId,
+    order_id: &str,
+    attempt: i32,
+    same_as: impl Fn(&Charge) -> bool,
+) -> Result<Option<Charge>> {
+    let rows = tx.cached_query(&find_order_sql(), &[&tenant.0, &order_id]).await?;
+    let order: Vec<Charge> = rows.iter().map(|r| from_row(r).map(|c| c.charge)).collect::<Result<_>>()?;
+    if let Some(existing) = order.iter().find(|c| c.attempt == attempt) {
+        if !same_as(existing) {
+            return Err(Error::NaturalKeyConflict(format!(
+                "order `{order_id}` attempt {attempt} was already charged with other terms"
+            )));
+        }
+        return Ok(Some(existing.clone()));
+    }
+    if let Some(paid) = order.iter().find(|c| c.status != ChargeStatus::Failed) {
+        return Err(Error::OrderAlreadyCharged { order_id: order_id.to_owned(), charge_id: paid.id });
+    }
+    Ok(None)
 }
 
 pub async fn get(client: &impl GenericClient, tenant: TenantId, id: Uuid) -> Result<Charge> {
