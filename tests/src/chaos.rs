@@ -503,42 +503,11 @@ pub async fn run(settings: Settings) -> Summary {
     shared.borrow_mut().summary.seed = settings.seed;
 
     // the store: accounts funded from an external account, stock on a few SKUs
-    let key = {
-        let mut conn = ledger::tenants::connect(&db.url).await.unwrap();
-        ledger::tenants::create_with_key(&mut conn, "chaos").await.unwrap().1
-    };
-    let mut setup = rng.clone();
-    let mut account = async |reference: String, negative: bool| -> String {
-        let body = json!({"reference": reference, "currency": "USD", "allow_negative": negative});
-        let (_, a) = request(&shared, &mut setup, &key, &format!("acct:{reference}"), "/v1/accounts", &body).await;
-        a["id"].as_str().unwrap().to_owned()
-    };
-    let ext = account("external".into(), true).await;
-    let seller = account("seller".into(), false).await;
-    let platform = account("platform".into(), false).await;
-    let mut buyers = Vec::new();
-    for n in 0..settings.clients {
-        buyers.push(account(format!("buyer-{n}"), false).await);
-    }
-    for (n, b) in buyers.iter().enumerate() {
-        let body =
-            json!({"source_account_id": ext, "destination_account_id": b, "amount": "1000000.00", "currency": "USD"});
-        request(&shared, &mut setup, &key, &format!("fund:{n}"), "/v1/transfers", &body).await;
-    }
-    let skus: Vec<String> = (0..4).map(|i| format!("sku-{i}")).collect();
-    for s in &skus {
-        let body = json!({"quantity": 1_000_000});
-        request(&shared, &mut setup, &key, &format!("restock:{s}"), &format!("/v1/skus/{s}/restocks"), &body).await;
-    }
-    let store = Rc::new(Store { key, seller, platform, buyers, skus });
+    let store = open_store(&shared, &rng, &db.url, "chaos", settings.clients).await;
 
     // the clients
     let until = Instant::now() + settings.duration;
-    let mut handles = Vec::new();
-    for n in 0..settings.clients {
-        let client_rng = Rng::new(settings.seed ^ (n as u64 + 1).wrapping_mul(0x9e37_79b9));
-        handles.push(actix_web::rt::spawn(client(shared.clone(), store.clone(), n, client_rng, until)));
-    }
+    let handles = start_clients(&shared, &store, settings.seed, settings.clients, until);
 
     // the servers' outages, on a task of their own
     let server_outages = servers.clone().map(|s| {
@@ -679,6 +648,64 @@ pub async fn run(settings: Settings) -> Summary {
     drop(workers);
     let _ = std::fs::remove_dir_all(&email_dir);
     summary
+}
+
+/// A tenant named `name` made on `db_url`, and its store over the API: a
+/// funded buyer for each of `clients`, a seller, a platform-fee account and
+/// four stocked SKUs. Its requests draw from a copy of `rng`, so that the
+/// campaign's own draws stay the seed's.
+pub(crate) async fn open_store(
+    shared: &Rc<RefCell<Shared>>,
+    rng: &Rng,
+    db_url: &str,
+    name: &str,
+    clients: usize,
+) -> Rc<Store> {
+    let key = {
+        let mut conn = ledger::tenants::connect(db_url).await.unwrap();
+        ledger::tenants::create_with_key(&mut conn, name).await.unwrap().1
+    };
+    let mut setup = rng.clone();
+    let mut account = async |reference: String, negative: bool| -> String {
+        let body = json!({"reference": reference, "currency": "USD", "allow_negative": negative});
+        let (_, a) = request(shared, &mut setup, &key, &format!("acct:{reference}"), "/v1/accounts", &body).await;
+        a["id"].as_str().unwrap().to_owned()
+    };
+    let ext = account("external".into(), true).await;
+    let seller = account("seller".into(), false).await;
+    let platform = account("platform".into(), false).await;
+    let mut buyers = Vec::new();
+    for n in 0..clients {
+        buyers.push(account(format!("buyer-{n}"), false).await);
+    }
+    for (n, b) in buyers.iter().enumerate() {
+        let body =
+            json!({"source_account_id": ext, "destination_account_id": b, "amount": "1000000.00", "currency": "USD"});
+        request(shared, &mut setup, &key, &format!("fund:{n}"), "/v1/transfers", &body).await;
+    }
+    let skus: Vec<String> = (0..4).map(|i| format!("sku-{i}")).collect();
+    for s in &skus {
+        let body = json!({"quantity": 1_000_000});
+        request(shared, &mut setup, &key, &format!("restock:{s}"), &format!("/v1/skus/{s}/restocks"), &body).await;
+    }
+    Rc::new(Store { key, seller, platform, buyers, skus })
+}
+
+/// `clients` storefront clients buying from `store` until `until`, each
+/// with a random stream of its own derived from `seed`.
+pub(crate) fn start_clients(
+    shared: &Rc<RefCell<Shared>>,
+    store: &Rc<Store>,
+    seed: u64,
+    clients: usize,
+    until: Instant,
+) -> Vec<actix_web::rt::task::JoinHandle<()>> {
+    (0..clients)
+        .map(|n| {
+            let client_rng = Rng::new(seed ^ (n as u64 + 1).wrapping_mul(0x9e37_79b9));
+            actix_web::rt::spawn(client(shared.clone(), store.clone(), n, client_rng, until))
+        })
+        .collect()
 }
 
 /// Waits until the pipeline is quiet: every outbox row relayed, both queues

@@ -25,10 +25,10 @@ use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::broker::Broker;
-use crate::chaos::{self, Attempt, Shared, Store, Summary};
+use crate::chaos::{self, Attempt, Shared, Summary};
 use crate::rng::Rng;
 use crate::{as_role, spawn_worker_process, API_ROLE, WORKER_ROLE};
 
@@ -431,46 +431,13 @@ pub async fn run(stack: &Stack, settings: Settings) -> HaSummary {
     }));
 
     // the store, as `chaos` sets it up
-    let key = {
-        let mut conn = ledger::tenants::connect(&db.url).await.unwrap();
-        ledger::tenants::create_with_key(&mut conn, "chaos-ha").await.unwrap().1
-    };
-    let mut setup = rng.clone();
-    let mut account = async |reference: String, negative: bool| -> String {
-        let body = json!({"reference": reference, "currency": "USD", "allow_negative": negative});
-        let (_, a) =
-            chaos::request(&shared, &mut setup, &key, &format!("acct:{reference}"), "/v1/accounts", &body).await;
-        a["id"].as_str().unwrap().to_owned()
-    };
-    let ext = account("external".into(), true).await;
-    let seller = account("seller".into(), false).await;
-    let platform = account("platform".into(), false).await;
-    let mut buyers = Vec::new();
-    for n in 0..settings.clients {
-        buyers.push(account(format!("buyer-{n}"), false).await);
-    }
-    for (n, b) in buyers.iter().enumerate() {
-        let body =
-            json!({"source_account_id": ext, "destination_account_id": b, "amount": "1000000.00", "currency": "USD"});
-        chaos::request(&shared, &mut setup, &key, &format!("fund:{n}"), "/v1/transfers", &body).await;
-    }
-    let skus: Vec<String> = (0..4).map(|i| format!("sku-{i}")).collect();
-    for s in &skus {
-        let body = json!({"quantity": 1_000_000});
-        let path = format!("/v1/skus/{s}/restocks");
-        chaos::request(&shared, &mut setup, &key, &format!("restock:{s}"), &path, &body).await;
-    }
-    let store = Rc::new(Store { key, seller, platform, buyers, skus });
+    let store = chaos::open_store(&shared, &rng, &db.url, "chaos-ha", settings.clients).await;
     // the setup's attempts are not the campaign's
     shared.borrow_mut().attempts = Some(Vec::new());
 
     // the clients
     let until = Instant::now() + settings.duration;
-    let mut handles = Vec::new();
-    for n in 0..settings.clients {
-        let client_rng = Rng::new(settings.seed ^ (n as u64 + 1).wrapping_mul(0x9e37_79b9));
-        handles.push(actix_web::rt::spawn(chaos::client(shared.clone(), store.clone(), n, client_rng, until)));
-    }
+    let handles = chaos::start_clients(&shared, &store, settings.seed, settings.clients, until);
 
     // the faults, one at a time, on this task
     let mut strikes: Vec<Strike> = Vec::new();
