@@ -41,6 +41,31 @@ async fn three_paid_orders_queued(s: &Shop, broker: &Broker) -> Vec<String> {
     holds
 }
 
+/// The set-up of the outage tests: a shop on a private PostgreSQL (so that
+/// it can be stopped), its broker names and mail sink, the relay running,
+/// and three paid orders waiting in the inventory queue. `tweak` adjusts the
+/// workers' settings before the relay declares the queues.
+struct Held {
+    pg: PrivatePostgres,
+    s: Shop,
+    broker: Broker,
+    smtp: SmtpServer,
+    config: workers::config::Config,
+    _relay: ledger_tests::Workers,
+}
+
+async fn three_paid_orders_held(tweak: impl FnOnce(&mut workers::config::Config)) -> Held {
+    let pg = PrivatePostgres::new().await.unwrap();
+    let s = shop_on(&pg).await;
+    let broker = Broker::new();
+    let smtp = SmtpServer::start().await;
+    let mut config = s.config(&broker, &smtp);
+    tweak(&mut config);
+    let _relay = start_workers(&config, &[Role::Relay]);
+    three_paid_orders_queued(&s, &broker).await;
+    Held { pg, s, broker, smtp, config, _relay }
+}
+
 const COMMITTED: &str = "SELECT count(*) FROM reservations WHERE status = 'committed'";
 
 /// Waits, checking every second that nothing is dead-lettered meanwhile.
@@ -74,13 +99,7 @@ async fn delivery_counts(broker: &Broker, queue: &str) -> Vec<i64> {
 
 #[actix_web::test]
 async fn hole_4_a_postgres_outage_dead_letters_no_paid_order() {
-    let pg = PrivatePostgres::new().await.unwrap();
-    let s = shop_on(&pg).await;
-    let broker = Broker::new();
-    let smtp = SmtpServer::start().await;
-    let config = s.config(&broker, &smtp);
-    let _relay = start_workers(&config, &[Role::Relay]);
-    three_paid_orders_queued(&s, &broker).await;
+    let Held { pg, s, broker, smtp, config, _relay } = three_paid_orders_held(|_| {}).await;
 
     // PostgreSQL stops for 15 seconds under running inventory and email workers.
     pg.stop().await.unwrap();
@@ -108,15 +127,9 @@ async fn hole_4_a_postgres_outage_dead_letters_no_paid_order() {
 
 #[actix_web::test]
 async fn hole_4_an_outage_longer_than_the_delivery_limit_times_any_retry_delay_dead_letters_nothing() {
-    let pg = PrivatePostgres::new().await.unwrap();
-    let s = shop_on(&pg).await;
-    let broker = Broker::new();
-    let smtp = SmtpServer::start().await;
-    let mut config = s.config(&broker, &smtp);
     // A third return of a message dead-letters it.
-    config.queue_delivery_limit = 2;
-    let _relay = start_workers(&config, &[Role::Relay]);
-    three_paid_orders_queued(&s, &broker).await;
+    let Held { pg, s, broker, smtp: _smtp, config, _relay } =
+        three_paid_orders_held(|c| c.queue_delivery_limit = 2).await;
 
     // PostgreSQL crashes and stays away for 40 s: longer than the delivery
     // limit times the longest retry delay of the workers (2 × 10 s).
@@ -194,13 +207,7 @@ async fn hole_4_a_message_dead_lettered_while_the_dead_letter_queue_is_unreachab
 
 #[actix_web::test]
 async fn hole_4_connections_lost_while_paid_orders_are_held_dead_letter_nothing() {
-    let pg = PrivatePostgres::new().await.unwrap();
-    let s = shop_on(&pg).await;
-    let broker = Broker::new();
-    let smtp = SmtpServer::start().await;
-    let config = s.config(&broker, &smtp);
-    let _relay = start_workers(&config, &[Role::Relay]);
-    three_paid_orders_queued(&s, &broker).await;
+    let Held { pg, s, broker, smtp: _smtp, config, _relay } = three_paid_orders_held(|_| {}).await;
 
     // While PostgreSQL is away an inventory worker holds the three
     // deliveries, and loses its connection, again and again (killed here; a
