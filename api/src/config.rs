@@ -49,6 +49,19 @@ pub struct Config {
     #[arg(long, env = "API_KEY_LAST_USED_FLUSH_SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub api_key_last_used_flush_secs: u64,
+    /// Most new wallet charges committed in one database transaction
+    /// (group commit); 1: every charge runs alone.
+    #[arg(long, env = "CHARGE_BATCH_MAX", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub charge_batch_max: u32,
+    /// Microseconds a batch of charges waits to fill while other batches
+    /// are in flight (0: never). On an idle service a request never waits.
+    #[arg(long, env = "CHARGE_BATCH_WINDOW_US", default_value_t = 1000)]
+    pub charge_batch_window_us: u64,
+    /// Batches of charges in flight at once, each on its own connection.
+    #[arg(long, env = "CHARGE_BATCH_CONCURRENCY", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub charge_batch_concurrency: u32,
 }
 
 /// Pool size when DB_POOL_SIZE is unset.
@@ -66,6 +79,15 @@ impl Config {
     /// that meets a dead connection gets a 503 and its retry runs afresh.
     pub fn pool_options(&self) -> ledger::db::PoolOptions {
         self.database.pool_options(DEFAULT_POOL_SIZE, false)
+    }
+
+    /// How charges are batched, or `None` when every charge runs alone.
+    pub fn charge_batches(&self) -> Option<crate::group_commit::Shape> {
+        (self.charge_batch_max > 1).then(|| crate::group_commit::Shape {
+            max: self.charge_batch_max as usize,
+            window: Duration::from_micros(self.charge_batch_window_us),
+            concurrency: self.charge_batch_concurrency as usize,
+        })
     }
 
     pub fn idempotency_purge_interval(&self) -> Duration {

@@ -25,6 +25,7 @@ use service::payments::Asked;
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, ProblemCode, PROBLEM_JSON};
+use crate::group_commit::{Job, OwnedCharge, Reply};
 use crate::state::AppState;
 
 pub const REPLAYED: &str = "Idempotent-Replayed";
@@ -133,7 +134,7 @@ fn json(status: StatusCode, value: &impl Serialize) -> Answer {
 }
 
 /// The answer an outcome gets, for the first request and every replay.
-fn answer<T: Serialize>(outcome: Outcome<T>, applied: &Applied<T>) -> Answer {
+pub(crate) fn answer<T: Serialize>(outcome: Outcome<T>, applied: &Applied<T>) -> Answer {
     match outcome {
         Outcome::Applied(resource) => match applied {
             Applied::Created => json(StatusCode::CREATED, &resource),
@@ -205,7 +206,7 @@ fn reused() -> ApiError {
     )
 }
 
-fn claim_failed(e: ledger::Error) -> ApiError {
+pub(crate) fn claim_failed(e: ledger::Error) -> ApiError {
     let e = ApiError::from(e);
     if e.code == ProblemCode::Contention {
         // the first request with this key is still running past our wait
@@ -259,6 +260,50 @@ pub async fn run<T: Serialize>(
     // committed, the client has not heard back
     ledger::crash::point("api-after-commit");
     response(answer, false)
+}
+
+/// A new wallet charge: through the batcher (`group_commit`), which gives
+/// it the same answer [`run`] would and commits it with its neighbours, or
+/// alone through [`run`] when batching is off or the batch leaves it to run
+/// alone. A retry of a completed request is replayed here, before any batch.
+pub async fn run_wallet_charge(
+    state: &AppState,
+    tenant: TenantId,
+    key: &IdempotencyKey,
+    canonical_body: &[u8],
+    charge: OwnedCharge,
+) -> Result<HttpResponse, ApiError> {
+    let alone = async |charge: OwnedCharge| {
+        run(state, tenant, key, canonical_body, crate::routes::charges::created(), async |tx| {
+            Ok(ledger::charges::create(tx, tenant, &charge.as_new()).await?.map(crate::routes::charges::Charge::from))
+        })
+        .await
+    };
+    let Some(batcher) = &state.batcher else { return alone(charge).await };
+    let fingerprint = key.fingerprint(canonical_body);
+    {
+        let client = state.pool.get().await?;
+        let retention_secs = state.config.retention.idempotency().as_secs_f64();
+        if let Some(stored) = ledger::idempotency::completed(&client, tenant, key.as_str(), retention_secs).await? {
+            return replay(state, tenant, stored, &fingerprint);
+        }
+    }
+    let job = charge.clone();
+    let reply = batcher
+        .submit(|reply| Job {
+            tenant,
+            key: key.as_str().to_owned(),
+            fingerprint,
+            charge: job,
+            request_id: ledger::correlation::current(),
+            reply,
+        })
+        .await;
+    match reply {
+        Reply::Answer(answer) => response(answer, false),
+        Reply::Failed(e) => Err(e),
+        Reply::Alone => alone(charge).await,
+    }
 }
 
 /// A card charge, in atomic phases with a recovery point (`ledger::cards`):

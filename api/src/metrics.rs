@@ -11,6 +11,9 @@
 //! - `ledger_declines_total{code}`: business declines when they happen
 //!   (not their replays); `ledger_http_problems_total{code,status}`: every
 //!   problem document the API made up, by its code;
+//! - `ledger_charge_batch_size`, `ledger_charge_batch_phase_seconds{phase}`
+//!   and `ledger_charge_batches_failed_total`: group commit of new charges
+//!   (`group_commit`);
 //! - `ledger_db_pool_*{pool="api"}` gauges (sampled at each scrape) and
 //!   `ledger_db_pool_timeouts_total` (callers that gave up waiting).
 

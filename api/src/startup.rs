@@ -63,6 +63,9 @@ impl Application {
             keys: keys.clone(),
             limits: RateLimits::new(config.rate_limit()),
             payments: service::payments::Payments::new(&config.gateway)?,
+            batcher: config.charge_batches().map(|shape| {
+                crate::group_commit::Batcher::start(pool.clone(), config.retention.idempotency().as_secs_f64(), shape)
+            }),
         });
         // the process's recorder, before the first request counts anything
         service::telemetry::metrics();

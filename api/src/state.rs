@@ -15,4 +15,6 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     pub limits: RateLimits,
     pub payments: service::payments::Payments,
+    /// Group commit of new wallet charges; `None` when CHARGE_BATCH_MAX is 1.
+    pub batcher: Option<crate::group_commit::Batcher>,
 }

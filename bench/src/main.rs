@@ -5,6 +5,7 @@
 //! messaging pipeline (relay, consumers, end-to-end lag) with the workers
 //! binary (see `messaging`).
 
+mod batches;
 mod chart;
 mod error;
 mod growth;
@@ -178,6 +179,37 @@ fn terminate(child: &mut Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// `ledger-api serve` on a free port with `env` added; returns once it answers.
+async fn start_api(args: &Args, db_url: &str, provider_url: &str, key: &str, env: &[(&str, &str)]) -> Result<Server> {
+    let port = free_port();
+    let child = Command::new(&args.api_bin)
+        .arg("serve")
+        .env("GATEWAY_URL", provider_url)
+        .env("DATABASE_URL", db_url)
+        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        // one tenant drives the whole machine here: the per-tenant limit
+        // would measure itself, not the service
+        .env("RATE_LIMIT_PER_SEC", "0")
+        .envs(env.iter().copied())
+        .spawn()
+        .map_err(|source| Error::Spawn { program: args.api_bin.clone(), source })?;
+    let server = Server { child, base: format!("http://127.0.0.1:{port}"), key: key.to_owned() };
+    let http = client();
+    let up = Instant::now();
+    loop {
+        if let Ok(r) = http.get(format!("{}/healthz", server.base)).send().await {
+            if r.status().is_success() {
+                return Ok(server);
+            }
+        }
+        if up.elapsed() > Duration::from_secs(30) {
+            return Err(Error::NotUp("the API"));
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn free_port() -> u16 {
@@ -503,33 +535,14 @@ async fn main() {
 async fn run(args: &Args, db_url: &str) -> Result<bool> {
     api(args, db_url, &["migrate"]);
     let key = api(args, db_url, &["create-tenant", "bench"]);
-    let port = free_port();
     let provider = start_provider(args)?;
-    let child = Command::new(&args.api_bin)
-        .arg("serve")
-        .env("GATEWAY_URL", provider.url())
-        .env("DATABASE_URL", db_url)
-        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        // one tenant drives the whole machine here: the per-tenant limit
-        // would measure itself, not the service
-        .env("RATE_LIMIT_PER_SEC", "0")
-        .spawn()
-        .map_err(|source| Error::Spawn { program: args.api_bin.clone(), source })?;
-    let server = Server { child, base: format!("http://127.0.0.1:{port}"), key };
+    let server = start_api(args, db_url, provider.url(), &key, &[]).await?;
+    // The same API with every charge alone (no group commit), side by side
+    // with the batched one in the new-charge workload.
+    let alone = start_api(args, db_url, provider.url(), &key, &[("CHARGE_BATCH_MAX", "1")]).await?;
     let http = Rc::new(Http { client: client(), base: server.base.clone(), auth: format!("Bearer {}", server.key) });
-    let up = Instant::now();
-    loop {
-        if let Ok(r) = http.client.get(format!("{}/healthz", server.base)).send().await {
-            if r.status().is_success() {
-                break;
-            }
-        }
-        if up.elapsed() > Duration::from_secs(30) {
-            return Err(Error::NotUp("the API"));
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    }
+    let http_alone =
+        Rc::new(Http { client: client(), base: alone.base.clone(), auth: format!("Bearer {}", alone.key) });
     eprintln!("setting up {} buyers, {} sellers, one platform-fee account", args.buyers, args.sellers);
     let accounts = Rc::new(setup(&http, args).await);
 
@@ -539,6 +552,8 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
     let mut rss_peak = 0u64;
     let mut sample_answer = String::new();
     let mut reserved_total = 0u64;
+    // (the batches of each new-charge workload, its rate over the same workload alone)
+    let mut group_commit: Vec<(batches::Profile, f64)> = Vec::new();
     for &c in &args.concurrency {
         // 1. New charges: a fresh key and order per request, one hot platform-fee account.
         let (http2, acc) = (http.clone(), accounts.clone());
@@ -546,6 +561,7 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
             new_charge(http2.clone(), acc.clone(), format!("o{c}-{task}-{seq}"), task, seq)
         };
         eprintln!("new charges, concurrency {c}");
+        let scraped = batches::scrape(&http.client, &http.base).await?;
         let (f, w, sent) = closed_loop(args, "new charge", c, one).await;
         if sample_answer.is_empty() {
             if let Some(s) = sent.iter().find(|s| s.status == 201) {
@@ -555,8 +571,26 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
         created_total += sent.iter().filter(|s| s.status == 201).count() as u64;
         rss_peak = rss_peak.max(peak_rss_kib(server.child.id()).unwrap_or(0));
         eprintln!("  {}", f.row());
+        let profile = batches::Profile::between(c, &scraped, &batches::scrape(&http.client, &http.base).await?);
+        eprintln!("  {}", profile.line());
+        group_commit.push((profile, f.rps()));
         results.push(f);
         wrong_by.push(("new charge".into(), c, w));
+
+        // 1b. The same, each charge alone in its transaction (CHARGE_BATCH_MAX=1).
+        let (http2, acc) = (http_alone.clone(), accounts.clone());
+        let one = move |task: usize, seq: u64, _measured: bool| {
+            new_charge(http2.clone(), acc.clone(), format!("a{c}-{task}-{seq}"), task, seq)
+        };
+        eprintln!("new charges, each alone, concurrency {c}");
+        let (f, w, sent_alone) = closed_loop(args, "new charge (alone)", c, one).await;
+        created_total += sent_alone.iter().filter(|s| s.status == 201).count() as u64;
+        eprintln!("  {}", f.row());
+        if let Some((_, batched)) = group_commit.last_mut() {
+            *batched /= f.rps();
+        }
+        results.push(f);
+        wrong_by.push(("new charge (alone)".into(), c, w));
 
         // 2. Replays: the created charges again; every answer must be the
         // stored one. (A request that failed is not stored: its retry runs
@@ -686,6 +720,7 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
 
     let server_key = server.key.clone();
     drop(server);
+    drop(alone);
     drop(provider);
 
     // Duplicate effects: every 201 is one charge and one ledger transaction, no more.
@@ -829,6 +864,12 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
             );
         }
     }
+    // Group commit: the batches, where their time goes, and batched ÷ alone.
+    println!();
+    for (profile, over_alone) in &group_commit {
+        println!("{}", profile.line());
+        println!("new charge batched ÷ each alone at concurrency {}: {over_alone:.2}", profile.concurrency);
+    }
     // Where the time goes: pgbench's mean latency per statement.
     for (workload, c, statements) in &profiles {
         println!();
@@ -890,6 +931,11 @@ async fn run(args: &Args, db_url: &str) -> Result<bool> {
             "statements": st.iter().map(|s| json!({"ms": s.ms, "statement": s.sql})).collect::<Vec<_>>()})).collect::<Vec<_>>(),
         "yardstick_accounts": pgbench::YARDSTICK_ACCOUNTS,
         "ratios": ratios,
+        "group_commit": group_commit.iter().map(|(p, over_alone)| {
+            let mut j = p.json();
+            j["batched_over_alone"] = json!(round(*over_alone));
+            j
+        }).collect::<Vec<_>>(),
         "growth": growth.as_ref().map(growth::Growth::json),
         "wrong_answers": wrong_by.iter().map(|(w, c, wr)| json!({"workload": w, "concurrency": c, "counts": wr.json()})).collect::<Vec<_>>(),
         "charges_created": created_total,

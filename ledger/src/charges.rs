@@ -128,7 +128,8 @@ pub(crate) const COLUMNS: &str = "c.id, c.order_id, c.attempt, c.buyer_account_i
 /// A charge and, for a card charge, its `card_charges` row.
 pub(crate) const FROM: &str = "charges c LEFT JOIN card_charges k ON k.charge_id = c.id";
 /// What a wallet charge's INSERT returns: [`COLUMNS`], the card's empty.
-const WALLET_RETURNING: &str = "id, order_id, attempt, buyer_account_id, seller_account_id, amount, currency, \
+pub(crate) const WALLET_RETURNING: &str =
+    "id, order_id, attempt, buyer_account_id, seller_account_id, amount, currency, \
      platform_account_id, fee, refunded_amount, refunded_fee, transaction_id, created_at, receipt_email, status, \
      NULL::text, NULL::text, NULL::text, NULL::text, NULL::uuid";
 
@@ -146,6 +147,27 @@ pub fn insert_sql() -> String {
 /// it in pgbench too).
 pub fn find_order_sql() -> String {
     format!("SELECT {COLUMNS} FROM {FROM} WHERE c.tenant_id = $1 AND c.order_id = $2 ORDER BY c.attempt")
+}
+
+/// [`insert_sql`] for a batch of charges (`charge_batch`), over arrays.
+pub(crate) fn insert_many_sql() -> String {
+    format!(
+        "INSERT INTO charges (id, tenant_id, order_id, attempt, buyer_account_id, seller_account_id, \
+                              platform_account_id, amount, fee, currency, transaction_id, receipt_email) \
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::uuid[], $6::uuid[], \
+                              $7::uuid[], $8::numeric[], $9::numeric[], $10::text[], $11::uuid[], $12::text[]) \
+         RETURNING {WALLET_RETURNING}"
+    )
+}
+
+/// The charges of many (tenant, order) pairs, oldest attempt first, each
+/// row ending with its tenant: [`find_order_sql`] for a batch.
+pub(crate) fn find_order_many_sql() -> String {
+    format!(
+        "SELECT {COLUMNS}, c.tenant_id FROM {FROM} \
+           JOIN unnest($1::uuid[], $2::text[]) AS o(t, id) ON c.tenant_id = o.t AND c.order_id = o.id \
+          ORDER BY c.attempt"
+    )
 }
 
 /// A charge row with the columns refunds need that the API does not show.
@@ -212,7 +234,7 @@ pub struct NewCharge<'a> {
 }
 
 impl NewCharge<'_> {
-    fn same_as(&self, c: &Charge) -> bool {
+    pub(crate) fn same_as(&self, c: &Charge) -> bool {
         Some(self.buyer) == c.buyer_account_id
             && self.seller == c.seller_account_id
             && self.amount == c.amount
@@ -321,6 +343,17 @@ pub(crate) async fn existing_attempt(
 ) -> Result<Option<Charge>> {
     let rows = tx.cached_query(&find_order_sql(), &[&tenant.0, &order_id]).await?;
     let order: Vec<Charge> = rows.iter().map(|r| from_row(r).map(|c| c.charge)).collect::<Result<_>>()?;
+    existing_in(&order, order_id, attempt, same_as)
+}
+
+/// [`existing_attempt`]'s decision, over the order's charges already read
+/// (oldest attempt first).
+pub(crate) fn existing_in(
+    order: &[Charge],
+    order_id: &str,
+    attempt: i32,
+    same_as: impl Fn(&Charge) -> bool,
+) -> Result<Option<Charge>> {
     if let Some(existing) = order.iter().find(|c| c.attempt == attempt) {
         if !same_as(existing) {
             return Err(Error::NaturalKeyConflict(format!(

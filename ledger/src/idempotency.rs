@@ -177,3 +177,78 @@ pub async fn purge_expired(client: &impl GenericClient, retention_secs: f64) -> 
     )
     .await?)
 }
+
+/// Claims many keys in one statement, for a batch of requests run in one
+/// transaction (`group commit`): the same insert as [`CLAIM_SQL`], over
+/// arrays. The keys are claimed in (tenant, key) order, so two batches that
+/// share keys wait for each other instead of deadlocking. The caller passes
+/// each (tenant, key) at most once: one statement cannot claim a key twice.
+pub const CLAIM_MANY_SQL: &str = "INSERT INTO idempotency_keys (tenant_id, key, fingerprint) \
+     SELECT t, k, f FROM unnest($1::uuid[], $2::text[], $3::bytea[]) AS c(t, k, f) ORDER BY t, k \
+     ON CONFLICT (tenant_id, key) DO UPDATE \
+         SET fingerprint = EXCLUDED.fingerprint, status_code = NULL, content_type = NULL, \
+             response_headers = '[]', response_body = NULL, created_at = now() \
+       WHERE idempotency_keys.created_at < now() - make_interval(secs => $4) \
+     RETURNING tenant_id, key";
+/// Stores many answers, one per owned key.
+const STORE_MANY_SQL: &str = "UPDATE idempotency_keys k SET status_code = a.s, content_type = a.ct, \
+     response_headers = a.h, response_body = a.b \
+     FROM unnest($1::uuid[], $2::text[], $3::int2[], $4::text[], $5::jsonb[], $6::bytea[]) AS a(t, key, s, ct, h, b) \
+     WHERE k.tenant_id = a.t AND k.key = a.key";
+/// Gives back keys claimed in this transaction whose request got no answer
+/// to store (an error, or a request sent back to run alone): what a
+/// rollback does to the key of a request that runs alone.
+const RELEASE_MANY_SQL: &str = "DELETE FROM idempotency_keys k USING unnest($1::uuid[], $2::text[]) AS r(t, key) \
+     WHERE k.tenant_id = r.t AND k.key = r.key";
+
+/// A request's key in a batch: its tenant, the key and the request's
+/// fingerprint.
+pub struct KeyClaim<'a> {
+    pub tenant: TenantId,
+    pub key: &'a str,
+    pub fingerprint: &'a [u8],
+}
+
+/// Claims `claims` within `tx`, waiting (up to `lock_timeout`) for
+/// concurrent requests that hold any of them; returns, for each claim,
+/// whether this transaction owns its key. A key it does not own was used
+/// before (or by a request still running): that request runs alone and
+/// [`claim`] tells it which.
+pub async fn claim_many(tx: &Transaction<'_>, claims: &[KeyClaim<'_>], retention_secs: f64) -> Result<Vec<bool>> {
+    let tenants: Vec<uuid::Uuid> = claims.iter().map(|c| c.tenant.0).collect();
+    let keys: Vec<&str> = claims.iter().map(|c| c.key).collect();
+    let fingerprints: Vec<&[u8]> = claims.iter().map(|c| c.fingerprint).collect();
+    let rows = tx.cached_query(CLAIM_MANY_SQL, &[&tenants, &keys, &fingerprints, &retention_secs]).await?;
+    let owned: std::collections::HashSet<(uuid::Uuid, String)> =
+        rows.iter().map(|r| (r.get::<_, uuid::Uuid>(0), r.get::<_, String>(1))).collect();
+    Ok(claims.iter().map(|c| owned.contains(&(c.tenant.0, c.key.to_owned()))).collect())
+}
+
+/// Stores the answers of many owned keys in one statement.
+pub async fn store_many(tx: &Transaction<'_>, answers: &[(TenantId, &str, &Answer)]) -> Result<()> {
+    if answers.is_empty() {
+        return Ok(());
+    }
+    let tenants: Vec<uuid::Uuid> = answers.iter().map(|a| a.0 .0).collect();
+    let keys: Vec<&str> = answers.iter().map(|a| a.1).collect();
+    let statuses: Vec<i16> =
+        answers.iter().map(|a| i16::try_from(a.2.status).expect("an HTTP status fits in i16")).collect();
+    let types: Vec<&str> = answers.iter().map(|a| a.2.content_type.as_str()).collect();
+    let headers: Vec<serde_json::Value> =
+        answers.iter().map(|a| serde_json::to_value(&a.2.headers).expect("headers serialize")).collect();
+    let bodies: Vec<&[u8]> = answers.iter().map(|a| a.2.body.as_slice()).collect();
+    tx.cached_execute(STORE_MANY_SQL, &[&tenants, &keys, &statuses, &types, &headers, &bodies]).await?;
+    Ok(())
+}
+
+/// Gives back keys claimed in `tx` by [`claim_many`] whose requests store
+/// no answer here.
+pub async fn release_many(tx: &Transaction<'_>, keys: &[(TenantId, &str)]) -> Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let tenants: Vec<uuid::Uuid> = keys.iter().map(|k| k.0 .0).collect();
+    let names: Vec<&str> = keys.iter().map(|k| k.1).collect();
+    tx.cached_execute(RELEASE_MANY_SQL, &[&tenants, &names]).await?;
+    Ok(())
+}

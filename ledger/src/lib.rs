@@ -14,6 +14,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod cards;
+pub mod charge_batch;
 pub mod charges;
 pub mod correlation;
 pub mod crash;

@@ -43,6 +43,41 @@ pub async fn enqueue<E: Event>(
     Ok(envelope.message_id)
 }
 
+/// Writes many events of one type in one statement, within `tx` (a batch
+/// of requests in one transaction): for each, its tenant, its order and the
+/// id of the request it is written for; returns their message ids in order.
+pub async fn enqueue_many<E: Event>(
+    tx: &Transaction<'_>,
+    events: &[(TenantId, Option<&str>, Option<&str>, E)],
+) -> Result<Vec<Uuid>> {
+    let now = Utc::now();
+    let (mut ids, mut tenants, mut orders, mut payloads, mut requests) = (vec![], vec![], vec![], vec![], vec![]);
+    for (tenant, order_id, request_id, data) in events {
+        let envelope = Envelope {
+            message_id: Uuid::now_v7(),
+            event_type: E::TYPE.to_owned(),
+            version: E::VERSION,
+            tenant_id: tenant.0,
+            order_id: order_id.map(str::to_owned),
+            occurred_at: now,
+            data,
+        };
+        payloads.push(serde_json::to_value(&envelope).expect("events serialize"));
+        ids.push(envelope.message_id);
+        tenants.push(tenant.0);
+        orders.push(*order_id);
+        requests.push(*request_id);
+    }
+    tx.cached_execute(
+        "INSERT INTO outbox (message_id, tenant_id, event_type, order_id, payload, request_id) \
+         SELECT m, t, $3, o, p, r FROM unnest($1::uuid[], $2::uuid[], $4::text[], $5::jsonb[], $6::text[]) \
+             AS e(m, t, o, p, r)",
+        &[&ids, &tenants, &E::TYPE, &orders, &payloads, &requests],
+    )
+    .await?;
+    Ok(ids)
+}
+
 /// An event waiting to be published, as the relay sends it.
 #[derive(Debug, Clone)]
 pub struct Pending {

@@ -37,7 +37,7 @@ pub const READ_ACCOUNTS_SQL: &str = "SELECT a.id, a.currency, a.allow_negative, 
 /// lock, so no other debit of the account runs meanwhile. The slots are
 /// locked (a credit in flight on one is waited for, its newest value read)
 /// and zeroed; the rows get what they held.
-const SWEEP_SQL: &str = "WITH s AS (
+pub(crate) const SWEEP_SQL: &str = "WITH s AS (
              SELECT account_id, slot, balance FROM account_slots
               WHERE account_id = ANY($1) AND balance <> 0 ORDER BY account_id, slot FOR UPDATE
          ), z AS (
@@ -213,3 +213,34 @@ pub async fn post(
     .await?;
     Ok(Ok(transaction_id))
 }
+
+/// The floor accounts among a batch's debited (tenant, account) pairs,
+/// locked in id order like [`LOCK_ACCOUNTS_SQL`], so that two batches, or a
+/// batch and a lone posting, cannot deadlock on them.
+pub(crate) const LOCK_MANY_SQL: &str = "SELECT a.id FROM accounts a \
+     JOIN unnest($1::uuid[], $2::uuid[]) AS d(t, id) ON a.id = d.id AND a.tenant_id = d.t \
+     WHERE NOT a.allow_negative ORDER BY a.id FOR NO KEY UPDATE OF a";
+/// [`READ_ACCOUNTS_SQL`] for a batch's (tenant, account) pairs.
+pub(crate) const READ_MANY_SQL: &str = "SELECT a.id, a.tenant_id, a.currency, a.allow_negative, a.balance, \
+            coalesce((SELECT sum(s.balance) FROM account_slots s WHERE s.account_id = a.id), 0) \
+       FROM accounts a JOIN unnest($1::uuid[], $2::uuid[]) AS d(t, id) ON a.id = d.id AND a.tenant_id = d.t";
+/// [`POST_SQL`] for many transactions of one kind at once: their rows, their
+/// entries, the debits of locked floor accounts on their rows and every
+/// other delta on this session's slots, each account once (summed by the
+/// caller), in account order.
+pub(crate) const POST_MANY_SQL: &str = "WITH t AS (
+             INSERT INTO ledger_transactions (id, tenant_id, kind, currency)
+             SELECT id, t, $1, c FROM unnest($2::uuid[], $3::uuid[], $4::text[]) AS x(id, t, c)
+         ), e AS (
+             INSERT INTO ledger_entries (transaction_id, leg, account_id, amount, currency)
+             SELECT tx, leg, account, amount, c
+               FROM unnest($5::uuid[], $6::int2[], $7::uuid[], $8::numeric[], $9::text[]) AS l(tx, leg, account, amount, c)
+         ), r AS (
+             UPDATE accounts a SET balance = a.balance + d.delta
+               FROM unnest($10::uuid[], $11::numeric[]) AS d(account, delta)
+              WHERE a.id = d.account
+         )
+         INSERT INTO account_slots AS s (account_id, slot, balance)
+         SELECT d.account, (pg_backend_pid() % 16)::int2, d.delta
+           FROM unnest($12::uuid[], $13::numeric[]) AS d(account, delta) ORDER BY d.account
+         ON CONFLICT (account_id, slot) DO UPDATE SET balance = s.balance + excluded.balance";

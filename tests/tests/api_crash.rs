@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use awc::http::StatusCode;
+use futures::future::join_all;
 use ledger_tests::{spawn_app, TestApp};
 use serde_json::{json, Value};
 
@@ -34,7 +35,13 @@ impl Drop for Proc {
 
 /// `ledger-api serve` on `port`, armed at `crash_at` if given; returns once it answers.
 async fn serve(db_url: &str, port: u16, crash_at: Option<&str>) -> Proc {
+    serve_with(db_url, port, crash_at, &[]).await
+}
+
+/// [`serve`], with more of the environment set.
+async fn serve_with(db_url: &str, port: u16, crash_at: Option<&str>, env: &[(&str, &str)]) -> Proc {
     let mut cmd = Command::new(api_binary());
+    cmd.envs(env.iter().copied());
     cmd.arg("serve")
         .env("DATABASE_URL", db_url)
         .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
@@ -155,4 +162,94 @@ async fn api_killed_after_commit_replays_the_committed_answer_on_retry() {
     assert_eq!(status, StatusCode::CREATED, "{answer}");
     assert!(replayed, "the committed answer is replayed");
     s.assert_charged_once(&answer).await;
+}
+
+/// A process that dies in the middle of a batch of charges (`group_commit`)
+/// at `point`, with five requests in the batch and one more waiting in
+/// another batch. Every client retries with its key against the restarted
+/// process: each order is charged exactly once, each retry converges on
+/// one answer, and the audit is clean. Returns how many charges the crash
+/// left committed.
+async fn crash_in_a_batch(point: &str) -> i64 {
+    let app = spawn_app().await;
+    let key = app.tenant("shop").await;
+    let buyer = app.funded(&key, "buyer", "100.00").await;
+    let held = app.funded(&key, "held", "100.00").await;
+    let seller = app.account(&key, "seller", "USD", false).await;
+    let body = |order: &str, buyer: &str| {
+        json!({"order_id": order, "attempt": 1, "buyer_account_id": buyer, "seller_account_id": seller,
+               "amount": "10.00", "currency": "USD"})
+    };
+    let mut sent = vec![("held:1".to_owned(), body("held", &held))];
+    sent.extend((0..5).map(|i| (format!("o{i}:1"), body(&format!("o{i}"), &buyer))));
+
+    let port = free_port();
+    let batching = [
+        ("CHARGE_BATCH_MAX", "16"),
+        ("CHARGE_BATCH_CONCURRENCY", "2"),
+        ("CHARGE_BATCH_WINDOW_US", "500000"),
+        ("DB_LOCK_TIMEOUT_MS", "20000"),
+        ("DB_STATEMENT_TIMEOUT_MS", "30000"),
+    ];
+    let mut victim = serve_with(&app.db.api_url, port, Some(point), &batching).await;
+    // The first batch, the held buyer's charge alone, waits on that buyer's
+    // row; the five others then make one batch of their own, which dies.
+    let holder = app.db.client().await;
+    holder.batch_execute(&format!("BEGIN; SELECT 1 FROM accounts WHERE id = '{held}' FOR UPDATE")).await.unwrap();
+    let (k, b) = (key.clone(), sent[0].1.clone());
+    let first = actix_web::rt::spawn(async move { post(port, &k, "held:1", "/v1/charges", &b).await });
+    let db = app.db.client().await;
+    ledger_tests::eventually(10, "the first batch waits on the held buyer", || async {
+        db.query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+            > 0
+    })
+    .await;
+    let dropped = join_all(sent[1..].iter().map(|(idem, body)| post(port, &key, idem, "/v1/charges", body))).await;
+    assert!(dropped.iter().all(Result::is_err), "no request of the batch was answered: {dropped:?}");
+    assert!(first.await.unwrap().is_err(), "nor the one waiting");
+    let status = tokio::task::spawn_blocking(move || victim.0.wait().unwrap()).await.unwrap();
+    assert!(!status.success(), "the process died at `{point}`");
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    let committed = scalar(&db, "SELECT count(*) FROM charges").await;
+    if committed > 0 {
+        assert_eq!(scalar(&db, "SELECT count(DISTINCT xmin::text) FROM charges").await, 1, "in one transaction");
+    }
+
+    let _restarted = serve_with(&app.db.api_url, port, None, &batching).await;
+    let retries = join_all(sent.iter().map(|(idem, body)| post(port, &key, idem, "/v1/charges", body))).await;
+    for ((order, body), retry) in sent.iter().zip(&retries) {
+        let retry = retry.as_ref().expect("the retry is answered");
+        assert_eq!(retry.0, StatusCode::CREATED, "{order}: {retry:?}");
+        let again = post(port, &key, order, "/v1/charges", body).await.unwrap();
+        assert_eq!((again.0, &again.2), (retry.0, &retry.2), "{order}: one answer");
+        assert!(again.1, "{order}: replayed");
+    }
+    assert_eq!(scalar(&db, "SELECT count(*) FROM charges").await, 6, "each order charged once");
+    assert_eq!(scalar(&db, "SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await, 6);
+    assert_eq!(scalar(&db, "SELECT count(*) FROM outbox WHERE event_type = 'charge.succeeded'").await, 6);
+    assert_eq!(app.balance(&key, &buyer).await, "50.00");
+    assert_eq!(app.balance(&key, &held).await, "90.00");
+    let report = ledger::audit::audit(&app.db.client().await, Default::default()).await.unwrap();
+    assert!(report.is_clean(), "{report}");
+    committed
+}
+
+async fn scalar(db: &tokio_postgres::Client, sql: &str) -> i64 {
+    db.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+#[actix_web::test]
+async fn api_killed_in_a_batch_after_its_locks_leaves_none_of_it_and_every_retry_charges_once() {
+    assert_eq!(crash_in_a_batch("charge-after-account-lock").await, 0, "nothing of the batch was committed");
+}
+
+#[actix_web::test]
+async fn api_killed_after_a_batch_commits_leaves_all_of_it_and_every_retry_replays() {
+    assert_eq!(crash_in_a_batch("api-after-commit").await, 5, "the whole batch was committed, in one transaction");
 }

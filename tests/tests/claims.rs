@@ -248,7 +248,9 @@ async fn sigterm_lets_in_flight_requests_finish_and_refuses_new_connections() {
     let key = app.tenant("shop").await;
     let buyer = app.funded(&key, "buyer", "100.00").await;
     let seller = app.account(&key, "seller", "USD", false).await;
-    let mut api = ApiProcess::start(&app.db.url, &[("DB_LOCK_TIMEOUT_MS", "30000")]).await;
+    // each charge alone (no group commit), so that five sessions wait on the
+    // lock; `sigterm_under_load_…` stops the API with batches in flight
+    let mut api = ApiProcess::start(&app.db.url, &[("DB_LOCK_TIMEOUT_MS", "30000"), ("CHARGE_BATCH_MAX", "1")]).await;
 
     // five charges in flight: each waits on the buyer's row, held by this test
     let holder = lock_account(&app, &buyer).await;

@@ -3,7 +3,7 @@
 use actix_web::{get, post, web, HttpResponse};
 use chrono::{DateTime, Utc};
 use ledger::cards::NewCardCharge;
-use ledger::charges::{NewCharge, NewRefund, ProviderRefund, RefundPlan};
+use ledger::charges::{NewRefund, ProviderRefund, RefundPlan};
 use ledger::money::parse_amount;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{provider_error, provider_unavailable, ApiError, Problem, ProblemCode};
+use crate::group_commit::OwnedCharge;
 use crate::idempotency::{self, Applied, IdempotencyKey};
 use crate::routes::identifier;
 use crate::state::AppState;
@@ -235,23 +236,19 @@ pub async fn create(
         Some(e) => Some(email(e)?),
         None => None,
     };
-    let created = Applied::CreatedAt(|c: &Charge| format!("/v1/charges/{}", c.id));
     match (b.buyer_account_id, &b.payment_method) {
         (Some(buyer), None) => {
-            let new = NewCharge {
-                order_id,
+            let charge = OwnedCharge {
+                order_id: order_id.to_owned(),
                 attempt: b.attempt,
                 buyer,
                 seller: b.seller_account_id,
                 amount,
                 currency,
                 platform_fee,
-                receipt_email,
+                receipt_email: receipt_email.map(str::to_owned),
             };
-            idempotency::run(&state, caller.0, &key, &body.canonical, created, async |tx| {
-                Ok(ledger::charges::create(tx, caller.0, &new).await?.map(Charge::from))
-            })
-            .await
+            idempotency::run_wallet_charge(&state, caller.0, &key, &body.canonical, charge).await
         }
         (None, Some(payment_method)) => {
             let provider_key = state.payments.provider_key(caller.0, order_id, b.attempt);
@@ -267,7 +264,7 @@ pub async fn create(
                 provider_key: &provider_key,
                 lease: state.payments.lease(),
             };
-            idempotency::run_card_charge(&state, caller.0, &key, &body.canonical, created, Charge::from, async |tx| {
+            idempotency::run_card_charge(&state, caller.0, &key, &body.canonical, created(), Charge::from, async |tx| {
                 ledger::cards::begin(tx, caller.0, &new).await
             })
             .await
@@ -278,6 +275,11 @@ pub async fn create(
             "give exactly one of `buyer_account_id` (a wallet) and `payment_method` (a card)",
         )),
     }
+}
+
+/// What a new charge answers: 201 with its path.
+pub(crate) fn created() -> Applied<Charge> {
+    Applied::CreatedAt(|c: &Charge| format!("/v1/charges/{}", c.id))
 }
 
 /// A provider token: letters, digits and `_`, 1 to 255.

@@ -1,0 +1,268 @@
+//! Group commit of new wallet charges: concurrent `POST /v1/charges` with a
+//! buyer's wallet are gathered into batches, and each batch is one
+//! PostgreSQL transaction of set-based statements (`ledger::charge_batch`)
+//! and one commit, instead of one transaction and one commit per request.
+//!
+//! Every request of a batch keeps what it has alone: its Idempotency-Key
+//! claimed (all of the batch's in one statement), its own outcome (its
+//! charge and event, its decline, its error), its answer stored in the same
+//! transaction and replayed byte for byte, all or none of it committed. A
+//! request a batch does not decide runs alone through
+//! [`crate::idempotency::run`] after the batch's commit, where it finds
+//! what the batch did: a key used before or twice in the batch, a second
+//! charge of an order in the batch, a buyer only a credit in the same batch
+//! could pay for. When the batch itself fails (a statement error, a
+//! deadlock, a lost connection) nothing of it is committed and every one of
+//! its requests runs alone, so one bad request never fails its neighbours
+//! (a batch of one request gets the error it would get alone).
+//!
+//! When batches go out: a lone request on an idle service (nothing else
+//! waiting, no batch in flight) at once; on a busy one, after
+//! `CHARGE_BATCH_WINDOW_US` or at `CHARGE_BATCH_MAX` requests, whichever
+//! comes first. At most `CHARGE_BATCH_CONCURRENCY` batches run at once, each
+//! on its own connection; requests that arrive meanwhile wait in the queue,
+//! which is what makes the next batch big under load.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use ledger::charge_batch::{Batched, BatchedCharge};
+use ledger::charges::{NewCharge, PlatformFee};
+use ledger::idempotency::{Answer, KeyClaim};
+use ledger::{Currency, TenantId};
+use rust_decimal::Decimal;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::idempotency::{answer, claim_failed};
+use crate::routes::charges::{created, Charge};
+
+/// How batches are formed (see the module's documentation).
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub max: usize,
+    pub window: Duration,
+    pub concurrency: usize,
+}
+
+/// A new wallet charge as a batch takes it: owned, since it leaves its
+/// handler for the batch's task.
+#[derive(Clone)]
+pub struct OwnedCharge {
+    pub order_id: String,
+    pub attempt: i32,
+    pub buyer: Uuid,
+    pub seller: Uuid,
+    pub amount: Decimal,
+    pub currency: Currency,
+    pub platform_fee: Option<PlatformFee>,
+    pub receipt_email: Option<String>,
+}
+
+impl OwnedCharge {
+    pub fn as_new(&self) -> NewCharge<'_> {
+        NewCharge {
+            order_id: &self.order_id,
+            attempt: self.attempt,
+            buyer: self.buyer,
+            seller: self.seller,
+            amount: self.amount,
+            currency: self.currency,
+            platform_fee: self.platform_fee.clone(),
+            receipt_email: self.receipt_email.as_deref(),
+        }
+    }
+}
+
+/// A request handed to the batcher.
+pub struct Job {
+    pub tenant: TenantId,
+    pub key: String,
+    pub fingerprint: Vec<u8>,
+    pub charge: OwnedCharge,
+    pub request_id: Option<String>,
+    pub reply: oneshot::Sender<Reply>,
+}
+
+/// What the batch made of a request.
+pub enum Reply {
+    /// Committed: the answer, stored for the key.
+    Answer(Answer),
+    /// Refused, nothing written: the error it gets alone (not stored).
+    Failed(ApiError),
+    /// Not decided by the batch: run it alone.
+    Alone,
+}
+
+/// The handlers' end of the batcher.
+#[derive(Clone)]
+pub struct Batcher {
+    queue: mpsc::UnboundedSender<Job>,
+}
+
+impl Batcher {
+    /// Starts the dispatcher on the current runtime; it ends when every
+    /// `Batcher` is dropped and the queue is empty.
+    pub fn start(pool: Pool, retention_secs: f64, shape: Shape) -> Batcher {
+        let (queue, jobs) = mpsc::unbounded_channel();
+        tokio::spawn(dispatch(jobs, Arc::new(Executor { pool, retention_secs }), shape));
+        Batcher { queue }
+    }
+
+    /// Hands `job` to the next batch and waits for its reply. A batch that
+    /// vanished without replying (its task panicked) committed nothing
+    /// this request could not find alone: the request runs alone.
+    pub async fn submit(&self, job: impl FnOnce(oneshot::Sender<Reply>) -> Job) -> Reply {
+        let (reply, answer) = oneshot::channel();
+        if self.queue.send(job(reply)).is_err() {
+            return Reply::Alone;
+        }
+        answer.await.unwrap_or(Reply::Alone)
+    }
+}
+
+async fn dispatch(mut jobs: mpsc::UnboundedReceiver<Job>, executor: Arc<Executor>, shape: Shape) {
+    let slots = Arc::new(Semaphore::new(shape.concurrency));
+    loop {
+        // Wait for a free slot before taking anything: while every slot is
+        // busy, requests gather in the queue for the next batch.
+        let slot = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
+        let Some(first) = jobs.recv().await else { return };
+        let mut batch = vec![first];
+        while batch.len() < shape.max {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        // Wait for more only on a busy service (other batches in flight, or
+        // more than one request waiting): an idle one sends a lone request
+        // at once.
+        let busy = batch.len() > 1 || slots.available_permits() + 1 < shape.concurrency;
+        if batch.len() < shape.max && !shape.window.is_zero() && busy {
+            let deadline = tokio::time::Instant::now() + shape.window;
+            while batch.len() < shape.max {
+                match tokio::time::timeout_at(deadline, jobs.recv()).await {
+                    Ok(Some(job)) => batch.push(job),
+                    _ => break,
+                }
+            }
+        }
+        let executor = executor.clone();
+        tokio::spawn(async move {
+            executor.run(batch).await;
+            drop(slot);
+        });
+    }
+}
+
+struct Executor {
+    pool: Pool,
+    retention_secs: f64,
+}
+
+impl Executor {
+    async fn run(&self, jobs: Vec<Job>) {
+        metrics::histogram!("ledger_charge_batch_size").record(jobs.len() as f64);
+        // A key twice in one batch: the first goes in, the others run alone
+        // after the commit and replay its answer.
+        let mut keys = HashSet::new();
+        let (batch, again): (Vec<Job>, Vec<Job>) =
+            jobs.into_iter().partition(|j| keys.insert((j.tenant.0, j.key.clone())));
+        let replies = match self.commit(&batch).await {
+            Ok(replies) => replies,
+            // A batch of one failed as the request would alone (the same
+            // statements, one row each): its error is the answer, and a
+            // lock wait is not waited twice.
+            Err(e) if batch.len() == 1 => vec![Reply::Failed(e)],
+            Err(e) => {
+                tracing::warn!(error = %e, requests = batch.len(), "a batch of charges failed; each runs alone");
+                metrics::counter!("ledger_charge_batches_failed_total").increment(1);
+                batch.iter().map(|_| Reply::Alone).collect()
+            }
+        };
+        for (job, reply) in batch.into_iter().zip(replies) {
+            let _ = job.reply.send(reply);
+        }
+        for job in again {
+            let _ = job.reply.send(Reply::Alone);
+        }
+    }
+
+    /// One transaction for the whole batch; a reply per job, in order.
+    async fn commit(&self, jobs: &[Job]) -> Result<Vec<Reply>, ApiError> {
+        let mut phase = Phases::start();
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        phase.done("connection");
+        let claims: Vec<KeyClaim<'_>> =
+            jobs.iter().map(|j| KeyClaim { tenant: j.tenant, key: &j.key, fingerprint: &j.fingerprint }).collect();
+        let owned = ledger::idempotency::claim_many(&tx, &claims, self.retention_secs).await.map_err(claim_failed)?;
+        phase.done("claim");
+        // the batch's keys are locked by this transaction, no effect has run
+        ledger::crash::point("api-after-key-lock");
+        let mine: Vec<usize> = (0..jobs.len()).filter(|i| owned[*i]).collect();
+        let items: Vec<BatchedCharge<'_>> = mine
+            .iter()
+            .map(|&i| BatchedCharge {
+                tenant: jobs[i].tenant,
+                new: jobs[i].charge.as_new(),
+                request_id: jobs[i].request_id.as_deref(),
+            })
+            .collect();
+        let results = ledger::charge_batch::create_many(&tx, &items).await?;
+        phase.done("charges");
+        let mut replies: Vec<Reply> = jobs.iter().map(|_| Reply::Alone).collect();
+        let mut release: Vec<(TenantId, &str)> = Vec::new();
+        for (&i, result) in mine.iter().zip(results) {
+            replies[i] = match result {
+                Batched::Done(Ok(outcome)) => Reply::Answer(answer(outcome.map(Charge::from), &created())),
+                Batched::Done(Err(e)) => {
+                    release.push((jobs[i].tenant, &jobs[i].key));
+                    Reply::Failed(e.into())
+                }
+                Batched::Alone => {
+                    release.push((jobs[i].tenant, &jobs[i].key));
+                    Reply::Alone
+                }
+            };
+        }
+        let stored: Vec<(TenantId, &str, &Answer)> = replies
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| match r {
+                Reply::Answer(a) => Some((jobs[i].tenant, jobs[i].key.as_str(), a)),
+                _ => None,
+            })
+            .collect();
+        ledger::idempotency::store_many(&tx, &stored).await?;
+        ledger::idempotency::release_many(&tx, &release).await?;
+        phase.done("answers");
+        tx.commit().await?;
+        phase.done("commit");
+        // committed, no client of the batch has heard back
+        ledger::crash::point("api-after-commit");
+        Ok(replies)
+    }
+}
+
+/// Where a batch's time goes, phase by phase, as a histogram per phase
+/// (`ledger_charge_batch_phase_seconds`): the connection and `BEGIN`, the
+/// key claims, the charges (locks, reads, decisions and writes), the stored
+/// answers, the commit (the WAL flush). `make bench` prints their means.
+struct Phases(std::time::Instant);
+
+impl Phases {
+    fn start() -> Phases {
+        Phases(std::time::Instant::now())
+    }
+
+    fn done(&mut self, phase: &'static str) {
+        let now = std::time::Instant::now();
+        metrics::histogram!("ledger_charge_batch_phase_seconds", "phase" => phase).record((now - self.0).as_secs_f64());
+        self.0 = now;
+    }
+}

@@ -1,0 +1,380 @@
+//! Many new wallet charges in one database transaction, by set-based
+//! statements: group commit. Each charge gets the outcome it would get
+//! alone, as if the batch's charges had run one after another in the order
+//! given: its transaction and its event, its decline, its natural-key
+//! answer or its error, and never its neighbours'.
+//!
+//! The statements are the lone path's ([`crate::charges::create`]), over
+//! arrays: the buyers with a floor are locked in id order (one statement;
+//! two batches, or a batch and a lone charge, cannot deadlock on them), the
+//! accounts and every order's charges are read after the locks, floors are
+//! checked here in order against running balances, and what was decided is
+//! written in four statements (the transactions, entries and balances; the
+//! charges; their events). The caller commits once for all.
+//!
+//! What a batch does not decide it hands back ([`Batched::Alone`]), to run
+//! alone after the batch commits: a second charge of an order already in
+//! the batch (alone, it finds the first by its natural key), and a buyer
+//! whose floor only a credit from earlier in the same batch would cover
+//! (that credit lands on a slot; alone, after the commit, it is in the
+//! balance).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use deadpool_postgres::Transaction;
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use crate::charges::{existing_in, find_order_many_sql, from_row, insert_many_sql, Charge, NewCharge};
+use crate::db::Cached;
+use crate::events::ChargeSucceededV1;
+use crate::money::Currency;
+use crate::posting::{LOCK_MANY_SQL, POST_MANY_SQL, READ_MANY_SQL, SWEEP_SQL};
+use crate::{outbox, Decline, Error, Outcome, Result, TenantId};
+
+/// One charge of a batch.
+pub struct BatchedCharge<'a> {
+    pub tenant: TenantId,
+    pub new: NewCharge<'a>,
+    /// The request it is made for, carried on its event (`correlation`).
+    pub request_id: Option<&'a str>,
+}
+
+/// What a batch made of one charge. (One per request, short-lived: the
+/// size of the charge it carries is not worth a box.)
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Batched {
+    /// Its outcome, or the error that refuses it (nothing of it written).
+    Done(Result<Outcome<Charge>>),
+    /// Not decided here: run it alone once the batch has committed.
+    Alone,
+}
+
+/// An account as the batch read it, and what the batch has done to it so far.
+struct Account {
+    currency: Currency,
+    allow_negative: bool,
+    locked: bool,
+    /// The whole balance read (row and slots).
+    balance: Decimal,
+    row_balance: Decimal,
+    /// Debits applied in this batch so far (negative).
+    debits: Decimal,
+    /// Credits applied in this batch so far, on slots.
+    credits: Decimal,
+}
+
+/// Decides and writes the charges `items` within `tx`; one result per item,
+/// in order. An `Err` is the batch's (a statement failed): nothing of it may
+/// be committed, and each charge should run alone.
+pub async fn create_many(tx: &Transaction<'_>, items: &[BatchedCharge<'_>]) -> Result<Vec<Batched>> {
+    let mut results: Vec<Option<Batched>> = items.iter().map(|_| None).collect();
+    // What needs no database: the lone path's own checks, and a second
+    // charge of an order already in this batch.
+    let mut orders = HashSet::new();
+    for (i, item) in items.iter().enumerate() {
+        let new = &item.new;
+        let fee = new.platform_fee.as_ref();
+        if fee.is_some_and(|f| f.amount > new.amount) {
+            results[i] = Some(Batched::Done(Err(Error::FeeTooLarge)));
+        } else if new.buyer == new.seller
+            || fee.is_some_and(|f| f.account_id == new.buyer || f.account_id == new.seller)
+        {
+            results[i] = Some(Batched::Done(Err(Error::SameAccount)));
+        } else if !orders.insert((item.tenant.0, new.order_id)) {
+            results[i] = Some(Batched::Alone);
+        }
+    }
+    let live: Vec<usize> = (0..items.len()).filter(|i| results[*i].is_none()).collect();
+    if live.is_empty() {
+        return Ok(results.into_iter().map(|r| r.expect("decided")).collect());
+    }
+
+    // Lock the buyers with a floor, then read every account and every
+    // order's charges in statements that start after the locks were granted.
+    let mut debited: Vec<(Uuid, Uuid)> = live.iter().map(|&i| (items[i].tenant.0, items[i].new.buyer)).collect();
+    debited.sort_unstable();
+    debited.dedup();
+    let (t, a): (Vec<Uuid>, Vec<Uuid>) = debited.iter().copied().unzip();
+    let locked: HashSet<Uuid> = tx.cached_query(LOCK_MANY_SQL, &[&t, &a]).await?.iter().map(|r| r.get(0)).collect();
+    // the keys and the buyers are locked by this transaction, nothing written yet
+    crate::crash::point("charge-after-account-lock");
+    let mut named: Vec<(Uuid, Uuid)> = Vec::new();
+    for &i in &live {
+        let new = &items[i].new;
+        named.push((items[i].tenant.0, new.buyer));
+        named.push((items[i].tenant.0, new.seller));
+        if let Some(f) = &new.platform_fee {
+            named.push((items[i].tenant.0, f.account_id));
+        }
+    }
+    named.sort_unstable();
+    named.dedup();
+    let (t, a): (Vec<Uuid>, Vec<Uuid>) = named.iter().copied().unzip();
+    let mut accounts: HashMap<(Uuid, Uuid), Account> = HashMap::new();
+    for row in tx.cached_query(READ_MANY_SQL, &[&t, &a]).await? {
+        let id: Uuid = row.get(0);
+        let row_balance: Decimal = row.get(4);
+        let slots: Decimal = row.get(5);
+        accounts.insert(
+            (row.get(1), id),
+            Account {
+                currency: crate::stored::currency(row.get(2))?,
+                allow_negative: row.get(3),
+                locked: locked.contains(&id),
+                balance: row_balance + slots,
+                row_balance,
+                debits: Decimal::ZERO,
+                credits: Decimal::ZERO,
+            },
+        );
+    }
+    let (t, o): (Vec<Uuid>, Vec<&str>) = live.iter().map(|&i| (items[i].tenant.0, items[i].new.order_id)).unzip();
+    let mut charges_of: HashMap<(Uuid, String), Vec<Charge>> = HashMap::new();
+    for row in tx.cached_query(&find_order_many_sql(), &[&t, &o]).await? {
+        let tenant: Uuid = row.get(20);
+        let charge = from_row(&row)?.charge;
+        charges_of.entry((tenant, charge.order_id.clone())).or_default().push(charge);
+    }
+
+    // Decide each charge in order, against balances that hold what the
+    // charges before it in the batch did.
+    let mut applied: Vec<Posting> = Vec::new();
+    for &i in &live {
+        let item = &items[i];
+        let decided = decide(item, &mut accounts, &charges_of);
+        match decided {
+            Decided::Post(legs) => applied.push(Posting { item: i, transaction_id: Uuid::now_v7(), legs }),
+            Decided::Alone => results[i] = Some(Batched::Alone),
+            Decided::Done(r) => results[i] = Some(Batched::Done(r)),
+        }
+    }
+
+    if !applied.is_empty() {
+        let posted = write(tx, items, &accounts, &applied).await?;
+        for (i, charge) in posted {
+            results[i] = Some(Batched::Done(Ok(Outcome::Applied(charge))));
+        }
+    }
+    Ok(results.into_iter().map(|r| r.expect("every charge decided")).collect())
+}
+
+#[allow(clippy::large_enum_variant)]
+enum Decided {
+    Post(Vec<(Uuid, Decimal)>),
+    Alone,
+    Done(Result<Outcome<Charge>>),
+}
+
+/// A charge the batch posts: its item, its ledger transaction, its legs.
+struct Posting {
+    item: usize,
+    transaction_id: Uuid,
+    legs: Vec<(Uuid, Decimal)>,
+}
+
+/// One charge's fate, in the lone path's order of checks: the accounts
+/// (each exists for the tenant, in the charge's currency), the natural
+/// keys, then the buyer's floor.
+fn decide(
+    item: &BatchedCharge<'_>,
+    accounts: &mut HashMap<(Uuid, Uuid), Account>,
+    charges_of: &HashMap<(Uuid, String), Vec<Charge>>,
+) -> Decided {
+    let new = &item.new;
+    let tenant = item.tenant.0;
+    let mut ids = vec![new.buyer, new.seller];
+    if let Some(f) = &new.platform_fee {
+        ids.push(f.account_id);
+    }
+    for id in &ids {
+        match accounts.get(&(tenant, *id)) {
+            None => return Decided::Done(Err(Error::AccountNotFound(*id))),
+            Some(a) if a.currency != new.currency => {
+                return Decided::Done(Err(Error::CurrencyMismatch {
+                    account: *id,
+                    account_currency: a.currency,
+                    requested: new.currency,
+                }))
+            }
+            Some(_) => {}
+        }
+    }
+    let order = charges_of.get(&(tenant, new.order_id.to_owned())).map(Vec::as_slice).unwrap_or(&[]);
+    match existing_in(order, new.order_id, new.attempt, |c| new.same_as(c)) {
+        Err(e) => return Decided::Done(Err(e)),
+        Ok(Some(existing)) => return Decided::Done(Ok(Outcome::Existing(existing))),
+        Ok(None) => {}
+    }
+    let buyer = accounts.get(&(tenant, new.buyer)).expect("checked above");
+    if !buyer.allow_negative {
+        if !buyer.locked {
+            return Decided::Done(Err(Error::DebitNotLocked(new.buyer)));
+        }
+        let without_credits = buyer.balance + buyer.debits - new.amount;
+        if without_credits < Decimal::ZERO {
+            if without_credits + buyer.credits >= Decimal::ZERO {
+                return Decided::Alone;
+            }
+            return Decided::Done(Ok(Outcome::Declined(Decline::InsufficientFunds { account: new.buyer })));
+        }
+    }
+    let fee = new.platform_fee.as_ref().map_or(Decimal::ZERO, |f| f.amount);
+    let mut legs = vec![(new.buyer, -new.amount), (new.seller, new.amount - fee)];
+    if let Some(f) = &new.platform_fee {
+        legs.push((f.account_id, f.amount));
+    }
+    legs.retain(|(_, amount)| !amount.is_zero());
+    for (id, amount) in &legs {
+        let a = accounts.get_mut(&(tenant, *id)).expect("checked above");
+        if amount.is_sign_negative() {
+            a.debits += *amount;
+        } else {
+            a.credits += *amount;
+        }
+    }
+    Decided::Post(legs)
+}
+
+/// Writes the decided charges: their transactions, entries and balances,
+/// the charges and their events. Returns each one's charge.
+async fn write(
+    tx: &Transaction<'_>,
+    items: &[BatchedCharge<'_>],
+    accounts: &HashMap<(Uuid, Uuid), Account>,
+    applied: &[Posting],
+) -> Result<Vec<(usize, Charge)>> {
+    // Debits of floor accounts go to their locked rows, everything else to
+    // this session's slots, summed per account. A row whose own part cannot
+    // take its debits gets its slots folded in first, as alone.
+    let mut rows: BTreeMap<Uuid, Decimal> = BTreeMap::new();
+    let mut slots: BTreeMap<Uuid, Decimal> = BTreeMap::new();
+    let mut row_balance: HashMap<Uuid, Decimal> = HashMap::new();
+    let (mut tx_ids, mut tx_tenants, mut tx_currencies) = (vec![], vec![], vec![]);
+    let (mut e_tx, mut e_leg, mut e_account, mut e_amount, mut e_currency) = (vec![], vec![], vec![], vec![], vec![]);
+    for Posting { item: i, transaction_id, legs } in applied {
+        let item = &items[*i];
+        tx_ids.push(*transaction_id);
+        tx_tenants.push(item.tenant.0);
+        tx_currencies.push(item.new.currency.code());
+        for (leg, (id, amount)) in legs.iter().enumerate() {
+            e_tx.push(*transaction_id);
+            e_leg.push(leg as i16);
+            e_account.push(*id);
+            e_amount.push(*amount);
+            e_currency.push(item.new.currency.code());
+            let a = &accounts[&(item.tenant.0, *id)];
+            if amount.is_sign_negative() && !a.allow_negative {
+                *rows.entry(*id).or_default() += *amount;
+                row_balance.insert(*id, a.row_balance);
+            } else {
+                *slots.entry(*id).or_default() += *amount;
+            }
+        }
+    }
+    let sweep: Vec<Uuid> =
+        rows.iter().filter(|(id, delta)| row_balance[*id] + **delta < Decimal::ZERO).map(|(id, _)| *id).collect();
+    if !sweep.is_empty() {
+        tx.cached_execute(SWEEP_SQL, &[&sweep]).await?;
+    }
+    let (row_ids, row_deltas): (Vec<Uuid>, Vec<Decimal>) = rows.into_iter().unzip();
+    let (slot_ids, slot_deltas): (Vec<Uuid>, Vec<Decimal>) = slots.into_iter().unzip();
+    tx.cached_execute(
+        POST_MANY_SQL,
+        &[
+            &"charge",
+            &tx_ids,
+            &tx_tenants,
+            &tx_currencies,
+            &e_tx,
+            &e_leg,
+            &e_account,
+            &e_amount,
+            &e_currency,
+            &row_ids,
+            &row_deltas,
+            &slot_ids,
+            &slot_deltas,
+        ],
+    )
+    .await?;
+
+    // The charges, one INSERT; RETURNING gives no order, so match by id.
+    let mut cols = ChargeColumns::default();
+    for p in applied {
+        cols.push(&items[p.item], p.transaction_id);
+    }
+    let rows = tx
+        .cached_query(
+            &insert_many_sql(),
+            &[
+                &cols.ids,
+                &cols.tenants,
+                &cols.orders,
+                &cols.attempts,
+                &cols.buyers,
+                &cols.sellers,
+                &cols.platforms,
+                &cols.amounts,
+                &cols.fees,
+                &cols.currencies,
+                &cols.transactions,
+                &cols.emails,
+            ],
+        )
+        .await?;
+    let mut by_id: HashMap<Uuid, Charge> = HashMap::new();
+    for row in &rows {
+        let charge = from_row(row)?.charge;
+        by_id.insert(charge.id, charge);
+    }
+    let mut posted = Vec::with_capacity(applied.len());
+    for (p, id) in applied.iter().zip(&cols.ids) {
+        posted.push((p.item, by_id.remove(id).ok_or_else(|| Error::unknown("batched charge", id.to_string()))?));
+    }
+    let events: Vec<(TenantId, Option<&str>, Option<&str>, ChargeSucceededV1)> = posted
+        .iter()
+        .map(|(i, charge)| {
+            let item = &items[*i];
+            (item.tenant, Some(item.new.order_id), item.request_id, ChargeSucceededV1::from(charge))
+        })
+        .collect();
+    outbox::enqueue_many(tx, &events).await?;
+    Ok(posted)
+}
+
+/// The columns of the charges a batch inserts.
+#[derive(Default)]
+struct ChargeColumns<'a> {
+    ids: Vec<Uuid>,
+    tenants: Vec<Uuid>,
+    orders: Vec<&'a str>,
+    attempts: Vec<i32>,
+    buyers: Vec<Uuid>,
+    sellers: Vec<Uuid>,
+    platforms: Vec<Option<Uuid>>,
+    amounts: Vec<Decimal>,
+    fees: Vec<Decimal>,
+    currencies: Vec<&'static str>,
+    transactions: Vec<Uuid>,
+    emails: Vec<Option<&'a str>>,
+}
+
+impl<'a> ChargeColumns<'a> {
+    fn push(&mut self, item: &'a BatchedCharge<'a>, transaction_id: Uuid) {
+        let new = &item.new;
+        self.ids.push(Uuid::now_v7());
+        self.tenants.push(item.tenant.0);
+        self.orders.push(new.order_id);
+        self.attempts.push(new.attempt);
+        self.buyers.push(new.buyer);
+        self.sellers.push(new.seller);
+        self.platforms.push(new.platform_fee.as_ref().map(|f| f.account_id));
+        self.amounts.push(new.amount);
+        self.fees.push(new.platform_fee.as_ref().map_or(Decimal::ZERO, |f| f.amount));
+        self.currencies.push(new.currency.code());
+        self.transactions.push(transaction_id);
+        self.emails.push(new.receipt_email);
+    }
+}

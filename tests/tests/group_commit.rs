@@ -1,0 +1,206 @@
+//! Group commit of new wallet charges: concurrent charges share one
+//! database transaction, and each still gets exactly the outcome it gets
+//! alone: its charge or its decline, its error, its natural-key answer, its
+//! stored answer replayed byte for byte; a failing batch fails none of its
+//! requests. Which requests shared a transaction is read from the rows
+//! themselves: rows written by one transaction carry its `xmin`.
+
+use std::time::Duration;
+
+use awc::http::StatusCode;
+use futures::future::join_all;
+use ledger_tests::{spawn_app_with, Answer, TestApp};
+use serde_json::{json, Value};
+
+/// Batches of up to 16, one in flight at a time, waiting up to 300 ms to
+/// fill while busy: a burst of concurrent requests lands in a few batches.
+async fn batching_app() -> TestApp {
+    spawn_app_with(|c| {
+        c.charge_batch_max = 16;
+        c.charge_batch_window_us = 300_000;
+        c.charge_batch_concurrency = 1;
+    })
+    .await
+}
+
+fn charge(order: &str, attempt: i32, buyer: &str, seller: &str, amount: &str) -> Value {
+    json!({"order_id": order, "attempt": attempt, "buyer_account_id": buyer, "seller_account_id": seller,
+           "amount": amount, "currency": "USD"})
+}
+
+async fn scalar(app: &TestApp, sql: &str) -> i64 {
+    app.db.client().await.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+async fn audit_clean(app: &TestApp) {
+    let report = ledger::audit::audit(&app.db.client().await, Default::default()).await.unwrap();
+    assert!(report.is_clean(), "{report}");
+}
+
+/// Every request sent again with its key: the first answer, byte for byte,
+/// as a replay (errors were not stored: they are answered afresh, the same).
+async fn assert_replays(app: &TestApp, key: &str, sent: &[(String, Value)], first: &[Answer]) {
+    for ((idem, body), answer) in sent.iter().zip(first) {
+        let again = app.post("/v1/charges", key, idem, body.clone()).await;
+        assert_eq!((again.status, &again.body), (answer.status, &answer.body), "{idem}: the same answer");
+        let stored = answer.status.is_success() || answer.status == StatusCode::PAYMENT_REQUIRED;
+        assert_eq!(again.replayed, stored, "{idem}: replayed from the stored answer when there is one");
+    }
+}
+
+#[actix_web::test]
+async fn concurrent_charges_share_commits_and_each_gets_its_own_outcome() {
+    let app = batching_app().await;
+    let key = app.tenant("shop").await;
+    let seller = app.account(&key, "seller", "USD", false).await;
+    let platform = app.account(&key, "platform", "USD", false).await;
+    let rich = app.funded(&key, "rich", "1000.00").await;
+    // pays for one of its two charges of 30.00, not both
+    let tight = app.funded(&key, "tight", "40.00").await;
+    let broke = app.funded(&key, "broke", "1.00").await;
+    let cents = app.funded(&key, "cents", "50.00").await;
+
+    let mut sent: Vec<(String, Value)> = Vec::new();
+    for i in 0..10 {
+        let mut body = charge(&format!("ok-{i}"), 1, &rich, &seller, "10.00");
+        body["platform_fee"] = json!({"account_id": platform, "amount": "1.50"});
+        sent.push((format!("ok-{i}:1"), body));
+    }
+    sent.push(("tight-a:1".into(), charge("tight-a", 1, &tight, &seller, "30.00")));
+    sent.push(("tight-b:1".into(), charge("tight-b", 1, &tight, &seller, "30.00")));
+    sent.push(("broke:1".into(), charge("broke", 1, &broke, &seller, "5.00")));
+    let ghost = uuid::Uuid::now_v7().to_string();
+    sent.push(("ghost:1".into(), charge("ghost", 1, &rich, &ghost, "5.00")));
+    let mut too_big = charge("fee", 1, &rich, &seller, "5.00");
+    too_big["platform_fee"] = json!({"account_id": platform, "amount": "6.00"});
+    sent.push(("fee:1".into(), too_big));
+    // one key twice, and one order attempt under two keys
+    sent.push(("twice:1".into(), charge("twice", 1, &cents, &seller, "7.00")));
+    sent.push(("twice:1".into(), charge("twice", 1, &cents, &seller, "7.00")));
+    sent.push(("nat:1".into(), charge("nat", 1, &cents, &seller, "9.00")));
+    sent.push(("nat:1:again".into(), charge("nat", 1, &cents, &seller, "9.00")));
+
+    let answers = join_all(sent.iter().map(|(idem, body)| app.post("/v1/charges", &key, idem, body.clone()))).await;
+    let by_key = |idem: &str| -> Vec<&Answer> {
+        sent.iter().zip(&answers).filter(|((k, _), _)| k == idem).map(|(_, a)| a).collect()
+    };
+
+    for i in 0..10 {
+        let a = by_key(&format!("ok-{i}:1"))[0];
+        assert_eq!(a.status, StatusCode::CREATED, "{a:?}");
+        assert_eq!(a.json()["platform_fee"]["amount"], "1.50");
+    }
+    let tight_answers: Vec<StatusCode> = ["tight-a:1", "tight-b:1"].iter().map(|k| by_key(k)[0].status).collect();
+    assert!(
+        tight_answers.contains(&StatusCode::CREATED) && tight_answers.contains(&StatusCode::PAYMENT_REQUIRED),
+        "one of the tight buyer's charges is paid, the other declined: {tight_answers:?}"
+    );
+    assert_eq!(by_key("broke:1")[0].code(), "insufficient_funds");
+    assert_eq!(by_key("ghost:1")[0].code(), "account_not_found");
+    assert_eq!(by_key("fee:1")[0].code(), "fee_exceeds_amount");
+    let twice = by_key("twice:1");
+    assert_eq!((twice[0].status, &twice[0].body), (twice[1].status, &twice[1].body), "one key, one answer");
+    assert_eq!(twice[0].status, StatusCode::CREATED);
+    assert_eq!(twice.iter().filter(|a| a.replayed).count(), 1, "the second of one key replays the first");
+    let nat = [by_key("nat:1")[0], by_key("nat:1:again")[0]];
+    assert_eq!(nat[0].id(), nat[1].id(), "one order attempt, one charge");
+    let statuses: Vec<StatusCode> = nat.iter().map(|a| a.status).collect();
+    assert!(statuses.contains(&StatusCode::CREATED) && statuses.contains(&StatusCode::OK), "{statuses:?}");
+    assert!(nat.iter().any(|a| a.natural_key_replayed), "the second found the first by its natural key");
+
+    // The effects: one charge, one transaction and one event per paid
+    // request, nothing for the others, and exact balances.
+    assert_eq!(scalar(&app, "SELECT count(*) FROM charges").await, 13);
+    assert_eq!(scalar(&app, "SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await, 13);
+    assert_eq!(scalar(&app, "SELECT count(*) FROM outbox WHERE event_type = 'charge.succeeded'").await, 13);
+    assert_eq!(
+        scalar(&app, "SELECT count(*) FROM outbox o JOIN charges c ON c.order_id = o.order_id").await,
+        13,
+        "every event is its charge's"
+    );
+    assert_eq!(app.balance(&key, &rich).await, "900.00");
+    assert_eq!(app.balance(&key, &tight).await, "10.00");
+    assert_eq!(app.balance(&key, &broke).await, "1.00");
+    assert_eq!(app.balance(&key, &cents).await, "34.00");
+    assert_eq!(app.balance(&key, &platform).await, "15.00");
+    assert_eq!(app.balance(&key, &seller).await, "131.00");
+    audit_clean(&app).await;
+
+    // They were committed together: far fewer transactions than charges.
+    let commits = scalar(&app, "SELECT count(DISTINCT xmin::text) FROM charges").await;
+    assert!(commits < 13, "13 charges in {commits} commits");
+    let largest = scalar(&app, "SELECT max(n) FROM (SELECT count(*) AS n FROM charges GROUP BY xmin::text) b").await;
+    assert!(largest >= 4, "the largest batch held {largest} charges");
+
+    assert_replays(&app, &key, &sent, &answers).await;
+    assert_eq!(scalar(&app, "SELECT count(*) FROM charges").await, 13, "no retry charged again");
+}
+
+#[actix_web::test]
+async fn a_lone_request_on_an_idle_service_does_not_wait_for_the_window() {
+    // A window far longer than the client waits: a lone request that waited
+    // for it would time out.
+    let app = spawn_app_with(|c| {
+        c.charge_batch_max = 16;
+        c.charge_batch_window_us = 60_000_000;
+        c.charge_batch_concurrency = 1;
+    })
+    .await;
+    let key = app.tenant("shop").await;
+    let buyer = app.funded(&key, "buyer", "100.00").await;
+    let seller = app.account(&key, "seller", "USD", false).await;
+    for i in 0..3 {
+        let idem = format!("o{i}:1");
+        let send = app.post("/v1/charges", &key, &idem, charge(&format!("o{i}"), 1, &buyer, &seller, "1.00"));
+        let a = tokio::time::timeout(Duration::from_secs(10), send).await.expect("answered without the window");
+        assert_eq!(a.status, StatusCode::CREATED, "{a:?}");
+    }
+    assert_eq!(app.balance(&key, &buyer).await, "97.00");
+}
+
+#[actix_web::test]
+async fn a_batch_that_fails_fails_none_of_its_requests_but_the_one_at_fault() {
+    let app = batching_app().await;
+    let key = app.tenant("shop").await;
+    let buyer = app.funded(&key, "buyer", "100.00").await;
+    let seller = app.account(&key, "seller", "USD", false).await;
+    // A fault only one request meets: its charge's insert fails, which fails
+    // the statement that inserts the whole batch.
+    let db = app.db.client().await;
+    db.batch_execute(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.order_id = 'poison' THEN RAISE EXCEPTION 'poisoned order'; END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER refuse_poison BEFORE INSERT ON charges FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+    )
+    .await
+    .unwrap();
+
+    let mut sent: Vec<(String, Value)> =
+        (0..8).map(|i| (format!("n{i}:1"), charge(&format!("n{i}"), 1, &buyer, &seller, "5.00"))).collect();
+    sent.insert(3, ("poison:1".into(), charge("poison", 1, &buyer, &seller, "5.00")));
+    let answers = join_all(sent.iter().map(|(idem, body)| app.post("/v1/charges", &key, idem, body.clone()))).await;
+
+    for ((idem, _), a) in sent.iter().zip(&answers) {
+        if idem == "poison:1" {
+            assert!(a.status.is_server_error(), "the request at fault fails: {a:?}");
+        } else {
+            assert_eq!(a.status, StatusCode::CREATED, "{idem}: {a:?}");
+        }
+    }
+    assert_eq!(scalar(&app, "SELECT count(*) FROM charges WHERE order_id = 'poison'").await, 0);
+    assert_eq!(scalar(&app, "SELECT count(*) FROM charges").await, 8);
+    assert_eq!(scalar(&app, "SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await, 8);
+    assert_eq!(scalar(&app, "SELECT count(*) FROM outbox WHERE event_type = 'charge.succeeded'").await, 8);
+    assert_eq!(
+        scalar(&app, "SELECT count(*) FROM idempotency_keys WHERE key = 'poison:1'").await,
+        0,
+        "the failed request's key is free: a retry runs afresh"
+    );
+    assert_eq!(app.balance(&key, &buyer).await, "60.00");
+    audit_clean(&app).await;
+
+    db.batch_execute("DROP TRIGGER refuse_poison ON charges").await.unwrap();
+    let retry = app.post("/v1/charges", &key, "poison:1", sent[3].1.clone()).await;
+    assert_eq!(retry.status, StatusCode::CREATED, "{retry:?}");
+    assert_eq!(app.balance(&key, &buyer).await, "55.00");
+}
