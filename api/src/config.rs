@@ -59,7 +59,7 @@ pub struct Config {
     #[arg(long, env = "CHARGE_BATCH_WINDOW_US", default_value_t = 1000)]
     pub charge_batch_window_us: u64,
     /// Batches of charges in flight at once, each on its own connection.
-    #[arg(long, env = "CHARGE_BATCH_CONCURRENCY", default_value_t = 4,
+    #[arg(long, env = "CHARGE_BATCH_CONCURRENCY", default_value_t = 2,
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub charge_batch_concurrency: u32,
 }

@@ -19,11 +19,14 @@
 //! When batches go out: a lone request on an idle service (nothing else
 //! waiting, no batch in flight) at once; on a busy one, after
 //! `CHARGE_BATCH_WINDOW_US` or at `CHARGE_BATCH_MAX` requests, whichever
-//! comes first. At most `CHARGE_BATCH_CONCURRENCY` batches run at once, each
-//! on its own connection; requests that arrive meanwhile wait in the queue,
-//! which is what makes the next batch big under load.
+//! comes first. Requests go to `CHARGE_BATCH_CONCURRENCY` lanes by their
+//! buyer, and each lane runs one batch at a time on its own connection:
+//! requests that arrive meanwhile wait in its queue, which is what makes
+//! the next batch big under load, and batches in flight together never
+//! share a buyer, so none waits for another's row locks.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +36,7 @@ use ledger::charges::{NewCharge, PlatformFee};
 use ledger::idempotency::{Answer, KeyClaim};
 use ledger::{Currency, TenantId};
 use rust_decimal::Decimal;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -97,40 +100,50 @@ pub enum Reply {
     Alone,
 }
 
-/// The handlers' end of the batcher.
+/// The handlers' end of the batcher: one queue per lane.
 #[derive(Clone)]
 pub struct Batcher {
-    queue: mpsc::UnboundedSender<Job>,
+    lanes: Arc<[mpsc::UnboundedSender<Job>]>,
 }
 
 impl Batcher {
-    /// Starts the dispatcher on the current runtime; it ends when every
-    /// `Batcher` is dropped and the queue is empty.
+    /// Starts one task per lane on the current runtime; each ends when every
+    /// `Batcher` is dropped and its queue is empty.
     pub fn start(pool: Pool, retention_secs: f64, shape: Shape) -> Batcher {
-        let (queue, jobs) = mpsc::unbounded_channel();
-        tokio::spawn(dispatch(jobs, Arc::new(Executor { pool, retention_secs }), shape));
-        Batcher { queue }
+        let executor = Arc::new(Executor { pool, retention_secs });
+        let busy = Arc::new(AtomicUsize::new(0));
+        let lanes: Vec<_> = (0..shape.concurrency)
+            .map(|_| {
+                let (queue, jobs) = mpsc::unbounded_channel();
+                tokio::spawn(lane(jobs, executor.clone(), shape, busy.clone()));
+                queue
+            })
+            .collect();
+        Batcher { lanes: lanes.into() }
     }
 
-    /// Hands `job` to the next batch and waits for its reply. A batch that
-    /// vanished without replying (its task panicked) committed nothing
-    /// this request could not find alone: the request runs alone.
+    /// Hands `job` to its lane's next batch and waits for its reply. A
+    /// batch that vanished without replying (its task panicked) committed
+    /// nothing this request could not find alone: the request runs alone.
     pub async fn submit(&self, job: impl FnOnce(oneshot::Sender<Reply>) -> Job) -> Reply {
         let (reply, answer) = oneshot::channel();
-        if self.queue.send(job(reply)).is_err() {
+        let job = job(reply);
+        // A buyer always goes to the same lane: batches in flight at once
+        // never share a buyer, so none waits for another's row locks, and
+        // one buyer's charges are decided in the order they arrived.
+        let lane = (job.charge.buyer.as_u128() % self.lanes.len() as u128) as usize;
+        if self.lanes[lane].send(job).is_err() {
             return Reply::Alone;
         }
         answer.await.unwrap_or(Reply::Alone)
     }
 }
 
-async fn dispatch(mut jobs: mpsc::UnboundedReceiver<Job>, executor: Arc<Executor>, shape: Shape) {
-    let slots = Arc::new(Semaphore::new(shape.concurrency));
-    loop {
-        // Wait for a free slot before taking anything: while every slot is
-        // busy, requests gather in the queue for the next batch.
-        let slot = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
-        let Some(first) = jobs.recv().await else { return };
+/// One lane: a batch at a time, on its own connection. `busy` counts the
+/// lanes with a batch in flight.
+async fn lane(mut jobs: mpsc::UnboundedReceiver<Job>, executor: Arc<Executor>, shape: Shape, busy: Arc<AtomicUsize>) {
+    // While a batch runs, requests gather in the queue for the next one.
+    while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
         while batch.len() < shape.max {
             match jobs.try_recv() {
@@ -138,11 +151,10 @@ async fn dispatch(mut jobs: mpsc::UnboundedReceiver<Job>, executor: Arc<Executor
                 Err(_) => break,
             }
         }
-        // Wait for more only on a busy service (other batches in flight, or
-        // more than one request waiting): an idle one sends a lone request
-        // at once.
-        let busy = batch.len() > 1 || slots.available_permits() + 1 < shape.concurrency;
-        if batch.len() < shape.max && !shape.window.is_zero() && busy {
+        // Wait for more only on a busy process (more than one request
+        // waiting, or another lane's batch in flight): an idle one sends a
+        // lone request at once.
+        if batch.len() < shape.max && !shape.window.is_zero() && (batch.len() > 1 || busy.load(Ordering::Relaxed) > 0) {
             let deadline = tokio::time::Instant::now() + shape.window;
             while batch.len() < shape.max {
                 match tokio::time::timeout_at(deadline, jobs.recv()).await {
@@ -151,11 +163,9 @@ async fn dispatch(mut jobs: mpsc::UnboundedReceiver<Job>, executor: Arc<Executor
                 }
             }
         }
-        let executor = executor.clone();
-        tokio::spawn(async move {
-            executor.run(batch).await;
-            drop(slot);
-        });
+        busy.fetch_add(1, Ordering::Relaxed);
+        executor.run(batch).await;
+        busy.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

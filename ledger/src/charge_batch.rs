@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use deadpool_postgres::Transaction;
 use rust_decimal::Decimal;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::charges::{existing_in, find_order_many_sql, from_row, insert_many_sql, Charge, NewCharge};
@@ -112,8 +113,16 @@ pub async fn create_many(tx: &Transaction<'_>, items: &[BatchedCharge<'_>]) -> R
     named.sort_unstable();
     named.dedup();
     let (t, a): (Vec<Uuid>, Vec<Uuid>) = named.iter().copied().unzip();
+    let (ot, oo): (Vec<Uuid>, Vec<&str>) = live.iter().map(|&i| (items[i].tenant.0, items[i].new.order_id)).unzip();
+    // Both reads at once: tokio-postgres pipelines them on the connection.
+    let orders_sql = find_order_many_sql();
+    let (account_params, order_params): ([&(dyn ToSql + Sync); 2], [&(dyn ToSql + Sync); 2]) = ([&t, &a], [&ot, &oo]);
+    let (account_rows, order_rows) = futures::try_join!(
+        tx.cached_query(READ_MANY_SQL, &account_params),
+        tx.cached_query(&orders_sql, &order_params),
+    )?;
     let mut accounts: HashMap<(Uuid, Uuid), Account> = HashMap::new();
-    for row in tx.cached_query(READ_MANY_SQL, &[&t, &a]).await? {
+    for row in account_rows {
         let id: Uuid = row.get(0);
         let row_balance: Decimal = row.get(4);
         let slots: Decimal = row.get(5);
@@ -130,9 +139,8 @@ pub async fn create_many(tx: &Transaction<'_>, items: &[BatchedCharge<'_>]) -> R
             },
         );
     }
-    let (t, o): (Vec<Uuid>, Vec<&str>) = live.iter().map(|&i| (items[i].tenant.0, items[i].new.order_id)).unzip();
     let mut charges_of: HashMap<(Uuid, String), Vec<Charge>> = HashMap::new();
-    for row in tx.cached_query(&find_order_many_sql(), &[&t, &o]).await? {
+    for row in order_rows {
         let tenant: Uuid = row.get(20);
         let charge = from_row(&row)?.charge;
         charges_of.entry((tenant, charge.order_id.clone())).or_default().push(charge);
@@ -280,50 +288,47 @@ async fn write(
     }
     let (row_ids, row_deltas): (Vec<Uuid>, Vec<Decimal>) = rows.into_iter().unzip();
     let (slot_ids, slot_deltas): (Vec<Uuid>, Vec<Decimal>) = slots.into_iter().unzip();
-    tx.cached_execute(
-        POST_MANY_SQL,
-        &[
-            &"charge",
-            &tx_ids,
-            &tx_tenants,
-            &tx_currencies,
-            &e_tx,
-            &e_leg,
-            &e_account,
-            &e_amount,
-            &e_currency,
-            &row_ids,
-            &row_deltas,
-            &slot_ids,
-            &slot_deltas,
-        ],
-    )
-    .await?;
-
-    // The charges, one INSERT; RETURNING gives no order, so match by id.
     let mut cols = ChargeColumns::default();
     for p in applied {
         cols.push(&items[p.item], p.transaction_id);
     }
-    let rows = tx
-        .cached_query(
-            &insert_many_sql(),
-            &[
-                &cols.ids,
-                &cols.tenants,
-                &cols.orders,
-                &cols.attempts,
-                &cols.buyers,
-                &cols.sellers,
-                &cols.platforms,
-                &cols.amounts,
-                &cols.fees,
-                &cols.currencies,
-                &cols.transactions,
-                &cols.emails,
-            ],
-        )
-        .await?;
+    // The postings and the charges at once (pipelined): the charges' foreign
+    // keys to their transactions are checked at the end of their statement,
+    // which PostgreSQL runs after the postings' (one connection, in order).
+    let insert_sql = insert_many_sql();
+    let post_params: [&(dyn ToSql + Sync); 13] = [
+        &"charge",
+        &tx_ids,
+        &tx_tenants,
+        &tx_currencies,
+        &e_tx,
+        &e_leg,
+        &e_account,
+        &e_amount,
+        &e_currency,
+        &row_ids,
+        &row_deltas,
+        &slot_ids,
+        &slot_deltas,
+    ];
+    let charge_params: [&(dyn ToSql + Sync); 12] = [
+        &cols.ids,
+        &cols.tenants,
+        &cols.orders,
+        &cols.attempts,
+        &cols.buyers,
+        &cols.sellers,
+        &cols.platforms,
+        &cols.amounts,
+        &cols.fees,
+        &cols.currencies,
+        &cols.transactions,
+        &cols.emails,
+    ];
+    let (_, rows) = futures::try_join!(
+        tx.cached_execute(POST_MANY_SQL, &post_params),
+        tx.cached_query(&insert_sql, &charge_params),
+    )?;
     let mut by_id: HashMap<Uuid, Charge> = HashMap::new();
     for row in &rows {
         let charge = from_row(row)?.charge;

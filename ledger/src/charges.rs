@@ -161,12 +161,16 @@ pub(crate) fn insert_many_sql() -> String {
 }
 
 /// The charges of many (tenant, order) pairs, oldest attempt first, each
-/// row ending with its tenant: [`find_order_sql`] for a batch.
+/// row ending with its tenant: [`find_order_sql`] for a batch. `LATERAL`,
+/// so that each pair is one lookup in the order index: as a plain join of
+/// the arrays, the generic plan of the prepared statement scanned every
+/// charge.
 pub(crate) fn find_order_many_sql() -> String {
     format!(
-        "SELECT {COLUMNS}, c.tenant_id FROM {FROM} \
-           JOIN unnest($1::uuid[], $2::text[]) AS o(t, id) ON c.tenant_id = o.t AND c.order_id = o.id \
-          ORDER BY c.attempt"
+        "SELECT x.* FROM unnest($1::uuid[], $2::text[]) AS o(t, id) \
+           CROSS JOIN LATERAL (SELECT {COLUMNS}, c.tenant_id FROM {FROM} \
+                                WHERE c.tenant_id = o.t AND c.order_id = o.id) x \
+          ORDER BY x.attempt"
     )
 }
 

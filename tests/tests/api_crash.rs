@@ -173,8 +173,19 @@ async fn api_killed_after_commit_replays_the_committed_answer_on_retry() {
 async fn crash_in_a_batch(point: &str) -> i64 {
     let app = spawn_app().await;
     let key = app.tenant("shop").await;
-    let buyer = app.funded(&key, "buyer", "100.00").await;
     let held = app.funded(&key, "held", "100.00").await;
+    // Batches go to lanes by buyer (`CHARGE_BATCH_CONCURRENCY` of them, the
+    // buyer's id modulo their count): the five charges' buyer must be in the
+    // other lane than the held one, or they would queue behind its batch.
+    let lane = |id: &str| id.parse::<uuid::Uuid>().unwrap().as_u128() % 2;
+    let mut n = 0;
+    let buyer = loop {
+        let b = app.funded(&key, &format!("buyer-{n}"), "100.00").await;
+        if lane(&b) != lane(&held) {
+            break b;
+        }
+        n += 1;
+    };
     let seller = app.account(&key, "seller", "USD", false).await;
     let body = |order: &str, buyer: &str| {
         json!({"order_id": order, "attempt": 1, "buyer_account_id": buyer, "seller_account_id": seller,
