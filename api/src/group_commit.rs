@@ -32,12 +32,10 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use ledger::charge_batch::{Batched, BatchedCharge};
-use ledger::charges::{NewCharge, PlatformFee};
+use ledger::charges::NewCharge;
 use ledger::idempotency::{Answer, KeyClaim};
-use ledger::{Currency, TenantId};
-use rust_decimal::Decimal;
+use ledger::TenantId;
 use tokio::sync::{mpsc, oneshot};
-use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::idempotency::{answer, claim_failed};
@@ -51,41 +49,12 @@ pub struct Shape {
     pub concurrency: usize,
 }
 
-/// A new wallet charge as a batch takes it: owned, since it leaves its
-/// handler for the batch's task.
-#[derive(Clone)]
-pub struct OwnedCharge {
-    pub order_id: String,
-    pub attempt: i32,
-    pub buyer: Uuid,
-    pub seller: Uuid,
-    pub amount: Decimal,
-    pub currency: Currency,
-    pub platform_fee: Option<PlatformFee>,
-    pub receipt_email: Option<String>,
-}
-
-impl OwnedCharge {
-    pub fn as_new(&self) -> NewCharge<'_> {
-        NewCharge {
-            order_id: &self.order_id,
-            attempt: self.attempt,
-            buyer: self.buyer,
-            seller: self.seller,
-            amount: self.amount,
-            currency: self.currency,
-            platform_fee: self.platform_fee.clone(),
-            receipt_email: self.receipt_email.as_deref(),
-        }
-    }
-}
-
 /// A request handed to the batcher.
 pub struct Job {
     pub tenant: TenantId,
     pub key: String,
     pub fingerprint: Vec<u8>,
-    pub charge: OwnedCharge,
+    pub charge: NewCharge,
     pub request_id: Option<String>,
     pub reply: oneshot::Sender<Reply>,
 }
@@ -219,7 +188,7 @@ impl Executor {
             .iter()
             .map(|&i| BatchedCharge {
                 tenant: jobs[i].tenant,
-                new: jobs[i].charge.as_new(),
+                new: &jobs[i].charge,
                 request_id: jobs[i].request_id.as_deref(),
             })
             .collect();

@@ -25,7 +25,7 @@ use service::payments::Asked;
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, ProblemCode, PROBLEM_JSON};
-use crate::group_commit::{Job, OwnedCharge, Reply};
+use crate::group_commit::{Job, Reply};
 use crate::state::AppState;
 
 pub const REPLAYED: &str = "Idempotent-Replayed";
@@ -271,11 +271,11 @@ pub async fn run_wallet_charge(
     tenant: TenantId,
     key: &IdempotencyKey,
     canonical_body: &[u8],
-    charge: OwnedCharge,
+    charge: ledger::charges::NewCharge,
 ) -> Result<HttpResponse, ApiError> {
-    let alone = async |charge: OwnedCharge| {
+    let alone = async |charge: ledger::charges::NewCharge| {
         run(state, tenant, key, canonical_body, crate::routes::charges::created(), async |tx| {
-            Ok(ledger::charges::create(tx, tenant, &charge.as_new()).await?.map(crate::routes::charges::Charge::from))
+            Ok(ledger::charges::create(tx, tenant, &charge).await?.map(crate::routes::charges::Charge::from))
         })
         .await
     };

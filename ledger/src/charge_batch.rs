@@ -36,7 +36,7 @@ use crate::{outbox, Decline, Error, Outcome, Result, TenantId};
 /// One charge of a batch.
 pub struct BatchedCharge<'a> {
     pub tenant: TenantId,
-    pub new: NewCharge<'a>,
+    pub new: &'a NewCharge,
     /// The request it is made for, carried on its event (`correlation`).
     pub request_id: Option<&'a str>,
 }
@@ -83,7 +83,7 @@ pub async fn create_many(tx: &Transaction<'_>, items: &[BatchedCharge<'_>]) -> R
             || fee.is_some_and(|f| f.account_id == new.buyer || f.account_id == new.seller)
         {
             results[i] = Some(Batched::Done(Err(Error::SameAccount)));
-        } else if !orders.insert((item.tenant.0, new.order_id)) {
+        } else if !orders.insert((item.tenant.0, new.order_id.as_str())) {
             results[i] = Some(Batched::Alone);
         }
     }
@@ -113,7 +113,8 @@ pub async fn create_many(tx: &Transaction<'_>, items: &[BatchedCharge<'_>]) -> R
     named.sort_unstable();
     named.dedup();
     let (t, a): (Vec<Uuid>, Vec<Uuid>) = named.iter().copied().unzip();
-    let (ot, oo): (Vec<Uuid>, Vec<&str>) = live.iter().map(|&i| (items[i].tenant.0, items[i].new.order_id)).unzip();
+    let (ot, oo): (Vec<Uuid>, Vec<&str>) =
+        live.iter().map(|&i| (items[i].tenant.0, items[i].new.order_id.as_str())).unzip();
     // Both reads at once: tokio-postgres pipelines them on the connection.
     let orders_sql = find_order_many_sql();
     let (account_params, order_params): ([&(dyn ToSql + Sync); 2], [&(dyn ToSql + Sync); 2]) = ([&t, &a], [&ot, &oo]);
@@ -209,8 +210,8 @@ fn decide(
             Some(_) => {}
         }
     }
-    let order = charges_of.get(&(tenant, new.order_id.to_owned())).map(Vec::as_slice).unwrap_or(&[]);
-    match existing_in(order, new.order_id, new.attempt, |c| new.same_as(c)) {
+    let order = charges_of.get(&(tenant, new.order_id.clone())).map(Vec::as_slice).unwrap_or(&[]);
+    match existing_in(order, &new.order_id, new.attempt, |c| new.same_as(c)) {
         Err(e) => return Decided::Done(Err(e)),
         Ok(Some(existing)) => return Decided::Done(Ok(Outcome::Existing(existing))),
         Ok(None) => {}
@@ -342,7 +343,7 @@ async fn write(
         .iter()
         .map(|(i, charge)| {
             let item = &items[*i];
-            (item.tenant, Some(item.new.order_id), item.request_id, ChargeSucceededV1::from(charge))
+            (item.tenant, Some(item.new.order_id.as_str()), item.request_id, ChargeSucceededV1::from(charge))
         })
         .collect();
     outbox::enqueue_many(tx, &events).await?;
@@ -371,7 +372,7 @@ impl<'a> ChargeColumns<'a> {
         let new = &item.new;
         self.ids.push(Uuid::now_v7());
         self.tenants.push(item.tenant.0);
-        self.orders.push(new.order_id);
+        self.orders.push(&new.order_id);
         self.attempts.push(new.attempt);
         self.buyers.push(new.buyer);
         self.sellers.push(new.seller);
@@ -380,6 +381,6 @@ impl<'a> ChargeColumns<'a> {
         self.fees.push(new.platform_fee.as_ref().map_or(Decimal::ZERO, |f| f.amount));
         self.currencies.push(new.currency.code());
         self.transactions.push(transaction_id);
-        self.emails.push(new.receipt_email);
+        self.emails.push(new.receipt_email.as_deref());
     }
 }

@@ -226,25 +226,28 @@ pub(crate) fn from_row(row: &Row) -> Result<ChargeRow> {
     })
 }
 
-pub struct NewCharge<'a> {
-    pub order_id: &'a str,
+/// A new wallet charge as asked for. Owned: a batch of charges
+/// (`charge_batch`) takes it from its request's handler to another task.
+#[derive(Debug, Clone)]
+pub struct NewCharge {
+    pub order_id: String,
     pub attempt: i32,
     pub buyer: Uuid,
     pub seller: Uuid,
     pub amount: Decimal,
     pub currency: Currency,
     pub platform_fee: Option<PlatformFee>,
-    pub receipt_email: Option<&'a str>,
+    pub receipt_email: Option<String>,
 }
 
-impl NewCharge<'_> {
+impl NewCharge {
     pub(crate) fn same_as(&self, c: &Charge) -> bool {
         Some(self.buyer) == c.buyer_account_id
             && self.seller == c.seller_account_id
             && self.amount == c.amount
             && self.currency == c.currency
             && self.platform_fee == c.platform_fee
-            && self.receipt_email == c.receipt_email.as_deref()
+            && self.receipt_email == c.receipt_email
     }
 }
 
@@ -252,7 +255,7 @@ impl NewCharge<'_> {
 /// the same attempt was already charged with the same terms; refuses a
 /// charge for an order that another attempt already paid; declines when the
 /// buyer cannot pay.
-pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge<'_>) -> Result<Outcome<Charge>> {
+pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge) -> Result<Outcome<Charge>> {
     let mut ids = vec![new.buyer, new.seller];
     if let Some(fee) = &new.platform_fee {
         if fee.amount > new.amount {
@@ -275,7 +278,7 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge<'_>)
     let locked = lock_debited(tx, tenant, &ids, &[new.buyer], new.currency).await?;
     // the key row and the accounts are locked by this transaction, nothing written yet
     crate::crash::point("charge-after-account-lock");
-    if let Some(existing) = existing_attempt(tx, tenant, new.order_id, new.attempt, |c| new.same_as(c)).await? {
+    if let Some(existing) = existing_attempt(tx, tenant, &new.order_id, new.attempt, |c| new.same_as(c)).await? {
         return Ok(Outcome::Existing(existing));
     }
     let fee = new.platform_fee.as_ref().map_or(Decimal::ZERO, |f| f.amount);

@@ -27,20 +27,29 @@ pub async fn enqueue<E: Event>(
     order_id: Option<&str>,
     data: &E,
 ) -> Result<Uuid> {
+    let (message_id, payload) = envelope(tenant, order_id, data, Utc::now());
+    let request_id = crate::correlation::current();
+    tx.cached_execute(ENQUEUE_SQL, &[&message_id, &tenant.0, &E::TYPE, &order_id, &payload, &request_id]).await?;
+    Ok(message_id)
+}
+
+/// A new event's message id and envelope, as the outbox stores it.
+fn envelope<E: Event>(
+    tenant: TenantId,
+    order_id: Option<&str>,
+    data: &E,
+    occurred_at: DateTime<Utc>,
+) -> (Uuid, serde_json::Value) {
     let envelope = Envelope {
         message_id: Uuid::now_v7(),
         event_type: E::TYPE.to_owned(),
         version: E::VERSION,
         tenant_id: tenant.0,
         order_id: order_id.map(str::to_owned),
-        occurred_at: Utc::now(),
+        occurred_at,
         data,
     };
-    let payload = serde_json::to_value(&envelope).expect("events serialize");
-    let request_id = crate::correlation::current();
-    tx.cached_execute(ENQUEUE_SQL, &[&envelope.message_id, &tenant.0, &E::TYPE, &order_id, &payload, &request_id])
-        .await?;
-    Ok(envelope.message_id)
+    (envelope.message_id, serde_json::to_value(&envelope).expect("events serialize"))
 }
 
 /// Writes many events of one type in one statement, within `tx` (a batch
@@ -53,17 +62,9 @@ pub async fn enqueue_many<E: Event>(
     let now = Utc::now();
     let (mut ids, mut tenants, mut orders, mut payloads, mut requests) = (vec![], vec![], vec![], vec![], vec![]);
     for (tenant, order_id, request_id, data) in events {
-        let envelope = Envelope {
-            message_id: Uuid::now_v7(),
-            event_type: E::TYPE.to_owned(),
-            version: E::VERSION,
-            tenant_id: tenant.0,
-            order_id: order_id.map(str::to_owned),
-            occurred_at: now,
-            data,
-        };
-        payloads.push(serde_json::to_value(&envelope).expect("events serialize"));
-        ids.push(envelope.message_id);
+        let (message_id, payload) = envelope(*tenant, *order_id, data, now);
+        payloads.push(payload);
+        ids.push(message_id);
         tenants.push(tenant.0);
         orders.push(*order_id);
         requests.push(*request_id);

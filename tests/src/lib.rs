@@ -350,6 +350,17 @@ impl TestApp {
         id
     }
 
+    /// One number from the test's database.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        self.db.client().await.query_one(sql, &[]).await.unwrap().get(0)
+    }
+
+    /// `ledger-api audit` over the test's database finds nothing wrong.
+    pub async fn audit_clean(&self) {
+        let report = ledger::audit::audit(&self.db.client().await, Default::default()).await.unwrap();
+        assert!(report.is_clean(), "{report}");
+    }
+
     pub async fn balance(&self, key: &str, account: &str) -> String {
         self.get(&format!("/v1/accounts/{account}"), key).await.json()["balance"].as_str().unwrap().to_owned()
     }

@@ -28,15 +28,6 @@ fn charge(order: &str, attempt: i32, buyer: &str, seller: &str, amount: &str) ->
            "amount": amount, "currency": "USD"})
 }
 
-async fn scalar(app: &TestApp, sql: &str) -> i64 {
-    app.db.client().await.query_one(sql, &[]).await.unwrap().get(0)
-}
-
-async fn audit_clean(app: &TestApp) {
-    let report = ledger::audit::audit(&app.db.client().await, Default::default()).await.unwrap();
-    assert!(report.is_clean(), "{report}");
-}
-
 /// Every request sent again with its key: the first answer, byte for byte,
 /// as a replay (errors were not stored: they are answered afresh, the same).
 async fn assert_replays(app: &TestApp, key: &str, sent: &[(String, Value)], first: &[Answer]) {
@@ -110,11 +101,11 @@ async fn concurrent_charges_share_commits_and_each_gets_its_own_outcome() {
 
     // The effects: one charge, one transaction and one event per paid
     // request, nothing for the others, and exact balances.
-    assert_eq!(scalar(&app, "SELECT count(*) FROM charges").await, 13);
-    assert_eq!(scalar(&app, "SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await, 13);
-    assert_eq!(scalar(&app, "SELECT count(*) FROM outbox WHERE event_type = 'charge.succeeded'").await, 13);
+    assert_eq!(app.scalar("SELECT count(*) FROM charges").await, 13);
+    assert_eq!(app.scalar("SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await, 13);
+    assert_eq!(app.scalar("SELECT count(*) FROM outbox WHERE event_type = 'charge.succeeded'").await, 13);
     assert_eq!(
-        scalar(&app, "SELECT count(*) FROM outbox o JOIN charges c ON c.order_id = o.order_id").await,
+        app.scalar("SELECT count(*) FROM outbox o JOIN charges c ON c.order_id = o.order_id").await,
         13,
         "every event is its charge's"
     );
@@ -124,16 +115,16 @@ async fn concurrent_charges_share_commits_and_each_gets_its_own_outcome() {
     assert_eq!(app.balance(&key, &cents).await, "34.00");
     assert_eq!(app.balance(&key, &platform).await, "15.00");
     assert_eq!(app.balance(&key, &seller).await, "131.00");
-    audit_clean(&app).await;
+    app.audit_clean().await;
 
     // They were committed together: far fewer transactions than charges.
-    let commits = scalar(&app, "SELECT count(DISTINCT xmin::text) FROM charges").await;
+    let commits = app.scalar("SELECT count(DISTINCT xmin::text) FROM charges").await;
     assert!(commits < 13, "13 charges in {commits} commits");
-    let largest = scalar(&app, "SELECT max(n) FROM (SELECT count(*) AS n FROM charges GROUP BY xmin::text) b").await;
+    let largest = app.scalar("SELECT max(n) FROM (SELECT count(*) AS n FROM charges GROUP BY xmin::text) b").await;
     assert!(largest >= 4, "the largest batch held {largest} charges");
 
     assert_replays(&app, &key, &sent, &answers).await;
-    assert_eq!(scalar(&app, "SELECT count(*) FROM charges").await, 13, "no retry charged again");
+    assert_eq!(app.scalar("SELECT count(*) FROM charges").await, 13, "no retry charged again");
 }
 
 #[actix_web::test]
@@ -187,17 +178,17 @@ async fn a_batch_that_fails_fails_none_of_its_requests_but_the_one_at_fault() {
             assert_eq!(a.status, StatusCode::CREATED, "{idem}: {a:?}");
         }
     }
-    assert_eq!(scalar(&app, "SELECT count(*) FROM charges WHERE order_id = 'poison'").await, 0);
-    assert_eq!(scalar(&app, "SELECT count(*) FROM charges").await, 8);
-    assert_eq!(scalar(&app, "SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await, 8);
-    assert_eq!(scalar(&app, "SELECT count(*) FROM outbox WHERE event_type = 'charge.succeeded'").await, 8);
+    assert_eq!(app.scalar("SELECT count(*) FROM charges WHERE order_id = 'poison'").await, 0);
+    assert_eq!(app.scalar("SELECT count(*) FROM charges").await, 8);
+    assert_eq!(app.scalar("SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await, 8);
+    assert_eq!(app.scalar("SELECT count(*) FROM outbox WHERE event_type = 'charge.succeeded'").await, 8);
     assert_eq!(
-        scalar(&app, "SELECT count(*) FROM idempotency_keys WHERE key = 'poison:1'").await,
+        app.scalar("SELECT count(*) FROM idempotency_keys WHERE key = 'poison:1'").await,
         0,
         "the failed request's key is free: a retry runs afresh"
     );
     assert_eq!(app.balance(&key, &buyer).await, "60.00");
-    audit_clean(&app).await;
+    app.audit_clean().await;
 
     db.batch_execute("DROP TRIGGER refuse_poison ON charges").await.unwrap();
     let retry = app.post("/v1/charges", &key, "poison:1", sent[3].1.clone()).await;

@@ -3,7 +3,7 @@
 use actix_web::{get, post, web, HttpResponse};
 use chrono::{DateTime, Utc};
 use ledger::cards::NewCardCharge;
-use ledger::charges::{NewRefund, ProviderRefund, RefundPlan};
+use ledger::charges::{NewCharge, NewRefund, ProviderRefund, RefundPlan};
 use ledger::money::parse_amount;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -12,7 +12,6 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{provider_error, provider_unavailable, ApiError, Problem, ProblemCode};
-use crate::group_commit::OwnedCharge;
 use crate::idempotency::{self, Applied, IdempotencyKey};
 use crate::routes::identifier;
 use crate::state::AppState;
@@ -238,7 +237,7 @@ pub async fn create(
     };
     match (b.buyer_account_id, &b.payment_method) {
         (Some(buyer), None) => {
-            let charge = OwnedCharge {
+            let charge = NewCharge {
                 order_id: order_id.to_owned(),
                 attempt: b.attempt,
                 buyer,
