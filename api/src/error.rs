@@ -331,7 +331,14 @@ fn database(e: &tokio_postgres::Error) -> ApiError {
         // not connect (refused while the server is down or restarting, reset).
         _ if ledger::error::unavailable(e) => unavailable(),
         _ => {
-            tracing::error!(error = %e, "database error");
+            let db = e.as_db_error();
+            tracing::error!(
+                error = %e,
+                code = ?e.code().map(|c| c.code()),
+                message = ?db.map(|d| d.message()),
+                detail = ?db.and_then(|d| d.detail()),
+                "database error"
+            );
             internal()
         }
     }

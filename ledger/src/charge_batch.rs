@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use deadpool_postgres::Transaction;
 use rust_decimal::Decimal;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::Statement;
 use uuid::Uuid;
 
 use crate::charges::{existing_in, find_order_many_sql, from_row, insert_many_sql, Charge, NewCharge};
@@ -115,13 +116,13 @@ pub async fn create_many(tx: &Transaction<'_>, items: &[BatchedCharge<'_>]) -> R
     let (t, a): (Vec<Uuid>, Vec<Uuid>) = named.iter().copied().unzip();
     let (ot, oo): (Vec<Uuid>, Vec<&str>) =
         live.iter().map(|&i| (items[i].tenant.0, items[i].new.order_id.as_str())).unzip();
-    // Both reads at once: tokio-postgres pipelines them on the connection.
+    // Both reads at once: tokio-postgres pipelines them on the connection
+    // (`pipelined`).
     let orders_sql = find_order_many_sql();
     let (account_params, order_params): ([&(dyn ToSql + Sync); 2], [&(dyn ToSql + Sync); 2]) = ([&t, &a], [&ot, &oo]);
-    let (account_rows, order_rows) = futures::try_join!(
-        tx.cached_query(READ_MANY_SQL, &account_params),
-        tx.cached_query(&orders_sql, &order_params),
-    )?;
+    let (read, orders) = pipelined(tx, READ_MANY_SQL, &orders_sql).await?;
+    let (account_rows, order_rows) =
+        futures::try_join!(tx.query(&read, &account_params), tx.query(&orders, &order_params))?;
     let mut accounts: HashMap<(Uuid, Uuid), Account> = HashMap::new();
     for row in account_rows {
         let id: Uuid = row.get(0);
@@ -326,10 +327,8 @@ async fn write(
         &cols.transactions,
         &cols.emails,
     ];
-    let (_, rows) = futures::try_join!(
-        tx.cached_execute(POST_MANY_SQL, &post_params),
-        tx.cached_query(&insert_sql, &charge_params),
-    )?;
+    let (post, insert) = pipelined(tx, POST_MANY_SQL, &insert_sql).await?;
+    let (_, rows) = futures::try_join!(tx.execute(&post, &post_params), tx.query(&insert, &charge_params))?;
     let mut by_id: HashMap<Uuid, Charge> = HashMap::new();
     for row in &rows {
         let charge = from_row(row)?.charge;
@@ -383,4 +382,16 @@ impl<'a> ChargeColumns<'a> {
         self.transactions.push(transaction_id);
         self.emails.push(new.receipt_email.as_deref());
     }
+}
+
+/// Two statements prepared (from the connection's cache) before they are
+/// sent together. Only then does the connection run them in the order they
+/// are polled: a statement not prepared yet sends its `Parse` first and
+/// its execution only after the answer, so one already prepared, polled
+/// second, would run first (its insert then failed the foreign key to the
+/// postings it was sent after, found by `make chaos` on a fresh
+/// connection). In that order a failure of the first is also the error
+/// `try_join!` returns, not the second's "transaction is aborted".
+async fn pipelined(tx: &Transaction<'_>, first: &str, second: &str) -> Result<(Statement, Statement)> {
+    Ok((tx.prepare_cached(first).await?, tx.prepare_cached(second).await?))
 }
