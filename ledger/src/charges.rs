@@ -149,8 +149,9 @@ pub fn find_order_sql() -> String {
     format!("SELECT {COLUMNS} FROM {FROM} WHERE c.tenant_id = $1 AND c.order_id = $2 ORDER BY c.attempt")
 }
 
-/// [`insert_sql`] for a batch of charges (`charge_batch`), over arrays.
-pub(crate) fn insert_many_sql() -> String {
+/// [`insert_sql`] for a batch of charges (`charge_batch`), over arrays
+/// (public for the test that prepares it ahead of a batch).
+pub fn insert_many_sql() -> String {
     format!(
         "INSERT INTO charges (id, tenant_id, order_id, attempt, buyer_account_id, seller_account_id, \
                               platform_account_id, amount, fee, currency, transaction_id, receipt_email) \

@@ -195,3 +195,45 @@ async fn a_batch_that_fails_fails_none_of_its_requests_but_the_one_at_fault() {
     assert_eq!(retry.status, StatusCode::CREATED, "{retry:?}");
     assert_eq!(app.balance(&key, &buyer).await, "55.00");
 }
+
+/// A batch's pipelined statements run in the order it sends them, whatever
+/// its connection has prepared already. A connection that had prepared the
+/// charges' insert but not the postings once ran the insert first, which
+/// failed its foreign key to the postings (`make chaos` found it).
+#[actix_web::test]
+async fn a_batch_runs_its_statements_in_order_whatever_its_connection_prepared_before() {
+    use ledger::charge_batch::{Batched, BatchedCharge};
+    use ledger::charges::NewCharge;
+
+    let app = batching_app().await;
+    let key = app.tenant("shop").await;
+    let buyer = app.funded(&key, "buyer", "100.00").await;
+    let seller = app.account(&key, "seller", "USD", false).await;
+    let tenant: uuid::Uuid = app.db.client().await.query_one("SELECT id FROM tenants", &[]).await.unwrap().get(0);
+
+    let pool = ledger::db::pool(&app.db.url, &Default::default()).unwrap();
+    let mut client = pool.get().await.unwrap();
+    client.prepare_cached(&ledger::charges::insert_many_sql()).await.unwrap();
+    let new = |order: &str| NewCharge {
+        order_id: order.to_owned(),
+        attempt: 1,
+        buyer: buyer.parse().unwrap(),
+        seller: seller.parse().unwrap(),
+        amount: "10.00".parse().unwrap(),
+        currency: "USD".parse().unwrap(),
+        platform_fee: None,
+        receipt_email: None,
+    };
+    let charges = [new("p1"), new("p2")];
+    let items: Vec<BatchedCharge<'_>> =
+        charges.iter().map(|c| BatchedCharge { tenant: ledger::TenantId(tenant), new: c, request_id: None }).collect();
+    let tx = client.transaction().await.unwrap();
+    let results = ledger::charge_batch::create_many(&tx, &items).await.expect("the batch runs");
+    tx.commit().await.unwrap();
+    for r in &results {
+        assert!(matches!(r, Batched::Done(Ok(ledger::Outcome::Applied(_)))), "{r:?}");
+    }
+    assert_eq!(app.scalar("SELECT count(*) FROM charges").await, 2);
+    assert_eq!(app.balance(&key, &buyer).await, "80.00");
+    app.audit_clean().await;
+}
