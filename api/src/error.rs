@@ -344,6 +344,21 @@ fn database(e: &tokio_postgres::Error) -> ApiError {
     }
 }
 
+/// A failed claim of an Idempotency-Key: a lock wait past the timeout there
+/// means the first request with this key is still running past our wait.
+pub(crate) fn claim_failed(e: ledger::Error) -> ApiError {
+    let e = ApiError::from(e);
+    if e.code == ProblemCode::Contention {
+        return ApiError::new(
+            StatusCode::CONFLICT,
+            ProblemCode::RequestInProgress,
+            "a request with this Idempotency-Key is still in progress; retry shortly",
+        )
+        .retry_after(1);
+    }
+    e
+}
+
 /// An unexpected failure: an opaque 500, the cause in the log only.
 fn internal() -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ProblemCode::Internal, "internal error")

@@ -32,14 +32,12 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use ledger::charge_batch::{Batched, BatchedCharge};
-use ledger::charges::NewCharge;
+use ledger::charges::{Charge, NewCharge};
 use ledger::idempotency::{Answer, KeyClaim};
-use ledger::TenantId;
+use ledger::{Outcome, TenantId};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::ApiError;
-use crate::idempotency::{answer, claim_failed};
-use crate::routes::charges::{created, Charge};
+use crate::error::{claim_failed, ApiError};
 
 /// How batches are formed (see the module's documentation).
 #[derive(Debug, Clone, Copy)]
@@ -78,8 +76,8 @@ pub struct Batcher {
 impl Batcher {
     /// Starts one task per lane on the current runtime; each ends when every
     /// `Batcher` is dropped and its queue is empty.
-    pub fn start(pool: Pool, retention_secs: f64, shape: Shape) -> Batcher {
-        let executor = Arc::new(Executor { pool, retention_secs });
+    pub fn start(pool: Pool, retention_secs: f64, shape: Shape, answer: ToAnswer) -> Batcher {
+        let executor = Arc::new(Executor { pool, retention_secs, answer });
         let busy = Arc::new(AtomicUsize::new(0));
         let lanes: Vec<_> = (0..shape.concurrency)
             .map(|_| {
@@ -138,9 +136,14 @@ async fn lane(mut jobs: mpsc::UnboundedReceiver<Job>, executor: Arc<Executor>, s
     }
 }
 
+/// The answer stored and sent for a charge's outcome (the route's, as it
+/// stores it alone).
+pub type ToAnswer = fn(Outcome<Charge>) -> Answer;
+
 struct Executor {
     pool: Pool,
     retention_secs: f64,
+    answer: ToAnswer,
 }
 
 impl Executor {
@@ -198,7 +201,7 @@ impl Executor {
         let mut release: Vec<(TenantId, &str)> = Vec::new();
         for (&i, result) in mine.iter().zip(results) {
             replies[i] = match result {
-                Batched::Done(Ok(outcome)) => Reply::Answer(answer(outcome.map(Charge::from), &created())),
+                Batched::Done(Ok(outcome)) => Reply::Answer((self.answer)(outcome)),
                 Batched::Done(Err(e)) => {
                     release.push((jobs[i].tenant, &jobs[i].key));
                     Reply::Failed(e.into())

@@ -24,8 +24,7 @@ use serde::Serialize;
 use service::payments::Asked;
 use sha2::{Digest, Sha256};
 
-use crate::error::{ApiError, ProblemCode, PROBLEM_JSON};
-use crate::group_commit::{Job, Reply};
+use crate::error::{claim_failed, ApiError, ProblemCode, PROBLEM_JSON};
 use crate::state::AppState;
 
 pub const REPLAYED: &str = "Idempotent-Replayed";
@@ -78,7 +77,7 @@ impl IdempotencyKey {
 
     /// The request's fingerprint: SHA-256 of method, path and the canonical
     /// body, so that a key reused for another request is caught.
-    fn fingerprint(&self, canonical_body: &[u8]) -> Vec<u8> {
+    pub(crate) fn fingerprint(&self, canonical_body: &[u8]) -> Vec<u8> {
         let mut h = Sha256::new();
         h.update(self.method.as_bytes());
         h.update(b"\n");
@@ -164,7 +163,7 @@ pub(crate) fn answer<T: Serialize>(outcome: Outcome<T>, applied: &Applied<T>) ->
     }
 }
 
-fn response(answer: Answer, replayed: bool) -> Result<HttpResponse, ApiError> {
+pub(crate) fn response(answer: Answer, replayed: bool) -> Result<HttpResponse, ApiError> {
     let status = StatusCode::from_u16(answer.status)
         .map_err(|_| ledger::Error::unknown("stored status", answer.status.to_string()))?;
     let mut res = HttpResponse::build(status);
@@ -181,7 +180,7 @@ fn response(answer: Answer, replayed: bool) -> Result<HttpResponse, ApiError> {
 /// The stored answer, or 422 when the key belongs to another request. A
 /// replay costs its tenant a fraction of a request's rate-limit token
 /// (`limits`), given back here.
-fn replay(
+pub(crate) fn replay(
     state: &AppState,
     tenant: TenantId,
     stored: ledger::idempotency::Stored,
@@ -204,20 +203,6 @@ fn reused() -> ApiError {
         ProblemCode::IdempotencyKeyReused,
         "this Idempotency-Key was used for a different request",
     )
-}
-
-pub(crate) fn claim_failed(e: ledger::Error) -> ApiError {
-    let e = ApiError::from(e);
-    if e.code == ProblemCode::Contention {
-        // the first request with this key is still running past our wait
-        return ApiError::new(
-            StatusCode::CONFLICT,
-            ProblemCode::RequestInProgress,
-            "a request with this Idempotency-Key is still in progress; retry shortly",
-        )
-        .retry_after(1);
-    }
-    e
 }
 
 /// Runs `effect` at most once per (tenant, key): the first request runs it
@@ -260,50 +245,6 @@ pub async fn run<T: Serialize>(
     // committed, the client has not heard back
     ledger::crash::point("api-after-commit");
     response(answer, false)
-}
-
-/// A new wallet charge: through the batcher (`group_commit`), which gives
-/// it the same answer [`run`] would and commits it with its neighbours, or
-/// alone through [`run`] when batching is off or the batch leaves it to run
-/// alone. A retry of a completed request is replayed here, before any batch.
-pub async fn run_wallet_charge(
-    state: &AppState,
-    tenant: TenantId,
-    key: &IdempotencyKey,
-    canonical_body: &[u8],
-    charge: ledger::charges::NewCharge,
-) -> Result<HttpResponse, ApiError> {
-    let alone = async |charge: ledger::charges::NewCharge| {
-        run(state, tenant, key, canonical_body, crate::routes::charges::created(), async |tx| {
-            Ok(ledger::charges::create(tx, tenant, &charge).await?.map(crate::routes::charges::Charge::from))
-        })
-        .await
-    };
-    let Some(batcher) = &state.batcher else { return alone(charge).await };
-    let fingerprint = key.fingerprint(canonical_body);
-    {
-        let client = state.pool.get().await?;
-        let retention_secs = state.config.retention.idempotency().as_secs_f64();
-        if let Some(stored) = ledger::idempotency::completed(&client, tenant, key.as_str(), retention_secs).await? {
-            return replay(state, tenant, stored, &fingerprint);
-        }
-    }
-    let job = charge.clone();
-    let reply = batcher
-        .submit(|reply| Job {
-            tenant,
-            key: key.as_str().to_owned(),
-            fingerprint,
-            charge: job,
-            request_id: ledger::correlation::current(),
-            reply,
-        })
-        .await;
-    match reply {
-        Reply::Answer(answer) => response(answer, false),
-        Reply::Failed(e) => Err(e),
-        Reply::Alone => alone(charge).await,
-    }
 }
 
 /// A card charge, in atomic phases with a recovery point (`ledger::cards`):

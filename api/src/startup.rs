@@ -64,7 +64,12 @@ impl Application {
             limits: RateLimits::new(config.rate_limit()),
             payments: service::payments::Payments::new(&config.gateway)?,
             batcher: config.charge_batches().map(|shape| {
-                crate::group_commit::Batcher::start(pool.clone(), config.retention.idempotency().as_secs_f64(), shape)
+                crate::group_commit::Batcher::start(
+                    pool.clone(),
+                    config.retention.idempotency().as_secs_f64(),
+                    shape,
+                    routes::charges::batched_answer,
+                )
             }),
         });
         // the process's recorder, before the first request counts anything

@@ -4,7 +4,9 @@ use actix_web::{get, post, web, HttpResponse};
 use chrono::{DateTime, Utc};
 use ledger::cards::NewCardCharge;
 use ledger::charges::{NewCharge, NewRefund, ProviderRefund, RefundPlan};
+use ledger::idempotency::Answer;
 use ledger::money::parse_amount;
+use ledger::TenantId;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -12,6 +14,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{provider_error, provider_unavailable, ApiError, Problem, ProblemCode};
+use crate::group_commit::{Job, Reply};
 use crate::idempotency::{self, Applied, IdempotencyKey};
 use crate::routes::identifier;
 use crate::state::AppState;
@@ -247,7 +250,7 @@ pub async fn create(
                 platform_fee,
                 receipt_email: receipt_email.map(str::to_owned),
             };
-            idempotency::run_wallet_charge(&state, caller.0, &key, &body.canonical, charge).await
+            run_wallet_charge(&state, caller.0, &key, &body.canonical, charge).await
         }
         (None, Some(payment_method)) => {
             let provider_key = state.payments.provider_key(caller.0, order_id, b.attempt);
@@ -274,6 +277,57 @@ pub async fn create(
             "give exactly one of `buyer_account_id` (a wallet) and `payment_method` (a card)",
         )),
     }
+}
+
+/// A new wallet charge: through the batcher (`group_commit`), which gives
+/// it the same answer [`idempotency::run`] would and commits it with its neighbours, or
+/// alone through [`idempotency::run`] when batching is off or the batch leaves it to run
+/// alone. A retry of a completed request is replayed here, before any batch.
+async fn run_wallet_charge(
+    state: &AppState,
+    tenant: TenantId,
+    key: &IdempotencyKey,
+    canonical_body: &[u8],
+    charge: NewCharge,
+) -> Result<HttpResponse, ApiError> {
+    let alone = async |charge: NewCharge| {
+        idempotency::run(state, tenant, key, canonical_body, created(), async |tx| {
+            Ok(ledger::charges::create(tx, tenant, &charge).await?.map(Charge::from))
+        })
+        .await
+    };
+    let Some(batcher) = &state.batcher else { return alone(charge).await };
+    let fingerprint = key.fingerprint(canonical_body);
+    {
+        let client = state.pool.get().await?;
+        let retention_secs = state.config.retention.idempotency().as_secs_f64();
+        if let Some(stored) = ledger::idempotency::completed(&client, tenant, key.as_str(), retention_secs).await? {
+            return idempotency::replay(state, tenant, stored, &fingerprint);
+        }
+    }
+    let job = charge.clone();
+    let reply = batcher
+        .submit(|reply| Job {
+            tenant,
+            key: key.as_str().to_owned(),
+            fingerprint,
+            charge: job,
+            request_id: ledger::correlation::current(),
+            reply,
+        })
+        .await;
+    match reply {
+        Reply::Answer(answer) => idempotency::response(answer, false),
+        Reply::Failed(e) => Err(e),
+        Reply::Alone => alone(charge).await,
+    }
+}
+
+/// The answer a batch stores for a new charge's outcome: the one
+/// [`idempotency::run`] stores for it alone. Given to the batcher at start
+/// (`group_commit` knows no route).
+pub(crate) fn batched_answer(outcome: ledger::Outcome<ledger::charges::Charge>) -> Answer {
+    idempotency::answer(outcome.map(Charge::from), &created())
 }
 
 /// What a new charge answers: 201 with its path.
