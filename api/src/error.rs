@@ -44,6 +44,7 @@ pub enum ProblemCode {
     OutOfStock,
     RefundExceedsCharge,
     CardDeclined,
+    RefundFailed,
     InvalidPaymentSource,
     ChargeNotPaid,
     ProviderUnavailable,
@@ -186,6 +187,7 @@ pub fn decline_status(kind: DeclineKind) -> (StatusCode, ProblemCode) {
         DeclineKind::OutOfStock => (StatusCode::CONFLICT, ProblemCode::OutOfStock),
         DeclineKind::RefundExceedsCharge => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::RefundExceedsCharge),
         DeclineKind::CardDeclined => (StatusCode::PAYMENT_REQUIRED, ProblemCode::CardDeclined),
+        DeclineKind::RefundFailed => (StatusCode::PAYMENT_REQUIRED, ProblemCode::RefundFailed),
     }
 }
 

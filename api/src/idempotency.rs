@@ -16,12 +16,11 @@ use actix_web::dev::Payload;
 use actix_web::http::{header, StatusCode};
 use actix_web::{FromRequest, HttpRequest, HttpResponse};
 use deadpool_postgres::Transaction;
-use ledger::cards::{Begun, Completion};
-use ledger::charges::{Charge, ChargeStatus};
 use ledger::idempotency::{Answer, Claim};
+use ledger::phases::{Begun, Completion};
 use ledger::{Outcome, TenantId};
 use serde::Serialize;
-use service::payments::Asked;
+use service::effects::{self, Effect};
 use sha2::{Digest, Sha256};
 
 use crate::error::{claim_failed, ApiError, ProblemCode, PROBLEM_JSON};
@@ -50,10 +49,11 @@ pub struct IdempotencyKey {
     /// still running waits for it, or gets 409 `request_in_progress` with
     /// `Retry-After`. Keys are kept 24 hours by default (configurable).
     /// Successes and declines (`insufficient_funds`, `card_declined`,
-    /// `out_of_stock`, `refund_exceeds_charge`) are stored; validation errors
-    /// and 5xx are not, and nothing was written, so they are safe to retry.
-    /// A card charge's 202 (`processing`) is not stored either: retry it
-    /// with the same key for the final answer.
+    /// `out_of_stock`, `refund_exceeds_charge`, `refund_failed`) are stored;
+    /// validation errors and 5xx are not, and nothing was written, so they
+    /// are safe to retry. A card charge's or card refund's 202 (`processing`,
+    /// `pending`) is not stored either: retry it with the same key for the
+    /// final answer.
     // No `example`: one documented value would be sent by every generated
     // client and "try it out" for every request, each reusing the key with
     // another body (422). The description gives the convention instead.
@@ -231,7 +231,7 @@ pub async fn run<T: Serialize>(
     match ledger::idempotency::claim(&tx, tenant, key.as_str(), &fp, retention_secs).await {
         Ok(Claim::Owned) => {}
         Ok(Claim::Taken(stored)) => return replay(state, tenant, stored, &fp),
-        // only a card charge leaves a recovery point, and only under its own path
+        // only an effect at the provider leaves a recovery point, and only under its own path
         Ok(Claim::InFlight { .. }) => return Err(reused()),
         Err(e) => return Err(claim_failed(e)),
     }
@@ -247,34 +247,35 @@ pub async fn run<T: Serialize>(
     response(answer, false)
 }
 
-/// A card charge, in atomic phases with a recovery point (`ledger::cards`):
+/// An effect at the payment provider (a card charge, a card refund), in
+/// atomic phases with a recovery point (`service::effects`):
 ///
-/// 1. one transaction claims the key, runs `begin` (the charge, created
-///    `processing` or found by its natural key) and, unless that already
-///    gave the final answer, records the charge on the key as its recovery
-///    point, with no answer, and commits;
-/// 2. the provider is asked, with the charge's provider key, no transaction
-///    open;
+/// 1. one transaction claims the key, runs `begin` (the effect, created in
+///    flight or found by its natural key, or decided by the ledger alone)
+///    and, unless that already gave the final answer, records the effect on
+///    the key as its recovery point, with no answer, and commits. A key
+///    reused for another request is refused here, before anything leaves;
+/// 2. the provider is asked, with the effect's provider key, no transaction
+///    open (`effects::ask`);
 /// 3. a second transaction records the provider's answer (the ledger
-///    transaction and the event on success) and stores the final answer
-///    for the key.
+///    transaction and the event) and stores the final answer for the key.
 ///
-/// When the provider's outcome is unknown the charge stays `processing`
-/// and the client gets 202 with it, not stored: a retry with the same key
+/// When the provider's outcome is unknown the effect stays in flight and
+/// the client gets 202 with it, not stored: a retry with the same key
 /// finds the recovery point and resumes from step 2, with the same provider
 /// key, until the one final answer is stored and replayed.
-pub async fn run_card_charge<T: Serialize>(
+pub async fn run_two_phase<E: Effect, T: Serialize>(
     state: &AppState,
     tenant: TenantId,
     key: &IdempotencyKey,
     canonical_body: &[u8],
     applied: Applied<T>,
-    to_wire: fn(Charge) -> T,
-    begin: impl AsyncFnOnce(&Transaction<'_>) -> Result<Begun, ledger::Error>,
+    to_wire: fn(E::Row) -> T,
+    begin: impl AsyncFnOnce(&Transaction<'_>) -> Result<Begun<E::Row>, ledger::Error>,
 ) -> Result<HttpResponse, ApiError> {
     let fp = key.fingerprint(canonical_body);
     let retention_secs = state.config.retention.idempotency().as_secs_f64();
-    let charge_id = {
+    let id = {
         let mut client = state.pool.get().await?;
         if let Some(stored) = ledger::idempotency::completed(&client, tenant, key.as_str(), retention_secs).await? {
             return replay(state, tenant, stored, &fp);
@@ -291,62 +292,46 @@ pub async fn run_card_charge<T: Serialize>(
                         ledger::crash::point("api-after-commit");
                         return response(answer, false);
                     }
-                    Begun::InFlight(charge) => {
-                        ledger::idempotency::mark_in_flight(&tx, tenant, key.as_str(), charge.id).await?;
+                    Begun::InFlight(row) => {
+                        let id = E::id(&row);
+                        ledger::idempotency::mark_in_flight(&tx, tenant, key.as_str(), E::point(id)).await?;
                         tx.commit().await?;
-                        // the charge is `processing` and the key names it; the provider was not asked
-                        ledger::crash::point("card-after-charge-created");
-                        charge.id
+                        // in flight and the key names it; the provider was not asked
+                        ledger::crash::point(E::AFTER_BEGIN);
+                        id
                     }
                 }
             }
             Ok(Claim::Taken(stored)) => return replay(state, tenant, stored, &fp),
-            Ok(Claim::InFlight { fingerprint, charge_id }) => {
-                if fingerprint != fp {
-                    return Err(reused());
-                }
+            Ok(Claim::InFlight { fingerprint, point }) => match E::of_point(point) {
                 // nothing to write here: the rollback releases the key row
-                charge_id
-            }
+                Some(id) if fingerprint == fp => id,
+                _ => return Err(reused()),
+            },
             Err(e) => return Err(claim_failed(e)),
         }
     };
-    // Phase 2, no transaction and no pooled connection held while the
-    // provider answers.
-    let charge = {
-        let client = state.pool.get().await?;
-        ledger::cards::take(&**client, tenant, charge_id, state.payments.lease()).await?
-    };
-    let provider_answer = match charge.status {
-        ChargeStatus::Processing => match state.payments.ask(tenant, &charge).await {
-            Asked::Answer(answer) => Some(answer),
-            Asked::Unknown(why) => {
-                tracing::info!(charge = %charge.id, %why, "provider outcome unknown; the charge stays processing");
-                None
-            }
-        },
-        _ => None,
-    };
+    let provider_answer = effects::ask::<E>(&state.pool, &state.payments, tenant, id).await?;
     // the provider answered (or not); nothing of it is recorded yet
-    ledger::crash::point("card-after-provider");
+    ledger::crash::point(E::AFTER_PROVIDER);
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
-    match ledger::cards::complete(&tx, tenant, charge_id, provider_answer.as_ref()).await? {
+    match E::complete(&tx, tenant, id, provider_answer.as_ref()).await? {
         Completion::Final(outcome) => {
             let answer = answer(outcome.map(to_wire), &applied);
             let first = ledger::idempotency::store_final(&tx, tenant, key.as_str(), &answer).await?;
             tx.commit().await?;
             // the answer is recorded and stored, the client has not heard back
-            ledger::crash::point("card-after-complete");
+            ledger::crash::point(E::AFTER_COMPLETE);
             match first {
                 // a concurrent retry stored the answer first: that one it is
                 Some(stored) => response(stored.answer, true),
                 None => response(answer, false),
             }
         }
-        Completion::Processing(charge) => {
+        Completion::Processing(row) => {
             drop(tx);
-            let mut pending = json(StatusCode::ACCEPTED, &to_wire(charge));
+            let mut pending = json(StatusCode::ACCEPTED, &to_wire(row));
             pending.headers.push((header::RETRY_AFTER.to_string(), "1".to_owned()));
             response(pending, false)
         }

@@ -175,9 +175,9 @@ impl Client {
 
     /// A payment by id; `None` when the provider has no such payment.
     pub async fn retrieve_payment(&self, id: &str) -> Result<Option<PaymentIntent>, GatewayError> {
-        // Ids are `pi_` and alphanumerics; anything else cannot exist and must
-        // not reach the URL path.
-        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        // Anything that is not an id cannot exist and must not reach the URL
+        // path.
+        if !is_id(id) {
             return Ok(None);
         }
         let answer = self.get(&format!("/v1/payment_intents/{id}"), &[]).await?;
@@ -189,8 +189,10 @@ impl Client {
 
     /// Every payment whose metadata holds all of `metadata`, newest first.
     /// How a caller checks, past the provider's idempotency window, whether an
-    /// attempt was already charged before sending it again. (Stripe's search
-    /// index may lag writes by up to a minute; the fake's does not.)
+    /// attempt was already charged before sending it again. Stripe's search
+    /// index may lag writes by up to a minute (the fake's by
+    /// `--search-lag-ms`): an empty answer soon after a write proves nothing;
+    /// [`Client::list_payments`] and [`Client::retrieve_payment`] do not lag.
     pub async fn search_payments(&self, metadata: &[(&str, &str)]) -> Result<Vec<PaymentIntent>, GatewayError> {
         let query = search_query(metadata);
         let mut found = Vec::new();
@@ -253,6 +255,49 @@ impl Client {
         }
     }
 
+    /// Every refund of a payment, newest first, following the pages
+    /// (`GET /v1/refunds?payment_intent=..`). A list, never the search API: it
+    /// sees a refund as soon as its creation was answered. An id that cannot
+    /// be a payment's has no refunds; one the provider does not know is a
+    /// [`GatewayError::Rejected`] (`resource_missing`).
+    pub async fn list_refunds(&self, payment_intent: &str) -> Result<Vec<Refund>, GatewayError> {
+        // An empty filter would be no filter: every refund of the account.
+        if !is_id(payment_intent) {
+            return Ok(Vec::new());
+        }
+        self.list_all("/v1/refunds", vec![("payment_intent", payment_intent.to_owned())]).await
+    }
+
+    /// Every refund created in `[created_gte, created_lt)` (unix seconds),
+    /// following the pages: what a reconciliation compares with the ledger.
+    pub async fn list_all_refunds(&self, created_gte: i64, created_lt: i64) -> Result<Vec<Refund>, GatewayError> {
+        let period = vec![("created[gte]", created_gte.to_string()), ("created[lt]", created_lt.to_string())];
+        self.list_all("/v1/refunds", period).await
+    }
+
+    /// Every object of a list endpoint under `filter`, `PAGE_LIMIT` at a
+    /// time, each page starting after the last object of the one before.
+    async fn list_all<T: DeserializeOwned + Listed>(
+        &self,
+        path: &str,
+        filter: Vec<(&str, String)>,
+    ) -> Result<Vec<T>, GatewayError> {
+        let mut all: Vec<T> = Vec::new();
+        loop {
+            let mut query = filter.clone();
+            query.push(("limit", PAGE_LIMIT.to_string()));
+            if let Some(last) = all.last() {
+                query.push(("starting_after", last.id().to_owned()));
+            }
+            let page: List<T> = read_answer(self.get(path, &query).await?)?;
+            let more = page.has_more && !page.data.is_empty();
+            all.extend(page.data);
+            if !more {
+                return Ok(all);
+            }
+        }
+    }
+
     /// Verifies a webhook delivery with this account's webhook secret, the
     /// default tolerance and the current time.
     pub fn verify_webhook(&self, payload: &[u8], signature_header: Option<&str>) -> Result<Event, SignatureError> {
@@ -273,6 +318,22 @@ impl Client {
     async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Answer, GatewayError> {
         let request = self.http.get(format!("{}{path}", self.base)).header(AUTHORIZATION, &*self.bearer).query(query);
         exchange(request).await.map_err(GatewayError::Unavailable)
+    }
+}
+
+/// Ids are a prefix such as `pi_` and alphanumerics.
+fn is_id(id: &str) -> bool {
+    !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// An object of a list, which the next page starts after.
+trait Listed {
+    fn id(&self) -> &str;
+}
+
+impl Listed for Refund {
+    fn id(&self) -> &str {
+        &self.id
     }
 }
 
@@ -423,6 +484,8 @@ mod tests {
         send(client.retrieve_payment("pi_1"));
         send(client.search_payments(&[("order_id", "o")]));
         send(client.list_all_payments(0, 1));
+        send(client.list_refunds("pi_1"));
+        send(client.list_all_refunds(0, 1));
     }
 
     #[test]
@@ -460,9 +523,44 @@ mod tests {
             classify_failure(answer(404, err("invalid_request_error"))),
             Err(GatewayError::Rejected { status: 404, .. })
         ));
+        // A restricted key: Stripe's 403 has no code.
+        let forbidden = serde_json::json!({"error": {"type": "invalid_request_error", "message":
+            "The provided key 'rk_test_****abcdef' does not have the required permissions for this endpoint"}});
+        match classify_failure(answer(403, forbidden)) {
+            Err(GatewayError::Rejected { status: 403, kind, code: None, message, request_id, .. }) => {
+                assert_eq!((kind.as_str(), request_id.as_deref()), ("invalid_request_error", Some("req_1")));
+                assert!(message.contains("does not have the required permissions"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
         // A 5xx whose body is not the provider's (a proxy page) is unknown too.
         let proxy = Answer { status: StatusCode::BAD_GATEWAY, request_id: None, body: b"<html>".to_vec() };
         assert_eq!(classify_failure(proxy).unwrap().reason, UnknownReason::ServerError);
+    }
+
+    #[test]
+    fn configuration_errors_are_told_from_declines() {
+        let error = |status: u16, kind: &str| {
+            let body = serde_json::json!({"error": {"type": kind, "code": "some_code", "message": "m"}});
+            classify_failure(answer(status, body)).unwrap_err()
+        };
+        for (status, kind) in [
+            (401, "invalid_request_error"),
+            (403, "invalid_request_error"),
+            (404, "invalid_request_error"),
+            (400, "invalid_request_error"),
+            // Whatever the type: a key or a URL is wrong.
+            (403, "api_error"),
+            (404, "something_new"),
+        ] {
+            assert!(error(status, kind).is_configuration(), "{status} {kind}");
+        }
+        for (status, kind) in [(400, "idempotency_error"), (402, "card_error"), (400, "card_error")] {
+            assert!(!error(status, kind).is_configuration(), "{status} {kind}");
+        }
+        let unavailable = GatewayError::Unavailable(classify_failure(answer(503, serde_json::json!({}))).unwrap());
+        assert!(!unavailable.is_configuration());
+        assert!(!GatewayError::Unexpected { status: 200, detail: "x".into() }.is_configuration());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// A payment: Stripe's PaymentIntent. Amounts are in minor units of `currency`
 /// (lowercase ISO 4217).
@@ -20,10 +20,10 @@ pub struct PaymentIntent {
     pub created: i64,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "expandable")]
     pub payment_method: Option<String>,
     /// The charge made by the last confirmation, the one a refund draws on.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "expandable")]
     pub latest_charge: Option<String>,
     #[serde(default)]
     pub last_payment_error: Option<ApiError>,
@@ -51,14 +51,18 @@ pub struct Refund {
     pub id: String,
     pub amount: i64,
     pub currency: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "expandable")]
     pub payment_intent: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "expandable")]
     pub charge: Option<String>,
     pub status: RefundStatus,
     pub created: i64,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// Why a refund failed after it was accepted (status `failed`), for
+    /// example `lost_or_stolen_card` or `expired_or_canceled_card`.
+    #[serde(default)]
+    pub failure_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -81,7 +85,7 @@ pub struct Charge {
     #[serde(default)]
     pub amount_refunded: i64,
     pub currency: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "expandable")]
     pub payment_intent: Option<String>,
     #[serde(default)]
     pub refunded: bool,
@@ -121,6 +125,21 @@ pub struct ApiError {
     pub payment_intent: Option<Box<PaymentIntent>>,
 }
 
+/// An expandable field (`latest_charge`, a refund's `payment_intent`, ...):
+/// Stripe sends the id, or the whole object when the request expanded it
+/// (and some fakes always do). Either way the id is what is kept.
+fn expandable<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Expandable {
+        Id(String),
+        Object { id: String },
+    }
+    Ok(Option::<Expandable>::deserialize(deserializer)?.map(|field| match field {
+        Expandable::Id(id) | Expandable::Object { id } => id,
+    }))
+}
+
 /// The envelope of an error response.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub(crate) struct ErrorBody {
@@ -142,5 +161,66 @@ mod tests {
         assert_eq!(pi.status, PaymentStatus::Other);
         assert_eq!(pi.metadata["order_id"], "o-1");
         assert_eq!(pi.latest_charge, None);
+    }
+
+    #[test]
+    fn expandable_fields_are_read_as_ids_or_as_objects() {
+        let intent = |latest_charge: serde_json::Value, payment_method: serde_json::Value| {
+            serde_json::from_value::<PaymentIntent>(serde_json::json!({
+                "id": "pi_1", "amount": 100, "currency": "eur", "status": "succeeded", "created": 1,
+                "latest_charge": latest_charge, "payment_method": payment_method,
+            }))
+            .unwrap()
+        };
+        let plain = intent(serde_json::json!("ch_1"), serde_json::json!("pm_1"));
+        assert_eq!((plain.latest_charge.as_deref(), plain.payment_method.as_deref()), (Some("ch_1"), Some("pm_1")));
+        let expanded = intent(
+            serde_json::json!({"id": "ch_1", "object": "charge", "amount": 100, "refunds": {"data": []}}),
+            serde_json::json!({"id": "pm_1", "object": "payment_method", "card": {"brand": "visa"}}),
+        );
+        assert_eq!(expanded, plain);
+        assert_eq!(intent(serde_json::Value::Null, serde_json::Value::Null).latest_charge, None);
+
+        let refund = |payment_intent: serde_json::Value, charge: serde_json::Value| {
+            serde_json::from_value::<Refund>(serde_json::json!({
+                "id": "re_1", "amount": 40, "currency": "eur", "status": "succeeded", "created": 1,
+                "payment_intent": payment_intent, "charge": charge,
+            }))
+            .unwrap()
+        };
+        let plain = refund(serde_json::json!("pi_1"), serde_json::json!("ch_1"));
+        let expanded = refund(
+            serde_json::json!({"id": "pi_1", "object": "payment_intent", "status": "succeeded"}),
+            serde_json::json!({"id": "ch_1", "object": "charge"}),
+        );
+        assert_eq!((plain.payment_intent.as_deref(), plain.charge.as_deref()), (Some("pi_1"), Some("ch_1")));
+        assert_eq!(expanded, plain);
+        assert_eq!(plain.failure_reason, None);
+
+        let charge: Charge = serde_json::from_value(serde_json::json!({
+            "id": "ch_1", "amount": 100, "currency": "eur", "status": "succeeded", "created": 1,
+            "payment_intent": {"id": "pi_1", "object": "payment_intent"},
+        }))
+        .unwrap();
+        assert_eq!(charge.payment_intent.as_deref(), Some("pi_1"));
+        // An object without an id is not an expandable field's shape.
+        let bad = serde_json::from_value::<Charge>(serde_json::json!({
+            "id": "ch_1", "amount": 100, "currency": "eur", "status": "succeeded", "created": 1,
+            "payment_intent": {"object": "payment_intent"},
+        }));
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn a_failed_refund_says_why() {
+        let refund: Refund = serde_json::from_value(serde_json::json!({
+            "id": "re_1", "object": "refund", "amount": 40, "currency": "eur", "status": "failed", "created": 1,
+            "failure_reason": "lost_or_stolen_card", "failure_balance_transaction": "txn_1",
+        }))
+        .unwrap();
+        assert_eq!(
+            (refund.status, refund.failure_reason.as_deref()),
+            (RefundStatus::Failed, Some("lost_or_stolen_card"))
+        );
     }
 }

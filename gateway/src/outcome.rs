@@ -125,6 +125,23 @@ pub enum GatewayError {
     Unexpected { status: u16, detail: String },
 }
 
+impl GatewayError {
+    /// Whether the provider refused the request as such, not the card: a key
+    /// that is wrong or may not do this (401, 403), a URL or object that is
+    /// not there (404), or any other `invalid_request_error`. A person has to
+    /// fix the configuration or the request; neither a resend nor a new
+    /// attempt will do, and nothing may be recorded as declined. An
+    /// `idempotency_error` is not one of them (see
+    /// [`GatewayError::IdempotencyMismatch`]), nor is a `card_error`.
+    pub fn is_configuration(&self) -> bool {
+        match self {
+            Self::Unauthorized { .. } => true,
+            Self::Rejected { status, kind, .. } => matches!(status, 401 | 403 | 404) || kind == "invalid_request_error",
+            Self::IdempotencyMismatch { .. } | Self::Unavailable(_) | Self::Unexpected { .. } => false,
+        }
+    }
+}
+
 /// The client could not be built from its configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {

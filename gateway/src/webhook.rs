@@ -21,6 +21,15 @@ pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 pub const PAYMENT_SUCCEEDED: &str = "payment_intent.succeeded";
 pub const PAYMENT_FAILED: &str = "payment_intent.payment_failed";
 pub const CHARGE_REFUNDED: &str = "charge.refunded";
+/// A refund was made; the object is the Refund (its status may be `pending`).
+pub const REFUND_CREATED: &str = "refund.created";
+/// A refund changed, for example from `pending` to `succeeded`.
+pub const REFUND_UPDATED: &str = "refund.updated";
+/// A refund failed after it was accepted (a closed card): its amount is back
+/// on the payment and `failure_reason` says why.
+pub const REFUND_FAILED: &str = "refund.failed";
+/// Any change of a refund, announced on the charge; the object is the Refund.
+pub const CHARGE_REFUND_UPDATED: &str = "charge.refund.updated";
 
 /// A provider event, as Stripe shapes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

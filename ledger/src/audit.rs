@@ -112,6 +112,20 @@ pub const INVARIANTS: &[Invariant] = &[
                GROUP BY r.id, r.amount HAVING coalesce(sum(e.amount), 0) <> r.amount",
     },
     Invariant {
+        name: "failed_refund_reversed",
+        promise: "every failed refund was undone once: its reversal debited the buyer's side exactly its amount, \
+                  and only a card refund fails",
+        quiesced: false,
+        sql: "SELECT jsonb_build_object('refund_id', r.id, 'amount', r.amount, 'reversal', r.reversal_transaction_id, \
+                     'buyer_debit', -coalesce(sum(e.amount), 0), 'card', q.refund_id IS NOT NULL) \
+                FROM refunds r JOIN charges c ON c.id = r.charge_id LEFT JOIN card_charges k ON k.charge_id = c.id \
+                LEFT JOIN card_refunds q ON q.refund_id = r.id \
+                LEFT JOIN ledger_entries e ON e.transaction_id = r.reversal_transaction_id \
+                      AND e.account_id = coalesce(c.buyer_account_id, k.clearing_account_id) \
+               WHERE r.status = 'failed' \
+               GROUP BY r.id, r.amount, q.refund_id HAVING -coalesce(sum(e.amount), 0) <> r.amount OR q.refund_id IS NULL",
+    },
+    Invariant {
         name: "transfer_matches_ledger",
         promise: "every transfer moved exactly its amount from its source to its destination",
         quiesced: false,
@@ -168,13 +182,14 @@ pub const INVARIANTS: &[Invariant] = &[
     },
     Invariant {
         name: "refunds_within_charge",
-        promise: "the refunds of a charge never sum above it, and its refunded totals equal its refunds",
+        promise: "the refunds of a charge that did not fail never sum above it, and its refunded totals equal them",
         quiesced: false,
         sql: "SELECT jsonb_build_object('charge_id', c.id, 'amount', c.amount, 'fee', c.fee, \
                      'refunded_amount', c.refunded_amount, 'refunded_fee', c.refunded_fee, \
                      'refunds_sum', coalesce(s.amount, 0), 'refunds_fee_sum', coalesce(s.fee, 0)) \
                 FROM charges c LEFT JOIN (SELECT charge_id, sum(amount) AS amount, sum(fee_amount) AS fee \
-                                            FROM refunds GROUP BY charge_id) s ON s.charge_id = c.id \
+                                            FROM refunds WHERE status <> 'failed' GROUP BY charge_id) s \
+                       ON s.charge_id = c.id \
                WHERE coalesce(s.amount, 0) > c.amount OR coalesce(s.fee, 0) > c.fee \
                   OR c.refunded_amount <> coalesce(s.amount, 0) OR c.refunded_fee <> coalesce(s.fee, 0)",
     },
@@ -308,6 +323,16 @@ pub const INVARIANTS: &[Invariant] = &[
                      'attempt', c.attempt, 'lease_until', k.lease_until, 'created_at', c.created_at) \
                 FROM charges c JOIN card_charges k ON k.charge_id = c.id \
                WHERE c.status = 'processing' AND k.lease_until < now()",
+    },
+    Invariant {
+        name: "card_refund_not_left_pending",
+        promise: "after quiescence, no card refund is still pending past its lease: the client's retry, the \
+                  completer or a webhook gave it its final status",
+        quiesced: true,
+        sql: "SELECT jsonb_build_object('refund_id', r.id, 'tenant_id', r.tenant_id, 'charge_id', r.charge_id, \
+                     'reference', r.reference, 'lease_until', q.lease_until, 'created_at', r.created_at) \
+                FROM refunds r JOIN card_refunds q ON q.refund_id = r.id \
+               WHERE r.status = 'pending' AND q.lease_until < now()",
     },
     Invariant {
         name: "email_at_most_once",

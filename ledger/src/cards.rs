@@ -62,15 +62,10 @@ impl NewCardCharge<'_> {
     }
 }
 
-/// What the first transaction found or made.
-#[derive(Debug)]
-pub enum Begun {
-    /// The answer is known without the provider: the attempt already
-    /// succeeded or was declined.
-    Final(Outcome<Charge>),
-    /// The charge is `processing`: ask the provider (with its key).
-    InFlight(Charge),
-}
+/// What the first transaction found or made: the final answer when the
+/// attempt already succeeded or was declined, else the charge `processing`
+/// (ask the provider, with its key).
+pub type Begun = crate::phases::Begun<Charge>;
 
 /// The final answer a card charge gives, once it has one.
 pub fn outcome_of(charge: Charge) -> Option<Outcome<Charge>> {
@@ -149,7 +144,8 @@ pub struct Owned {
 pub async fn take(client: &impl GenericClient, tenant: TenantId, id: Uuid, lease: Duration) -> Result<Charge> {
     client
         .execute(
-            "UPDATE card_charges k SET lease_until = now() + make_interval(secs => $3) FROM charges c \
+            "UPDATE card_charges k SET lease_until = now() + make_interval(secs => $3), \
+                    first_sent_at = coalesce(k.first_sent_at, now()) FROM charges c \
               WHERE k.charge_id = $1 AND c.id = k.charge_id AND c.tenant_id = $2 AND c.status = 'processing'",
             &[&id, &tenant.0, &lease.as_secs_f64()],
         )
@@ -163,7 +159,8 @@ pub async fn take(client: &impl GenericClient, tenant: TenantId, id: Uuid, lease
 pub async fn claim_stale(client: &impl GenericClient, lease: Duration, limit: i64) -> Result<Vec<Owned>> {
     let rows = client
         .query(
-            "UPDATE card_charges k SET lease_until = now() + make_interval(secs => $1) FROM charges c \
+            "UPDATE card_charges k SET lease_until = now() + make_interval(secs => $1), \
+                    first_sent_at = coalesce(k.first_sent_at, now()) FROM charges c \
               WHERE c.id = k.charge_id AND k.charge_id IN ( \
                     SELECT charge_id FROM card_charges WHERE completed_at IS NULL AND lease_until < now() \
                      ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED) \
@@ -190,15 +187,9 @@ pub enum ProviderAnswer {
     Declined { payment_id: Option<String>, code: String },
 }
 
-/// What the second transaction left.
-#[derive(Debug)]
-pub enum Completion {
-    /// The charge's final answer (recorded now or before).
-    Final(Outcome<Charge>),
-    /// Still `processing`: no answer yet, or one that could not be recorded
-    /// (flagged for an operator).
-    Processing(Charge),
-}
+/// What the second transaction left: the charge's final answer, or the
+/// charge still `processing`.
+pub type Completion = crate::phases::Completion<Charge>;
 
 /// The amount in the currency's minor units (cents; yen are whole).
 pub fn minor_units(amount: Decimal, currency: Currency) -> i64 {

@@ -1,4 +1,4 @@
-//! Charges and their refunds.
+//! Charges (their refunds are in `refunds`).
 //!
 //! A charge is one balanced transaction: the buyer is debited the amount, the
 //! seller credited the amount less the platform fee, the platform credited
@@ -12,17 +12,17 @@
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
-use rust_decimal::{Decimal, RoundingStrategy};
+use rust_decimal::Decimal;
 
 use crate::db::Cached;
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
-use crate::events::{ChargeRefundedV1, ChargeStatusV1, ChargeSucceededV1, PlatformFeeV1};
-use crate::money::{parse_amount, Currency};
+use crate::events::{ChargeStatusV1, ChargeSucceededV1, PlatformFeeV1};
+use crate::money::Currency;
 use crate::outbox;
 use crate::posting::{lock_debited, post};
-use crate::{Decline, Error, Outcome, Result, TenantId};
+use crate::{Error, Outcome, Result, TenantId};
 
 #[derive(Debug, Clone)]
 pub struct Charge {
@@ -55,6 +55,9 @@ pub struct Charge {
     /// The tenant's provider clearing account a succeeded card charge was
     /// taken from.
     pub clearing_account_id: Option<Uuid>,
+    /// When a card charge was first sent to the provider: the provider's key
+    /// window and its look-ups are measured from here, not from creation.
+    pub first_sent_at: Option<DateTime<Utc>>,
 }
 
 impl Charge {
@@ -124,14 +127,14 @@ impl From<&Charge> for ChargeSucceededV1 {
 pub(crate) const COLUMNS: &str = "c.id, c.order_id, c.attempt, c.buyer_account_id, c.seller_account_id, c.amount, \
      c.currency, c.platform_account_id, c.fee, c.refunded_amount, c.refunded_fee, c.transaction_id, c.created_at, \
      c.receipt_email, c.status, k.payment_method, k.provider_key, k.provider_payment_id, k.decline_code, \
-     k.clearing_account_id";
+     k.clearing_account_id, k.first_sent_at";
 /// A charge and, for a card charge, its `card_charges` row.
 pub(crate) const FROM: &str = "charges c LEFT JOIN card_charges k ON k.charge_id = c.id";
 /// What a wallet charge's INSERT returns: [`COLUMNS`], the card's empty.
 pub(crate) const WALLET_RETURNING: &str =
     "id, order_id, attempt, buyer_account_id, seller_account_id, amount, currency, \
      platform_account_id, fee, refunded_amount, refunded_fee, transaction_id, created_at, receipt_email, status, \
-     NULL::text, NULL::text, NULL::text, NULL::text, NULL::uuid";
+     NULL::text, NULL::text, NULL::text, NULL::text, NULL::uuid, NULL::timestamptz";
 
 /// Inserts a charge (`ledger-bench` runs it in pgbench too).
 pub fn insert_sql() -> String {
@@ -221,6 +224,7 @@ pub(crate) fn from_row(row: &Row) -> Result<ChargeRow> {
             provider_payment_id: row.get(17),
             decline_code: row.get(18),
             clearing_account_id: row.get(19),
+            first_sent_at: row.get(20),
         },
         fee,
         refunded_fee: currency.normalize(row.get(10)),
@@ -388,213 +392,4 @@ pub async fn get(client: &impl GenericClient, tenant: TenantId, id: Uuid) -> Res
 pub async fn by_order(client: &impl GenericClient, tenant: TenantId, order_id: &str) -> Result<Vec<Charge>> {
     let rows = client.query(&find_order_sql(), &[&tenant.0, &order_id]).await?;
     rows.iter().map(|r| from_row(r).map(|c| c.charge)).collect()
-}
-
-#[derive(Debug, Clone)]
-pub struct Refund {
-    pub id: Uuid,
-    pub charge_id: Uuid,
-    /// The client's name for this refund, unique per charge: its natural key.
-    pub reference: String,
-    pub amount: Decimal,
-    pub currency: Currency,
-    /// The ledger transaction that reversed the money.
-    pub transaction_id: Uuid,
-    pub created_at: DateTime<Utc>,
-}
-
-/// A refund as asked for: its reference, and an amount (all that remains of
-/// the charge when `None`).
-pub struct NewRefund<'a> {
-    pub reference: &'a str,
-    pub amount: Option<&'a str>,
-}
-
-const REFUND_COLUMNS: &str = "id, charge_id, reference, amount, currency, transaction_id, created_at, whole_remainder";
-
-/// A refund row, with whether its request named no amount (the terms a
-/// retry under the same reference is compared with).
-fn refund_from_row(row: &Row) -> Result<(Refund, bool)> {
-    let currency = crate::stored::currency(row.get(4))?;
-    let refund = Refund {
-        id: row.get(0),
-        charge_id: row.get(1),
-        reference: row.get(2),
-        amount: currency.normalize(row.get(3)),
-        currency,
-        transaction_id: row.get(5),
-        created_at: row.get(6),
-    };
-    Ok((refund, row.get(7)))
-}
-
-/// Refunds part or all of a charge, once per reference: the buyer is
-/// credited; the seller and the platform give back their shares in the
-/// proportion of the charge, rounded so that a full refund returns the fee
-/// exactly. A reference the charge already has returns that refund when the
-/// terms are the same (the same amount, or no amount again when it named
-/// none), and is a conflict otherwise.
-///
-/// A card charge is refunded at the provider first (see [`plan_refund`]);
-/// `provider` is that refund, recorded with the ledger's, and its amount is
-/// the amount refunded. A wallet charge takes `None`.
-pub async fn refund(
-    tx: &Transaction<'_>,
-    tenant: TenantId,
-    charge_id: Uuid,
-    new: &NewRefund<'_>,
-    provider: Option<&ProviderRefund>,
-) -> Result<Outcome<Refund>> {
-    // The row lock serializes refunds of one charge: two refunds cannot both
-    // see the same remainder, nor both miss the same reference.
-    let ChargeRow { charge, fee, refunded_fee } = lock(tx, tenant, charge_id).await?;
-    if !charge.status.paid() {
-        return Err(Error::ChargeNotPaid { id: charge_id });
-    }
-    let currency = charge.currency;
-    let asked = new.amount.map(|text| parse_amount(text, currency)).transpose()?;
-    let existing = tx
-        .cached_opt(
-            &format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE tenant_id = $1 AND charge_id = $2 AND reference = $3"),
-            &[&tenant.0, &charge_id, &new.reference],
-        )
-        .await?;
-    if let Some(row) = existing {
-        let (refund, whole_remainder) = refund_from_row(&row)?;
-        let same = match asked {
-            None => whole_remainder,
-            Some(amount) => !whole_remainder && amount == refund.amount,
-        };
-        if !same {
-            return Err(Error::NaturalKeyConflict(format!(
-                "refund `{}` of charge {charge_id} was made with other terms",
-                new.reference
-            )));
-        }
-        return Ok(Outcome::Existing(refund));
-    }
-    let remaining = charge.amount - charge.refunded_amount;
-    let amount = match (provider, asked) {
-        // what the provider gave back is what the ledger records
-        (Some(p), _) => p.amount,
-        (None, Some(amount)) => amount,
-        (None, None) if remaining.is_zero() => {
-            return Ok(Outcome::Declined(Decline::RefundExceedsCharge { remaining }))
-        }
-        (None, None) => remaining,
-    };
-    if amount > remaining {
-        return Ok(Outcome::Declined(Decline::RefundExceedsCharge { remaining }));
-    }
-    let refunded_after = charge.refunded_amount + amount;
-    let fee_after = if refunded_after == charge.amount {
-        fee
-    } else {
-        (fee * refunded_after / charge.amount)
-            .round_dp_with_strategy(currency.scale(), RoundingStrategy::MidpointNearestEven)
-    };
-    let fee_part = fee_after - refunded_fee;
-    if charge.is_card() != provider.is_some() {
-        // a card refund planned as nothing to do, and the charge changed since
-        return Err(Error::Contended("the charge changed while its refund was prepared"));
-    }
-    // the buyer's wallet, or the clearing account a card charge was taken from
-    let payer = charge.debited_account().ok_or(Error::ChargeNotPaid { id: charge_id })?;
-    let mut ids = vec![payer, charge.seller_account_id];
-    let mut legs = vec![(payer, amount), (charge.seller_account_id, -(amount - fee_part))];
-    if let Some(platform) = &charge.platform_fee {
-        ids.push(platform.account_id);
-        legs.push((platform.account_id, -fee_part));
-    }
-    // the buyer is credited: only the seller's and the platform's rows are locked
-    let locked = lock_debited(tx, tenant, &ids, &ids[1..], currency).await?;
-    let transaction_id = match post(tx, tenant, "refund", currency, &locked, &legs).await? {
-        Ok(id) => id,
-        Err(decline) => return Ok(Outcome::Declined(decline)),
-    };
-    tx.cached_execute(
-        "UPDATE charges SET refunded_amount = refunded_amount + $2, refunded_fee = refunded_fee + $3 WHERE id = $1",
-        &[&charge_id, &amount, &fee_part],
-    )
-    .await?;
-    let row = tx
-        .cached_one(
-            &format!(
-                "INSERT INTO refunds (id, tenant_id, charge_id, reference, amount, fee_amount, currency, transaction_id, \
-                                      whole_remainder, provider_refund_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {REFUND_COLUMNS}"
-            ),
-            &[
-                &Uuid::now_v7(),
-                &tenant.0,
-                &charge_id,
-                &new.reference,
-                &amount,
-                &fee_part,
-                &currency.code(),
-                &transaction_id,
-                &asked.is_none(),
-                &provider.map(|p| p.id.as_str()),
-            ],
-        )
-        .await?;
-    let (refund, _) = refund_from_row(&row)?;
-    let event =
-        ChargeRefundedV1 { id: refund.id, charge_id, amount, currency, transaction_id, created_at: refund.created_at };
-    outbox::enqueue(tx, tenant, Some(&charge.order_id), &event).await?;
-    Ok(Outcome::Applied(refund))
-}
-
-/// A refund the provider made, to be recorded in the ledger.
-#[derive(Debug, Clone)]
-pub struct ProviderRefund {
-    pub id: String,
-    pub amount: Decimal,
-}
-
-/// What a refund of a card charge must ask the provider for, read before
-/// the provider call (which cannot sit inside a database transaction).
-#[derive(Debug, Clone)]
-pub enum RefundPlan {
-    /// A wallet charge: refund in the ledger alone.
-    Wallet,
-    /// Nothing to ask the provider: the reference is taken, or the refund
-    /// cannot be made; the ledger's refund gives the answer.
-    LedgerOnly,
-    /// Refund `amount` of the provider's payment `payment_id`.
-    Provider { payment_id: String, amount: Decimal, currency: Currency },
-}
-
-/// Reads what a refund of `charge_id` needs (no lock: the ledger's refund
-/// checks it all again under the charge's row lock).
-pub async fn plan_refund(
-    client: &impl GenericClient,
-    tenant: TenantId,
-    charge_id: Uuid,
-    new: &NewRefund<'_>,
-) -> Result<RefundPlan> {
-    let charge = get(client, tenant, charge_id).await?;
-    if !charge.is_card() {
-        return Ok(RefundPlan::Wallet);
-    }
-    if !charge.status.paid() {
-        return Err(Error::ChargeNotPaid { id: charge_id });
-    }
-    let taken = client
-        .query_opt(
-            "SELECT 1 FROM refunds WHERE tenant_id = $1 AND charge_id = $2 AND reference = $3",
-            &[&tenant.0, &charge_id, &new.reference],
-        )
-        .await?
-        .is_some();
-    let remaining = charge.amount - charge.refunded_amount;
-    let amount = match new.amount.map(|text| parse_amount(text, charge.currency)).transpose()? {
-        Some(amount) => amount,
-        None => remaining,
-    };
-    if taken || amount.is_zero() || amount > remaining {
-        return Ok(RefundPlan::LedgerOnly);
-    }
-    let payment_id = charge.provider_payment_id.ok_or(Error::ChargeNotPaid { id: charge_id })?;
-    Ok(RefundPlan::Provider { payment_id, amount, currency: charge.currency })
 }

@@ -92,6 +92,27 @@ impl Event for ChargeRefundedV1 {
     const VERSION: u32 = 1;
 }
 
+/// `charge.refund_failed`: the payment provider failed a card refund after
+/// it was asked (and possibly after `charge.refunded`): its ledger
+/// transaction was undone by `reversal_transaction_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChargeRefundFailedV1 {
+    /// The refund.
+    pub id: Uuid,
+    pub charge_id: Uuid,
+    pub amount: Decimal,
+    pub currency: Currency,
+    /// The provider's reason.
+    pub failure_code: String,
+    pub reversal_transaction_id: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Event for ChargeRefundFailedV1 {
+    const TYPE: &'static str = "charge.refund_failed";
+    const VERSION: u32 = 1;
+}
+
 /// A reservation as the `reservation.*` events carry it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReservationV1 {
@@ -240,6 +261,27 @@ mod tests {
             event,
             json!({"id": "08080808-0808-0808-0808-080808080808", "charge_id": "02020202-0202-0202-0202-020202020202",
                    "amount": "10.00", "currency": "USD", "transaction_id": "06060606-0606-0606-0606-060606060606",
+                   "created_at": "2026-11-22T10:00:00Z"}),
+        );
+    }
+
+    #[test]
+    fn charge_refund_failed_v1() {
+        let event = ChargeRefundFailedV1 {
+            id: id(8),
+            charge_id: id(2),
+            amount: "10.00".parse().unwrap(),
+            currency: Currency::USD,
+            failure_code: "lost_or_stolen_card".to_owned(),
+            reversal_transaction_id: id(7),
+            created_at: at(),
+        };
+        assert_eq!(ChargeRefundFailedV1::TYPE, "charge.refund_failed");
+        pinned(
+            event,
+            json!({"id": "08080808-0808-0808-0808-080808080808", "charge_id": "02020202-0202-0202-0202-020202020202",
+                   "amount": "10.00", "currency": "USD", "failure_code": "lost_or_stolen_card",
+                   "reversal_transaction_id": "07070707-0707-0707-0707-070707070707",
                    "created_at": "2026-11-22T10:00:00Z"}),
         );
     }

@@ -20,7 +20,7 @@ use crate::{Error, Result, TenantId};
 pub const CLAIM_SQL: &str = "INSERT INTO idempotency_keys (tenant_id, key, fingerprint) VALUES ($1, $2, $3) \
      ON CONFLICT (tenant_id, key) DO UPDATE \
          SET fingerprint = EXCLUDED.fingerprint, status_code = NULL, content_type = NULL, \
-             response_headers = '[]', response_body = NULL, created_at = now() \
+             response_headers = '[]', response_body = NULL, charge_id = NULL, refund_id = NULL, created_at = now() \
        WHERE idempotency_keys.created_at < now() - make_interval(secs => $4) \
      RETURNING 1";
 /// Stores the answer, last statement before the commit.
@@ -31,7 +31,8 @@ pub const COMPLETED_SQL: &str = "SELECT fingerprint, status_code, content_type, 
      FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND status_code IS NOT NULL \
       AND created_at >= now() - make_interval(secs => $3)";
 /// The stored answer of a key, whatever its state (read under the claim's lock).
-const STORED_SQL: &str = "SELECT fingerprint, status_code, content_type, response_headers, response_body, charge_id \
+const STORED_SQL: &str =
+    "SELECT fingerprint, status_code, content_type, response_headers, response_body, charge_id, refund_id \
      FROM idempotency_keys WHERE tenant_id = $1 AND key = $2";
 
 /// An answer as it is replayed: status, content type, the headers that
@@ -88,9 +89,17 @@ pub enum Claim {
     /// The key was used before; its row, for the caller to compare
     /// fingerprints and replay.
     Taken(Stored),
-    /// The key's first transaction committed a card charge `processing`
-    /// and no answer yet (its recovery point): resume that charge.
-    InFlight { fingerprint: Vec<u8>, charge_id: uuid::Uuid },
+    /// The key's first transaction committed an effect at the provider in
+    /// flight (a card charge `processing`, a card refund `pending`) and no
+    /// answer yet (its recovery point): resume that effect.
+    InFlight { fingerprint: Vec<u8>, point: RecoveryPoint },
+}
+
+/// What a key's first transaction left in flight at the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryPoint {
+    Charge(uuid::Uuid),
+    Refund(uuid::Uuid),
 }
 
 /// Claims the key within `tx`, waiting (up to `lock_timeout`) for a
@@ -111,8 +120,15 @@ pub async fn claim(
         }
         if let Some(row) = tx.cached_opt(STORED_SQL, &[&tenant.0, &key]).await? {
             let status: Option<i16> = row.try_get(1)?;
-            if let (None, Some(charge_id)) = (status, row.try_get::<_, Option<uuid::Uuid>>(5)?) {
-                return Ok(Claim::InFlight { fingerprint: row.try_get(0)?, charge_id });
+            if status.is_none() {
+                let point = match (row.try_get::<_, Option<uuid::Uuid>>(5)?, row.try_get::<_, Option<uuid::Uuid>>(6)?) {
+                    (Some(charge), _) => Some(RecoveryPoint::Charge(charge)),
+                    (None, Some(refund)) => Some(RecoveryPoint::Refund(refund)),
+                    (None, None) => None,
+                };
+                if let Some(point) = point {
+                    return Ok(Claim::InFlight { fingerprint: row.try_get(0)?, point });
+                }
             }
             return Ok(Claim::Taken(stored(&row)?));
         }
@@ -128,13 +144,17 @@ pub async fn store(tx: &Transaction<'_>, tenant: TenantId, key: &str, answer: &A
     Ok(())
 }
 
-/// Records the key's recovery point: its transaction made the card charge
-/// `charge_id`, whose provider answer is still to come. Committed with the
-/// charge, without an answer.
-pub async fn mark_in_flight(tx: &Transaction<'_>, tenant: TenantId, key: &str, charge_id: uuid::Uuid) -> Result<()> {
+/// Records the key's recovery point: its transaction made an effect whose
+/// provider answer is still to come. Committed with the effect, without an
+/// answer.
+pub async fn mark_in_flight(tx: &Transaction<'_>, tenant: TenantId, key: &str, point: RecoveryPoint) -> Result<()> {
+    let (charge, refund) = match point {
+        RecoveryPoint::Charge(id) => (Some(id), None),
+        RecoveryPoint::Refund(id) => (None, Some(id)),
+    };
     tx.cached_execute(
-        "UPDATE idempotency_keys SET charge_id = $3 WHERE tenant_id = $1 AND key = $2",
-        &[&tenant.0, &key, &charge_id],
+        "UPDATE idempotency_keys SET charge_id = $3, refund_id = $4 WHERE tenant_id = $1 AND key = $2",
+        &[&tenant.0, &key, &charge, &refund],
     )
     .await?;
     Ok(())
@@ -187,7 +207,7 @@ pub const CLAIM_MANY_SQL: &str = "INSERT INTO idempotency_keys (tenant_id, key, 
      SELECT t, k, f FROM unnest($1::uuid[], $2::text[], $3::bytea[]) AS c(t, k, f) ORDER BY t, k \
      ON CONFLICT (tenant_id, key) DO UPDATE \
          SET fingerprint = EXCLUDED.fingerprint, status_code = NULL, content_type = NULL, \
-             response_headers = '[]', response_body = NULL, created_at = now() \
+             response_headers = '[]', response_body = NULL, charge_id = NULL, refund_id = NULL, created_at = now() \
        WHERE idempotency_keys.created_at < now() - make_interval(secs => $4) \
      RETURNING tenant_id, key";
 /// Stores many answers, one per owned key.

@@ -50,6 +50,11 @@ pub enum Decline {
     /// order's next attempt may follow.
     #[error("the card was declined ({code})")]
     CardDeclined { code: String },
+    /// The payment provider failed a card refund (its reason, e.g.
+    /// `lost_or_stolen_card`): the refund's ledger transaction was undone.
+    /// Final for this reference; another reference may ask again.
+    #[error("the payment provider failed the refund ({code})")]
+    RefundFailed { code: String },
 }
 
 /// The kinds of [`Decline`], without their details: what the API maps to a
@@ -60,14 +65,16 @@ pub enum DeclineKind {
     OutOfStock,
     RefundExceedsCharge,
     CardDeclined,
+    RefundFailed,
 }
 
 impl DeclineKind {
-    pub const ALL: [DeclineKind; 4] = [
+    pub const ALL: [DeclineKind; 5] = [
         DeclineKind::InsufficientFunds,
         DeclineKind::OutOfStock,
         DeclineKind::RefundExceedsCharge,
         DeclineKind::CardDeclined,
+        DeclineKind::RefundFailed,
     ];
 }
 
@@ -78,6 +85,7 @@ impl Decline {
             Decline::OutOfStock { .. } => DeclineKind::OutOfStock,
             Decline::RefundExceedsCharge { .. } => DeclineKind::RefundExceedsCharge,
             Decline::CardDeclined { .. } => DeclineKind::CardDeclined,
+            Decline::RefundFailed { .. } => DeclineKind::RefundFailed,
         }
     }
 }

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::cards::{complete, flag, Completion, ProviderAnswer};
 use crate::charges::ChargeStatus;
+use crate::refunds::{RefundAnswer, RefundStatus};
 use crate::{inbox, Result, TenantId};
 
 /// The inbox's consumer name for provider webhooks.
@@ -35,6 +36,9 @@ pub struct ProviderEvent {
 pub enum EventKind {
     /// A payment's final outcome, with the metadata we sent with it.
     Payment { answer: ProviderAnswer, tenant_id: Option<Uuid>, charge_id: Option<Uuid> },
+    /// A refund's final outcome (succeeded, or failed, also after it had
+    /// succeeded), with the metadata we sent with it.
+    Refund { answer: RefundAnswer, tenant_id: Option<Uuid>, charge_id: Option<Uuid>, reference: Option<String> },
     /// Anything else (refunds, other objects): recorded, nothing to do.
     Other,
 }
@@ -80,8 +84,12 @@ pub async fn receive(tx: &Transaction<'_>, event: &ProviderEvent) -> Result<Effe
     if !inbox::record(tx, CONSUMER, message_id(&event.id)).await? {
         return Ok(Effect::Duplicate);
     }
-    let EventKind::Payment { answer, tenant_id, charge_id } = &event.kind else {
-        return Ok(Effect::Ignored);
+    let (answer, tenant_id, charge_id) = match &event.kind {
+        EventKind::Payment { answer, tenant_id, charge_id } => (answer, tenant_id, charge_id),
+        EventKind::Refund { answer, tenant_id, charge_id, reference } => {
+            return refund(tx, event, answer, *tenant_id, *charge_id, reference.as_deref()).await
+        }
+        EventKind::Other => return Ok(Effect::Ignored),
     };
     let payment_id = match answer {
         ProviderAnswer::Succeeded { payment_id, .. } => Some(payment_id.as_str()),
@@ -147,6 +155,63 @@ pub async fn receive(tx: &Transaction<'_>, event: &ProviderEvent) -> Result<Effe
             Ok(Effect::Flagged)
         }
     }
+}
+
+/// A refund's outcome: completes a `pending` refund, reverses a succeeded
+/// one the provider failed later (`refunds::complete`), and flags a success
+/// of a refund the ledger recorded as failed.
+async fn refund(
+    tx: &Transaction<'_>,
+    event: &ProviderEvent,
+    answer: &RefundAnswer,
+    tenant_id: Option<Uuid>,
+    charge_id: Option<Uuid>,
+    reference: Option<&str>,
+) -> Result<Effect> {
+    let provider_refund_id = match answer {
+        RefundAnswer::Succeeded { refund_id, .. } => Some(refund_id.as_str()),
+        RefundAnswer::Failed { refund_id, .. } => refund_id.as_deref(),
+    };
+    // The refund: by the provider's id recorded on it, else by the metadata we sent.
+    let mut found = match provider_refund_id {
+        Some(id) => crate::refunds::by_provider_refund(&**tx, id).await?,
+        None => None,
+    };
+    if let (None, Some(t), Some(c), Some(r)) = (&found, tenant_id, charge_id, reference) {
+        found = crate::refunds::by_reference(&**tx, TenantId(t), c, r).await?;
+    }
+    let Some(before) = found.filter(|r| r.is_card()) else {
+        // a refund we have no record of: reconcile-payments reports it
+        return Ok(Effect::Ignored);
+    };
+    let contradiction = match (before.status, answer) {
+        (RefundStatus::Failed, RefundAnswer::Succeeded { .. }) => Some("refund_succeeded_after_failed"),
+        (RefundStatus::Succeeded, RefundAnswer::Succeeded { refund_id, .. })
+            if before.provider_refund_id.as_deref() != Some(refund_id) =>
+        {
+            Some("second_refund")
+        }
+        _ => None,
+    };
+    if let Some(kind) = contradiction {
+        let detail = serde_json::json!({"event_id": event.id, "refund_id": before.id,
+            "recorded_provider_refund_id": before.provider_refund_id, "event": format!("{answer:?}")});
+        flag(&**tx, Some(before.tenant), Some(before.charge_id), Some(&event.id), kind, &detail).await?;
+        tracing::warn!(refund = %before.id, event = %event.id, kind, "provider event contradicts the ledger: flagged");
+        return Ok(Effect::Flagged);
+    }
+    let was = before.status;
+    Ok(match crate::refunds::complete(tx, before.tenant, before.id, Some(answer)).await? {
+        crate::phases::Completion::Processing(_) => Effect::Flagged,
+        crate::phases::Completion::Final(_) => {
+            let now = crate::refunds::get(&**tx, before.tenant, before.id).await?.status;
+            if now == was {
+                Effect::AlreadyRecorded
+            } else {
+                Effect::Completed
+            }
+        }
+    })
 }
 
 /// An open flag: a contradiction an operator has not resolved.

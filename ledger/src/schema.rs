@@ -42,6 +42,18 @@ diesel::table! {
         clearing_account_id -> Nullable<Uuid>,
         lease_until -> Nullable<Timestamptz>,
         completed_at -> Nullable<Timestamptz>,
+        first_sent_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    card_refunds (refund_id) {
+        refund_id -> Uuid,
+        provider_key -> Text,
+        lease_until -> Nullable<Timestamptz>,
+        first_sent_at -> Nullable<Timestamptz>,
+        failure_code -> Nullable<Text>,
+        completed_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -100,6 +112,7 @@ diesel::table! {
         response_body -> Nullable<Bytea>,
         created_at -> Timestamptz,
         charge_id -> Nullable<Uuid>,
+        refund_id -> Nullable<Uuid>,
     }
 }
 
@@ -177,6 +190,8 @@ diesel::table! {
         reference -> Text,
         whole_remainder -> Bool,
         provider_refund_id -> Nullable<Text>,
+        status -> Text,
+        reversal_transaction_id -> Nullable<Uuid>,
     }
 }
 
@@ -250,6 +265,8 @@ diesel::joinable!(charges -> tenants (tenant_id));
 diesel::joinable!(emails -> charges (charge_id));
 diesel::joinable!(emails -> tenants (tenant_id));
 diesel::joinable!(idempotency_keys -> charges (charge_id));
+diesel::joinable!(card_refunds -> refunds (refund_id));
+diesel::joinable!(idempotency_keys -> refunds (refund_id));
 diesel::joinable!(idempotency_keys -> tenants (tenant_id));
 diesel::joinable!(ledger_entries -> ledger_transactions (transaction_id));
 diesel::joinable!(ledger_transactions -> tenants (tenant_id));
@@ -257,7 +274,6 @@ diesel::joinable!(outbox -> tenants (tenant_id));
 diesel::joinable!(provider_flags -> charges (charge_id));
 diesel::joinable!(provider_flags -> tenants (tenant_id));
 diesel::joinable!(refunds -> charges (charge_id));
-diesel::joinable!(refunds -> ledger_transactions (transaction_id));
 diesel::joinable!(refunds -> tenants (tenant_id));
 diesel::joinable!(transfers -> ledger_transactions (transaction_id));
 diesel::joinable!(transfers -> tenants (tenant_id));
@@ -267,6 +283,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     accounts,
     api_keys,
     card_charges,
+    card_refunds,
     charges,
     email_sends,
     emails,

@@ -2,6 +2,7 @@
 //! domain: settings read from the environment, declared once; logging; the
 //! shutdown signal; and the periodic purges of the retention windows.
 
+pub mod effects;
 pub mod payments;
 pub mod purge;
 pub mod settings;

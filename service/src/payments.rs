@@ -1,6 +1,7 @@
-//! Card charges at the payment provider: the phase between a card charge's
-//! two transactions (`ledger::cards`), shared by the API (a request and its
-//! retries) and the completer (`ledger-workers completer`).
+//! The provider calls of every effect at the payment provider (a card
+//! charge, a card refund): the phase between an effect's two transactions
+//! (`ledger::cards`, `ledger::refunds`), driven by `effects` for the API (a
+//! request and its retries), the completer and nobody else.
 //!
 //! Every send for a charge carries the same provider key, so the provider's
 //! own idempotency makes a resend after a timeout, a reset or a 5xx the same
@@ -11,9 +12,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use gateway::{GatewayError, PaymentIntent, PaymentOutcome, PaymentRequest, PaymentStatus};
+use gateway::{
+    GatewayError, PaymentIntent, PaymentOutcome, PaymentRequest, PaymentStatus, RefundOutcome, RefundStatus,
+};
 use ledger::cards::{minor_units, ProviderAnswer};
 use ledger::charges::Charge;
+use ledger::refunds::{Refund, RefundAnswer};
 use ledger::TenantId;
 
 use crate::settings::Gateway;
@@ -32,9 +36,9 @@ pub struct Payments {
 
 /// What asking the provider gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Asked {
+pub enum Asked<A = ProviderAnswer> {
     /// A final answer, to record.
-    Answer(ProviderAnswer),
+    Answer(A),
     /// No final answer (timeout, reset, 5xx, pending at the provider): the
     /// charge stays `processing` and is asked again with the same key.
     Unknown(String),
@@ -66,6 +70,32 @@ pub fn answer_of(intent: &PaymentIntent) -> Option<ProviderAnswer> {
                 .as_ref()
                 .map(|e| decline_code(e.code.as_deref(), e.decline_code.as_deref()))
                 .unwrap_or_else(|| "card_declined".to_owned()),
+        }),
+        _ => None,
+    }
+}
+
+/// The metadata of a refund at the provider: what it is looked up by.
+pub fn refund_metadata(tenant: TenantId, refund: &Refund) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("tenant_id".to_owned(), tenant.0.to_string()),
+        ("charge_id".to_owned(), refund.charge_id.to_string()),
+        ("reference".to_owned(), refund.reference.clone()),
+        ("refund_id".to_owned(), refund.id.to_string()),
+    ])
+}
+
+/// A provider refund as the ledger records it, when it is final.
+pub fn refund_answer_of(refund: &gateway::Refund) -> Option<RefundAnswer> {
+    match refund.status {
+        RefundStatus::Succeeded => Some(RefundAnswer::Succeeded {
+            refund_id: refund.id.clone(),
+            amount_minor: refund.amount,
+            currency: refund.currency.clone(),
+        }),
+        RefundStatus::Failed | RefundStatus::Canceled => Some(RefundAnswer::Failed {
+            refund_id: Some(refund.id.clone()),
+            code: refund.failure_reason.clone().unwrap_or_else(|| "refund_failed".to_owned()),
         }),
         _ => None,
     }
@@ -121,13 +151,15 @@ impl Payments {
     }
 
     /// Asks the provider for a processing charge's answer: looks the
-    /// payment up first when the charge is older than the provider's key
-    /// window, then sends it with its key.
+    /// payment up first when the charge was first sent longer ago than the
+    /// provider's key window, then sends it with its key.
     pub async fn ask(&self, tenant: TenantId, charge: &Charge) -> Asked {
         let (Some(payment_method), Some(key)) = (&charge.payment_method, &charge.provider_key) else {
             return Asked::Unknown(format!("charge {} is not a card charge", charge.id));
         };
-        let age = (chrono::Utc::now() - charge.created_at).to_std().unwrap_or_default();
+        // measured from the first send: the key was not at the provider before
+        let now = chrono::Utc::now();
+        let age = (now - charge.first_sent_at.unwrap_or(now)).to_std().unwrap_or_default();
         if age >= self.key_window {
             match self.look_up(tenant, charge).await {
                 Ok(Some(asked)) => return asked,
@@ -206,6 +238,91 @@ impl Payments {
         Ok(Some(match found.iter().find_map(answer_of) {
             Some(answer) => Asked::Answer(answer),
             None => Asked::Unknown("the payment is not final at the provider".to_owned()),
+        }))
+    }
+
+    /// Asks the provider for a pending refund's answer: past the provider's
+    /// key window (counted from the refund's first send) it lists the
+    /// payment's refunds first and sends only when none is ours; else it
+    /// sends with the refund's key, which the provider deduplicates.
+    pub async fn ask_refund(&self, tenant: TenantId, refund: &Refund) -> Asked<RefundAnswer> {
+        let (Some(payment_id), Some(key)) = (&refund.provider_payment_id, &refund.provider_key) else {
+            return Asked::Unknown(format!("refund {} is not a card refund", refund.id));
+        };
+        let now = chrono::Utc::now();
+        let age = (now - refund.first_sent_at.unwrap_or(now)).to_std().unwrap_or_default();
+        if age >= self.key_window {
+            match self.find_refund(tenant, refund).await {
+                Ok(Some(asked)) => return asked,
+                Ok(None) => {} // never reached the provider: sending it is the first time
+                Err(e) => return Asked::Unknown(format!("look-up at the provider: {e}")),
+            }
+        }
+        let request = gateway::RefundRequest {
+            payment_intent: payment_id.clone(),
+            amount: Some(minor_units(refund.amount, refund.currency)),
+            metadata: refund_metadata(tenant, refund),
+        };
+        match self.client.create_refund(&request, key).await {
+            Ok(RefundOutcome::Created(made)) => match refund_answer_of(&made) {
+                Some(answer) => Asked::Answer(answer),
+                None => Asked::Unknown(format!("refund {} is {:?} at the provider", made.id, made.status)),
+            },
+            Ok(RefundOutcome::Unknown(why)) if why.reason == gateway::UnknownReason::ServerError => {
+                // A 5xx is stored for the key and replayed while the provider
+                // keeps it. Once the provider has had time to finish whatever
+                // the first send started, a list (read-after-write
+                // consistent, unlike search) without our refund means it was
+                // never made: the refund failed and its money comes back.
+                if age < self.search_lag {
+                    return Asked::Unknown(why.to_string());
+                }
+                match self.find_refund(tenant, refund).await {
+                    Ok(Some(asked)) => asked,
+                    Ok(None) => {
+                        Asked::Answer(RefundAnswer::Failed { refund_id: None, code: "provider_error".to_owned() })
+                    }
+                    Err(e) => Asked::Unknown(format!("{why}; look-up at the provider: {e}")),
+                }
+            }
+            Ok(RefundOutcome::Unknown(why)) => Asked::Unknown(why.to_string()),
+            Err(e) => {
+                // A refusal of a refund the ledger holds money for is a
+                // configuration error or a disagreement with the provider,
+                // not an answer: the refund stays pending, loudly.
+                tracing::error!(refund = %refund.id, error = %e, "the provider refused the refund");
+                Asked::Unknown(e.to_string())
+            }
+        }
+    }
+
+    /// The refund at the provider, found by listing its payment's refunds
+    /// (consistent at once, unlike search) and matching the metadata we
+    /// sent: `None` when there is none (it was never made).
+    pub async fn find_refund(
+        &self,
+        tenant: TenantId,
+        refund: &Refund,
+    ) -> Result<Option<Asked<RefundAnswer>>, GatewayError> {
+        let Some(payment_id) = &refund.provider_payment_id else { return Ok(None) };
+        let tenant_id = tenant.0.to_string();
+        let charge_id = refund.charge_id.to_string();
+        let ours = |r: &&gateway::Refund| {
+            r.metadata.get("tenant_id") == Some(&tenant_id)
+                && r.metadata.get("charge_id") == Some(&charge_id)
+                && r.metadata.get("reference") == Some(&refund.reference)
+        };
+        let listed = self.client.list_refunds(payment_id).await?;
+        let found: Vec<&gateway::Refund> = listed.iter().filter(ours).collect();
+        if found.is_empty() {
+            return Ok(None);
+        }
+        if let Some(done) = found.iter().find(|r| r.status == RefundStatus::Succeeded) {
+            return Ok(refund_answer_of(done).map(Asked::Answer));
+        }
+        Ok(Some(match found.iter().find_map(|r| refund_answer_of(r)) {
+            Some(answer) => Asked::Answer(answer),
+            None => Asked::Unknown("the refund is not final at the provider".to_owned()),
         }))
     }
 }

@@ -117,6 +117,18 @@ impl FakeProvider {
         groups["max_per_group"].as_u64().unwrap_or(0)
     }
 
+    /// The refunds of an order's payments, newest first, as the provider
+    /// lists them (`GET /v1/refunds?payment_intent=...`).
+    pub async fn refunds_of(&self, order: &str) -> Vec<gateway::Refund> {
+        let config = gateway::Config::new(self.url(), SECRET_KEY, WEBHOOK_SECRET);
+        let client = gateway::Client::new(&config).unwrap();
+        let mut refunds = Vec::new();
+        for payment in self.payments_of(order).await {
+            refunds.extend(client.list_refunds(payment["id"].as_str().unwrap()).await.unwrap());
+        }
+        refunds
+    }
+
     pub async fn set_webhook_endpoint(&self, url: &str) {
         self.admin("PUT", "/webhook-endpoints", Some(json!({ "urls": [url] }))).await;
     }

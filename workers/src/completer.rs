@@ -1,6 +1,6 @@
-//! The completer: finishes card charges left `processing` (a lost provider
-//! answer, a client that never retried, a process that died between the
-//! provider call and its second transaction).
+//! The completer: finishes card charges left `processing` and card refunds
+//! left `pending` (a lost provider answer, a client that never retried, a
+//! process that died between the provider call and its second transaction).
 //!
 //! It takes charges whose lease has passed (`ledger::cards::claim_stale`,
 //! which leases them again, so two completers never take one charge at
@@ -16,24 +16,18 @@
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use ledger::cards::{Completion, Owned};
-use service::payments::{Asked, Payments};
+pub use service::effects::Done;
+use service::effects::{complete_stale, CardCharge, CardRefund};
+use service::payments::Payments;
 
 use crate::config::Config;
 use crate::shutdown::{backoff, Shutdown};
 use crate::Error;
 
-/// Charges taken per scan.
+/// Effects of each kind taken per scan.
 const BATCH: i64 = 50;
-
-/// What one charge came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Done {
-    /// Its final status is recorded (now, or by someone else first).
-    Final,
-    /// Still no answer: left for the next lease.
-    Unknown,
-}
+/// The crash point between the provider's answer and its record.
+const AFTER_PROVIDER: &str = "completer-after-provider";
 
 /// Runs until shutdown: a scan every `COMPLETER_POLL_MS`, at once again
 /// after a full batch.
@@ -70,40 +64,11 @@ pub async fn run(config: Config, pool: Pool, mut shutdown: Shutdown) {
     }
 }
 
-/// One scan: takes the charges whose lease passed and drives each once.
+/// One scan: takes the card charges and the card refunds whose lease
+/// passed and drives each once, through the protocol every effect at the
+/// provider shares (`service::effects`).
 pub async fn once(pool: &Pool, payments: &Payments) -> Result<Vec<Done>, Error> {
-    let stale = {
-        let client = pool.get().await?;
-        ledger::cards::claim_stale(&**client, payments.lease(), BATCH).await?
-    };
-    let mut done = Vec::with_capacity(stale.len());
-    for owned in stale {
-        done.push(complete(pool, payments, owned).await?);
-    }
+    let mut done = complete_stale::<CardCharge>(pool, payments, BATCH, AFTER_PROVIDER).await?;
+    done.extend(complete_stale::<CardRefund>(pool, payments, BATCH, AFTER_PROVIDER).await?);
     Ok(done)
-}
-
-/// Asks the provider for one charge and records a final answer.
-pub async fn complete(pool: &Pool, payments: &Payments, Owned { tenant, charge }: Owned) -> Result<Done, Error> {
-    let asked = payments.ask(tenant, &charge).await;
-    // the provider answered (or not), nothing of it recorded yet
-    crate::crash_point("completer-after-provider");
-    let answer = match asked {
-        Asked::Answer(answer) => answer,
-        Asked::Unknown(why) => {
-            tracing::info!(charge = %charge.id, %why, "completer: provider outcome still unknown");
-            return Ok(Done::Unknown);
-        }
-    };
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await.map_err(ledger::Error::from)?;
-    let completion = ledger::cards::complete(&tx, tenant, charge.id, Some(&answer)).await?;
-    tx.commit().await.map_err(ledger::Error::from)?;
-    Ok(match completion {
-        Completion::Final(_) => {
-            tracing::info!(charge = %charge.id, order = %charge.order_id, "completer: card charge completed");
-            Done::Final
-        }
-        Completion::Processing(_) => Done::Unknown,
-    })
 }

@@ -52,8 +52,9 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Compare the payment provider's payments of a period with the ledger's
-    /// card charges; print every difference and exit 1 if there is any.
+    /// Compare the payment provider's payments and refunds of a period with
+    /// the ledger's card charges and card refunds; print every difference.
+    /// Exits 0 when clean, 1 on differences, 2 when it could not run.
     ReconcilePayments {
         /// Start of the period (RFC 3339); default: 24 hours before --to.
         #[arg(long)]
@@ -92,9 +93,12 @@ enum DlqCommand {
 async fn main() {
     service::telemetry::init("info");
     let cli = Cli::parse();
+    let reconciling = matches!(cli.command, Command::ReconcilePayments { .. });
     if let Err(e) = run(cli.config, cli.command).await {
         eprintln!("error: {e}");
-        std::process::exit(1);
+        // reconcile-payments: 1 for differences found, 2 when it could not run
+        let could_not_run = reconciling && !matches!(e, Failure::Differences(_));
+        std::process::exit(if could_not_run { 2 } else { 1 });
     }
 }
 

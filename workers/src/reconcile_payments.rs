@@ -6,13 +6,26 @@
 //! - `charge_without_payment`: a succeeded charge whose payment the provider
 //!   does not have as succeeded;
 //! - `amount_differs` / `currency_differs`: the two disagree on what was taken.
+//!
+//! And the provider's refunds against the ledger's card refunds:
+//!
+//! - `refund_without_record`: the provider refunded (or is refunding) money
+//!   that no refund of the ledger records as succeeded or pending;
+//! - `refund_not_final`: the provider's refund succeeded or failed, the
+//!   ledger's is still `pending`;
+//! - `refund_without_provider_refund`: a succeeded refund whose provider
+//!   refund the provider does not have as succeeded;
+//! - `refund_amount_differs`: the two disagree on a refund's amount;
+//! - `refunded_amount_differs`: a payment's refunds at the provider do not
+//!   sum to what the ledger refunded of its charge.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use gateway::{PaymentIntent, PaymentStatus};
+use gateway::{PaymentIntent, PaymentStatus, RefundStatus};
 use ledger::cards::{minor_units, Reconciled};
+use ledger::refunds::RefundStatus as LedgerRefund;
 use service::payments::Payments;
 
 use crate::Error;
@@ -118,6 +131,131 @@ pub async fn reconcile(
                         Some(p) => format!("has as {:?}", p.status),
                         None => "does not list".to_owned(),
                     }
+                ),
+            });
+        }
+    }
+    out.extend(reconcile_refunds(pool, payments, from, to).await?);
+    Ok(out)
+}
+
+/// The refund half of [`reconcile`].
+async fn reconcile_refunds(
+    pool: &Pool,
+    payments: &Payments,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<Difference>, Error> {
+    let slack = chrono::Duration::seconds(SLACK_SECS);
+    let provider_error = |e: gateway::GatewayError| Error::Setting {
+        setting: "GATEWAY_URL",
+        detail: format!("listing the provider's refunds: {e}"),
+    };
+    let listed = payments
+        .client
+        .list_all_refunds((from - slack).timestamp(), (to + slack).timestamp())
+        .await
+        .map_err(provider_error)?;
+    let to_secs = to.timestamp() + i64::from(to.timestamp_subsec_nanos() > 0);
+    let in_period = |t: i64| t >= from.timestamp() && t < to_secs;
+    let ids: Vec<String> = listed.iter().map(|r| r.id.clone()).collect();
+    let client = pool.get().await?;
+    let recorded = ledger::refunds::card_refunds(&**client, from - slack, to + slack, &ids).await?;
+    drop(client);
+    let by_provider: HashMap<&str, &ledger::refunds::Reconciled> =
+        recorded.iter().filter_map(|r| r.refund.provider_refund_id.as_deref().map(|p| (p, r))).collect();
+    let by_id: HashMap<String, &ledger::refunds::Reconciled> =
+        recorded.iter().map(|r| (r.refund.id.to_string(), r)).collect();
+    let live = |status: RefundStatus| matches!(status, RefundStatus::Succeeded | RefundStatus::Pending);
+    let mut out = Vec::new();
+    for p in listed.iter().filter(|p| in_period(p.created)) {
+        let ours = by_provider
+            .get(p.id.as_str())
+            .or_else(|| p.metadata.get("refund_id").and_then(|id| by_id.get(id)))
+            .copied();
+        let describe = || {
+            format!(
+                "refund {} of {} {} ({:?}, payment {}, charge {}, reference {})",
+                p.id,
+                p.amount,
+                p.currency,
+                p.status,
+                p.payment_intent.as_deref().unwrap_or("-"),
+                p.metadata.get("charge_id").map_or("-", String::as_str),
+                p.metadata.get("reference").map_or("-", String::as_str),
+            )
+        };
+        match ours {
+            None if live(p.status) => out.push(Difference {
+                kind: "refund_without_record",
+                detail: format!("{} has no refund in the ledger", describe()),
+            }),
+            None => {}
+            Some(r) => {
+                let ledger_status = r.refund.status;
+                if ledger_status == LedgerRefund::Pending && p.status != RefundStatus::Pending {
+                    out.push(Difference {
+                        kind: "refund_not_final",
+                        detail: format!("{} is final at the provider, refund {} is pending", describe(), r.refund.id),
+                    });
+                } else if ledger_status == LedgerRefund::Failed && p.status == RefundStatus::Succeeded {
+                    out.push(Difference {
+                        kind: "refund_without_record",
+                        detail: format!("{} succeeded, refund {} failed in the ledger", describe(), r.refund.id),
+                    });
+                } else if p.amount != minor_units(r.refund.amount, r.refund.currency) {
+                    out.push(Difference {
+                        kind: "refund_amount_differs",
+                        detail: format!("{} differs from refund {} of {}", describe(), r.refund.id, r.refund.amount),
+                    });
+                }
+            }
+        }
+    }
+    let provider: HashMap<&str, &gateway::Refund> = listed.iter().map(|r| (r.id.as_str(), r)).collect();
+    let in_refund_period = |r: &ledger::refunds::Reconciled| r.refund.created_at >= from && r.refund.created_at < to;
+    for r in recorded.iter().filter(|r| r.refund.status == LedgerRefund::Succeeded && in_refund_period(r)) {
+        let found = r.refund.provider_refund_id.as_deref().and_then(|id| provider.get(id));
+        if !found.is_some_and(|p| p.status == RefundStatus::Succeeded) {
+            out.push(Difference {
+                kind: "refund_without_provider_refund",
+                detail: format!(
+                    "refund {} (charge {}, reference {}, {} {}) records provider refund {} that the provider {}",
+                    r.refund.id,
+                    r.refund.charge_id,
+                    r.refund.reference,
+                    r.refund.amount,
+                    r.refund.currency.code(),
+                    r.refund.provider_refund_id.as_deref().unwrap_or("-"),
+                    match found {
+                        Some(p) => format!("has as {:?}", p.status),
+                        None => "does not list".to_owned(),
+                    }
+                ),
+            });
+        }
+    }
+    // Per payment: everything the provider refunded of it, whenever, against
+    // the ledger's refunds of its charge that did not fail.
+    let mut charges: Vec<&ledger::refunds::Reconciled> = Vec::new();
+    for r in recorded.iter().filter(|r| in_refund_period(r)) {
+        if !charges.iter().any(|c| c.refund.charge_id == r.refund.charge_id) {
+            charges.push(r);
+        }
+    }
+    for c in charges {
+        let Some(payment) = c.refund.provider_payment_id.as_deref() else { continue };
+        let all = payments.client.list_refunds(payment).await.map_err(provider_error)?;
+        let at_provider: i64 = all.iter().filter(|r| live(r.status)).map(|r| r.amount).sum();
+        let in_ledger = minor_units(c.charge_refunded, c.refund.currency);
+        if at_provider != in_ledger {
+            out.push(Difference {
+                kind: "refunded_amount_differs",
+                detail: format!(
+                    "payment {payment} has {at_provider} minor units refunded at the provider, charge {} {} {} in the ledger",
+                    c.refund.charge_id,
+                    c.charge_refunded,
+                    c.refund.currency.code()
                 ),
             });
         }

@@ -3,17 +3,19 @@
 use actix_web::{get, post, web, HttpResponse};
 use chrono::{DateTime, Utc};
 use ledger::cards::NewCardCharge;
-use ledger::charges::{NewCharge, NewRefund, ProviderRefund, RefundPlan};
+use ledger::charges::NewCharge;
 use ledger::idempotency::Answer;
 use ledger::money::parse_amount;
+use ledger::refunds::NewRefund;
 use ledger::TenantId;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use service::effects::{CardCharge, CardRefund};
 use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::body::JsonBody;
-use crate::error::{provider_error, provider_unavailable, ApiError, Problem, ProblemCode};
+use crate::error::{ApiError, Problem, ProblemCode};
 use crate::group_commit::{Job, Reply};
 use crate::idempotency::{self, Applied, IdempotencyKey};
 use crate::routes::identifier;
@@ -121,20 +123,56 @@ pub struct Refund {
     pub amount: Decimal,
     #[schema(value_type = Currency)]
     pub currency: ledger::Currency,
-    /// The ledger transaction that reversed the money.
+    pub status: RefundStatus,
+    /// The ledger transaction that gave the money back (posted when the
+    /// refund was asked, also while a card refund is `pending`).
     pub transaction_id: Uuid,
+    /// The transaction that undid a `failed` refund.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub reversal_transaction_id: Option<Uuid>,
+    /// The provider's refund of a card refund, once it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, example = "re_3Q0abc")]
+    pub provider_refund_id: Option<String>,
+    /// Why the provider failed a `failed` refund.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, example = "lost_or_stolen_card")]
+    pub failure_code: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
-impl From<ledger::charges::Refund> for Refund {
-    fn from(r: ledger::charges::Refund) -> Self {
+/// `pending`: a card refund the provider has not answered for yet. Its
+/// ledger transaction is posted (the seller's and the platform's shares are
+/// held back), the buyer's money is not confirmed: retry with the same
+/// Idempotency-Key, or read the charge, until it is final. `failed`: the
+/// provider failed it; its ledger transaction was undone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl From<ledger::refunds::Refund> for Refund {
+    fn from(r: ledger::refunds::Refund) -> Self {
+        use ledger::refunds::RefundStatus as S;
         Refund {
             id: r.id,
             charge_id: r.charge_id,
             reference: r.reference,
             amount: r.amount,
             currency: r.currency,
+            status: match r.status {
+                S::Pending => RefundStatus::Pending,
+                S::Succeeded => RefundStatus::Succeeded,
+                S::Failed => RefundStatus::Failed,
+            },
             transaction_id: r.transaction_id,
+            reversal_transaction_id: r.reversal_transaction_id,
+            provider_refund_id: r.provider_refund_id,
+            failure_code: r.failure_code,
             created_at: r.created_at,
         }
     }
@@ -266,9 +304,15 @@ pub async fn create(
                 provider_key: &provider_key,
                 lease: state.payments.lease(),
             };
-            idempotency::run_card_charge(&state, caller.0, &key, &body.canonical, created(), Charge::from, async |tx| {
-                ledger::cards::begin(tx, caller.0, &new).await
-            })
+            idempotency::run_two_phase::<CardCharge, _>(
+                &state,
+                caller.0,
+                &key,
+                &body.canonical,
+                created(),
+                Charge::from,
+                async |tx| ledger::cards::begin(tx, caller.0, &new).await,
+            )
             .await
         }
         _ => Err(ApiError::new(
@@ -433,12 +477,22 @@ pub struct CreateRefund {
 
 /// Refund part or all of a charge.
 ///
-/// The buyer is credited (a card charge: refunded at the payment provider,
-/// then the provider clearing account is credited in the ledger); the seller
-/// and the platform give back their shares
-/// in the charge's proportion (a full refund returns the fee exactly). The
-/// refunds of a charge never sum above it, also under concurrent requests,
-/// and each `reference` refunds a charge at most once, ever.
+/// The buyer is credited; the seller and the platform give back their
+/// shares in the charge's proportion (a full refund returns the fee
+/// exactly). Everything that can refuse a refund (its reference, what
+/// remains of the charge, the seller's and the platform's funds) is checked,
+/// and the ledger transaction posted, before a card refund is sent to the
+/// payment provider, with a provider key derived from (tenant, charge,
+/// reference): a retry under any Idempotency-Key is the same refund there.
+/// The refunds of a charge never sum above it, also under concurrent
+/// requests, and each `reference` refunds a charge at most once, ever.
+///
+/// When the provider's answer to a card refund is lost, the refund is
+/// `pending` and the answer is 202, not stored: retry with the same
+/// Idempotency-Key (or the same reference) until it is 201 or 402; the
+/// provider is never asked to refund twice. A refund the provider fails is
+/// undone in the ledger (`failed`, 402 `refund_failed`); another reference
+/// may ask again.
 #[utoipa::path(
     operation_id = "create_refund",
     tag = "charges",
@@ -447,11 +501,10 @@ pub struct CreateRefund {
     responses(
         (status = 201, description = "Refunded", body = Refund),
         (status = 200, description = "This charge already has a refund with this reference and the same terms: the refund is returned, no second effect", body = Refund, headers(("Natural-Key-Replayed" = String, description = "`true`"))),
-        (status = 402, description = "`insufficient_funds`: the seller or platform cannot give back its share (stored and replayed)", body = Problem, content_type = "application/problem+json"),
+        (status = 202, description = "A card refund whose provider answer is not known yet: the refund, `pending` (its ledger transaction posted, the seller's share held back). Not stored: retry with the same Idempotency-Key (after `Retry-After` seconds) for the final answer; the provider is never asked to refund twice", body = Refund, headers(("Retry-After" = String, description = "Seconds before retrying"))),
+        (status = 402, description = "`insufficient_funds`: the seller or platform cannot give back its share; `refund_failed`: the payment provider failed the card refund and the ledger's was undone (both stored and replayed; nothing was sent to the provider for the first)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`charge_not_found`: no such charge for this tenant; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`natural_key_conflict`: this charge has a refund with this reference and other terms; `charge_not_paid`: the charge is `processing` or `failed`, nothing to refund", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "`provider_error`: a card charge's refund was refused by the payment provider; nothing recorded", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`provider_unavailable`: a card charge's refund got no answer from the payment provider; nothing recorded, retry with the same Idempotency-Key (the provider gets the same refund key)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`refund_exceeds_charge`: more than what remains of the charge (stored and replayed); `invalid_amount`, `amount_not_positive`, `amount_too_precise`, `amount_too_large`: the amount is not a positive decimal string within the currency's minor unit and 1,000,000,000; `invalid_field`: `reference` is not 1 to 255 printable ASCII characters without surrounding spaces", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -465,40 +518,22 @@ pub async fn refund(
 ) -> Result<HttpResponse, ApiError> {
     let charge_id = *id;
     let tenant = caller.0;
-    let new =
-        NewRefund { reference: identifier("reference", &body.value.reference)?, amount: body.value.amount.as_deref() };
-    let plan = {
-        let client = state.pool.get().await?;
-        ledger::charges::plan_refund(&**client, tenant, charge_id, &new).await?
+    let reference = identifier("reference", &body.value.reference)?;
+    let provider_key = state.payments.refund_key(tenant, charge_id, reference);
+    let new = NewRefund {
+        reference,
+        amount: body.value.amount.as_deref(),
+        provider_key: &provider_key,
+        lease: state.payments.lease(),
     };
-    // A card charge is refunded at the provider first, with a key derived
-    // from (tenant, charge, reference): a retry, under any Idempotency-Key,
-    // is the same refund there. Then the ledger records it.
-    let provider = match plan {
-        RefundPlan::Wallet | RefundPlan::LedgerOnly => None,
-        RefundPlan::Provider { payment_id, amount, currency } => {
-            let request = gateway::RefundRequest {
-                payment_intent: payment_id,
-                amount: Some(ledger::cards::minor_units(amount, currency)),
-                metadata: [
-                    ("tenant_id".to_owned(), tenant.0.to_string()),
-                    ("charge_id".to_owned(), charge_id.to_string()),
-                    ("reference".to_owned(), new.reference.to_owned()),
-                ]
-                .into(),
-            };
-            let refund_key = state.payments.refund_key(tenant, charge_id, new.reference);
-            match state.payments.client.create_refund(&request, &refund_key).await {
-                Ok(gateway::RefundOutcome::Created(r)) => {
-                    Some(ProviderRefund { id: r.id, amount: ledger::cards::from_minor_units(r.amount, currency) })
-                }
-                Ok(gateway::RefundOutcome::Unknown(why)) => return Err(provider_unavailable(why)),
-                Err(e) => return Err(provider_error(e)),
-            }
-        }
-    };
-    idempotency::run(&state, tenant, &key, &body.canonical, Applied::Created, async |tx| {
-        Ok(ledger::charges::refund(tx, tenant, charge_id, &new, provider.as_ref()).await?.map(Refund::from))
-    })
+    idempotency::run_two_phase::<CardRefund, _>(
+        &state,
+        tenant,
+        &key,
+        &body.canonical,
+        Applied::Created,
+        Refund::from,
+        async |tx| ledger::refunds::begin(tx, tenant, charge_id, &new).await,
+    )
     .await
 }

@@ -2,7 +2,10 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{post, web, HttpRequest, HttpResponse};
-use gateway::webhook::{EventObject, CHARGE_REFUNDED, PAYMENT_FAILED, PAYMENT_SUCCEEDED, SIGNATURE_HEADER};
+use gateway::webhook::{
+    EventObject, CHARGE_REFUNDED, CHARGE_REFUND_UPDATED, PAYMENT_FAILED, PAYMENT_SUCCEEDED, REFUND_CREATED,
+    REFUND_FAILED, REFUND_UPDATED, SIGNATURE_HEADER,
+};
 use ledger::provider_events::{EventKind, ProviderEvent};
 use serde::Serialize;
 
@@ -29,7 +32,10 @@ pub struct WebhookReceipt {
 /// the webhook secret) must match and its timestamp must be recent; otherwise
 /// the event is refused with 400 and nothing is written. Each event is
 /// applied at most once (by its id), in the same transaction as its effect: a
-/// payment outcome completes a card charge still `processing`; one that
+/// payment outcome completes a card charge still `processing`, a refund
+/// outcome (`refund.created`, `refund.updated`, `refund.failed`,
+/// `charge.refund.updated`) a card refund still `pending`, and a refund the
+/// provider fails after it succeeded is undone in the ledger; one that
 /// repeats the recorded outcome changes nothing; one that contradicts it
 /// moves no money and is flagged for an operator.
 #[utoipa::path(
@@ -62,6 +68,19 @@ pub async fn receive(state: web::Data<AppState>, req: HttpRequest, body: web::By
             },
             _ => return Err(ApiError::bad_request(ProblemCode::MalformedJson, "the event's object is not a payment")),
         },
+        REFUND_CREATED | REFUND_UPDATED | REFUND_FAILED | CHARGE_REFUND_UPDATED => match event.object() {
+            Ok(EventObject::Refund(refund)) => match service::payments::refund_answer_of(&refund) {
+                Some(answer) => EventKind::Refund {
+                    answer,
+                    tenant_id: refund.metadata.get("tenant_id").and_then(|t| t.parse().ok()),
+                    charge_id: refund.metadata.get("charge_id").and_then(|c| c.parse().ok()),
+                    reference: refund.metadata.get("reference").cloned(),
+                },
+                None => EventKind::Other,
+            },
+            _ => return Err(ApiError::bad_request(ProblemCode::MalformedJson, "the event's object is not a refund")),
+        },
+        // the charge's totals: each refund's own events carry what we record
         CHARGE_REFUNDED => EventKind::Other,
         _ => EventKind::Other,
     };

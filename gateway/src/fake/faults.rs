@@ -33,11 +33,23 @@ pub enum FaultKind {
     WebhookTwice,
     /// Hold the event's webhooks until a later event has been delivered.
     WebhookOutOfOrder,
+    /// Create the refund `pending` instead of `succeeded`, as card refunds
+    /// sometimes are; it settles through `/_fake/refunds/{id}/succeed` or
+    /// `/fail`. Its amount counts as refunded meanwhile.
+    RefundPending,
 }
 
 impl FaultKind {
-    fn is_webhook(self) -> bool {
-        matches!(self, Self::WebhookLate | Self::WebhookTwice | Self::WebhookOutOfOrder)
+    /// What happens to the request's answer and connection.
+    fn is_request(self) -> bool {
+        matches!(
+            self,
+            Self::ErrorBeforeCharge
+                | Self::DropAfterCharge
+                | Self::CutAfterCharge
+                | Self::HangAfterCharge
+                | Self::SlowResponse
+        )
     }
 }
 
@@ -149,7 +161,7 @@ impl Faults {
 
     /// The fault for a write about to execute, if any.
     pub fn for_request(&mut self, metadata: &BTreeMap<String, String>) -> Option<RequestFault> {
-        let (kind, delay_ms) = match self.take_armed(metadata, |k| !k.is_webhook()) {
+        let (kind, delay_ms) = match self.take_armed(metadata, FaultKind::is_request) {
             Some(found) => found,
             None => (self.draw_request_kind()?, None),
         };
@@ -161,8 +173,17 @@ impl Faults {
             FaultKind::CutAfterCharge => RequestFault::Cut,
             FaultKind::HangAfterCharge => RequestFault::Hang(delay(self.delays.hang)),
             FaultKind::SlowResponse => RequestFault::Slow(delay(self.delays.slow)),
-            _ => unreachable!("webhook faults are not drawn for requests"),
+            _ => unreachable!("only request faults are drawn for requests"),
         })
+    }
+
+    /// Whether a refund about to be created is left `pending`.
+    pub fn refund_pending(&mut self, metadata: &BTreeMap<String, String>) -> bool {
+        let armed = self.take_armed(metadata, |k| k == FaultKind::RefundPending).is_some();
+        if armed {
+            *self.applied.entry(FaultKind::RefundPending).or_default() += 1;
+        }
+        armed
     }
 
     /// The faults for one event's deliveries.
@@ -277,6 +298,23 @@ mod tests {
         assert_eq!(faults.for_request(&meta("o-2")), Some(RequestFault::Drop));
         assert_eq!(faults.for_request(&meta("o-2")), None);
         assert_eq!(faults.applied()[&FaultKind::DropAfterCharge], 2);
+    }
+
+    #[test]
+    fn a_pending_refund_fault_is_not_a_request_fault() {
+        let mut faults = Faults::new(RandomFaults::none(), delays());
+        faults.arm(ArmRequest {
+            kind: FaultKind::RefundPending,
+            count: 1,
+            metadata: BTreeMap::from([("order_id".into(), "o-2".into())]),
+            delay_ms: None,
+        });
+        assert_eq!(faults.for_request(&meta("o-2")), None);
+        assert!(!faults.for_event(&meta("o-2")).twice);
+        assert!(!faults.refund_pending(&meta("o-1")));
+        assert!(faults.refund_pending(&meta("o-2")));
+        assert!(!faults.refund_pending(&meta("o-2")), "spent");
+        assert_eq!(faults.applied()[&FaultKind::RefundPending], 1);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! durable state and switchable faults. See the crate's README.
 
 mod app;
+mod events;
 mod faults;
 mod journal;
 mod net;
@@ -12,6 +13,7 @@ mod records;
 mod routes;
 mod settings;
 mod state;
+mod versions;
 mod webhooks;
 
 use std::io::Write;
@@ -52,7 +54,7 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         return Err("--idempotency-ttl-secs must be positive".into());
     }
     let (batches, writer, durable) = journal::open(&settings.state_dir)?;
-    let mut state = State::restore(batches, writer);
+    let mut state = State::restore(batches, writer, durable.clone());
     tracing::info!(
         state_dir = %settings.state_dir.display(),
         payments = state.payments.len(),

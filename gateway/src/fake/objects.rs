@@ -20,6 +20,10 @@ pub struct Payment {
     pub payment_method: String,
     pub amount_refunded: i64,
     pub last_payment_error: Option<ApiError>,
+    /// When it was last written (unix ms): the search index sees it only a
+    /// lag later.
+    #[serde(default)]
+    pub changed_ms: i64,
     /// The journal batch that last wrote it: readers see it once durable.
     #[serde(skip)]
     pub seq: u64,
@@ -94,6 +98,12 @@ pub struct RefundRecord {
 
 pub fn refund_json(refund: &Refund) -> Value {
     with_object("refund", refund)
+}
+
+impl RefundRecord {
+    pub fn json(&self) -> Value {
+        refund_json(&self.refund)
+    }
 }
 
 /// A test payment method and what confirming with it does.

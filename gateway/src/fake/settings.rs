@@ -24,6 +24,16 @@ pub struct Settings {
     /// The secret webhooks are signed with.
     #[arg(long, env = "FAKE_PROVIDER_WEBHOOK_SECRET", default_value = "whsec_ledger_local", hide_env_values = true)]
     pub webhook_secret: String,
+    /// A restricted key (`rk_...`) that may read but not write: a write made
+    /// with it gets Stripe's 403 `invalid_request_error`, as a key without
+    /// the permission does. Empty: none.
+    #[arg(long, env = "FAKE_PROVIDER_RESTRICTED_KEY", default_value = "", hide_env_values = true)]
+    pub restricted_key: String,
+    /// Milliseconds the search index lags writes: a payment created or changed
+    /// more recently is not found by `GET /v1/payment_intents/search` yet (at
+    /// Stripe, usually under a minute; the list endpoint has no lag).
+    #[arg(long, env = "FAKE_PROVIDER_SEARCH_LAG_MS", default_value_t = 0)]
+    pub search_lag_ms: u64,
     /// Webhook endpoint URL (repeat, or comma-separated in the variable).
     /// Replaces the endpoints kept in the state folder when given.
     #[arg(long = "webhook-url", env = "FAKE_PROVIDER_WEBHOOK_URLS", value_delimiter = ',')]

@@ -2,15 +2,23 @@
 //! start. Every change goes through [`State::commit`]: applied here and
 //! queued for the journal in one step, under the caller's lock, so the
 //! journal's order is the order changes were made.
+//!
+//! Writes build on the newest version of an object (`newest_*`): their own
+//! batch follows it in the journal, and is answered only once on disk, which
+//! puts the earlier one there too. Reads see the newest version on disk
+//! (`payment`, `refund`, the lists), so nobody is told of a change a crash
+//! could still undo.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
 use serde_json::Value;
+use tokio::sync::watch;
 
 use crate::journal::{Batch, Writer};
 use crate::objects::{Payment, RefundRecord};
 pub use crate::records::{Delivery, IdempotencyRecord, Op};
+use crate::versions::{Superseded, Versioned};
 
 pub struct IdempotencyEntry {
     pub record: IdempotencyRecord,
@@ -20,10 +28,14 @@ pub struct IdempotencyEntry {
 }
 
 pub struct State {
+    /// The newest version of each payment, in creation order; readers go
+    /// through [`State::payment`] and the like, which see durable versions.
     pub payments: Vec<Payment>,
     payment_index: HashMap<String, usize>,
+    superseded_payments: Superseded<Payment>,
     pub refunds: Vec<RefundRecord>,
     refund_index: HashMap<String, usize>,
+    superseded_refunds: Superseded<RefundRecord>,
     idempotency: HashMap<(String, String), IdempotencyEntry>,
     pub deliveries: BTreeMap<u64, Delivery>,
     pending: BTreeSet<u64>,
@@ -33,6 +45,7 @@ pub struct State {
     next_seq: u64,
     next_delivery: u64,
     writer: Writer,
+    durable: watch::Receiver<u64>,
 }
 
 /// What an idempotency key says about a new request.
@@ -47,12 +60,16 @@ pub enum KeyCheck<'a> {
 }
 
 impl State {
-    pub fn restore(batches: Vec<Batch>, writer: Writer) -> Self {
+    /// `durable` says which batches are on disk, so that versions no reader
+    /// needs any more are let go.
+    pub fn restore(batches: Vec<Batch>, writer: Writer, durable: watch::Receiver<u64>) -> Self {
         let mut state = State {
             payments: Vec::new(),
             payment_index: HashMap::new(),
+            superseded_payments: Superseded::new(),
             refunds: Vec::new(),
             refund_index: HashMap::new(),
+            superseded_refunds: Superseded::new(),
             idempotency: HashMap::new(),
             deliveries: BTreeMap::new(),
             pending: BTreeSet::new(),
@@ -61,6 +78,7 @@ impl State {
             next_seq: 1,
             next_delivery: 1,
             writer,
+            durable,
         };
         for batch in batches {
             for op in batch.ops {
@@ -68,6 +86,7 @@ impl State {
             }
             state.next_seq = batch.seq + 1;
         }
+        state.forget_superseded();
         state
     }
 
@@ -78,6 +97,7 @@ impl State {
         self.next_seq += 1;
         let batch = Batch { seq, ops };
         self.writer.append(&batch);
+        self.forget_superseded();
         for op in batch.ops {
             self.apply(op, seq);
         }
@@ -89,7 +109,10 @@ impl State {
             Op::Payment(mut payment) => {
                 payment.seq = seq;
                 match self.payment_index.get(&payment.id) {
-                    Some(&i) => self.payments[i] = payment,
+                    Some(&i) => {
+                        let old = std::mem::replace(&mut self.payments[i], payment);
+                        self.superseded_payments.push(&old.id.clone(), old, seq);
+                    }
                     None => {
                         self.payment_index.insert(payment.id.clone(), self.payments.len());
                         self.payments.push(payment);
@@ -99,7 +122,10 @@ impl State {
             Op::Refund(mut record) => {
                 record.seq = seq;
                 match self.refund_index.get(&record.refund.id) {
-                    Some(&i) => self.refunds[i] = record,
+                    Some(&i) => {
+                        let old = std::mem::replace(&mut self.refunds[i], record);
+                        self.superseded_refunds.push(&old.refund.id.clone(), old, seq);
+                    }
                     None => {
                         self.refund_index.insert(record.refund.id.clone(), self.refunds.len());
                         self.refunds.push(record);
@@ -161,22 +187,60 @@ impl State {
         }
     }
 
+    /// What a write builds on: the newest version, on disk or not yet.
+    pub fn newest_payment(&self, id: &str) -> Option<&Payment> {
+        self.payment_index.get(id).map(|&i| &self.payments[i])
+    }
+
+    pub fn newest_payment_by_charge(&self, charge_id: &str) -> Option<&Payment> {
+        self.payments.iter().find(|p| p.charge_id == charge_id)
+    }
+
+    pub fn newest_refund(&self, id: &str) -> Option<&RefundRecord> {
+        self.refund_index.get(id).map(|&i| &self.refunds[i])
+    }
+
+    /// The newest version of a payment on disk.
     pub fn payment(&self, id: &str, durable: u64) -> Option<&Payment> {
-        self.payment_index.get(id).map(|&i| &self.payments[i]).filter(|p| p.seq <= durable)
+        let newest = &self.payments[*self.payment_index.get(id)?];
+        self.superseded_payments.visible(id, newest, durable)
     }
 
     pub fn payment_by_charge(&self, charge_id: &str, durable: u64) -> Option<&Payment> {
-        self.payments.iter().find(|p| p.charge_id == charge_id && p.seq <= durable)
+        self.visible_payments(durable).find(|p| p.charge_id == charge_id)
     }
 
-    pub fn refund(&self, id: &str, durable: u64) -> Option<&RefundRecord> {
-        self.refund_index.get(id).map(|&i| &self.refunds[i]).filter(|r| r.seq <= durable)
+    /// Payments as readers see them, in creation order.
+    pub fn visible_payments(&self, durable: u64) -> impl DoubleEndedIterator<Item = &Payment> {
+        self.payments.iter().filter_map(move |p| self.superseded_payments.visible(&p.id, p, durable))
     }
 
     /// Durable payments, newest first (creation order breaks ties within a
     /// second).
     pub fn payments_newest_first(&self, durable: u64) -> impl Iterator<Item = &Payment> {
-        self.payments.iter().rev().filter(move |p| p.seq <= durable)
+        self.visible_payments(durable).rev()
+    }
+
+    /// The newest version of a refund on disk.
+    pub fn refund(&self, id: &str, durable: u64) -> Option<&RefundRecord> {
+        let newest = &self.refunds[*self.refund_index.get(id)?];
+        self.superseded_refunds.visible(id, newest, durable)
+    }
+
+    /// Refunds as readers see them, in creation order (a refund that changes
+    /// keeps its place).
+    pub fn visible_refunds(&self, durable: u64) -> impl DoubleEndedIterator<Item = &RefundRecord> {
+        self.refunds.iter().filter_map(move |r| self.superseded_refunds.visible(&r.refund.id, r, durable))
+    }
+
+    pub fn refunds_newest_first(&self, durable: u64) -> impl Iterator<Item = &RefundRecord> {
+        self.visible_refunds(durable).rev()
+    }
+
+    fn forget_superseded(&mut self) {
+        let durable = *self.durable.borrow();
+        self.superseded_payments.forget(durable);
+        self.superseded_refunds.forget(durable);
     }
 
     pub fn next_delivery_id(&mut self) -> u64 {
@@ -237,4 +301,16 @@ pub fn delivery_summary(delivery: &Delivery) -> Value {
         "held": delivery.held_until_ms.is_some(),
         "delivered_ms": delivery.delivered_ms,
     })
+}
+
+impl Versioned for Payment {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl Versioned for RefundRecord {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
 }

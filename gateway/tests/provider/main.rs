@@ -5,5 +5,6 @@ mod faults;
 mod idempotency;
 mod listing;
 mod payments;
+mod refunds;
 mod support;
 mod webhooks;

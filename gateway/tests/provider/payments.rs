@@ -7,6 +7,9 @@ use gateway::{GatewayError, PaymentOutcome, PaymentStatus, RefundOutcome, Refund
 
 use crate::support::{payment, payment_form, Fake};
 
+/// A key that may read but not write, as the fake is told.
+const RESTRICTED_KEY: &str = "rk_test_ledger_local_readonly";
+
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 #[tokio::test]
@@ -90,6 +93,49 @@ async fn a_wrong_secret_key_is_a_configuration_error() {
     assert!(matches!(result, Err(GatewayError::Unauthorized { .. })), "{result:?}");
     assert!(matches!(client.list_all_payments(0, i64::MAX).await, Err(GatewayError::Unauthorized { .. })));
     assert_eq!(fake.stats().await["payments"], 0);
+}
+
+#[tokio::test]
+async fn a_restricted_key_reads_but_its_writes_are_a_configuration_error_not_a_decline() {
+    let fake = Fake::start(&["--restricted-key", RESTRICTED_KEY]);
+    let client = fake.client(TIMEOUT);
+    let PaymentOutcome::Succeeded(paid) =
+        client.create_payment(&payment("order-1", 1000, "pm_card_visa"), "key-1").await.unwrap()
+    else {
+        panic!("expected a success");
+    };
+    let restricted = gateway::Client::new(&gateway::Config::new(fake.url(), RESTRICTED_KEY, "whsec")).unwrap();
+    assert!(restricted.retrieve_payment(&paid.id).await.unwrap().is_some());
+    assert_eq!(restricted.list_all_payments(0, i64::MAX).await.unwrap().len(), 1);
+    assert!(restricted.list_refunds(&paid.id).await.unwrap().is_empty());
+
+    let forbidden = |result: Result<(), GatewayError>, permission: &str| match result {
+        Err(error @ GatewayError::Rejected { status: 403, .. }) => {
+            assert!(error.is_configuration(), "{error}");
+            let GatewayError::Rejected { kind, code, message, request_id, .. } = error else { unreachable!() };
+            assert_eq!((kind.as_str(), code), ("invalid_request_error", None));
+            assert!(message.contains("does not have the required permissions"), "{message}");
+            assert!(message.contains(permission), "{message}");
+            assert!(!message.contains(RESTRICTED_KEY), "the key is masked: {message}");
+            assert!(request_id.is_some());
+        }
+        other => panic!("{other:?}"),
+    };
+    let second = payment("order-2", 1000, "pm_card_visa");
+    forbidden(restricted.create_payment(&second, "key-2").await.map(drop), "rak_payment_intent_write");
+    let refund = RefundRequest { payment_intent: paid.id.clone(), amount: None, metadata: BTreeMap::new() };
+    forbidden(restricted.create_refund(&refund, "refund-1").await.map(drop), "rak_refund_write");
+    assert_eq!(fake.stats().await["payments"], 1);
+
+    // Nothing was stored for the key: with the secret key it goes through.
+    let retried = client.create_payment(&second, "key-2").await.unwrap();
+    assert!(matches!(retried, PaymentOutcome::Succeeded(_)), "{retried:?}");
+    // A decline is the card's answer, not an error; a wrong key is one.
+    let declined = client.create_payment(&payment("order-3", 1000, "pm_card_chargeDeclined"), "key-3").await;
+    assert!(matches!(declined, Ok(PaymentOutcome::Declined(_))), "{declined:?}");
+    let wrong = gateway::Client::new(&gateway::Config::new(fake.url(), "rk_test_wrong", "whsec")).unwrap();
+    let error = wrong.create_payment(&payment("order-4", 1000, "pm_card_visa"), "key-4").await.unwrap_err();
+    assert!(matches!(error, GatewayError::Unauthorized { .. }) && error.is_configuration(), "{error:?}");
 }
 
 #[tokio::test]

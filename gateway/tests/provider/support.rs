@@ -63,19 +63,30 @@ impl Fake {
     }
 
     pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let (status, answer) = self.admin_answer(method, path, body).await;
+        assert!((200..300).contains(&status), "{path}: {status} {answer}");
+        answer
+    }
+
+    /// An admin request whose answer may be an error.
+    pub async fn admin_answer(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut request = self.http.request(method, format!("{}/_fake{path}", self.url()));
         if let Some(body) = body {
             request = request.header("content-type", "application/json").body(body.to_string());
         }
         let response = request.send().await.unwrap();
-        let status = response.status();
+        let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        assert!(status.is_success(), "{path}: {status} {text}");
-        if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap()
-        }
+        let answer = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() };
+        (status, answer)
+    }
+
+    /// A GET of the API with the secret key, answered as is.
+    pub async fn raw_get(&self, path: &str, query: &[(&str, &str)]) -> (u16, Value) {
+        let response =
+            self.http.get(format!("{}{path}", self.url())).bearer_auth(SECRET_KEY).query(query).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, serde_json::from_str(&response.text().await.unwrap()).unwrap())
     }
 
     pub async fn arm(&self, fault: Value) {
@@ -174,6 +185,18 @@ pub async fn eventually<T>(timeout: Duration, mut check: impl AsyncFnMut() -> Op
         assert!(Instant::now() < deadline, "condition not met within {timeout:?}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// Verifies a delivery with the fake's webhook secret, as a receiver would.
+pub fn verify(received: &Received) -> Result<gateway::Event, gateway::SignatureError> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    gateway::webhook::verify(
+        &received.body,
+        received.signature.as_deref(),
+        WEBHOOK_SECRET,
+        gateway::webhook::DEFAULT_TOLERANCE,
+        now,
+    )
 }
 
 /// A webhook delivery as received.

@@ -5,20 +5,18 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use gateway::webhook::{self, EventObject, SignatureError, CHARGE_REFUNDED, PAYMENT_FAILED, PAYMENT_SUCCEEDED};
+use gateway::webhook::{
+    self, EventObject, SignatureError, CHARGE_REFUNDED, PAYMENT_FAILED, PAYMENT_SUCCEEDED, REFUND_CREATED,
+};
 use gateway::{PaymentOutcome, RefundOutcome, RefundRequest};
 use serde_json::json;
 
-use crate::support::{payment, Fake, WebhookReceiver, WEBHOOK_SECRET};
+use crate::support::{payment, verify, Fake, WebhookReceiver, WEBHOOK_SECRET};
 
 const WAIT: Duration = Duration::from_secs(10);
 
 fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
-}
-
-fn verify(received: &crate::support::Received) -> Result<webhook::Event, SignatureError> {
-    webhook::verify(&received.body, received.signature.as_deref(), WEBHOOK_SECRET, webhook::DEFAULT_TOLERANCE, now())
 }
 
 async fn pay(client: &gateway::Client, order: &str, card: &str) -> PaymentOutcome {
@@ -42,11 +40,11 @@ async fn signed_events_arrive_and_verify_and_bad_signatures_do_not() {
     let PaymentOutcome::Declined(_) = pay(&client, "order-2", "pm_card_chargeDeclined").await else { panic!() };
     refund(&client, &paid.id, "refund-1").await;
 
-    let received = receiver.wait_for(3, WAIT).await;
+    let received = receiver.wait_for(4, WAIT).await;
     let mut events: Vec<_> = received.iter().map(|r| verify(r).expect("a good signature")).collect();
     events.sort_by_key(|e| e.kind.clone());
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(kinds, [CHARGE_REFUNDED, PAYMENT_FAILED, PAYMENT_SUCCEEDED]);
+    assert_eq!(kinds, [CHARGE_REFUNDED, PAYMENT_FAILED, PAYMENT_SUCCEEDED, REFUND_CREATED]);
     match events[2].object().unwrap() {
         EventObject::PaymentIntent(pi) => {
             assert_eq!((pi.id, pi.metadata["order_id"].as_str()), (paid.id.clone(), "order-1"))
@@ -57,6 +55,13 @@ async fn signed_events_arrive_and_verify_and_bad_signatures_do_not() {
         EventObject::Charge(charge) => {
             assert_eq!((charge.payment_intent, charge.amount_refunded), (Some(paid.id.clone()), 400));
             assert!(!charge.refunded, "a partial refund");
+        }
+        other => panic!("{other:?}"),
+    }
+    match events[3].object().unwrap() {
+        EventObject::Refund(refund) => {
+            assert_eq!((refund.payment_intent, refund.amount), (Some(paid.id.clone()), 400));
+            assert_eq!(refund.status, gateway::RefundStatus::Succeeded);
         }
         other => panic!("{other:?}"),
     }
@@ -97,18 +102,21 @@ async fn armed_faults_deliver_twice_late_and_out_of_order() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.received().len(), 2, "the payment's event is held");
     refund(&client, &paid.id, "refund-o").await;
-    let received = receiver.wait_for(4, WAIT).await;
-    let kinds: Vec<String> = received[2..].iter().map(|r| verify(r).unwrap().kind).collect();
-    assert_eq!(kinds, [CHARGE_REFUNDED, PAYMENT_SUCCEEDED]);
-    let (refunded, succeeded) = (verify(&received[2]).unwrap(), verify(&received[3]).unwrap());
-    assert!(refunded.created >= succeeded.created, "`created` still tells the true order");
+    let received = receiver.wait_for(5, WAIT).await;
+    let events: Vec<webhook::Event> = received[2..].iter().map(|r| verify(r).unwrap()).collect();
+    assert_ne!(events[0].kind, PAYMENT_SUCCEEDED, "a refund's event overtook it");
+    let mut kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    kinds.sort();
+    assert_eq!(kinds, [CHARGE_REFUNDED, PAYMENT_SUCCEEDED, REFUND_CREATED]);
+    let succeeded = events.iter().find(|e| e.kind == PAYMENT_SUCCEEDED).unwrap();
+    assert!(events.iter().all(|e| e.created >= succeeded.created), "`created` still tells the true order");
 
     // Late: not before the delay.
     fake.arm(json!({"kind": "webhook_late", "delay_ms": 700, "metadata": {"order_id": "order-l"}})).await;
     let answered = Instant::now();
     let PaymentOutcome::Succeeded(_) = pay(&client, "order-l", "pm_card_visa").await else { panic!() };
-    let received = receiver.wait_for(5, WAIT).await;
-    assert!(received[4].at.duration_since(answered) >= Duration::from_millis(700));
+    let received = receiver.wait_for(6, WAIT).await;
+    assert!(received[5].at.duration_since(answered) >= Duration::from_millis(700));
 
     let applied = &fake.stats().await["faults_applied"];
     assert_eq!((applied["webhook_twice"].as_u64(), applied["webhook_out_of_order"].as_u64()), (Some(1), Some(1)));

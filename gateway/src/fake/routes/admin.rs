@@ -8,6 +8,7 @@ use actix_web::HttpResponse;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::refund_fate;
 use crate::app::{App, Stats};
 use crate::faults::ArmRequest;
 use crate::objects::Payment;
@@ -23,7 +24,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/faults/random", web::put().to(set_random))
         .route("/webhook-endpoints", web::get().to(endpoints))
         .route("/webhook-endpoints", web::put().to(set_endpoints))
-        .route("/webhooks", web::get().to(webhooks));
+        .route("/webhooks", web::get().to(webhooks))
+        .route("/refunds/{id}/fail", web::post().to(refund_fate::fail))
+        .route("/refunds/{id}/succeed", web::post().to(refund_fate::succeed));
 }
 
 #[derive(Deserialize)]
@@ -37,7 +40,7 @@ struct PaymentsQuery {
 async fn payments(query: Query<PaymentsQuery>, app: Data<App>) -> HttpResponse {
     let state = app.state();
     let durable = app.durable();
-    let payments: Vec<&Payment> = state.payments.iter().filter(|p| p.seq <= durable).collect();
+    let payments: Vec<&Payment> = state.visible_payments(durable).collect();
     let Some(group_by) = query.group_by.as_deref() else {
         let data: Vec<_> = payments.iter().map(|p| summary(p)).collect();
         return HttpResponse::Ok().json(json!({"total": payments.len(), "data": data}));
@@ -81,8 +84,8 @@ async fn stats(app: Data<App>) -> HttpResponse {
         let durable = app.durable();
         let delivered = state.deliveries.values().filter(|d| d.delivered_ms.is_some()).count();
         (
-            state.payments.iter().filter(|p| p.seq <= durable).count(),
-            state.refunds.iter().filter(|r| r.seq <= durable).count(),
+            state.visible_payments(durable).count(),
+            state.visible_refunds(durable).count(),
             state.pending_deliveries(),
             delivered,
         )

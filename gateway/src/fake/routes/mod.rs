@@ -2,7 +2,9 @@
 //! controls under `/_fake` (loopback peers only).
 
 mod admin;
+mod list;
 mod payment_intents;
+mod refund_fate;
 mod refunds;
 mod write;
 
@@ -21,6 +23,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/payment_intents/search", web::get().to(payment_intents::search))
             .route("/payment_intents/{id}", web::get().to(payment_intents::retrieve))
             .route("/refunds", web::post().to(write::handle::<refunds::Create>))
+            .route("/refunds", web::get().to(refunds::list))
             .route("/refunds/{id}", web::get().to(refunds::retrieve)),
     )
     .service(
@@ -68,13 +71,31 @@ impl Failure {
         Self::invalid(Some("resource_missing"), format!("No such {object}: '{id}'"), Some(param))
     }
 
+    /// A restricted key without the permission, as Stripe words it (no
+    /// `code`).
+    pub fn forbidden(key: &str, permission: &str, account: &str) -> Self {
+        let message = format!(
+            "The provided key '{}' does not have the required permissions for this endpoint on account \
+             'acct_{account}'. Having the '{permission}' permission would allow this request to continue.",
+            masked(key)
+        );
+        Self { status: StatusCode::FORBIDDEN, body: error_json("invalid_request_error", None, message, None) }
+    }
+
     pub fn respond(&self, request_id: &str) -> HttpResponse {
         respond(self.status, &self.body.to_string(), request_id)
     }
 }
 
+/// What the key a request bears may do.
+pub enum Access {
+    Full,
+    /// The restricted key, which may read but not write.
+    ReadOnly(String),
+}
+
 /// The secret key, as Stripe takes it: `Authorization: Bearer <key>`.
-pub fn authorize(req: &HttpRequest, app: &App) -> Result<(), Failure> {
+pub fn authorize(req: &HttpRequest, app: &App) -> Result<Access, Failure> {
     let header = req.headers().get("authorization").and_then(|v| v.to_str().ok());
     let Some(header) = header else {
         return Err(Failure {
@@ -89,7 +110,10 @@ pub fn authorize(req: &HttpRequest, app: &App) -> Result<(), Failure> {
         });
     };
     match header.strip_prefix("Bearer ") {
-        Some(key) if key == app.settings.secret_key => Ok(()),
+        Some(key) if key == app.settings.secret_key => Ok(Access::Full),
+        Some(key) if !app.settings.restricted_key.is_empty() && key == app.settings.restricted_key => {
+            Ok(Access::ReadOnly(key.to_owned()))
+        }
         presented => {
             let shown: String =
                 presented.unwrap_or("").chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
@@ -106,6 +130,17 @@ pub fn authorize(req: &HttpRequest, app: &App) -> Result<(), Failure> {
     }
 }
 
+/// A key as Stripe shows it in an error: its prefix (`rk_test_`), stars, and
+/// its last 6 characters when it is long enough to keep the rest secret.
+fn masked(key: &str) -> String {
+    let prefix: String = key.split_inclusive('_').take(2).collect();
+    let prefix = if prefix.ends_with('_') { prefix } else { String::new() };
+    let rest: Vec<char> = key[prefix.len()..].chars().collect();
+    let shown = if rest.len() > 12 { 6 } else { 0 };
+    let hidden = "*".repeat(rest.len() - shown);
+    format!("{prefix}{hidden}{}", rest[rest.len() - shown..].iter().collect::<String>())
+}
+
 /// `application/x-www-form-urlencoded` pairs, in order.
 pub fn decode_form(bytes: &[u8]) -> Result<Vec<(String, String)>, Failure> {
     serde_urlencoded::from_bytes(bytes)
@@ -115,10 +150,24 @@ pub fn decode_form(bytes: &[u8]) -> Result<Vec<(String, String)>, Failure> {
 /// Guards every read route: counts it, checks the key, decodes the query.
 pub fn read_request(req: &HttpRequest, app: &App, route: &str) -> Result<Vec<(String, String)>, Failure> {
     app.stats.request(route);
+    // Reads are what a restricted key may do.
     authorize(req, app)?;
     decode_form(req.query_string().as_bytes())
 }
 
 pub fn ok(body: &Value) -> HttpResponse {
     respond(StatusCode::OK, &body.to_string(), &new_id("req"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::masked;
+
+    #[test]
+    fn keys_are_masked_as_stripe_shows_them() {
+        assert_eq!(masked("rk_test_51PJabcdefghijqs8Kgd"), "rk_test_**************qs8Kgd");
+        assert_eq!(masked("rk_test_short"), "rk_test_*****");
+        assert_eq!(masked("nounderscore"), "************");
+        assert_eq!(masked(""), "");
+    }
 }

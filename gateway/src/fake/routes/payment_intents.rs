@@ -9,10 +9,11 @@ use actix_web::{HttpRequest, HttpResponse};
 use gateway::{ApiError, PaymentStatus};
 use serde_json::json;
 
-use crate::app::App;
+use crate::app::{now_ms, App};
 use crate::objects::{card, new_id, Card, Payment};
 use crate::query;
-use crate::routes::write::{Executed, NewEvent, Write};
+use crate::routes::list::{self, Page};
+use crate::routes::write::{Context, Executed, NewEvent, Write};
 use crate::routes::{ok, read_request, Failure};
 use crate::state::{Op, State};
 
@@ -20,7 +21,6 @@ use crate::state::{Op, State};
 const MAX_METADATA_KEYS: usize = 50;
 const MAX_METADATA_KEY_LEN: usize = 40;
 const MAX_METADATA_VALUE_LEN: usize = 500;
-const MAX_PAGE: usize = 100;
 
 pub struct Create;
 
@@ -33,6 +33,7 @@ pub struct CreateParams {
 
 impl Write for Create {
     const PATH: &'static str = "/v1/payment_intents";
+    const PERMISSION: &'static str = "rak_payment_intent_write";
     type Params = CreateParams;
 
     fn parse(form: &[(String, String)]) -> Result<CreateParams, Failure> {
@@ -86,25 +87,26 @@ impl Write for Create {
         Ok(CreateParams { amount, currency: currency.to_ascii_lowercase(), payment_method, metadata })
     }
 
-    fn check(_: &State, params: &CreateParams, _: u64) -> Result<BTreeMap<String, String>, Failure> {
+    fn check(_: &State, params: &CreateParams) -> Result<BTreeMap<String, String>, Failure> {
         if card(&params.payment_method).is_none() {
             return Err(Failure::no_such("PaymentMethod", &params.payment_method, "payment_method"));
         }
         Ok(params.metadata.clone())
     }
 
-    fn execute(_: &State, params: CreateParams, now_secs: i64, _: u64) -> Executed {
+    fn execute(_: &State, params: CreateParams, context: Context<'_>) -> Executed {
         let mut payment = Payment {
             id: new_id("pi"),
             charge_id: new_id("ch"),
             amount: params.amount,
             currency: params.currency,
             status: PaymentStatus::Succeeded,
-            created: now_secs,
+            created: context.now_secs(),
             metadata: params.metadata,
             payment_method: params.payment_method,
             amount_refunded: 0,
             last_payment_error: None,
+            changed_ms: context.now_ms,
             seq: 0,
         };
         let metadata = payment.metadata.clone();
@@ -197,40 +199,9 @@ pub async fn list(req: HttpRequest, app: Data<App>) -> HttpResponse {
 }
 
 fn list_page(state: &State, durable: u64, query: &[(String, String)]) -> Result<serde_json::Value, Failure> {
-    let (mut gte, mut lt, mut limit, mut after) = (i64::MIN, i64::MAX, 10usize, None);
-    for (name, value) in query {
-        let int = || {
-            value.parse::<i64>().map_err(|_| Failure::invalid(None, format!("Invalid integer: {value}"), Some(name)))
-        };
-        match name.as_str() {
-            "created" => (gte, lt) = (int()?, int()?.saturating_add(1)),
-            "created[gte]" => gte = gte.max(int()?),
-            "created[gt]" => gte = gte.max(int()?.saturating_add(1)),
-            "created[lt]" => lt = lt.min(int()?),
-            "created[lte]" => lt = lt.min(int()?.saturating_add(1)),
-            "limit" => limit = page_limit(value)?,
-            "starting_after" => after = Some(value.clone()),
-            n => return Err(Failure::invalid(None, format!("Received unknown parameter: {n}"), Some(n))),
-        }
-    }
-    if let Some(id) = &after {
-        if state.payment(id, durable).is_none() {
-            return Err(Failure::no_such("payment_intent", id, "starting_after"));
-        }
-    }
-    let mut matching = state.payments_newest_first(durable).filter(|p| p.created >= gte && p.created < lt);
-    if let Some(id) = &after {
-        // Newest first: the page starts after the given payment.
-        for payment in matching.by_ref() {
-            if &payment.id == id {
-                break;
-            }
-        }
-    }
-    let mut data: Vec<_> = matching.by_ref().take(limit + 1).map(Payment::json).collect();
-    let has_more = data.len() > limit;
-    data.truncate(limit);
-    Ok(json!({"object": "list", "url": "/v1/payment_intents", "has_more": has_more, "data": data}))
+    let (page, _) = Page::parse(query, &[])?;
+    page.check_cursor("payment_intent", |id| state.payment(id, durable).is_some())?;
+    Ok(page.answer("/v1/payment_intents", state.payments_newest_first(durable), |_| true))
 }
 
 /// `GET /v1/payment_intents/search?query=metadata['k']:'v'&limit=..&page=..`
@@ -239,23 +210,36 @@ pub async fn search(req: HttpRequest, app: Data<App>) -> HttpResponse {
         Ok(query) => query,
         Err(failure) => return failure.respond(&new_id("req")),
     };
-    match search_page(&app.state(), app.durable(), &query) {
+    // Stripe's search index lags writes: what was written within the lag is
+    // not found yet. The list endpoint has no such lag.
+    let lag = app.settings.search_lag_ms as i64;
+    let indexed_up_to = (lag > 0).then(|| now_ms() - lag);
+    match search_page(&app.state(), app.durable(), &query, indexed_up_to) {
         Ok(body) => ok(&body),
         Err(failure) => failure.respond(&new_id("req")),
     }
 }
 
-fn search_page(state: &State, durable: u64, params: &[(String, String)]) -> Result<serde_json::Value, Failure> {
+/// `indexed_up_to` (unix ms): payments written later are not in the index yet.
+fn search_page(
+    state: &State,
+    durable: u64,
+    params: &[(String, String)],
+    indexed_up_to: Option<i64>,
+) -> Result<serde_json::Value, Failure> {
     let (mut text, mut limit, mut offset) = (None, 10usize, 0usize);
     for (name, value) in params {
         match name.as_str() {
             "query" => text = Some(value.as_str()),
-            "limit" => limit = page_limit(value)?,
+            "limit" => limit = list::limit(value)?,
             // Page tokens are opaque to clients; here an offset.
             "page" => {
                 offset = value.parse().map_err(|_| Failure::invalid(None, "Invalid page token.", Some("page")))?
             }
-            n => return Err(Failure::invalid(None, format!("Received unknown parameter: {n}"), Some(n))),
+            n => {
+                let message = format!("Received unknown parameter: {n}");
+                return Err(Failure::invalid(Some("parameter_unknown"), message, Some(n)));
+            }
         }
     }
     let text = text.ok_or_else(|| Failure::missing("query"))?;
@@ -263,6 +247,7 @@ fn search_page(state: &State, durable: u64, params: &[(String, String)]) -> Resu
         query::parse(text).map_err(|e| Failure::invalid(None, format!("Invalid query: {e}"), Some("query")))?;
     let mut data: Vec<_> = state
         .payments_newest_first(durable)
+        .filter(|p| indexed_up_to.is_none_or(|up_to| p.changed_ms <= up_to))
         .filter(|p| query::matches(&clauses, p))
         .skip(offset)
         .take(limit + 1)
@@ -275,12 +260,4 @@ fn search_page(state: &State, durable: u64, params: &[(String, String)]) -> Resu
         "object": "search_result", "url": "/v1/payment_intents/search",
         "has_more": has_more, "next_page": next_page, "data": data,
     }))
-}
-
-fn page_limit(value: &str) -> Result<usize, Failure> {
-    value
-        .parse::<usize>()
-        .ok()
-        .filter(|l| (1..=MAX_PAGE).contains(l))
-        .ok_or_else(|| Failure::invalid(None, "Invalid limit: must be an integer between 1 and 100.", Some("limit")))
 }

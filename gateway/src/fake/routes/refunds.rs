@@ -1,5 +1,5 @@
 //! `/v1/refunds`: partial or full, never more than what is left of the
-//! payment.
+//! payment; retrieved, and listed by payment, charge or creation time.
 
 use std::collections::BTreeMap;
 
@@ -10,8 +10,9 @@ use gateway::{PaymentStatus, Refund, RefundStatus};
 
 use crate::app::App;
 use crate::objects::{new_id, refund_json, Payment, RefundRecord};
+use crate::routes::list::Page;
 use crate::routes::payment_intents::{check_metadata, metadata_key};
-use crate::routes::write::{Executed, NewEvent, Write};
+use crate::routes::write::{Context, Executed, NewEvent, Write};
 use crate::routes::{ok, read_request, Failure};
 use crate::state::{Op, State};
 
@@ -31,6 +32,7 @@ enum Target {
 
 impl Write for Create {
     const PATH: &'static str = "/v1/refunds";
+    const PERMISSION: &'static str = "rak_refund_write";
     type Params = CreateParams;
 
     fn parse(form: &[(String, String)]) -> Result<CreateParams, Failure> {
@@ -78,8 +80,8 @@ impl Write for Create {
         Ok(CreateParams { target, amount, metadata })
     }
 
-    fn check(state: &State, params: &CreateParams, durable: u64) -> Result<BTreeMap<String, String>, Failure> {
-        let payment = target(state, &params.target, durable)?;
+    fn check(state: &State, params: &CreateParams) -> Result<BTreeMap<String, String>, Failure> {
+        let payment = target(state, &params.target)?;
         if payment.status != PaymentStatus::Succeeded {
             let message = format!("PaymentIntent {} has no successful charge to refund.", payment.id);
             return Err(Failure::invalid(Some("charge_not_refundable"), message, Some("payment_intent")));
@@ -97,47 +99,63 @@ impl Write for Create {
             );
             return Err(Failure::invalid(Some("amount_too_large"), message, Some("amount")));
         }
-        // Faults match on the payment's metadata overlaid with the refund's,
-        // so a test can target one order's refunds.
-        let mut metadata = payment.metadata.clone();
-        metadata.extend(params.metadata.clone());
-        Ok(metadata)
+        Ok(fault_metadata(payment, &params.metadata))
     }
 
-    fn execute(state: &State, params: CreateParams, now_secs: i64, durable: u64) -> Executed {
-        let mut payment = target(state, &params.target, durable).expect("checked").clone();
+    fn execute(state: &State, params: CreateParams, context: Context<'_>) -> Executed {
+        let mut payment = target(state, &params.target).expect("checked").clone();
         let amount = params.amount.unwrap_or(payment.remaining());
+        let metadata = fault_metadata(&payment, &params.metadata);
+        // A pending refund's amount counts as refunded at once, as at Stripe:
+        // it cannot be refunded twice while the card network decides.
+        let status =
+            if context.faults.refund_pending(&metadata) { RefundStatus::Pending } else { RefundStatus::Succeeded };
         let refund = Refund {
             id: new_id("re"),
             amount,
             currency: payment.currency.clone(),
             payment_intent: Some(payment.id.clone()),
             charge: Some(payment.charge_id.clone()),
-            status: RefundStatus::Succeeded,
-            created: now_secs,
+            status,
+            created: context.now_secs(),
             metadata: params.metadata,
+            failure_reason: None,
         };
         payment.amount_refunded += amount;
+        payment.changed_ms = context.now_ms;
         Executed {
             status: StatusCode::OK,
             body: refund_json(&refund),
-            events: vec![NewEvent {
-                kind: gateway::webhook::CHARGE_REFUNDED,
-                object: payment.charge_json(),
-                metadata: payment.metadata.clone(),
-            }],
+            events: vec![
+                NewEvent { kind: gateway::webhook::REFUND_CREATED, object: refund_json(&refund), metadata },
+                NewEvent {
+                    kind: gateway::webhook::CHARGE_REFUNDED,
+                    object: payment.charge_json(),
+                    metadata: payment.metadata.clone(),
+                },
+            ],
             ops: vec![Op::Refund(RefundRecord { refund, seq: 0 }), Op::Payment(payment)],
         }
     }
 }
 
-fn target<'a>(state: &'a State, target: &Target, durable: u64) -> Result<&'a Payment, Failure> {
+/// What faults of a refund match on: the payment's metadata overlaid with
+/// the refund's, so a test can target one order's refunds.
+pub fn fault_metadata(payment: &Payment, refund: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut metadata = payment.metadata.clone();
+    metadata.extend(refund.clone());
+    metadata
+}
+
+/// The payment to refund, as the last write left it: another refund of it
+/// may still be on its way to disk, and its amount counts.
+fn target<'a>(state: &'a State, target: &Target) -> Result<&'a Payment, Failure> {
     match target {
         Target::PaymentIntent(id) => {
-            state.payment(id, durable).ok_or_else(|| Failure::no_such("payment_intent", id, "payment_intent"))
+            state.newest_payment(id).ok_or_else(|| Failure::no_such("payment_intent", id, "payment_intent"))
         }
         Target::Charge(id) => {
-            state.payment_by_charge(id, durable).ok_or_else(|| Failure::no_such("charge", id, "charge"))
+            state.newest_payment_by_charge(id).ok_or_else(|| Failure::no_such("charge", id, "charge"))
         }
     }
 }
@@ -153,4 +171,36 @@ pub async fn retrieve(req: HttpRequest, id: Path<String>, app: Data<App>) -> Htt
             Failure { status: StatusCode::NOT_FOUND, ..Failure::no_such("refund", &id, "id") }.respond(&new_id("req"))
         }
     }
+}
+
+/// `GET /v1/refunds?payment_intent=..&charge=..&created[gte]=..&limit=..&starting_after=..`:
+/// newest first, read after write (unlike a search).
+pub async fn list(req: HttpRequest, app: Data<App>) -> HttpResponse {
+    let query = match read_request(&req, &app, "GET /v1/refunds") {
+        Ok(query) => query,
+        Err(failure) => return failure.respond(&new_id("req")),
+    };
+    match list_page(&app.state(), app.durable(), &query) {
+        Ok(body) => ok(&body),
+        Err(failure) => failure.respond(&new_id("req")),
+    }
+}
+
+fn list_page(state: &State, durable: u64, query: &[(String, String)]) -> Result<serde_json::Value, Failure> {
+    let (page, filters) = Page::parse(query, &["payment_intent", "charge"])?;
+    // A filter must name a payment or a charge that exists.
+    let payment_intent = filters.get("payment_intent").copied();
+    if let Some(id) = payment_intent.filter(|id| state.payment(id, durable).is_none()) {
+        return Err(Failure::no_such("payment_intent", id, "payment_intent"));
+    }
+    let charge = filters.get("charge").copied();
+    if let Some(id) = charge.filter(|id| state.payment_by_charge(id, durable).is_none()) {
+        return Err(Failure::no_such("charge", id, "charge"));
+    }
+    page.check_cursor("refund", |id| state.refund(id, durable).is_some())?;
+    let keep = |record: &RefundRecord| {
+        payment_intent.is_none_or(|id| record.refund.payment_intent.as_deref() == Some(id))
+            && charge.is_none_or(|id| record.refund.charge.as_deref() == Some(id))
+    };
+    Ok(page.answer("/v1/refunds", state.refunds_newest_first(durable), keep))
 }

@@ -12,13 +12,15 @@ use std::time::Instant;
 use actix_web::http::StatusCode;
 use actix_web::web::{Bytes, Data};
 use actix_web::{HttpRequest, HttpResponse};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::app::{now_ms, App, Stats};
-use crate::faults::RequestFault;
+pub use crate::events::NewEvent;
+use crate::events::{deliveries, Cause};
+use crate::faults::{Faults, RequestFault};
 use crate::objects::{error_json, new_id};
-use crate::routes::{authorize, decode_form, respond, Failure};
-use crate::state::{Delivery, IdempotencyRecord, KeyCheck, Op, State};
+use crate::routes::{authorize, decode_form, respond, Access, Failure};
+use crate::state::{IdempotencyRecord, KeyCheck, Op, State};
 
 /// Stripe's limit on an `Idempotency-Key`.
 const MAX_KEY_LEN: usize = 255;
@@ -26,13 +28,30 @@ const MAX_KEY_LEN: usize = 255;
 /// One write endpoint.
 pub trait Write {
     const PATH: &'static str;
+    /// What a restricted key would need to make this write, named in its 403.
+    const PERMISSION: &'static str;
     type Params;
     /// Checks the parameters alone.
     fn parse(form: &[(String, String)]) -> Result<Self::Params, Failure>;
-    /// Checks them against the state; returns the metadata faults match on.
-    fn check(state: &State, params: &Self::Params, durable: u64) -> Result<BTreeMap<String, String>, Failure>;
+    /// Checks them against the newest state; returns the metadata faults
+    /// match on.
+    fn check(state: &State, params: &Self::Params) -> Result<BTreeMap<String, String>, Failure>;
     /// The answer and the changes, for parameters that passed `check`.
-    fn execute(state: &State, params: Self::Params, now_secs: i64, durable: u64) -> Executed;
+    fn execute(state: &State, params: Self::Params, context: Context<'_>) -> Executed;
+}
+
+/// What an executing write may use besides the state and its parameters.
+pub struct Context<'a> {
+    pub now_ms: i64,
+    /// For faults that shape the result itself (a refund left pending), not
+    /// the answer's delivery.
+    pub faults: &'a mut Faults,
+}
+
+impl Context<'_> {
+    pub fn now_secs(&self) -> i64 {
+        self.now_ms / 1000
+    }
 }
 
 pub struct Executed {
@@ -42,20 +61,15 @@ pub struct Executed {
     pub events: Vec<NewEvent>,
 }
 
-/// A webhook event the write causes.
-pub struct NewEvent {
-    pub kind: &'static str,
-    pub object: Value,
-    /// What webhook faults match on.
-    pub metadata: BTreeMap<String, String>,
-}
-
 pub async fn handle<W: Write>(req: HttpRequest, body: Bytes, app: Data<App>) -> HttpResponse {
     app.stats.request(&format!("POST {}", W::PATH));
     let request_id = new_id("req");
     let fail = |failure: Failure| failure.respond(&request_id);
-    if let Err(failure) = authorize(&req, &app) {
-        return fail(failure);
+    match authorize(&req, &app) {
+        Ok(Access::Full) => {}
+        // Refused before anything is looked at: nothing is stored for the key.
+        Ok(Access::ReadOnly(key)) => return fail(Failure::forbidden(&key, W::PERMISSION, &app.scope)),
+        Err(failure) => return fail(failure),
     }
     let form = match decode_form(&body) {
         Ok(form) => form,
@@ -96,7 +110,7 @@ pub async fn handle<W: Write>(req: HttpRequest, body: Bytes, app: Data<App>) -> 
             Ok(params) => params,
             Err(failure) => return fail(failure),
         };
-        let metadata = match W::check(&state, &params, durable) {
+        let metadata = match W::check(&state, &params) {
             Ok(metadata) => metadata,
             Err(failure) => return fail(failure),
         };
@@ -110,10 +124,12 @@ pub async fn handle<W: Write>(req: HttpRequest, body: Bytes, app: Data<App>) -> 
             );
             (StatusCode::INTERNAL_SERVER_ERROR, body, Vec::new())
         } else {
-            let executed = W::execute(&state, params, now / 1000, durable);
+            // The faults' lock is let go before the events take it again.
+            let executed = W::execute(&state, params, Context { now_ms: now, faults: &mut app.faults() });
             let mut ops = executed.ops;
+            let cause = Cause { request_id: Some(&request_id), idempotency_key: key.as_deref() };
             for event in executed.events {
-                ops.extend(deliveries(&mut state, &app, event, key.as_deref(), &request_id, now));
+                ops.extend(deliveries(&mut state, &app, event, cause, now));
             }
             (executed.status, executed.body, ops)
         };
@@ -205,47 +221,4 @@ fn mismatch(key: &str, request_id: &str) -> HttpResponse {
     );
     let body = error_json("idempotency_error", None, message, None);
     respond(StatusCode::BAD_REQUEST, &body.to_string(), request_id)
-}
-
-/// The deliveries of one event to every endpoint, shaped by webhook faults.
-fn deliveries(state: &mut State, app: &App, event: NewEvent, key: Option<&str>, request_id: &str, now: i64) -> Vec<Op> {
-    if state.endpoints.is_empty() {
-        return Vec::new();
-    }
-    let faults = app.faults().for_event(&event.metadata);
-    let event_id = new_id("evt");
-    let payload = json!({
-        "id": event_id,
-        "object": "event",
-        "api_version": gateway::API_VERSION,
-        "created": now / 1000,
-        "type": event.kind,
-        "data": {"object": event.object},
-        "livemode": false,
-        "pending_webhooks": state.endpoints.len(),
-        "request": {"id": request_id, "idempotency_key": key},
-    })
-    .to_string();
-    let due_ms = now + faults.late.map_or(0, |d| d.as_millis() as i64);
-    let held_until_ms = faults.out_of_order.then(|| due_ms + app.settings.webhook_hold_max_ms as i64);
-    let copies = if faults.twice { 2 } else { 1 };
-    let mut ops = Vec::new();
-    for endpoint in state.endpoints.clone() {
-        for _ in 0..copies {
-            ops.push(Op::Delivery(Delivery {
-                id: state.next_delivery_id(),
-                event_id: event_id.clone(),
-                event_type: event.kind.to_owned(),
-                endpoint: endpoint.clone(),
-                payload: payload.clone(),
-                due_ms,
-                held_until_ms,
-                delivered_ms: None,
-                attempts: 0,
-                in_progress: false,
-                seq: 0,
-            }));
-        }
-    }
-    ops
 }

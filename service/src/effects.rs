@@ -1,0 +1,265 @@
+//! The one protocol every effect at the payment provider goes through: a
+//! card charge, a card refund, and whatever comes next. Each is an
+//! [`Effect`]; what differs between them (their rows, their statements,
+//! what the provider is asked) lives in its `ledger` module and in
+//! `payments`, and this module owns what they share:
+//!
+//! 1. the first transaction (`begin`, with the Idempotency-Key's claim in
+//!    the API) decides everything the ledger can decide and commits the
+//!    effect in flight with its provider key and its recovery point;
+//! 2. [`ask`]: the provider is asked with the derived key, no transaction
+//!    open and no pooled connection held; past the key window (measured
+//!    from the first send) the effect is looked up before it is ever sent
+//!    again;
+//! 3. `complete`, in a second transaction, records the answer under the
+//!    charge's row lock, so the client's retries, the completer
+//!    ([`complete_stale`]) and a webhook can race and only the first writes.
+//!
+//! An unknown outcome leaves the effect in flight: the same key, the
+//! completer once the lease has passed, or a webhook finishes it.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::time::Duration;
+
+use deadpool_postgres::{Pool, Transaction};
+use ledger::cards::ProviderAnswer;
+use ledger::charges::{Charge, ChargeStatus};
+use ledger::idempotency::RecoveryPoint;
+use ledger::phases::Completion;
+use ledger::refunds::{Refund, RefundAnswer, RefundStatus};
+use ledger::TenantId;
+use uuid::Uuid;
+
+use crate::payments::{Asked, Payments};
+
+/// An effect at the payment provider, as the protocol drives it.
+pub trait Effect {
+    /// The effect's row (with what asking the provider needs).
+    type Row: Debug + Clone + Send + Sync;
+    /// What the provider answers, as the ledger records it.
+    type Answer: Debug + Clone + Send + Sync;
+    /// For logs.
+    const NAME: &'static str;
+    /// Crash points: the first transaction committed the effect in flight;
+    /// the provider answered (or not) and nothing of it is recorded; the
+    /// answer is recorded and stored, the client has not heard back.
+    const AFTER_BEGIN: &'static str;
+    const AFTER_PROVIDER: &'static str;
+    const AFTER_COMPLETE: &'static str;
+
+    fn id(row: &Self::Row) -> Uuid;
+    /// The Idempotency-Key's recovery point for an effect, and back.
+    fn point(id: Uuid) -> RecoveryPoint;
+    fn of_point(point: RecoveryPoint) -> Option<Uuid>;
+    /// Whether the provider still has to be asked.
+    fn in_flight(row: &Self::Row) -> bool;
+    /// The effect with a fresh lease (and its first send time set).
+    fn take(
+        client: &deadpool_postgres::tokio_postgres::Client,
+        tenant: TenantId,
+        id: Uuid,
+        lease: Duration,
+    ) -> impl Future<Output = ledger::Result<Self::Row>> + Send;
+    /// Effects in flight whose lease passed, leased again.
+    fn claim_stale(
+        client: &deadpool_postgres::tokio_postgres::Client,
+        lease: Duration,
+        limit: i64,
+    ) -> impl Future<Output = ledger::Result<Vec<(TenantId, Self::Row)>>> + Send;
+    fn ask_provider(
+        payments: &Payments,
+        tenant: TenantId,
+        row: &Self::Row,
+    ) -> impl Future<Output = Asked<Self::Answer>> + Send;
+    fn complete(
+        tx: &Transaction<'_>,
+        tenant: TenantId,
+        id: Uuid,
+        answer: Option<&Self::Answer>,
+    ) -> impl Future<Output = ledger::Result<Completion<Self::Row>>> + Send;
+}
+
+/// A card charge (`ledger::cards`).
+pub struct CardCharge;
+
+impl Effect for CardCharge {
+    type Row = Charge;
+    type Answer = ProviderAnswer;
+    const NAME: &'static str = "card charge";
+    const AFTER_BEGIN: &'static str = "card-after-charge-created";
+    const AFTER_PROVIDER: &'static str = "card-after-provider";
+    const AFTER_COMPLETE: &'static str = "card-after-complete";
+
+    fn id(row: &Charge) -> Uuid {
+        row.id
+    }
+    fn point(id: Uuid) -> RecoveryPoint {
+        RecoveryPoint::Charge(id)
+    }
+    fn of_point(point: RecoveryPoint) -> Option<Uuid> {
+        match point {
+            RecoveryPoint::Charge(id) => Some(id),
+            RecoveryPoint::Refund(_) => None,
+        }
+    }
+    fn in_flight(row: &Charge) -> bool {
+        row.status == ChargeStatus::Processing
+    }
+    async fn take(
+        client: &deadpool_postgres::tokio_postgres::Client,
+        tenant: TenantId,
+        id: Uuid,
+        lease: Duration,
+    ) -> ledger::Result<Charge> {
+        ledger::cards::take(client, tenant, id, lease).await
+    }
+    async fn claim_stale(
+        client: &deadpool_postgres::tokio_postgres::Client,
+        lease: Duration,
+        limit: i64,
+    ) -> ledger::Result<Vec<(TenantId, Charge)>> {
+        Ok(ledger::cards::claim_stale(client, lease, limit).await?.into_iter().map(|o| (o.tenant, o.charge)).collect())
+    }
+    async fn ask_provider(payments: &Payments, tenant: TenantId, row: &Charge) -> Asked<ProviderAnswer> {
+        payments.ask(tenant, row).await
+    }
+    async fn complete(
+        tx: &Transaction<'_>,
+        tenant: TenantId,
+        id: Uuid,
+        answer: Option<&ProviderAnswer>,
+    ) -> ledger::Result<Completion<Charge>> {
+        ledger::cards::complete(tx, tenant, id, answer).await
+    }
+}
+
+/// A card refund (`ledger::refunds`).
+pub struct CardRefund;
+
+impl Effect for CardRefund {
+    type Row = Refund;
+    type Answer = RefundAnswer;
+    const NAME: &'static str = "card refund";
+    const AFTER_BEGIN: &'static str = "refund-after-created";
+    const AFTER_PROVIDER: &'static str = "refund-after-provider";
+    const AFTER_COMPLETE: &'static str = "refund-after-complete";
+
+    fn id(row: &Refund) -> Uuid {
+        row.id
+    }
+    fn point(id: Uuid) -> RecoveryPoint {
+        RecoveryPoint::Refund(id)
+    }
+    fn of_point(point: RecoveryPoint) -> Option<Uuid> {
+        match point {
+            RecoveryPoint::Refund(id) => Some(id),
+            RecoveryPoint::Charge(_) => None,
+        }
+    }
+    fn in_flight(row: &Refund) -> bool {
+        row.status == RefundStatus::Pending
+    }
+    async fn take(
+        client: &deadpool_postgres::tokio_postgres::Client,
+        tenant: TenantId,
+        id: Uuid,
+        lease: Duration,
+    ) -> ledger::Result<Refund> {
+        ledger::refunds::take(client, tenant, id, lease).await
+    }
+    async fn claim_stale(
+        client: &deadpool_postgres::tokio_postgres::Client,
+        lease: Duration,
+        limit: i64,
+    ) -> ledger::Result<Vec<(TenantId, Refund)>> {
+        Ok(ledger::refunds::claim_stale(client, lease, limit).await?.into_iter().map(|r| (r.tenant, r)).collect())
+    }
+    async fn ask_provider(payments: &Payments, tenant: TenantId, row: &Refund) -> Asked<RefundAnswer> {
+        payments.ask_refund(tenant, row).await
+    }
+    async fn complete(
+        tx: &Transaction<'_>,
+        tenant: TenantId,
+        id: Uuid,
+        answer: Option<&RefundAnswer>,
+    ) -> ledger::Result<Completion<Refund>> {
+        ledger::refunds::complete(tx, tenant, id, answer).await
+    }
+}
+
+/// Phase 2 for an effect in flight: takes it (a fresh lease), asks the
+/// provider unless it is already final, and gives the answer, if any, to
+/// record. No transaction is open and no pooled connection is held while
+/// the provider answers.
+pub async fn ask<E: Effect>(
+    pool: &Pool,
+    payments: &Payments,
+    tenant: TenantId,
+    id: Uuid,
+) -> ledger::Result<Option<E::Answer>> {
+    let row = {
+        let client = pool.get().await?;
+        E::take(&client, tenant, id, payments.lease()).await?
+    };
+    if !E::in_flight(&row) {
+        return Ok(None);
+    }
+    Ok(answer_of::<E>(E::ask_provider(payments, tenant, &row).await, id))
+}
+
+fn answer_of<E: Effect>(asked: Asked<E::Answer>, id: Uuid) -> Option<E::Answer> {
+    match asked {
+        Asked::Answer(answer) => Some(answer),
+        Asked::Unknown(why) => {
+            tracing::info!(effect = E::NAME, %id, %why, "provider outcome unknown; left in flight");
+            None
+        }
+    }
+}
+
+/// What one stale effect came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    /// Its final status is recorded (now, or by someone else first).
+    Final,
+    /// Still no answer: left for the next lease.
+    Unknown,
+}
+
+/// One completer scan for one kind of effect: takes those whose lease
+/// passed (at most `limit`) and drives each once. `after_provider` is the
+/// caller's crash point between the provider's answer and its record.
+pub async fn complete_stale<E: Effect>(
+    pool: &Pool,
+    payments: &Payments,
+    limit: i64,
+    after_provider: &str,
+) -> ledger::Result<Vec<Done>> {
+    let stale = {
+        let client = pool.get().await?;
+        E::claim_stale(&client, payments.lease(), limit).await?
+    };
+    let mut done = Vec::with_capacity(stale.len());
+    for (tenant, row) in stale {
+        let id = E::id(&row);
+        let answer = answer_of::<E>(E::ask_provider(payments, tenant, &row).await, id);
+        ledger::crash::point(after_provider);
+        let Some(answer) = answer else {
+            done.push(Done::Unknown);
+            continue;
+        };
+        let mut client = pool.get().await?;
+        let tx = client.transaction().await?;
+        let completion = E::complete(&tx, tenant, id, Some(&answer)).await?;
+        tx.commit().await?;
+        done.push(match completion {
+            Completion::Final(_) => {
+                tracing::info!(effect = E::NAME, %id, "completer: completed");
+                Done::Final
+            }
+            Completion::Processing(_) => Done::Unknown,
+        });
+    }
+    Ok(done)
+}
