@@ -46,6 +46,8 @@ db: services build
 	@DATABASE_URL="$(OWNER_URL)" $(API) migrate
 
 ## The whole stack, ready for requests: the fake payment provider, the API and the workers. Ctrl-C stops it.
+## The service is given the fake's published development secrets explicitly: it refuses them
+## against any provider that is not on this machine.
 run: db
 	@set -u; \
 	key=$$(DATABASE_URL="$(OWNER_URL)" $(API) create-tenant dev 2>/dev/null) || { echo "could not create the dev tenant" >&2; exit 1; }; \
@@ -63,6 +65,8 @@ run: db
 	$(FAKE_PROVIDER) --listen $(PROVIDER_ADDR) --state-dir target/fake-provider \
 	  --webhook-url http://$(HTTP_ADDR)/v1/provider/webhooks >/dev/null & provider=$$!; \
 	export GATEWAY_URL=http://$(PROVIDER_ADDR); \
+	export GATEWAY_SECRET_KEY=sk_test_ledger_local GATEWAY_WEBHOOK_SECRET=whsec_ledger_local \
+	  GATEWAY_KEY_SECRET=ledger-local-provider-key-secret; \
 	DATABASE_URL="$(API_DATABASE_URL)" $(API) serve & api=$$!; \
 	DATABASE_URL="$(WORKERS_DATABASE_URL)" WORKERS_METRICS_ADDR="$(WORKERS_METRICS_ADDR)" $(WORKERS) all & workers=$$!; \
 	trap 'kill -TERM $$api $$workers $$provider 2>/dev/null' INT TERM; \
@@ -78,7 +82,7 @@ test-rust: services
 	TEST_DATABASE_URL=$$(scripts/test-postgres.sh) $(CARGO) test --workspace --no-fail-fast
 
 ## The committed spec, proven against a live server: generated Python and TypeScript
-## clients run the README's purchase, a bounded schemathesis run, the docs page in
+## clients run the walkthrough's purchase (docs/walkthrough.md), a bounded schemathesis run, the docs page in
 ## headless Chromium (tests/contract/run.sh; tools are cached in .tools/).
 test-contract: services build
 	tests/contract/run.sh quick
@@ -142,7 +146,7 @@ bench: services
 	$(CARGO) build --release -p api -p workers -p gateway -p ledger-bench
 	target/release/ledger-bench --pg $(PGHOST_URL)
 
-## docs/ops/graphs.png, the README's operator graphs, from a real Prometheus
+## docs/ops/graphs.png, the operator graphs of docs/operations.md, from a real Prometheus
 ## scrape of a real run (scripts/ops-graphs.sh; about two minutes).
 ops-graphs: services build
 	@OWNER_URL="$(OWNER_URL)" API_DATABASE_URL="$(API_DATABASE_URL)" WORKERS_DATABASE_URL="$(WORKERS_DATABASE_URL)" \

@@ -2,13 +2,18 @@
 """Fails when modules of a workspace crate import each other in a circle.
 
 Each file is a module (`src/a.rs` and `src/a/mod.rs` are `a`, `src/a/b.rs`
-is `a::b`). An edge A -> B is any path `crate::b...`, `super::...` or
-`self::...` written in A that names module B (the longest module prefix of
-the path). A name the crate root re-exports (`pub use error::Error;` in
-lib.rs) counts as its defining module, so `crate::Error` is an edge to
-`error`, not to the root. A file's own `#[cfg(test)] mod tests` importing
-`super::*` is the file itself and no edge. Crates depend on each other
-without cycles by construction (cargo refuses them); this covers the rest.
+is `a::b`; lib.rs or main.rs is the root). An edge A -> B is any path
+`crate::b...`, `super::...` or `self::...` written in A that names module B
+(the longest module prefix of the path). The root is a node like any other:
+besides those paths, a bare `b::...` it writes (Rust 2018 paths, `pub use
+b::...` re-exports included) is an edge to its own top-level module `b`. A
+name the crate root re-exports (`pub use error::Error;` in lib.rs) counts as
+its defining module, so `crate::Error` is an edge to `error`; a name the
+root defines itself (or imports without `pub use`) is an edge to the root,
+so a root that holds code its modules use and calls into them closes a
+circle. A file's own `#[cfg(test)] mod tests` importing `super::*` is the
+file itself and no edge. Crates depend on each other without cycles by
+construction (cargo refuses them); this covers the rest.
 
 Usage: scripts/check-module-cycles.py [CRATE_DIR ...]  (default: every
 workspace member with a src/ folder). Prints each circle and exits 1.
@@ -20,7 +25,7 @@ from pathlib import Path
 
 PATH_RE = re.compile(r"\b(crate|super|self)((?:::[A-Za-z_][A-Za-z0-9_]*)+)")
 GROUP_USE_RE = re.compile(r"\buse\s+(crate|super|self)((?:::[A-Za-z_][A-Za-z0-9_]*)*)::\{([^}]*)\}", re.S)
-REEXPORT_RE = re.compile(r"^\s*pub\s+use\s+([A-Za-z_][A-Za-z0-9_]*)((?:::[A-Za-z_][A-Za-z0-9_]*)*)::(\{[^}]*\}|[A-Za-z_][A-Za-z0-9_]*)\s*;", re.M)
+REEXPORT_RE = re.compile(r"^\s*pub\s+use\s+([A-Za-z_][A-Za-z0-9_]*)((?:::[A-Za-z_][A-Za-z0-9_]*)*)::(\{[^}]*\}|[A-Za-z_][A-Za-z0-9_]*(?:\s+as\s+[A-Za-z_][A-Za-z0-9_]*)?)\s*;", re.M)
 
 
 def modules(src: Path, exclude=()):
@@ -46,6 +51,14 @@ def strip_comments(text: str) -> str:
     return "\n".join(line.split("//", 1)[0] for line in text.splitlines())
 
 
+def rooted(text: str, names):
+    """the root's bare paths to its own modules (`b::run`) written `crate::b::run`"""
+    if not names:
+        return text
+    alternatives = "|".join(re.escape(n) for n in sorted(names))
+    return re.sub(rf"(?<![\w:$])({alternatives})::", r"crate::\1::", text)
+
+
 def reexports(root_text: str):
     """name re-exported by the crate root -> defining module (tuple)"""
     out = {}
@@ -55,7 +68,7 @@ def reexports(root_text: str):
         if names.startswith("{"):
             names = [n.strip().split(" as ")[-1].strip() for n in names[1:-1].split(",") if n.strip()]
         else:
-            names = [names]
+            names = [re.split(r"\s+as\s+", names)[-1]]
         for n in names:
             out[n] = module
     return out
@@ -72,7 +85,8 @@ def resolve(here, kind, segs, mods, roots):
         base = here
     full = base + tuple(segs)
     if kind == "crate" and segs and segs[0] in roots and (segs[0],) not in mods:
-        return roots[segs[0]]
+        # re-exported from another crate (`pub use ledger::x as y;`): no edge
+        return roots[segs[0]] if roots[segs[0]] in mods else None
     best = None
     for i in range(len(full), -1, -1):
         if full[:i] in mods:
@@ -155,12 +169,13 @@ def check_tree(name: str, src: Path, exclude):
     mods = modules(src, exclude)
     root_file = mods.get(())
     roots = reexports(strip_comments(root_file.read_text())) if root_file else {}
+    top = {m[0] for m in mods if len(m) == 1}
     graph = {}
     for here, f in mods.items():
+        text = strip_comments(f.read_text())
         if here == ():
-            graph[here] = set()  # the root declares and re-exports; it imports nothing
-            continue
-        graph[here] = edges_of(here, strip_comments(f.read_text()), mods, roots)
+            text = rooted(text, top)  # the root names its modules bare too
+        graph[here] = edges_of(here, text, mods, roots)
     bad = cycles(graph)
     for comp in bad:
         names = sorted("::".join(m) or "(root)" for m in comp)

@@ -49,6 +49,7 @@ pub enum ProblemCode {
     ChargeNotPaid,
     ProviderUnavailable,
     ProviderError,
+    ProviderRejected,
     InvalidSignature,
     NaturalKeyConflict,
     OrderAlreadyCharged,
@@ -280,6 +281,18 @@ pub fn provider_unavailable(detail: impl std::fmt::Display) -> ApiError {
 pub fn provider_error(detail: impl std::fmt::Display) -> ApiError {
     tracing::error!(%detail, "payment provider refused a request");
     ApiError::new(StatusCode::BAD_GATEWAY, ProblemCode::ProviderError, "the payment provider refused the request")
+}
+
+/// The payment provider refused the request itself, not the card (a key
+/// without the permission, a wrong URL, an amount it does not take): not a
+/// decline, not stored, nothing recorded that a retry would find. The
+/// provider's message says what to fix.
+pub fn provider_rejected(detail: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        ProblemCode::ProviderRejected,
+        format!("the payment provider refused the request (a configuration error, not a decline): {detail}"),
+    )
 }
 
 fn contention() -> ApiError {

@@ -21,9 +21,10 @@ use ledger::phases::{Begun, Completion};
 use ledger::{Outcome, TenantId};
 use serde::Serialize;
 use service::effects::{self, Effect};
+use service::payments::Asked;
 use sha2::{Digest, Sha256};
 
-use crate::error::{claim_failed, ApiError, ProblemCode, PROBLEM_JSON};
+use crate::error::{claim_failed, provider_rejected, ApiError, ProblemCode, PROBLEM_JSON};
 use crate::state::AppState;
 
 pub const REPLAYED: &str = "Idempotent-Replayed";
@@ -311,9 +312,19 @@ pub async fn run_two_phase<E: Effect, T: Serialize>(
             Err(e) => return Err(claim_failed(e)),
         }
     };
-    let provider_answer = effects::ask::<E>(&state.pool, &state.payments, tenant, id).await?;
+    let asked = effects::ask::<E>(&state.pool, &state.payments, tenant, id).await?;
     // the provider answered (or not); nothing of it is recorded yet
     ledger::crash::point(E::AFTER_PROVIDER);
+    let provider_answer = match asked {
+        Some(Asked::Answer(answer)) => Some(answer),
+        Some(Asked::Unknown(_)) | None => None,
+        // not an answer to store: undone where nothing depends on it, and a
+        // retry once the configuration is fixed runs afresh
+        Some(Asked::Rejected(why)) => {
+            effects::abandon::<E>(&state.pool, tenant, id).await?;
+            return Err(provider_rejected(why));
+        }
+    };
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     match E::complete(&tx, tenant, id, provider_answer.as_ref()).await? {
@@ -330,7 +341,9 @@ pub async fn run_two_phase<E: Effect, T: Serialize>(
             }
         }
         Completion::Processing(row) => {
-            drop(tx);
+            // what it recorded on the way stays: a payment now waiting for
+            // the buyer's authentication, a flag for an operator
+            tx.commit().await?;
             let mut pending = json(StatusCode::ACCEPTED, &to_wire(row));
             pending.headers.push((header::RETRY_AFTER.to_string(), "1".to_owned()));
             response(pending, false)

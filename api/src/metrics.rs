@@ -11,6 +11,8 @@
 //! - `ledger_declines_total{code}`: business declines when they happen
 //!   (not their replays); `ledger_http_problems_total{code,status}`: every
 //!   problem document the API made up, by its code;
+//! - `ledger_provider_rejections_total{effect}`: requests the payment
+//!   provider refused as misconfigured (counted in `service::effects`);
 //! - `ledger_charge_batch_size`, `ledger_charge_batch_phase_seconds{phase}`
 //!   and `ledger_charge_batches_failed_total`: group commit of new charges
 //!   (`group_commit`);
@@ -91,8 +93,8 @@ pub async fn middleware(
     operation_id = "get_metrics",
     security(()),
     responses((status = 200, description = "Counters, gauges and histograms of this API process \
-        (Prometheus text format 0.0.4); no API key needed. Names start with `ledger_`: the README's \
-        Operations section lists them.", body = String, content_type = "text/plain"))
+        (Prometheus text format 0.0.4); no API key needed. Names start with `ledger_`: docs/operations.md \
+        lists them.", body = String, content_type = "text/plain"))
 )]
 #[get("/metrics")]
 pub async fn scrape(state: web::Data<AppState>) -> HttpResponse {

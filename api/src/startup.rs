@@ -31,6 +31,8 @@ pub enum StartupError {
     Ledger(#[from] ledger::Error),
     #[error("payment provider: {0}")]
     Gateway(#[from] gateway::BuildError),
+    #[error(transparent)]
+    DevelopmentSecrets(#[from] service::settings::DevelopmentSecrets),
     #[error("bind {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
 }
@@ -49,6 +51,7 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> Result<Application, StartupError> {
         config.retention.windows().check()?;
+        config.gateway.check_secrets()?;
         if config.migrate_on_start {
             ledger::db::migrate(&config.database.database_url).await?;
         }

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use crate::{round, Error, Result};
+use crate::error::{Error, Result};
+use crate::load::round;
 
 /// The counters of one scrape: (sum, count) per series.
 #[derive(Default)]

@@ -72,7 +72,7 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::{closed_loop, new_charge, round, Accounts, Args, Figures, Http, Wrong};
+use crate::load::{closed_loop, new_charge, round, Accounts, Args, Figures, Http, Wrong};
 
 /// Ledger transactions per insert statement (three entries each).
 const CHUNK: i64 = 500_000;

@@ -80,7 +80,7 @@ use workers::relay;
 use workers::topology::{self, Names};
 
 use crate::error::{Error, Result};
-use crate::{closed_loop, peak_rss_kib, purchase, round, terminate, Accounts, Args, Figures, Http, Wrong};
+use crate::load::{closed_loop, peak_rss_kib, purchase, round, terminate, Accounts, Args, Figures, Http, Wrong};
 
 /// The live purchase workload's name in the table.
 pub const PURCHASE_WORKLOAD: &str = "purchase (live workers)";

@@ -13,7 +13,7 @@
 use std::process::Command;
 
 use crate::error::{Error, Result};
-use crate::{new_hist, Figures};
+use crate::load::{new_hist, Figures};
 
 /// Replaces `$N` with `:name` (highest N first so `$1` never eats `$10`).
 fn bind(sql: &str, names: &[&str]) -> String {

@@ -11,7 +11,9 @@ use serde::de::DeserializeOwned;
 
 use crate::config::Config;
 use crate::model::{ApiError, ErrorBody, List, PaymentIntent, PaymentStatus, Refund};
-use crate::outcome::{BuildError, Decline, GatewayError, PaymentOutcome, RefundOutcome, Unknown, UnknownReason};
+use crate::outcome::{
+    BuildError, CancelOutcome, Decline, GatewayError, PaymentOutcome, RefundOutcome, Unknown, UnknownReason,
+};
 use crate::webhook::{self, Event, SignatureError};
 
 /// The API version whose object shapes this crate reads, pinned so that a
@@ -122,31 +124,36 @@ impl Client {
             ("payment_method_types[]".to_owned(), "card".to_owned()),
         ];
         push_metadata(&mut form, &request.metadata);
-        let answer = match self.post("/v1/payment_intents", &form, idempotency_key).await {
-            Ok(answer) => answer,
-            Err(unknown) => return Ok(PaymentOutcome::Unknown(unknown)),
-        };
-        if answer.status.is_success() {
-            return Ok(match parse_written::<PaymentIntent>(&answer) {
-                Err(unknown) => PaymentOutcome::Unknown(unknown),
-                Ok(intent) if intent.status == PaymentStatus::Succeeded => PaymentOutcome::Succeeded(intent),
-                Ok(intent) => PaymentOutcome::Pending(intent),
+        match self.post("/v1/payment_intents", &form, idempotency_key).await {
+            Ok(answer) => payment_outcome(answer),
+            Err(unknown) => Ok(PaymentOutcome::Unknown(unknown)),
+        }
+    }
+
+    /// Cancels a payment that was not charged (`POST
+    /// /v1/payment_intents/{id}/cancel`, `cancellation_reason=abandoned`):
+    /// typically one left in `requires_action` by a customer who never
+    /// authenticated. Send the same `idempotency_key` on every resend (see
+    /// [`crate::cancel_key`]). An id that cannot be a payment's is refused as
+    /// the provider refuses an unknown one (404 `resource_missing`), without
+    /// a request.
+    pub async fn cancel_payment(&self, id: &str, idempotency_key: &str) -> Result<CancelOutcome, GatewayError> {
+        // Anything that is not an id must not reach the URL path.
+        if !is_id(id) {
+            return Err(GatewayError::Rejected {
+                status: StatusCode::NOT_FOUND.as_u16(),
+                kind: "invalid_request_error".to_owned(),
+                code: Some("resource_missing".to_owned()),
+                param: Some("intent".to_owned()),
+                message: format!("No such payment_intent: '{id}'"),
+                request_id: None,
             });
         }
-        if answer.status == StatusCode::PAYMENT_REQUIRED {
-            if let Ok(ErrorBody { error }) = serde_json::from_slice::<ErrorBody>(&answer.body) {
-                if error.kind == "card_error" {
-                    return Ok(PaymentOutcome::Declined(Decline {
-                        code: error.code.unwrap_or_else(|| "card_declined".to_owned()),
-                        decline_code: error.decline_code,
-                        message: error.message,
-                        payment_intent_id: error.payment_intent.map(|pi| pi.id),
-                        request_id: answer.request_id,
-                    }));
-                }
-            }
+        let form = [("cancellation_reason".to_owned(), "abandoned".to_owned())];
+        match self.post(&format!("/v1/payment_intents/{id}/cancel"), &form, idempotency_key).await {
+            Ok(answer) => cancel_outcome(answer),
+            Err(unknown) => Ok(CancelOutcome::Unknown(unknown)),
         }
-        classify_failure(answer).map(PaymentOutcome::Unknown)
     }
 
     /// Refunds all or part of a payment (`POST /v1/refunds`).
@@ -387,6 +394,64 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// What the answer to a payment's creation means.
+fn payment_outcome(answer: Answer) -> Result<PaymentOutcome, GatewayError> {
+    if answer.status.is_success() {
+        return Ok(match parse_written::<PaymentIntent>(&answer) {
+            Err(unknown) => PaymentOutcome::Unknown(unknown),
+            Ok(intent) if intent.status == PaymentStatus::Succeeded => PaymentOutcome::Succeeded(intent),
+            // `requires_action` (3-D Secure) among them: nothing is charged
+            // until the customer authenticates.
+            Ok(intent) => PaymentOutcome::Pending(intent),
+        });
+    }
+    if answer.status == StatusCode::PAYMENT_REQUIRED {
+        if let Ok(ErrorBody { error }) = serde_json::from_slice::<ErrorBody>(&answer.body) {
+            if error.kind == "card_error" {
+                return Ok(PaymentOutcome::Declined(Decline {
+                    code: error.code.unwrap_or_else(|| "card_declined".to_owned()),
+                    decline_code: error.decline_code,
+                    message: error.message,
+                    payment_intent_id: error.payment_intent.map(|pi| pi.id),
+                    request_id: answer.request_id,
+                }));
+            }
+        }
+    }
+    classify_failure(answer).map(PaymentOutcome::Unknown)
+}
+
+/// What the answer to a cancellation means. Stripe refuses to cancel a
+/// payment that is past it with a 400 `payment_intent_unexpected_state` that
+/// carries the payment: that is an answer about the payment, not an error of
+/// the request.
+fn cancel_outcome(answer: Answer) -> Result<CancelOutcome, GatewayError> {
+    let status = answer.status;
+    if status.is_success() {
+        return match parse_written::<PaymentIntent>(&answer) {
+            Err(unknown) => Ok(CancelOutcome::Unknown(unknown)),
+            Ok(intent) if intent.status == PaymentStatus::Canceled => Ok(CancelOutcome::Canceled(intent)),
+            Ok(intent) => Err(GatewayError::Unexpected {
+                status: status.as_u16(),
+                detail: format!("a cancel answered with payment {} in status {:?}", intent.id, intent.status),
+            }),
+        };
+    }
+    if status == StatusCode::BAD_REQUEST {
+        if let Ok(ErrorBody { error }) = serde_json::from_slice::<ErrorBody>(&answer.body) {
+            if let (Some("payment_intent_unexpected_state"), Some(intent)) =
+                (error.code.as_deref(), error.payment_intent)
+            {
+                return Ok(match intent.status {
+                    PaymentStatus::Canceled => CancelOutcome::Canceled(*intent),
+                    _ => CancelOutcome::NotCancelable(*intent),
+                });
+            }
+        }
+    }
+    classify_failure(answer).map(CancelOutcome::Unknown)
+}
+
 /// The body of a 2xx answer to a write. A body that does not parse is treated
 /// as cut off: the write may well have happened.
 fn parse_written<T: DeserializeOwned>(answer: &Answer) -> Result<T, Unknown> {
@@ -481,6 +546,7 @@ mod tests {
         send(client.create_payment(&payment, "k"));
         let refund = RefundRequest { payment_intent: "pi_1".into(), amount: None, metadata: BTreeMap::new() };
         send(client.create_refund(&refund, "k"));
+        send(client.cancel_payment("pi_1", "k"));
         send(client.retrieve_payment("pi_1"));
         send(client.search_payments(&[("order_id", "o")]));
         send(client.list_all_payments(0, 1));
@@ -561,6 +627,112 @@ mod tests {
         let unavailable = GatewayError::Unavailable(classify_failure(answer(503, serde_json::json!({}))).unwrap());
         assert!(!unavailable.is_configuration());
         assert!(!GatewayError::Unexpected { status: 200, detail: "x".into() }.is_configuration());
+    }
+
+    fn intent_json(status: &str) -> serde_json::Value {
+        serde_json::json!({
+            "id": "pi_1", "object": "payment_intent", "amount": 1250, "amount_received": 0, "currency": "eur",
+            "status": status, "created": 1, "latest_charge": null,
+        })
+    }
+
+    #[test]
+    fn a_payment_that_needs_authentication_is_pending_with_what_the_browser_needs() {
+        let mut body = intent_json("requires_action");
+        body["client_secret"] = "pi_1_secret_abc".into();
+        body["next_action"] = serde_json::json!({"type": "use_stripe_sdk", "use_stripe_sdk": {
+            "type": "three_d_secure_redirect", "stripe_js": "https://hooks.stripe.com/redirect/authenticate/src_1",
+        }});
+        match payment_outcome(answer(200, body)).unwrap() {
+            PaymentOutcome::Pending(intent) => {
+                assert_eq!(intent.status, PaymentStatus::RequiresAction);
+                assert_eq!(intent.client_secret.as_deref(), Some("pi_1_secret_abc"));
+                assert_eq!(intent.next_action_type(), Some("use_stripe_sdk"));
+                assert_eq!(intent.latest_charge, None, "nothing charged yet");
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut succeeded = intent_json("succeeded");
+        succeeded["amount_received"] = 1250.into();
+        assert!(matches!(payment_outcome(answer(200, succeeded)).unwrap(), PaymentOutcome::Succeeded(_)));
+    }
+
+    #[test]
+    fn cancel_answers_are_sorted_by_what_the_caller_may_do() {
+        let mut canceled = intent_json("canceled");
+        canceled["cancellation_reason"] = "abandoned".into();
+        match cancel_outcome(answer(200, canceled.clone())).unwrap() {
+            CancelOutcome::Canceled(intent) => assert_eq!(intent.cancellation_reason.as_deref(), Some("abandoned")),
+            other => panic!("{other:?}"),
+        }
+        let refused = |intent: serde_json::Value| {
+            let status = intent["status"].as_str().unwrap().to_owned();
+            answer(
+                400,
+                serde_json::json!({"error": {
+                    "type": "invalid_request_error", "code": "payment_intent_unexpected_state",
+                    "message": format!("You cannot cancel this PaymentIntent because it has a status of {status}."),
+                    "payment_intent": intent,
+                }}),
+            )
+        };
+        // Past cancelling: the payment comes back, so the caller can record it.
+        let mut succeeded = intent_json("succeeded");
+        succeeded["latest_charge"] = "ch_1".into();
+        match cancel_outcome(refused(succeeded)).unwrap() {
+            CancelOutcome::NotCancelable(intent) => {
+                assert_eq!((intent.status, intent.latest_charge.as_deref()), (PaymentStatus::Succeeded, Some("ch_1")));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Canceled already: what was asked for holds.
+        assert!(matches!(cancel_outcome(refused(canceled)).unwrap(), CancelOutcome::Canceled(_)));
+
+        let err = |status: u16, t: &str, code: Option<&str>| {
+            answer(status, serde_json::json!({"error": {"type": t, "code": code, "message": "m"}}))
+        };
+        for status in [500, 503] {
+            match cancel_outcome(err(status, "api_error", None)).unwrap() {
+                CancelOutcome::Unknown(unknown) => assert_eq!(unknown.reason, UnknownReason::ServerError),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(matches!(
+            cancel_outcome(err(409, "invalid_request_error", Some("idempotency_key_in_use"))),
+            Ok(CancelOutcome::Unknown(Unknown { reason: UnknownReason::InFlight, .. }))
+        ));
+        let cut = Answer { status: StatusCode::OK, request_id: None, body: br#"{"id":"pi_1","sta"#.to_vec() };
+        assert!(matches!(cancel_outcome(cut), Ok(CancelOutcome::Unknown(_))));
+        assert!(matches!(
+            cancel_outcome(err(400, "idempotency_error", None)),
+            Err(GatewayError::IdempotencyMismatch { .. })
+        ));
+        // The state error without the payment cannot be read as one.
+        assert!(matches!(
+            cancel_outcome(err(400, "invalid_request_error", Some("payment_intent_unexpected_state"))),
+            Err(GatewayError::Rejected { status: 400, .. })
+        ));
+        assert!(matches!(
+            cancel_outcome(err(404, "invalid_request_error", Some("resource_missing"))),
+            Err(GatewayError::Rejected { status: 404, .. })
+        ));
+        // A 200 that is not a canceled payment is not what Stripe answers.
+        assert!(matches!(
+            cancel_outcome(answer(200, intent_json("succeeded"))),
+            Err(GatewayError::Unexpected { status: 200, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_cancel_of_something_that_is_not_an_id_sends_nothing() {
+        // Nothing listens there: a request would be an unknown outcome.
+        let client = Client::new(&Config::new("http://127.0.0.1:1", "sk_test", "whsec")).unwrap();
+        for id in ["", "../v1/refunds", "pi_1/cancel?x=1"] {
+            match client.cancel_payment(id, "k").await {
+                Err(error @ GatewayError::Rejected { status: 404, .. }) => assert!(error.is_configuration()),
+                other => panic!("{id}: {other:?}"),
+            }
+        }
     }
 
     #[test]

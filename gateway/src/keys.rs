@@ -5,8 +5,8 @@
 //! provider charges at most once. It is an HMAC under a server secret: another
 //! user of the same provider account cannot guess it and collide with it. Each
 //! field is length-prefixed, so no two different tuples encode alike (`("a:b",
-//! 1)` and `("a", ...)` differ), and a domain label keeps payment and refund
-//! keys apart.
+//! 1)` and `("a", ...)` differ), and a domain label keeps payment, refund and
+//! cancellation keys apart.
 
 use ring::hmac;
 use uuid::Uuid;
@@ -23,6 +23,12 @@ pub fn provider_key(server_secret: &[u8], tenant: Uuid, order_id: &str, attempt:
 /// The provider idempotency key of a refund of a charge.
 pub fn refund_key(server_secret: &[u8], tenant: Uuid, charge_id: Uuid, refund_reference: &str) -> String {
     key("ref_", server_secret, &[b"refund", tenant.as_bytes(), charge_id.as_bytes(), refund_reference.as_bytes()])
+}
+
+/// The provider idempotency key of the cancellation of a charge's payment
+/// (one per charge: a payment is canceled at most once).
+pub fn cancel_key(server_secret: &[u8], tenant: Uuid, charge_id: Uuid) -> String {
+    key("can_", server_secret, &[b"cancel", tenant.as_bytes(), charge_id.as_bytes()])
 }
 
 fn key(prefix: &str, server_secret: &[u8], fields: &[&[u8]]) -> String {
@@ -51,6 +57,8 @@ mod tests {
         assert_eq!(provider_key(SECRET, TENANT, "order-1", 1), provider_key(SECRET, TENANT, "order-1", 1));
         let charge = Uuid::from_u128(7);
         assert_eq!(refund_key(SECRET, TENANT, charge, "r1"), refund_key(SECRET, TENANT, charge, "r1"));
+        assert_eq!(cancel_key(SECRET, TENANT, charge), cancel_key(SECRET, TENANT, charge));
+        assert!(cancel_key(SECRET, TENANT, charge).starts_with("can_"));
     }
 
     #[test]
@@ -67,6 +75,11 @@ mod tests {
         assert_ne!(refund, refund_key(SECRET, Uuid::from_u128(2), charge, "r1"));
         assert_ne!(refund, refund_key(SECRET, TENANT, Uuid::from_u128(8), "r1"));
         assert_ne!(refund, refund_key(SECRET, TENANT, charge, "r2"));
+
+        let cancel = cancel_key(SECRET, TENANT, charge);
+        assert_ne!(cancel, cancel_key(b"another secret", TENANT, charge));
+        assert_ne!(cancel, cancel_key(SECRET, Uuid::from_u128(2), charge));
+        assert_ne!(cancel, cancel_key(SECRET, TENANT, Uuid::from_u128(8)));
     }
 
     #[test]
@@ -76,6 +89,7 @@ mod tests {
             provider_key(SECRET, TENANT, "", 0),
             provider_key(SECRET, TENANT, &long_order, i32::MAX),
             refund_key(SECRET, TENANT, Uuid::nil(), &long_order),
+            cancel_key(SECRET, TENANT, Uuid::max()),
         ] {
             assert!(key.len() <= MAX_KEY_LEN, "{key} is {} characters", key.len());
             assert!(key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{key}");
@@ -93,5 +107,13 @@ mod tests {
         // A payment and a refund never share a key, even over the same bytes.
         let order = String::from_utf8(Uuid::nil().as_bytes().to_vec()).unwrap();
         assert_ne!(provider_key(SECRET, TENANT, &order, 0)[4..], refund_key(SECRET, TENANT, Uuid::nil(), "")[4..]);
+        // Nor does a cancellation share one with either: not with a refund of
+        // the same charge with an empty reference, nor with a payment whose
+        // order is the charge's bytes.
+        let cancel = cancel_key(SECRET, TENANT, Uuid::nil());
+        assert_ne!(cancel[4..], refund_key(SECRET, TENANT, Uuid::nil(), "")[4..]);
+        assert_ne!(cancel[4..], provider_key(SECRET, TENANT, &order, 0)[4..]);
+        let charge = Uuid::from_u128(7);
+        assert_ne!(cancel_key(SECRET, TENANT, charge)[4..], refund_key(SECRET, TENANT, charge, "")[4..]);
     }
 }

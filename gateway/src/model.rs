@@ -27,8 +27,31 @@ pub struct PaymentIntent {
     pub latest_charge: Option<String>,
     #[serde(default)]
     pub last_payment_error: Option<ApiError>,
+    /// What the customer's browser needs to authenticate (3-D Secure) a
+    /// payment in `requires_action`: handed to Stripe.js, never shown.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// What the customer must do before a `requires_action` payment can go
+    /// on, as Stripe sends it: `{"type": "use_stripe_sdk", "use_stripe_sdk":
+    /// {...}}` or `{"type": "redirect_to_url", "redirect_to_url": {"url",
+    /// "return_url"}}`. Kept whole: its shape varies by type and version.
+    #[serde(default)]
+    pub next_action: Option<serde_json::Value>,
+    /// Why a `canceled` payment was canceled (`abandoned`, `duplicate`,
+    /// `requested_by_customer`, `fraudulent`, or Stripe's own such as
+    /// `automatic`); `None` when the cancel named no reason.
+    #[serde(default)]
+    pub cancellation_reason: Option<String>,
     #[serde(default)]
     pub livemode: bool,
+}
+
+impl PaymentIntent {
+    /// The `type` of `next_action`, such as `use_stripe_sdk` or
+    /// `redirect_to_url`.
+    pub fn next_action_type(&self) -> Option<&str> {
+        self.next_action.as_ref()?.get("type")?.as_str()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -161,6 +184,44 @@ mod tests {
         assert_eq!(pi.status, PaymentStatus::Other);
         assert_eq!(pi.metadata["order_id"], "o-1");
         assert_eq!(pi.latest_charge, None);
+        assert_eq!((pi.next_action, pi.cancellation_reason), (None, None));
+    }
+
+    #[test]
+    fn a_payment_that_needs_authentication_keeps_its_next_action_and_client_secret() {
+        let intent = |next_action: serde_json::Value| {
+            serde_json::from_value::<PaymentIntent>(serde_json::json!({
+                "id": "pi_1", "object": "payment_intent", "amount": 1250, "currency": "eur",
+                "status": "requires_action", "created": 1, "client_secret": "pi_1_secret_abc",
+                "latest_charge": null, "next_action": next_action,
+            }))
+            .unwrap()
+        };
+        let sdk = intent(serde_json::json!({"type": "use_stripe_sdk", "use_stripe_sdk": {
+            "type": "three_d_secure_redirect", "stripe_js": "https://hooks.stripe.com/redirect/authenticate/src_1",
+        }}));
+        assert_eq!(
+            (sdk.status, sdk.client_secret.as_deref()),
+            (PaymentStatus::RequiresAction, Some("pi_1_secret_abc"))
+        );
+        assert_eq!(sdk.next_action_type(), Some("use_stripe_sdk"));
+        assert_eq!(sdk.next_action.as_ref().unwrap()["use_stripe_sdk"]["type"], "three_d_secure_redirect");
+        let redirect = intent(serde_json::json!({"type": "redirect_to_url", "redirect_to_url": {
+            "url": "https://hooks.stripe.com/3d_secure_2/hosted?x=1", "return_url": "https://shop.test/back",
+        }}));
+        assert_eq!(redirect.next_action_type(), Some("redirect_to_url"));
+        assert_eq!(redirect.next_action.unwrap()["redirect_to_url"]["return_url"], "https://shop.test/back");
+        assert_eq!(intent(serde_json::Value::Null).next_action_type(), None);
+
+        let canceled: PaymentIntent = serde_json::from_value(serde_json::json!({
+            "id": "pi_1", "amount": 1250, "currency": "eur", "status": "canceled", "created": 1,
+            "canceled_at": 2, "cancellation_reason": "abandoned", "next_action": null,
+        }))
+        .unwrap();
+        assert_eq!(
+            (canceled.status, canceled.cancellation_reason.as_deref()),
+            (PaymentStatus::Canceled, Some("abandoned"))
+        );
     }
 
     #[test]

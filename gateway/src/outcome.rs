@@ -19,10 +19,15 @@ pub enum PaymentOutcome {
     Succeeded(PaymentIntent),
     /// The card was declined (402 `card_error`); no money moved.
     Declined(Decline),
-    /// The provider accepted the payment but it has not settled (for example
-    /// `processing`, or `requires_action` for a card that wants 3-D Secure,
-    /// which this service does not drive). The id is known; the outcome comes
-    /// by webhook or by [`crate::Client::retrieve_payment`].
+    /// The provider accepted the payment but it has not settled. Nothing is
+    /// charged yet. `processing`: the outcome comes by webhook or by
+    /// [`crate::Client::retrieve_payment`]. `requires_action`: the card wants
+    /// 3-D Secure; the customer authenticates in the browser with
+    /// `client_secret` as `next_action` says, and the payment then succeeds
+    /// (`payment_intent.succeeded`) or goes back to `requires_payment_method`
+    /// (`payment_intent.payment_failed`, `last_payment_error.code`
+    /// `payment_intent_authentication_failure`); one nobody authenticates
+    /// stays as it is until [`crate::Client::cancel_payment`].
     Pending(PaymentIntent),
     /// The provider may or may not have charged: retry with the same key.
     Unknown(Unknown),
@@ -35,6 +40,23 @@ pub enum RefundOutcome {
     /// settled (card refunds usually have at once).
     Created(Refund),
     /// The provider may or may not have refunded: retry with the same key.
+    Unknown(Unknown),
+}
+
+/// The answer to a cancellation (`POST /v1/payment_intents/{id}/cancel`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The payment is `canceled`: nothing was charged and nothing will be.
+    /// Also the answer when it was canceled already (by an earlier cancel
+    /// under another key, or by the provider), which Stripe refuses with a
+    /// 400 carrying the payment.
+    Canceled(PaymentIntent),
+    /// The provider refused: the payment is past cancelling (400
+    /// `payment_intent_unexpected_state`). Stripe names the payment in the
+    /// error; its `status` says why, usually `succeeded`: the customer
+    /// authenticated first and the money was taken, so record the success.
+    NotCancelable(PaymentIntent),
+    /// The provider may or may not have canceled: retry with the same key.
     Unknown(Unknown),
 }
 

@@ -19,7 +19,16 @@ pub const SIGNATURE_HEADER: &str = "Stripe-Signature";
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
 pub const PAYMENT_SUCCEEDED: &str = "payment_intent.succeeded";
+/// A confirmation was declined, or the customer failed 3-D Secure
+/// (`last_payment_error.code` `payment_intent_authentication_failure`): the
+/// payment is back in `requires_payment_method`, nothing charged.
 pub const PAYMENT_FAILED: &str = "payment_intent.payment_failed";
+/// The payment waits for the customer to authenticate (3-D Secure); nothing
+/// is charged yet.
+pub const PAYMENT_REQUIRES_ACTION: &str = "payment_intent.requires_action";
+/// The payment was canceled (`cancellation_reason` says why); nothing was
+/// charged and nothing will be.
+pub const PAYMENT_CANCELED: &str = "payment_intent.canceled";
 pub const CHARGE_REFUNDED: &str = "charge.refunded";
 /// A refund was made; the object is the Refund (its status may be `pending`).
 pub const REFUND_CREATED: &str = "refund.created";

@@ -316,13 +316,14 @@ pub const INVARIANTS: &[Invariant] = &[
     },
     Invariant {
         name: "card_charge_not_left_processing",
-        promise: "after quiescence, no card charge is still processing past its lease: the client's retry, the \
-                  completer or a webhook gave it its final status",
+        promise: "after quiescence, no card charge is still processing past its lease, nor waiting for the \
+                  buyer's authentication past its window: the client's retry, the completer or a webhook gave it \
+                  its final status",
         quiesced: true,
         sql: "SELECT jsonb_build_object('charge_id', c.id, 'tenant_id', c.tenant_id, 'order_id', c.order_id, \
                      'attempt', c.attempt, 'lease_until', k.lease_until, 'created_at', c.created_at) \
                 FROM charges c JOIN card_charges k ON k.charge_id = c.id \
-               WHERE c.status = 'processing' AND k.lease_until < now()",
+               WHERE c.status IN ('processing', 'requires_action') AND k.lease_until < now()",
     },
     Invariant {
         name: "card_refund_not_left_pending",

@@ -70,7 +70,7 @@ pub type Begun = crate::phases::Begun<Charge>;
 /// The final answer a card charge gives, once it has one.
 pub fn outcome_of(charge: Charge) -> Option<Outcome<Charge>> {
     match charge.status {
-        ChargeStatus::Processing => None,
+        ChargeStatus::Processing | ChargeStatus::RequiresAction => None,
         ChargeStatus::Failed => Some(Outcome::Declined(Decline::CardDeclined {
             code: charge.decline_code.clone().unwrap_or_else(|| "card_declined".to_owned()),
         })),
@@ -98,7 +98,7 @@ pub async fn begin(tx: &Transaction<'_>, tenant: TenantId, new: &NewCardCharge<'
     lock_accounts(tx, tenant, &ids, new.currency).await?;
     if let Some(existing) = existing_attempt(tx, tenant, new.order_id, new.attempt, |c| new.same_as(c)).await? {
         return Ok(match existing.status {
-            ChargeStatus::Processing => Begun::InFlight(existing),
+            ChargeStatus::Processing | ChargeStatus::RequiresAction => Begun::InFlight(existing),
             ChargeStatus::Failed => Begun::Final(outcome_of(existing).expect("final")),
             _ => Begun::Final(Outcome::Existing(existing)),
         });
@@ -140,7 +140,8 @@ pub struct Owned {
 }
 
 /// The charge, with a fresh lease when it is still `processing`: whoever
-/// drives it now holds the completer off for `lease`.
+/// drives it now holds the completer off for `lease`. A `requires_action`
+/// charge keeps its lease: that is the buyer's window.
 pub async fn take(client: &impl GenericClient, tenant: TenantId, id: Uuid, lease: Duration) -> Result<Charge> {
     client
         .execute(
@@ -164,7 +165,7 @@ pub async fn claim_stale(client: &impl GenericClient, lease: Duration, limit: i6
               WHERE c.id = k.charge_id AND k.charge_id IN ( \
                     SELECT charge_id FROM card_charges WHERE completed_at IS NULL AND lease_until < now() \
                      ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED) \
-                AND c.status = 'processing' \
+                AND c.status IN ('processing', 'requires_action') \
              RETURNING c.tenant_id, c.id",
             &[&lease.as_secs_f64(), &limit],
         )
@@ -185,6 +186,15 @@ pub enum ProviderAnswer {
     Succeeded { payment_id: String, amount_minor: i64, currency: String },
     /// Declined, for good: a new attempt may follow.
     Declined { payment_id: Option<String>, code: String },
+    /// The buyer must authenticate first (3-D Secure): the payment, what the
+    /// storefront needs to finish it, and how long the buyer has before the
+    /// payment is cancelled.
+    RequiresAction {
+        payment_id: String,
+        client_secret: Option<String>,
+        next_action: Option<serde_json::Value>,
+        window: Duration,
+    },
 }
 
 /// What the second transaction left: the charge's final answer, or the
@@ -264,6 +274,22 @@ pub async fn complete(
     }
     match answer {
         None => Ok(Completion::Processing(charge)),
+        // already waiting for the buyer: the window runs from the first time
+        Some(ProviderAnswer::RequiresAction { .. }) if charge.status == ChargeStatus::RequiresAction => {
+            Ok(Completion::Processing(charge))
+        }
+        Some(ProviderAnswer::RequiresAction { payment_id, client_secret, next_action, window }) => {
+            tx.cached_execute("UPDATE charges SET status = 'requires_action' WHERE id = $1", &[&id]).await?;
+            // the lease becomes the buyer's window: the completer takes the
+            // charge when it has passed, and cancels it at the provider
+            tx.cached_execute(
+                "UPDATE card_charges SET provider_payment_id = $2, client_secret = $3, next_action = $4, \
+                        lease_until = now() + make_interval(secs => $5) WHERE charge_id = $1",
+                &[&id, &payment_id, &client_secret, &next_action, &window.as_secs_f64()],
+            )
+            .await?;
+            Ok(Completion::Processing(get(&**tx, tenant, id).await?))
+        }
         Some(ProviderAnswer::Declined { payment_id, code }) => {
             tx.cached_execute("UPDATE charges SET status = 'failed' WHERE id = $1", &[&id]).await?;
             tx.cached_execute(
@@ -314,6 +340,26 @@ pub async fn complete(
             Ok(Completion::Final(Outcome::Applied(paid)))
         }
     }
+}
+
+/// Undoes a card charge's first transaction after the provider refused the
+/// request itself (a configuration error: nothing happened there): the
+/// charge, its card row and the Idempotency-Key that names it are deleted,
+/// so nothing is recorded, nothing is stored, and a retry starts afresh once
+/// the configuration is fixed. Only a charge still `processing` (under its
+/// row lock) is undone; `false` when it had become final meanwhile.
+pub async fn abandon(tx: &Transaction<'_>, tenant: TenantId, id: Uuid) -> Result<bool> {
+    let charge = crate::charges::lock(tx, tenant, id).await?.charge;
+    if !charge.status.in_flight() {
+        return Ok(false);
+    }
+    tx.cached_execute("DELETE FROM idempotency_keys WHERE charge_id = $1", &[&id]).await?;
+    // an operator's evidence stays, without the charge it named
+    tx.cached_execute("UPDATE provider_flags SET charge_id = NULL WHERE charge_id = $1", &[&id]).await?;
+    tx.cached_execute("DELETE FROM card_charges WHERE charge_id = $1", &[&id]).await?;
+    tx.cached_execute("DELETE FROM charges WHERE id = $1 AND status IN ('processing', 'requires_action')", &[&id])
+        .await?;
+    Ok(true)
 }
 
 /// The charge a provider payment belongs to, by its id, with its tenant.

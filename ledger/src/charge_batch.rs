@@ -143,7 +143,7 @@ pub async fn create_many(tx: &Transaction<'_>, items: &[BatchedCharge<'_>]) -> R
     }
     let mut charges_of: HashMap<(Uuid, String), Vec<Charge>> = HashMap::new();
     for row in order_rows {
-        let tenant: Uuid = row.get(21);
+        let tenant: Uuid = row.get(23);
         let charge = from_row(&row)?.charge;
         charges_of.entry((tenant, charge.order_id.clone())).or_default().push(charge);
     }

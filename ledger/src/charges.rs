@@ -58,6 +58,11 @@ pub struct Charge {
     /// When a card charge was first sent to the provider: the provider's key
     /// window and its look-ups are measured from here, not from creation.
     pub first_sent_at: Option<DateTime<Utc>>,
+    /// What the storefront needs to finish a `requires_action` charge's
+    /// authentication: the provider's `next_action` and the payment's client
+    /// secret.
+    pub next_action: Option<serde_json::Value>,
+    pub client_secret: Option<String>,
 }
 
 impl Charge {
@@ -88,12 +93,20 @@ pub enum ChargeStatus {
     Refunded,
     /// A card charge the provider declined: nothing moved.
     Failed,
+    /// A card charge waiting for the buyer to authenticate (3-D Secure):
+    /// nothing moved yet.
+    RequiresAction,
 }
 
 impl ChargeStatus {
     /// Whether the money moved (a succeeded charge, refunded or not).
     pub fn paid(self) -> bool {
         matches!(self, ChargeStatus::Succeeded | ChargeStatus::PartiallyRefunded | ChargeStatus::Refunded)
+    }
+
+    /// Whether the provider's final answer is still to come.
+    pub fn in_flight(self) -> bool {
+        matches!(self, ChargeStatus::Processing | ChargeStatus::RequiresAction)
     }
 }
 
@@ -127,14 +140,14 @@ impl From<&Charge> for ChargeSucceededV1 {
 pub(crate) const COLUMNS: &str = "c.id, c.order_id, c.attempt, c.buyer_account_id, c.seller_account_id, c.amount, \
      c.currency, c.platform_account_id, c.fee, c.refunded_amount, c.refunded_fee, c.transaction_id, c.created_at, \
      c.receipt_email, c.status, k.payment_method, k.provider_key, k.provider_payment_id, k.decline_code, \
-     k.clearing_account_id, k.first_sent_at";
+     k.clearing_account_id, k.first_sent_at, k.next_action, k.client_secret";
 /// A charge and, for a card charge, its `card_charges` row.
 pub(crate) const FROM: &str = "charges c LEFT JOIN card_charges k ON k.charge_id = c.id";
 /// What a wallet charge's INSERT returns: [`COLUMNS`], the card's empty.
 pub(crate) const WALLET_RETURNING: &str =
     "id, order_id, attempt, buyer_account_id, seller_account_id, amount, currency, \
      platform_account_id, fee, refunded_amount, refunded_fee, transaction_id, created_at, receipt_email, status, \
-     NULL::text, NULL::text, NULL::text, NULL::text, NULL::uuid, NULL::timestamptz";
+     NULL::text, NULL::text, NULL::text, NULL::text, NULL::uuid, NULL::timestamptz, NULL::jsonb, NULL::text";
 
 /// Inserts a charge (`ledger-bench` runs it in pgbench too).
 pub fn insert_sql() -> String {
@@ -193,6 +206,7 @@ pub(crate) fn from_row(row: &Row) -> Result<ChargeRow> {
     let platform: Option<Uuid> = row.get(7);
     let status = match row.get::<_, &str>(14) {
         "processing" => ChargeStatus::Processing,
+        "requires_action" => ChargeStatus::RequiresAction,
         "failed" => ChargeStatus::Failed,
         "succeeded" => ChargeStatus::Succeeded,
         other => return Err(Error::unknown("charge status", other)),
@@ -225,6 +239,8 @@ pub(crate) fn from_row(row: &Row) -> Result<ChargeRow> {
             decline_code: row.get(18),
             clearing_account_id: row.get(19),
             first_sent_at: row.get(20),
+            next_action: row.get(21),
+            client_secret: row.get(22),
         },
         fee,
         refunded_fee: currency.normalize(row.get(10)),

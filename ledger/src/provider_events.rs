@@ -17,7 +17,6 @@ use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::cards::{complete, flag, Completion, ProviderAnswer};
-use crate::charges::ChargeStatus;
 use crate::refunds::{RefundAnswer, RefundStatus};
 use crate::{inbox, Result, TenantId};
 
@@ -94,6 +93,7 @@ pub async fn receive(tx: &Transaction<'_>, event: &ProviderEvent) -> Result<Effe
     let payment_id = match answer {
         ProviderAnswer::Succeeded { payment_id, .. } => Some(payment_id.as_str()),
         ProviderAnswer::Declined { payment_id, .. } => payment_id.as_deref(),
+        ProviderAnswer::RequiresAction { payment_id, .. } => Some(payment_id.as_str()),
     };
     // The charge: by the payment id recorded on it, else by the metadata we sent.
     let owner = match payment_id {
@@ -124,7 +124,7 @@ pub async fn receive(tx: &Transaction<'_>, event: &ProviderEvent) -> Result<Effe
         return Ok(Effect::Ignored);
     };
     let before = crate::charges::get(&**tx, tenant, charge).await?;
-    if before.status == ChargeStatus::Processing {
+    if before.status.in_flight() {
         return Ok(match complete(tx, tenant, charge, Some(answer)).await? {
             Completion::Final(_) => Effect::Completed,
             // another amount: flagged by `complete`, nothing moved
@@ -140,6 +140,7 @@ pub async fn receive(tx: &Transaction<'_>, event: &ProviderEvent) -> Result<Effe
             (before.provider_payment_id.as_deref() == Some(p)).then_some("failed_after_succeeded")
         }
         (ProviderAnswer::Declined { .. }, _) => None,
+        (ProviderAnswer::RequiresAction { .. }, _) => None,
     };
     // A decline of another payment of a paid charge is an earlier attempt of
     // the same key's story (no money either way): nothing to flag.

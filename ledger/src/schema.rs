@@ -43,6 +43,8 @@ diesel::table! {
         lease_until -> Nullable<Timestamptz>,
         completed_at -> Nullable<Timestamptz>,
         first_sent_at -> Nullable<Timestamptz>,
+        next_action -> Nullable<Jsonb>,
+        client_secret -> Nullable<Text>,
     }
 }
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Pool, Transaction};
 use ledger::cards::ProviderAnswer;
-use ledger::charges::{Charge, ChargeStatus};
+use ledger::charges::Charge;
 use ledger::idempotency::RecoveryPoint;
 use ledger::phases::Completion;
 use ledger::refunds::{Refund, RefundAnswer, RefundStatus};
@@ -78,6 +78,11 @@ pub trait Effect {
         id: Uuid,
         answer: Option<&Self::Answer>,
     ) -> impl Future<Output = ledger::Result<Completion<Self::Row>>> + Send;
+    /// After the provider refused the request itself (a configuration
+    /// error): undoes the first transaction when nothing in the ledger
+    /// depends on it (`true`), or leaves the effect in flight for after the
+    /// fix (`false`).
+    fn abandon(tx: &Transaction<'_>, tenant: TenantId, id: Uuid) -> impl Future<Output = ledger::Result<bool>> + Send;
 }
 
 /// A card charge (`ledger::cards`).
@@ -104,7 +109,7 @@ impl Effect for CardCharge {
         }
     }
     fn in_flight(row: &Charge) -> bool {
-        row.status == ChargeStatus::Processing
+        row.status.in_flight()
     }
     async fn take(
         client: &deadpool_postgres::tokio_postgres::Client,
@@ -131,6 +136,11 @@ impl Effect for CardCharge {
         answer: Option<&ProviderAnswer>,
     ) -> ledger::Result<Completion<Charge>> {
         ledger::cards::complete(tx, tenant, id, answer).await
+    }
+    /// Nothing moved in the ledger for a processing charge: it is undone, so
+    /// the order is not held by a charge that can never be made.
+    async fn abandon(tx: &Transaction<'_>, tenant: TenantId, id: Uuid) -> ledger::Result<bool> {
+        ledger::cards::abandon(tx, tenant, id).await
     }
 }
 
@@ -186,18 +196,22 @@ impl Effect for CardRefund {
     ) -> ledger::Result<Completion<Refund>> {
         ledger::refunds::complete(tx, tenant, id, answer).await
     }
+    /// A refund asked for is owed: it stays pending, its money held back,
+    /// and is sent again (same key) once the configuration is fixed.
+    async fn abandon(_: &Transaction<'_>, _: TenantId, _: Uuid) -> ledger::Result<bool> {
+        Ok(false)
+    }
 }
 
-/// Phase 2 for an effect in flight: takes it (a fresh lease), asks the
-/// provider unless it is already final, and gives the answer, if any, to
-/// record. No transaction is open and no pooled connection is held while
-/// the provider answers.
+/// Phase 2 for an effect in flight: takes it (a fresh lease) and asks the
+/// provider, unless it is already final (`None`). No transaction is open and
+/// no pooled connection is held while the provider answers.
 pub async fn ask<E: Effect>(
     pool: &Pool,
     payments: &Payments,
     tenant: TenantId,
     id: Uuid,
-) -> ledger::Result<Option<E::Answer>> {
+) -> ledger::Result<Option<Asked<E::Answer>>> {
     let row = {
         let client = pool.get().await?;
         E::take(&client, tenant, id, payments.lease()).await?
@@ -205,17 +219,30 @@ pub async fn ask<E: Effect>(
     if !E::in_flight(&row) {
         return Ok(None);
     }
-    Ok(answer_of::<E>(E::ask_provider(payments, tenant, &row).await, id))
+    let asked = E::ask_provider(payments, tenant, &row).await;
+    match &asked {
+        Asked::Answer(_) => {}
+        Asked::Unknown(why) => tracing::info!(effect = E::NAME, %id, %why, "provider outcome unknown; left in flight"),
+        Asked::Rejected(why) => rejected::<E>(id, why),
+    }
+    Ok(Some(asked))
 }
 
-fn answer_of<E: Effect>(asked: Asked<E::Answer>, id: Uuid) -> Option<E::Answer> {
-    match asked {
-        Asked::Answer(answer) => Some(answer),
-        Asked::Unknown(why) => {
-            tracing::info!(effect = E::NAME, %id, %why, "provider outcome unknown; left in flight");
-            None
-        }
-    }
+/// Counts and logs a request the provider refused as misconfigured
+/// (`ledger_provider_rejections_total`, alerted on by `LedgerProviderRejects`).
+fn rejected<E: Effect>(id: Uuid, why: &str) {
+    metrics::counter!("ledger_provider_rejections_total", "effect" => E::NAME).increment(1);
+    tracing::error!(effect = E::NAME, %id, %why, "the payment provider refused the request: fix the configuration");
+}
+
+/// Undoes an effect the provider refused as misconfigured, when it can be
+/// (`Effect::abandon`), in its own transaction.
+pub async fn abandon<E: Effect>(pool: &Pool, tenant: TenantId, id: Uuid) -> ledger::Result<bool> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let undone = E::abandon(&tx, tenant, id).await?;
+    tx.commit().await?;
+    Ok(undone)
 }
 
 /// What one stale effect came to.
@@ -243,11 +270,21 @@ pub async fn complete_stale<E: Effect>(
     let mut done = Vec::with_capacity(stale.len());
     for (tenant, row) in stale {
         let id = E::id(&row);
-        let answer = answer_of::<E>(E::ask_provider(payments, tenant, &row).await, id);
+        let asked = E::ask_provider(payments, tenant, &row).await;
         ledger::crash::point(after_provider);
-        let Some(answer) = answer else {
-            done.push(Done::Unknown);
-            continue;
+        let answer = match asked {
+            Asked::Answer(answer) => answer,
+            Asked::Unknown(why) => {
+                tracing::info!(effect = E::NAME, %id, %why, "completer: provider outcome still unknown");
+                done.push(Done::Unknown);
+                continue;
+            }
+            Asked::Rejected(why) => {
+                rejected::<E>(id, &why);
+                abandon::<E>(pool, tenant, id).await?;
+                done.push(Done::Unknown);
+                continue;
+            }
         };
         let mut client = pool.get().await?;
         let tx = client.transaction().await?;

@@ -30,6 +30,7 @@ pub struct Payments {
     key_window: Duration,
     search_lag: Duration,
     lease: Duration,
+    action_window: Duration,
     webhook_secret: String,
     webhook_tolerance: Duration,
 }
@@ -40,9 +41,19 @@ pub enum Asked<A = ProviderAnswer> {
     /// A final answer, to record.
     Answer(A),
     /// No final answer (timeout, reset, 5xx, pending at the provider): the
-    /// charge stays `processing` and is asked again with the same key.
+    /// effect stays in flight and is asked again with the same key.
     Unknown(String),
+    /// The provider refused the request itself, not the card: a key that
+    /// may not do this, a wrong URL, an amount it does not take
+    /// (`GatewayError::is_configuration`). Nothing happened there, and no
+    /// resend or new attempt will change that until a person fixes it; it is
+    /// not a decline. The provider's message.
+    Rejected(String),
 }
+
+/// Seconds around a charge's first send that a look-up lists: the two
+/// clocks may disagree, and a send may take a while to land.
+const LIST_SLACK_SECS: i64 = 300;
 
 /// The metadata of a charge's payment: what it is looked up by.
 pub fn metadata(tenant: TenantId, charge: &Charge) -> BTreeMap<String, String> {
@@ -118,6 +129,7 @@ impl Payments {
             key_window: settings.key_window(),
             search_lag: Duration::from_secs(settings.gateway_search_lag_secs),
             lease: settings.lease(),
+            action_window: Duration::from_secs(settings.gateway_action_window_secs),
             webhook_secret: settings.gateway_webhook_secret.clone(),
             webhook_tolerance: settings.webhook_tolerance(),
         })
@@ -150,6 +162,61 @@ impl Payments {
         gateway::webhook::verify(payload, signature, &self.webhook_secret, self.webhook_tolerance, now)
     }
 
+    /// The provider key of a payment's cancellation: (tenant, charge).
+    pub fn cancel_key(&self, tenant: TenantId, charge_id: uuid::Uuid) -> String {
+        gateway::cancel_key(&self.key_secret, tenant.0, charge_id)
+    }
+
+    /// A payment waiting for the buyer's authentication, as the ledger
+    /// records it.
+    fn requires_action(&self, intent: &PaymentIntent) -> ProviderAnswer {
+        ProviderAnswer::RequiresAction {
+            payment_id: intent.id.clone(),
+            client_secret: intent.client_secret.clone(),
+            next_action: intent.next_action.clone(),
+            window: self.action_window,
+        }
+    }
+
+    /// A charge waiting for the buyer's authentication: its payment is read
+    /// by its id (a resend of the create would replay the first answer, not
+    /// the payment as it is now). Still unauthenticated past the buyer's
+    /// window (from the first send), it is cancelled at the provider, once,
+    /// with a derived key, and the charge fails so that the next attempt may
+    /// follow.
+    async fn ask_authenticated(&self, tenant: TenantId, charge: &Charge) -> Asked {
+        let Some(payment_id) = &charge.provider_payment_id else {
+            return Asked::Unknown(format!("charge {} requires action without a payment", charge.id));
+        };
+        let intent = match self.client.retrieve_payment(payment_id).await {
+            Ok(Some(intent)) => intent,
+            Ok(None) => return Asked::Unknown(format!("the provider does not have payment {payment_id}")),
+            Err(e) => return Asked::Unknown(format!("reading payment {payment_id}: {e}")),
+        };
+        if let Some(answer) = answer_of(&intent) {
+            return Asked::Answer(answer);
+        }
+        let now = chrono::Utc::now();
+        let waited = (now - charge.first_sent_at.unwrap_or(now)).to_std().unwrap_or_default();
+        if intent.status != PaymentStatus::RequiresAction || waited < self.action_window {
+            return Asked::Unknown(format!("payment {payment_id} is {:?}: waiting for the buyer", intent.status));
+        }
+        match self.client.cancel_payment(payment_id, &self.cancel_key(tenant, charge.id)).await {
+            Ok(gateway::CancelOutcome::Canceled(canceled)) => Asked::Answer(ProviderAnswer::Declined {
+                payment_id: Some(canceled.id),
+                code: "authentication_required".to_owned(),
+            }),
+            // authenticated meanwhile: what it became is the answer
+            Ok(gateway::CancelOutcome::NotCancelable(now)) => match answer_of(&now) {
+                Some(answer) => Asked::Answer(answer),
+                None => Asked::Unknown(format!("payment {} is {:?} and cannot be cancelled", now.id, now.status)),
+            },
+            Ok(gateway::CancelOutcome::Unknown(why)) => Asked::Unknown(why.to_string()),
+            Err(e) if e.is_configuration() => Asked::Rejected(e.to_string()),
+            Err(e) => Asked::Unknown(e.to_string()),
+        }
+    }
+
     /// Asks the provider for a processing charge's answer: looks the
     /// payment up first when the charge was first sent longer ago than the
     /// provider's key window, then sends it with its key.
@@ -157,6 +224,9 @@ impl Payments {
         let (Some(payment_method), Some(key)) = (&charge.payment_method, &charge.provider_key) else {
             return Asked::Unknown(format!("charge {} is not a card charge", charge.id));
         };
+        if charge.status == ledger::charges::ChargeStatus::RequiresAction {
+            return self.ask_authenticated(tenant, charge).await;
+        }
         // measured from the first send: the key was not at the provider before
         let now = chrono::Utc::now();
         let age = (now - charge.first_sent_at.unwrap_or(now)).to_std().unwrap_or_default();
@@ -182,6 +252,9 @@ impl Payments {
                 payment_id: d.payment_intent_id,
                 code: decline_code(Some(&d.code), d.decline_code.as_deref()),
             }),
+            Ok(PaymentOutcome::Pending(intent)) if intent.status == PaymentStatus::RequiresAction => {
+                Asked::Answer(self.requires_action(&intent))
+            }
             Ok(PaymentOutcome::Pending(intent)) => {
                 Asked::Unknown(format!("payment {} is {:?} at the provider", intent.id, intent.status))
             }
@@ -202,15 +275,16 @@ impl Payments {
                 }
             }
             Ok(PaymentOutcome::Unknown(why)) => Asked::Unknown(why.to_string()),
-            // The provider refused the request before charging (a payment
-            // method it does not know, say): nothing was taken, for good.
-            Err(GatewayError::Rejected { kind, code, message, .. }) => {
-                tracing::warn!(charge = %charge.id, %kind, ?code, %message, "the provider refused the payment");
+            // The card was refused outright (no payment left behind):
+            // nothing was taken, for good.
+            Err(GatewayError::Rejected { kind, code, message, .. }) if kind == "card_error" => {
+                tracing::warn!(charge = %charge.id, %kind, ?code, %message, "the provider refused the card");
                 Asked::Answer(ProviderAnswer::Declined {
                     payment_id: None,
                     code: format!("{kind}/{}", code.as_deref().unwrap_or("rejected")),
                 })
             }
+            Err(e) if e.is_configuration() => Asked::Rejected(e.to_string()),
             Err(e) => {
                 // configuration or a bug: keep the charge processing, loudly
                 tracing::error!(charge = %charge.id, error = %e, "the provider call failed");
@@ -219,21 +293,38 @@ impl Payments {
         }
     }
 
-    /// The charge's payment at the provider, found by the metadata we sent:
-    /// `None` when there is none (it was never made).
+    /// The charge's payment at the provider, found by listing the payments
+    /// around its first send and matching the metadata we sent: `None` when
+    /// there is none (it was never made).
     pub async fn look_up(&self, tenant: TenantId, charge: &Charge) -> Result<Option<Asked>, GatewayError> {
         let tenant_id = tenant.0.to_string();
         let attempt = charge.attempt.to_string();
-        let found = self
-            .client
-            .search_payments(&[("tenant_id", &tenant_id), ("order_id", &charge.order_id), ("attempt", &attempt)])
-            .await?;
+        // Listed, not searched: the provider's search may lag its writes
+        // (Stripe: "don't use search for read-after-write flows"), most of
+        // all during the outages that leave answers unknown. The list is
+        // consistent; it covers the time around the first send (clocks and
+        // the first send's own duration aside) up to now.
+        let sent = charge.first_sent_at.unwrap_or(charge.created_at);
+        let from = (sent - chrono::Duration::seconds(LIST_SLACK_SECS)).timestamp();
+        let to = (chrono::Utc::now() + chrono::Duration::seconds(LIST_SLACK_SECS)).timestamp();
+        let listed = self.client.list_all_payments(from, to).await?;
+        let found: Vec<PaymentIntent> = listed
+            .into_iter()
+            .filter(|p| {
+                p.metadata.get("tenant_id") == Some(&tenant_id)
+                    && p.metadata.get("order_id") == Some(&charge.order_id)
+                    && p.metadata.get("attempt") == Some(&attempt)
+            })
+            .collect();
         if found.is_empty() {
             return Ok(None);
         }
         // a success wins over anything else found for the attempt
         if let Some(paid) = found.iter().find(|p| p.status == PaymentStatus::Succeeded) {
             return Ok(answer_of(paid).map(Asked::Answer));
+        }
+        if let Some(waiting) = found.iter().find(|p| p.status == PaymentStatus::RequiresAction) {
+            return Ok(Some(Asked::Answer(self.requires_action(waiting))));
         }
         Ok(Some(match found.iter().find_map(answer_of) {
             Some(answer) => Asked::Answer(answer),
@@ -286,10 +377,11 @@ impl Payments {
                 }
             }
             Ok(RefundOutcome::Unknown(why)) => Asked::Unknown(why.to_string()),
+            Err(e) if e.is_configuration() => Asked::Rejected(e.to_string()),
             Err(e) => {
-                // A refusal of a refund the ledger holds money for is a
-                // configuration error or a disagreement with the provider,
-                // not an answer: the refund stays pending, loudly.
+                // Any other refusal of a refund the ledger holds money for is
+                // a disagreement with the provider, not an answer: the
+                // refund stays pending, loudly.
                 tracing::error!(refund = %refund.id, error = %e, "the provider refused the refund");
                 Asked::Unknown(e.to_string())
             }

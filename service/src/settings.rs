@@ -169,11 +169,12 @@ pub struct Gateway {
     /// before it is ever sent again.
     #[arg(long, env = "GATEWAY_KEY_WINDOW_SECS", default_value_t = 86_400)]
     pub gateway_key_window_secs: u64,
-    /// Seconds the provider's payment search may lag its writes (Stripe: up
-    /// to a minute). A charge whose key the provider answers with a stored
-    /// 5xx is given up (`failed`, `provider_error`: a new attempt may
-    /// follow) only when it is older than this and the search finds no
-    /// payment for it.
+    /// Seconds the provider may take to show what a send did (Stripe's
+    /// search lags up to a minute; look-ups here list, which does not, but a
+    /// slow first send may still be running). A charge or refund whose key
+    /// the provider answers with a stored 5xx is given up (`failed`,
+    /// `provider_error`: a new attempt or reference may follow) only when it
+    /// was first sent longer ago than this and a look-up finds nothing.
     #[arg(long, env = "GATEWAY_SEARCH_LAG_SECS", default_value_t = 60)]
     pub gateway_search_lag_secs: u64,
     /// Seconds a request (or the completer) holds a processing card charge
@@ -181,9 +182,62 @@ pub struct Gateway {
     /// Keep it above GATEWAY_TIMEOUT_MS.
     #[arg(long, env = "CARD_LEASE_SECS", default_value_t = 30)]
     pub card_lease_secs: u64,
+    /// Seconds a buyer has to finish a card payment's authentication (3-D
+    /// Secure) from its first send; past it the completer cancels the
+    /// payment at the provider and the charge fails, so the next attempt may
+    /// follow.
+    #[arg(long, env = "GATEWAY_ACTION_WINDOW_SECS", default_value_t = 900)]
+    pub gateway_action_window_secs: u64,
     /// Seconds a webhook's signature timestamp may be away from now.
     #[arg(long, env = "GATEWAY_WEBHOOK_TOLERANCE_SECS", default_value_t = 300)]
     pub gateway_webhook_tolerance_secs: u64,
+    /// Accept the fake provider's published development secrets with a
+    /// GATEWAY_URL that is not on this machine (a shared development
+    /// provider). Never in production: anyone can sign webhooks with them.
+    #[arg(long, env = "GATEWAY_ALLOW_DEVELOPMENT_SECRETS", default_value_t = false)]
+    pub gateway_allow_development_secrets: bool,
+}
+
+/// The development secrets this repository publishes (the fake provider's
+/// defaults): safe only against a fake on this machine.
+const PUBLISHED_SECRETS: [(&str, &str); 3] = [
+    ("GATEWAY_SECRET_KEY", "sk_test_ledger_local"),
+    ("GATEWAY_WEBHOOK_SECRET", "whsec_ledger_local"),
+    ("GATEWAY_KEY_SECRET", "ledger-local-provider-key-secret"),
+];
+
+/// A published development secret configured against a provider that is
+/// not a loopback fake.
+#[derive(Debug)]
+pub struct DevelopmentSecrets {
+    pub setting: &'static str,
+    pub url: String,
+}
+
+impl std::fmt::Display for DevelopmentSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is the fake provider's published development secret, and GATEWAY_URL ({}) is not a fake on this \
+             machine: anyone could forge its webhooks or guess its keys. Set real secrets (or \
+             GATEWAY_ALLOW_DEVELOPMENT_SECRETS=true for a shared development provider)",
+            self.setting, self.url
+        )
+    }
+}
+
+impl std::error::Error for DevelopmentSecrets {}
+
+/// Whether a URL's host is this machine (`localhost`, 127.0.0.0/8, `[::1]`).
+fn is_loopback(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 impl std::fmt::Debug for Gateway {
@@ -198,6 +252,21 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
+    /// Refuses the published development secrets unless the provider is a
+    /// fake on this machine or they are allowed on purpose. A deployment
+    /// that forgot GATEWAY_WEBHOOK_SECRET would otherwise accept webhooks
+    /// anyone can sign.
+    pub fn check_secrets(&self) -> Result<(), DevelopmentSecrets> {
+        if self.gateway_allow_development_secrets || is_loopback(&self.gateway_url) {
+            return Ok(());
+        }
+        let configured = [&self.gateway_secret_key, &self.gateway_webhook_secret, &self.gateway_key_secret];
+        match PUBLISHED_SECRETS.iter().zip(configured).find(|((_, published), value)| *published == value.as_str()) {
+            Some(((setting, _), _)) => Err(DevelopmentSecrets { setting, url: self.gateway_url.clone() }),
+            None => Ok(()),
+        }
+    }
+
     pub fn client_config(&self) -> gateway::Config {
         gateway::Config::new(&self.gateway_url, &self.gateway_secret_key, &self.gateway_webhook_secret)
             .with_timeout(Duration::from_millis(self.gateway_timeout_ms))
@@ -222,4 +291,36 @@ pub fn from_env<T: Args + FromArgMatches>() -> T {
     let command = T::augment_args(clap::Command::new("settings").no_binary_name(true));
     let matches = command.try_get_matches_from(std::iter::empty::<String>()).unwrap_or_else(|e| e.exit());
     T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_are_told_apart() {
+        for url in ["http://127.0.0.1:12111", "http://localhost:1/v1", "http://[::1]:8080", "http://u:p@127.0.0.2"] {
+            assert!(is_loopback(url), "{url}");
+        }
+        for url in ["https://api.stripe.com", "http://10.0.0.1:12111", "http://127.0.0.1.example.com", "http://[::2]"] {
+            assert!(!is_loopback(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn published_secrets_are_refused_against_a_remote_provider() {
+        let mut g: Gateway = from_env();
+        assert!(g.check_secrets().is_ok(), "the local defaults against the local fake");
+        g.gateway_url = "https://api.stripe.com".to_owned();
+        assert_eq!(g.check_secrets().unwrap_err().setting, "GATEWAY_SECRET_KEY");
+        g.gateway_secret_key = "sk_live_real".to_owned();
+        assert_eq!(g.check_secrets().unwrap_err().setting, "GATEWAY_WEBHOOK_SECRET");
+        g.gateway_webhook_secret = "whsec_real".to_owned();
+        assert_eq!(g.check_secrets().unwrap_err().setting, "GATEWAY_KEY_SECRET");
+        g.gateway_key_secret = "a real secret".to_owned();
+        assert!(g.check_secrets().is_ok());
+        g.gateway_webhook_secret = "whsec_ledger_local".to_owned();
+        g.gateway_allow_development_secrets = true;
+        assert!(g.check_secrets().is_ok(), "allowed on purpose");
+    }
 }

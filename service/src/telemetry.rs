@@ -13,12 +13,55 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 /// Installs the process's log subscriber; `default_filter` applies when
 /// `RUST_LOG` is unset. `LOG_FORMAT=json` switches to JSON lines.
 pub fn init(default_filter: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json_logs(std::env::var("LOG_FORMAT").ok().as_deref()) {
-        builder.json().with_current_span(true).with_span_list(false).init();
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let lines = if json_logs(std::env::var("LOG_FORMAT").ok().as_deref()) {
+        lines.json().with_current_span(true).with_span_list(false).boxed()
     } else {
-        builder.init();
+        lines.boxed()
+    };
+    tracing_subscriber::registry().with(filter).with(lines.with_filter(ExpectedProbes)).init();
+}
+
+/// Drops lapin's ERROR line for a channel the broker closed with 404 on a
+/// `queue.declare`: that is a passive declare finding no queue, which the
+/// workers do on a channel of their own to look for an older version's
+/// queues, and whose answer they log themselves (at debug when it was
+/// expected). Every other channel close stays an error.
+struct ExpectedProbes;
+
+impl<S> tracing_subscriber::layer::Filter<S> for ExpectedProbes {
+    fn enabled(&self, _: &tracing::Metadata<'_>, _: &tracing_subscriber::layer::Context<'_, S>) -> bool {
+        true
+    }
+
+    fn event_enabled(&self, event: &tracing::Event<'_>, _: &tracing_subscriber::layer::Context<'_, S>) -> bool {
+        let meta = event.metadata();
+        if meta.target() != "lapin::channel" || *meta.level() != tracing::Level::ERROR {
+            return true;
+        }
+        let mut fields = Fields(String::new());
+        event.record(&mut fields);
+        !is_absent_queue_probe(&fields.0)
+    }
+}
+
+/// Whether a lapin channel close is the broker's 404 to a `queue.declare`
+/// (class 50, method 10).
+fn is_absent_queue_probe(fields: &str) -> bool {
+    fields.contains("reply_code: 404") && fields.contains("class_id: 50, method_id: 10")
+}
+
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        let _ = write!(self.0, "{}={:?} ", field.name(), value);
     }
 }
 
@@ -79,4 +122,23 @@ pub fn record_pool(pool_name: &'static str, pool: &deadpool_postgres::Pool) {
     metrics::gauge!("ledger_db_pool_waiting", "pool" => pool_name).set(s.waiting as f64);
     // shown from the start (at 0), so that a rate over it has a baseline
     metrics::counter!("ledger_db_pool_timeouts_total").increment(0);
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::is_absent_queue_probe;
+
+    #[test]
+    fn only_a_404_to_a_queue_declare_is_an_expected_probe() {
+        let probe = "method=Close { reply_code: 404, reply_text: ShortString(\"NOT_FOUND - no queue 'x.inventory'\"), \
+                     class_id: 50, method_id: 10 }";
+        assert!(is_absent_queue_probe(probe));
+        // a publish to a missing exchange, a precondition failure: real errors
+        let publish = "method=Close { reply_code: 404, reply_text: ShortString(\"NOT_FOUND - no exchange\"), \
+                       class_id: 60, method_id: 40 }";
+        assert!(!is_absent_queue_probe(publish));
+        let mismatch = "method=Close { reply_code: 406, reply_text: ShortString(\"PRECONDITION_FAILED\"), \
+                        class_id: 50, method_id: 10 }";
+        assert!(!is_absent_queue_probe(mismatch));
+    }
 }

@@ -1,4 +1,4 @@
-"""The README's purchase, through the Python client generated from the
+"""The purchase of docs/walkthrough.md, through the Python client generated from the
 committed spec by openapi-python-client, against a live server.
 
 Run by tests/contract/run.sh with LEDGER_URL and LEDGER_KEY set and the

@@ -1,4 +1,4 @@
-// The README's purchase, through a TypeScript client: types generated from
+// The purchase of docs/walkthrough.md, through a TypeScript client: types generated from
 // the committed spec by openapi-typescript (ledger.d.ts, next to this file
 // when tests/contract/run.sh runs it) and the openapi-fetch client. Compiled
 // with tsc --strict first, then run against a live server with LEDGER_URL and

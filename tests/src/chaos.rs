@@ -82,6 +82,28 @@ pub struct Summary {
     /// order, attempt), and its faults applied.
     pub provider_max_payments_per_attempt: u64,
     pub provider_faults: u64,
+    /// Card refunds asked (one per charge and reference, each a refund row):
+    /// of them, second ones for what a first left (or the same amount again
+    /// after a first failed), those the provider held `pending` until the
+    /// campaign settled them as the card network does, and succeeded ones
+    /// the campaign then made the provider fail.
+    pub card_refunds: u64,
+    pub card_refunds_second: u64,
+    pub refunds_held: u64,
+    pub refunds_failed_later: u64,
+    /// The 202 `pending` answers of card refunds the clients asked again
+    /// with the same key, and the refunds they walked away from at a 202
+    /// (left to the completer or a webhook).
+    pub refund_pending_answers: u64,
+    pub refunds_abandoned: u64,
+    /// Refunds that ended `failed` (the ledger undid them), and of them
+    /// those the provider never made (`provider_error`).
+    pub refunds_failed: u64,
+    pub refunds_provider_error: u64,
+    /// What the end compared with the provider: its payments, and the
+    /// refunds listed for them.
+    pub provider_payments_compared: u64,
+    pub provider_refunds_compared: u64,
     pub requests: u64,
     pub retries: u64,
     pub faults: BTreeMap<&'static str, u64>,
@@ -116,6 +138,22 @@ impl std::fmt::Display for Summary {
             self.processing_answers,
             self.provider_faults,
             self.provider_max_payments_per_attempt
+        )?;
+        writeln!(
+            f,
+            "  card refunds {} (second refunds {}, held pending at the provider {}, failed later {}), \
+             202 pending answers retried {}, abandoned to the completer {}, refunds failed {} (provider_error {}); \
+             compared with the provider: {} payments, {} refunds",
+            self.card_refunds,
+            self.card_refunds_second,
+            self.refunds_held,
+            self.refunds_failed_later,
+            self.refund_pending_answers,
+            self.refunds_abandoned,
+            self.refunds_failed,
+            self.refunds_provider_error,
+            self.provider_payments_compared,
+            self.provider_refunds_compared
         )?;
         writeln!(f, "  requests {}, retries {}", self.requests, self.retries)?;
         let faults: Vec<String> = self.faults.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -213,7 +251,8 @@ pub(crate) struct Attempt {
 
 /// A careful client: the same Idempotency-Key on every retry; retries on
 /// connection errors, timeouts, 5xx, the 409s that say to retry
-/// (`contention`, `request_in_progress`) and 429 (`rate_limited`), against
+/// (`contention`, `request_in_progress`), 429 (`rate_limited`) and 202 (a
+/// card charge still `processing`, a card refund still `pending`), against
 /// any API process.
 pub(crate) async fn request(
     shared: &Rc<RefCell<Shared>>,
@@ -222,6 +261,21 @@ pub(crate) async fn request(
     idem: &str,
     path: &str,
     body: &Value,
+) -> (u16, Value) {
+    send(shared, rng, key, idem, path, body, false).await
+}
+
+/// [`request`], or, with `abandon_pending`, a client that walks away from
+/// the first 202 it gets (returned as it is): what is in flight is left to
+/// the completer (or a webhook).
+async fn send(
+    shared: &Rc<RefCell<Shared>>,
+    rng: &mut Rng,
+    key: &str,
+    idem: &str,
+    path: &str,
+    body: &Value,
+    abandon_pending: bool,
 ) -> (u16, Value) {
     let http = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -263,9 +317,18 @@ pub(crate) async fn request(
                 }
                 // a refusal by a natural key is final; contention and a key in use are retried
                 let refused = answer["code"] == "order_already_charged" || answer["code"] == "natural_key_conflict";
-                // a card charge still `processing` (202) is asked again for its final answer
+                // a card charge still `processing` (202), or a card refund still
+                // `pending`, is asked again with its key for its final answer
+                if status == 202 && abandon_pending {
+                    record(shared, attempt);
+                    return (status, answer);
+                }
                 if status == 202 {
-                    shared.borrow_mut().summary.processing_answers += 1;
+                    let mut s = shared.borrow_mut();
+                    match path.ends_with("/refunds") {
+                        true => s.summary.refund_pending_answers += 1,
+                        false => s.summary.processing_answers += 1,
+                    }
                 }
                 let retry = status >= 500 || status == 429 || status == 202 || (status == 409 && !refused);
                 if !retry {
@@ -294,6 +357,9 @@ pub(crate) struct Store {
     pub(crate) platform: String,
     pub(crate) buyers: Vec<String>,
     pub(crate) skus: Vec<String>,
+    /// The fake payment provider's URL, when the campaign may arm its
+    /// faults and settle its refunds as the card network does (`chaos`).
+    pub(crate) provider: std::cell::OnceCell<String>,
 }
 
 /// One storefront client: purchase after purchase until `until`.
@@ -368,8 +434,10 @@ pub(crate) async fn client(shared: Rc<RefCell<Shared>>, store: Rc<Store>, n: usi
             let (status, refused) = request(&shared, &mut rng, &store.key, &bumped_key, "/v1/charges", &bumped).await;
             natural_key_duplicate(&shared, status == 409 && refused["charge_id"] == charge["id"], &order, &refused);
         }
-        // card refunds go through the provider, tested apart (tests/tests/cards.rs):
-        // a fault stored for a refund's key would hold that reference for a day
+        // card refunds go through the provider, its faults on (`card_refunds`)
+        if card && rng.chance(35) {
+            card_refunds(&shared, &mut rng, &store, &order, &charge, cents).await;
+        }
         if !card && rng.chance(25) {
             let refund = format!("{}.{:02}", cents / 200, (cents / 2) % 100);
             let path = format!("/v1/charges/{}/refunds", charge["id"].as_str().unwrap());
@@ -386,6 +454,204 @@ pub(crate) async fn client(shared: Rc<RefCell<Shared>>, store: Rc<Store>, n: usi
             }
         }
     }
+}
+
+/// What one card refund came to, as its client saw it.
+enum Refunded {
+    /// 201 (or 200): the refund, `succeeded`.
+    Succeeded(Value),
+    /// 402 `refund_failed`: the provider failed it (or never made it) and
+    /// the ledger undid it. Final.
+    Failed(Value),
+    /// A 202 the client walked away from: the refund, `pending`, for the
+    /// completer (or a webhook) to finish.
+    Abandoned(Value),
+    /// 422 `refund_exceeds_charge`: nothing left to refund, no refund made.
+    Exceeded,
+    /// Anything else: a violation, already recorded.
+    Unexpected,
+}
+
+/// Card refunds of a paid card charge of `cents`, through the provider with
+/// its faults on: a first refund of part of it or of all that remains;
+/// sometimes the same reference again under another Idempotency-Key (one
+/// refund, whatever the key); sometimes a second refund under a new
+/// reference (what the first left, or the same again after the first
+/// failed); and, where the campaign holds the provider's admin, sometimes a
+/// succeeded refund the card network fails later.
+async fn card_refunds(
+    shared: &Rc<RefCell<Shared>>,
+    rng: &mut Rng,
+    store: &Store,
+    order: &str,
+    charge: &Value,
+    cents: u64,
+) {
+    let charge_id = charge["id"].as_str().unwrap();
+    let path = format!("/v1/charges/{charge_id}/refunds");
+    // part of it (at least a cent, never all), or no amount: all that remains
+    let amount = (!rng.chance(35)).then(|| money(1 + rng.below(cents - 1)));
+    let first = card_refund(shared, rng, store, order, charge, 1, amount.as_deref()).await;
+    if rng.chance(20) {
+        // the same refund under another key (the first one lost, or walked
+        // away from): its reference finds it, and the provider is not asked twice
+        let reference = format!("{order}:refund:1");
+        let mut body = json!({"reference": reference});
+        if let Some(a) = &amount {
+            body["amount"] = json!(a);
+        }
+        let again_key = format!("{order}:refund:1:again");
+        let (status, again) = request(shared, rng, &store.key, &again_key, &path, &body).await;
+        let absorbed = match &first {
+            Refunded::Succeeded(r) => status == 200 && &again == r,
+            Refunded::Failed(f) => status == 402 && again["code"] == "refund_failed" && again["detail"] == f["detail"],
+            // whoever finishes it first: this request (201), or the completer
+            // or a webhook before it (200); or the provider failed it
+            Refunded::Abandoned(r) => {
+                ((status == 200 || status == 201) && again["id"] == r["id"] && again["status"] == "succeeded")
+                    || (status == 402 && again["code"] == "refund_failed")
+            }
+            Refunded::Exceeded | Refunded::Unexpected => true,
+        };
+        natural_key_duplicate(shared, absorbed, order, &again);
+    }
+    if let (Some(url), Refunded::Succeeded(r)) = (store.provider.get(), &first) {
+        if rng.chance(8) {
+            // the card network fails a refund the provider had accepted: its
+            // webhook undoes the ledger's refund, once
+            let re = r["provider_refund_id"].as_str().unwrap();
+            fake_admin(url, "POST", &format!("/refunds/{re}/fail"), json!({})).await;
+            shared.borrow_mut().summary.refunds_failed_later += 1;
+        }
+    }
+    if rng.chance(25) {
+        // a second refund under a new reference: after a failure, the same
+        // again; else all that remains (nothing, after a whole first one)
+        let second = match first {
+            Refunded::Failed(_) => amount.as_deref(),
+            _ => None,
+        };
+        card_refund(shared, rng, store, order, charge, 2, second).await;
+        shared.borrow_mut().summary.card_refunds_second += 1;
+    }
+}
+
+/// One card refund of `charge` under reference `{order}:refund:{n}` (its
+/// Idempotency-Key too): 202 `pending` answers are asked again with the
+/// same key until final, or sometimes walked away from; sometimes the
+/// provider holds the refund `pending` (an armed `refund_pending` fault)
+/// until the campaign, as the card network, makes it succeed or fail.
+async fn card_refund(
+    shared: &Rc<RefCell<Shared>>,
+    rng: &mut Rng,
+    store: &Store,
+    order: &str,
+    charge: &Value,
+    n: u32,
+    amount: Option<&str>,
+) -> Refunded {
+    let charge_id = charge["id"].as_str().unwrap();
+    let path = format!("/v1/charges/{charge_id}/refunds");
+    let reference = format!("{order}:refund:{n}");
+    let mut body = json!({"reference": reference});
+    if let Some(a) = amount {
+        body["amount"] = json!(a);
+    }
+    let provider = store.provider.get();
+    let held = provider.is_some() && rng.chance(15);
+    if let (Some(url), true) = (provider, held) {
+        let metadata = json!({"charge_id": charge_id, "reference": reference});
+        fake_admin(url, "POST", "/faults", json!({"kind": "refund_pending", "count": 1, "metadata": metadata})).await;
+    }
+    let abandon = rng.chance(15);
+    let (mut status, mut answer) = send(shared, rng, &store.key, &reference, &path, &body, held || abandon).await;
+    if let (Some(url), true, 202) = (provider, held, status) {
+        // the provider made it `pending` (unless a fault stopped it first):
+        // the card network decides, and the provider's webhook tells the ledger
+        let payment = charge["provider_payment_id"].as_str().unwrap_or_default();
+        let mut made = provider_refund(url, payment, charge_id, &reference).await;
+        for _ in 0..5 {
+            if made.is_some() {
+                break;
+            }
+            // not there (yet): a send the fake was slow to run, or never ran
+            // (`error_before_charge`); what is still held at the end, the
+            // campaign settles then
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            made = provider_refund(url, payment, charge_id, &reference).await;
+        }
+        if let Some(re) = made.filter(|r| r.status == gateway::RefundStatus::Pending) {
+            tokio::time::sleep(Duration::from_millis(rng.below(1000))).await;
+            let fate = if rng.chance(70) { "succeed" } else { "fail" };
+            fake_admin(url, "POST", &format!("/refunds/{}/{fate}", re.id), json!({})).await;
+            shared.borrow_mut().summary.refunds_held += 1;
+        }
+        if !abandon {
+            shared.borrow_mut().summary.refund_pending_answers += 1;
+            (status, answer) = request(shared, rng, &store.key, &reference, &path, &body).await;
+        }
+    }
+    let code = answer["code"].as_str().unwrap_or_default().to_owned();
+    let ended = match (status, code.as_str()) {
+        (201 | 200, _) if answer["status"] == "succeeded" => Refunded::Succeeded(answer.clone()),
+        (402, "refund_failed") => Refunded::Failed(answer.clone()),
+        (202, _) if answer["status"] == "pending" => Refunded::Abandoned(answer.clone()),
+        (422, "refund_exceeds_charge") if n > 1 && amount.is_none() => Refunded::Exceeded,
+        _ => {
+            shared.borrow_mut().summary.violations.push(format!(
+                "VIOLATION card_refund_answer: refund {reference} of charge {charge_id} answered {status} {answer}"
+            ));
+            Refunded::Unexpected
+        }
+    };
+    {
+        let mut s = shared.borrow_mut();
+        s.summary.card_refunds += 1;
+        if matches!(ended, Refunded::Succeeded(_) | Refunded::Failed(_) | Refunded::Abandoned(_)) {
+            // one refund row each, a failed one included (it moved no money)
+            s.summary.refunded += 1;
+        }
+        if matches!(ended, Refunded::Abandoned(_)) {
+            s.summary.refunds_abandoned += 1;
+        }
+    }
+    if matches!(ended, Refunded::Succeeded(_) | Refunded::Failed(_) | Refunded::Exceeded) {
+        // a final answer is stored for its key and replayed
+        duplicate(shared, rng, &store.key, &reference, &path, &body, &answer).await;
+    }
+    ended
+}
+
+/// `cents` as the API writes an amount of USD.
+fn money(cents: u64) -> String {
+    format!("{}.{:02}", cents / 100, cents % 100)
+}
+
+/// An admin call to the fake provider at `url` (`/_fake{path}`); the fake
+/// never goes down in a campaign, so a failure here is the campaign's own.
+async fn fake_admin(url: &str, method: &str, path: &str, body: Value) -> Value {
+    let http = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut res = http
+        .request(method, format!("{url}/_fake{path}"))
+        .insert_header(("Content-Type", "application/json"))
+        .send_body(body.to_string())
+        .await
+        .unwrap_or_else(|e| panic!("the fake provider answers {path}: {e}"));
+    let bytes = res.body().limit(1 << 20).await.unwrap();
+    assert!(res.status().is_success(), "{path}: {} {}", res.status(), String::from_utf8_lossy(&bytes));
+    serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+}
+
+/// The provider's refund of (charge, reference), as its payment's refunds
+/// list it, if the provider made one.
+async fn provider_refund(url: &str, payment: &str, charge_id: &str, reference: &str) -> Option<gateway::Refund> {
+    let client = crate::provider::api_client(url);
+    let listed = client.list_refunds(payment).await.unwrap_or_else(|e| panic!("the refunds of {payment}: {e}"));
+    listed.into_iter().find(|r| {
+        r.metadata.get("charge_id").map(String::as_str) == Some(charge_id)
+            && r.metadata.get("reference").map(String::as_str) == Some(reference)
+    })
 }
 
 /// Counts a request sent again under another key on purpose: its natural key
@@ -504,6 +770,8 @@ pub async fn run(settings: Settings) -> Summary {
 
     // the store: accounts funded from an external account, stock on a few SKUs
     let store = open_store(&shared, &rng, &db.url, "chaos", settings.clients).await;
+    // the clients arm the fake's refund faults and settle its held refunds
+    store.provider.set(fake.url().to_owned()).expect("set once");
 
     // the clients
     let until = Instant::now() + settings.duration;
@@ -541,12 +809,15 @@ pub async fn run(settings: Settings) -> Summary {
                 let _ = apis[i].0.kill(); // SIGKILL
                 let _ = apis[i].0.wait();
                 // sometimes restarted armed: it dies at that point on a later request
-                const POINTS: [&str; 5] = [
+                const POINTS: [&str; 8] = [
                     "api-after-key-lock",
                     "api-after-commit",
                     "card-after-charge-created",
                     "card-after-provider",
                     "card-after-complete",
+                    "refund-after-created",
+                    "refund-after-provider",
+                    "refund-after-complete",
                 ];
                 let arm = rng.chance(30).then(|| POINTS[rng.below(POINTS.len() as u64) as usize]);
                 apis[i] = serve(&db.api_url, ports[i], arm, &provider).await;
@@ -622,8 +893,13 @@ pub async fn run(settings: Settings) -> Summary {
     for h in handles {
         h.await.expect("a client finished");
     }
+    // the card network decides every refund the provider still holds pending
+    shared.borrow_mut().summary.refunds_held += settle_held_refunds(&fake, started).await;
 
-    // quiesce: everything relayed and consumed, however long a loaded machine takes
+    // the provider's last webhooks delivered (a refund the card network
+    // failed late is undone in the ledger by its webhook), then quiesce:
+    // everything relayed and consumed, however long a loaded machine takes
+    webhooks_delivered(&fake).await;
     let pg = db.client().await;
     match quiesce(&pg, &broker).await {
         Ok(took) => eprintln!("chaos: the pipeline drained the campaign's backlog in {:.0} s", took.as_secs_f64()),
@@ -688,7 +964,7 @@ pub(crate) async fn open_store(
         let body = json!({"quantity": 1_000_000});
         request(shared, &mut setup, &key, &format!("restock:{s}"), &format!("/v1/skus/{s}/restocks"), &body).await;
     }
-    Rc::new(Store { key, seller, platform, buyers, skus })
+    Rc::new(Store { key, seller, platform, buyers, skus, provider: std::cell::OnceCell::new() })
 }
 
 /// `clients` storefront clients buying from `store` until `until`, each
@@ -708,8 +984,42 @@ pub(crate) fn start_clients(
         .collect()
 }
 
+/// Makes every refund the fake provider still holds `pending` succeed (a
+/// held refund whose client did not find it at the provider); returns how
+/// many.
+async fn settle_held_refunds(fake: &crate::provider::FakeProvider, started: chrono::DateTime<chrono::Utc>) -> u64 {
+    let (from, to) = (started.timestamp() - 60, chrono::Utc::now().timestamp() + 60);
+    let client = crate::provider::api_client(fake.url());
+    let listed = client.list_all_refunds(from, to).await.unwrap_or_else(|e| panic!("the provider's refunds: {e}"));
+    let mut settled = 0;
+    for refund in listed.iter().filter(|r| r.status == gateway::RefundStatus::Pending) {
+        fake.admin("POST", &format!("/refunds/{}/succeed", refund.id), Some(json!({}))).await;
+        settled += 1;
+    }
+    settled
+}
+
+/// Waits until the fake provider has delivered every webhook it holds (it
+/// retries a failed delivery for as long as it takes), for at most two
+/// minutes.
+async fn webhooks_delivered(fake: &crate::provider::FakeProvider) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let pending = fake.stats().await["webhooks"]["pending"].as_u64().unwrap_or(0);
+        if pending == 0 {
+            return;
+        }
+        if Instant::now() > deadline {
+            eprintln!("chaos: the fake provider still holds {pending} webhook delivery(ies) after 120 s");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Waits until the pipeline is quiet: every outbox row relayed, both queues
-/// consumed, no charge `processing`; returns how long that took. What a
+/// consumed, no card charge `processing` and no card refund `pending`;
+/// returns how long that took. What a
 /// campaign leaves behind can be a backlog of thousands of events on a
 /// loaded machine, which the workers drain at their pace: this fails (with
 /// the counts) when the pipeline stops moving, no progress for two minutes,
@@ -723,18 +1033,21 @@ pub(crate) async fn quiesce(pg: &tokio_postgres::Client, broker: &Broker) -> Res
             pg.query_one("SELECT count(*) FROM outbox WHERE published_at IS NULL", &[]).await.unwrap().get(0);
         let processing: i64 =
             pg.query_one("SELECT count(*) FROM charges WHERE status = 'processing'", &[]).await.unwrap().get(0);
+        let pending: i64 =
+            pg.query_one("SELECT count(*) FROM refunds WHERE status = 'pending'", &[]).await.unwrap().get(0);
         let depth = broker.depth(&broker.names.inventory).await + broker.depth(&broker.names.email).await;
-        if unpublished == 0 && depth == 0 && processing == 0 {
+        if unpublished == 0 && depth == 0 && processing == 0 && pending == 0 {
             return Ok(started.elapsed());
         }
-        let left = 2 * unpublished + i64::from(depth);
+        // a charge or a refund the completer finishes makes an event to relay
+        let left = 2 * unpublished + i64::from(depth) + processing + pending;
         if left < least {
             (least, progressed) = (left, Instant::now());
         }
         if progressed.elapsed() > Duration::from_secs(120) {
             return Err(format!(
                 "the pipeline stopped moving: {unpublished} unpublished, {depth} queued, {processing} processing, \
-                 none drained for 120 s"
+                 {pending} refund(s) pending, none drained for 120 s"
             ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -765,7 +1078,14 @@ pub(crate) async fn settle(
     // the provider's payments against the ledger, and the provider's own count per order attempt
     let payments = service::payments::Payments::new(&config.gateway).unwrap();
     let (from, to) = (started - chrono::Duration::minutes(1), chrono::Utc::now() + chrono::Duration::minutes(1));
-    let differences = workers::reconcile_payments::reconcile(&pool, &payments, from, to).await.unwrap();
+    // what `reconcile-payments` runs (exit 0 clean, 1 differences, 2 could not run): it must run, and be clean
+    let differences = match workers::reconcile_payments::reconcile(&pool, &payments, from, to).await {
+        Ok(differences) => differences,
+        Err(e) => vec![workers::reconcile_payments::Difference { kind: "could_not_run", detail: e.to_string() }],
+    };
+    // every card charge's refunds at the provider against the ledger's
+    let (refund_differences, compared) = provider_refunds_match(pg, fake).await;
+    (summary.provider_payments_compared, summary.provider_refunds_compared) = compared;
     let provider_max = fake.max_payments_per_attempt().await;
     let count = async |sql: &str| -> u64 { pg.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) as u64 };
     // every paid order with a receipt address has its email claimed, now that reconcile ran
@@ -790,6 +1110,16 @@ pub(crate) async fn settle(
     // a declined card leaves its charge, declined; the next attempt pays
     let charges = count("SELECT count(*) FROM charges WHERE status = 'succeeded'").await;
     let refunds = count("SELECT count(*) FROM refunds").await;
+    // each refund posted one transaction, and each failed one one reversal (it moved no money)
+    let refund_transactions = count("SELECT count(*) FROM ledger_transactions WHERE kind = 'refund'").await;
+    let reversals = count("SELECT count(*) FROM ledger_transactions WHERE kind = 'refund_reversal'").await;
+    let failed = count("SELECT count(*) FROM refunds WHERE status = 'failed'").await;
+    summary.refunds_failed = failed;
+    summary.refunds_provider_error = count(
+        "SELECT count(*) FROM refunds r JOIN card_refunds q ON q.refund_id = r.id \
+          WHERE r.status = 'failed' AND q.failure_code = 'provider_error'",
+    )
+    .await;
 
     summary.emails_lost = reconciled.len() as u64;
     summary.emails_recovered = reconciled.iter().filter(|r| r.sent).count() as u64;
@@ -809,10 +1139,17 @@ pub(crate) async fn settle(
             "VIOLATION provider_one_payment_per_attempt: the provider holds {provider_max} payments for one order attempt"
         ));
     }
+    violations.extend(refund_differences);
     if (charges, refunds) != (summary.charged, summary.refunded) {
         violations.push(format!(
             "VIOLATION one_effect_per_purchase: {charges} charge(s) and {refunds} refund(s) for {} and {} asked",
             summary.charged, summary.refunded
+        ));
+    }
+    if (refund_transactions, reversals) != (refunds, failed) {
+        violations.push(format!(
+            "VIOLATION one_effect_per_purchase: {refund_transactions} refund transaction(s) for {refunds} refund(s), \
+             {reversals} reversal(s) for {failed} failed refund(s)"
         ));
     }
     if unclaimed > 0 {
@@ -828,6 +1165,80 @@ pub(crate) async fn settle(
     if !twice.is_empty() {
         violations.push(format!("VIOLATION email_at_most_once_delivered: {}", twice.join(", ")));
     }
+}
+
+/// Every card charge's refunds at the provider against the ledger, once
+/// quiesced, as violations: each payment's `amount_refunded` is its
+/// charge's `refunded_amount` (a payment the ledger has no succeeded charge
+/// for refunded nothing), and the provider made at most one refund per
+/// (charge, reference), every one of them carrying both. Also returns how
+/// many payments and refunds it compared.
+async fn provider_refunds_match(
+    pg: &tokio_postgres::Client,
+    fake: &crate::provider::FakeProvider,
+) -> (Vec<String>, (u64, u64)) {
+    // the campaign charges USD: minor units are cents
+    let rows = pg
+        .query(
+            "SELECT k.provider_payment_id, c.id::text, c.order_id, (c.refunded_amount * 100)::int8 \
+               FROM charges c JOIN card_charges k ON k.charge_id = c.id \
+              WHERE c.status = 'succeeded' AND k.provider_payment_id IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut ledger: BTreeMap<String, (String, String, i64)> =
+        rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3)))).collect();
+    let (mut out, mut compared) = (Vec::new(), (0, 0));
+    for payment in fake.payments().await {
+        compared.0 += 1;
+        let id = payment["id"].as_str().unwrap_or_default().to_owned();
+        let at_provider = payment["amount_refunded"].as_i64().unwrap_or(0);
+        let order = payment["metadata"]["order_id"].as_str().unwrap_or("-").to_owned();
+        let (charge, in_ledger) = match ledger.remove(&id) {
+            Some((charge, _, refunded)) => (charge, refunded),
+            None => ("-".to_owned(), 0),
+        };
+        if at_provider != in_ledger {
+            out.push(format!(
+                "VIOLATION provider_refunds_match_ledger: payment {id} (order {order}, charge {charge}) has \
+                 {at_provider} cent(s) refunded at the provider, {in_ledger} in the ledger"
+            ));
+        }
+        if payment["status"] != "succeeded" {
+            continue;
+        }
+        let mut per_reference: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        for refund in fake.refunds_of_payment(&id).await {
+            compared.1 += 1;
+            let (Some(c), Some(r)) = (refund.metadata.get("charge_id"), refund.metadata.get("reference")) else {
+                out.push(format!(
+                    "VIOLATION provider_one_refund_per_reference: refund {} of payment {id} (order {order}) \
+                     names no charge and reference: {:?}",
+                    refund.id, refund.metadata
+                ));
+                continue;
+            };
+            per_reference.entry((c.clone(), r.clone())).or_default().push(format!("{} {:?}", refund.id, refund.status));
+        }
+        for ((c, r), made) in per_reference.into_iter().filter(|(_, made)| made.len() > 1) {
+            out.push(format!(
+                "VIOLATION provider_one_refund_per_reference: charge {c} reference {r} has {} refunds at the \
+                 provider (payment {id}): {}",
+                made.len(),
+                made.join(", ")
+            ));
+        }
+    }
+    // a succeeded card charge whose payment the provider does not list
+    // (reconcile-payments says so too) refunded nothing there
+    for (payment, (charge, order, refunded)) in ledger.into_iter().filter(|(_, (_, _, refunded))| *refunded != 0) {
+        out.push(format!(
+            "VIOLATION provider_refunds_match_ledger: charge {charge} (order {order}) has {refunded} cent(s) refunded \
+             in the ledger, its payment {payment} is not at the provider"
+        ));
+    }
+    (out, compared)
 }
 
 /// How many emails the file transport wrote for each Message-ID.

@@ -475,6 +475,8 @@ fn gateway_env(cmd: &mut std::process::Command, config: &workers::config::Config
         .env("GATEWAY_KEY_WINDOW_SECS", g.gateway_key_window_secs.to_string())
         .env("CARD_LEASE_SECS", g.card_lease_secs.to_string())
         .env("GATEWAY_SEARCH_LAG_SECS", g.gateway_search_lag_secs.to_string())
+        .env("GATEWAY_ALLOW_DEVELOPMENT_SECRETS", g.gateway_allow_development_secrets.to_string())
+        .env("GATEWAY_ACTION_WINDOW_SECS", g.gateway_action_window_secs.to_string())
         .env("COMPLETER_POLL_MS", config.completer_poll_ms.to_string());
 }
 

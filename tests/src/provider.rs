@@ -129,6 +129,15 @@ impl FakeProvider {
         refunds
     }
 
+    /// Every refund of one payment, newest first, as the provider lists
+    /// them (`GET /v1/refunds?payment_intent=...`).
+    pub async fn refunds_of_payment(&self, payment_id: &str) -> Vec<gateway::Refund> {
+        api_client(self.url())
+            .list_refunds(payment_id)
+            .await
+            .unwrap_or_else(|e| panic!("the fake provider lists the refunds of {payment_id}: {e}"))
+    }
+
     pub async fn set_webhook_endpoint(&self, url: &str) {
         self.admin("PUT", "/webhook-endpoints", Some(json!({ "urls": [url] }))).await;
     }
@@ -137,6 +146,12 @@ impl FakeProvider {
     pub async fn webhooks(&self) -> Value {
         self.admin("GET", "/webhooks", None).await
     }
+}
+
+/// A client of the provider's API at `url`, with the keys the fake uses by
+/// default: for a test that holds only the fake's address.
+pub fn api_client(url: &str) -> gateway::Client {
+    gateway::Client::new(&gateway::Config::new(url, SECRET_KEY, WEBHOOK_SECRET)).unwrap()
 }
 
 impl Drop for FakeProvider {

@@ -428,3 +428,31 @@ async fn a_card_charge_left_processing_past_its_lease_is_named_once_quiesced() {
     assert!(s.broken(false).await.is_empty());
     assert!(s.broken(true).await.contains(&"card_charge_not_left_processing"));
 }
+
+#[actix_web::test]
+async fn a_failed_refund_its_reversal_did_not_undo_is_named() {
+    let s = shop().await;
+    // the refund marked failed, "undone" by a transaction that is not its reversal
+    // (the charge's own), the charge's totals made to agree with it
+    s.corrupt(
+        "UPDATE refunds r SET status = 'failed', reversal_transaction_id = c.transaction_id \
+           FROM charges c WHERE c.id = r.charge_id; \
+         UPDATE charges SET refunded_amount = 0, refunded_fee = 0;",
+    )
+    .await;
+    assert_eq!(s.broken(false).await, ["failed_refund_reversed"]);
+}
+
+#[actix_web::test]
+async fn a_card_refund_left_pending_past_its_lease_is_named_once_quiesced() {
+    let s = shop().await;
+    s.corrupt(
+        "UPDATE refunds SET status = 'pending'; \
+         INSERT INTO card_refunds (refund_id, provider_key, lease_until) \
+           SELECT id, 'ref_stuck', now() - interval '1 hour' FROM refunds;",
+    )
+    .await;
+    // in flight is legal at any instant; once quiesced, the completer should have finished it
+    assert!(s.broken(false).await.is_empty());
+    assert!(s.broken(true).await.contains(&"card_refund_not_left_pending"));
+}

@@ -7,6 +7,7 @@
 //! after it.
 
 use awc::http::StatusCode;
+use ledger_tests::api_process::{post, ApiProcess};
 use ledger_tests::provider::FakeProvider;
 use ledger_tests::{eventually, run_worker_command, spawn_app_with, start_workers, Role, TestApp, Workers};
 use serde_json::{json, Value};
@@ -330,4 +331,68 @@ async fn reconcile_payments_compares_refunds_and_says_when_it_could_not_run() {
     unreachable.gateway.gateway_url = "http://127.0.0.1:9".to_owned();
     let failed = run_worker_command(&unreachable, &["reconcile-payments"]).await;
     assert_eq!(failed.status.code(), Some(2), "{}", String::from_utf8_lossy(&failed.stderr));
+}
+
+#[actix_web::test]
+async fn a_provider_configuration_error_is_not_a_decline_and_nothing_is_stored() {
+    // the API holds a restricted key: the provider refuses every write with 403
+    let restricted = "rk_test_ledger_restricted";
+    let fake = FakeProvider::start(&["--restricted-key", restricted]);
+    let app = spawn_app_with(|c| {
+        fake.configure(&mut c.gateway);
+        c.gateway.gateway_secret_key = restricted.to_owned();
+        c.gateway.gateway_timeout_ms = 5_000;
+    })
+    .await;
+    let key = app.tenant("shop").await;
+    let seller = app.account(&key, "seller", "USD", false).await;
+    let body = json!({"order_id": "k1", "attempt": 1, "payment_method": "pm_card_visa",
+                      "seller_account_id": seller, "amount": "25.00", "currency": "USD"});
+    for _ in 0..2 {
+        let refused = app.post("/v1/charges", &key, "k1:1", body.clone()).await;
+        assert_eq!(refused.status, StatusCode::BAD_GATEWAY, "{refused:?}");
+        assert_eq!(refused.code(), "provider_rejected");
+        assert!(!refused.replayed, "not stored");
+        assert!(refused.json()["detail"].as_str().unwrap().contains("permission"), "{refused:?}");
+    }
+    // not a decline: no charge, no key, no decline counted; the order is free
+    assert_eq!(app.db.count("charges").await, 0);
+    let keys: i64 = app
+        .db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM idempotency_keys WHERE key = 'k1:1'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(keys, 0, "the key is free for the retry");
+    assert!(fake.payments().await.is_empty());
+    let metrics = app.get("/metrics", &key).await;
+    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    assert!(text.contains("ledger_provider_rejections_total{effect=\"card charge\"} 2"), "{text}");
+    assert!(!text.contains("ledger_declines_total{code=\"card_declined\"}"), "{text}");
+
+    // fixed (a process with the full key): the same request runs afresh and pays
+    let env: Vec<(&str, String)> = fake.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let fixed = ApiProcess::start(&app.db.url, &env).await;
+    let wait = std::time::Duration::from_secs(30);
+    let paid = post(&fixed.url("/v1/charges"), &key, "k1:1", &body, wait).await.unwrap();
+    assert_eq!(paid.status, StatusCode::CREATED, "{paid:?}");
+    let charge = paid.body["id"].as_str().unwrap().to_owned();
+
+    // a refund refused as misconfigured stays pending, its money held, and is sent once fixed
+    let refund = json!({"reference": "k1:refund:1", "amount": "5.00"});
+    let path = format!("/v1/charges/{charge}/refunds");
+    let refused = app.post(&path, &key, "k1:refund:1", refund.clone()).await;
+    assert_eq!(refused.status, StatusCode::BAD_GATEWAY, "{refused:?}");
+    assert_eq!(refused.code(), "provider_rejected");
+    let status: String = app.db.client().await.query_one("SELECT status FROM refunds", &[]).await.unwrap().get(0);
+    assert_eq!(status, "pending");
+    let retried = post(&fixed.url(&path), &key, "k1:refund:1", &refund, wait).await.unwrap();
+    assert_eq!(retried.status, StatusCode::CREATED, "{retried:?}");
+    assert_eq!(retried.body["status"], "succeeded");
+    assert_eq!(fake.payments_of("k1").await[0]["amount_refunded"], 500);
+    let report = ledger::audit::audit(&app.db.client().await, Default::default()).await.unwrap();
+    assert!(report.is_clean(), "{report}");
 }

@@ -406,3 +406,99 @@ async fn a_completion_that_waited_for_another_reads_the_charge_that_one_left() {
     assert_eq!(s.scalar("SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await, 1);
     s.audit_clean().await;
 }
+
+#[actix_web::test]
+async fn a_payment_that_needs_authentication_waits_for_the_buyer_then_the_retry_pays_once() {
+    let s = shop().await;
+    let body = s.card("t1", 1, "pm_card_threeDSecure2Required");
+    let first = s.app.post("/v1/charges", &s.key, "t1:1", body.clone()).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
+    let charge = first.json();
+    assert_eq!(charge["status"], "requires_action", "{charge}");
+    assert_eq!(charge["next_action"]["type"], "use_stripe_sdk", "{charge}");
+    assert!(charge["client_secret"].as_str().unwrap().contains("_secret_"), "{charge}");
+    let payment = charge["provider_payment_id"].as_str().unwrap().to_owned();
+    // nothing moved, and the order is held: no other attempt meanwhile
+    assert_eq!(s.scalar("SELECT count(*) FROM ledger_transactions").await, 0);
+    let other = s.app.post("/v1/charges", &s.key, "t1:2", s.card("t1", 2, "pm_card_visa")).await;
+    assert_eq!(other.code(), "order_already_charged", "{other:?}");
+    // a retry before the buyer authenticated is the same 202
+    let waiting = s.app.post("/v1/charges", &s.key, "t1:1", body.clone()).await;
+    assert_eq!((waiting.status, waiting.json()["status"].clone()), (StatusCode::ACCEPTED, json!("requires_action")));
+
+    s.fake.admin("POST", &format!("/payment_intents/{payment}/authenticate"), Some(json!({"result": "succeed"}))).await;
+    let paid = s.app.post("/v1/charges", &s.key, "t1:1", body.clone()).await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{paid:?}");
+    assert_eq!(paid.json()["status"], "succeeded");
+    let again = s.app.post("/v1/charges", &s.key, "t1:1", body).await;
+    assert!(again.replayed);
+    assert_eq!(s.fake.payments_of("t1").await.len(), 1);
+    assert_eq!(s.scalar("SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await, 1);
+    assert_eq!(s.app.balance(&s.key, &s.seller).await, "22.50");
+    s.audit_clean().await;
+}
+
+#[actix_web::test]
+async fn a_failed_authentication_is_a_decline_and_the_next_attempt_may_pay() {
+    let s = shop().await;
+    let body = s.card("t2", 1, "pm_card_threeDSecure2Required");
+    let first = s.app.post("/v1/charges", &s.key, "t2:1", body.clone()).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
+    let payment = first.json()["provider_payment_id"].as_str().unwrap().to_owned();
+    s.fake.admin("POST", &format!("/payment_intents/{payment}/authenticate"), Some(json!({"result": "fail"}))).await;
+    let declined = s.app.post("/v1/charges", &s.key, "t2:1", body).await;
+    assert_eq!(declined.status, StatusCode::PAYMENT_REQUIRED, "{declined:?}");
+    assert_eq!(declined.code(), "card_declined");
+    let next = s.app.post("/v1/charges", &s.key, "t2:2", s.card("t2", 2, "pm_card_visa")).await;
+    assert_eq!(next.status, StatusCode::CREATED, "{next:?}");
+    s.audit_clean().await;
+}
+
+#[actix_web::test]
+async fn an_unauthenticated_payment_is_cancelled_once_past_its_window_and_the_order_freed() {
+    let s = shop_with(&[], |g| {
+        g.card_lease_secs = 1;
+        g.gateway_action_window_secs = 1;
+    })
+    .await;
+    let body = s.card("t3", 1, "pm_card_threeDSecure2Required");
+    let first = s.app.post("/v1/charges", &s.key, "t3:1", body.clone()).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
+    let mut completer_config = workers::config::Config::local(&s.app.db.url, "cards-3ds");
+    s.fake.configure(&mut completer_config.gateway);
+    completer_config.gateway.card_lease_secs = 1;
+    completer_config.gateway.gateway_action_window_secs = 1;
+    completer_config.completer_poll_ms = 50;
+    let _completer = start_workers(&completer_config, &[Role::Completer]);
+    eventually(20, "the completer cancels the payment", || async { s.status_of("t3").await == "failed" }).await;
+    let payments = s.fake.payments_of("t3").await;
+    assert_eq!(payments.len(), 1, "{payments:?}");
+    assert_eq!(payments[0]["status"], "canceled", "{payments:?}");
+    let answer = s.app.post("/v1/charges", &s.key, "t3:1", body).await;
+    assert_eq!(answer.status, StatusCode::PAYMENT_REQUIRED, "{answer:?}");
+    assert!(answer.json()["detail"].as_str().unwrap().contains("authentication_required"), "{answer:?}");
+    let next = s.app.post("/v1/charges", &s.key, "t3:2", s.card("t3", 2, "pm_card_visa")).await;
+    assert_eq!(next.status, StatusCode::CREATED, "{next:?}");
+    s.audit_clean().await;
+}
+
+#[actix_web::test]
+async fn a_look_up_lists_the_payments_and_never_trusts_a_lagging_search() {
+    // the provider's search lags a minute behind its writes, and it forgets keys after 0.2 s
+    let s = shop_with(&["--idempotency-ttl-secs", "0.2", "--search-lag-ms", "60000"], |g| {
+        g.card_lease_secs = 1;
+        g.gateway_key_window_secs = 1;
+    })
+    .await;
+    s.fake.arm(json!({"kind": "drop_after_charge", "count": 1, "metadata": {"order_id": "o9"}})).await;
+    let first = s.app.post("/v1/charges", &s.key, "o9:1", s.card("o9", 1, "pm_card_visa")).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
+    // past the key window (from the first send): the retry looks the payment up before sending
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let retry = s.app.post("/v1/charges", &s.key, "o9:1", s.card("o9", 1, "pm_card_visa")).await;
+    assert_eq!(retry.status, StatusCode::CREATED, "{retry:?}");
+    let payments = s.fake.payments_of("o9").await;
+    assert_eq!(payments.len(), 1, "found by listing, not sent again: {payments:?}");
+    assert_eq!(retry.json()["provider_payment_id"], payments[0]["id"]);
+    s.audit_clean().await;
+}

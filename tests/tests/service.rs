@@ -141,3 +141,36 @@ async fn migrations_revert_and_reapply_cleanly() {
         .get(0);
     assert!(tables >= 12);
 }
+
+/// The fake provider's published development secrets are refused against a
+/// provider that is not on this machine: a deployment that forgot
+/// GATEWAY_WEBHOOK_SECRET would otherwise accept webhooks anyone can sign.
+#[actix_web::test]
+async fn the_published_development_secrets_are_refused_against_a_remote_provider() {
+    let app = spawn_app().await;
+    let remote = "https://payments.example.com";
+    let api = std::process::Command::new(ledger_tests::api_process::api_binary())
+        .arg("serve")
+        .env("DATABASE_URL", &app.db.url)
+        .env("HTTP_ADDR", "127.0.0.1:0")
+        .env("GATEWAY_URL", remote)
+        .env("GATEWAY_SECRET_KEY", "sk_live_real")
+        .env_remove("GATEWAY_WEBHOOK_SECRET")
+        .env_remove("GATEWAY_ALLOW_DEVELOPMENT_SECRETS")
+        .output()
+        .expect("the API binary runs");
+    let said = String::from_utf8_lossy(&api.stderr).to_string() + &String::from_utf8_lossy(&api.stdout);
+    assert!(!api.status.success(), "{said}");
+    assert!(said.contains("GATEWAY_WEBHOOK_SECRET is the fake provider's published development secret"), "{said}");
+
+    let mut config = workers::config::Config::local(&app.db.url, "dev-secrets");
+    config.gateway.gateway_url = remote.to_owned();
+    let completer = ledger_tests::run_worker_command(&config, &["completer"]).await;
+    let said = String::from_utf8_lossy(&completer.stderr).to_string();
+    assert!(!completer.status.success(), "{said}");
+    assert!(said.contains("is the fake provider's published development secret"), "{said}");
+
+    // allowed on purpose (a shared development provider): the check passes
+    config.gateway.gateway_allow_development_secrets = true;
+    assert!(config.gateway.check_secrets().is_ok());
+}

@@ -119,6 +119,8 @@ enum Failure {
     Differences(usize),
     #[error("payment provider: {0}")]
     Gateway(#[from] gateway::BuildError),
+    #[error(transparent)]
+    DevelopmentSecrets(#[from] service::settings::DevelopmentSecrets),
 }
 
 /// Each subcommand and what runs it.
@@ -146,6 +148,9 @@ async fn run(config: Config, command: Command) -> Result<(), Failure> {
 /// Runs the long-lived workers until SIGTERM or SIGINT (or one of them ends):
 /// consumers stop, unacknowledged deliveries go back to their queue.
 async fn serve(config: &Config, roles: &[Role]) -> Result<(), Failure> {
+    if roles.contains(&Role::Completer) {
+        config.gateway.check_secrets()?;
+    }
     let pool = config.pool()?;
     let (trigger, stop) = shutdown::channel();
     let mut tasks = workers::spawn(config, &pool, roles, &stop);

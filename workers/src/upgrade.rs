@@ -50,7 +50,11 @@ async fn exists(conn: &Connection, queue: &str) -> Result<bool, Error> {
             let _ = ch.close(200, "".into()).await;
             Ok(true)
         }
-        Err(Error::Amqp(e)) if reply_code(&e) == Some(NOT_FOUND) => Ok(false),
+        Err(Error::Amqp(e)) if reply_code(&e) == Some(NOT_FOUND) => {
+            // the usual answer: no older version left this queue behind
+            tracing::debug!(queue, "no such queue (expected: nothing to retire)");
+            Ok(false)
+        }
         Err(e) => Err(e),
     }
 }

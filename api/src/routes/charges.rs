@@ -39,6 +39,15 @@ pub struct Charge {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false, example = "pi_3Q0abc")]
     pub provider_payment_id: Option<String>,
+    /// What the storefront's front end needs to finish a `requires_action`
+    /// card charge's authentication (3-D Secure): the provider's
+    /// `next_action` (Stripe.js handles it) and the payment's client secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>, nullable = false)]
+    pub next_action: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, example = "pi_3Q0abc_secret_xyz")]
+    pub client_secret: Option<String>,
     /// Why the provider declined a `failed` card charge.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false, example = "card_declined/insufficient_funds")]
@@ -71,11 +80,16 @@ pub struct PlatformFee {
 
 /// `processing`: a card charge the provider has not answered for yet (no
 /// money moved; retry the request with the same Idempotency-Key, or read the
-/// charge, until it is final). `failed`: the provider declined the card.
+/// charge, until it is final). `requires_action`: the buyer must
+/// authenticate the card payment first (3-D Secure; no money moved): finish
+/// it in the front end with `next_action` and `client_secret`, then retry the
+/// request with the same Idempotency-Key; unauthenticated past the window it
+/// is cancelled and `failed`. `failed`: the provider declined the card.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChargeStatus {
     Processing,
+    RequiresAction,
     Succeeded,
     PartiallyRefunded,
     Refunded,
@@ -93,6 +107,8 @@ impl From<ledger::charges::Charge> for Charge {
             payment_method: c.payment_method,
             provider_payment_id: c.provider_payment_id,
             decline_code: c.decline_code,
+            next_action: c.next_action,
+            client_secret: c.client_secret,
             seller_account_id: c.seller_account_id,
             amount: c.amount,
             currency: c.currency,
@@ -100,6 +116,7 @@ impl From<ledger::charges::Charge> for Charge {
             refunded_amount: c.refunded_amount,
             status: match c.status {
                 S::Processing => ChargeStatus::Processing,
+                S::RequiresAction => ChargeStatus::RequiresAction,
                 S::Succeeded => ChargeStatus::Succeeded,
                 S::PartiallyRefunded => ChargeStatus::PartiallyRefunded,
                 S::Refunded => ChargeStatus::Refunded,
@@ -245,10 +262,11 @@ pub struct CreatePlatformFee {
     responses(
         (status = 201, description = "Charged", body = Charge, headers(("Location" = String, description = "The new charge's path"))),
         (status = 200, description = "This order attempt was already charged with the same terms: the charge is returned, no second effect", body = Charge, headers(("Natural-Key-Replayed" = String, description = "`true`"))),
-        (status = 202, description = "A card charge whose provider answer is not known yet: the charge, `processing`, no money moved in the ledger. Not stored: retry with the same Idempotency-Key (after `Retry-After` seconds) for the final answer; the provider is never asked to charge twice", body = Charge, headers(("Retry-After" = String, description = "Seconds before retrying"))),
+        (status = 202, description = "A card charge whose provider answer is not known yet: the charge, `processing`, no money moved in the ledger; or `requires_action`, waiting for the buyer's authentication (3-D Secure), with `next_action` and `client_secret` for the front end. Not stored: retry with the same Idempotency-Key (after `Retry-After` seconds, or once the buyer authenticated) for the final answer; the provider is never asked to charge twice", body = Charge, headers(("Retry-After" = String, description = "Seconds before retrying"))),
         (status = 402, description = "`insufficient_funds`: the buyer's wallet cannot pay; `card_declined`: the provider declined the card (both stored and replayed; charge again with the next attempt)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`account_not_found`: the buyer, seller or platform account does not exist for this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`order_already_charged`: another attempt already paid this order, or is still processing (one succeeded charge per order; a new attempt only after a decline); the problem's `charge_id` names that charge. `natural_key_conflict`: this order attempt was charged with other terms", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "`provider_rejected`: the payment provider refused the request itself, not the card (a configuration error: a key without the permission, a wrong provider URL, an amount it does not take). Not a decline and not stored: nothing is recorded, and the same request runs afresh once the configuration is fixed; `detail` carries the provider's message", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`invalid_payment_source`: not exactly one of `buyer_account_id` and `payment_method`; `invalid_amount`, `amount_not_positive`, `amount_too_precise`, `amount_too_large`: the amount is not a positive decimal string within the currency's minor unit and 1,000,000,000; `unknown_currency`; `currency_mismatch`; `same_account`: buyer and seller are one account; `fee_exceeds_amount`; `invalid_field`: `order_id`, `attempt` or `payment_method`", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -505,6 +523,7 @@ pub struct CreateRefund {
         (status = 402, description = "`insufficient_funds`: the seller or platform cannot give back its share; `refund_failed`: the payment provider failed the card refund and the ledger's was undone (both stored and replayed; nothing was sent to the provider for the first)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`charge_not_found`: no such charge for this tenant; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`natural_key_conflict`: this charge has a refund with this reference and other terms; `charge_not_paid`: the charge is `processing` or `failed`, nothing to refund", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "`provider_rejected`: the payment provider refused the card refund itself (a configuration error: a key without the permission, a wrong provider URL). Not stored: the refund stays `pending`, its money held back, and is sent again with the same provider key when retried (or by the completer) once the configuration is fixed; `detail` carries the provider's message", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`refund_exceeds_charge`: more than what remains of the charge (stored and replayed); `invalid_amount`, `amount_not_positive`, `amount_too_precise`, `amount_too_large`: the amount is not a positive decimal string within the currency's minor unit and 1,000,000,000; `invalid_field`: `reference` is not 1 to 255 printable ASCII characters without surrounding spaces", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -21,10 +21,14 @@ pub struct App {
     pub stats: Stats,
     /// Idempotency keys belong to an account; this is ours.
     pub scope: String,
+    /// Where this process listens (`http://host:port`), for links it hands
+    /// out such as a 3-D Secure page. A restart on another port leaves the
+    /// links already handed out pointing at the old one.
+    pub url: String,
 }
 
 impl App {
-    pub fn new(settings: Settings, state: State, faults: Faults, durable: watch::Receiver<u64>) -> Self {
+    pub fn new(settings: Settings, state: State, faults: Faults, durable: watch::Receiver<u64>, url: String) -> Self {
         let digest = ring::digest::digest(&ring::digest::SHA256, settings.secret_key.as_bytes());
         let scope = hex::encode(&digest.as_ref()[..8]);
         Self {
@@ -35,6 +39,7 @@ impl App {
             wake: Notify::new(),
             stats: Stats::default(),
             scope,
+            url,
         }
     }
 

@@ -74,7 +74,8 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         TcpListener::bind(&settings.listen).map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let address = listener.local_addr()?;
     let workers = settings.workers.max(1);
-    let app = Data::new(App::new(settings, state, faults, durable));
+    let url = format!("http://{address}");
+    let app = Data::new(App::new(settings, state, faults, durable, url.clone()));
 
     let shared = app.clone();
     let server = HttpServer::new(move || {
@@ -91,7 +92,7 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     actix_web::rt::spawn(webhooks::run(app.clone()));
     // The first line on stdout is the URL, for whoever started us on port 0.
     let mut stdout = std::io::stdout();
-    writeln!(stdout, "http://{address}")?;
+    writeln!(stdout, "{url}")?;
     stdout.flush()?;
     tracing::info!(%address, "fake provider listening");
     server.await?;

@@ -7,11 +7,18 @@ use gateway::{ApiError, Charge, PaymentIntent, PaymentStatus, Refund};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-/// A PaymentIntent and the one charge its confirmation made.
+/// A PaymentIntent and the one charge its confirmation made (or will make,
+/// once the customer authenticates).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Payment {
     pub id: String,
     pub charge_id: String,
+    /// Whether the confirmation reached the card and made `charge_id`
+    /// (succeeded, or failed for a decline). Not while 3-D Secure waits, nor
+    /// when it failed or was abandoned: Stripe's `latest_charge` is null
+    /// then. Journals written before 3-D Secure charged every payment.
+    #[serde(default = "charged_before_3ds")]
+    pub has_charge: bool,
     pub amount: i64,
     pub currency: String,
     pub status: PaymentStatus,
@@ -20,6 +27,18 @@ pub struct Payment {
     pub payment_method: String,
     pub amount_refunded: i64,
     pub last_payment_error: Option<ApiError>,
+    /// `<id>_secret_<random>`; journals written before it was kept have none
+    /// and show one derived from the charge id, as they did then.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// What the customer must do (3-D Secure), while `requires_action`.
+    #[serde(default)]
+    pub next_action: Option<Value>,
+    #[serde(default)]
+    pub cancellation_reason: Option<String>,
+    /// Unix seconds.
+    #[serde(default)]
+    pub canceled_at: Option<i64>,
     /// When it was last written (unix ms): the search index sees it only a
     /// lag later.
     #[serde(default)]
@@ -41,8 +60,14 @@ impl Payment {
             created: self.created,
             metadata: self.metadata.clone(),
             payment_method: Some(self.payment_method.clone()),
-            latest_charge: Some(self.charge_id.clone()),
+            latest_charge: self.has_charge.then(|| self.charge_id.clone()),
             last_payment_error: self.last_payment_error.clone(),
+            client_secret: Some(match &self.client_secret {
+                Some(secret) => secret.clone(),
+                None => format!("{}_secret_{}", self.id, &self.charge_id[3..]),
+            }),
+            next_action: self.next_action.clone(),
+            cancellation_reason: self.cancellation_reason.clone(),
             livemode: false,
         }
     }
@@ -50,7 +75,7 @@ impl Payment {
     pub fn json(&self) -> Value {
         let mut value = with_object("payment_intent", &self.intent());
         let extra = json!({
-            "client_secret": format!("{}_secret_{}", self.id, &self.charge_id[3..]),
+            "canceled_at": self.canceled_at,
             "capture_method": "automatic",
             "confirmation_method": "automatic",
             "payment_method_types": ["card"],
@@ -106,16 +131,28 @@ impl RefundRecord {
     }
 }
 
+fn charged_before_3ds() -> bool {
+    true
+}
+
 /// A test payment method and what confirming with it does.
 pub enum Card {
     Succeeds,
-    Declines { decline_code: &'static str, message: &'static str },
+    Declines {
+        decline_code: &'static str,
+        message: &'static str,
+    },
+    /// 3-D Secure: `requires_action` until the customer authenticates
+    /// (`/_fake/payment_intents/{id}/authenticate`).
+    RequiresAuthentication,
 }
 
-/// Stripe's test payment method tokens this fake knows. None needs 3-D Secure.
+/// Stripe's test payment method tokens this fake knows.
 pub fn card(payment_method: &str) -> Option<Card> {
     Some(match payment_method {
         "pm_card_visa" | "pm_card_mastercard" => Card::Succeeds,
+        // Stripe's cards that authenticate on every payment.
+        "pm_card_threeDSecure2Required" | "pm_card_authenticationRequired" => Card::RequiresAuthentication,
         "pm_card_chargeDeclined" => {
             Card::Declines { decline_code: "generic_decline", message: "Your card was declined." }
         }
@@ -129,6 +166,16 @@ pub fn card(payment_method: &str) -> Option<Card> {
 pub fn new_id(prefix: &str) -> String {
     // Stripe ids are a prefix and 24 alphanumerics.
     format!("{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..24])
+}
+
+/// A status (or any unit variant) as the API spells it: `requires_action`.
+pub fn name_of(value: &impl Serialize) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+/// A payment's client secret, as Stripe shapes it: `<id>_secret_<random>`.
+pub fn client_secret(payment_id: &str) -> String {
+    format!("{payment_id}_secret_{}", uuid::Uuid::new_v4().simple())
 }
 
 /// An error body: `{"error": {...}}`.

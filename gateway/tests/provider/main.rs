@@ -1,5 +1,7 @@
 //! The client against the fake provider, started as a separate process.
 
+mod authentication;
+mod cancel;
 mod durability;
 mod faults;
 mod idempotency;

@@ -8,7 +8,7 @@ use actix_web::HttpResponse;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::refund_fate;
+use super::{authentication, refund_fate};
 use crate::app::{App, Stats};
 use crate::faults::ArmRequest;
 use crate::objects::Payment;
@@ -26,7 +26,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/webhook-endpoints", web::put().to(set_endpoints))
         .route("/webhooks", web::get().to(webhooks))
         .route("/refunds/{id}/fail", web::post().to(refund_fate::fail))
-        .route("/refunds/{id}/succeed", web::post().to(refund_fate::succeed));
+        .route("/refunds/{id}/succeed", web::post().to(refund_fate::succeed))
+        .route("/payment_intents/{id}/authenticate", web::post().to(authentication::authenticate))
+        .route("/3ds/{id}", web::get().to(authentication::page));
 }
 
 #[derive(Deserialize)]

@@ -2,6 +2,8 @@
 //! controls under `/_fake` (loopback peers only).
 
 mod admin;
+mod authentication;
+mod cancel;
 mod list;
 mod payment_intents;
 mod refund_fate;
@@ -22,6 +24,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/payment_intents", web::get().to(payment_intents::list))
             .route("/payment_intents/search", web::get().to(payment_intents::search))
             .route("/payment_intents/{id}", web::get().to(payment_intents::retrieve))
+            .route("/payment_intents/{id}/cancel", web::post().to(write::handle::<cancel::Cancel>))
             .route("/refunds", web::post().to(write::handle::<refunds::Create>))
             .route("/refunds", web::get().to(refunds::list))
             .route("/refunds/{id}", web::get().to(refunds::retrieve)),
@@ -145,6 +148,33 @@ fn masked(key: &str) -> String {
 pub fn decode_form(bytes: &[u8]) -> Result<Vec<(String, String)>, Failure> {
     serde_urlencoded::from_bytes(bytes)
         .map_err(|e| Failure::invalid(None, format!("Invalid form-encoded request body: {e}"), None))
+}
+
+/// One field of an admin request's body, a JSON object (when the
+/// content type says JSON) or a form; `None` when the body is empty or does
+/// not have it.
+pub fn body_field(req: &HttpRequest, body: &[u8], name: &str) -> Result<Option<String>, String> {
+    let is_json = req.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("json"));
+    let value = if body.is_empty() {
+        None
+    } else if is_json {
+        let Value::Object(mut object) = serde_json::from_slice(body).map_err(|e| format!("not a JSON body: {e}"))?
+        else {
+            return Err("not a JSON object".to_owned());
+        };
+        match object.remove(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(value)) => Some(value),
+            Some(other) => return Err(format!("{name} must be a string, not {other}")),
+        }
+    } else {
+        let form = decode_form(body).map_err(|f| f.body["error"]["message"].to_string())?;
+        form.into_iter().find(|(field, _)| field == name).map(|(_, value)| value)
+    };
+    match value {
+        Some(value) if value.is_empty() => Err(format!("{name} is empty")),
+        value => Ok(value),
+    }
 }
 
 /// Guards every read route: counts it, checks the key, decodes the query.

@@ -1,5 +1,7 @@
-//! `/v1/payment_intents`: created and confirmed in one call, retrieved,
-//! listed by creation time, searched by metadata.
+//! `/v1/payment_intents`: created and confirmed in one call (left in
+//! `requires_action` by a card that wants 3-D Secure, see `authentication`),
+//! retrieved, listed by creation time, searched by metadata. Cancelled in
+//! `cancel`.
 
 use std::collections::BTreeMap;
 
@@ -10,10 +12,11 @@ use gateway::{ApiError, PaymentStatus};
 use serde_json::json;
 
 use crate::app::{now_ms, App};
-use crate::objects::{card, new_id, Card, Payment};
+use crate::objects::{card, client_secret, new_id, Card, Payment};
 use crate::query;
+use crate::routes::authentication;
 use crate::routes::list::{self, Page};
-use crate::routes::write::{Context, Executed, NewEvent, Write};
+use crate::routes::write::{Context, Executed, NewEvent, PathParams, Write};
 use crate::routes::{ok, read_request, Failure};
 use crate::state::{Op, State};
 
@@ -36,7 +39,7 @@ impl Write for Create {
     const PERMISSION: &'static str = "rak_payment_intent_write";
     type Params = CreateParams;
 
-    fn parse(form: &[(String, String)]) -> Result<CreateParams, Failure> {
+    fn parse(form: &[(String, String)], _: &PathParams) -> Result<CreateParams, Failure> {
         let (mut amount, mut currency, mut payment_method, mut confirm) = (None, None, None, false);
         let mut metadata = BTreeMap::new();
         for (name, value) in form {
@@ -95,9 +98,12 @@ impl Write for Create {
     }
 
     fn execute(_: &State, params: CreateParams, context: Context<'_>) -> Executed {
+        let id = new_id("pi");
         let mut payment = Payment {
-            id: new_id("pi"),
+            client_secret: Some(client_secret(&id)),
+            id,
             charge_id: new_id("ch"),
+            has_charge: true,
             amount: params.amount,
             currency: params.currency,
             status: PaymentStatus::Succeeded,
@@ -106,6 +112,9 @@ impl Write for Create {
             payment_method: params.payment_method,
             amount_refunded: 0,
             last_payment_error: None,
+            next_action: None,
+            cancellation_reason: None,
+            canceled_at: None,
             changed_ms: context.now_ms,
             seq: 0,
         };
@@ -141,6 +150,23 @@ impl Write for Create {
                     status: StatusCode::PAYMENT_REQUIRED,
                     body,
                     events: vec![NewEvent { kind: gateway::webhook::PAYMENT_FAILED, object: payment.json(), metadata }],
+                    ops: vec![Op::Payment(payment)],
+                }
+            }
+            Card::RequiresAuthentication => {
+                // Nothing reaches the card until the customer authenticates:
+                // a 200 like any other, stored for the key as it is.
+                payment.status = PaymentStatus::RequiresAction;
+                payment.has_charge = false;
+                payment.next_action = Some(authentication::next_action(context.url, &payment.id));
+                Executed {
+                    status: StatusCode::OK,
+                    body: payment.json(),
+                    events: vec![NewEvent {
+                        kind: gateway::webhook::PAYMENT_REQUIRES_ACTION,
+                        object: payment.json(),
+                        metadata,
+                    }],
                     ops: vec![Op::Payment(payment)],
                 }
             }

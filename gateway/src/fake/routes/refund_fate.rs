@@ -8,13 +8,12 @@ use actix_web::web::{Bytes, Data, Path};
 use actix_web::{HttpRequest, HttpResponse};
 use gateway::webhook::{CHARGE_REFUND_UPDATED, REFUND_FAILED, REFUND_UPDATED};
 use gateway::RefundStatus;
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::{now_ms, App};
 use crate::events::{deliveries, Cause, NewEvent};
-use crate::objects::{refund_json, RefundRecord};
-use crate::routes::decode_form;
+use crate::objects::{name_of, refund_json, RefundRecord};
+use crate::routes::body_field;
 use crate::routes::refunds::fault_metadata;
 use crate::state::Op;
 
@@ -26,16 +25,11 @@ enum Fate {
     Succeed,
 }
 
-#[derive(Deserialize)]
-struct FailBody {
-    failure_reason: Option<String>,
-}
-
 /// A `succeeded` or `pending` refund fails: `failure_reason` (form or JSON,
 /// default `lost_or_stolen_card`), its amount back on the payment, and
 /// `refund.failed` and `charge.refund.updated`.
 pub async fn fail(req: HttpRequest, id: Path<String>, body: Bytes, app: Data<App>) -> HttpResponse {
-    let reason = match failure_reason(&req, &body) {
+    let reason = match body_field(&req, &body, "failure_reason") {
         Ok(reason) => reason.unwrap_or_else(|| DEFAULT_FAILURE_REASON.to_owned()),
         Err(message) => return HttpResponse::BadRequest().json(json!({ "error": message })),
     };
@@ -45,22 +39,6 @@ pub async fn fail(req: HttpRequest, id: Path<String>, body: Bytes, app: Data<App
 /// A `pending` refund succeeds: `refund.updated` and `charge.refund.updated`.
 pub async fn succeed(id: Path<String>, app: Data<App>) -> HttpResponse {
     settle(&app, &id, Fate::Succeed).await
-}
-
-fn failure_reason(req: &HttpRequest, body: &[u8]) -> Result<Option<String>, String> {
-    let is_json = req.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("json"));
-    let reason = if body.is_empty() {
-        None
-    } else if is_json {
-        serde_json::from_slice::<FailBody>(body).map_err(|e| format!("not a JSON body: {e}"))?.failure_reason
-    } else {
-        let form = decode_form(body).map_err(|f| f.body["error"]["message"].to_string())?;
-        form.into_iter().find(|(name, _)| name == "failure_reason").map(|(_, value)| value)
-    };
-    match reason {
-        Some(reason) if reason.is_empty() => Err("failure_reason is empty".to_owned()),
-        reason => Ok(reason),
-    }
 }
 
 async fn settle(app: &App, id: &str, fate: Fate) -> HttpResponse {
@@ -77,8 +55,7 @@ async fn settle(app: &App, id: &str, fate: Fate) -> HttpResponse {
             Fate::Succeed => (&[RefundStatus::Pending], "a pending", "succeed"),
         };
         if !from.contains(&refund.status) {
-            let status = serde_json::to_value(refund.status).ok().and_then(|v| v.as_str().map(str::to_owned));
-            let status = status.unwrap_or_default();
+            let status = name_of(&refund.status);
             let message = format!("refund {id} is {status}; only {allowed} refund can {verb}");
             return HttpResponse::BadRequest().json(json!({ "error": message }));
         }

@@ -12,7 +12,7 @@ use crate::app::App;
 use crate::objects::{new_id, refund_json, Payment, RefundRecord};
 use crate::routes::list::Page;
 use crate::routes::payment_intents::{check_metadata, metadata_key};
-use crate::routes::write::{Context, Executed, NewEvent, Write};
+use crate::routes::write::{Context, Executed, NewEvent, PathParams, Write};
 use crate::routes::{ok, read_request, Failure};
 use crate::state::{Op, State};
 
@@ -35,7 +35,7 @@ impl Write for Create {
     const PERMISSION: &'static str = "rak_refund_write";
     type Params = CreateParams;
 
-    fn parse(form: &[(String, String)]) -> Result<CreateParams, Failure> {
+    fn parse(form: &[(String, String)], _: &PathParams) -> Result<CreateParams, Failure> {
         let (mut payment_intent, mut charge, mut amount) = (None, None, None);
         let mut metadata = BTreeMap::new();
         for (name, value) in form {

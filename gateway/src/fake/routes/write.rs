@@ -1,4 +1,4 @@
-//! The path every write (payment, refund) takes, with Stripe's idempotency:
+//! The path every write (payment, refund, cancellation) takes, with Stripe's idempotency:
 //! the first result for a key is stored once the endpoint starts executing,
 //! 500s included, and replayed with `Idempotent-Replayed: true`; the same key
 //! with other parameters is a 400 `idempotency_error`; the same key while the
@@ -22,17 +22,21 @@ use crate::objects::{error_json, new_id};
 use crate::routes::{authorize, decode_form, respond, Access, Failure};
 use crate::state::{IdempotencyRecord, KeyCheck, Op, State};
 
+/// A request's path parameters (`{id}`).
+pub type PathParams = actix_web::dev::Path<actix_web::dev::Url>;
+
 /// Stripe's limit on an `Idempotency-Key`.
 const MAX_KEY_LEN: usize = 255;
 
 /// One write endpoint.
 pub trait Write {
+    /// The route, `{name}` for path parameters: what stats count requests by.
     const PATH: &'static str;
     /// What a restricted key would need to make this write, named in its 403.
     const PERMISSION: &'static str;
     type Params;
-    /// Checks the parameters alone.
-    fn parse(form: &[(String, String)]) -> Result<Self::Params, Failure>;
+    /// Checks the parameters alone: the form and the path's (`{id}`).
+    fn parse(form: &[(String, String)], path: &PathParams) -> Result<Self::Params, Failure>;
     /// Checks them against the newest state; returns the metadata faults
     /// match on.
     fn check(state: &State, params: &Self::Params) -> Result<BTreeMap<String, String>, Failure>;
@@ -43,6 +47,8 @@ pub trait Write {
 /// What an executing write may use besides the state and its parameters.
 pub struct Context<'a> {
     pub now_ms: i64,
+    /// This process's base URL, for links in an answer.
+    pub url: &'a str,
     /// For faults that shape the result itself (a refund left pending), not
     /// the answer's delivery.
     pub faults: &'a mut Faults,
@@ -83,7 +89,9 @@ pub async fn handle<W: Write>(req: HttpRequest, body: Bytes, app: Data<App>) -> 
             return fail(Failure::invalid(None, message, None));
         }
     };
-    let fingerprint = fingerprint(W::PATH, &form);
+    // The path as requested, ids included: the same key on another
+    // payment's cancel is another request.
+    let fingerprint = fingerprint(req.path(), &form);
     let now = now_ms();
 
     let (seq, fault, status, answer) = {
@@ -106,7 +114,7 @@ pub async fn handle<W: Write>(req: HttpRequest, body: Bytes, app: Data<App>) -> 
                 }
             }
         }
-        let params = match W::parse(&form) {
+        let params = match W::parse(&form, req.match_info()) {
             Ok(params) => params,
             Err(failure) => return fail(failure),
         };
@@ -125,7 +133,8 @@ pub async fn handle<W: Write>(req: HttpRequest, body: Bytes, app: Data<App>) -> 
             (StatusCode::INTERNAL_SERVER_ERROR, body, Vec::new())
         } else {
             // The faults' lock is let go before the events take it again.
-            let executed = W::execute(&state, params, Context { now_ms: now, faults: &mut app.faults() });
+            let executed =
+                W::execute(&state, params, Context { now_ms: now, url: &app.url, faults: &mut app.faults() });
             let mut ops = executed.ops;
             let cause = Cause { request_id: Some(&request_id), idempotency_key: key.as_deref() };
             for event in executed.events {
