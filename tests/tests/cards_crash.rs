@@ -147,3 +147,51 @@ async fn the_completer_killed_after_the_provider_answered_is_resumed_once() {
     assert_eq!(again.body, retry.body);
     s.assert_paid_once(&retry.body).await;
 }
+
+/// A payment left waiting for the buyer's authentication past its window
+/// is cancelled by the completer; killed right after the cancel (before it
+/// recorded anything), the restarted completer finds the payment cancelled
+/// and records the decline once, and the order is free again.
+#[actix_web::test]
+async fn the_completer_killed_after_cancelling_an_unauthenticated_payment_records_it_once() {
+    let mut s = shop().await;
+    s.charge["payment_method"] = json!("pm_card_threeDSecure2Required");
+    let mut env: Vec<(&str, String)> = s.fake.env();
+    env.push(("GATEWAY_ACTION_WINDOW_SECS", "1".to_owned()));
+    env.push(("GATEWAY_TIMEOUT_MS", "5000".to_owned()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let api = ApiProcess::start(&s.app.db.url, &env).await;
+    let first = s.charge(&api).await.expect("answered");
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
+    assert_eq!(first.body["status"], "requires_action");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let completer = |crash_at: Option<&str>| {
+        let mut config = workers::config::Config::local(&s.app.db.url, "cards-crash-3ds");
+        s.fake.configure(&mut config.gateway);
+        config.gateway.card_lease_secs = 1;
+        config.gateway.gateway_action_window_secs = 1;
+        config.completer_poll_ms = 50;
+        spawn_worker_process(&config, "completer", crash_at)
+    };
+    let mut victim = completer(Some("completer-after-provider"));
+    let status = tokio::task::spawn_blocking(move || victim.wait().unwrap()).await.unwrap();
+    assert!(!status.success(), "the completer died at its point");
+    let payments = s.fake.payments_of("o1").await;
+    assert_eq!(payments[0]["status"], "canceled", "cancelled at the provider before the crash: {payments:?}");
+    assert_eq!(s.scalar("SELECT count(*) FROM charges WHERE status = 'requires_action'").await, 1, "nothing recorded");
+
+    let mut again = completer(None);
+    ledger_tests::eventually(20, "the restarted completer records the cancelled payment", || async {
+        s.scalar("SELECT count(*) FROM charges WHERE status = 'failed'").await == 1
+    })
+    .await;
+    let _ = again.kill();
+    let _ = again.wait();
+    assert_eq!(s.fake.payments_of("o1").await.len(), 1, "one payment, cancelled once");
+    let answer = s.charge(&api).await.expect("answered");
+    assert_eq!(answer.status, StatusCode::PAYMENT_REQUIRED, "{answer:?}");
+    assert_eq!(s.scalar("SELECT count(*) FROM ledger_transactions").await, 0);
+    let report = ledger::audit::audit(&s.app.db.client().await, Default::default()).await.unwrap();
+    assert!(report.is_clean(), "{report}");
+}

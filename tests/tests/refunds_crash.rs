@@ -155,6 +155,7 @@ async fn the_completer_killed_after_the_provider_refunded_is_resumed_once() {
     })
     .await;
     let _ = completer.kill();
+    let _ = completer.wait();
     let retry = s.refund(&api).await.expect("answered");
     assert_eq!(retry.status, StatusCode::CREATED, "{retry:?}");
     s.assert_refunded_once(&retry.body).await;

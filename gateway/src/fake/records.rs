@@ -4,11 +4,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::objects::{Payment, RefundRecord};
 
-/// One change, as journaled. Objects are written whole ("put").
+/// One change, as journaled. Objects are written whole ("put"); a payment
+/// boxed, being several times the size of the other records.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
-    Payment(Payment),
+    Payment(Box<Payment>),
     Refund(RefundRecord),
     Idempotency(IdempotencyRecord),
     Delivery(Delivery),

@@ -106,7 +106,8 @@ impl State {
 
     fn apply(&mut self, op: Op, seq: u64) {
         match op {
-            Op::Payment(mut payment) => {
+            Op::Payment(payment) => {
+                let mut payment = *payment;
                 payment.seq = seq;
                 match self.payment_index.get(&payment.id) {
                     Some(&i) => {

@@ -90,7 +90,7 @@ pub async fn authenticate(req: HttpRequest, id: Path<String>, body: Bytes, app: 
         };
         let object = payment.json();
         let event = NewEvent { kind, object: object.clone(), metadata: payment.metadata.clone() };
-        let mut ops = vec![Op::Payment(payment)];
+        let mut ops = vec![Op::Payment(Box::new(payment))];
         ops.extend(deliveries(&mut state, &app, event, Cause::default(), now));
         (state.commit(ops), object)
     };

@@ -101,7 +101,7 @@ impl Write for Cancel {
             status: StatusCode::OK,
             body: payment.json(),
             events: vec![NewEvent { kind: gateway::webhook::PAYMENT_CANCELED, object: payment.json(), metadata }],
-            ops: vec![Op::Payment(payment)],
+            ops: vec![Op::Payment(Box::new(payment))],
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The HTTP surface: Stripe's routes under `/v1`, inspection and fault
-//! controls under `/_fake` (loopback peers only).
+//! The HTTP surface: Stripe's routes under `/v1`; inspection, fault controls
+//! and what happens on the card's and the customer's side (a refund that
+//! fails, 3-D Secure) under `/_fake` (loopback peers only).
 
 mod admin;
 mod authentication;

@@ -124,7 +124,7 @@ impl Write for Create {
                 status: StatusCode::OK,
                 body: payment.json(),
                 events: vec![NewEvent { kind: gateway::webhook::PAYMENT_SUCCEEDED, object: payment.json(), metadata }],
-                ops: vec![Op::Payment(payment)],
+                ops: vec![Op::Payment(Box::new(payment))],
             },
             Card::Declines { decline_code, message } => {
                 payment.status = PaymentStatus::RequiresPaymentMethod;
@@ -150,7 +150,7 @@ impl Write for Create {
                     status: StatusCode::PAYMENT_REQUIRED,
                     body,
                     events: vec![NewEvent { kind: gateway::webhook::PAYMENT_FAILED, object: payment.json(), metadata }],
-                    ops: vec![Op::Payment(payment)],
+                    ops: vec![Op::Payment(Box::new(payment))],
                 }
             }
             Card::RequiresAuthentication => {
@@ -167,7 +167,7 @@ impl Write for Create {
                         object: payment.json(),
                         metadata,
                     }],
-                    ops: vec![Op::Payment(payment)],
+                    ops: vec![Op::Payment(Box::new(payment))],
                 }
             }
         }

@@ -71,7 +71,7 @@ async fn settle(app: &App, id: &str, fate: Fate) -> HttpResponse {
                 // and may be refunded anew.
                 payment.amount_refunded -= refund.amount;
                 payment.changed_ms = now;
-                ops.push(Op::Payment(payment));
+                ops.push(Op::Payment(Box::new(payment)));
                 [REFUND_FAILED, CHARGE_REFUND_UPDATED]
             }
             Fate::Succeed => {

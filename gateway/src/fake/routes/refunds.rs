@@ -134,7 +134,7 @@ impl Write for Create {
                     metadata: payment.metadata.clone(),
                 },
             ],
-            ops: vec![Op::Refund(RefundRecord { refund, seq: 0 }), Op::Payment(payment)],
+            ops: vec![Op::Refund(RefundRecord { refund, seq: 0 }), Op::Payment(Box::new(payment))],
         }
     }
 }
