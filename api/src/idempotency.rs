@@ -16,13 +16,14 @@ use actix_web::dev::Payload;
 use actix_web::http::{header, StatusCode};
 use actix_web::{FromRequest, HttpRequest, HttpResponse};
 use deadpool_postgres::Transaction;
-use ledger::idempotency::{Answer, Claim};
+use ledger::idempotency::{Answer, Claim, RecoveryPoint};
 use ledger::phases::{Begun, Completion};
 use ledger::{Outcome, TenantId};
 use serde::Serialize;
 use service::effects::{self, Effect};
 use service::payments::Asked;
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use crate::error::{claim_failed, provider_rejected, ApiError, ProblemCode, PROBLEM_JSON};
 use crate::state::AppState;
@@ -219,6 +220,44 @@ pub async fn run<T: Serialize>(
     applied: Applied<T>,
     effect: impl AsyncFnOnce(&Transaction<'_>) -> Result<Outcome<T>, ledger::Error>,
 ) -> Result<HttpResponse, ApiError> {
+    let begin = async |tx: &Transaction<'_>| Ok(Begun::Final(effect(tx).await?));
+    // only an effect at the provider leaves a recovery point, and only under its own path
+    match first(state, tenant, key, canonical_body, &applied, |t: T| t, |_| None, begin, |_: &T| None).await? {
+        First::Answered(response) => Ok(response),
+        First::InFlight(_) => Err(ledger::Error::unknown("an effect in flight", "from a request that has none").into()),
+    }
+}
+
+/// What a request's first transaction under its key came to.
+enum First {
+    /// The answer, stored (or replayed).
+    Answered(HttpResponse),
+    /// An effect at the provider in flight, named by the key's recovery
+    /// point: committed by this request, or by an earlier one it resumes.
+    InFlight(Uuid),
+}
+
+/// The first transaction every request under an Idempotency-Key takes, in
+/// one place: the replay of a completed request (one read, no transaction),
+/// the claim of the key (a reuse with another request refused here, before
+/// any effect), `begin`, and either the answer stored with the effect in the
+/// same commit, or (an effect left in flight at the provider) its recovery
+/// point, which `resume` turns back into the effect for a retry. Each crash
+/// point of the key's first transaction is here.
+// Each argument is one thing the two callers differ in; a struct of them
+// would only rename the list.
+#[allow(clippy::too_many_arguments)]
+async fn first<R, T: Serialize>(
+    state: &AppState,
+    tenant: TenantId,
+    key: &IdempotencyKey,
+    canonical_body: &[u8],
+    applied: &Applied<T>,
+    to_wire: impl FnOnce(R) -> T,
+    resume: impl FnOnce(RecoveryPoint) -> Option<Uuid>,
+    begin: impl AsyncFnOnce(&Transaction<'_>) -> Result<Begun<R>, ledger::Error>,
+    recovery_point: impl FnOnce(&R) -> Option<(RecoveryPoint, &'static str)>,
+) -> Result<First, ApiError> {
     let fp = key.fingerprint(canonical_body);
     let retention_secs = state.config.retention.idempotency().as_secs_f64();
     let mut client = state.pool.get().await?;
@@ -226,26 +265,45 @@ pub async fn run<T: Serialize>(
     // the key expires, so one read outside a transaction replays it (no
     // BEGIN, no row lock, no rollback). Anything else takes the claim below.
     if let Some(stored) = ledger::idempotency::completed(&client, tenant, key.as_str(), retention_secs).await? {
-        return replay(state, tenant, stored, &fp);
+        return replay(state, tenant, stored, &fp).map(First::Answered);
     }
     let tx = client.transaction().await?;
     match ledger::idempotency::claim(&tx, tenant, key.as_str(), &fp, retention_secs).await {
         Ok(Claim::Owned) => {}
-        Ok(Claim::Taken(stored)) => return replay(state, tenant, stored, &fp),
-        // only an effect at the provider leaves a recovery point, and only under its own path
-        Ok(Claim::InFlight { .. }) => return Err(reused()),
+        Ok(Claim::Taken(stored)) => return replay(state, tenant, stored, &fp).map(First::Answered),
+        // nothing to write here: the rollback releases the key row
+        Ok(Claim::InFlight { fingerprint, point }) => {
+            return match resume(point) {
+                Some(id) if fingerprint == fp => Ok(First::InFlight(id)),
+                _ => Err(reused()),
+            }
+        }
         Err(e) => return Err(claim_failed(e)),
     }
     // the key row is locked by this transaction, the effect has not run
     ledger::crash::point("api-after-key-lock");
     // An error drops `tx`, which rolls the key back with whatever was written.
-    let outcome = effect(&tx).await?;
-    let answer = answer(outcome, &applied);
-    ledger::idempotency::store(&tx, tenant, key.as_str(), &answer).await?;
-    tx.commit().await?;
-    // committed, the client has not heard back
-    ledger::crash::point("api-after-commit");
-    response(answer, false)
+    match begin(&tx).await? {
+        Begun::Final(outcome) => {
+            let answer = answer(outcome.map(to_wire), applied);
+            ledger::idempotency::store(&tx, tenant, key.as_str(), &answer).await?;
+            tx.commit().await?;
+            // committed, the client has not heard back
+            ledger::crash::point("api-after-commit");
+            response(answer, false).map(First::Answered)
+        }
+        Begun::InFlight(row) => {
+            let (point, after_begin) = recovery_point(&row)
+                .ok_or_else(|| ledger::Error::unknown("an effect in flight", "without a recovery point"))?;
+            ledger::idempotency::mark_in_flight(&tx, tenant, key.as_str(), point).await?;
+            tx.commit().await?;
+            // in flight and the key names it; the provider was not asked
+            ledger::crash::point(after_begin);
+            Ok(First::InFlight(match point {
+                RecoveryPoint::Charge(id) | RecoveryPoint::Refund(id) => id,
+            }))
+        }
+    }
 }
 
 /// An effect at the payment provider (a card charge, a card refund), in
@@ -254,8 +312,9 @@ pub async fn run<T: Serialize>(
 /// 1. one transaction claims the key, runs `begin` (the effect, created in
 ///    flight or found by its natural key, or decided by the ledger alone)
 ///    and, unless that already gave the final answer, records the effect on
-///    the key as its recovery point, with no answer, and commits. A key
-///    reused for another request is refused here, before anything leaves;
+///    the key as its recovery point, with no answer, and commits ([`first`]).
+///    A key reused for another request is refused there, before anything
+///    leaves;
 /// 2. the provider is asked, with the effect's provider key, no transaction
 ///    open (`effects::ask`);
 /// 3. a second transaction records the provider's answer (the ledger
@@ -274,43 +333,10 @@ pub async fn run_two_phase<E: Effect, T: Serialize>(
     to_wire: fn(E::Row) -> T,
     begin: impl AsyncFnOnce(&Transaction<'_>) -> Result<Begun<E::Row>, ledger::Error>,
 ) -> Result<HttpResponse, ApiError> {
-    let fp = key.fingerprint(canonical_body);
-    let retention_secs = state.config.retention.idempotency().as_secs_f64();
-    let id = {
-        let mut client = state.pool.get().await?;
-        if let Some(stored) = ledger::idempotency::completed(&client, tenant, key.as_str(), retention_secs).await? {
-            return replay(state, tenant, stored, &fp);
-        }
-        let tx = client.transaction().await?;
-        match ledger::idempotency::claim(&tx, tenant, key.as_str(), &fp, retention_secs).await {
-            Ok(Claim::Owned) => {
-                ledger::crash::point("api-after-key-lock");
-                match begin(&tx).await? {
-                    Begun::Final(outcome) => {
-                        let answer = answer(outcome.map(to_wire), &applied);
-                        ledger::idempotency::store(&tx, tenant, key.as_str(), &answer).await?;
-                        tx.commit().await?;
-                        ledger::crash::point("api-after-commit");
-                        return response(answer, false);
-                    }
-                    Begun::InFlight(row) => {
-                        let id = E::id(&row);
-                        ledger::idempotency::mark_in_flight(&tx, tenant, key.as_str(), E::point(id)).await?;
-                        tx.commit().await?;
-                        // in flight and the key names it; the provider was not asked
-                        ledger::crash::point(E::AFTER_BEGIN);
-                        id
-                    }
-                }
-            }
-            Ok(Claim::Taken(stored)) => return replay(state, tenant, stored, &fp),
-            Ok(Claim::InFlight { fingerprint, point }) => match E::of_point(point) {
-                // nothing to write here: the rollback releases the key row
-                Some(id) if fingerprint == fp => id,
-                _ => return Err(reused()),
-            },
-            Err(e) => return Err(claim_failed(e)),
-        }
+    let in_flight = |row: &E::Row| Some((E::point(E::id(row)), E::AFTER_BEGIN));
+    let id = match first(state, tenant, key, canonical_body, &applied, to_wire, E::of_point, begin, in_flight).await? {
+        First::Answered(response) => return Ok(response),
+        First::InFlight(id) => id,
     };
     let asked = effects::ask::<E>(&state.pool, &state.payments, tenant, id).await?;
     // the provider answered (or not); nothing of it is recorded yet
