@@ -26,7 +26,7 @@ use rust_decimal::Decimal;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::charges::{existing_attempt, get, Charge, ChargeStatus, PlatformFee};
+use crate::charges::{existing_attempt, get, Charge, ChargeStatus, ChargeTerms, PlatformFee};
 use crate::db::Cached;
 use crate::events::ChargeSucceededV1;
 use crate::money::Currency;
@@ -82,20 +82,14 @@ pub fn outcome_of(charge: Charge) -> Option<Outcome<Charge>> {
 /// natural key, or creates it `processing`. Refuses another attempt of an
 /// order that is paid or still processing.
 pub async fn begin(tx: &Transaction<'_>, tenant: TenantId, new: &NewCardCharge<'_>) -> Result<Begun> {
-    let mut ids = vec![new.seller];
-    if let Some(fee) = &new.platform_fee {
-        if fee.amount > new.amount {
-            return Err(Error::FeeTooLarge);
-        }
-        if fee.account_id == new.seller {
-            return Err(Error::SameAccount);
-        }
-        ids.push(fee.account_id);
-    }
+    let terms = ChargeTerms { payer: None, seller: new.seller, amount: new.amount, fee: new.platform_fee.as_ref() };
+    terms.check()?;
+    // the seller and the platform (the payer, the clearing account, comes with the answer)
+    let ids = &terms.accounts(new.seller)[1..];
     // The accounts must exist and hold the currency before the provider is
     // asked; locking them also queues a concurrent duplicate of this attempt
     // behind this transaction, as a wallet charge does.
-    lock_accounts(tx, tenant, &ids, new.currency).await?;
+    lock_accounts(tx, tenant, ids, new.currency).await?;
     if let Some(existing) = existing_attempt(tx, tenant, new.order_id, new.attempt, |c| new.same_as(c)).await? {
         return Ok(match existing.status {
             ChargeStatus::Processing | ChargeStatus::RequiresAction => Begun::InFlight(existing),
@@ -311,13 +305,13 @@ pub async fn complete(
                 return Ok(Completion::Processing(charge));
             }
             let clearing = clearing_account(tx, tenant, charge.currency).await?;
-            let fee = charge.platform_fee.as_ref().map_or(Decimal::ZERO, |f| f.amount);
-            let mut ids = vec![clearing, charge.seller_account_id];
-            let mut legs = vec![(clearing, -charge.amount), (charge.seller_account_id, charge.amount - fee)];
-            if let Some(f) = &charge.platform_fee {
-                ids.push(f.account_id);
-                legs.push((f.account_id, f.amount));
-            }
+            let terms = ChargeTerms {
+                payer: Some(clearing),
+                seller: charge.seller_account_id,
+                amount: charge.amount,
+                fee: charge.platform_fee.as_ref(),
+            };
+            let (ids, legs) = (terms.accounts(clearing), terms.legs(clearing));
             let locked = lock_accounts(tx, tenant, &ids, charge.currency).await?;
             let transaction_id = match post(tx, tenant, "charge", charge.currency, &locked, &legs).await? {
                 Ok(t) => t,

@@ -77,13 +77,8 @@ pub async fn create_many(tx: &Transaction<'_>, items: &[BatchedCharge<'_>]) -> R
     let mut orders = HashSet::new();
     for (i, item) in items.iter().enumerate() {
         let new = &item.new;
-        let fee = new.platform_fee.as_ref();
-        if fee.is_some_and(|f| f.amount > new.amount) {
-            results[i] = Some(Batched::Done(Err(Error::FeeTooLarge)));
-        } else if new.buyer == new.seller
-            || fee.is_some_and(|f| f.account_id == new.buyer || f.account_id == new.seller)
-        {
-            results[i] = Some(Batched::Done(Err(Error::SameAccount)));
+        if let Err(e) = new.terms().check() {
+            results[i] = Some(Batched::Done(Err(e)));
         } else if !orders.insert((item.tenant.0, new.order_id.as_str())) {
             results[i] = Some(Batched::Alone);
         }
@@ -194,11 +189,8 @@ fn decide(
 ) -> Decided {
     let new = &item.new;
     let tenant = item.tenant.0;
-    let mut ids = vec![new.buyer, new.seller];
-    if let Some(f) = &new.platform_fee {
-        ids.push(f.account_id);
-    }
-    for id in &ids {
+    let terms = new.terms();
+    for id in &terms.accounts(new.buyer) {
         match accounts.get(&(tenant, *id)) {
             None => return Decided::Done(Err(Error::AccountNotFound(*id))),
             Some(a) if a.currency != new.currency => {
@@ -230,11 +222,7 @@ fn decide(
             return Decided::Done(Ok(Outcome::Declined(Decline::InsufficientFunds { account: new.buyer })));
         }
     }
-    let fee = new.platform_fee.as_ref().map_or(Decimal::ZERO, |f| f.amount);
-    let mut legs = vec![(new.buyer, -new.amount), (new.seller, new.amount - fee)];
-    if let Some(f) = &new.platform_fee {
-        legs.push((f.account_id, f.amount));
-    }
+    let mut legs = terms.legs(new.buyer);
     legs.retain(|(_, amount)| !amount.is_zero());
     for (id, amount) in &legs {
         let a = accounts.get_mut(&(tenant, *id)).expect("checked above");

@@ -247,6 +247,49 @@ pub(crate) fn from_row(row: &Row) -> Result<ChargeRow> {
     })
 }
 
+/// What every charge is checked against and split by, wallet, batched and
+/// card alike: the payer (the buyer's wallet; a card charge's provider
+/// clearing account, not known before the provider answers), the seller, the
+/// amount and the platform's fee.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChargeTerms<'a> {
+    pub(crate) payer: Option<Uuid>,
+    pub(crate) seller: Uuid,
+    pub(crate) amount: Decimal,
+    pub(crate) fee: Option<&'a PlatformFee>,
+}
+
+impl ChargeTerms<'_> {
+    /// The fee is at most the amount; payer, seller and platform are
+    /// distinct accounts.
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.fee.is_some_and(|f| f.amount > self.amount) {
+            return Err(Error::FeeTooLarge);
+        }
+        let platform = self.fee.map(|f| f.account_id);
+        if self.payer.is_some_and(|p| p == self.seller || Some(p) == platform) || platform == Some(self.seller) {
+            return Err(Error::SameAccount);
+        }
+        Ok(())
+    }
+
+    /// The accounts the charge touches, the payer first.
+    pub(crate) fn accounts(&self, payer: Uuid) -> Vec<Uuid> {
+        let mut ids = vec![payer, self.seller];
+        ids.extend(self.fee.map(|f| f.account_id));
+        ids
+    }
+
+    /// Its legs: the payer debited the amount, the seller credited the
+    /// amount less the fee, the platform the fee.
+    pub(crate) fn legs(&self, payer: Uuid) -> Vec<(Uuid, Decimal)> {
+        let fee = self.fee.map_or(Decimal::ZERO, |f| f.amount);
+        let mut legs = vec![(payer, -self.amount), (self.seller, self.amount - fee)];
+        legs.extend(self.fee.map(|f| (f.account_id, f.amount)));
+        legs
+    }
+}
+
 /// A new wallet charge as asked for. Owned: a batch of charges
 /// (`charge_batch`) takes it from its request's handler to another task.
 #[derive(Debug, Clone)]
@@ -262,6 +305,15 @@ pub struct NewCharge {
 }
 
 impl NewCharge {
+    pub(crate) fn terms(&self) -> ChargeTerms<'_> {
+        ChargeTerms {
+            payer: Some(self.buyer),
+            seller: self.seller,
+            amount: self.amount,
+            fee: self.platform_fee.as_ref(),
+        }
+    }
+
     pub(crate) fn same_as(&self, c: &Charge) -> bool {
         Some(self.buyer) == c.buyer_account_id
             && self.seller == c.seller_account_id
@@ -277,16 +329,9 @@ impl NewCharge {
 /// charge for an order that another attempt already paid; declines when the
 /// buyer cannot pay.
 pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge) -> Result<Outcome<Charge>> {
-    let mut ids = vec![new.buyer, new.seller];
-    if let Some(fee) = &new.platform_fee {
-        if fee.amount > new.amount {
-            return Err(Error::FeeTooLarge);
-        }
-        ids.push(fee.account_id);
-    }
-    if ids[1..].contains(&ids[0]) || ids[2..].contains(&ids[1]) {
-        return Err(Error::SameAccount);
-    }
+    let terms = new.terms();
+    terms.check()?;
+    let ids = terms.accounts(new.buyer);
     // Lock first, then look for the natural keys: a concurrent duplicate of
     // this attempt (or another attempt by the same buyer) waits on the
     // buyer's row lock (the only one a charge takes: the seller and the
@@ -303,10 +348,7 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge) -> 
         return Ok(Outcome::Existing(existing));
     }
     let fee = new.platform_fee.as_ref().map_or(Decimal::ZERO, |f| f.amount);
-    let mut legs = vec![(new.buyer, -new.amount), (new.seller, new.amount - fee)];
-    if let Some(f) = &new.platform_fee {
-        legs.push((f.account_id, f.amount));
-    }
+    let legs = terms.legs(new.buyer);
     let transaction_id = match post(tx, tenant, "charge", new.currency, &locked, &legs).await? {
         Ok(id) => id,
         Err(decline) => return Ok(Outcome::Declined(decline)),
