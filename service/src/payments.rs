@@ -55,6 +55,11 @@ pub enum Asked<A = ProviderAnswer> {
 /// clocks may disagree, and a send may take a while to land.
 const LIST_SLACK_SECS: i64 = 300;
 
+/// The reason a payment is cancelled with when the buyer never authenticated.
+const ABANDONED: &str = "abandoned";
+/// The decline code of a charge whose payment was cancelled for that.
+const AUTHENTICATION_REQUIRED: &str = "authentication_required";
+
 /// The metadata of a charge's payment: what it is looked up by.
 pub fn metadata(tenant: TenantId, charge: &Charge) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -73,8 +78,18 @@ pub fn answer_of(intent: &PaymentIntent) -> Option<ProviderAnswer> {
             amount_minor: intent.amount,
             currency: intent.currency.clone(),
         }),
+        // Cancelled: by us when the buyer never authenticated (`abandoned`),
+        // whoever reads it back, the completer or a retry that did not get
+        // the cancel's own answer.
+        PaymentStatus::Canceled => Some(ProviderAnswer::Declined {
+            payment_id: Some(intent.id.clone()),
+            code: match intent.cancellation_reason.as_deref() {
+                Some(ABANDONED) | None => AUTHENTICATION_REQUIRED.to_owned(),
+                Some(reason) => format!("canceled/{reason}"),
+            },
+        }),
         // a confirmation that failed leaves the payment waiting for another method
-        PaymentStatus::RequiresPaymentMethod | PaymentStatus::Canceled => Some(ProviderAnswer::Declined {
+        PaymentStatus::RequiresPaymentMethod => Some(ProviderAnswer::Declined {
             payment_id: Some(intent.id.clone()),
             code: intent
                 .last_payment_error
@@ -201,10 +216,23 @@ impl Payments {
         if intent.status != PaymentStatus::RequiresAction || waited < self.action_window {
             return Asked::Unknown(format!("payment {payment_id} is {:?}: waiting for the buyer", intent.status));
         }
-        match self.client.cancel_payment(payment_id, &self.cancel_key(tenant, charge.id)).await {
+        let key = self.cancel_key(tenant, charge.id);
+        let mut cancelled = self.client.cancel_payment(payment_id, &key).await;
+        if let Ok(gateway::CancelOutcome::Unknown(why)) = &cancelled {
+            if why.reason == gateway::UnknownReason::ServerError {
+                // The provider stores a 5xx for the key and replays it for a
+                // day: the derived key can no longer cancel. A cancellation
+                // is idempotent in itself (a payment already cancelled
+                // answers so, and one that succeeded is not cancelled), so
+                // a key of this minute's asks again without that risk.
+                let minute = chrono::Utc::now().timestamp() / 60;
+                cancelled = self.client.cancel_payment(payment_id, &format!("{key}:{minute}")).await;
+            }
+        }
+        match cancelled {
             Ok(gateway::CancelOutcome::Canceled(canceled)) => Asked::Answer(ProviderAnswer::Declined {
                 payment_id: Some(canceled.id),
-                code: "authentication_required".to_owned(),
+                code: AUTHENTICATION_REQUIRED.to_owned(),
             }),
             // authenticated meanwhile: what it became is the answer
             Ok(gateway::CancelOutcome::NotCancelable(now)) => match answer_of(&now) {
@@ -416,5 +444,38 @@ impl Payments {
             Some(answer) => Asked::Answer(answer),
             None => Asked::Unknown("the refund is not final at the provider".to_owned()),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intent(status: &str, extra: serde_json::Value) -> PaymentIntent {
+        let mut v = serde_json::json!({"id": "pi_1", "amount": 100, "currency": "usd", "status": status, "created": 1});
+        v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_cancelled_payment_reads_back_as_the_reason_it_was_cancelled() {
+        let code = |i: &PaymentIntent| match answer_of(i) {
+            Some(ProviderAnswer::Declined { code, .. }) => code,
+            other => panic!("{other:?}"),
+        };
+        // cancelled by us past the buyer's window, read back by whoever did not get the cancel's answer
+        assert_eq!(
+            code(&intent("canceled", serde_json::json!({"cancellation_reason": "abandoned"}))),
+            "authentication_required"
+        );
+        assert_eq!(code(&intent("canceled", serde_json::json!({}))), "authentication_required");
+        assert_eq!(
+            code(&intent("canceled", serde_json::json!({"cancellation_reason": "fraudulent"}))),
+            "canceled/fraudulent"
+        );
+        // a failed authentication is the provider's own error
+        let failed = serde_json::json!({"last_payment_error": {"type": "invalid_request_error",
+            "code": "payment_intent_authentication_failure", "message": "failed"}});
+        assert_eq!(code(&intent("requires_payment_method", failed)), "payment_intent_authentication_failure");
     }
 }

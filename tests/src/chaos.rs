@@ -6,6 +6,24 @@
 //! requests and duplicate messages. At the end the pipeline is quiesced, lost
 //! emails are reconciled and the auditor runs; any violation fails the run.
 //!
+//! Card purchases, and refunds of a share of them, go through the fake
+//! payment provider with its random faults on; the clients retry a 202 with
+//! its key until final, or sometimes walk away for the completer to finish,
+//! and sometimes have the provider hold a refund `pending` or fail one later,
+//! as the card network does. At the end every payment's refunds at the
+//! provider are compared with its charge's in the ledger, and
+//! `reconcile-payments` must be clean.
+//!
+//! A share of the card purchases pay with a card that wants 3-D Secure (202
+//! `requires_action`): the buyer mostly authenticates (sometimes failing,
+//! sometimes too late) and the storefront retries with its key until final;
+//! sometimes the buyer abandons, and the completer cancels the payment past
+//! the buyer's window (a short one here); after a failure or a cancellation
+//! the purchase goes on with its next attempt. At the end every 3-D Secure
+//! payment at the provider is `succeeded` with the one succeeded charge
+//! recording it, or `canceled` / `requires_payment_method` with its charge
+//! `failed`.
+//!
 //! The seed drives every decision (what each client buys, when and which
 //! fault strikes); the interleaving still depends on timing, so a replay
 //! explores the same plan, not byte-identical scheduling.
@@ -82,6 +100,30 @@ pub struct Summary {
     /// order, attempt), and its faults applied.
     pub provider_max_payments_per_attempt: u64,
     pub provider_faults: u64,
+    /// 3-D Secure: the card charges sent with a card that wants the buyer's
+    /// authentication (202 `requires_action`); of them, those the buyer
+    /// authenticated and that paid, those whose authentication failed (402,
+    /// then the next attempt), those the buyer abandoned at
+    /// `requires_action` (and of these, the purchases walked away from for
+    /// good, the charge left to the completer), and authentications that
+    /// came after the payment had been cancelled past its window.
+    pub three_ds_payments: u64,
+    pub three_ds_authenticated: u64,
+    pub three_ds_failed_authentication: u64,
+    pub three_ds_abandoned: u64,
+    pub three_ds_walked_away: u64,
+    pub three_ds_too_late: u64,
+    /// The 202 `requires_action` answers asked again with their key.
+    pub action_answers: u64,
+    /// At the end, at the provider: the 3-D Secure payments cancelled past
+    /// their window, and all its 3-D Secure payments, compared with their
+    /// charges.
+    pub three_ds_cancelled: u64,
+    pub three_ds_compared: u64,
+    /// 3-D Secure charges whose decline code is not the one their payment's
+    /// end at the provider calls for (printed, not violations: the charge
+    /// is `failed` and the order free either way).
+    pub three_ds_notes: Vec<String>,
     /// Card refunds asked (one per charge and reference, each a refund row):
     /// of them, second ones for what a first left (or the same amount again
     /// after a first failed), those the provider held `pending` until the
@@ -141,6 +183,21 @@ impl std::fmt::Display for Summary {
         )?;
         writeln!(
             f,
+            "  3-D Secure payments {} (authenticated and paid {}, failed authentication {}, abandoned at \
+             requires_action {} of which walked away {}, authenticated too late {}), cancelled past the window {}, \
+             202 requires_action answers retried {}; compared with the provider: {} payments",
+            self.three_ds_payments,
+            self.three_ds_authenticated,
+            self.three_ds_failed_authentication,
+            self.three_ds_abandoned,
+            self.three_ds_walked_away,
+            self.three_ds_too_late,
+            self.three_ds_cancelled,
+            self.action_answers,
+            self.three_ds_compared
+        )?;
+        writeln!(
+            f,
             "  card refunds {} (second refunds {}, held pending at the provider {}, failed later {}), \
              202 pending answers retried {}, abandoned to the completer {}, refunds failed {} (provider_error {}); \
              compared with the provider: {} payments, {} refunds",
@@ -171,6 +228,9 @@ impl std::fmt::Display for Summary {
             "  emails lost {}, recovered by reconcile {}; unknown outcomes left to an operator {} ({} found delivered)",
             self.emails_lost, self.emails_recovered, self.emails_unknown, self.emails_unknown_delivered
         )?;
+        for n in &self.three_ds_notes {
+            writeln!(f, "  NOTE 3-D Secure decline code: {n}")?;
+        }
         for v in &self.violations {
             writeln!(f, "  {v}")?;
         }
@@ -252,8 +312,8 @@ pub(crate) struct Attempt {
 /// A careful client: the same Idempotency-Key on every retry; retries on
 /// connection errors, timeouts, 5xx, the 409s that say to retry
 /// (`contention`, `request_in_progress`), 429 (`rate_limited`) and 202 (a
-/// card charge still `processing`, a card refund still `pending`), against
-/// any API process.
+/// card charge still `processing` or waiting for the buyer's authentication,
+/// a card refund still `pending`), against any API process.
 pub(crate) async fn request(
     shared: &Rc<RefCell<Shared>>,
     rng: &mut Rng,
@@ -262,12 +322,23 @@ pub(crate) async fn request(
     path: &str,
     body: &Value,
 ) -> (u16, Value) {
-    send(shared, rng, key, idem, path, body, false).await
+    send(shared, rng, key, idem, path, body, Until::Final).await
 }
 
-/// [`request`], or, with `abandon_pending`, a client that walks away from
-/// the first 202 it gets (returned as it is): what is in flight is left to
-/// the completer (or a webhook).
+/// Which answer a client stops retrying at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// A final one: every 202 is asked again with its key.
+    Final,
+    /// The first 202 too (returned as it is): what is in flight is left to
+    /// the completer (or a webhook).
+    Accepted,
+    /// A 202 `requires_action` too (the buyer must authenticate a card
+    /// payment first); a 202 `processing` is asked again.
+    Action,
+}
+
+/// [`request`], stopping at the answers `until` names.
 async fn send(
     shared: &Rc<RefCell<Shared>>,
     rng: &mut Rng,
@@ -275,11 +346,13 @@ async fn send(
     idem: &str,
     path: &str,
     body: &Value,
-    abandon_pending: bool,
+    until: Until,
 ) -> (u16, Value) {
     let http = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut failed = false;
+    // the last answer, for the message when none is final in time
+    let mut last = None;
     loop {
         let port = {
             let s = shared.borrow();
@@ -309,6 +382,7 @@ async fn send(
             attempt.found_after_failure = failed && header("idempotent-replayed").as_deref() == Some("true");
             if let Ok(bytes) = res.body().limit(1 << 20).await {
                 let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                last = Some(format!("{status} {answer}"));
                 attempt.status = Some(status);
                 attempt.code = answer["code"].as_str().map(str::to_owned);
                 // a fault is never the client's nor a bug's: 503 or 409 to retry, never a 500
@@ -319,15 +393,17 @@ async fn send(
                 let refused = answer["code"] == "order_already_charged" || answer["code"] == "natural_key_conflict";
                 // a card charge still `processing` (202), or a card refund still
                 // `pending`, is asked again with its key for its final answer
-                if status == 202 && abandon_pending {
+                let action = status == 202 && answer["status"] == "requires_action";
+                if (status == 202 && until == Until::Accepted) || (action && until == Until::Action) {
                     record(shared, attempt);
                     return (status, answer);
                 }
                 if status == 202 {
                     let mut s = shared.borrow_mut();
-                    match path.ends_with("/refunds") {
-                        true => s.summary.refund_pending_answers += 1,
-                        false => s.summary.processing_answers += 1,
+                    match (path.ends_with("/refunds"), action) {
+                        (true, _) => s.summary.refund_pending_answers += 1,
+                        (false, true) => s.summary.action_answers += 1,
+                        (false, false) => s.summary.processing_answers += 1,
                     }
                 }
                 let retry = status >= 500 || status == 429 || status == 202 || (status == 409 && !refused);
@@ -339,7 +415,11 @@ async fn send(
         }
         failed |= attempt.status.is_none_or(|s| s >= 500);
         record(shared, attempt);
-        assert!(Instant::now() < deadline, "{path} with key {idem} never got an answer");
+        assert!(
+            Instant::now() < deadline,
+            "{path} with key {idem} never got a final answer (the last: {})",
+            last.as_deref().unwrap_or("none")
+        );
         shared.borrow_mut().summary.retries += 1;
         tokio::time::sleep(Duration::from_millis(50 + rng.below(150))).await;
     }
@@ -395,12 +475,40 @@ pub(crate) async fn client(shared: Rc<RefCell<Shared>>, store: Rc<Store>, n: usi
             "receipt_email": format!("{order}@example.com")});
         let mut charge_key = format!("{order}:charge");
         // beside wallet purchases, card purchases through the provider (its faults on)
-        let card = rng.chance(40);
+        let mut card = rng.chance(40);
+        // a card payment the buyer authenticated (3-D Secure), already paid
+        let mut paid = None;
         if card {
             shared.borrow_mut().summary.card_charges += 1;
             let body = charge_body.as_object_mut().unwrap();
             body.remove("buyer_account_id");
-            if rng.chance(10) {
+            // where the campaign holds the provider's admin (the buyer's
+            // browser goes through the challenge there), some cards want 3-D Secure
+            let three_ds = match store.provider.get() {
+                Some(url) if rng.chance(THREE_DS_SHARE) => Some(url.clone()),
+                _ => None,
+            };
+            if let Some(url) = three_ds {
+                body.insert("payment_method".into(), json!(THREE_DS_CARD));
+                match three_d_secure(&shared, &mut rng, &store.key, &url, &order, &charge_key, &charge_body).await {
+                    Authentication::Paid(status, answer) => paid = Some((status, answer)),
+                    // the attempt is over: the next one, with a card that
+                    // needs no authentication or from the buyer's wallet
+                    Authentication::Over => {
+                        charge_body["attempt"] = json!(2);
+                        charge_key = format!("{order}:charge:2");
+                        if rng.chance(30) {
+                            card = false;
+                            let body = charge_body.as_object_mut().unwrap();
+                            body.remove("payment_method");
+                            body.insert("buyer_account_id".into(), json!(buyer));
+                        }
+                    }
+                    // the buyer left the checkout: the hold stays, the
+                    // charge is the completer's to cancel past its window
+                    Authentication::WalkedAway | Authentication::Unexpected => continue,
+                }
+            } else if rng.chance(10) {
                 // a declined card first: a stored 402, then the next attempt with a good card
                 body.insert("payment_method".into(), json!("pm_card_chargeDeclined"));
                 let (status, declined) =
@@ -410,10 +518,14 @@ pub(crate) async fn client(shared: Rc<RefCell<Shared>>, store: Rc<Store>, n: usi
                 charge_body["attempt"] = json!(2);
                 charge_key = format!("{order}:charge:2");
             }
-            charge_body["payment_method"] = json!("pm_card_visa");
+            if card && paid.is_none() {
+                charge_body["payment_method"] = json!("pm_card_visa");
+            }
         }
-        let (mut status, mut charge) =
-            request(&shared, &mut rng, &store.key, &charge_key, "/v1/charges", &charge_body).await;
+        let (mut status, mut charge) = match paid {
+            Some(answer) => answer,
+            None => request(&shared, &mut rng, &store.key, &charge_key, "/v1/charges", &charge_body).await,
+        };
         // an attempt the provider failed for good (a stored 5xx, no payment:
         // `provider_error`) is over; the storefront charges the next attempt
         while card && status == 402 && charge_body["attempt"].as_i64().unwrap() < 10 {
@@ -456,6 +568,183 @@ pub(crate) async fn client(shared: Rc<RefCell<Shared>>, store: Rc<Store>, n: usi
     }
 }
 
+/// The fake provider's card that wants 3-D Secure on every payment.
+const THREE_DS_CARD: &str = "pm_card_threeDSecure2Required";
+
+/// The share of card purchases (percent) paid with [`THREE_DS_CARD`].
+const THREE_DS_SHARE: u64 = 15;
+
+/// The buyer's window to authenticate (`GATEWAY_ACTION_WINDOW_SECS` of the
+/// campaign's API and worker processes): short, so that the completer
+/// cancels abandoned payments while the campaign runs.
+const ACTION_WINDOW_SECS: u64 = 3;
+
+/// The provider's key window the campaign's processes count on: shorter than
+/// the fake keeps its keys (20 s), so that past it they look up, never
+/// resend blindly.
+const KEY_WINDOW_SECS: u64 = 15;
+
+/// How one 3-D Secure charge attempt ended, as its client saw it.
+enum Authentication {
+    /// 201 or 200, `succeeded`: the buyer authenticated and was charged.
+    Paid(u16, Value),
+    /// 402: the attempt is over (authentication failed, the payment was
+    /// cancelled past its window, or the provider never made it); the next
+    /// attempt may follow.
+    Over,
+    /// The buyer left at `requires_action`, and the storefront with them:
+    /// the purchase ends unpaid, its charge the completer's to cancel.
+    WalkedAway,
+    /// Anything else: a violation, already recorded.
+    Unexpected,
+}
+
+/// A card charge attempt with [`THREE_DS_CARD`], as a storefront drives
+/// it: sent with its key until the provider's answer (a 202
+/// `requires_action`, or a 402 when the provider failed the attempt); then
+/// the buyer goes through the challenge (through the fake's admin route, as
+/// the buyer's browser would), mostly passing it, sometimes failing it,
+/// sometimes only once the window has passed, and the storefront asks again
+/// with the same key until final. Sometimes the buyer abandons the
+/// challenge: the storefront asks again once the window has passed (the
+/// completer cancelled the payment: 402 `authentication_required`), or has
+/// walked away for good.
+async fn three_d_secure(
+    shared: &Rc<RefCell<Shared>>,
+    rng: &mut Rng,
+    key: &str,
+    url: &str,
+    order: &str,
+    idem: &str,
+    body: &Value,
+) -> Authentication {
+    shared.borrow_mut().summary.three_ds_payments += 1;
+    let violation = |what: String| {
+        shared.borrow_mut().summary.violations.push(format!("VIOLATION three_d_secure_answer: {what}"));
+        Authentication::Unexpected
+    };
+    let (status, answer) = send(shared, rng, key, idem, "/v1/charges", body, Until::Action).await;
+    match status {
+        // the provider failed the attempt for good (`provider_error`): no payment
+        402 if answer["code"] == "card_declined" => return Authentication::Over,
+        202 => {}
+        _ => return violation(format!("order {order}: the first answer is {status} {answer}")),
+    }
+    let Some(payment) = answer["provider_payment_id"].as_str().filter(|p| !p.is_empty()) else {
+        return violation(format!("order {order}: a 202 requires_action without a payment: {answer}"));
+    };
+    if answer["next_action"].is_null() || !answer["client_secret"].as_str().is_some_and(|c| c.contains("_secret_")) {
+        violation(format!("order {order}: a 202 requires_action without what the front end needs: {answer}"));
+    }
+    let window_ms = ACTION_WINDOW_SECS * 1000;
+    let choice = rng.below(100);
+    if choice < 20 {
+        shared.borrow_mut().summary.three_ds_abandoned += 1;
+        if rng.chance(40) {
+            shared.borrow_mut().summary.three_ds_walked_away += 1;
+            return Authentication::WalkedAway;
+        }
+        // the storefront asks again once the window has passed: the
+        // completer (or this request) cancelled the payment
+        tokio::time::sleep(Duration::from_millis(window_ms + 300 + rng.below(2000))).await;
+        // (its decline code is compared at the end, with the provider's payment)
+        let Some((status, answer)) = finish(shared, rng, key, idem, body).await else {
+            return violation(format!("order {order}: payment {payment} still requires action long past its window"));
+        };
+        if status != 402 || answer["code"] != "card_declined" {
+            return violation(format!("order {order}: abandoned, then answered {status} {answer}"));
+        }
+        return Authentication::Over;
+    }
+    let passes = choice >= 35;
+    // the buyer takes a moment, sometimes about as long as the window
+    let think = match rng.chance(10) {
+        true => window_ms - 600 + rng.below(1200),
+        false => rng.below(1000),
+    };
+    tokio::time::sleep(Duration::from_millis(think)).await;
+    let result = if passes { "succeed" } else { "fail" };
+    let (done, at_provider) = authenticate(url, payment, result).await;
+    // 400: the payment no longer waits for the buyer (cancelled past its window)
+    let late = match done {
+        200 => false,
+        400 => true,
+        _ => return violation(format!("order {order}: authenticating {payment} answered {done} {at_provider}")),
+    };
+    {
+        let mut s = shared.borrow_mut();
+        match (late, passes) {
+            (true, _) => s.summary.three_ds_too_late += 1,
+            (false, false) => s.summary.three_ds_failed_authentication += 1,
+            (false, true) => {}
+        }
+    }
+    // the storefront asks again with the same key until final (the
+    // provider's webhook may have finished the charge first); a decline's
+    // code is compared at the end, with the provider's payment (a failure,
+    // or a cancellation that read the payment before it)
+    let Some((status, answer)) = finish(shared, rng, key, idem, body).await else {
+        return violation(format!("order {order}: payment {payment} still requires action long past its window"));
+    };
+    let ok = match (late, passes, status) {
+        (false, true, 200 | 201) => answer["status"] == "succeeded" && answer["provider_payment_id"] == payment,
+        (false, false, 402) | (true, _, 402) => answer["code"] == "card_declined",
+        _ => false,
+    };
+    if !ok {
+        let what = if late { "too late" } else { result };
+        return violation(format!(
+            "order {order}: authentication {what} of {payment}, then answered {status} {answer}"
+        ));
+    }
+    if status == 402 {
+        return Authentication::Over;
+    }
+    shared.borrow_mut().summary.three_ds_authenticated += 1;
+    Authentication::Paid(status, answer)
+}
+
+/// A 3-D Secure charge asked again with its key until final, as
+/// [`request`] does, but for at most a minute past the buyer's window: a
+/// payment still waiting for the buyer then (one its cancellation never
+/// reached) is `None`, for the caller to record.
+async fn finish(
+    shared: &Rc<RefCell<Shared>>,
+    rng: &mut Rng,
+    key: &str,
+    idem: &str,
+    body: &Value,
+) -> Option<(u16, Value)> {
+    let deadline = Instant::now() + Duration::from_secs(ACTION_WINDOW_SECS + 60);
+    loop {
+        let (status, answer) = send(shared, rng, key, idem, "/v1/charges", body, Until::Action).await;
+        if !(status == 202 && answer["status"] == "requires_action") {
+            return Some((status, answer));
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        shared.borrow_mut().summary.action_answers += 1;
+        tokio::time::sleep(Duration::from_millis(200 + rng.below(300))).await;
+    }
+}
+
+/// The buyer's answer to a 3-D Secure challenge (`succeed` or `fail`), as
+/// the fake provider's challenge page posts it: its status (400 when the
+/// payment no longer waits for it) and body.
+async fn authenticate(url: &str, payment: &str, result: &str) -> (u16, Value) {
+    let http = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let path = format!("/_fake/payment_intents/{payment}/authenticate");
+    let mut res = http
+        .post(format!("{url}{path}"))
+        .insert_header(("Content-Type", "application/json"))
+        .send_body(json!({ "result": result }).to_string())
+        .await
+        .unwrap_or_else(|e| panic!("the fake provider answers {path}: {e}"));
+    let bytes = res.body().limit(1 << 20).await.unwrap();
+    (res.status().as_u16(), serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
 /// What one card refund came to, as its client saw it.
 enum Refunded {
     /// 201 (or 200): the refund, `succeeded`.
@@ -464,8 +753,10 @@ enum Refunded {
     /// the ledger undid it. Final.
     Failed(Value),
     /// A 202 the client walked away from: the refund, `pending`, for the
-    /// completer (or a webhook) to finish.
-    Abandoned(Value),
+    /// completer (or a webhook) to finish; `true` when it may still be held
+    /// at the provider until the end of the campaign (a held refund its
+    /// client did not find there).
+    Abandoned(Value, bool),
     /// 422 `refund_exceeds_charge`: nothing left to refund, no refund made.
     Exceeded,
     /// Anything else: a violation, already recorded.
@@ -492,7 +783,8 @@ async fn card_refunds(
     // part of it (at least a cent, never all), or no amount: all that remains
     let amount = (!rng.chance(35)).then(|| money(1 + rng.below(cents - 1)));
     let first = card_refund(shared, rng, store, order, charge, 1, amount.as_deref()).await;
-    if rng.chance(20) {
+    // (not while the provider may hold it until the end: it would wait until then)
+    if rng.chance(20) && !matches!(first, Refunded::Abandoned(_, true)) {
         // the same refund under another key (the first one lost, or walked
         // away from): its reference finds it, and the provider is not asked twice
         let reference = format!("{order}:refund:1");
@@ -507,7 +799,7 @@ async fn card_refunds(
             Refunded::Failed(f) => status == 402 && again["code"] == "refund_failed" && again["detail"] == f["detail"],
             // whoever finishes it first: this request (201), or the completer
             // or a webhook before it (200); or the provider failed it
-            Refunded::Abandoned(r) => {
+            Refunded::Abandoned(r, _) => {
                 ((status == 200 || status == 201) && again["id"] == r["id"] && again["status"] == "succeeded")
                     || (status == 402 && again["code"] == "refund_failed")
             }
@@ -564,7 +856,9 @@ async fn card_refund(
         fake_admin(url, "POST", "/faults", json!({"kind": "refund_pending", "count": 1, "metadata": metadata})).await;
     }
     let abandon = rng.chance(15);
-    let (mut status, mut answer) = send(shared, rng, &store.key, &reference, &path, &body, held || abandon).await;
+    let until = if held || abandon { Until::Accepted } else { Until::Final };
+    let (mut status, mut answer) = send(shared, rng, &store.key, &reference, &path, &body, until).await;
+    let mut unsettled = false;
     if let (Some(url), true, 202) = (provider, held, status) {
         // the provider made it `pending` (unless a fault stopped it first):
         // the card network decides, and the provider's webhook tells the ledger
@@ -575,18 +869,21 @@ async fn card_refund(
                 break;
             }
             // not there (yet): a send the fake was slow to run, or never ran
-            // (`error_before_charge`); what is still held at the end, the
-            // campaign settles then
+            // (`error_before_charge`)
             tokio::time::sleep(Duration::from_millis(200)).await;
             made = provider_refund(url, payment, charge_id, &reference).await;
         }
+        // not found: walked away from, whatever `abandon` said (the
+        // completer fails a refund never made; one made late and held, the
+        // campaign settles at its end)
+        unsettled = made.is_none();
         if let Some(re) = made.filter(|r| r.status == gateway::RefundStatus::Pending) {
             tokio::time::sleep(Duration::from_millis(rng.below(1000))).await;
             let fate = if rng.chance(70) { "succeed" } else { "fail" };
             fake_admin(url, "POST", &format!("/refunds/{}/{fate}", re.id), json!({})).await;
             shared.borrow_mut().summary.refunds_held += 1;
         }
-        if !abandon {
+        if !abandon && !unsettled {
             shared.borrow_mut().summary.refund_pending_answers += 1;
             (status, answer) = request(shared, rng, &store.key, &reference, &path, &body).await;
         }
@@ -595,7 +892,7 @@ async fn card_refund(
     let ended = match (status, code.as_str()) {
         (201 | 200, _) if answer["status"] == "succeeded" => Refunded::Succeeded(answer.clone()),
         (402, "refund_failed") => Refunded::Failed(answer.clone()),
-        (202, _) if answer["status"] == "pending" => Refunded::Abandoned(answer.clone()),
+        (202, _) if answer["status"] == "pending" => Refunded::Abandoned(answer.clone(), unsettled),
         (422, "refund_exceeds_charge") if n > 1 && amount.is_none() => Refunded::Exceeded,
         _ => {
             shared.borrow_mut().summary.violations.push(format!(
@@ -607,11 +904,11 @@ async fn card_refund(
     {
         let mut s = shared.borrow_mut();
         s.summary.card_refunds += 1;
-        if matches!(ended, Refunded::Succeeded(_) | Refunded::Failed(_) | Refunded::Abandoned(_)) {
+        if matches!(ended, Refunded::Succeeded(_) | Refunded::Failed(_) | Refunded::Abandoned(..)) {
             // one refund row each, a failed one included (it moved no money)
             s.summary.refunded += 1;
         }
-        if matches!(ended, Refunded::Abandoned(_)) {
+        if matches!(ended, Refunded::Abandoned(..)) {
             s.summary.refunds_abandoned += 1;
         }
     }
@@ -739,16 +1036,25 @@ pub async fn run(settings: Settings) -> Summary {
         "500",
         "--webhook-hold-max-ms",
         "2000",
+        // The provider forgets a key after 20 s and the service counts on 15:
+        // an answer lost for longer (a server down, a process killed) is
+        // looked up by listing before anything is sent again.
+        "--idempotency-ttl-secs",
+        "20",
     ]);
     fake.configure(&mut config.gateway);
+    config.gateway.gateway_key_window_secs = KEY_WINDOW_SECS;
     config.gateway.card_lease_secs = 2;
     config.gateway.gateway_timeout_ms = 3000;
     config.gateway.gateway_search_lag_secs = 2;
+    config.gateway.gateway_action_window_secs = ACTION_WINDOW_SECS;
     config.completer_poll_ms = 200;
     let mut provider = fake.env();
     provider.push(("CARD_LEASE_SECS", "2".to_owned()));
     provider.push(("GATEWAY_TIMEOUT_MS", "3000".to_owned()));
     provider.push(("GATEWAY_SEARCH_LAG_SECS", "2".to_owned()));
+    provider.push(("GATEWAY_ACTION_WINDOW_SECS", ACTION_WINDOW_SECS.to_string()));
+    provider.push(("GATEWAY_KEY_WINDOW_SECS", KEY_WINDOW_SECS.to_string()));
     let provider = provider;
 
     let mut apis = Vec::new();
@@ -903,7 +1209,11 @@ pub async fn run(settings: Settings) -> Summary {
     let pg = db.client().await;
     match quiesce(&pg, &broker).await {
         Ok(took) => eprintln!("chaos: the pipeline drained the campaign's backlog in {:.0} s", took.as_secs_f64()),
-        Err(stuck) => panic!("{stuck}\n{}", server_faults::describe(servers.as_deref(), &broker).await),
+        Err(stuck) => panic!(
+            "{stuck}{}\n{}",
+            cancels_of_stuck_payments(&pg, &config, &fake).await,
+            server_faults::describe(servers.as_deref(), &broker).await
+        ),
     }
     let mut summary = std::mem::take(&mut shared.borrow_mut().summary);
     settle(&pg, &config, &fake, &email_dir, started, &mut summary).await;
@@ -1018,7 +1328,8 @@ async fn webhooks_delivered(fake: &crate::provider::FakeProvider) {
 }
 
 /// Waits until the pipeline is quiet: every outbox row relayed, both queues
-/// consumed, no card charge `processing` and no card refund `pending`;
+/// consumed, no card charge `processing` or `requires_action` (the
+/// completer cancels one past its window) and no card refund `pending`;
 /// returns how long that took. What a
 /// campaign leaves behind can be a backlog of thousands of events on a
 /// loaded machine, which the workers drain at their pace: this fails (with
@@ -1031,8 +1342,11 @@ pub(crate) async fn quiesce(pg: &tokio_postgres::Client, broker: &Broker) -> Res
     loop {
         let unpublished: i64 =
             pg.query_one("SELECT count(*) FROM outbox WHERE published_at IS NULL", &[]).await.unwrap().get(0);
-        let processing: i64 =
-            pg.query_one("SELECT count(*) FROM charges WHERE status = 'processing'", &[]).await.unwrap().get(0);
+        let processing: i64 = pg
+            .query_one("SELECT count(*) FROM charges WHERE status IN ('processing', 'requires_action')", &[])
+            .await
+            .unwrap()
+            .get(0);
         let pending: i64 =
             pg.query_one("SELECT count(*) FROM refunds WHERE status = 'pending'", &[]).await.unwrap().get(0);
         let depth = broker.depth(&broker.names.inventory).await + broker.depth(&broker.names.email).await;
@@ -1045,13 +1359,56 @@ pub(crate) async fn quiesce(pg: &tokio_postgres::Client, broker: &Broker) -> Res
             (least, progressed) = (left, Instant::now());
         }
         if progressed.elapsed() > Duration::from_secs(120) {
+            // the charges still in flight, for the report
+            let stuck: Vec<String> = pg
+                .query(
+                    "SELECT jsonb_build_object('charge_id', c.id, 'order_id', c.order_id, 'attempt', c.attempt, \
+                            'status', c.status, 'payment_method', k.payment_method, \
+                            'provider_payment_id', k.provider_payment_id, 'first_sent_at', k.first_sent_at, \
+                            'lease_until', k.lease_until, 'now', now())::text \
+                       FROM charges c JOIN card_charges k ON k.charge_id = c.id \
+                      WHERE c.status IN ('processing', 'requires_action') ORDER BY c.id LIMIT 20",
+                    &[],
+                )
+                .await
+                .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+                .unwrap_or_default();
             return Err(format!(
-                "the pipeline stopped moving: {unpublished} unpublished, {depth} queued, {processing} processing, \
-                 {pending} refund(s) pending, none drained for 120 s"
+                "the pipeline stopped moving: {unpublished} unpublished, {depth} queued, {processing} charge(s) \
+                 processing or requires_action, {pending} refund(s) pending, none drained for 120 s{}",
+                stuck.iter().map(|c| format!("\n  {c}")).collect::<String>()
             ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// For a report when quiescing failed: what the provider answers the
+/// cancellation of each payment still waiting for its buyer past the
+/// window, under the key the service derives for it (the provider replays
+/// a result stored for the key; one never stored is the cancel made now).
+async fn cancels_of_stuck_payments(
+    pg: &tokio_postgres::Client,
+    config: &workers::config::Config,
+    fake: &crate::provider::FakeProvider,
+) -> String {
+    let rows = pg
+        .query(
+            "SELECT c.tenant_id, c.id, k.provider_payment_id FROM charges c JOIN card_charges k ON k.charge_id = c.id \
+              WHERE c.status = 'requires_action' AND k.provider_payment_id IS NOT NULL ORDER BY c.id LIMIT 20",
+            &[],
+        )
+        .await
+        .unwrap_or_default();
+    let client = crate::provider::api_client(fake.url());
+    let secret = config.gateway.gateway_key_secret.as_bytes();
+    let mut out = String::new();
+    for r in rows {
+        let (tenant, charge, payment): (uuid::Uuid, uuid::Uuid, String) = (r.get(0), r.get(1), r.get(2));
+        let answer = client.cancel_payment(&payment, &gateway::cancel_key(secret, tenant, charge)).await;
+        out.push_str(&format!("\n  charge {charge}: its cancel of {payment} answers {answer:?}"));
+    }
+    out
 }
 
 /// The checks a campaign runs once quiesced, shared by `make chaos` and
@@ -1086,11 +1443,19 @@ pub(crate) async fn settle(
     // every card charge's refunds at the provider against the ledger's
     let (refund_differences, compared) = provider_refunds_match(pg, fake).await;
     (summary.provider_payments_compared, summary.provider_refunds_compared) = compared;
+    // every 3-D Secure payment at the provider against its charge
+    let (three_ds_differences, three_ds_notes, (three_ds_compared, three_ds_cancelled)) =
+        three_ds_payments_match(pg, fake, from.timestamp(), to.timestamp()).await;
+    (summary.three_ds_notes, summary.three_ds_compared) = (three_ds_notes, three_ds_compared);
+    summary.three_ds_cancelled = three_ds_cancelled;
     let provider_max = fake.max_payments_per_attempt().await;
     let count = async |sql: &str| -> u64 { pg.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) as u64 };
-    // every paid order with a receipt address has its email claimed, now that reconcile ran
+    // every paid order with a receipt address has its email claimed, now
+    // that reconcile ran (an order whose every attempt failed sends none: a
+    // 3-D Secure purchase walked away from)
     let unclaimed = count(
-        "SELECT count(*) FROM (SELECT DISTINCT tenant_id, order_id FROM charges WHERE receipt_email IS NOT NULL) c \
+        "SELECT count(*) FROM (SELECT DISTINCT tenant_id, order_id FROM charges \
+                                 WHERE receipt_email IS NOT NULL AND status = 'succeeded') c \
           WHERE NOT EXISTS (SELECT 1 FROM emails m WHERE m.tenant_id = c.tenant_id AND m.order_id = c.order_id)",
     )
     .await;
@@ -1140,6 +1505,7 @@ pub(crate) async fn settle(
         ));
     }
     violations.extend(refund_differences);
+    violations.extend(three_ds_differences);
     if (charges, refunds) != (summary.charged, summary.refunded) {
         violations.push(format!(
             "VIOLATION one_effect_per_purchase: {charges} charge(s) and {refunds} refund(s) for {} and {} asked",
@@ -1239,6 +1605,88 @@ async fn provider_refunds_match(
         ));
     }
     (out, compared)
+}
+
+/// Every 3-D Secure payment at the provider (created in [from, to)) against
+/// the ledger, once quiesced, as violations: one `succeeded` is recorded by
+/// exactly one succeeded charge, the one its metadata names; one `canceled`
+/// (past its window) or `requires_payment_method` (authentication failed)
+/// has that charge `failed` and no succeeded one; none is still waiting for
+/// the buyer. A cancelled payment's charge records `authentication_required`
+/// and a failed authentication's `payment_intent_authentication_failure`;
+/// other codes are returned as notes. Also returns how many payments it
+/// compared, and how many of them were `canceled`.
+async fn three_ds_payments_match(
+    pg: &tokio_postgres::Client,
+    fake: &crate::provider::FakeProvider,
+    from: i64,
+    to: i64,
+) -> (Vec<String>, Vec<String>, (u64, u64)) {
+    let listed = crate::provider::api_client(fake.url())
+        .list_all_payments(from, to)
+        .await
+        .unwrap_or_else(|e| panic!("the provider's payments: {e}"));
+    let (mut out, mut notes, mut compared, mut cancelled) = (Vec::new(), Vec::new(), 0, 0);
+    for payment in listed.iter().filter(|p| p.payment_method.as_deref() == Some(THREE_DS_CARD)) {
+        compared += 1;
+        let (id, status) = (payment.id.as_str(), payment.status);
+        cancelled += u64::from(status == gateway::PaymentStatus::Canceled);
+        let meta = |k: &str| payment.metadata.get(k).map_or("-", String::as_str).to_owned();
+        let named = meta("charge_id");
+        let where_ = format!(
+            "payment {id} ({status:?}, cancellation_reason {:?}, order {}, attempt {}, charge {named})",
+            payment.cancellation_reason,
+            meta("order_id"),
+            meta("attempt")
+        );
+        // the charges recording it, and the one its metadata names
+        let recording: Vec<(String, String)> = pg
+            .query(
+                "SELECT c.id::text, c.status FROM charges c JOIN card_charges k ON k.charge_id = c.id \
+                  WHERE k.provider_payment_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let charge: Option<(String, String, Option<String>)> = pg
+            .query_opt(
+                "SELECT c.status, coalesce(k.decline_code, ''), k.provider_payment_id \
+                   FROM charges c JOIN card_charges k ON k.charge_id = c.id WHERE c.id::text = $1",
+                &[&named],
+            )
+            .await
+            .unwrap()
+            .map(|r| (r.get(0), r.get(1), r.get(2)));
+        let succeeded = recording.iter().filter(|(_, s)| s == "succeeded").count();
+        let recorded = |p: &Option<String>| p.as_deref().is_none_or(|p| p == id);
+        use gateway::PaymentStatus as P;
+        let wrong = match (status, &charge) {
+            (P::Succeeded, Some((s, _, p))) => (succeeded != 1 || s != "succeeded" || p.as_deref() != Some(id))
+                .then(|| format!("its charge is {s}, recording {p:?}")),
+            (P::Canceled | P::RequiresPaymentMethod, Some((s, code, p))) => {
+                let expected = match status {
+                    P::Canceled => "authentication_required",
+                    _ => "payment_intent_authentication_failure",
+                };
+                if s == "failed" && code != expected {
+                    notes.push(format!("{where_}: its charge is failed with decline code `{code}`, not `{expected}`"));
+                }
+                (s != "failed" || succeeded > 0 || !recorded(p)).then(|| format!("its charge is {s}, recording {p:?}"))
+            }
+            (_, None) => Some("no charge of the ledger is the one its metadata names".to_owned()),
+            (_, Some((s, _, _))) => Some(format!("it is not final at the provider; its charge is {s}")),
+        };
+        if let Some(wrong) = wrong {
+            out.push(format!(
+                "VIOLATION three_d_secure_payment_matches_charge: {where_}: {wrong}; succeeded charges recording it: \
+                 {succeeded} of {recording:?}"
+            ));
+        }
+    }
+    (out, notes, (compared, cancelled))
 }
 
 /// How many emails the file transport wrote for each Message-ID.

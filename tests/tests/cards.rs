@@ -502,3 +502,30 @@ async fn a_look_up_lists_the_payments_and_never_trusts_a_lagging_search() {
     assert_eq!(retry.json()["provider_payment_id"], payments[0]["id"]);
     s.audit_clean().await;
 }
+
+#[actix_web::test]
+async fn a_cancel_the_provider_answered_with_a_stored_error_is_asked_again_and_frees_the_order() {
+    let s = shop_with(&[], |g| {
+        g.card_lease_secs = 1;
+        g.gateway_action_window_secs = 1;
+    })
+    .await;
+    let body = s.card("t4", 1, "pm_card_threeDSecure2Required");
+    let first = s.app.post("/v1/charges", &s.key, "t4:1", body.clone()).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
+    // the cancel's first send gets a 500 the provider stores for its key (and replays for a day)
+    s.fake.arm(json!({"kind": "error_before_charge", "count": 1, "metadata": {"order_id": "t4"}})).await;
+    let mut config = workers::config::Config::local(&s.app.db.url, "cards-3ds-500");
+    s.fake.configure(&mut config.gateway);
+    config.gateway.card_lease_secs = 1;
+    config.gateway.gateway_action_window_secs = 1;
+    config.completer_poll_ms = 50;
+    let _completer = start_workers(&config, &[Role::Completer]);
+    eventually(20, "the completer cancels the payment", || async { s.status_of("t4").await == "failed" }).await;
+    assert_eq!(s.fake.stats().await["faults_applied"]["error_before_charge"], 1, "{}", s.fake.stats().await);
+    assert_eq!(s.fake.payments_of("t4").await[0]["status"], "canceled");
+    let answer = s.app.post("/v1/charges", &s.key, "t4:1", body).await;
+    assert_eq!(answer.status, StatusCode::PAYMENT_REQUIRED, "{answer:?}");
+    assert!(answer.json()["detail"].as_str().unwrap().contains("authentication_required"), "{answer:?}");
+    s.audit_clean().await;
+}

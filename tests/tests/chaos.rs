@@ -12,4 +12,6 @@ async fn a_short_fault_campaign_ends_with_zero_violations() {
     println!("{summary}");
     assert!(summary.violations.is_empty(), "{summary}\nreplay with CHAOS_SEED={seed}");
     assert!(summary.charged > 0 && summary.faults.values().sum::<u64>() > 0, "{summary}");
+    // 3-D Secure payments ran beside the other card purchases, and the end compared them with the provider
+    assert!(summary.three_ds_payments > 0 && summary.three_ds_compared > 0, "{summary}");
 }
