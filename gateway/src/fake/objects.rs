@@ -202,22 +202,3 @@ fn merge(value: &mut Value, extra: Value) {
         target.extend(extra);
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::records::Op;
-
-    #[test]
-    fn a_payment_journaled_before_3ds_and_cancels_reads_as_it_was() {
-        let line = json!({"op": "payment", "id": "pi_1", "charge_id": "ch_abc", "amount": 100, "currency": "eur",
-            "status": "succeeded", "created": 1, "metadata": {}, "payment_method": "pm_card_visa",
-            "amount_refunded": 0, "last_payment_error": null, "changed_ms": 1000});
-        let Op::Payment(payment) = serde_json::from_value(line).unwrap() else { panic!("a payment") };
-        let intent = payment.intent();
-        assert_eq!(intent.latest_charge.as_deref(), Some("ch_abc"), "charged, as every payment then was");
-        assert_eq!(intent.client_secret.as_deref(), Some("pi_1_secret_abc"), "the secret it was shown with");
-        assert_eq!((intent.next_action, intent.cancellation_reason), (None, None));
-        assert_eq!(payment.json()["canceled_at"], Value::Null);
-    }
-}
