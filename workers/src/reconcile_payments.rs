@@ -41,6 +41,14 @@ pub struct Difference {
 /// clocks and the time between the charge's two transactions).
 const SLACK_SECS: i64 = 3600;
 
+/// Whether a provider object created at `t` (unix seconds) lies in [from,
+/// to). The provider counts whole seconds: an object of the period's last
+/// (partial) second belongs to it.
+fn in_period_secs(from: DateTime<Utc>, to: DateTime<Utc>) -> impl Fn(i64) -> bool {
+    let to_secs = to.timestamp() + i64::from(to.timestamp_subsec_nanos() > 0);
+    move |t| t >= from.timestamp() && t < to_secs
+}
+
 /// Compares the provider's payments created in [from, to) with the ledger.
 pub async fn reconcile(
     pool: &Pool,
@@ -53,10 +61,7 @@ pub async fn reconcile(
         payments.client.list_all_payments((from - slack).timestamp(), (to + slack).timestamp()).await.map_err(|e| {
             Error::Setting { setting: "GATEWAY_URL", detail: format!("listing the provider's payments: {e}") }
         })?;
-    // the provider counts whole seconds: a payment of the period's last
-    // (partial) second belongs to it
-    let to_secs = to.timestamp() + i64::from(to.timestamp_subsec_nanos() > 0);
-    let in_period = |t: i64| t >= from.timestamp() && t < to_secs;
+    let in_period = in_period_secs(from, to);
     let provider: HashMap<&str, &PaymentIntent> = listed.iter().map(|p| (p.id.as_str(), p)).collect();
     let client = pool.get().await?;
     let mut charges = ledger::cards::created_between(&**client, from - slack, to + slack).await?;
@@ -156,8 +161,7 @@ async fn reconcile_refunds(
         .list_all_refunds((from - slack).timestamp(), (to + slack).timestamp())
         .await
         .map_err(provider_error)?;
-    let to_secs = to.timestamp() + i64::from(to.timestamp_subsec_nanos() > 0);
-    let in_period = |t: i64| t >= from.timestamp() && t < to_secs;
+    let in_period = in_period_secs(from, to);
     let ids: Vec<String> = listed.iter().map(|r| r.id.clone()).collect();
     let client = pool.get().await?;
     let recorded = ledger::refunds::card_refunds(&**client, from - slack, to + slack, &ids).await?;

@@ -186,6 +186,22 @@ pub fn read_request(req: &HttpRequest, app: &App, route: &str) -> Result<Vec<(St
     decode_form(req.query_string().as_bytes())
 }
 
+/// One page of a list, from the state, the durable sequence and the query.
+pub type ListPage = fn(&crate::state::State, u64, &[(String, String)]) -> Result<Value, Failure>;
+
+/// A list route: the request read and counted as `route`, then one page
+/// of the newest durable objects from `page`.
+pub fn list_route(req: &HttpRequest, app: &App, route: &str, page: ListPage) -> HttpResponse {
+    let query = match read_request(req, app, route) {
+        Ok(query) => query,
+        Err(failure) => return failure.respond(&new_id("req")),
+    };
+    match page(&app.state(), app.durable(), &query) {
+        Ok(body) => ok(&body),
+        Err(failure) => failure.respond(&new_id("req")),
+    }
+}
+
 pub fn ok(body: &Value) -> HttpResponse {
     respond(StatusCode::OK, &body.to_string(), &new_id("req"))
 }

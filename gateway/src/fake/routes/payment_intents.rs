@@ -17,7 +17,7 @@ use crate::query;
 use crate::routes::authentication;
 use crate::routes::list::{self, Page};
 use crate::routes::write::{Context, Executed, NewEvent, PathParams, Write};
-use crate::routes::{ok, read_request, Failure};
+use crate::routes::{list_route, ok, read_request, Failure};
 use crate::state::{Op, State};
 
 /// Stripe's metadata limits.
@@ -214,14 +214,7 @@ pub async fn retrieve(req: HttpRequest, id: Path<String>, app: Data<App>) -> Htt
 
 /// `GET /v1/payment_intents?created[gte]=..&created[lt]=..&limit=..&starting_after=..`
 pub async fn list(req: HttpRequest, app: Data<App>) -> HttpResponse {
-    let query = match read_request(&req, &app, "GET /v1/payment_intents") {
-        Ok(query) => query,
-        Err(failure) => return failure.respond(&new_id("req")),
-    };
-    match list_page(&app.state(), app.durable(), &query) {
-        Ok(body) => ok(&body),
-        Err(failure) => failure.respond(&new_id("req")),
-    }
+    list_route(&req, &app, "GET /v1/payment_intents", list_page)
 }
 
 fn list_page(state: &State, durable: u64, query: &[(String, String)]) -> Result<serde_json::Value, Failure> {

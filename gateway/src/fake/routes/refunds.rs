@@ -13,7 +13,7 @@ use crate::objects::{new_id, refund_json, Payment, RefundRecord};
 use crate::routes::list::Page;
 use crate::routes::payment_intents::{check_metadata, metadata_key};
 use crate::routes::write::{Context, Executed, NewEvent, PathParams, Write};
-use crate::routes::{ok, read_request, Failure};
+use crate::routes::{list_route, ok, read_request, Failure};
 use crate::state::{Op, State};
 
 pub struct Create;
@@ -176,14 +176,7 @@ pub async fn retrieve(req: HttpRequest, id: Path<String>, app: Data<App>) -> Htt
 /// `GET /v1/refunds?payment_intent=..&charge=..&created[gte]=..&limit=..&starting_after=..`:
 /// newest first, read after write (unlike a search).
 pub async fn list(req: HttpRequest, app: Data<App>) -> HttpResponse {
-    let query = match read_request(&req, &app, "GET /v1/refunds") {
-        Ok(query) => query,
-        Err(failure) => return failure.respond(&new_id("req")),
-    };
-    match list_page(&app.state(), app.durable(), &query) {
-        Ok(body) => ok(&body),
-        Err(failure) => failure.respond(&new_id("req")),
-    }
+    list_route(&req, &app, "GET /v1/refunds", list_page)
 }
 
 fn list_page(state: &State, durable: u64, query: &[(String, String)]) -> Result<serde_json::Value, Failure> {
