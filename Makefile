@@ -77,9 +77,12 @@ run: db
 ## Every test, against real PostgreSQL and RabbitMQ: the Rust suite, then the API contract.
 test: services test-rust test-contract
 
+## Tests run by cargo-nextest, side by side (.config/nextest.toml); installed
+## from crates.io when it is missing.
 test-rust: services
+	@command -v cargo-nextest >/dev/null || $(CARGO) install --locked cargo-nextest
 	$(CARGO) build --workspace --bins --features ledger/crash-points
-	TEST_DATABASE_URL=$$(scripts/test-postgres.sh) $(CARGO) test --workspace --no-fail-fast
+	TEST_DATABASE_URL=$$(scripts/test-postgres.sh) $(CARGO) nextest run --workspace --features ledger/crash-points
 
 ## The committed spec, proven against a live server: generated Python and TypeScript
 ## clients run the walkthrough's purchase (docs/walkthrough.md), a bounded schemathesis run, the docs page in
@@ -123,11 +126,13 @@ fmt-check:
 	$(CARGO) fmt --all -- --check
 
 ## Clippy with warnings denied, no import circle between the modules of any
-## crate, and the Prometheus configuration and alerting rules valid and
+## crate (crate roots included), Idempotency-Key rows reached only by the API's
+## idempotency engine, and the Prometheus configuration and alerting rules valid and
 ## passing their unit tests.
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@scripts/check-module-cycles.py
+	@scripts/check-key-protocol.sh
 	@command -v promtool >/dev/null || { echo "promtool is missing: run \`make services\`" >&2; exit 1; }
 	@cd ops/prometheus && promtool check config --syntax-only prometheus.yml >/dev/null && promtool check rules rules.yml >/dev/null && promtool test rules rules.test.yml >/dev/null
 

@@ -4,7 +4,6 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
-pub mod group_commit;
 pub mod idempotency;
 pub mod keys;
 pub mod limits;

@@ -15,7 +15,7 @@
 //!   provider refused as misconfigured (counted in `service::effects`);
 //! - `ledger_charge_batch_size`, `ledger_charge_batch_phase_seconds{phase}`
 //!   and `ledger_charge_batches_failed_total`: group commit of new charges
-//!   (`group_commit`);
+//!   (`idempotency::charge_batch`);
 //! - `ledger_db_pool_*{pool="api"}` gauges (sampled at each scrape) and
 //!   `ledger_db_pool_timeouts_total` (callers that gave up waiting).
 

@@ -67,7 +67,7 @@ impl Application {
             limits: RateLimits::new(config.rate_limit()),
             payments: service::payments::Payments::new(&config.gateway)?,
             batcher: config.charge_batches().map(|shape| {
-                crate::group_commit::Batcher::start(
+                crate::idempotency::charge_batch::Batcher::start(
                     pool.clone(),
                     config.retention.idempotency().as_secs_f64(),
                     shape,

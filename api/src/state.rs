@@ -16,5 +16,5 @@ pub struct AppState {
     pub limits: RateLimits,
     pub payments: service::payments::Payments,
     /// Group commit of new wallet charges; `None` when CHARGE_BATCH_MAX is 1.
-    pub batcher: Option<crate::group_commit::Batcher>,
+    pub batcher: Option<crate::idempotency::charge_batch::Batcher>,
 }

@@ -4,7 +4,8 @@
 //! given: its transaction and its event, its decline, its natural-key
 //! answer or its error, and never its neighbours'.
 //!
-//! The statements are the lone path's ([`crate::charges::create`]), over
+//! This is the one path of every wallet charge: a charge alone
+//! ([`create`]) is a batch of one. The statements run over
 //! arrays: the buyers with a floor are locked in id order (one statement;
 //! two batches, or a batch and a lone charge, cannot deadlock on them), the
 //! accounts and every order's charges are read after the locks, floors are
@@ -27,11 +28,11 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Statement;
 use uuid::Uuid;
 
-use crate::charges::{existing_in, find_order_many_sql, from_row, insert_many_sql, Charge, NewCharge};
+use crate::charges::{existing_in, find_order_sql, from_row, insert_sql, Charge, NewCharge};
 use crate::db::Cached;
 use crate::events::ChargeSucceededV1;
 use crate::money::Currency;
-use crate::posting::{LOCK_MANY_SQL, POST_MANY_SQL, READ_MANY_SQL, SWEEP_SQL};
+use crate::posting::{LOCK_ACCOUNTS_SQL, POST_SQL, READ_ACCOUNTS_SQL, SWEEP_SQL};
 use crate::{outbox, Decline, Error, Outcome, Result, TenantId};
 
 /// One charge of a batch.
@@ -67,6 +68,23 @@ struct Account {
     credits: Decimal,
 }
 
+/// Creates the charge of an order attempt, or returns the existing one when
+/// the same attempt was already charged with the same terms; refuses a
+/// charge for an order that another attempt already paid; declines when the
+/// buyer cannot pay.
+pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge) -> Result<Outcome<Charge>> {
+    // A batch of one: the statements and the decisions are the batch's, so
+    // a wallet charge is decided in one place. Alone, nothing is left to
+    // decide after a commit: no other charge of the batch shares its order,
+    // and no credit of the batch is its buyer's.
+    let request_id = crate::correlation::current();
+    let item = BatchedCharge { tenant, new, request_id: request_id.as_deref() };
+    match create_many(tx, std::slice::from_ref(&item)).await?.pop() {
+        Some(Batched::Done(outcome)) => outcome,
+        _ => Err(Error::unknown("a charge alone", "left undecided")),
+    }
+}
+
 /// Decides and writes the charges `items` within `tx`; one result per item,
 /// in order. An `Err` is the batch's (a statement failed): nothing of it may
 /// be committed, and each charge should run alone.
@@ -94,7 +112,7 @@ pub async fn create_many(tx: &Transaction<'_>, items: &[BatchedCharge<'_>]) -> R
     debited.sort_unstable();
     debited.dedup();
     let (t, a): (Vec<Uuid>, Vec<Uuid>) = debited.iter().copied().unzip();
-    let locked: HashSet<Uuid> = tx.cached_query(LOCK_MANY_SQL, &[&t, &a]).await?.iter().map(|r| r.get(0)).collect();
+    let locked: HashSet<Uuid> = tx.cached_query(LOCK_ACCOUNTS_SQL, &[&t, &a]).await?.iter().map(|r| r.get(0)).collect();
     // the keys and the buyers are locked by this transaction, nothing written yet
     crate::crash::point("charge-after-account-lock");
     let mut named: Vec<(Uuid, Uuid)> = Vec::new();
@@ -113,9 +131,9 @@ pub async fn create_many(tx: &Transaction<'_>, items: &[BatchedCharge<'_>]) -> R
         live.iter().map(|&i| (items[i].tenant.0, items[i].new.order_id.as_str())).unzip();
     // Both reads at once: tokio-postgres pipelines them on the connection
     // (`pipelined`).
-    let orders_sql = find_order_many_sql();
+    let orders_sql = find_order_sql();
     let (account_params, order_params): ([&(dyn ToSql + Sync); 2], [&(dyn ToSql + Sync); 2]) = ([&t, &a], [&ot, &oo]);
-    let (read, orders) = pipelined(tx, READ_MANY_SQL, &orders_sql).await?;
+    let (read, orders) = pipelined(tx, READ_ACCOUNTS_SQL, &orders_sql).await?;
     let (account_rows, order_rows) =
         futures::try_join!(tx.query(&read, &account_params), tx.query(&orders, &order_params))?;
     let mut accounts: HashMap<(Uuid, Uuid), Account> = HashMap::new();
@@ -285,7 +303,7 @@ async fn write(
     // The postings and the charges at once (pipelined): the charges' foreign
     // keys to their transactions are checked at the end of their statement,
     // which PostgreSQL runs after the postings' (one connection, in order).
-    let insert_sql = insert_many_sql();
+    let insert_sql = insert_sql();
     let post_params: [&(dyn ToSql + Sync); 13] = [
         &"charge",
         &tx_ids,
@@ -315,7 +333,7 @@ async fn write(
         &cols.transactions,
         &cols.emails,
     ];
-    let (post, insert) = pipelined(tx, POST_MANY_SQL, &insert_sql).await?;
+    let (post, insert) = pipelined(tx, POST_SQL, &insert_sql).await?;
     let (_, rows) = futures::try_join!(tx.execute(&post, &post_params), tx.query(&insert, &charge_params))?;
     let mut by_id: HashMap<Uuid, Charge> = HashMap::new();
     for row in &rows {
@@ -326,11 +344,13 @@ async fn write(
     for (p, id) in applied.iter().zip(&cols.ids) {
         posted.push((p.item, by_id.remove(id).ok_or_else(|| Error::unknown("batched charge", id.to_string()))?));
     }
-    let events: Vec<(TenantId, Option<&str>, Option<&str>, ChargeSucceededV1)> = posted
+    let data: Vec<ChargeSucceededV1> = posted.iter().map(|(_, charge)| ChargeSucceededV1::from(charge)).collect();
+    let events: Vec<(TenantId, Option<&str>, Option<&str>, &ChargeSucceededV1)> = posted
         .iter()
-        .map(|(i, charge)| {
+        .zip(&data)
+        .map(|((i, _), event)| {
             let item = &items[*i];
-            (item.tenant, Some(item.new.order_id.as_str()), item.request_id, ChargeSucceededV1::from(charge))
+            (item.tenant, Some(item.new.order_id.as_str()), item.request_id, event)
         })
         .collect();
     outbox::enqueue_many(tx, &events).await?;

@@ -164,7 +164,7 @@ async fn api_killed_after_commit_replays_the_committed_answer_on_retry() {
     s.assert_charged_once(&answer).await;
 }
 
-/// A process that dies in the middle of a batch of charges (`group_commit`)
+/// A process that dies in the middle of a batch of charges (`idempotency::charge_batch`)
 /// at `point`, with five requests in the batch and one more waiting in
 /// another batch. Every client retries with its key against the restarted
 /// process: each order is charged exactly once, each retry converges on

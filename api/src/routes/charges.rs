@@ -7,7 +7,6 @@ use ledger::charges::NewCharge;
 use ledger::idempotency::Answer;
 use ledger::money::parse_amount;
 use ledger::refunds::NewRefund;
-use ledger::TenantId;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use service::effects::{CardCharge, CardRefund};
@@ -16,7 +15,6 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, Problem, ProblemCode};
-use crate::group_commit::{Job, Reply};
 use crate::idempotency::{self, Applied, IdempotencyKey};
 use crate::routes::identifier;
 use crate::state::AppState;
@@ -306,7 +304,7 @@ pub async fn create(
                 platform_fee,
                 receipt_email: receipt_email.map(str::to_owned),
             };
-            run_wallet_charge(&state, caller.0, &key, &body.canonical, charge).await
+            idempotency::run_batched(&state, caller.0, &key, &body.canonical, created(), Charge::from, charge).await
         }
         (None, Some(payment_method)) => {
             let provider_key = state.payments.provider_key(caller.0, order_id, b.attempt);
@@ -341,53 +339,9 @@ pub async fn create(
     }
 }
 
-/// A new wallet charge: through the batcher (`group_commit`), which gives
-/// it the same answer [`idempotency::run`] would and commits it with its neighbours, or
-/// alone through [`idempotency::run`] when batching is off or the batch leaves it to run
-/// alone. A retry of a completed request is replayed here, before any batch.
-async fn run_wallet_charge(
-    state: &AppState,
-    tenant: TenantId,
-    key: &IdempotencyKey,
-    canonical_body: &[u8],
-    charge: NewCharge,
-) -> Result<HttpResponse, ApiError> {
-    let alone = async |charge: NewCharge| {
-        idempotency::run(state, tenant, key, canonical_body, created(), async |tx| {
-            Ok(ledger::charges::create(tx, tenant, &charge).await?.map(Charge::from))
-        })
-        .await
-    };
-    let Some(batcher) = &state.batcher else { return alone(charge).await };
-    let fingerprint = key.fingerprint(canonical_body);
-    {
-        let client = state.pool.get().await?;
-        let retention_secs = state.config.retention.idempotency().as_secs_f64();
-        if let Some(stored) = ledger::idempotency::completed(&client, tenant, key.as_str(), retention_secs).await? {
-            return idempotency::replay(state, tenant, stored, &fingerprint);
-        }
-    }
-    let job = charge.clone();
-    let reply = batcher
-        .submit(|reply| Job {
-            tenant,
-            key: key.as_str().to_owned(),
-            fingerprint,
-            charge: job,
-            request_id: ledger::correlation::current(),
-            reply,
-        })
-        .await;
-    match reply {
-        Reply::Answer(answer) => idempotency::response(answer, false),
-        Reply::Failed(e) => Err(e),
-        Reply::Alone => alone(charge).await,
-    }
-}
-
 /// The answer a batch stores for a new charge's outcome: the one
-/// [`idempotency::run`] stores for it alone. Given to the batcher at start
-/// (`group_commit` knows no route).
+/// [`idempotency::run_batched`] stores for it alone. Given to the batcher
+/// at start (it knows no route).
 pub(crate) fn batched_answer(outcome: ledger::Outcome<ledger::charges::Charge>) -> Answer {
     idempotency::answer(outcome.map(Charge::from), &created())
 }

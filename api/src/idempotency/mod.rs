@@ -1,6 +1,20 @@
-//! The HTTP idempotency layer: the `Idempotency-Key` extractor, and `run`,
-//! which gives an effect at most once per (tenant, key) and replays its
-//! answer byte for byte.
+//! The idempotency engine: the `Idempotency-Key` extractor, and the one
+//! protocol that gives an effect at most once per (tenant, key) and replays
+//! its answer byte for byte (replay check, claim, effect, answer, store,
+//! commit, each crash point once), run in three modes a handler picks with
+//! one call:
+//!
+//! - alone ([`run`]): one transaction holds the key, the effect and the
+//!   stored answer;
+//! - batched ([`run_batched`]): a new wallet charge committed with its
+//!   neighbours in one transaction of set-based statements
+//!   ([`charge_batch`]), each with its own key, outcome and stored answer;
+//! - two-phase ([`run_two_phase`]): an effect at the payment provider, its
+//!   provider phases delegated to the provider-effects protocol
+//!   (`service::effects`).
+//!
+//! This module is the only place in `api` that claims keys and stores
+//! answers (`scripts/check-key-protocol.sh`, run by `make lint`, keeps it so).
 //!
 //! One PostgreSQL transaction holds the key row, the effect and the stored
 //! answer (`ledger::idempotency` owns the statements). A crash or a 5xx rolls
@@ -27,6 +41,12 @@ use uuid::Uuid;
 
 use crate::error::{claim_failed, provider_rejected, ApiError, ProblemCode, PROBLEM_JSON};
 use crate::state::AppState;
+
+pub mod charge_batch;
+mod crash_points;
+
+use charge_batch::{Job, Reply};
+use crash_points::{committed, keys_locked};
 
 pub const REPLAYED: &str = "Idempotent-Replayed";
 /// Set when a write found its natural key (order attempt, refund reference,
@@ -135,7 +155,7 @@ fn json(status: StatusCode, value: &impl Serialize) -> Answer {
 }
 
 /// The answer an outcome gets, for the first request and every replay.
-pub(crate) fn answer<T: Serialize>(outcome: Outcome<T>, applied: &Applied<T>) -> Answer {
+pub fn answer<T: Serialize>(outcome: Outcome<T>, applied: &Applied<T>) -> Answer {
     match outcome {
         Outcome::Applied(resource) => match applied {
             Applied::Created => json(StatusCode::CREATED, &resource),
@@ -165,7 +185,7 @@ pub(crate) fn answer<T: Serialize>(outcome: Outcome<T>, applied: &Applied<T>) ->
     }
 }
 
-pub(crate) fn response(answer: Answer, replayed: bool) -> Result<HttpResponse, ApiError> {
+fn response(answer: Answer, replayed: bool) -> Result<HttpResponse, ApiError> {
     let status = StatusCode::from_u16(answer.status)
         .map_err(|_| ledger::Error::unknown("stored status", answer.status.to_string()))?;
     let mut res = HttpResponse::build(status);
@@ -182,7 +202,7 @@ pub(crate) fn response(answer: Answer, replayed: bool) -> Result<HttpResponse, A
 /// The stored answer, or 422 when the key belongs to another request. A
 /// replay costs its tenant a fraction of a request's rate-limit token
 /// (`limits`), given back here.
-pub(crate) fn replay(
+fn replay(
     state: &AppState,
     tenant: TenantId,
     stored: ledger::idempotency::Stored,
@@ -225,6 +245,54 @@ pub async fn run<T: Serialize>(
     match first(state, tenant, key, canonical_body, &applied, |t: T| t, |_| None, begin, |_: &T| None).await? {
         First::Answered(response) => Ok(response),
         First::InFlight(_) => Err(ledger::Error::unknown("an effect in flight", "from a request that has none").into()),
+    }
+}
+
+/// A new wallet charge, batched: through the charge batcher, which gives
+/// it the answer [`run`] would give it alone and commits it with its
+/// neighbours, or alone through [`run`] when batching is off or the batch
+/// leaves it to run alone. A retry of a completed request is replayed here,
+/// before any batch. The batcher turns outcomes into answers with the
+/// function it was started with; `to_wire` is the same for a charge alone.
+pub async fn run_batched<T: Serialize>(
+    state: &AppState,
+    tenant: TenantId,
+    key: &IdempotencyKey,
+    canonical_body: &[u8],
+    applied: Applied<T>,
+    to_wire: fn(ledger::charges::Charge) -> T,
+    charge: ledger::charges::NewCharge,
+) -> Result<HttpResponse, ApiError> {
+    let alone = async |charge: ledger::charges::NewCharge| {
+        run(state, tenant, key, canonical_body, applied, async |tx| {
+            Ok(ledger::charge_batch::create(tx, tenant, &charge).await?.map(to_wire))
+        })
+        .await
+    };
+    let Some(batcher) = &state.batcher else { return alone(charge).await };
+    let fingerprint = key.fingerprint(canonical_body);
+    {
+        let client = state.pool.get().await?;
+        let retention_secs = state.config.retention.idempotency().as_secs_f64();
+        if let Some(stored) = ledger::idempotency::completed(&client, tenant, key.as_str(), retention_secs).await? {
+            return replay(state, tenant, stored, &fingerprint);
+        }
+    }
+    let job = charge.clone();
+    let reply = batcher
+        .submit(|reply| Job {
+            tenant,
+            key: key.as_str().to_owned(),
+            fingerprint,
+            charge: job,
+            request_id: ledger::correlation::current(),
+            reply,
+        })
+        .await;
+    match reply {
+        Reply::Answer(answer) => response(answer, false),
+        Reply::Failed(e) => Err(e),
+        Reply::Alone => alone(charge).await,
     }
 }
 
@@ -280,16 +348,14 @@ async fn first<R, T: Serialize>(
         }
         Err(e) => return Err(claim_failed(e)),
     }
-    // the key row is locked by this transaction, the effect has not run
-    ledger::crash::point("api-after-key-lock");
+    keys_locked();
     // An error drops `tx`, which rolls the key back with whatever was written.
     match begin(&tx).await? {
         Begun::Final(outcome) => {
             let answer = answer(outcome.map(to_wire), applied);
             ledger::idempotency::store(&tx, tenant, key.as_str(), &answer).await?;
             tx.commit().await?;
-            // committed, the client has not heard back
-            ledger::crash::point("api-after-commit");
+            committed();
             response(answer, false).map(First::Answered)
         }
         Begun::InFlight(row) => {

@@ -1,5 +1,6 @@
-//! Group commit of new wallet charges: concurrent `POST /v1/charges` with a
-//! buyer's wallet are gathered into batches, and each batch is one
+//! Charge batches (group commit), the engine's batched mode: concurrent
+//! new wallet charges (`POST /v1/charges` with a buyer's wallet) are
+//! gathered into batches, and each batch is one
 //! PostgreSQL transaction of set-based statements (`ledger::charge_batch`)
 //! and one commit, instead of one transaction and one commit per request.
 //!
@@ -8,7 +9,7 @@
 //! charge and event, its decline, its error), its answer stored in the same
 //! transaction and replayed byte for byte, all or none of it committed. A
 //! request a batch does not decide runs alone through
-//! [`crate::idempotency::run`] after the batch's commit, where it finds
+//! [`super::run`] after the batch's commit, where it finds
 //! what the batch did: a key used before or twice in the batch, a second
 //! charge of an order in the batch, a buyer only a credit in the same batch
 //! could pay for. When the batch itself fails (a statement error, a
@@ -37,6 +38,7 @@ use ledger::idempotency::{Answer, KeyClaim};
 use ledger::{Outcome, TenantId};
 use tokio::sync::{mpsc, oneshot};
 
+use super::crash_points;
 use crate::error::{claim_failed, ApiError};
 
 /// How batches are formed (see the module's documentation).
@@ -136,8 +138,8 @@ async fn lane(mut jobs: mpsc::UnboundedReceiver<Job>, executor: Arc<Executor>, s
     }
 }
 
-/// The answer stored and sent for a charge's outcome (the route's, as it
-/// stores it alone).
+/// The answer stored and sent for a charge's outcome: the one a charge
+/// alone gets (given at start: the batcher knows no route).
 pub type ToAnswer = fn(Outcome<Charge>) -> Answer;
 
 struct Executor {
@@ -184,8 +186,7 @@ impl Executor {
             jobs.iter().map(|j| KeyClaim { tenant: j.tenant, key: &j.key, fingerprint: &j.fingerprint }).collect();
         let owned = ledger::idempotency::claim_many(&tx, &claims, self.retention_secs).await.map_err(claim_failed)?;
         phase.done("claim");
-        // the batch's keys are locked by this transaction, no effect has run
-        ledger::crash::point("api-after-key-lock");
+        crash_points::keys_locked();
         let mine: Vec<usize> = (0..jobs.len()).filter(|i| owned[*i]).collect();
         let items: Vec<BatchedCharge<'_>> = mine
             .iter()
@@ -225,8 +226,7 @@ impl Executor {
         phase.done("answers");
         tx.commit().await?;
         phase.done("commit");
-        // committed, no client of the batch has heard back
-        ledger::crash::point("api-after-commit");
+        crash_points::committed();
         Ok(replies)
     }
 }
