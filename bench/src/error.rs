@@ -10,6 +10,9 @@ pub enum Error {
     /// A seeding step found the database other than it wrote it.
     #[error("growth seeding: {0}")]
     Seeding(String),
+    /// The audit's checks of a run (`ledger::audit`) could not run.
+    #[error("audit: {0}")]
+    Audit(#[from] ledger::Error),
     #[error("RabbitMQ: {0}")]
     Amqp(#[from] lapin::Error),
     #[error("the relay: {0}")]

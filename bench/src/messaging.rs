@@ -94,13 +94,20 @@ const POLL: Duration = Duration::from_millis(10);
 /// Polls of the consumers' progress, a count: less often.
 const POLL_COUNT: Duration = Duration::from_millis(25);
 
-/// Paid reservations (the order has a charge) not committed.
-const PAID_NOT_COMMITTED: &str = "SELECT count(*) FROM reservations r JOIN charges c \
-       ON c.tenant_id = r.tenant_id AND c.order_id = r.order_id WHERE r.status <> 'committed'";
-/// Committed reservations without exactly one stock commit (missed or doubled).
-const COMMITS_OFF: &str = "SELECT count(*) FROM reservations r WHERE r.status = 'committed' AND \
-       (SELECT count(*) FROM stock_entries s WHERE s.tenant_id = r.tenant_id AND s.order_id = r.order_id \
-           AND s.sku = r.sku AND s.kind = 'commit') <> 1";
+/// What the consumers must have done, by the audit's own rules
+/// (`ledger::audit`): every reservation held when its order was paid
+/// committed, each with exactly one stock commit.
+const CONSUMED: &[&str] =
+    &["paid_reservations_committed", "stock_commit_matches_reservation", "one_stock_commit_per_order_sku"];
+
+/// The audit's violations of `names`, each printed; their count.
+async fn violations(db: &Client, names: &[&str]) -> Result<i64> {
+    let found = ledger::audit::violations(db, names).await?;
+    for v in &found {
+        eprintln!("  VIOLATION {}: {}", v.invariant, v.row);
+    }
+    Ok(found.len() as i64)
+}
 
 pub struct Rate {
     pub count: u64,
@@ -483,8 +490,7 @@ async fn measure(
     rss[1] = rss[1].max(inventory.stop());
     let inventory_rate = Rate { count: queued as u64, secs: end - start };
     let inventory_commits = count(&db, "SELECT count(*) FROM reservations WHERE status = 'committed'").await?;
-    checks.push(("paid reservations not committed after the backlog", count(&db, PAID_NOT_COMMITTED).await?));
-    checks.push(("stock commits off after the backlog", count(&db, COMMITS_OFF).await?));
+    checks.push(("audit violations (consumers) after the backlog", violations(&db, CONSUMED).await?));
 
     // 4. The email queue's backlog goes, so that the live step starts without one.
     let ch = amqp.create_channel().await?;
@@ -568,8 +574,12 @@ async fn measure(
     }
 
     // Effects over the whole run: the consumers did each thing once.
-    checks.push(("paid reservations not committed", count(&db, PAID_NOT_COMMITTED).await?));
-    checks.push(("stock commits off", count(&db, COMMITS_OFF).await?));
+    checks.push(("audit violations (consumers)", violations(&db, CONSUMED).await?));
+    let report = ledger::audit::audit(&db, ledger::audit::Options::default()).await?;
+    for v in &report.violations {
+        eprintln!("  VIOLATION {}: {}", v.invariant, v.row);
+    }
+    checks.push(("audit violations (ledger, stock, keys)", report.violations.len() as i64));
     let sent_live = count(&db, "SELECT count(*) FROM emails WHERE status = 'sent' AND order_id LIKE 'e%'").await?;
     checks.push(("live orders without one sent email", (paid - sent_live).abs()));
     let sent = count(&db, "SELECT count(*) FROM emails WHERE status = 'sent'").await?;

@@ -27,11 +27,12 @@ pub fn init(default_filter: &str) {
     tracing_subscriber::registry().with(filter).with(lines.with_filter(ExpectedProbes)).init();
 }
 
-/// Drops lapin's ERROR line for a channel the broker closed with 404 on a
-/// `queue.declare`: that is a passive declare finding no queue, which the
-/// workers do on a channel of their own to look for an older version's
-/// queues, and whose answer they log themselves (at debug when it was
-/// expected). Every other channel close stays an error.
+/// Drops lapin's ERROR line for the two channel closes the workers expect
+/// and answer themselves, each on a channel of its own: a 404 to a
+/// `queue.declare` (a passive declare looking for an older version's queues
+/// finds none), and a 405 to the declare of the exclusive upgrade lock
+/// (another process holds it and is retiring those queues; logged at debug
+/// by `workers::upgrade`). Every other channel close stays an error.
 struct ExpectedProbes;
 
 impl<S> tracing_subscriber::layer::Filter<S> for ExpectedProbes {
@@ -46,14 +47,18 @@ impl<S> tracing_subscriber::layer::Filter<S> for ExpectedProbes {
         }
         let mut fields = Fields(String::new());
         event.record(&mut fields);
-        !is_absent_queue_probe(&fields.0)
+        !is_expected_probe(&fields.0)
     }
 }
 
-/// Whether a lapin channel close is the broker's 404 to a `queue.declare`
-/// (class 50, method 10).
-fn is_absent_queue_probe(fields: &str) -> bool {
-    fields.contains("reply_code: 404") && fields.contains("class_id: 50, method_id: 10")
+/// Whether a lapin channel close is the broker's answer to a
+/// `queue.declare` (class 50, method 10) that the workers expect: 404 (no
+/// such queue), or 405 RESOURCE_LOCKED to the upgrade lock's declare.
+fn is_expected_probe(fields: &str) -> bool {
+    let declare = fields.contains("class_id: 50, method_id: 10");
+    let absent = fields.contains("reply_code: 404");
+    let lock_held = fields.contains("reply_code: 405") && fields.contains(".upgrade-lock'");
+    declare && (absent || lock_held)
 }
 
 struct Fields(String);
@@ -126,19 +131,26 @@ pub fn record_pool(pool_name: &'static str, pool: &deadpool_postgres::Pool) {
 
 #[cfg(test)]
 mod probe_tests {
-    use super::is_absent_queue_probe;
+    use super::is_expected_probe;
 
     #[test]
-    fn only_a_404_to_a_queue_declare_is_an_expected_probe() {
+    fn only_a_404_to_a_queue_declare_and_a_405_to_the_upgrade_lock_are_expected_probes() {
         let probe = "method=Close { reply_code: 404, reply_text: ShortString(\"NOT_FOUND - no queue 'x.inventory'\"), \
                      class_id: 50, method_id: 10 }";
-        assert!(is_absent_queue_probe(probe));
+        assert!(is_expected_probe(probe));
         // a publish to a missing exchange, a precondition failure: real errors
         let publish = "method=Close { reply_code: 404, reply_text: ShortString(\"NOT_FOUND - no exchange\"), \
                        class_id: 60, method_id: 40 }";
-        assert!(!is_absent_queue_probe(publish));
+        assert!(!is_expected_probe(publish));
         let mismatch = "method=Close { reply_code: 406, reply_text: ShortString(\"PRECONDITION_FAILED\"), \
                         class_id: 50, method_id: 10 }";
-        assert!(!is_absent_queue_probe(mismatch));
+        assert!(!is_expected_probe(mismatch));
+        let lock = "method=Close { reply_code: 405, reply_text: ShortString(\"RESOURCE_LOCKED - cannot obtain \
+                    exclusive access to locked queue 'x.upgrade-lock' in vhost '/'\"), class_id: 50, method_id: 10 }";
+        assert!(is_expected_probe(lock));
+        // another exclusive queue locked: a real error
+        let other = "method=Close { reply_code: 405, reply_text: ShortString(\"RESOURCE_LOCKED - cannot obtain \
+                     exclusive access to locked queue 'x.inventory' in vhost '/'\"), class_id: 50, method_id: 10 }";
+        assert!(!is_expected_probe(other));
     }
 }

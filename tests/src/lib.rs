@@ -455,6 +455,14 @@ pub fn spawn_worker_process(
     cmd.spawn().expect("the workers binary starts")
 }
 
+/// Runs worker subcommand `role` of the real binary with its standard
+/// error piped, for a test that reads what it logged.
+pub fn spawn_worker_logged(config: &workers::config::Config, role: &str) -> std::process::Child {
+    let mut cmd = worker_command(config);
+    cmd.arg(role).stderr(std::process::Stdio::piped());
+    cmd.spawn().expect("the workers binary starts")
+}
+
 /// Runs worker `role` armed at crash point `point` until it dies there
 /// (waiting on the blocking pool, so that the test's own servers keep
 /// serving it meanwhile).

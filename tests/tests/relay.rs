@@ -16,7 +16,7 @@ use ledger_tests::broker::Broker;
 use ledger_tests::servers::PrivateRabbit;
 use ledger_tests::shop::{shop, Shop};
 use ledger_tests::smtp::SmtpServer;
-use ledger_tests::{eventually, start_workers, Role};
+use ledger_tests::{eventually, spawn_worker_logged, start_workers, Role};
 
 async fn committed(s: &Shop, holds: &[String]) -> bool {
     for h in holds {
@@ -290,4 +290,40 @@ async fn queues_of_the_previous_version_are_drained_into_their_successors_and_re
     assert_eq!(smtp.mails().len(), 3);
     assert_eq!(broker.depth(&names.dead_letter_queue).await, 0);
     s.audit_clean(true).await;
+}
+
+/// Every role in one process (`ledger-workers all`), starting while another
+/// process holds the upgrade lock: the broker's expected answers to its
+/// probes (404 to a passive declare of an older version's queue, 405 to the
+/// lock's declare) are not logged as errors; the process starts and works.
+#[actix_web::test]
+async fn a_worker_process_starting_beside_another_logs_no_error_for_its_expected_probes() {
+    let s = shop().await;
+    let broker = Broker::new();
+    let smtp = SmtpServer::start().await;
+    let config = s.config(&broker, &smtp);
+    let names = &broker.names;
+    // "another process" retiring old queues: it holds the exclusive lock queue
+    let conn = broker.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let exclusive = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+    ch.queue_declare(names.upgrade_lock.as_str().into(), exclusive, FieldTable::default()).await.unwrap();
+
+    let worker = spawn_worker_logged(&config, "all");
+    eventually(30, "the workers declared their queues", || async {
+        broker.exists(&names.inventory).await && broker.exists(&names.email).await
+    })
+    .await;
+    let hold = s.purchase("logs-1", 1).await;
+    eventually(30, "the paid order is committed and emailed", || async {
+        committed(&s, std::slice::from_ref(&hold)).await && smtp.mails().len() == 1
+    })
+    .await;
+    unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+    let out = tokio::task::spawn_blocking(move || worker.wait_with_output().unwrap()).await.unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the workers stopped cleanly on SIGTERM: {log}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(errors.is_empty(), "expected probe answers were logged as errors: {errors:#?}");
+    drop(conn);
 }

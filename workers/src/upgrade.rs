@@ -92,7 +92,10 @@ pub async fn retire_old_queues(conn: &Connection, names: &Names) -> Result<u64, 
     {
         Ok(_) => {}
         // Another process is retiring them right now.
-        Err(Error::Amqp(e)) if reply_code(&e) == Some(RESOURCE_LOCKED) => return Ok(0),
+        Err(Error::Amqp(e)) if reply_code(&e) == Some(RESOURCE_LOCKED) => {
+            tracing::debug!("the upgrade lock is held by another process, which retires the older queues");
+            return Ok(0);
+        }
         Err(e) => return Err(e),
     }
     let moved = drain_and_delete(conn, &lock, names).await;
