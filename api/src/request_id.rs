@@ -1,6 +1,6 @@
 //! Correlation: every request gets an id, echoed in `X-Request-Id` on its
 //! response, carried by the request's log lines (the root span's
-//! `request_id`) and stored on each event it writes (`ledger::correlation`),
+//! `request_id`) and stored on each event it writes (`ledger::request_id`),
 //! from where the relay sends it to the workers, who log it on every line
 //! about the message.
 //!
@@ -51,7 +51,7 @@ pub async fn middleware(
     req.extensions_mut().insert(RequestId(id.clone()));
     // (Handlers' errors arrive here as responses already; an `Err` is the
     // framework's own, before a response exists.)
-    let mut res = ledger::correlation::scope(id.clone(), next.call(req)).await?;
+    let mut res = ledger::request_id::scope(id.clone(), next.call(req)).await?;
     // well formed or a UUID: always a valid header value
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(HeaderName::from_static("x-request-id"), value);

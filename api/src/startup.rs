@@ -65,7 +65,7 @@ impl Application {
             config: config.clone(),
             keys: keys.clone(),
             limits: RateLimits::new(config.rate_limit()),
-            payments: service::payments::Payments::new(&config.gateway)?,
+            provider: service::provider::Provider::new(&config.gateway)?,
             batcher: config.charge_batches().map(|shape| {
                 crate::idempotency::charge_batch::Batcher::start(
                     pool.clone(),

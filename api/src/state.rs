@@ -14,7 +14,7 @@ pub struct AppState {
     pub config: Config,
     pub keys: Arc<Keys>,
     pub limits: RateLimits,
-    pub payments: service::payments::Payments,
+    pub provider: service::provider::Provider,
     /// Group commit of new wallet charges; `None` when CHARGE_BATCH_MAX is 1.
     pub batcher: Option<crate::idempotency::charge_batch::Batcher>,
 }

@@ -14,8 +14,11 @@
 //! charges; their events). The caller commits once for all.
 //!
 //! What a batch does not decide it hands back ([`Batched::Alone`]), to run
-//! alone after the batch commits: a second charge of an order already in
-//! the batch (alone, it finds the first by its natural key), and a buyer
+//! alone after the batch commits: a buyer whose row another transaction
+//! holds (a batch skips it rather than wait, [`Locks::Skip`]: one locked
+//! buyer never holds up a batch of strangers, whatever their tenant), a
+//! second charge of an order already in the batch (alone, it finds the
+//! first by its natural key), and a buyer
 //! whose floor only a credit from earlier in the same batch would cover
 //! (that credit lands on a slot; alone, after the commit, it is in the
 //! balance).
@@ -32,14 +35,14 @@ use crate::charges::{existing_in, find_order_sql, from_row, insert_sql, Charge, 
 use crate::db::Cached;
 use crate::events::ChargeSucceededV1;
 use crate::money::Currency;
-use crate::posting::{LOCK_ACCOUNTS_SQL, POST_SQL, READ_ACCOUNTS_SQL, SWEEP_SQL};
+use crate::posting::{LOCK_ACCOUNTS_SQL, POST_SQL, READ_ACCOUNTS_SQL, SKIP_LOCKED, SWEEP_SQL};
 use crate::{outbox, Decline, Error, Outcome, Result, TenantId};
 
 /// One charge of a batch.
 pub struct BatchedCharge<'a> {
     pub tenant: TenantId,
     pub new: &'a NewCharge,
-    /// The request it is made for, carried on its event (`correlation`).
+    /// The request it is made for, carried on its event (`request_id`).
     pub request_id: Option<&'a str>,
 }
 
@@ -77,18 +80,28 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge) -> 
     // a wallet charge is decided in one place. Alone, nothing is left to
     // decide after a commit: no other charge of the batch shares its order,
     // and no credit of the batch is its buyer's.
-    let request_id = crate::correlation::current();
+    let request_id = crate::request_id::current();
     let item = BatchedCharge { tenant, new, request_id: request_id.as_deref() };
-    match create_many(tx, std::slice::from_ref(&item)).await?.pop() {
+    match create_many(tx, std::slice::from_ref(&item), Locks::Wait).await?.pop() {
         Some(Batched::Done(outcome)) => outcome,
         _ => Err(Error::unknown("a charge alone", "left undecided")),
     }
 }
 
+/// How a batch takes its buyers' row locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locks {
+    /// Wait for a row another transaction holds (a charge alone).
+    Wait,
+    /// Skip it: that buyer's charge is left to run alone (a batch of
+    /// requests, so that a stranger's locked row holds none of them up).
+    Skip,
+}
+
 /// Decides and writes the charges `items` within `tx`; one result per item,
 /// in order. An `Err` is the batch's (a statement failed): nothing of it may
 /// be committed, and each charge should run alone.
-pub async fn create_many(tx: &Transaction<'_>, items: &[BatchedCharge<'_>]) -> Result<Vec<Batched>> {
+pub async fn create_many(tx: &Transaction<'_>, items: &[BatchedCharge<'_>], locks: Locks) -> Result<Vec<Batched>> {
     let mut results: Vec<Option<Batched>> = items.iter().map(|_| None).collect();
     // What needs no database: the lone path's own checks, and a second
     // charge of an order already in this batch.
@@ -112,7 +125,11 @@ pub async fn create_many(tx: &Transaction<'_>, items: &[BatchedCharge<'_>]) -> R
     debited.sort_unstable();
     debited.dedup();
     let (t, a): (Vec<Uuid>, Vec<Uuid>) = debited.iter().copied().unzip();
-    let locked: HashSet<Uuid> = tx.cached_query(LOCK_ACCOUNTS_SQL, &[&t, &a]).await?.iter().map(|r| r.get(0)).collect();
+    let lock_sql = match locks {
+        Locks::Wait => LOCK_ACCOUNTS_SQL.to_owned(),
+        Locks::Skip => format!("{LOCK_ACCOUNTS_SQL}{SKIP_LOCKED}"),
+    };
+    let locked: HashSet<Uuid> = tx.cached_query(&lock_sql, &[&t, &a]).await?.iter().map(|r| r.get(0)).collect();
     // the keys and the buyers are locked by this transaction, nothing written yet
     crate::crash::point("charge-after-account-lock");
     let mut named: Vec<(Uuid, Uuid)> = Vec::new();
@@ -229,8 +246,10 @@ fn decide(
     }
     let buyer = accounts.get(&(tenant, new.buyer)).expect("checked above");
     if !buyer.allow_negative {
+        // skipped (`Locks::Skip`): another transaction holds the row; alone,
+        // the charge waits for it
         if !buyer.locked {
-            return Decided::Done(Err(Error::DebitNotLocked(new.buyer)));
+            return Decided::Alone;
         }
         let without_credits = buyer.balance + buyer.debits - new.amount;
         if without_credits < Decimal::ZERO {

@@ -22,14 +22,14 @@ pub const ENQUEUE_SQL: &str = "INSERT INTO outbox (message_id, tenant_id, event_
          AS e(m, t, o, p, r)";
 
 /// Writes an event into the outbox within `tx`, with the id of the request
-/// it is written for (`correlation`); returns its message id.
+/// it is written for (`request_id`); returns its message id.
 pub async fn enqueue<E: Event>(
     tx: &Transaction<'_>,
     tenant: TenantId,
     order_id: Option<&str>,
     data: &E,
 ) -> Result<Uuid> {
-    let request_id = crate::correlation::current();
+    let request_id = crate::request_id::current();
     let ids = enqueue_many(tx, &[(tenant, order_id, request_id.as_deref(), data)]).await?;
     Ok(ids[0])
 }

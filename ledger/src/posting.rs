@@ -25,6 +25,11 @@ use crate::{Decline, Error, Result, TenantId};
 pub const LOCK_ACCOUNTS_SQL: &str = "SELECT a.id FROM accounts a \
      JOIN unnest($1::uuid[], $2::uuid[]) AS d(t, id) ON a.id = d.id AND a.tenant_id = d.t \
      WHERE NOT a.allow_negative ORDER BY a.id FOR NO KEY UPDATE OF a";
+/// What a batch of charges appends to [`LOCK_ACCOUNTS_SQL`]: a buyer whose
+/// row another transaction holds is skipped, not waited for, and its charge
+/// runs alone after the batch (where it waits for the row by itself), so
+/// one locked buyer never holds up a batch of strangers.
+pub(crate) const SKIP_LOCKED: &str = " SKIP LOCKED";
 
 /// The (tenant, account) pairs' accounts and their whole balances (the
 /// row's part and the sum of its slots), read in a snapshot taken after the

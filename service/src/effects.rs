@@ -31,7 +31,7 @@ use ledger::refunds::{Refund, RefundAnswer, RefundStatus};
 use ledger::TenantId;
 use uuid::Uuid;
 
-use crate::payments::{Asked, Payments};
+use crate::provider::{Asked, Provider};
 
 /// An effect at the payment provider, as the protocol drives it.
 pub trait Effect {
@@ -68,7 +68,7 @@ pub trait Effect {
         limit: i64,
     ) -> impl Future<Output = ledger::Result<Vec<(TenantId, Self::Row)>>> + Send;
     fn ask_provider(
-        payments: &Payments,
+        payments: &Provider,
         tenant: TenantId,
         row: &Self::Row,
     ) -> impl Future<Output = Asked<Self::Answer>> + Send;
@@ -126,7 +126,7 @@ impl Effect for CardCharge {
     ) -> ledger::Result<Vec<(TenantId, Charge)>> {
         Ok(ledger::cards::claim_stale(client, lease, limit).await?.into_iter().map(|o| (o.tenant, o.charge)).collect())
     }
-    async fn ask_provider(payments: &Payments, tenant: TenantId, row: &Charge) -> Asked<ProviderAnswer> {
+    async fn ask_provider(payments: &Provider, tenant: TenantId, row: &Charge) -> Asked<ProviderAnswer> {
         payments.ask(tenant, row).await
     }
     async fn complete(
@@ -185,7 +185,7 @@ impl Effect for CardRefund {
     ) -> ledger::Result<Vec<(TenantId, Refund)>> {
         Ok(ledger::refunds::claim_stale(client, lease, limit).await?.into_iter().map(|r| (r.tenant, r)).collect())
     }
-    async fn ask_provider(payments: &Payments, tenant: TenantId, row: &Refund) -> Asked<RefundAnswer> {
+    async fn ask_provider(payments: &Provider, tenant: TenantId, row: &Refund) -> Asked<RefundAnswer> {
         payments.ask_refund(tenant, row).await
     }
     async fn complete(
@@ -208,7 +208,7 @@ impl Effect for CardRefund {
 /// no pooled connection is held while the provider answers.
 pub async fn ask<E: Effect>(
     pool: &Pool,
-    payments: &Payments,
+    payments: &Provider,
     tenant: TenantId,
     id: Uuid,
 ) -> ledger::Result<Option<Asked<E::Answer>>> {
@@ -259,7 +259,7 @@ pub enum Done {
 /// caller's crash point between the provider's answer and its record.
 pub async fn complete_stale<E: Effect>(
     pool: &Pool,
-    payments: &Payments,
+    payments: &Provider,
     limit: i64,
     after_provider: &str,
 ) -> ledger::Result<Vec<Done>> {

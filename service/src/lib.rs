@@ -3,7 +3,7 @@
 //! shutdown signal; and the periodic purges of the retention windows.
 
 pub mod effects;
-pub mod payments;
+pub mod provider;
 pub mod purge;
 pub mod settings;
 pub mod shutdown;

@@ -1433,7 +1433,7 @@ pub(crate) async fn settle(
     let reconciled = workers::email::reconcile_with(&pool, &mailer, &config.email_from, 2, sends).await.unwrap();
     let report = ledger::audit::audit(pg, ledger::audit::Options { quiesced: true }).await.unwrap();
     // the provider's payments against the ledger, and the provider's own count per order attempt
-    let payments = service::payments::Payments::new(&config.gateway).unwrap();
+    let payments = service::provider::Provider::new(&config.gateway).unwrap();
     let (from, to) = (started - chrono::Duration::minutes(1), chrono::Utc::now() + chrono::Duration::minutes(1));
     // what `reconcile-payments` runs (exit 0 clean, 1 differences, 2 could not run): it must run, and be clean
     let differences = match workers::reconcile_payments::reconcile(&pool, &payments, from, to).await {

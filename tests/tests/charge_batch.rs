@@ -228,7 +228,9 @@ async fn a_batch_runs_its_statements_in_order_whatever_its_connection_prepared_b
     let items: Vec<BatchedCharge<'_>> =
         charges.iter().map(|c| BatchedCharge { tenant: ledger::TenantId(tenant), new: c, request_id: None }).collect();
     let tx = client.transaction().await.unwrap();
-    let results = ledger::charge_batch::create_many(&tx, &items).await.expect("the batch runs");
+    let results = ledger::charge_batch::create_many(&tx, &items, ledger::charge_batch::Locks::Skip)
+        .await
+        .expect("the batch runs");
     tx.commit().await.unwrap();
     for r in &results {
         assert!(matches!(r, Batched::Done(Ok(ledger::Outcome::Applied(_)))), "{r:?}");
@@ -236,4 +238,53 @@ async fn a_batch_runs_its_statements_in_order_whatever_its_connection_prepared_b
     assert_eq!(app.scalar("SELECT count(*) FROM charges").await, 2);
     assert_eq!(app.balance(&key, &buyer).await, "80.00");
     app.audit_clean().await;
+}
+
+/// One buyer's row held by another transaction (a long transfer, an
+/// operator's session) holds up none of the strangers batched with its
+/// charge: the batch skips that buyer instead of waiting for the row, the
+/// strangers commit while the row is still held, and the locked buyer's
+/// charge runs alone, waits for the row and commits once it is free. The
+/// lock timeout is a minute here, so a batch that waited would hold every
+/// stranger until the row is released.
+#[actix_web::test]
+async fn a_buyer_locked_by_another_transaction_holds_up_no_stranger_in_its_batch() {
+    let app = spawn_app_with(|c| {
+        c.charge_batch_max = 16;
+        c.charge_batch_window_us = 300_000;
+        c.charge_batch_concurrency = 1;
+        c.database.db_lock_timeout_ms = 60_000;
+    })
+    .await;
+    let key = app.tenant("shop").await;
+    let seller = app.account(&key, "seller", "USD", false).await;
+    let locked = app.funded(&key, "locked", "100.00").await;
+    let mut strangers = Vec::new();
+    for i in 0..8 {
+        strangers.push(app.funded(&key, &format!("stranger-{i}"), "100.00").await);
+    }
+    let holder = app.db.client().await;
+    holder.batch_execute(&format!("BEGIN; SELECT 1 FROM accounts WHERE id = '{locked}' FOR UPDATE")).await.unwrap();
+
+    let mut sent = vec![("held:1".to_owned(), charge("held", 1, &locked, &seller, "10.00"))];
+    for (i, buyer) in strangers.iter().enumerate() {
+        sent.push((format!("s-{i}:1"), charge(&format!("s-{i}"), 1, buyer, &seller, "10.00")));
+    }
+    let requests = join_all(sent.iter().map(|(idem, body)| app.post("/v1/charges", &key, idem, body.clone())));
+    let strangers_paid = async {
+        ledger_tests::eventually(20, "every stranger is charged while the row is held", || async {
+            app.scalar(&format!("SELECT count(*) FROM charges WHERE buyer_account_id <> '{locked}'")).await == 8
+        })
+        .await;
+        let held = app.scalar(&format!("SELECT count(*) FROM charges WHERE buyer_account_id = '{locked}'")).await;
+        assert_eq!(held, 0, "its charge waits for the row");
+        holder.batch_execute("COMMIT").await.unwrap();
+    };
+    let (answers, ()) = futures::join!(requests, strangers_paid);
+    for ((idem, _), a) in sent.iter().zip(&answers) {
+        assert_eq!(a.status, StatusCode::CREATED, "{idem}: {a:?}");
+    }
+    // the strangers shared commits: batched, not each run alone after a failed batch
+    let commits = app.scalar("SELECT count(DISTINCT xmin::text) FROM charges").await;
+    assert!(commits < 9, "{commits} commits for 9 charges");
 }

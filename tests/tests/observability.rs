@@ -399,11 +399,8 @@ async fn one_request_id_runs_from_the_response_to_the_inventory_workers_log() {
         .and_then(|h| h.inner().get("traceparent").cloned())
         .and_then(|v| v.as_long_string().map(|s| s.to_string()))
         .expect("a traceparent header");
-    assert_eq!(
-        traceparent,
-        workers::correlation::traceparent(Some(&id), props.message_id().as_ref().unwrap().as_str())
-    );
-    assert!(traceparent.starts_with(&format!("00-{}-", workers::correlation::trace_id(&id))), "{traceparent}");
+    assert_eq!(traceparent, workers::request_id::traceparent(Some(&id), props.message_id().as_ref().unwrap().as_str()));
+    assert!(traceparent.starts_with(&format!("00-{}-", workers::request_id::trace_id(&id))), "{traceparent}");
     let _ = conn.close(200, "".into()).await;
 
     // The inventory worker logs the event it handled inside the message's

@@ -6,7 +6,7 @@
 //! which leases them again, so two completers never take one charge at
 //! once), asks the provider with the charge's own provider key (past the
 //! provider's key window it looks the payment up by its metadata before it
-//! ever sends again; `service::payments`), and records the answer under the
+//! ever sends again; `service::provider`), and records the answer under the
 //! charge's row lock (`ledger::cards::complete`). A client retrying the same
 //! charge meanwhile sends the same key, and whichever second transaction
 //! comes second finds the charge final and writes nothing: one provider
@@ -18,7 +18,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 pub use service::effects::Done;
 use service::effects::{complete_stale, CardCharge, CardRefund};
-use service::payments::Payments;
+use service::provider::Provider;
 
 use crate::config::Config;
 use crate::shutdown::{backoff, Shutdown};
@@ -32,7 +32,7 @@ const AFTER_PROVIDER: &str = "completer-after-provider";
 /// Runs until shutdown: a scan every `COMPLETER_POLL_MS`, at once again
 /// after a full batch.
 pub async fn run(config: Config, pool: Pool, mut shutdown: Shutdown) {
-    let payments = match Payments::new(&config.gateway) {
+    let payments = match Provider::new(&config.gateway) {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(error = %e, "completer: the payment provider client could not be built");
@@ -67,7 +67,7 @@ pub async fn run(config: Config, pool: Pool, mut shutdown: Shutdown) {
 /// One scan: takes the card charges and the card refunds whose lease
 /// passed and drives each once, through the protocol every effect at the
 /// provider shares (`service::effects`).
-pub async fn once(pool: &Pool, payments: &Payments) -> Result<Vec<Done>, Error> {
+pub async fn once(pool: &Pool, payments: &Provider) -> Result<Vec<Done>, Error> {
     let mut done = complete_stale::<CardCharge>(pool, payments, BATCH, AFTER_PROVIDER).await?;
     done.extend(complete_stale::<CardRefund>(pool, payments, BATCH, AFTER_PROVIDER).await?);
     Ok(done)

@@ -11,7 +11,7 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::shutdown::{Connected, Shutdown};
 use crate::topology::{self, Names};
-use crate::{correlation, upgrade, within, Error};
+use crate::{request_id, upgrade, within, Error};
 
 /// Consumes `queue` (picked from the topology's names) with manual acks. The
 /// handler acks, nacks or rejects each delivery itself; an error from it ends
@@ -32,8 +32,8 @@ where
     while let Some(delivery) = session.next(&mut shutdown).await? {
         // Logged in the message's span; what the handler writes to the
         // outbox carries the same request id on.
-        let span = correlation::span(tag, &delivery);
-        let request_id = correlation::request_id(&delivery);
+        let span = request_id::span(tag, &delivery);
+        let request_id = request_id::of(&delivery);
         in_message(span, request_id, handle(delivery)).await?;
     }
     Ok(())
@@ -81,8 +81,8 @@ where
         // A lone delivery is handled in its message's span, as in `consume`;
         // the handler logs each message of a larger batch in its own.
         if batch.len() == 1 {
-            let span = correlation::span(tag, &batch[0]);
-            let request_id = correlation::request_id(&batch[0]);
+            let span = request_id::span(tag, &batch[0]);
+            let request_id = request_id::of(&batch[0]);
             in_message(span, request_id, handle(batch)).await?;
         } else {
             handle(batch).await?;
@@ -147,7 +147,7 @@ async fn in_message(
 ) -> Result<(), Error> {
     let work = work.instrument(span);
     match request_id {
-        Some(id) => ledger::correlation::scope(id, work).await,
+        Some(id) => ledger::request_id::scope(id, work).await,
         None => work.await,
     }
 }

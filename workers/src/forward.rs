@@ -24,14 +24,14 @@ pub async fn copy_into(publisher: &Channel, delivery: &Delivery, queue: &str) ->
     if let Some(ct) = p.content_type() {
         props = props.with_content_type(ct.clone());
     }
-    // the request it was for, and its trace (`correlation`)
+    // the request it was for, and its trace (`request_id`)
     if let Some(c) = p.correlation_id() {
         props = props.with_correlation_id(c.clone());
     }
     if let Some(h) = p.headers() {
-        if let Some(tp) = h.inner().get(crate::correlation::TRACEPARENT) {
+        if let Some(tp) = h.inner().get(crate::request_id::TRACEPARENT) {
             let mut headers = lapin::types::FieldTable::default();
-            headers.insert(crate::correlation::TRACEPARENT.into(), tp.clone());
+            headers.insert(crate::request_id::TRACEPARENT.into(), tp.clone());
             props = props.with_headers(headers);
         }
     }

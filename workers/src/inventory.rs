@@ -36,7 +36,7 @@ use ledger::TenantId;
 use crate::config::Config;
 use crate::metrics::{self, Outcome};
 use crate::shutdown::{supervise, Shutdown};
-use crate::{consumer, correlation, outage};
+use crate::{consumer, outage, request_id};
 use crate::{crash_point, in_database, within, Error};
 
 pub const CONSUMER: &str = "inventory";
@@ -155,7 +155,7 @@ async fn handle_batch(cx: &Context, deliveries: Vec<Delivery>, mut shutdown: Shu
             let (last, _) = parsed.last().expect("a batch of two or more");
             within("ack", last.acker.ack(BasicAckOptions { multiple: true })).await?;
             for (i, (delivery, envelope)) in parsed.iter().enumerate() {
-                correlation::span(CONSUMER, delivery).in_scope(
+                request_id::span(CONSUMER, delivery).in_scope(
                     || tracing::info!(message_id = %envelope.message_id, "inventory event handled in a batch"),
                 );
                 cx.failures.forget(envelope.message_id);

@@ -4,7 +4,6 @@
 pub mod completer;
 pub mod config;
 pub mod consumer;
-pub mod correlation;
 pub mod dlq;
 pub mod email;
 mod error;
@@ -16,6 +15,7 @@ pub mod outage;
 pub mod reconcile_payments;
 pub mod relay;
 pub mod replay;
+pub mod request_id;
 mod roles;
 pub mod shutdown;
 pub mod topology;

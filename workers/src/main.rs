@@ -239,7 +239,7 @@ async fn reconcile_payments(
     let to = to.unwrap_or_else(chrono::Utc::now);
     let from = from.unwrap_or(to - chrono::Duration::hours(24));
     let pool = config.pool()?;
-    let payments = service::payments::Payments::new(&config.gateway)?;
+    let payments = service::provider::Provider::new(&config.gateway)?;
     let differences = workers::reconcile_payments::reconcile(&pool, &payments, from, to).await?;
     for d in &differences {
         println!("{} {}", d.kind, d.detail);

@@ -26,7 +26,7 @@ use deadpool_postgres::Pool;
 use gateway::{PaymentIntent, PaymentStatus, RefundStatus};
 use ledger::cards::{minor_units, Reconciled};
 use ledger::refunds::RefundStatus as LedgerRefund;
-use service::payments::Payments;
+use service::provider::Provider;
 
 use crate::Error;
 
@@ -52,7 +52,7 @@ fn in_period_secs(from: DateTime<Utc>, to: DateTime<Utc>) -> impl Fn(i64) -> boo
 /// Compares the provider's payments created in [from, to) with the ledger.
 pub async fn reconcile(
     pool: &Pool,
-    payments: &Payments,
+    payments: &Provider,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<Difference>, Error> {
@@ -147,7 +147,7 @@ pub async fn reconcile(
 /// The refund half of [`reconcile`].
 async fn reconcile_refunds(
     pool: &Pool,
-    payments: &Payments,
+    payments: &Provider,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<Difference>, Error> {

@@ -33,7 +33,7 @@ use service::purge::{self, Target};
 use crate::config::Config;
 use crate::shutdown::{supervise, Connected, Shutdown};
 use crate::topology::{self, Names};
-use crate::{correlation, crash_point, in_database, metrics, upgrade, within, Error};
+use crate::{crash_point, in_database, metrics, request_id, upgrade, within, Error};
 
 pub async fn run(config: Config, pool: Pool, shutdown: Shutdown) {
     supervise("relay", shutdown, |stop, connected| {
@@ -151,7 +151,7 @@ pub async fn publish_event(
 }
 
 /// [`publish_event`], carrying the id of the request that wrote the event
-/// (`correlation`): its `correlation_id` and `traceparent`.
+/// (`request_id`): its `correlation_id` and `traceparent`.
 pub async fn publish_event_for(
     ch: &Channel,
     names: &Names,
@@ -168,7 +168,7 @@ pub async fn publish_event_for(
             .with_type(event_type.into())
             .with_content_type("application/json".into())
             .with_delivery_mode(2);
-        let props = correlation::stamp(props, request_id, message_id);
+        let props = request_id::stamp(props, request_id, message_id);
         let confirm = within(
             "publish",
             ch.basic_publish(

@@ -35,7 +35,7 @@ use ledger::phases::{Begun, Completion};
 use ledger::{Outcome, TenantId};
 use serde::Serialize;
 use service::effects::{self, Effect};
-use service::payments::Asked;
+use service::provider::Asked;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -285,7 +285,7 @@ pub async fn run_batched<T: Serialize>(
             key: key.as_str().to_owned(),
             fingerprint,
             charge: job,
-            request_id: ledger::correlation::current(),
+            request_id: ledger::request_id::current(),
             reply,
         })
         .await;
@@ -404,7 +404,7 @@ pub async fn run_two_phase<E: Effect, T: Serialize>(
         First::Answered(response) => return Ok(response),
         First::InFlight(id) => id,
     };
-    let asked = effects::ask::<E>(&state.pool, &state.payments, tenant, id).await?;
+    let asked = effects::ask::<E>(&state.pool, &state.provider, tenant, id).await?;
     // the provider answered (or not); nothing of it is recorded yet
     ledger::crash::point(E::AFTER_PROVIDER);
     let provider_answer = match asked {

@@ -307,7 +307,7 @@ pub async fn create(
             idempotency::run_batched(&state, caller.0, &key, &body.canonical, created(), Charge::from, charge).await
         }
         (None, Some(payment_method)) => {
-            let provider_key = state.payments.provider_key(caller.0, order_id, b.attempt);
+            let provider_key = state.provider.provider_key(caller.0, order_id, b.attempt);
             let new = NewCardCharge {
                 order_id,
                 attempt: b.attempt,
@@ -318,7 +318,7 @@ pub async fn create(
                 platform_fee,
                 receipt_email,
                 provider_key: &provider_key,
-                lease: state.payments.lease(),
+                lease: state.provider.lease(),
             };
             idempotency::run_two_phase::<CardCharge, _>(
                 &state,
@@ -492,12 +492,12 @@ pub async fn refund(
     let charge_id = *id;
     let tenant = caller.0;
     let reference = identifier("reference", &body.value.reference)?;
-    let provider_key = state.payments.refund_key(tenant, charge_id, reference);
+    let provider_key = state.provider.refund_key(tenant, charge_id, reference);
     let new = NewRefund {
         reference,
         amount: body.value.amount.as_deref(),
         provider_key: &provider_key,
-        lease: state.payments.lease(),
+        lease: state.provider.lease(),
     };
     idempotency::run_two_phase::<CardRefund, _>(
         &state,

@@ -53,12 +53,12 @@ pub struct WebhookReceipt {
 pub async fn receive(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let signature = req.headers().get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
     let event = state
-        .payments
+        .provider
         .verify_webhook(&body, signature)
         .map_err(|e| ApiError::bad_request(ProblemCode::InvalidSignature, format!("the webhook is refused: {e}")))?;
     let kind = match event.kind.as_str() {
         PAYMENT_SUCCEEDED | PAYMENT_FAILED => match event.object() {
-            Ok(EventObject::PaymentIntent(intent)) => match service::payments::answer_of(&intent) {
+            Ok(EventObject::PaymentIntent(intent)) => match service::provider::answer_of(&intent) {
                 Some(answer) => EventKind::Payment {
                     answer,
                     tenant_id: intent.metadata.get("tenant_id").and_then(|t| t.parse().ok()),
@@ -69,7 +69,7 @@ pub async fn receive(state: web::Data<AppState>, req: HttpRequest, body: web::By
             _ => return Err(ApiError::bad_request(ProblemCode::MalformedJson, "the event's object is not a payment")),
         },
         REFUND_CREATED | REFUND_UPDATED | REFUND_FAILED | CHARGE_REFUND_UPDATED => match event.object() {
-            Ok(EventObject::Refund(refund)) => match service::payments::refund_answer_of(&refund) {
+            Ok(EventObject::Refund(refund)) => match service::provider::refund_answer_of(&refund) {
                 Some(answer) => EventKind::Refund {
                     answer,
                     tenant_id: refund.metadata.get("tenant_id").and_then(|t| t.parse().ok()),

@@ -24,7 +24,7 @@ use crate::settings::Gateway;
 
 /// The provider client and what the service sends it.
 #[derive(Clone, Debug)]
-pub struct Payments {
+pub struct Provider {
     pub client: gateway::Client,
     key_secret: Vec<u8>,
     key_window: Duration,
@@ -136,9 +136,9 @@ fn decline_code(code: Option<&str>, decline: Option<&str>) -> String {
     }
 }
 
-impl Payments {
-    pub fn new(settings: &Gateway) -> Result<Payments, gateway::BuildError> {
-        Ok(Payments {
+impl Provider {
+    pub fn new(settings: &Gateway) -> Result<Provider, gateway::BuildError> {
+        Ok(Provider {
             client: gateway::Client::new(&settings.client_config())?,
             key_secret: settings.gateway_key_secret.as_bytes().to_vec(),
             key_window: settings.key_window(),

@@ -35,7 +35,7 @@ pub fn traceparent(request_id: Option<&str>, message_id: &str) -> String {
     format!("00-{trace}-{parent}-01")
 }
 
-/// The properties that carry the correlation of an event's message.
+/// The properties that carry the request id and trace of an event's message.
 pub fn stamp(props: BasicProperties, request_id: Option<&str>, message_id: &str) -> BasicProperties {
     let mut headers = FieldTable::default();
     headers.insert(ShortString::from(TRACEPARENT), AMQPValue::LongString(traceparent(request_id, message_id).into()));
@@ -47,7 +47,7 @@ pub fn stamp(props: BasicProperties, request_id: Option<&str>, message_id: &str)
 }
 
 /// The request id a delivery carries, if any.
-pub fn request_id(delivery: &Delivery) -> Option<String> {
+pub fn of(delivery: &Delivery) -> Option<String> {
     delivery.properties.correlation_id().as_ref().map(|c| c.as_str().to_owned())
 }
 
@@ -55,7 +55,7 @@ pub fn request_id(delivery: &Delivery) -> Option<String> {
 /// handling it carries the message's id and its request's id.
 pub fn span(consumer: &str, delivery: &Delivery) -> tracing::Span {
     let message_id = delivery.properties.message_id().as_ref().map(|m| m.as_str().to_owned()).unwrap_or_default();
-    let request_id = request_id(delivery).unwrap_or_default();
+    let request_id = of(delivery).unwrap_or_default();
     // at ERROR level, so that it is on every line whatever RUST_LOG lets through
     tracing::error_span!("message", consumer, message_id = %message_id, request_id = %request_id)
 }
