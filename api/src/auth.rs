@@ -2,6 +2,13 @@
 //! reads or writes is scoped to that tenant. Authentication is also where a
 //! request is counted against its tenant's rate limit (`limits`): a request
 //! over it is refused before anything else is read or written.
+//!
+//! A wrong key costs as little as it can: one without the key shape is
+//! refused without a lookup, one looked up and found unknown is remembered
+//! for the cache period (`keys`), and an address whose keys keep failing is
+//! refused further lookups (429) for a while (`limits::FailedAuths`).
+
+use std::net::{IpAddr, Ipv4Addr};
 
 use actix_web::dev::Payload;
 use actix_web::http::{header, StatusCode};
@@ -10,6 +17,7 @@ use futures::future::LocalBoxFuture;
 use ledger::TenantId;
 
 use crate::error::{ApiError, ProblemCode};
+use crate::keys::Cached;
 use crate::state::AppState;
 
 /// The authenticated tenant of a request.
@@ -32,14 +40,26 @@ impl FromRequest for Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(|k| k.trim().to_owned());
+        let addr = req.peer_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
         Box::pin(async move {
             let state = state.expect("AppState is registered");
             let key = key.ok_or_else(|| unauthorized("send `Authorization: Bearer <api key>`"))?;
-            if key.is_empty() || key.len() > 200 {
-                return Err(unauthorized("the API key is not valid"));
+            let refused = || {
+                state.failed_auths.failed(addr);
+                unauthorized("the API key is not valid")
+            };
+            if !ledger::tenants::is_key_shaped(&key) {
+                return Err(refused());
             }
-            let owner = state.keys.authenticate(&state.pool, &key).await?;
-            let owner = owner.ok_or_else(|| unauthorized("the API key is not valid"))?;
+            let digest = ledger::tenants::hash_key(&key);
+            let owner = match state.keys.cached(&digest) {
+                Cached::Owner(owner) => owner,
+                Cached::Unknown => return Err(refused()),
+                Cached::Ask => {
+                    state.failed_auths.check(addr).map_err(ApiError::too_many_failed_authentications)?;
+                    state.keys.look_up(&state.pool, digest).await?.ok_or_else(refused)?
+                }
+            };
             state.limits.admit(owner.tenant, owner.rate_limit).map_err(ApiError::rate_limited)?;
             Ok(Caller(owner.tenant))
         })

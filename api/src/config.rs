@@ -41,9 +41,20 @@ pub struct Config {
     pub rate_limit_burst: u32,
     /// Milliseconds a looked-up API key is trusted without asking the
     /// database again (0: ask on every request): the longest a revoked key
-    /// keeps working on this process. Unknown keys are never cached.
+    /// keeps working on this process. A key found unknown is remembered as
+    /// unknown for as long.
     #[arg(long, env = "API_KEY_CACHE_MS", default_value_t = 2000)]
     pub api_key_cache_ms: u64,
+    /// Failed authentications (wrong, revoked or malformed API keys) per
+    /// second each client address may make on average before its keys are
+    /// refused with 429 without a lookup (0: no limit).
+    #[arg(long, env = "AUTH_FAILURES_PER_SEC", default_value_t = 2)]
+    pub auth_failures_per_sec: u32,
+    /// Failed authentications a client address may make at once after a
+    /// quiet spell.
+    #[arg(long, env = "AUTH_FAILURES_BURST", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub auth_failures_burst: u32,
     /// Seconds between the batched writes of the keys' `last_used_at` (one
     /// statement for every key used since the last one; also at shutdown).
     #[arg(long, env = "API_KEY_LAST_USED_FLUSH_SECS", default_value_t = 60,
@@ -97,6 +108,10 @@ impl Config {
     /// Every tenant's rate limit in this process, unless it has its own.
     pub fn rate_limit(&self) -> ledger::tenants::RateLimit {
         ledger::tenants::RateLimit { per_sec: self.rate_limit_per_sec, burst: self.rate_limit_burst }
+    }
+
+    pub fn auth_failures(&self) -> ledger::tenants::RateLimit {
+        ledger::tenants::RateLimit { per_sec: self.auth_failures_per_sec, burst: self.auth_failures_burst }
     }
 
     pub fn api_key_cache(&self) -> Duration {

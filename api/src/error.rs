@@ -56,6 +56,7 @@ pub enum ProblemCode {
     ReservationNotHeld,
     Contention,
     RateLimited,
+    TooManyFailedAuthentications,
     ServiceUnavailable,
     Internal,
 }
@@ -119,6 +120,17 @@ impl ApiError {
             StatusCode::TOO_MANY_REQUESTS,
             ProblemCode::RateLimited,
             "this tenant is over its rate limit; nothing was done, retry after `Retry-After` seconds",
+        )
+        .retry_after(retry_after)
+    }
+    /// Too many wrong API keys from this client address (`limits::FailedAuths`):
+    /// its keys are not looked up for `retry_after` seconds.
+    pub fn too_many_failed_authentications(retry_after: u32) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ProblemCode::TooManyFailedAuthentications,
+            "too many requests from this address had an API key that is not valid; its keys are not looked up \
+             for `Retry-After` seconds",
         )
         .retry_after(retry_after)
     }

@@ -4,9 +4,12 @@
 //! **The cache.** A key found live is trusted for `API_KEY_CACHE_MS` (2 s by
 //! default) from the moment its lookup was sent, then looked up again. So a
 //! revoked key is refused by every API process at most that long after the
-//! revocation committed, with no message between processes to lose. Unknown
-//! and revoked keys are never cached: a new key works from its first request,
-//! and a wrong key costs one indexed lookup, as before the cache. A tenant's
+//! revocation committed, with no message between processes to lose. A key
+//! the database does not know (or knows as revoked) is remembered as unknown
+//! for the same period, so a client repeating a wrong key costs one lookup
+//! per period, not one per request; a new key still works from its first
+//! request (it is random: nobody sends it before it exists). A key that does
+//! not even have the key shape costs no lookup at all (`auth`). A tenant's
 //! rate limit comes with its key, so a changed limit applies within the same
 //! period.
 //!
@@ -35,6 +38,8 @@ pub struct Keys {
 struct Inner {
     /// key digest → its owner, and when the lookup that found it was sent
     found: HashMap<Vec<u8>, (KeyOwner, Instant)>,
+    /// key digest → when the lookup that found no live key was sent
+    unknown: HashMap<Vec<u8>, Instant>,
     /// key id → the last time it authenticated a request, not yet written
     used: HashMap<Uuid, DateTime<Utc>>,
 }
@@ -42,6 +47,17 @@ struct Inner {
 /// Past this many cached keys, an insert first drops the expired ones (keys
 /// revoked or no longer used would otherwise stay until the process ends).
 const SWEEP_ABOVE: usize = 10_000;
+
+/// What the cache knows of a key, without asking the database.
+#[derive(Debug, Clone, Copy)]
+pub enum Cached {
+    /// Live, owned by this tenant.
+    Owner(KeyOwner),
+    /// Looked up within the period and not found live.
+    Unknown,
+    /// Not looked up within the period: ask the database.
+    Ask,
+}
 
 impl Keys {
     pub fn new(ttl: Duration) -> Keys {
@@ -52,38 +68,58 @@ impl Keys {
         self.inner.lock().expect("no panic while holding the key cache")
     }
 
-    /// The owner of a live `key`, from the cache or else the database, and
-    /// notes the key's use; `None` for an unknown or revoked key.
-    pub async fn authenticate(&self, pool: &Pool, key: &str) -> ledger::Result<Option<KeyOwner>> {
-        let digest = ledger::tenants::hash_key(key);
-        {
-            let mut inner = self.lock();
-            let fresh = inner.found.get(&digest).filter(|(_, at)| at.elapsed() < self.ttl).map(|(owner, _)| *owner);
-            if let Some(owner) = fresh {
-                inner.used.insert(owner.key_id, Utc::now());
-                return Ok(Some(owner));
-            }
+    /// What the cache knows of the key with `digest` (noting a live key's
+    /// use), without asking the database.
+    pub fn cached(&self, digest: &[u8]) -> Cached {
+        let mut inner = self.lock();
+        let fresh = inner.found.get(digest).filter(|(_, at)| at.elapsed() < self.ttl).map(|(owner, _)| *owner);
+        if let Some(owner) = fresh {
+            inner.used.insert(owner.key_id, Utc::now());
+            return Cached::Owner(owner);
         }
+        if inner.unknown.get(digest).is_some_and(|at| at.elapsed() < self.ttl) {
+            return Cached::Unknown;
+        }
+        Cached::Ask
+    }
+
+    /// The owner of the live key with `digest`, asked of the database (and
+    /// noted in the cache, found or not); `None` for an unknown or revoked
+    /// key.
+    pub async fn look_up(&self, pool: &Pool, digest: Vec<u8>) -> ledger::Result<Option<KeyOwner>> {
         // The period starts before the lookup is sent: whatever it finds was
         // true at some moment after `sent`.
         let sent = Instant::now();
         let client = pool.get().await?;
         let found = ledger::tenants::authenticate(&client, &digest).await?;
         let mut inner = self.lock();
+        let ttl = self.ttl;
         match found {
             Some(owner) => {
-                if !self.ttl.is_zero() {
+                inner.unknown.remove(&digest);
+                if !ttl.is_zero() {
                     if inner.found.len() >= SWEEP_ABOVE {
-                        let ttl = self.ttl;
                         inner.found.retain(|_, (_, at)| at.elapsed() < ttl);
                     }
                     inner.found.insert(digest, (owner, sent));
                 }
                 inner.used.insert(owner.key_id, Utc::now());
             }
-            // revoked since it was cached (or never known): forget it
+            // revoked since it was cached (or never known): forget it, and
+            // remember it as unknown for the period
             None => {
                 inner.found.remove(&digest);
+                if !ttl.is_zero() {
+                    if inner.unknown.len() >= SWEEP_ABOVE {
+                        inner.unknown.retain(|_, at| at.elapsed() < ttl);
+                    }
+                    // a flood of distinct wrong keys within one period is
+                    // not remembered past the bound: the failure limit per
+                    // address (`limits`) is what stops it
+                    if inner.unknown.len() < SWEEP_ABOVE {
+                        inner.unknown.insert(digest, sent);
+                    }
+                }
             }
         }
         Ok(found)

@@ -1,4 +1,6 @@
-//! Per-tenant rate limits: one token bucket per tenant, in this process.
+//! Per-tenant rate limits: one token bucket per tenant, in this process;
+//! and a limit on failed authentications per client address
+//! ([`FailedAuths`]), so that wrong keys cannot drain the database pool.
 //!
 //! Every authenticated request takes a token when its key is checked, before
 //! anything else happens, so a request refused with 429 has read nothing and
@@ -17,6 +19,7 @@
 //! quota for every key, where a tenant here may have its own.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -87,6 +90,71 @@ impl RateLimits {
     }
 }
 
+/// Failed authentications per client address: a bucket per address that
+/// each failure (a wrong, revoked or malformed key) takes a token from. An
+/// address whose bucket is empty gets 429 before its key is looked up, so a
+/// client cycling through wrong keys costs the database at most
+/// `AUTH_FAILURES_PER_SEC` lookups a second; a key already in the cache
+/// (`keys`) is still answered, so a legitimate client behind the same
+/// address keeps working. Successes cost nothing.
+pub struct FailedAuths {
+    limit: RateLimit,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+/// Past this many addresses, a failure first drops the buckets that have
+/// refilled (a full bucket is what a new address gets anyway).
+const ADDRESSES_SWEPT_ABOVE: usize = 10_000;
+
+impl FailedAuths {
+    /// `limit.per_sec` 0: no limit.
+    pub fn new(limit: RateLimit) -> FailedAuths {
+        FailedAuths { limit, buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// Whether `addr` may have a key looked up; when not, the whole seconds
+    /// until it may.
+    pub fn check(&self, addr: IpAddr) -> Result<(), u32> {
+        self.check_at(addr, Instant::now())
+    }
+
+    fn check_at(&self, addr: IpAddr, now: Instant) -> Result<(), u32> {
+        if self.limit.per_sec == 0 {
+            return Ok(());
+        }
+        let mut buckets = self.buckets.lock().expect("no panic while holding the buckets");
+        let Some(bucket) = buckets.get_mut(&addr) else { return Ok(()) };
+        bucket.refill(self.limit, now);
+        if bucket.tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err((((1.0 - bucket.tokens) / f64::from(self.limit.per_sec)).ceil() as u32).max(1))
+        }
+    }
+
+    /// Counts a failed authentication from `addr`.
+    pub fn failed(&self, addr: IpAddr) {
+        self.failed_at(addr, Instant::now())
+    }
+
+    fn failed_at(&self, addr: IpAddr, now: Instant) {
+        let limit = self.limit;
+        if limit.per_sec == 0 {
+            return;
+        }
+        let mut buckets = self.buckets.lock().expect("no panic while holding the buckets");
+        if buckets.len() >= ADDRESSES_SWEPT_ABOVE {
+            buckets.retain(|_, b| {
+                b.refill(limit, now);
+                b.tokens < f64::from(limit.burst)
+            });
+        }
+        let bucket = buckets.entry(addr).or_insert_with(|| Bucket { tokens: f64::from(limit.burst), at: now, limit });
+        bucket.refill(limit, now);
+        bucket.tokens = (bucket.tokens - 1.0).max(0.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -139,6 +207,26 @@ mod tests {
         assert_eq!(limits.admit_at(t, slow, now), Err(1));
         assert_eq!(limits.admit_at(t, slow, now + Duration::from_millis(999)), Err(1));
         assert_eq!(limits.admit_at(t, slow, now + Duration::from_millis(1000)), Ok(()));
+    }
+
+    #[test]
+    fn an_address_is_refused_lookups_after_its_burst_of_failures_and_recovers_at_the_rate() {
+        let limits = FailedAuths::new(RateLimit { per_sec: 2, burst: 3 });
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let now = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(limits.check_at(a, now), Ok(()));
+            limits.failed_at(a, now);
+        }
+        assert_eq!(limits.check_at(a, now), Err(1), "three failures spent the burst");
+        assert_eq!(limits.check_at(b, now), Ok(()), "another address is not refused");
+        // two per second: one lookup again after 500 ms
+        assert_eq!(limits.check_at(a, now + Duration::from_millis(500)), Ok(()));
+        let off = FailedAuths::new(RateLimit { per_sec: 0, burst: 1 });
+        for _ in 0..10 {
+            off.failed_at(a, now);
+        }
+        assert_eq!(off.check_at(a, now), Ok(()), "0: no limit");
     }
 
     #[test]

@@ -265,7 +265,9 @@ impl Modify for CommonResponses {
                         op,
                         "429",
                         "`rate_limited`: this tenant is over its rate limit; nothing was read or written (an \
-                         Idempotency-Key is not used up). Retry after `Retry-After` seconds",
+                         Idempotency-Key is not used up). `too_many_failed_authentications`: too many requests \
+                         from this client address had a key that is not valid, and its keys are not looked up \
+                         for a while. Retry after `Retry-After` seconds",
                         true,
                     );
                 }

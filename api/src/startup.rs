@@ -17,7 +17,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::config::Config;
 use crate::error::{ApiError, ProblemCode};
 use crate::keys::{self, Keys};
-use crate::limits::RateLimits;
+use crate::limits::{FailedAuths, RateLimits};
 use crate::routes::{self, RouteTable};
 use crate::state::AppState;
 use crate::{metrics, openapi, request_id};
@@ -65,6 +65,7 @@ impl Application {
             config: config.clone(),
             keys: keys.clone(),
             limits: RateLimits::new(config.rate_limit()),
+            failed_auths: FailedAuths::new(config.auth_failures()),
             provider: service::provider::Provider::new(&config.gateway)?,
             batcher: config.charge_batches().map(|shape| {
                 crate::idempotency::charge_batch::Batcher::start(

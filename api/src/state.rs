@@ -1,5 +1,6 @@
 //! What every handler shares: the database pool, the configuration, the API
-//! key cache, the tenants' rate limits and the payment provider.
+//! key cache, the tenants' rate limits, the failed authentications per
+//! address and the payment provider.
 
 use std::sync::Arc;
 
@@ -7,13 +8,14 @@ use deadpool_postgres::Pool;
 
 use crate::config::Config;
 use crate::keys::Keys;
-use crate::limits::RateLimits;
+use crate::limits::{FailedAuths, RateLimits};
 
 pub struct AppState {
     pub pool: Pool,
     pub config: Config,
     pub keys: Arc<Keys>,
     pub limits: RateLimits,
+    pub failed_auths: FailedAuths,
     pub provider: service::provider::Provider,
     /// Group commit of new wallet charges; `None` when CHARGE_BATCH_MAX is 1.
     pub batcher: Option<crate::idempotency::charge_batch::Batcher>,

@@ -64,6 +64,13 @@ fn new_key() -> String {
     format!("lk_{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())
 }
 
+/// Whether `key` has the shape of the keys this service issues (`lk_` and
+/// 64 lowercase hex digits, [`new_key`]): anything else is refused before
+/// any lookup, so a client sending garbage costs the database nothing.
+pub fn is_key_shaped(key: &str) -> bool {
+    key.len() == 67 && key.starts_with("lk_") && key.bytes().skip(3).all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 pub async fn connect(database_url: &str) -> crate::Result<AsyncPgConnection> {
     Ok(AsyncPgConnection::establish(database_url).await?)
 }
@@ -198,4 +205,22 @@ pub async fn record_use(client: &impl crate::db::Cached, used: &[(Uuid, DateTime
     let ids: Vec<Uuid> = used.iter().map(|(id, _)| *id).collect();
     let at: Vec<DateTime<Utc>> = used.iter().map(|(_, at)| *at).collect();
     Ok(client.cached_execute(RECORD_USE_SQL, &[&ids, &at]).await?)
+}
+
+#[cfg(test)]
+mod key_shape_tests {
+    use super::{is_key_shaped, new_key};
+
+    #[test]
+    fn issued_keys_have_the_key_shape_and_others_do_not() {
+        for _ in 0..100 {
+            assert!(is_key_shaped(&new_key()));
+        }
+        let key = new_key();
+        assert!(!is_key_shaped(&key[..66]), "too short");
+        assert!(!is_key_shaped(&format!("{key}0")), "too long");
+        assert!(!is_key_shaped(&key.replace("lk_", "sk_")), "another prefix");
+        assert!(!is_key_shaped(&key.to_uppercase()), "upper case");
+        assert!(!is_key_shaped("Bearer nonsense"));
+    }
 }

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use awc::http::StatusCode;
 use ledger_tests::api_process::{api_binary, ApiProcess};
-use ledger_tests::{spawn_app, spawn_app_with, TestDb};
+use ledger_tests::servers::PrivatePostgres;
+use ledger_tests::{spawn_app, spawn_app_on, spawn_app_with, TestDb};
 use serde_json::json;
 
 #[actix_web::test]
@@ -89,6 +90,57 @@ async fn requests_without_a_valid_key_are_refused() {
     assert_eq!(ledger::tenants::revoke_keys(&mut conn, &revoked[..11]).await.unwrap(), 1);
     let r = app.get(&format!("/v1/accounts/{account}"), &revoked).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+/// A wrong key costs the database as little as it can: one without the key
+/// shape is refused without a lookup, and a well-formed one found unknown is
+/// remembered as unknown for the cache period. Proven with the database
+/// stopped: both are still refused 401, while a key never seen needs the
+/// database (503).
+#[actix_web::test]
+async fn wrong_keys_are_refused_without_a_lookup_once_known_wrong() {
+    let pg = PrivatePostgres::new().await.unwrap();
+    let app = spawn_app_on(TestDb::on(&pg).await, |c| c.api_key_cache_ms = 60_000).await;
+    let wrong = format!("lk_{}", "0".repeat(64));
+    let r = app.get("/v1/charges?order_id=o1", &wrong).await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::UNAUTHORIZED, "unauthorized"), "looked up once");
+
+    pg.stop().await.unwrap();
+    for bad in ["not-a-key", "lk_short", wrong.as_str()] {
+        let r = app.get("/v1/charges?order_id=o1", bad).await;
+        assert_eq!((r.status, r.code().as_str()), (StatusCode::UNAUTHORIZED, "unauthorized"), "{bad}: no lookup");
+    }
+    let unseen = format!("lk_{}", "1".repeat(64));
+    let r = app.get("/v1/charges?order_id=o1", &unseen).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "a key never seen is looked up: {r:?}");
+    pg.start().await.unwrap();
+}
+
+/// An address that keeps sending wrong keys is refused further lookups
+/// (429 `too_many_failed_authentications` with `Retry-After`) once its burst
+/// of failures is spent, and nothing is looked up for it meanwhile; a key
+/// already known keeps working from the same address, and another
+/// address's requests are not refused.
+#[actix_web::test]
+async fn an_address_sending_wrong_keys_is_refused_lookups_and_a_known_key_still_works() {
+    let app = spawn_app_with(|c| {
+        c.auth_failures_per_sec = 1;
+        c.auth_failures_burst = 5;
+        c.api_key_cache_ms = 60_000;
+    })
+    .await;
+    let key = app.tenant("shop").await;
+    let account = app.account(&key, "a", "USD", false).await;
+    let path = format!("/v1/accounts/{account}");
+    for i in 0..5 {
+        let wrong = format!("lk_{i:064x}");
+        let r = app.get(&path, &wrong).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "failure {i}: {r:?}");
+    }
+    let r = app.get(&path, &format!("lk_{:064x}", 99)).await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::TOO_MANY_REQUESTS, "too_many_failed_authentications"));
+    assert!(r.retry_after.is_some(), "{r:?}");
+    assert_eq!(app.get(&path, &key).await.status, StatusCode::OK, "a known key from the same address works");
 }
 
 // ------------------------------------------------------------------ rate limits
