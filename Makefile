@@ -13,8 +13,9 @@ API_DATABASE_URL     ?= postgres://ledger_api:$(or $(LEDGER_API_PASSWORD),ledger
 WORKERS_DATABASE_URL ?= postgres://ledger_worker:$(or $(LEDGER_WORKER_PASSWORD),ledger_worker)@$(PG_ADDR)/$(DB_NAME)
 AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10
 HTTP_ADDR    ?= 127.0.0.1:8080
-# where `make run`'s workers serve their metrics (not exported: the tests'
-# worker processes must not all take this port)
+# where `make run`'s API and workers serve their metrics (not exported: the
+# tests' processes must not all take these ports)
+API_METRICS_ADDR     ?= 127.0.0.1:9186
 WORKERS_METRICS_ADDR ?= 127.0.0.1:9187
 export AMQP_URL HTTP_ADDR
 
@@ -58,7 +59,7 @@ run: db
 	echo "  API key:  $$key   (tenant \"dev\")"; \
 	echo "  Workers:  relay, inventory, email, completer (emails go to $${EMAIL_DIR:-target/emails}/ unless SMTP_URL is set)"; \
 	echo "  Provider: http://$(PROVIDER_ADDR) (the fake; cards pm_card_visa, pm_card_chargeDeclined; state in target/fake-provider)"; \
-	echo "  Metrics:  http://$(HTTP_ADDR)/metrics and http://$(WORKERS_METRICS_ADDR)/metrics (ops/prometheus)"; \
+	echo "  Metrics:  http://$(API_METRICS_ADDR)/metrics and http://$(WORKERS_METRICS_ADDR)/metrics (ops/prometheus)"; \
 	echo ""; \
 	echo "  export KEY=$$key"; \
 	echo ""; \
@@ -67,7 +68,7 @@ run: db
 	export GATEWAY_URL=http://$(PROVIDER_ADDR); \
 	export GATEWAY_SECRET_KEY=sk_test_ledger_local GATEWAY_WEBHOOK_SECRET=whsec_ledger_local \
 	  GATEWAY_KEY_SECRET=ledger-local-provider-key-secret; \
-	DATABASE_URL="$(API_DATABASE_URL)" $(API) serve & api=$$!; \
+	DATABASE_URL="$(API_DATABASE_URL)" METRICS_ADDR="$(API_METRICS_ADDR)" $(API) serve & api=$$!; \
 	DATABASE_URL="$(WORKERS_DATABASE_URL)" WORKERS_METRICS_ADDR="$(WORKERS_METRICS_ADDR)" $(WORKERS) all & workers=$$!; \
 	trap 'kill -TERM $$api $$workers $$provider 2>/dev/null' INT TERM; \
 	wait -n $$api $$workers $$provider; \

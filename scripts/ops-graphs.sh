@@ -24,7 +24,7 @@ free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0
 dir=$(mktemp -d)
 db=ledger_ops_graphs
 prefix=ops-graphs-$RANDOM
-api_port=$(free_port); prom_port=$(free_port)
+api_port=$(free_port); api_metrics_port=$(free_port); prom_port=$(free_port)
 declare -A port=([relay]=$(free_port) [inventory]=$(free_port) [email]=$(free_port))
 export AMQP_URL=$AMQP AMQP_PREFIX=$prefix EMAIL_DIR=$dir/emails RUST_LOG=warn
 export HTTP_ADDR=127.0.0.1:$api_port RELAY_POLL_MS=200
@@ -44,7 +44,7 @@ psql "${owner_url%/*}/postgres" -qc "DROP DATABASE IF EXISTS $db" >/dev/null
 psql "${owner_url%/*}/postgres" -qc "CREATE DATABASE $db" >/dev/null
 DATABASE_URL="${owner_url%/*}/$db" target/debug/ledger-api migrate >/dev/null
 key=$(DATABASE_URL="${api_url%/*}/$db" target/debug/ledger-api create-tenant ops-graphs 2>/dev/null)
-DATABASE_URL="${api_url%/*}/$db" RATE_LIMIT_PER_SEC=0 target/debug/ledger-api serve & api=$!
+DATABASE_URL="${api_url%/*}/$db" RATE_LIMIT_PER_SEC=0 METRICS_ADDR=127.0.0.1:$api_metrics_port target/debug/ledger-api serve & api=$!
 
 # One process per role, each with its metrics, so that one can be stopped
 # while the others still report the outbox and the queues.
@@ -64,7 +64,7 @@ cat > "$dir/prometheus.yml" <<YML
 global: { scrape_interval: 1s, evaluation_interval: 1s }
 scrape_configs:
   - job_name: ledger-api
-    static_configs: [{ targets: ["127.0.0.1:$api_port"] }]
+    static_configs: [{ targets: ["127.0.0.1:$api_metrics_port"] }]
   - job_name: ledger-workers
     static_configs: [{ targets: ["127.0.0.1:${port[relay]}", "127.0.0.1:${port[inventory]}", "127.0.0.1:${port[email]}"] }]
 YML

@@ -17,6 +17,11 @@ pub struct Config {
     /// Address the HTTP server binds to.
     #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: String,
+    /// Address of a listener of its own that serves `GET /metrics` (e.g.
+    /// 127.0.0.1:9186); unset: not served. Never on HTTP_ADDR: the metrics
+    /// count every tenant's requests and declines.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
     /// Seconds between purges of expired Idempotency-Keys.
     #[arg(long, env = "IDEMPOTENCY_PURGE_INTERVAL_SECS", default_value_t = 300)]
     pub idempotency_purge_interval_secs: u64,

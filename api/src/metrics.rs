@@ -1,5 +1,8 @@
-//! The API's Prometheus metrics, served at `GET /metrics` (no API key: it
-//! holds no tenant's data, only counts). Names start with `ledger_`:
+//! The API's Prometheus metrics, served at `GET /metrics` on a listener of
+//! its own, `METRICS_ADDR` (off by default), never on the API's port: the
+//! counts are per route and per decline code across every tenant, which no
+//! tenant should read, so only what can reach that address (Prometheus on
+//! a private network) does. Names start with `ledger_`:
 //!
 //! - `ledger_http_requests_total{route,method,status}` and
 //!   `ledger_http_request_duration_seconds{route,method}`: every request,
@@ -87,15 +90,7 @@ pub async fn middleware(
     res
 }
 
-/// The process's metrics in Prometheus's text format.
-#[utoipa::path(
-    tag = "operations",
-    operation_id = "get_metrics",
-    security(()),
-    responses((status = 200, description = "Counters, gauges and histograms of this API process \
-        (Prometheus text format 0.0.4); no API key needed. Names start with `ledger_`: docs/operations.md \
-        lists them.", body = String, content_type = "text/plain"))
-)]
+/// The process's metrics in Prometheus's text format (on `METRICS_ADDR`).
 #[get("/metrics")]
 pub async fn scrape(state: web::Data<AppState>) -> HttpResponse {
     service::telemetry::record_pool("api", &state.pool);

@@ -203,7 +203,7 @@ impl Modify for CommonResponses {
         let stored_declines: Vec<String> =
             ledger::DeclineKind::ALL.iter().map(|k| decline_status(*k).0.as_str().to_owned()).collect();
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let uses_db = !matches!(path.as_str(), "/healthz" | "/metrics");
+            let uses_db = !matches!(path.as_str(), "/healthz");
             for (is_post, op) in [(false, item.get.as_mut()), (true, item.post.as_mut())] {
                 let Some(op) = op else { continue };
                 let authenticated = op.security.is_none();

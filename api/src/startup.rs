@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
-use actix_web::web;
+use actix_web::{web, App};
 use deadpool_postgres::Pool;
 use service::purge::{self, Target};
 use service::shutdown::{self, Trigger};
@@ -40,6 +40,8 @@ pub enum StartupError {
 pub struct Application {
     port: u16,
     server: Server,
+    /// `GET /metrics` on METRICS_ADDR, with its port, when set.
+    metrics: Option<(Server, u16)>,
     pool: Pool,
     /// Stops the background loops (the purge, the keys' last use) once the
     /// server has stopped.
@@ -76,6 +78,7 @@ impl Application {
                 )
             }),
         });
+        let metrics_state = state.clone();
         // the process's recorder, before the first request counts anything
         service::telemetry::metrics();
         let route_table = web::Data::new(RouteTable::from_spec(&openapi::document()));
@@ -98,6 +101,25 @@ impl Application {
             })
             .listen(listener)
             .map_err(bind)?;
+        let metrics = match &config.metrics_addr {
+            Some(addr) => {
+                let bind = |source| StartupError::Bind { addr: addr.clone(), source };
+                let listener = TcpListener::bind(addr).map_err(bind)?;
+                let port = listener.local_addr().map_err(bind)?.port();
+                let state = metrics_state;
+                // stopped with the API's server (`run_until_stopped`), not by signals of its own
+                let server =
+                    actix_web::HttpServer::new(move || App::new().app_data(state.clone()).service(metrics::scrape))
+                        .workers(1)
+                        .disable_signals()
+                        .listen(listener)
+                        .map_err(bind)?
+                        .run();
+                tracing::info!(port, "serving metrics at /metrics");
+                Some((server, port))
+            }
+            None => None,
+        };
         let server = match config.http_workers {
             Some(n) => server.workers(n),
             None => server,
@@ -113,11 +135,16 @@ impl Application {
         ));
         let last_used =
             tokio::spawn(keys::record_last_used(keys, pool.clone(), config.api_key_last_used_flush(), stopped));
-        Ok(Application { port, server, pool, stop, last_used })
+        Ok(Application { port, server, metrics, pool, stop, last_used })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of `GET /metrics`, when METRICS_ADDR is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|(_, port)| *port)
     }
 
     pub fn handle(&self) -> actix_web::dev::ServerHandle {
@@ -132,7 +159,15 @@ impl Application {
     /// drains in-flight requests, stops the background loops and writes the
     /// keys' last use one final time.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let metrics = self.metrics.map(|(server, _)| {
+            let handle = server.handle();
+            tokio::spawn(server);
+            handle
+        });
         let result = self.server.await;
+        if let Some(handle) = metrics {
+            handle.stop(true).await;
+        }
         self.stop.fire();
         // bounded: a database that is gone must not hold the exit
         if tokio::time::timeout(Duration::from_secs(5), self.last_used).await.is_err() {

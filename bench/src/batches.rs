@@ -1,6 +1,7 @@
 //! Group commit as the API reports it: its batch metrics
 //! (`ledger_charge_batch_size`, `ledger_charge_batch_phase_seconds{phase}`,
-//! `ledger_charge_batches_failed_total`) scraped from `/metrics` before and
+//! `ledger_charge_batches_failed_total`) scraped from its `/metrics`
+//! (METRICS_ADDR) before and
 //! after a new-charge workload (its warm-up included), and the difference:
 //! how many batches, how large, and the mean time of each phase of one.
 
@@ -19,8 +20,9 @@ pub struct Scrape {
     failed: f64,
 }
 
-pub async fn scrape(client: &awc::Client, base: &str) -> Result<Scrape> {
-    let mut res = client.get(format!("{base}/metrics")).send().await.map_err(|e| Error::Http(e.to_string()))?;
+/// Scrapes the metrics at `url`.
+pub async fn scrape(client: &awc::Client, url: &str) -> Result<Scrape> {
+    let mut res = client.get(url).send().await.map_err(|e| Error::Http(e.to_string()))?;
     let body = res.body().limit(8 << 20).await.map_err(|e| Error::Http(e.to_string()))?;
     let mut s = Scrape::default();
     for line in String::from_utf8_lossy(&body).lines().filter(|l| !l.starts_with('#')) {

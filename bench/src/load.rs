@@ -148,6 +148,8 @@ pub(crate) fn new_hist() -> Histogram<u64> {
 pub(crate) struct Server {
     pub(crate) child: Child,
     pub(crate) base: String,
+    /// Where it serves `/metrics` (METRICS_ADDR, a port of its own).
+    pub(crate) metrics: String,
     pub(crate) key: String,
 }
 
@@ -180,12 +182,13 @@ pub(crate) async fn start_api(
     key: &str,
     env: &[(&str, &str)],
 ) -> Result<Server> {
-    let port = free_port();
+    let (port, metrics_port) = (free_port(), free_port());
     let child = Command::new(&args.api_bin)
         .arg("serve")
         .env("GATEWAY_URL", provider_url)
         .env("DATABASE_URL", db_url)
         .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
         .env("RUST_LOG", "warn")
         // one tenant drives the whole machine here: the per-tenant limit
         // would measure itself, not the service
@@ -193,7 +196,12 @@ pub(crate) async fn start_api(
         .envs(env.iter().copied())
         .spawn()
         .map_err(|source| Error::Spawn { program: args.api_bin.clone(), source })?;
-    let server = Server { child, base: format!("http://127.0.0.1:{port}"), key: key.to_owned() };
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
+        key: key.to_owned(),
+    };
     let http = client();
     let up = Instant::now();
     loop {

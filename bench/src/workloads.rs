@@ -45,7 +45,7 @@ pub(crate) async fn run(args: &Args, db_url: &str) -> Result<bool> {
             new_charge(http2.clone(), acc.clone(), format!("o{c}-{task}-{seq}"), task, seq)
         };
         eprintln!("new charges, concurrency {c}");
-        let scraped = batches::scrape(&http.client, &http.base).await?;
+        let scraped = batches::scrape(&http.client, &server.metrics).await?;
         let (f, w, sent) = closed_loop(args, "new charge", c, one).await;
         if sample_answer.is_empty() {
             if let Some(s) = sent.iter().find(|s| s.status == 201) {
@@ -55,7 +55,7 @@ pub(crate) async fn run(args: &Args, db_url: &str) -> Result<bool> {
         created_total += sent.iter().filter(|s| s.status == 201).count() as u64;
         rss_peak = rss_peak.max(peak_rss_kib(server.child.id()).unwrap_or(0));
         eprintln!("  {}", f.row());
-        let profile = batches::Profile::between(c, &scraped, &batches::scrape(&http.client, &http.base).await?);
+        let profile = batches::Profile::between(c, &scraped, &batches::scrape(&http.client, &server.metrics).await?);
         eprintln!("  {}", profile.line());
         group_commit.push((profile, f.rps()));
         results.push(f);

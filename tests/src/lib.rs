@@ -3,6 +3,7 @@
 
 pub mod api_process;
 pub mod broker;
+pub mod card_shop;
 pub mod chaos;
 pub mod chaos_ha;
 pub mod outages;
@@ -202,6 +203,8 @@ impl Drop for TestDb {
 
 pub struct TestApp {
     pub base: String,
+    /// Where the app serves `/metrics` (METRICS_ADDR), when the test set it.
+    metrics_url: Option<String>,
     pub db: TestDb,
     handle: actix_web::dev::ServerHandle,
     pub http: awc::Client,
@@ -232,10 +235,11 @@ pub async fn spawn_app_on(db: TestDb, tweak: impl FnOnce(&mut Config)) -> TestAp
     tweak(&mut config);
     let app = Application::build(config).await.expect("the app builds");
     let base = format!("http://127.0.0.1:{}", app.port());
+    let metrics_url = app.metrics_port().map(|port| format!("http://127.0.0.1:{port}/metrics"));
     let handle = app.handle();
     actix_web::rt::spawn(app.run_until_stopped());
     let http = awc::Client::builder().timeout(std::time::Duration::from_secs(60)).finish();
-    TestApp { base, db, handle, http }
+    TestApp { base, metrics_url, db, handle, http }
 }
 
 /// What a request answered: status, the headers tests look at, raw body.
@@ -348,6 +352,15 @@ impl TestApp {
             .await;
         assert_eq!(t.status, StatusCode::CREATED, "{t:?}");
         id
+    }
+
+    /// The app's metrics, from its own listener (start it with
+    /// `c.metrics_addr = Some("127.0.0.1:0".into())`).
+    pub async fn metrics(&self) -> String {
+        let url = self.metrics_url.as_deref().expect("the app was started with a METRICS_ADDR");
+        let mut res = self.http.get(url).send().await.expect("the metrics listener answers");
+        assert_eq!(res.status(), StatusCode::OK);
+        String::from_utf8_lossy(&res.body().limit(8 << 20).await.unwrap()).into_owned()
     }
 
     /// One number from the test's database.

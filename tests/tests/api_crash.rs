@@ -203,14 +203,23 @@ async fn crash_in_a_batch(point: &str) -> i64 {
         ("DB_STATEMENT_TIMEOUT_MS", "30000"),
     ];
     let mut victim = serve_with(&app.db.api_url, port, Some(point), &batching).await;
-    // The first batch, the held buyer's charge alone, waits on that buyer's
-    // row; the five others then make one batch of their own, which dies.
+    // The first batch, the held buyer's charge alone, waits on its
+    // Idempotency-Key, which another transaction is inserting (a batch
+    // skips a locked buyer, but a key's claim waits for it), before any
+    // crash point; the five others then make one batch of their own, which
+    // dies.
     let holder = app.db.client().await;
-    holder.batch_execute(&format!("BEGIN; SELECT 1 FROM accounts WHERE id = '{held}' FOR UPDATE")).await.unwrap();
+    holder
+        .batch_execute(&format!(
+            "BEGIN; INSERT INTO idempotency_keys (tenant_id, key, fingerprint) \
+             SELECT id, 'held:1', '\\x00' FROM tenants WHERE name = 'shop'"
+        ))
+        .await
+        .unwrap();
     let (k, b) = (key.clone(), sent[0].1.clone());
     let first = actix_web::rt::spawn(async move { post(port, &k, "held:1", "/v1/charges", &b).await });
     let db = app.db.client().await;
-    ledger_tests::eventually(10, "the first batch waits on the held buyer", || async {
+    ledger_tests::eventually(10, "the first batch waits on the held key", || async {
         db.query_one(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
             &[],

@@ -2,17 +2,20 @@
 //! process: success, decline, a lost provider answer resumed by the retry,
 //! refunds at the provider, and the choice between a wallet and a card.
 
+use std::ops::Deref;
+
 use awc::http::StatusCode;
-use ledger_tests::provider::FakeProvider;
-use ledger_tests::{eventually, spawn_app_with, start_workers, Role, TestApp, Workers};
+use ledger_tests::card_shop::CardShop;
+use ledger_tests::{eventually, start_workers, Role};
 use serde_json::{json, Value};
 
-struct Shop {
-    app: TestApp,
-    fake: FakeProvider,
-    key: String,
-    seller: String,
-    platform: String,
+struct Shop(CardShop);
+
+impl Deref for Shop {
+    type Target = CardShop;
+    fn deref(&self) -> &CardShop {
+        &self.0
+    }
 }
 
 async fn shop() -> Shop {
@@ -22,32 +25,10 @@ async fn shop() -> Shop {
 /// A shop whose fake provider runs with `fake_args`, its API's provider
 /// settings tweaked.
 async fn shop_with(fake_args: &[&str], tweak: impl FnOnce(&mut service::settings::Gateway)) -> Shop {
-    let fake = FakeProvider::start(fake_args);
-    let app = spawn_app_with(|c| {
-        fake.configure(&mut c.gateway);
-        c.gateway.gateway_timeout_ms = 5_000;
-        tweak(&mut c.gateway);
-    })
-    .await;
-    let key = app.tenant("shop").await;
-    let seller = app.account(&key, "seller", "USD", false).await;
-    let platform = app.account(&key, "platform", "USD", false).await;
-    Shop { app, fake, key, seller, platform }
+    Shop(CardShop::with(fake_args, false, tweak).await)
 }
 
 impl Shop {
-    /// The completer, in this process, pointed at the same database and
-    /// provider, with a lease of `lease_secs`.
-    fn completer(&self, lease_secs: u64, key_window_secs: u64) -> Workers {
-        let mut config = workers::config::Config::local(&self.app.db.url, "cards-test");
-        self.fake.configure(&mut config.gateway);
-        config.gateway.card_lease_secs = lease_secs;
-        config.gateway.gateway_key_window_secs = key_window_secs;
-        config.gateway.gateway_timeout_ms = 5_000;
-        config.completer_poll_ms = 50;
-        start_workers(&config, &[Role::Completer])
-    }
-
     async fn status_of(&self, order: &str) -> String {
         let listed = self.app.get(&format!("/v1/charges?order_id={order}"), &self.key).await.json();
         listed["data"][0]["status"].as_str().unwrap_or("none").to_owned()
@@ -58,15 +39,6 @@ impl Shop {
                "seller_account_id": self.seller, "amount": "25.00", "currency": "USD",
                "platform_fee": {"account_id": self.platform, "amount": "2.50"},
                "receipt_email": "buyer@example.com"})
-    }
-
-    async fn scalar(&self, sql: &str) -> i64 {
-        self.app.db.client().await.query_one(sql, &[]).await.unwrap().get(0)
-    }
-
-    async fn audit_clean(&self) {
-        let report = ledger::audit::audit(&self.app.db.client().await, Default::default()).await.unwrap();
-        assert!(report.is_clean(), "{report}");
     }
 
     /// The provider clearing account's balance, as `GET /v1/accounts/{id}`
@@ -307,8 +279,7 @@ async fn reconcile_payments_is_clean_then_names_each_planted_difference() {
     }
     let declined = s.app.post("/v1/charges", &s.key, "r4:1", s.card("r4", 1, "pm_card_chargeDeclined")).await;
     assert_eq!(declined.status, StatusCode::PAYMENT_REQUIRED);
-    let mut config = workers::config::Config::local(&s.app.db.url, "reconcile-test");
-    s.fake.configure(&mut config.gateway);
+    let config = s.worker_config();
     let clean = ledger_tests::run_worker_command(&config, &["reconcile-payments"]).await;
     let out = String::from_utf8_lossy(&clean.stdout).to_string();
     assert!(clean.status.success(), "{out}{}", String::from_utf8_lossy(&clean.stderr));
@@ -464,11 +435,8 @@ async fn an_unauthenticated_payment_is_cancelled_once_past_its_window_and_the_or
     let body = s.card("t3", 1, "pm_card_threeDSecure2Required");
     let first = s.app.post("/v1/charges", &s.key, "t3:1", body.clone()).await;
     assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
-    let mut completer_config = workers::config::Config::local(&s.app.db.url, "cards-3ds");
-    s.fake.configure(&mut completer_config.gateway);
-    completer_config.gateway.card_lease_secs = 1;
+    let mut completer_config = s.completer_config(1);
     completer_config.gateway.gateway_action_window_secs = 1;
-    completer_config.completer_poll_ms = 50;
     let _completer = start_workers(&completer_config, &[Role::Completer]);
     eventually(20, "the completer cancels the payment", || async { s.status_of("t3").await == "failed" }).await;
     let payments = s.fake.payments_of("t3").await;
@@ -515,11 +483,8 @@ async fn a_cancel_the_provider_answered_with_a_stored_error_is_asked_again_and_f
     assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
     // the cancel's first send gets a 500 the provider stores for its key (and replays for a day)
     s.fake.arm(json!({"kind": "error_before_charge", "count": 1, "metadata": {"order_id": "t4"}})).await;
-    let mut config = workers::config::Config::local(&s.app.db.url, "cards-3ds-500");
-    s.fake.configure(&mut config.gateway);
-    config.gateway.card_lease_secs = 1;
+    let mut config = s.completer_config(1);
     config.gateway.gateway_action_window_secs = 1;
-    config.completer_poll_ms = 50;
     let _completer = start_workers(&config, &[Role::Completer]);
     eventually(20, "the completer cancels the payment", || async { s.status_of("t4").await == "failed" }).await;
     assert_eq!(s.fake.stats().await["faults_applied"]["error_before_charge"], 1, "{}", s.fake.stats().await);

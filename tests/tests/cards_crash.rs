@@ -5,76 +5,45 @@
 //! the fake provider counts them), one ledger transaction, the final answer
 //! on retry and a clean audit.
 
+use std::ops::Deref;
 use std::time::Duration;
 
 use awc::http::StatusCode;
 use ledger_tests::api_process::{post, ApiProcess, Reply};
-use ledger_tests::provider::FakeProvider;
-use ledger_tests::{spawn_app, spawn_worker_process, TestApp};
+use ledger_tests::card_shop::CardShop;
+use ledger_tests::spawn_worker_process;
 use serde_json::{json, Value};
 
 struct Shop {
-    app: TestApp,
-    fake: FakeProvider,
-    key: String,
+    card: CardShop,
     charge: Value,
 }
 
+impl Deref for Shop {
+    type Target = CardShop;
+    fn deref(&self) -> &CardShop {
+        &self.card
+    }
+}
+
 /// Accounts made through the in-process server; the charge goes to the real
-/// `ledger-api` process pointed at a fake provider of its own.
+/// `ledger-api` process pointed at the same fake provider.
 async fn shop() -> Shop {
-    let fake = FakeProvider::start(&[]);
-    let app = spawn_app().await;
-    let key = app.tenant("shop").await;
-    let seller = app.account(&key, "seller", "USD", false).await;
-    let platform = app.account(&key, "platform", "USD", false).await;
+    let card = CardShop::new().await;
     let charge = json!({"order_id": "o1", "attempt": 1, "payment_method": "pm_card_visa",
-                        "seller_account_id": seller, "amount": "12.00", "currency": "USD",
-                        "platform_fee": {"account_id": platform, "amount": "1.20"}});
-    Shop { app, fake, key, charge }
+                        "seller_account_id": card.seller, "amount": "12.00", "currency": "USD",
+                        "platform_fee": {"account_id": card.platform, "amount": "1.20"}});
+    Shop { card, charge }
 }
 
 impl Shop {
-    async fn api(&self, crash_at: Option<&str>) -> ApiProcess {
-        let mut env: Vec<(&str, String)> = self.fake.env();
-        env.push(("CARD_LEASE_SECS", "1".to_owned()));
-        env.push(("GATEWAY_TIMEOUT_MS", "5000".to_owned()));
-        if let Some(point) = crash_at {
-            env.push(("LEDGER_CRASH_AT", point.to_owned()));
-        }
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        ApiProcess::start(&self.app.db.url, &env).await
-    }
-
-    fn completer(&self, crash_at: Option<&str>) -> std::process::Child {
-        let mut config = workers::config::Config::local(&self.app.db.url, "cards-crash");
-        self.fake.configure(&mut config.gateway);
-        config.gateway.card_lease_secs = 1;
-        config.completer_poll_ms = 50;
-        spawn_worker_process(&config, "completer", crash_at)
-    }
-
     async fn charge(&self, api: &ApiProcess) -> Result<Reply, String> {
         post(&api.url("/v1/charges"), &self.key, "o1:1", &self.charge, Duration::from_secs(30)).await
     }
 
-    async fn scalar(&self, sql: &str) -> i64 {
-        self.app.db.client().await.query_one(sql, &[]).await.unwrap().get(0)
-    }
-
-    /// Sends the charge to a process armed at `point`, which dies there;
-    /// restarts it unarmed and retries with the same key, twice.
+    /// `CardShop::crash_then_retry` with the charge.
     async fn crash_then_retry(&self, point: &str) -> Reply {
-        let mut victim = self.api(Some(point)).await;
-        let first = self.charge(&victim).await;
-        assert!(first.is_err(), "the process died at `{point}` without answering: {first:?}");
-        assert!(victim.exited(Duration::from_secs(10)).await.is_some_and(|s| !s.success()), "died at `{point}`");
-        let api = self.api(None).await;
-        let retry = self.charge(&api).await.expect("the retry is answered");
-        let again = self.charge(&api).await.expect("answered again");
-        assert!(again.replayed, "{again:?}");
-        assert_eq!((again.status, &again.body), (retry.status, &retry.body), "the one final answer");
-        retry
+        self.card.crash_then_retry(point, async |api| self.charge(api).await).await
     }
 
     async fn assert_paid_once(&self, answer: &Value) {
@@ -86,8 +55,7 @@ impl Shop {
         assert_eq!(self.scalar("SELECT count(*) FROM charges").await, 1);
         assert_eq!(self.scalar("SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await, 1);
         assert_eq!(self.scalar("SELECT count(*) FROM outbox WHERE event_type = 'charge.succeeded'").await, 1);
-        let report = ledger::audit::audit(&self.app.db.client().await, Default::default()).await.unwrap();
-        assert!(report.is_clean(), "{report}");
+        self.audit_clean().await;
     }
 }
 
@@ -127,12 +95,12 @@ async fn the_completer_killed_after_the_provider_answered_is_resumed_once() {
     let first = s.charge(&api).await.expect("answered");
     assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
 
-    let mut victim = s.completer(Some("completer-after-provider"));
+    let mut victim = s.completer_process(Some("completer-after-provider"));
     let status = tokio::task::spawn_blocking(move || victim.wait().unwrap()).await.unwrap();
     assert!(!status.success(), "the completer died at its point");
     assert_eq!(s.scalar("SELECT count(*) FROM charges WHERE status = 'processing'").await, 1, "nothing recorded");
 
-    let mut completer = s.completer(None);
+    let mut completer = s.completer_process(None);
     ledger_tests::eventually(20, "the restarted completer completes the charge", || async {
         s.scalar("SELECT count(*) FROM charges WHERE status = 'succeeded'").await == 1
     })
@@ -156,24 +124,15 @@ async fn the_completer_killed_after_the_provider_answered_is_resumed_once() {
 async fn the_completer_killed_after_cancelling_an_unauthenticated_payment_records_it_once() {
     let mut s = shop().await;
     s.charge["payment_method"] = json!("pm_card_threeDSecure2Required");
-    let mut env: Vec<(&str, String)> = s.fake.env();
-    env.push(("GATEWAY_ACTION_WINDOW_SECS", "1".to_owned()));
-    env.push(("GATEWAY_TIMEOUT_MS", "5000".to_owned()));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let api = ApiProcess::start(&s.app.db.url, &env).await;
+    let api = s.api_with(&[("GATEWAY_ACTION_WINDOW_SECS", "1"), ("GATEWAY_TIMEOUT_MS", "5000")]).await;
     let first = s.charge(&api).await.expect("answered");
     assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
     assert_eq!(first.body["status"], "requires_action");
     tokio::time::sleep(Duration::from_millis(1200)).await;
 
-    let completer = |crash_at: Option<&str>| {
-        let mut config = workers::config::Config::local(&s.app.db.url, "cards-crash-3ds");
-        s.fake.configure(&mut config.gateway);
-        config.gateway.card_lease_secs = 1;
-        config.gateway.gateway_action_window_secs = 1;
-        config.completer_poll_ms = 50;
-        spawn_worker_process(&config, "completer", crash_at)
-    };
+    let mut config = s.completer_config(1);
+    config.gateway.gateway_action_window_secs = 1;
+    let completer = |crash_at: Option<&str>| spawn_worker_process(&config, "completer", crash_at);
     let mut victim = completer(Some("completer-after-provider"));
     let status = tokio::task::spawn_blocking(move || victim.wait().unwrap()).await.unwrap();
     assert!(!status.success(), "the completer died at its point");
@@ -192,6 +151,5 @@ async fn the_completer_killed_after_cancelling_an_unauthenticated_payment_record
     let answer = s.charge(&api).await.expect("answered");
     assert_eq!(answer.status, StatusCode::PAYMENT_REQUIRED, "{answer:?}");
     assert_eq!(s.scalar("SELECT count(*) FROM ledger_transactions").await, 0);
-    let report = ledger::audit::audit(&s.app.db.client().await, Default::default()).await.unwrap();
-    assert!(report.is_clean(), "{report}");
+    s.audit_clean().await;
 }

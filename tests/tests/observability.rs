@@ -85,6 +85,8 @@ struct Stack {
     broker: Broker,
     smtp: SmtpServer,
     api: ApiProcess,
+    /// Where the API serves its metrics (METRICS_ADDR), off its own port.
+    api_metrics: String,
     workers: WorkersProcess,
     dir: TempDir,
 }
@@ -95,7 +97,9 @@ async fn stack(log_format: &str) -> Stack {
     let smtp = SmtpServer::start().await;
     let config = shop.config(&broker, &smtp);
     let dir = TempDir::new("observability");
-    let api = ApiProcess::start(&shop.app.db.api_url, &[]).await;
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let api = ApiProcess::start(&shop.app.db.api_url, &[("METRICS_ADDR", &metrics_addr)]).await;
+    let api_metrics = format!("http://{metrics_addr}/metrics");
     let workers = WorkersProcess::start(&config, &dir.0, log_format);
     let http = awc::Client::default();
     eventually(30, "the workers serve their metrics and the queues exist", || async {
@@ -103,7 +107,7 @@ async fn stack(log_format: &str) -> Stack {
         up && broker.exists(&broker.names.inventory).await && broker.exists(&broker.names.email).await
     })
     .await;
-    Stack { shop, broker, smtp, api, workers, dir }
+    Stack { shop, broker, smtp, api, api_metrics, workers, dir }
 }
 
 /// What a POST answered, with the headers these tests read.
@@ -217,7 +221,10 @@ async fn the_metrics_of_both_processes_move_as_a_purchase_says() {
     let s = &st.shop;
     // The shop's setup (its restock) went through; from here on, what moves is the purchase's.
     st.settled().await;
-    let api_url = st.api.url("/metrics");
+    let api_url = st.api_metrics.clone();
+    // never on the API's own port: they count every tenant's requests
+    let public = awc::Client::default().get(st.api.url("/metrics")).send().await.unwrap();
+    assert_eq!(public.status(), StatusCode::NOT_FOUND, "the API's port does not serve /metrics");
     let (api0, workers0) = (scrape(&api_url).await, scrape(&st.workers.metrics_url()).await);
     let last_event = s.scalar("SELECT coalesce(max(id), 0) FROM outbox").await;
 
@@ -521,10 +528,10 @@ async fn a_prometheus_server_scrapes_the_stack_and_answers_queries() {
     let dir = &st.dir.0;
     let config = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\n\
-         scrape_configs:\n  - job_name: ledger-api\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n\
+         scrape_configs:\n  - job_name: ledger-api\n    static_configs:\n      - targets: ['{}']\n\
          \x20 - job_name: ledger-workers\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
         ops_dir().join("rules.yml").display(),
-        st.api.port,
+        st.api_metrics.trim_start_matches("http://").trim_end_matches("/metrics"),
         st.workers.metrics_port
     );
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();

@@ -5,19 +5,24 @@
 //! for the (charge, reference), the ledger equal to the provider, the final
 //! answer on retry and a clean audit.
 
+use std::ops::Deref;
 use std::time::Duration;
 
 use awc::http::StatusCode;
 use ledger_tests::api_process::{post, ApiProcess, Reply};
-use ledger_tests::provider::FakeProvider;
-use ledger_tests::{spawn_app_with, spawn_worker_process, TestApp};
+use ledger_tests::card_shop::CardShop;
 use serde_json::{json, Value};
 
 struct Shop {
-    app: TestApp,
-    fake: FakeProvider,
-    key: String,
+    card: CardShop,
     charge: String,
+}
+
+impl Deref for Shop {
+    type Target = CardShop;
+    fn deref(&self) -> &CardShop {
+        &self.card
+    }
 }
 
 const REFUND_KEY: &str = "o1:refund:1";
@@ -25,39 +30,16 @@ const REFUND_KEY: &str = "o1:refund:1";
 /// A card charge of 12.00 (fee 1.20) paid through the in-process server; the
 /// refunds go to real `ledger-api` processes pointed at the same provider.
 async fn shop() -> Shop {
-    let fake = FakeProvider::start(&[]);
-    let app = spawn_app_with(|c| fake.configure(&mut c.gateway)).await;
-    let key = app.tenant("shop").await;
-    let seller = app.account(&key, "seller", "USD", false).await;
-    let platform = app.account(&key, "platform", "USD", false).await;
+    let card = CardShop::new().await;
     let body = json!({"order_id": "o1", "attempt": 1, "payment_method": "pm_card_visa",
-                      "seller_account_id": seller, "amount": "12.00", "currency": "USD",
-                      "platform_fee": {"account_id": platform, "amount": "1.20"}});
-    let paid = app.post("/v1/charges", &key, "o1:1", body).await;
+                      "seller_account_id": card.seller, "amount": "12.00", "currency": "USD",
+                      "platform_fee": {"account_id": card.platform, "amount": "1.20"}});
+    let paid = card.app.post("/v1/charges", &card.key, "o1:1", body).await;
     assert_eq!(paid.status, StatusCode::CREATED, "{paid:?}");
-    Shop { charge: paid.id(), app, fake, key }
+    Shop { charge: paid.id(), card }
 }
 
 impl Shop {
-    async fn api(&self, crash_at: Option<&str>) -> ApiProcess {
-        let mut env: Vec<(&str, String)> = self.fake.env();
-        env.push(("CARD_LEASE_SECS", "1".to_owned()));
-        env.push(("GATEWAY_TIMEOUT_MS", "5000".to_owned()));
-        if let Some(point) = crash_at {
-            env.push(("LEDGER_CRASH_AT", point.to_owned()));
-        }
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        ApiProcess::start(&self.app.db.url, &env).await
-    }
-
-    fn completer(&self, crash_at: Option<&str>) -> std::process::Child {
-        let mut config = workers::config::Config::local(&self.app.db.url, "refunds-crash");
-        self.fake.configure(&mut config.gateway);
-        config.gateway.card_lease_secs = 1;
-        config.completer_poll_ms = 50;
-        spawn_worker_process(&config, "completer", crash_at)
-    }
-
     async fn refund(&self, api: &ApiProcess) -> Result<Reply, String> {
         let body = json!({"reference": "o1:refund:1", "amount": "5.00"});
         post(
@@ -70,23 +52,9 @@ impl Shop {
         .await
     }
 
-    async fn scalar(&self, sql: &str) -> i64 {
-        self.app.db.client().await.query_one(sql, &[]).await.unwrap().get(0)
-    }
-
-    /// Sends the refund to a process armed at `point`, which dies there;
-    /// restarts it unarmed and retries with the same key, twice.
+    /// `CardShop::crash_then_retry` with the refund.
     async fn crash_then_retry(&self, point: &str) -> Reply {
-        let mut victim = self.api(Some(point)).await;
-        let first = self.refund(&victim).await;
-        assert!(first.is_err(), "the process died at `{point}` without answering: {first:?}");
-        assert!(victim.exited(Duration::from_secs(10)).await.is_some_and(|s| !s.success()), "died at `{point}`");
-        let api = self.api(None).await;
-        let retry = self.refund(&api).await.expect("the retry is answered");
-        let again = self.refund(&api).await.expect("answered again");
-        assert!(again.replayed, "{again:?}");
-        assert_eq!((again.status, &again.body), (retry.status, &retry.body), "the one final answer");
-        retry
+        self.card.crash_then_retry(point, async |api| self.refund(api).await).await
     }
 
     async fn assert_refunded_once(&self, answer: &Value) {
@@ -102,8 +70,7 @@ impl Shop {
         let refunded: rust_decimal::Decimal =
             self.app.db.client().await.query_one("SELECT refunded_amount FROM charges", &[]).await.unwrap().get(0);
         assert_eq!(refunded, rust_decimal::Decimal::new(5, 0), "the ledger equals the provider");
-        let report = ledger::audit::audit(&self.app.db.client().await, Default::default()).await.unwrap();
-        assert!(report.is_clean(), "{report}");
+        self.audit_clean().await;
     }
 }
 
@@ -144,12 +111,12 @@ async fn the_completer_killed_after_the_provider_refunded_is_resumed_once() {
     assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
     assert_eq!(first.body["status"], "pending");
 
-    let mut victim = s.completer(Some("completer-after-provider"));
+    let mut victim = s.completer_process(Some("completer-after-provider"));
     let status = tokio::task::spawn_blocking(move || victim.wait().unwrap()).await.unwrap();
     assert!(!status.success(), "the completer died at its point");
     assert_eq!(s.scalar("SELECT count(*) FROM refunds WHERE status = 'pending'").await, 1, "nothing recorded");
 
-    let mut completer = s.completer(None);
+    let mut completer = s.completer_process(None);
     ledger_tests::eventually(20, "the restarted completer completes the refund", || async {
         s.scalar("SELECT count(*) FROM refunds WHERE status = 'succeeded'").await == 1
     })

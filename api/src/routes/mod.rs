@@ -15,7 +15,7 @@ pub mod provider;
 pub mod transfers;
 
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(health::healthz).service(health::readyz).service(crate::metrics::scrape).service(
+    cfg.service(health::healthz).service(health::readyz).service(
         utoipa_actix_web::scope("/v1")
             .service(accounts::create)
             .service(accounts::get)
