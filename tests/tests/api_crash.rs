@@ -210,10 +210,10 @@ async fn crash_in_a_batch(point: &str) -> i64 {
     // dies.
     let holder = app.db.client().await;
     holder
-        .batch_execute(&format!(
+        .batch_execute(
             "BEGIN; INSERT INTO idempotency_keys (tenant_id, key, fingerprint) \
-             SELECT id, 'held:1', '\\x00' FROM tenants WHERE name = 'shop'"
-        ))
+             SELECT id, 'held:1', '\\x00' FROM tenants WHERE name = 'shop'",
+        )
         .await
         .unwrap();
     let (k, b) = (key.clone(), sent[0].1.clone());
