@@ -30,43 +30,32 @@ pub fn script(buyers: usize) -> String {
     let mut s = String::new();
     s.push_str(&format!("\\set b random(0, {})\n", buyers - 1));
     s.push_str(&bind(ledger::tenants::AUTHENTICATE_SQL, &["keyhash"]));
-    // The values the service computes in Rust (ids, the order, the
-    // fingerprint), and every statement's arrays (each statement runs over
-    // arrays: one element for a charge alone, as the service sends it).
+    // The values the service computes in Rust (ids, the order, the fingerprint).
     s.push_str(
         "SELECT buyer, seller, ARRAY[buyer, seller, :platform::uuid]::text AS ids, ARRAY[buyer]::text AS debited, \
-         ARRAY[buyer]::text AS buyers, ARRAY[seller]::text AS sellers, \
+         ARRAY[buyer, seller, :platform::uuid]::text AS legaccounts, \
          ARRAY[seller, :platform::uuid]::text AS slotaccounts, \
          gen_random_uuid() AS txid, gen_random_uuid() AS chargeid, gen_random_uuid() AS msgid, \
          'pg-' || gen_random_uuid() AS orderid FROM bench_pick WHERE n = :b \\gset\n",
     );
-    s.push_str(
-        "SELECT ARRAY[:tenant::uuid]::text AS tenants, ARRAY[:tenant::uuid, :tenant::uuid, :tenant::uuid]::text AS tenants3, \
-         ARRAY[:orderid]::text AS orders, ARRAY[sha256(convert_to(:orderid, 'UTF8'))]::text AS fps, \
-         ARRAY[:txid::uuid]::text AS txids, ARRAY[:txid::uuid, :txid::uuid, :txid::uuid]::text AS entrytxs, \
-         ARRAY[:chargeid::uuid]::text AS chargeids, ARRAY[:msgid::uuid]::text AS msgids, \
-         ARRAY[:payload::jsonb]::text AS payloads, ARRAY[:headers::jsonb]::text AS headerss, \
-         ARRAY[convert_to(:answer, 'UTF8')]::text AS answers \\gset\n",
-    );
+    s.push_str("SELECT sha256(convert_to(:orderid, 'UTF8')) AS fp \\gset\n");
     // The service looks for a completed answer under the key first (a miss for a new charge).
     s.push_str(&bind(ledger::idempotency::COMPLETED_SQL, &["tenant", "orderid", "retention"]));
     s.push_str("BEGIN;\n");
-    s.push_str(&bind(ledger::idempotency::CLAIM_SQL, &["tenants", "orders", "fps", "retention"]));
-    s.push_str(&bind(ledger::posting::LOCK_ACCOUNTS_SQL, &["tenants", "debited"]));
-    s.push_str(&bind(ledger::posting::READ_ACCOUNTS_SQL, &["tenants3", "ids"]));
-    s.push_str(&bind(&ledger::charges::find_order_sql(), &["tenants", "orders"]));
+    s.push_str(&bind(ledger::idempotency::CLAIM_SQL, &["tenant", "orderid", "fp", "retention"]));
+    s.push_str(&bind(ledger::posting::LOCK_ACCOUNTS_SQL, &["debited", "tenant"]));
+    s.push_str(&bind(ledger::posting::READ_ACCOUNTS_SQL, &["ids", "tenant"]));
+    s.push_str(&bind(&ledger::charges::find_order_sql(), &["tenant", "orderid"]));
     s.push_str(&bind(
         ledger::posting::POST_SQL,
         &[
+            "txid",
+            "tenant",
             "kind",
-            "txids",
-            "tenants",
-            "currencies",
-            "entrytxs",
+            "currency",
             "legs",
-            "ids",
+            "legaccounts",
             "legamounts",
-            "currencies3",
             "debited",
             "debits",
             "slotaccounts",
@@ -76,24 +65,14 @@ pub fn script(buyers: usize) -> String {
     s.push_str(&bind(
         &ledger::charges::insert_sql(),
         &[
-            "chargeids",
-            "tenants",
-            "orders",
-            "attempts",
-            "buyers",
-            "sellers",
-            "platforms",
-            "amounts",
-            "fees",
-            "currencies",
-            "txids",
-            "emails",
+            "chargeid", "tenant", "orderid", "attempt", "buyer", "seller", "platform", "amount", "fee", "currency",
+            "txid", "email",
         ],
     ));
-    s.push_str(&bind(ledger::outbox::ENQUEUE_SQL, &["msgids", "tenants", "event", "orders", "payloads", "msgids"]));
+    s.push_str(&bind(ledger::outbox::ENQUEUE_SQL, &["msgid", "tenant", "event", "orderid", "payload", "msgid"]));
     s.push_str(&bind(
         ledger::idempotency::STORE_SQL,
-        &["tenants", "orders", "statuses", "contenttypes", "headerss", "answers"],
+        &["tenant", "orderid", "status", "contenttype", "headers", "answer"],
     ));
     s.push_str("COMMIT;\n");
     s

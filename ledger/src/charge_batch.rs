@@ -4,9 +4,11 @@
 //! given: its transaction and its event, its decline, its natural-key
 //! answer or its error, and never its neighbours'.
 //!
-//! This is the one path of every wallet charge: a charge alone
-//! ([`create`]) is a batch of one. The statements run over
-//! arrays: the buyers with a floor are locked in id order (one statement;
+//! The decisions are the lone path's ([`crate::charges::create`]): the
+//! same terms (`ChargeTerms`), natural keys (`existing_in`) and checks, in
+//! the same order. Its statements are the lone path's over arrays, kept
+//! apart from the lone path's own single-row ones because those measured
+//! faster for a charge alone (`bench/README.md`): the buyers with a floor are locked in id order (one statement;
 //! two batches, or a batch and a lone charge, cannot deadlock on them), the
 //! accounts and every order's charges are read after the locks, floors are
 //! checked here in order against running balances, and what was decided is
@@ -31,11 +33,11 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Statement;
 use uuid::Uuid;
 
-use crate::charges::{existing_in, find_order_sql, from_row, insert_sql, Charge, NewCharge};
+use crate::charges::{existing_in, find_order_many_sql, from_row, insert_many_sql, Charge, NewCharge};
 use crate::db::Cached;
 use crate::events::ChargeSucceededV1;
 use crate::money::Currency;
-use crate::posting::{LOCK_ACCOUNTS_SQL, POST_SQL, READ_ACCOUNTS_SQL, SKIP_LOCKED, SWEEP_SQL};
+use crate::posting::{LOCK_MANY_SQL, POST_MANY_SQL, READ_MANY_SQL, SKIP_LOCKED, SWEEP_SQL};
 use crate::{outbox, Decline, Error, Outcome, Result, TenantId};
 
 /// One charge of a batch.
@@ -71,27 +73,10 @@ struct Account {
     credits: Decimal,
 }
 
-/// Creates the charge of an order attempt, or returns the existing one when
-/// the same attempt was already charged with the same terms; refuses a
-/// charge for an order that another attempt already paid; declines when the
-/// buyer cannot pay.
-pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge) -> Result<Outcome<Charge>> {
-    // A batch of one: the statements and the decisions are the batch's, so
-    // a wallet charge is decided in one place. Alone, nothing is left to
-    // decide after a commit: no other charge of the batch shares its order,
-    // and no credit of the batch is its buyer's.
-    let request_id = crate::request_id::current();
-    let item = BatchedCharge { tenant, new, request_id: request_id.as_deref() };
-    match create_many(tx, std::slice::from_ref(&item), Locks::Wait).await?.pop() {
-        Some(Batched::Done(outcome)) => outcome,
-        _ => Err(Error::unknown("a charge alone", "left undecided")),
-    }
-}
-
 /// How a batch takes its buyers' row locks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Locks {
-    /// Wait for a row another transaction holds (a charge alone).
+    /// Wait for a row another transaction holds.
     Wait,
     /// Skip it: that buyer's charge is left to run alone (a batch of
     /// requests, so that a stranger's locked row holds none of them up).
@@ -126,8 +111,8 @@ pub async fn create_many(tx: &Transaction<'_>, items: &[BatchedCharge<'_>], lock
     debited.dedup();
     let (t, a): (Vec<Uuid>, Vec<Uuid>) = debited.iter().copied().unzip();
     let lock_sql = match locks {
-        Locks::Wait => LOCK_ACCOUNTS_SQL.to_owned(),
-        Locks::Skip => format!("{LOCK_ACCOUNTS_SQL}{SKIP_LOCKED}"),
+        Locks::Wait => LOCK_MANY_SQL.to_owned(),
+        Locks::Skip => format!("{LOCK_MANY_SQL}{SKIP_LOCKED}"),
     };
     let locked: HashSet<Uuid> = tx.cached_query(&lock_sql, &[&t, &a]).await?.iter().map(|r| r.get(0)).collect();
     // the keys and the buyers are locked by this transaction, nothing written yet
@@ -148,9 +133,9 @@ pub async fn create_many(tx: &Transaction<'_>, items: &[BatchedCharge<'_>], lock
         live.iter().map(|&i| (items[i].tenant.0, items[i].new.order_id.as_str())).unzip();
     // Both reads at once: tokio-postgres pipelines them on the connection
     // (`pipelined`).
-    let orders_sql = find_order_sql();
+    let orders_sql = find_order_many_sql();
     let (account_params, order_params): ([&(dyn ToSql + Sync); 2], [&(dyn ToSql + Sync); 2]) = ([&t, &a], [&ot, &oo]);
-    let (read, orders) = pipelined(tx, READ_ACCOUNTS_SQL, &orders_sql).await?;
+    let (read, orders) = pipelined(tx, READ_MANY_SQL, &orders_sql).await?;
     let (account_rows, order_rows) =
         futures::try_join!(tx.query(&read, &account_params), tx.query(&orders, &order_params))?;
     let mut accounts: HashMap<(Uuid, Uuid), Account> = HashMap::new();
@@ -322,7 +307,7 @@ async fn write(
     // The postings and the charges at once (pipelined): the charges' foreign
     // keys to their transactions are checked at the end of their statement,
     // which PostgreSQL runs after the postings' (one connection, in order).
-    let insert_sql = insert_sql();
+    let insert_sql = insert_many_sql();
     let post_params: [&(dyn ToSql + Sync); 13] = [
         &"charge",
         &tx_ids,
@@ -352,7 +337,7 @@ async fn write(
         &cols.transactions,
         &cols.emails,
     ];
-    let (post, insert) = pipelined(tx, POST_SQL, &insert_sql).await?;
+    let (post, insert) = pipelined(tx, POST_MANY_SQL, &insert_sql).await?;
     let (_, rows) = futures::try_join!(tx.execute(&post, &post_params), tx.query(&insert, &charge_params))?;
     let mut by_id: HashMap<Uuid, Charge> = HashMap::new();
     for row in &rows {
@@ -363,13 +348,11 @@ async fn write(
     for (p, id) in applied.iter().zip(&cols.ids) {
         posted.push((p.item, by_id.remove(id).ok_or_else(|| Error::unknown("batched charge", id.to_string()))?));
     }
-    let data: Vec<ChargeSucceededV1> = posted.iter().map(|(_, charge)| ChargeSucceededV1::from(charge)).collect();
-    let events: Vec<(TenantId, Option<&str>, Option<&str>, &ChargeSucceededV1)> = posted
+    let events: Vec<(TenantId, Option<&str>, Option<&str>, ChargeSucceededV1)> = posted
         .iter()
-        .zip(&data)
-        .map(|((i, _), event)| {
+        .map(|(i, charge)| {
             let item = &items[*i];
-            (item.tenant, Some(item.new.order_id.as_str()), item.request_id, event)
+            (item.tenant, Some(item.new.order_id.as_str()), item.request_id, ChargeSucceededV1::from(charge))
         })
         .collect();
     outbox::enqueue_many(tx, &events).await?;

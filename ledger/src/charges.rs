@@ -20,7 +20,9 @@ use uuid::Uuid;
 
 use crate::events::{ChargeStatusV1, ChargeSucceededV1, PlatformFeeV1};
 use crate::money::Currency;
-use crate::{Error, Result, TenantId};
+use crate::outbox;
+use crate::posting::{lock_debited, post};
+use crate::{Error, Outcome, Result, TenantId};
 
 #[derive(Debug, Clone)]
 pub struct Charge {
@@ -147,9 +149,25 @@ pub(crate) const WALLET_RETURNING: &str =
      platform_account_id, fee, refunded_amount, refunded_fee, transaction_id, created_at, receipt_email, status, \
      NULL::text, NULL::text, NULL::text, NULL::text, NULL::uuid, NULL::timestamptz, NULL::jsonb, NULL::text";
 
-/// Inserts wallet charges, over arrays: one for a charge alone, a batch's
-/// at once (`ledger-bench` runs it in pgbench too).
+/// Inserts a charge (`ledger-bench` runs it in pgbench too).
 pub fn insert_sql() -> String {
+    format!(
+        "INSERT INTO charges (id, tenant_id, order_id, attempt, buyer_account_id, seller_account_id, \
+                              platform_account_id, amount, fee, currency, transaction_id, receipt_email) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {WALLET_RETURNING}"
+    )
+}
+
+/// The charges of an order, oldest attempt first: the natural keys of a new
+/// charge, its attempt's and its order's, in one lookup (`ledger-bench` runs
+/// it in pgbench too).
+pub fn find_order_sql() -> String {
+    format!("SELECT {COLUMNS} FROM {FROM} WHERE c.tenant_id = $1 AND c.order_id = $2 ORDER BY c.attempt")
+}
+
+/// [`insert_sql`] for a batch of charges (`charge_batch`), over arrays
+/// (public for the test that prepares it ahead of a batch).
+pub fn insert_many_sql() -> String {
     format!(
         "INSERT INTO charges (id, tenant_id, order_id, attempt, buyer_account_id, seller_account_id, \
                               platform_account_id, amount, fee, currency, transaction_id, receipt_email) \
@@ -159,13 +177,12 @@ pub fn insert_sql() -> String {
     )
 }
 
-/// The charges of (tenant, order) pairs, oldest attempt first, each row
-/// ending with its tenant: the natural keys of new charges, their
-/// attempt's and their order's, in one lookup (`ledger-bench` runs it in
-/// pgbench too). `LATERAL`, so that each pair is one lookup in the order
-/// index: as a plain join of the arrays, the generic plan of the prepared
-/// statement scanned every charge.
-pub fn find_order_sql() -> String {
+/// The charges of many (tenant, order) pairs, oldest attempt first, each
+/// row ending with its tenant: [`find_order_sql`] for a batch. `LATERAL`,
+/// so that each pair is one lookup in the order index: as a plain join of
+/// the arrays, the generic plan of the prepared statement scanned every
+/// charge.
+pub(crate) fn find_order_many_sql() -> String {
     format!(
         "SELECT x.* FROM unnest($1::uuid[], $2::text[]) AS o(t, id) \
            CROSS JOIN LATERAL (SELECT {COLUMNS}, c.tenant_id FROM {FROM} \
@@ -307,6 +324,59 @@ impl NewCharge {
     }
 }
 
+/// Creates the charge of an order attempt, or returns the existing one when
+/// the same attempt was already charged with the same terms; refuses a
+/// charge for an order that another attempt already paid; declines when the
+/// buyer cannot pay.
+pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge) -> Result<Outcome<Charge>> {
+    let terms = new.terms();
+    terms.check()?;
+    let ids = terms.accounts(new.buyer);
+    // Lock first, then look for the natural keys: a concurrent duplicate of
+    // this attempt (or another attempt by the same buyer) waits on the
+    // buyer's row lock (the only one a charge takes: the seller and the
+    // platform are credited on slot rows), and once it gets it, the first
+    // charge is committed and visible to the lookup below. Attempts by
+    // different buyers (or by a buyer that may go negative, whose row is not
+    // locked) do not queue here: the unique index on the order stops the
+    // second insert, and its request gets a 409 `contention` whose retry
+    // finds the charge.
+    let locked = lock_debited(tx, tenant, &ids, &[new.buyer], new.currency).await?;
+    // the key row and the accounts are locked by this transaction, nothing written yet
+    crate::crash::point("charge-after-account-lock");
+    if let Some(existing) = existing_attempt(tx, tenant, &new.order_id, new.attempt, |c| new.same_as(c)).await? {
+        return Ok(Outcome::Existing(existing));
+    }
+    let fee = new.platform_fee.as_ref().map_or(Decimal::ZERO, |f| f.amount);
+    let legs = terms.legs(new.buyer);
+    let transaction_id = match post(tx, tenant, "charge", new.currency, &locked, &legs).await? {
+        Ok(id) => id,
+        Err(decline) => return Ok(Outcome::Declined(decline)),
+    };
+    let row = tx
+        .cached_one(
+            &insert_sql(),
+            &[
+                &Uuid::now_v7(),
+                &tenant.0,
+                &new.order_id,
+                &new.attempt,
+                &new.buyer,
+                &new.seller,
+                &new.platform_fee.as_ref().map(|f| f.account_id),
+                &new.amount,
+                &fee,
+                &new.currency.code(),
+                &transaction_id,
+                &new.receipt_email,
+            ],
+        )
+        .await?;
+    let charge = from_row(&row)?.charge;
+    outbox::enqueue(tx, tenant, Some(&charge.order_id), &ChargeSucceededV1::from(&charge)).await?;
+    Ok(Outcome::Applied(charge))
+}
+
 /// Locks a charge for the rest of `tx` and reads it, its card row included.
 ///
 /// Two statements on purpose. Under READ COMMITTED, a `SELECT … FOR UPDATE
@@ -341,7 +411,7 @@ pub(crate) async fn existing_attempt(
     attempt: i32,
     same_as: impl Fn(&Charge) -> bool,
 ) -> Result<Option<Charge>> {
-    let rows = tx.cached_query(&find_order_sql(), &[&[tenant.0].as_slice(), &[order_id].as_slice()]).await?;
+    let rows = tx.cached_query(&find_order_sql(), &[&tenant.0, &order_id]).await?;
     let order: Vec<Charge> = rows.iter().map(|r| from_row(r).map(|c| c.charge)).collect::<Result<_>>()?;
     existing_in(&order, order_id, attempt, same_as)
 }
@@ -378,6 +448,6 @@ pub async fn get(client: &impl GenericClient, tenant: TenantId, id: Uuid) -> Res
 
 /// Every attempt's charge of an order, oldest attempt first.
 pub async fn by_order(client: &impl GenericClient, tenant: TenantId, order_id: &str) -> Result<Vec<Charge>> {
-    let rows = client.query(&find_order_sql(), &[&[tenant.0].as_slice(), &[order_id].as_slice()]).await?;
+    let rows = client.query(&find_order_sql(), &[&tenant.0, &order_id]).await?;
     rows.iter().map(|r| from_row(r).map(|c| c.charge)).collect()
 }

@@ -14,6 +14,18 @@ use crate::db::Cached;
 use crate::retention::purge_in_batches;
 use crate::{Error, Result, TenantId};
 
+/// Claims a key, first statement of every effectful request (`ledger-bench`
+/// runs these statements in pgbench too). A key older than the retention is
+/// taken over as if it were new.
+pub const CLAIM_SQL: &str = "INSERT INTO idempotency_keys (tenant_id, key, fingerprint) VALUES ($1, $2, $3) \
+     ON CONFLICT (tenant_id, key) DO UPDATE \
+         SET fingerprint = EXCLUDED.fingerprint, status_code = NULL, content_type = NULL, \
+             response_headers = '[]', response_body = NULL, charge_id = NULL, refund_id = NULL, created_at = now() \
+       WHERE idempotency_keys.created_at < now() - make_interval(secs => $4) \
+     RETURNING 1";
+/// Stores the answer, last statement before the commit.
+pub const STORE_SQL: &str = "UPDATE idempotency_keys SET status_code = $3, content_type = $4, \
+     response_headers = $5, response_body = $6 WHERE tenant_id = $1 AND key = $2";
 /// The stored answer of a completed request whose key has not expired.
 pub const COMPLETED_SQL: &str = "SELECT fingerprint, status_code, content_type, response_headers, response_body \
      FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND status_code IS NOT NULL \
@@ -102,8 +114,8 @@ pub async fn claim(
     // Twice at most: the second time only if the purge deleted the row
     // between the insert and the read.
     for _ in 0..2 {
-        let claims = [KeyClaim { tenant, key, fingerprint }];
-        if claim_many(tx, &claims, retention_secs).await?[0] {
+        let owned = tx.cached_opt(CLAIM_SQL, &[&tenant.0, &key, &fingerprint, &retention_secs]).await?;
+        if owned.is_some() {
             return Ok(Claim::Owned);
         }
         if let Some(row) = tx.cached_opt(STORED_SQL, &[&tenant.0, &key]).await? {
@@ -126,7 +138,10 @@ pub async fn claim(
 
 /// Stores the answer of the request that owns the key, in its transaction.
 pub async fn store(tx: &Transaction<'_>, tenant: TenantId, key: &str, answer: &Answer) -> Result<()> {
-    store_many(tx, &[(tenant, key, answer)]).await
+    let headers = serde_json::to_value(&answer.headers).expect("headers serialize");
+    let status = i16::try_from(answer.status).expect("an HTTP status fits in i16");
+    tx.cached_execute(STORE_SQL, &[&tenant.0, &key, &status, &answer.content_type, &headers, &answer.body]).await?;
+    Ok(())
 }
 
 /// Records the key's recovery point: its transaction made an effect whose
@@ -183,29 +198,27 @@ pub async fn purge_expired(client: &impl GenericClient, retention_secs: f64) -> 
     .await?)
 }
 
-/// Claims keys, first statement of every effectful request's transaction
-/// (one key for a request alone, a batch's keys at once), over arrays
-/// (`ledger-bench` runs these statements in pgbench too). A key older than
-/// the retention is taken over as if it were new. The keys are claimed in
-/// (tenant, key) order, so two batches that share keys wait for each other
-/// instead of deadlocking. The caller passes each (tenant, key) at most
-/// once: one statement cannot claim a key twice.
-pub const CLAIM_SQL: &str = "INSERT INTO idempotency_keys (tenant_id, key, fingerprint) \
+/// Claims many keys in one statement, for a batch of requests run in one
+/// transaction (`group commit`): the same insert as [`CLAIM_SQL`], over
+/// arrays. The keys are claimed in (tenant, key) order, so two batches that
+/// share keys wait for each other instead of deadlocking. The caller passes
+/// each (tenant, key) at most once: one statement cannot claim a key twice.
+pub const CLAIM_MANY_SQL: &str = "INSERT INTO idempotency_keys (tenant_id, key, fingerprint) \
      SELECT t, k, f FROM unnest($1::uuid[], $2::text[], $3::bytea[]) AS c(t, k, f) ORDER BY t, k \
      ON CONFLICT (tenant_id, key) DO UPDATE \
          SET fingerprint = EXCLUDED.fingerprint, status_code = NULL, content_type = NULL, \
              response_headers = '[]', response_body = NULL, charge_id = NULL, refund_id = NULL, created_at = now() \
        WHERE idempotency_keys.created_at < now() - make_interval(secs => $4) \
      RETURNING tenant_id, key";
-/// Stores answers, one per owned key, last statement before the commit.
-pub const STORE_SQL: &str = "UPDATE idempotency_keys k SET status_code = a.s, content_type = a.ct, \
+/// Stores many answers, one per owned key.
+const STORE_MANY_SQL: &str = "UPDATE idempotency_keys k SET status_code = a.s, content_type = a.ct, \
      response_headers = a.h, response_body = a.b \
      FROM unnest($1::uuid[], $2::text[], $3::int2[], $4::text[], $5::jsonb[], $6::bytea[]) AS a(t, key, s, ct, h, b) \
      WHERE k.tenant_id = a.t AND k.key = a.key";
 /// Gives back keys claimed in this transaction whose request got no answer
 /// to store (an error, or a request sent back to run alone): what a
 /// rollback does to the key of a request that runs alone.
-const RELEASE_SQL: &str = "DELETE FROM idempotency_keys k USING unnest($1::uuid[], $2::text[]) AS r(t, key) \
+const RELEASE_MANY_SQL: &str = "DELETE FROM idempotency_keys k USING unnest($1::uuid[], $2::text[]) AS r(t, key) \
      WHERE k.tenant_id = r.t AND k.key = r.key";
 
 /// A request's key in a batch: its tenant, the key and the request's
@@ -225,7 +238,7 @@ pub async fn claim_many(tx: &Transaction<'_>, claims: &[KeyClaim<'_>], retention
     let tenants: Vec<uuid::Uuid> = claims.iter().map(|c| c.tenant.0).collect();
     let keys: Vec<&str> = claims.iter().map(|c| c.key).collect();
     let fingerprints: Vec<&[u8]> = claims.iter().map(|c| c.fingerprint).collect();
-    let rows = tx.cached_query(CLAIM_SQL, &[&tenants, &keys, &fingerprints, &retention_secs]).await?;
+    let rows = tx.cached_query(CLAIM_MANY_SQL, &[&tenants, &keys, &fingerprints, &retention_secs]).await?;
     let owned: std::collections::HashSet<(uuid::Uuid, String)> =
         rows.iter().map(|r| (r.get::<_, uuid::Uuid>(0), r.get::<_, String>(1))).collect();
     Ok(claims.iter().map(|c| owned.contains(&(c.tenant.0, c.key.to_owned()))).collect())
@@ -244,7 +257,7 @@ pub async fn store_many(tx: &Transaction<'_>, answers: &[(TenantId, &str, &Answe
     let headers: Vec<serde_json::Value> =
         answers.iter().map(|a| serde_json::to_value(&a.2.headers).expect("headers serialize")).collect();
     let bodies: Vec<&[u8]> = answers.iter().map(|a| a.2.body.as_slice()).collect();
-    tx.cached_execute(STORE_SQL, &[&tenants, &keys, &statuses, &types, &headers, &bodies]).await?;
+    tx.cached_execute(STORE_MANY_SQL, &[&tenants, &keys, &statuses, &types, &headers, &bodies]).await?;
     Ok(())
 }
 
@@ -256,6 +269,6 @@ pub async fn release_many(tx: &Transaction<'_>, keys: &[(TenantId, &str)]) -> Re
     }
     let tenants: Vec<uuid::Uuid> = keys.iter().map(|k| k.0 .0).collect();
     let names: Vec<&str> = keys.iter().map(|k| k.1).collect();
-    tx.cached_execute(RELEASE_SQL, &[&tenants, &names]).await?;
+    tx.cached_execute(RELEASE_MANY_SQL, &[&tenants, &names]).await?;
     Ok(())
 }

@@ -15,11 +15,9 @@ use crate::events::{Envelope, Event};
 use crate::retention::purge_in_batches;
 use crate::{Result, TenantId};
 
-/// Writes events of one type, over arrays: one for a request alone, a
-/// batch's at once (`ledger-bench` runs it in pgbench too).
+/// The statement that writes an event (`ledger-bench` runs it in pgbench too).
 pub const ENQUEUE_SQL: &str = "INSERT INTO outbox (message_id, tenant_id, event_type, order_id, payload, request_id) \
-     SELECT m, t, $3, o, p, r FROM unnest($1::uuid[], $2::uuid[], $4::text[], $5::jsonb[], $6::text[]) \
-         AS e(m, t, o, p, r)";
+                               VALUES ($1, $2, $3, $4, $5, $6)";
 
 /// Writes an event into the outbox within `tx`, with the id of the request
 /// it is written for (`request_id`); returns its message id.
@@ -29,9 +27,10 @@ pub async fn enqueue<E: Event>(
     order_id: Option<&str>,
     data: &E,
 ) -> Result<Uuid> {
+    let (message_id, payload) = envelope(tenant, order_id, data, Utc::now());
     let request_id = crate::request_id::current();
-    let ids = enqueue_many(tx, &[(tenant, order_id, request_id.as_deref(), data)]).await?;
-    Ok(ids[0])
+    tx.cached_execute(ENQUEUE_SQL, &[&message_id, &tenant.0, &E::TYPE, &order_id, &payload, &request_id]).await?;
+    Ok(message_id)
 }
 
 /// A new event's message id and envelope, as the outbox stores it.
@@ -58,19 +57,25 @@ fn envelope<E: Event>(
 /// id of the request it is written for; returns their message ids in order.
 pub async fn enqueue_many<E: Event>(
     tx: &Transaction<'_>,
-    events: &[(TenantId, Option<&str>, Option<&str>, &E)],
+    events: &[(TenantId, Option<&str>, Option<&str>, E)],
 ) -> Result<Vec<Uuid>> {
     let now = Utc::now();
     let (mut ids, mut tenants, mut orders, mut payloads, mut requests) = (vec![], vec![], vec![], vec![], vec![]);
     for (tenant, order_id, request_id, data) in events {
-        let (message_id, payload) = envelope(*tenant, *order_id, *data, now);
+        let (message_id, payload) = envelope(*tenant, *order_id, data, now);
         payloads.push(payload);
         ids.push(message_id);
         tenants.push(tenant.0);
         orders.push(*order_id);
         requests.push(*request_id);
     }
-    tx.cached_execute(ENQUEUE_SQL, &[&ids, &tenants, &E::TYPE, &orders, &payloads, &requests]).await?;
+    tx.cached_execute(
+        "INSERT INTO outbox (message_id, tenant_id, event_type, order_id, payload, request_id) \
+         SELECT m, t, $3, o, p, r FROM unnest($1::uuid[], $2::uuid[], $4::text[], $5::jsonb[], $6::text[]) \
+             AS e(m, t, o, p, r)",
+        &[&ids, &tenants, &E::TYPE, &orders, &payloads, &requests],
+    )
+    .await?;
     Ok(ids)
 }
 

@@ -13,30 +13,24 @@ use uuid::Uuid;
 use crate::money::Currency;
 use crate::{Decline, Error, Result, TenantId};
 
-/// Locks the accounts with a floor among the (tenant, account) pairs a
-/// posting, or a batch of them, debits, in id order, so that two postings
-/// (or batches) cannot deadlock on them (`ledger-bench` runs these
-/// statements in pgbench too). Only their debits need the row: a credit, or
-/// a debit of an account that may go negative, lands on a slot row and
-/// locks no account row, so the platform-fee account, sellers and external
-/// accounts are no hot rows. `FOR NO KEY UPDATE`, like the balance UPDATE
-/// itself: it does not conflict with the key-share locks that other
-/// transactions' foreign keys to the account take.
-pub const LOCK_ACCOUNTS_SQL: &str = "SELECT a.id FROM accounts a \
-     JOIN unnest($1::uuid[], $2::uuid[]) AS d(t, id) ON a.id = d.id AND a.tenant_id = d.t \
-     WHERE NOT a.allow_negative ORDER BY a.id FOR NO KEY UPDATE OF a";
-/// What a batch of charges appends to [`LOCK_ACCOUNTS_SQL`]: a buyer whose
-/// row another transaction holds is skipped, not waited for, and its charge
-/// runs alone after the batch (where it waits for the row by itself), so
-/// one locked buyer never holds up a batch of strangers.
-pub(crate) const SKIP_LOCKED: &str = " SKIP LOCKED";
+/// Locks the accounts with a floor among those a posting debits, in id order,
+/// so that two postings cannot deadlock (`ledger-bench` runs it in pgbench
+/// too). Only their debits need the row: a credit, or a debit of an account
+/// that may go negative, lands on a slot row and locks no account row, so
+/// the platform-fee account, sellers and external accounts are no hot rows.
+/// `FOR NO KEY UPDATE`, like the balance UPDATE itself: it does not conflict
+/// with the key-share locks that other transactions' foreign keys to the
+/// account take.
+pub const LOCK_ACCOUNTS_SQL: &str = "SELECT id FROM accounts WHERE id = ANY($1) AND tenant_id = $2 \
+                                     AND NOT allow_negative ORDER BY id FOR NO KEY UPDATE";
 
-/// The (tenant, account) pairs' accounts and their whole balances (the
-/// row's part and the sum of its slots), read in a snapshot taken after the
-/// locks above were granted.
-pub const READ_ACCOUNTS_SQL: &str = "SELECT a.id, a.tenant_id, a.currency, a.allow_negative, a.balance, \
-            coalesce((SELECT sum(s.balance) FROM account_slots s WHERE s.account_id = a.id), 0) \
-       FROM accounts a JOIN unnest($1::uuid[], $2::uuid[]) AS d(t, id) ON a.id = d.id AND a.tenant_id = d.t";
+/// The accounts of a posting and their whole balances (the row's part and
+/// the sum of its slots), read in a snapshot taken after the locks above were
+/// granted (`ledger-bench` runs it in pgbench too).
+pub const READ_ACCOUNTS_SQL: &str = "SELECT a.id, a.currency, a.allow_negative, a.balance, \
+                                            coalesce((SELECT sum(s.balance) FROM account_slots s \
+                                                       WHERE s.account_id = a.id), 0) \
+                                       FROM accounts a WHERE a.id = ANY($1) AND a.tenant_id = $2";
 
 /// Folds the slots of the locked accounts `$1` into their rows: run by a
 /// debit that the row's part alone cannot cover, under the account's row
@@ -53,29 +47,26 @@ pub(crate) const SWEEP_SQL: &str = "WITH s AS (
            FROM (SELECT account_id, sum(balance) AS total FROM s GROUP BY account_id) x
           WHERE a.id = x.account_id";
 
-/// One round trip for one transaction or a batch of them, of one kind:
-/// their rows, their entries, the debits of locked floor accounts on their
-/// rows and every other delta on this session's slots, each account once
-/// (summed by the caller), in account order (`ledger-bench` runs it in
-/// pgbench too). An account has up to 16 slots and a session always writes
-/// the same one (its backend pid modulo 16), so concurrent postings from
-/// the connections of a pool rarely share a slot; the slots are written in
-/// account order, so two sessions that do cannot deadlock.
+/// One round trip: the transaction, its entries, the debits of accounts with
+/// a floor on their (locked) rows, everything else on this session's slots
+/// (`ledger-bench` runs it in pgbench too). An account has up to 16 slots and
+/// a session always writes the same one (its backend pid modulo 16), so
+/// concurrent postings from the connections of a pool rarely share a slot;
+/// the slots are written in account order, so two sessions that do cannot
+/// deadlock.
 pub const POST_SQL: &str = "WITH t AS (
-             INSERT INTO ledger_transactions (id, tenant_id, kind, currency)
-             SELECT id, t, $1, c FROM unnest($2::uuid[], $3::uuid[], $4::text[]) AS x(id, t, c)
+             INSERT INTO ledger_transactions (id, tenant_id, kind, currency) VALUES ($1, $2, $3, $4)
          ), e AS (
              INSERT INTO ledger_entries (transaction_id, leg, account_id, amount, currency)
-             SELECT tx, leg, account, amount, c
-               FROM unnest($5::uuid[], $6::int2[], $7::uuid[], $8::numeric[], $9::text[]) AS l(tx, leg, account, amount, c)
+             SELECT $1, leg, account, amount, $4 FROM unnest($5::int2[], $6::uuid[], $7::numeric[]) AS l(leg, account, amount)
          ), r AS (
              UPDATE accounts a SET balance = a.balance + d.delta
-               FROM unnest($10::uuid[], $11::numeric[]) AS d(account, delta)
+               FROM unnest($8::uuid[], $9::numeric[]) AS d(account, delta)
               WHERE a.id = d.account
          )
          INSERT INTO account_slots AS s (account_id, slot, balance)
          SELECT d.account, (pg_backend_pid() % 16)::int2, d.delta
-           FROM unnest($12::uuid[], $13::numeric[]) AS d(account, delta) ORDER BY d.account
+           FROM unnest($10::uuid[], $11::numeric[]) AS d(account, delta) ORDER BY d.account
          ON CONFLICT (account_id, slot) DO UPDATE SET balance = s.balance + excluded.balance";
 
 #[derive(Debug, Clone)]
@@ -119,21 +110,19 @@ pub async fn lock_debited(
     let locked_ids: Vec<Uuid> = if debited.is_empty() {
         Vec::new()
     } else {
-        let tenants = vec![tenant.0; debited.len()];
-        tx.cached_query(LOCK_ACCOUNTS_SQL, &[&tenants, &debited]).await?.iter().map(|r| r.get(0)).collect()
+        tx.cached_query(LOCK_ACCOUNTS_SQL, &[&debited, &tenant.0]).await?.iter().map(|r| r.get(0)).collect()
     };
     // A new statement, so a new snapshot: every credit committed before the
     // locks were granted is in the balance read here.
-    let tenants = vec![tenant.0; ids.len()];
-    let rows = tx.cached_query(READ_ACCOUNTS_SQL, &[&tenants, &ids]).await?;
+    let rows = tx.cached_query(READ_ACCOUNTS_SQL, &[&ids, &tenant.0]).await?;
     let mut locked = BTreeMap::new();
     for row in rows {
-        let row_balance: Decimal = row.get(4);
-        let slots: Decimal = row.get(5);
+        let row_balance: Decimal = row.get(3);
+        let slots: Decimal = row.get(4);
         let account = LockedAccount {
             id: row.get(0),
-            currency: crate::stored::currency(row.get(2))?,
-            allow_negative: row.get(3),
+            currency: crate::stored::currency(row.get(1))?,
+            allow_negative: row.get(2),
             balance: row_balance + slots,
             row_balance,
             locked: false,
@@ -201,23 +190,20 @@ pub async fn post(
     }
 
     let transaction_id = Uuid::now_v7();
-    let n = legs.len();
-    let leg_numbers: Vec<i16> = (0..n as i16).collect();
+    let leg_numbers: Vec<i16> = (0..legs.len() as i16).collect();
     let leg_accounts: Vec<Uuid> = legs.iter().map(|l| l.0).collect();
     let leg_amounts: Vec<Decimal> = legs.iter().map(|l| l.1).collect();
     // One round trip: the transaction, its entries and the balances.
     tx.cached_execute(
         POST_SQL,
         &[
+            &transaction_id,
+            &tenant.0,
             &kind,
-            &[transaction_id].as_slice(),
-            &[tenant.0].as_slice(),
-            &[currency.code()].as_slice(),
-            &vec![transaction_id; n],
+            &currency.code(),
             &leg_numbers,
             &leg_accounts,
             &leg_amounts,
-            &vec![currency.code(); n],
             &row_accounts,
             &row_deltas,
             &slot_accounts,
@@ -227,3 +213,39 @@ pub async fn post(
     .await?;
     Ok(Ok(transaction_id))
 }
+
+/// The floor accounts among a batch's debited (tenant, account) pairs,
+/// locked in id order like [`LOCK_ACCOUNTS_SQL`], so that two batches, or a
+/// batch and a lone posting, cannot deadlock on them.
+pub(crate) const LOCK_MANY_SQL: &str = "SELECT a.id FROM accounts a \
+     JOIN unnest($1::uuid[], $2::uuid[]) AS d(t, id) ON a.id = d.id AND a.tenant_id = d.t \
+     WHERE NOT a.allow_negative ORDER BY a.id FOR NO KEY UPDATE OF a";
+/// What a batch of charges appends to [`LOCK_MANY_SQL`]: a buyer whose row
+/// another transaction holds is skipped, not waited for, and its charge
+/// runs alone after the batch (where it waits for the row by itself), so
+/// one locked buyer never holds up a batch of strangers.
+pub(crate) const SKIP_LOCKED: &str = " SKIP LOCKED";
+/// [`READ_ACCOUNTS_SQL`] for a batch's (tenant, account) pairs.
+pub(crate) const READ_MANY_SQL: &str = "SELECT a.id, a.tenant_id, a.currency, a.allow_negative, a.balance, \
+            coalesce((SELECT sum(s.balance) FROM account_slots s WHERE s.account_id = a.id), 0) \
+       FROM accounts a JOIN unnest($1::uuid[], $2::uuid[]) AS d(t, id) ON a.id = d.id AND a.tenant_id = d.t";
+/// [`POST_SQL`] for many transactions of one kind at once: their rows, their
+/// entries, the debits of locked floor accounts on their rows and every
+/// other delta on this session's slots, each account once (summed by the
+/// caller), in account order.
+pub(crate) const POST_MANY_SQL: &str = "WITH t AS (
+             INSERT INTO ledger_transactions (id, tenant_id, kind, currency)
+             SELECT id, t, $1, c FROM unnest($2::uuid[], $3::uuid[], $4::text[]) AS x(id, t, c)
+         ), e AS (
+             INSERT INTO ledger_entries (transaction_id, leg, account_id, amount, currency)
+             SELECT tx, leg, account, amount, c
+               FROM unnest($5::uuid[], $6::int2[], $7::uuid[], $8::numeric[], $9::text[]) AS l(tx, leg, account, amount, c)
+         ), r AS (
+             UPDATE accounts a SET balance = a.balance + d.delta
+               FROM unnest($10::uuid[], $11::numeric[]) AS d(account, delta)
+              WHERE a.id = d.account
+         )
+         INSERT INTO account_slots AS s (account_id, slot, balance)
+         SELECT d.account, (pg_backend_pid() % 16)::int2, d.delta
+           FROM unnest($12::uuid[], $13::numeric[]) AS d(account, delta) ORDER BY d.account
+         ON CONFLICT (account_id, slot) DO UPDATE SET balance = s.balance + excluded.balance";

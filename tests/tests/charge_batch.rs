@@ -213,7 +213,7 @@ async fn a_batch_runs_its_statements_in_order_whatever_its_connection_prepared_b
 
     let pool = ledger::db::pool(&app.db.url, &Default::default()).unwrap();
     let mut client = pool.get().await.unwrap();
-    client.prepare_cached(&ledger::charges::insert_sql()).await.unwrap();
+    client.prepare_cached(&ledger::charges::insert_many_sql()).await.unwrap();
     let new = |order: &str| NewCharge {
         order_id: order.to_owned(),
         attempt: 1,

@@ -265,7 +265,7 @@ pub async fn run_batched<T: Serialize>(
 ) -> Result<HttpResponse, ApiError> {
     let alone = async |charge: ledger::charges::NewCharge| {
         run(state, tenant, key, canonical_body, applied, async |tx| {
-            Ok(ledger::charge_batch::create(tx, tenant, &charge).await?.map(to_wire))
+            Ok(ledger::charges::create(tx, tenant, &charge).await?.map(to_wire))
         })
         .await
     };
