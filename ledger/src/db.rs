@@ -77,11 +77,21 @@ impl Default for PoolOptions {
 impl PoolOptions {
     /// The session settings every pooled connection starts with, as
     /// PostgreSQL command-line options.
+    ///
+    /// `plan_cache_mode=force_generic_plan`: every statement of the request
+    /// path is prepared once per connection (`Cached`), and is meant to be
+    /// planned once too. Left to choose, PostgreSQL compares the generic
+    /// plan's estimate with the custom plans' of the first five runs; for a
+    /// statement over arrays (`unnest`) the generic plan guesses ten rows
+    /// where a custom plan sees the array, so it is never chosen, and such a
+    /// statement was planned again on every run. Each statement here is an
+    /// index lookup by key whatever its values, which the generic plan is.
     pub fn session_options(&self) -> String {
         let k = &self.keepalives;
         format!(
             "-c lock_timeout={} -c statement_timeout={} -c idle_in_transaction_session_timeout={} \
-             -c tcp_keepalives_idle={} -c tcp_keepalives_interval={} -c tcp_keepalives_count={}",
+             -c tcp_keepalives_idle={} -c tcp_keepalives_interval={} -c tcp_keepalives_count={} \
+             -c plan_cache_mode=force_generic_plan",
             self.lock_timeout.as_millis(),
             self.statement_timeout.as_millis(),
             self.idle_in_transaction_timeout.as_millis(),
