@@ -97,7 +97,8 @@ pub struct Entry {
     /// Entry id; also the pagination cursor.
     pub id: i64,
     pub transaction_id: Uuid,
-    /// What the transaction was: transfer, charge or refund.
+    /// What the transaction was: transfer, charge, refund, or the reversal of
+    /// a card refund the provider failed.
     pub kind: EntryKind,
     /// Signed: positive credits the account, negative debits it.
     pub amount: Decimal,
@@ -110,6 +111,7 @@ pub enum EntryKind {
     Transfer,
     Charge,
     Refund,
+    RefundReversal,
 }
 
 impl EntryKind {
@@ -118,6 +120,7 @@ impl EntryKind {
             "transfer" => Ok(EntryKind::Transfer),
             "charge" => Ok(EntryKind::Charge),
             "refund" => Ok(EntryKind::Refund),
+            "refund_reversal" => Ok(EntryKind::RefundReversal),
             other => Err(Error::unknown("ledger transaction kind", other)),
         }
     }

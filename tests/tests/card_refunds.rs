@@ -231,6 +231,12 @@ async fn a_refund_the_provider_fails_later_is_undone_once() {
     assert_eq!(s.provider_refunded("f1").await, 0);
     assert_eq!(s.scalar("SELECT count(*) FROM ledger_transactions WHERE kind = 'refund_reversal'").await, 1);
     assert_eq!(s.scalar("SELECT count(*) FROM outbox WHERE event_type = 'charge.refund_failed'").await, 1);
+    // the seller's history shows the charge, the refund and its reversal
+    let entries = s.app.get(&format!("/v1/accounts/{}/entries", s.seller), &s.key).await;
+    assert_eq!(entries.status, StatusCode::OK, "{entries:?}");
+    let kinds: Vec<String> =
+        entries.json()["data"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(kinds, ["refund_reversal", "refund", "charge"]);
     // the same event again (the fake delivers both refund.failed and charge.refund.updated): nothing more
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(s.scalar("SELECT count(*) FROM ledger_transactions WHERE kind = 'refund_reversal'").await, 1);

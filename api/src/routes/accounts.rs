@@ -50,7 +50,8 @@ pub struct Entry {
     #[schema(example = "1042")]
     pub id: String,
     pub transaction_id: Uuid,
-    /// What the transaction was: transfer, charge or refund.
+    /// What the transaction was: transfer, charge, refund, or the reversal
+    /// of a card refund the provider failed.
     pub kind: EntryKind,
     /// Signed: positive credits the account, negative debits it.
     #[schema(value_type = String, pattern = r"^-?[0-9]+(\.[0-9]+)?$", example = "-12.50")]
@@ -66,6 +67,9 @@ pub enum EntryKind {
     Transfer,
     Charge,
     Refund,
+    /// A card refund the provider failed, undone: the refund's entries
+    /// reversed.
+    RefundReversal,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -89,6 +93,7 @@ impl From<ledger::accounts::EntryPage> for EntryPage {
                         K::Transfer => EntryKind::Transfer,
                         K::Charge => EntryKind::Charge,
                         K::Refund => EntryKind::Refund,
+                        K::RefundReversal => EntryKind::RefundReversal,
                     },
                     amount: e.amount,
                     currency: e.currency,
