@@ -10,6 +10,7 @@ use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
 use crate::money::Currency;
+use crate::pagination::{Cursor, Page, MAX_PAGE};
 use crate::{Error, Outcome, Result, TenantId};
 
 #[derive(Debug, Clone)]
@@ -92,6 +93,74 @@ pub async fn get(client: &impl GenericClient, tenant: TenantId, id: Uuid) -> Res
     from_row(&row)
 }
 
+/// Which of a tenant's accounts a list holds; every filter is optional.
+#[derive(Debug, Default)]
+pub struct AccountFilter<'a> {
+    /// References that start with this.
+    pub reference_prefix: Option<&'a str>,
+    pub currency: Option<Currency>,
+    pub created_gte: Option<DateTime<Utc>>,
+    pub created_lt: Option<DateTime<Utc>>,
+}
+
+/// The tenant's accounts that pass `filter`, newest first, `limit` (1 to
+/// [`MAX_PAGE`]) from `cursor`. A cursor must be one of the tenant's
+/// accounts; a new account created while a client pages never shows up on
+/// a later page (it is newer than every cursor), so pages never repeat nor
+/// skip an account.
+pub async fn list(
+    client: &impl GenericClient,
+    tenant: TenantId,
+    filter: &AccountFilter<'_>,
+    cursor: Cursor,
+    limit: i64,
+) -> Result<Page<Account>> {
+    let (bound, op, order) = match cursor {
+        Cursor::Newest => (None, "<", "DESC"),
+        Cursor::After(id) => (Some(id), "<", "DESC"),
+        Cursor::Before(id) => (Some(id), ">", "ASC"),
+    };
+    if let Some(id) = bound {
+        let known = client
+            .query_opt("SELECT 1 FROM accounts WHERE id = $1 AND tenant_id = $2", &[&id, &tenant.0])
+            .await?
+            .is_some();
+        if !known {
+            return Err(Error::UnknownCursor(id));
+        }
+    }
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {READ_COLUMNS} FROM accounts a \
+                  WHERE a.tenant_id = $1 \
+                    AND ($2::text IS NULL OR starts_with(a.reference, $2)) \
+                    AND ($3::text IS NULL OR a.currency = $3) \
+                    AND ($4::timestamptz IS NULL OR a.created_at >= $4) \
+                    AND ($5::timestamptz IS NULL OR a.created_at < $5) \
+                    AND ($6::uuid IS NULL OR a.id {op} $6) \
+                  ORDER BY a.id {order} LIMIT $7"
+            ),
+            &[
+                &tenant.0,
+                &filter.reference_prefix,
+                &filter.currency.map(|c| c.code()),
+                &filter.created_gte,
+                &filter.created_lt,
+                &bound,
+                &(limit + 1),
+            ],
+        )
+        .await?;
+    let mut data = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+    let has_more = data.len() as i64 > limit;
+    data.truncate(limit as usize);
+    if matches!(cursor, Cursor::Before(_)) {
+        data.reverse();
+    }
+    Ok(Page { data, has_more })
+}
+
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// Entry id; also the pagination cursor.
@@ -132,8 +201,6 @@ pub struct EntryPage {
     /// The cursor of the next (older) page; `None` on the last page.
     pub next_cursor: Option<i64>,
 }
-
-pub const MAX_PAGE: i64 = 100;
 
 /// The account's entries, newest first, `limit` at a time, strictly older
 /// than `cursor` when given.

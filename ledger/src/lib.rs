@@ -27,6 +27,7 @@ pub mod inventory;
 pub mod money;
 pub mod outbox;
 pub mod outcome;
+pub mod pagination;
 pub mod phases;
 pub mod posting;
 pub mod provider_events;

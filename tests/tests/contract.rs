@@ -141,7 +141,7 @@ async fn the_entries_page_documents_the_limit_and_cursor_it_enforces() {
     let params = spec["paths"]["/v1/accounts/{id}/entries"]["get"]["parameters"].as_array().unwrap().clone();
     let param = |name: &str| params.iter().find(|p| p["name"] == name).unwrap()["schema"].clone();
     assert_eq!(param("limit")["minimum"], 1);
-    assert_eq!(param("limit")["maximum"], ledger::accounts::MAX_PAGE);
+    assert_eq!(param("limit")["maximum"], ledger::pagination::MAX_PAGE);
     let cursor = regex::Regex::new(param("cursor")["pattern"].as_str().unwrap()).unwrap();
 
     let app = spawn_app().await;

@@ -153,6 +153,81 @@ pub async fn create(
     .await
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AccountsQuery {
+    /// Page size, 1 to 100 (default 10).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+    /// The id of an account of this list: the page holds the accounts just
+    /// older than it (the next page after a page: its last account's id).
+    pub starting_after: Option<Uuid>,
+    /// The id of an account of this list: the page holds the accounts just
+    /// newer than it (the page before a page: its first account's id).
+    pub ending_before: Option<Uuid>,
+    /// Only accounts whose reference starts with this.
+    #[param(min_length = 1, max_length = 255, example = "buyer-")]
+    pub reference_prefix: Option<String>,
+    /// Only accounts in this currency.
+    #[param(value_type = Option<Currency>)]
+    pub currency: Option<String>,
+    /// Only accounts created at or after this instant (RFC 3339).
+    #[serde(rename = "created[gte]")]
+    pub created_gte: Option<DateTime<Utc>>,
+    /// Only accounts created before this instant (RFC 3339).
+    #[serde(rename = "created[lt]")]
+    pub created_lt: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AccountList {
+    /// The page, newest first.
+    pub data: Vec<Account>,
+    /// Whether the list goes on past this page in the direction it was
+    /// read: older accounts (`starting_after` or neither), or newer ones
+    /// (`ending_before`).
+    pub has_more: bool,
+}
+
+/// List accounts, newest first, a page at a time.
+#[utoipa::path(
+    operation_id = "list_accounts",
+    tag = "accounts",
+    params(AccountsQuery),
+    responses(
+        (status = 200, description = "A page of accounts (empty when none)", body = AccountList),
+        (status = 400, description = "`invalid_parameter`: `limit` not from 1 to 100, `starting_after` with `ending_before`, a cursor that is not an account of this list, or a value of the wrong type", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unknown_currency`; `invalid_field`: `reference_prefix` is not 1 to 255 printable ASCII characters", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/accounts")]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<AccountsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let (cursor, limit) = crate::routes::page(q.limit, q.starting_after, q.ending_before)?;
+    let currency = q.currency.as_deref().map(str::parse).transpose()?;
+    let reference_prefix = match &q.reference_prefix {
+        Some(p) if p.is_empty() || p.len() > 255 || !p.bytes().all(|b| (0x20..=0x7e).contains(&b)) => {
+            return Err(ApiError::invalid_field("`reference_prefix` must be 1 to 255 printable ASCII characters"))
+        }
+        p => p.as_deref(),
+    };
+    let filter = ledger::accounts::AccountFilter {
+        reference_prefix,
+        currency,
+        created_gte: q.created_gte,
+        created_lt: q.created_lt,
+    };
+    let client = state.pool.get().await?;
+    let page = ledger::accounts::list(&**client, caller.0, &filter, cursor, limit).await?;
+    Ok(HttpResponse::Ok()
+        .json(AccountList { data: page.data.into_iter().map(Account::from).collect(), has_more: page.has_more }))
+}
+
 /// Get an account and its balance.
 #[utoipa::path(
     operation_id = "get_account",
@@ -202,7 +277,7 @@ pub async fn entries(
 ) -> Result<HttpResponse, ApiError> {
     use crate::error::ProblemCode::InvalidParameter;
     let limit = query.limit.unwrap_or(50);
-    if !(1..=ledger::accounts::MAX_PAGE).contains(&limit) {
+    if !(1..=ledger::pagination::MAX_PAGE).contains(&limit) {
         return Err(ApiError::bad_request(InvalidParameter, "`limit` must be from 1 to 100"));
     }
     let cursor =

@@ -18,6 +18,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(health::healthz).service(health::readyz).service(
         utoipa_actix_web::scope("/v1")
             .service(accounts::create)
+            .service(accounts::list)
             .service(accounts::get)
             .service(accounts::entries)
             .service(transfers::create)
@@ -48,6 +49,32 @@ pub fn identifier<'a>(field: &str, value: &'a str) -> Result<&'a str, ApiError> 
             "`{field}` must be 1 to 255 printable ASCII characters without surrounding spaces"
         )))
     }
+}
+
+/// A list's page request, Stripe's way: `limit` (1 to 100, default 10) and at
+/// most one of `starting_after` and `ending_before`.
+pub fn page(
+    limit: Option<i64>,
+    starting_after: Option<uuid::Uuid>,
+    ending_before: Option<uuid::Uuid>,
+) -> Result<(ledger::pagination::Cursor, i64), ApiError> {
+    use ledger::pagination::{Cursor, MAX_PAGE};
+    let limit = limit.unwrap_or(10);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(ProblemCode::InvalidParameter, "`limit` must be from 1 to 100"));
+    }
+    let cursor = match (starting_after, ending_before) {
+        (None, None) => Cursor::Newest,
+        (Some(id), None) => Cursor::After(id),
+        (None, Some(id)) => Cursor::Before(id),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                ProblemCode::InvalidParameter,
+                "give at most one of `starting_after` and `ending_before`",
+            ))
+        }
+    };
+    Ok((cursor, limit))
 }
 
 /// A SKU: letters, digits and `._:-`, starting with a letter or digit, at most 100.
