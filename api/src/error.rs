@@ -18,6 +18,7 @@ pub enum ProblemCode {
     InvalidBody,
     InvalidField,
     InvalidParameter,
+    ConflictingCursors,
     UnsupportedMediaType,
     PayloadTooLarge,
     MissingIdempotencyKey,
@@ -217,7 +218,6 @@ impl From<ledger::Error> for ApiError {
         let (status, code) = match &e {
             E::Amount(a) => return a.clone().into(),
             E::AccountNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::AccountNotFound),
-            E::UnknownCursor(_) => (StatusCode::BAD_REQUEST, ProblemCode::InvalidParameter),
             E::ChargeNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::ChargeNotFound),
             E::TransferNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::TransferNotFound),
             E::ReservationNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::ReservationNotFound),

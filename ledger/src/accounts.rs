@@ -105,7 +105,8 @@ pub struct AccountFilter<'a> {
 
 /// The tenant's accounts that pass `filter`, newest first, `limit` (1 to
 /// [`MAX_PAGE`]) from `cursor`. A cursor must be one of the tenant's
-/// accounts; a new account created while a client pages never shows up on
+/// accounts (else `AccountNotFound`, as for any id of another tenant's); a
+/// new account created while a client pages never shows up on
 /// a later page (it is newer than every cursor), so pages never repeat nor
 /// skip an account.
 pub async fn list(
@@ -126,7 +127,7 @@ pub async fn list(
             .await?
             .is_some();
         if !known {
-            return Err(Error::UnknownCursor(id));
+            return Err(Error::AccountNotFound(id));
         }
     }
     let rows = client

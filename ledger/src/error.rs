@@ -45,10 +45,6 @@ pub enum Error {
     /// (purged in between, twice): the request should be retried.
     #[error("the Idempotency-Key changed under this request")]
     KeyChanged,
-    /// A list's `starting_after` or `ending_before` that names nothing in
-    /// this list for this tenant (another tenant's id among them).
-    #[error("`{0}` is not an item of this list")]
-    UnknownCursor(Uuid),
     /// A posting debited an account with a floor whose row lock it did not
     /// take: a bug in the caller, refused before anything is written.
     #[error("account {0} is debited but was not locked")]

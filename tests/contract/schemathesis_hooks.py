@@ -48,6 +48,8 @@ RULES_BEYOND_THE_SCHEMA = frozenset(
         "refund_exceeds_charge",
         # exactly one of `buyer_account_id` and `payment_method`
         "invalid_payment_source",
+        # at most one of a list's `starting_after` and `ending_before`
+        "conflicting_cursors",
     }
 )
 

@@ -1,8 +1,8 @@
 //! Lists a page at a time (`GET /v1/accounts`): newest first, `limit` at a
 //! time, `starting_after` and `ending_before` walking both ways over the
 //! same rows, `has_more`; no row missed or repeated while rows are created
-//! during the walk; filters; a cursor that is not an item of the caller's
-//! list refused with 400, never another tenant's rows.
+//! during the walk; filters; a cursor that is not one of the caller's
+//! accounts answered 404, never with another tenant's rows.
 
 use std::collections::BTreeSet;
 
@@ -82,15 +82,17 @@ async fn filters_narrow_the_list_and_bad_cursors_are_refused() {
         page(&app, &key, &format!("limit=2&created[gte]={}&created[lt]={}", range(before), range(after))).await;
     assert_eq!((ids, has_more), (vec![euro.clone(), seller.clone()], true));
 
-    // a cursor from another tenant, or no account at all: 400, nothing of theirs
-    for bad in [format!("starting_after={theirs}"), format!("ending_before={theirs}"), "starting_after=nope".into()] {
+    // a cursor from another tenant is not found, like any of its ids: nothing of theirs
+    for bad in [format!("starting_after={theirs}"), format!("ending_before={theirs}")] {
+        let r = app.get(&format!("/v1/accounts?{bad}"), &key).await;
+        assert_eq!((r.status, r.code().as_str()), (StatusCode::NOT_FOUND, "account_not_found"), "{bad}");
+    }
+    for bad in ["limit=0", "limit=101", "starting_after=nope"] {
         let r = app.get(&format!("/v1/accounts?{bad}"), &key).await;
         assert_eq!((r.status, r.code().as_str()), (StatusCode::BAD_REQUEST, "invalid_parameter"), "{bad}");
     }
-    for bad in ["limit=0", "limit=101", &format!("starting_after={buyer}&ending_before={seller}")] {
-        let r = app.get(&format!("/v1/accounts?{bad}"), &key).await;
-        assert_eq!((r.status, r.code().as_str()), (StatusCode::BAD_REQUEST, "invalid_parameter"), "{bad}");
-    }
+    let both = app.get(&format!("/v1/accounts?starting_after={buyer}&ending_before={seller}"), &key).await;
+    assert_eq!((both.status, both.code().as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "conflicting_cursors"));
     let r = app.get("/v1/accounts?currency=XYZ", &key).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{r:?}");
     let (ids, has_more) = page(&app, &other, "").await;

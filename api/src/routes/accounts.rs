@@ -167,7 +167,7 @@ pub struct AccountsQuery {
     /// newer than it (the page before a page: its first account's id).
     pub ending_before: Option<Uuid>,
     /// Only accounts whose reference starts with this.
-    #[param(min_length = 1, max_length = 255, example = "buyer-")]
+    #[param(min_length = 1, max_length = 255, pattern = r"^[ -~]{1,255}$", example = "buyer-")]
     pub reference_prefix: Option<String>,
     /// Only accounts in this currency.
     #[param(value_type = Option<Currency>)]
@@ -197,8 +197,9 @@ pub struct AccountList {
     params(AccountsQuery),
     responses(
         (status = 200, description = "A page of accounts (empty when none)", body = AccountList),
-        (status = 400, description = "`invalid_parameter`: `limit` not from 1 to 100, `starting_after` with `ending_before`, a cursor that is not an account of this list, or a value of the wrong type", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`unknown_currency`; `invalid_field`: `reference_prefix` is not 1 to 255 printable ASCII characters", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_parameter`: `limit` not from 1 to 100, or a value of the wrong type", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`account_not_found`: `starting_after` or `ending_before` is not one of this tenant's accounts", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unknown_currency`; `invalid_field`: `reference_prefix` is not 1 to 255 printable ASCII characters; `conflicting_cursors`: both `starting_after` and `ending_before` were given", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/accounts")]

@@ -67,9 +67,12 @@ pub fn page(
         (None, None) => Cursor::Newest,
         (Some(id), None) => Cursor::After(id),
         (None, Some(id)) => Cursor::Before(id),
+        // a rule across fields: 422, as the API answers every such rule (a
+        // request its schema allows is never 400)
         (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                ProblemCode::InvalidParameter,
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ProblemCode::ConflictingCursors,
                 "give at most one of `starting_after` and `ending_before`",
             ))
         }
