@@ -6,7 +6,9 @@
 //! A wrong key costs as little as it can: one without the key shape is
 //! refused without a lookup, one looked up and found unknown is remembered
 //! for the cache period (`keys`), and an address whose keys keep failing is
-//! refused further lookups (429) for a while (`limits::FailedAuths`).
+//! refused further lookups (429) for a while (`limits::FailedAuths`), except
+//! of keys it found live before, so that a legitimate client behind the same
+//! address keeps working.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -55,8 +57,13 @@ impl FromRequest for Caller {
             let owner = match state.keys.cached(&digest) {
                 Cached::Owner(owner) => owner,
                 Cached::Unknown => return Err(refused()),
-                Cached::Ask => {
-                    state.failed_auths.check(addr).map_err(ApiError::too_many_failed_authentications)?;
+                Cached::Ask { known } => {
+                    // a key found live before is looked up again whatever
+                    // the address's failures: a client behind the same
+                    // address as one sending wrong keys keeps working
+                    if !known {
+                        state.failed_auths.check(addr).map_err(ApiError::too_many_failed_authentications)?;
+                    }
                     state.keys.look_up(&state.pool, digest).await?.ok_or_else(refused)?
                 }
             };

@@ -55,8 +55,10 @@ pub enum Cached {
     Owner(KeyOwner),
     /// Looked up within the period and not found live.
     Unknown,
-    /// Not looked up within the period: ask the database.
-    Ask,
+    /// Not looked up within the period: ask the database. `known`: it was
+    /// found live before (its period ran out), so it is no stranger's guess
+    /// and its lookup is never refused for the address's failures.
+    Ask { known: bool },
 }
 
 impl Keys {
@@ -80,7 +82,7 @@ impl Keys {
         if inner.unknown.get(digest).is_some_and(|at| at.elapsed() < self.ttl) {
             return Cached::Unknown;
         }
-        Cached::Ask
+        Cached::Ask { known: inner.found.contains_key(digest) }
     }
 
     /// The owner of the live key with `digest`, asked of the database (and

@@ -22,6 +22,8 @@ fn short(workload: &str) -> String {
         "new charge" => "charge".into(),
         "purchase (res+charge)" => "purchase".into(),
         "purchase (live workers)" => "purchase+workers".into(),
+        "new charge (one buyer locked)" => "charge, locked buyer".into(),
+        "new charge (under bad keys)" => "charge, bad keys".into(),
         // the growth pair: "new charge (empty)", "new charge (10M)"
         w if w.starts_with("new charge (") => {
             format!("charge {}", w.trim_start_matches("new charge (").trim_end_matches(')'))
@@ -38,7 +40,9 @@ fn groups(report: &Value) -> Vec<Group> {
         .flatten()
         .flat_map(|pair| [&pair["empty"], &pair["grown"]])
         .collect();
-    let service: Vec<&Value> = report["service"].as_array().into_iter().flatten().chain(growth).collect();
+    let fairness = report["fairness"].as_array().into_iter().flatten().map(|f| &f["figures"]);
+    let service: Vec<&Value> =
+        report["service"].as_array().into_iter().flatten().chain(fairness).chain(growth).collect();
     let pgbench: Vec<&Value> = report["pgbench"]
         .as_array()
         .into_iter()

@@ -45,6 +45,8 @@ pub enum Error {
     Returned(String),
     #[error("expected an unpublished outbox backlog, found {unpublished} unpublished of {total}")]
     NoBacklog { unpublished: i64, total: i64 },
+    #[error("the locked buyer: {0}")]
+    LockedBuyer(String),
     #[error("no charge was created: nothing to replay")]
     NothingToReplay,
     #[error("the benchmark panicked")]

@@ -114,7 +114,8 @@ impl Figures {
     pub(crate) fn rps(&self) -> f64 {
         self.requests as f64 / self.secs
     }
-    fn ms(&self, q: f64) -> f64 {
+    /// The latency at quantile `q`, in milliseconds.
+    pub(crate) fn ms(&self, q: f64) -> f64 {
         self.hist.value_at_quantile(q) as f64 / 1000.0
     }
     pub(crate) fn json(&self) -> Value {
@@ -125,7 +126,7 @@ impl Figures {
     }
     pub(crate) fn row(&self) -> String {
         format!(
-            "{:<22} {:>5} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            "{:<29} {:>5} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
             self.workload,
             self.concurrency,
             self.rps(),
@@ -252,6 +253,20 @@ pub(crate) struct Http {
 
 impl Http {
     pub(crate) async fn post(&self, path: &str, key: &str, body: Vec<u8>) -> Result<(u16, bool, Vec<u8>)> {
+        let (status, replayed, body) = self.send(path, key, body).await?;
+        if !(200..300).contains(&status) {
+            // The first few wrong answers are shown: a count alone does not say why.
+            static SHOWN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            if SHOWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 5 {
+                eprintln!("  {path}: {status} {}", String::from_utf8_lossy(&body));
+            }
+        }
+        Ok((status, replayed, body))
+    }
+
+    /// As [`Http::post`], showing nothing: for requests whose refusal is
+    /// expected and counted by the caller.
+    pub(crate) async fn send(&self, path: &str, key: &str, body: Vec<u8>) -> Result<(u16, bool, Vec<u8>)> {
         let mut res = self
             .client
             .post(format!("{}{}", self.base, path))
@@ -263,15 +278,7 @@ impl Http {
             .map_err(|e| Error::Http(e.to_string()))?;
         let replayed = res.headers().get("idempotent-replayed").is_some_and(|v| v.as_bytes() == b"true");
         let body = res.body().limit(1 << 20).await.map_err(|e| Error::Http(e.to_string()))?.to_vec();
-        let status = res.status().as_u16();
-        if !(200..300).contains(&status) {
-            // The first few wrong answers are shown: a count alone does not say why.
-            static SHOWN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            if SHOWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 5 {
-                eprintln!("  {path}: {status} {}", String::from_utf8_lossy(&body));
-            }
-        }
-        Ok((status, replayed, body))
+        Ok((res.status().as_u16(), replayed, body))
     }
 
     async fn create(&self, path: &str, key: &str, body: Value) -> Value {
@@ -352,9 +359,14 @@ pub(crate) fn check_created(w: &mut Wrong, r: &Result<(u16, bool, Vec<u8>)>) -> 
 /// The body of the charge of `order`: a buyer and seller picked by `i`, the
 /// one hot platform-fee account.
 fn charge_body(acc: &Accounts, order: &str, i: usize) -> Vec<u8> {
+    charge_body_by(acc, order, i % acc.buyers.len(), i)
+}
+
+/// As [`charge_body`], paid by the buyer `buyer` (an index into the buyers).
+pub(crate) fn charge_body_by(acc: &Accounts, order: &str, buyer: usize, i: usize) -> Vec<u8> {
     json!({
         "order_id": order, "attempt": 1,
-        "buyer_account_id": acc.buyers[i % acc.buyers.len()],
+        "buyer_account_id": acc.buyers[buyer],
         "seller_account_id": acc.sellers[i % acc.sellers.len()],
         "amount": "1.00", "currency": "USD",
         "platform_fee": {"account_id": acc.platform, "amount": "0.10"},
@@ -373,7 +385,7 @@ pub(crate) async fn new_card_charge(
     task: usize,
     seq: u64,
 ) -> (Wrong, Option<Sent>) {
-    let i = (task as u64 * 7919 + seq * 104_729) as usize;
+    let i = spread(task, seq);
     let body = json!({
         "order_id": order, "attempt": 1, "payment_method": "pm_card_visa",
         "seller_account_id": acc.sellers[i % acc.sellers.len()],
@@ -401,9 +413,27 @@ pub(crate) async fn new_charge(
     task: usize,
     seq: u64,
 ) -> (Wrong, Option<Sent>) {
-    let i = (task as u64 * 7919 + seq * 104_729) as usize;
-    let body = charge_body(&acc, &order, i);
-    create_charge(&http, format!("charge:{order}"), body).await
+    let i = spread(task, seq);
+    new_charge_by(&http, &acc, order, i % acc.buyers.len(), i).await
+}
+
+/// Which buyer and seller the `seq`th request of client `task` picks (as
+/// `i` modulo their counts): consecutive requests land far apart.
+pub(crate) fn spread(task: usize, seq: u64) -> usize {
+    (task as u64 * 7919 + seq * 104_729) as usize
+}
+
+/// One new charge as [`new_charge`], paid by the buyer `buyer` (an index
+/// into the buyers), the seller picked by `i`.
+pub(crate) async fn new_charge_by(
+    http: &Http,
+    acc: &Accounts,
+    order: String,
+    buyer: usize,
+    i: usize,
+) -> (Wrong, Option<Sent>) {
+    let body = charge_body_by(acc, &order, buyer, i);
+    create_charge(http, format!("charge:{order}"), body).await
 }
 
 /// Posts a new charge under `key`; anything but a 201 is a wrong answer.
@@ -453,6 +483,29 @@ where
     F: Fn(usize, u64, bool) -> Fut + Clone + 'static,
     Fut: std::future::Future<Output = (Wrong, Option<Sent>)>,
 {
+    let every = move |task: usize, seq: u64, measured: bool| {
+        let answer = one(task, seq, measured);
+        async move {
+            let (w, s) = answer.await;
+            (w, s, true)
+        }
+    };
+    closed_loop_timing(args, workload, concurrency, every).await
+}
+
+/// [`closed_loop`] where each request also says whether it counts in the
+/// figures (its latency and the rate): a request refused before any work
+/// (and answered in microseconds) would otherwise flatter them.
+pub(crate) async fn closed_loop_timing<F, Fut>(
+    args: &Args,
+    workload: &str,
+    concurrency: usize,
+    one: F,
+) -> (Figures, Wrong, Vec<Sent>)
+where
+    F: Fn(usize, u64, bool) -> Fut + Clone + 'static,
+    Fut: std::future::Future<Output = (Wrong, Option<Sent>, bool)>,
+{
     let start = Instant::now();
     let measure_from = start + Duration::from_secs(args.warmup);
     let end = measure_from + Duration::from_secs(args.duration);
@@ -470,7 +523,7 @@ where
             while !stop.get() {
                 let t0 = Instant::now();
                 let measured = t0 >= measure_from;
-                let (w, s) = one(task, seq, measured).await;
+                let (w, s, timed) = one(task, seq, measured).await;
                 seq += 1;
                 let t1 = Instant::now();
                 if t1 >= end {
@@ -480,7 +533,7 @@ where
                 if let Some(s) = s {
                     sent.push(s);
                 }
-                if measured && t1 <= end {
+                if timed && measured && t1 <= end {
                     hist.record(t1.duration_since(t0).as_micros().max(1) as u64).unwrap();
                     n += 1;
                 }

@@ -143,6 +143,32 @@ async fn an_address_sending_wrong_keys_is_refused_lookups_and_a_known_key_still_
     assert_eq!(app.get(&path, &key).await.status, StatusCode::OK, "a known key from the same address works");
 }
 
+/// A key found live before is looked up again when its cache period ends,
+/// also from an address whose wrong keys spent its failures: a legitimate
+/// client behind the same address as an attacker keeps working.
+#[actix_web::test]
+async fn a_known_key_is_looked_up_again_whatever_its_address_failures() {
+    let app = spawn_app_with(|c| {
+        c.auth_failures_per_sec = 1;
+        c.auth_failures_burst = 3;
+        c.api_key_cache_ms = 300;
+    })
+    .await;
+    let key = app.tenant("shop").await;
+    let account = app.account(&key, "a", "USD", false).await;
+    let path = format!("/v1/accounts/{account}");
+    for i in 0..3 {
+        app.get(&path, &format!("lk_{i:064x}")).await;
+    }
+    let refused = app.get(&path, &format!("lk_{:064x}", 99)).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "the address's failures are spent");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    // the cache period is over: this is a new lookup
+    assert_eq!(app.get(&path, &key).await.status, StatusCode::OK);
+    let refused = app.get(&path, &format!("lk_{:064x}", 98)).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "strangers' keys still are not looked up");
+}
+
 // ------------------------------------------------------------------ rate limits
 
 /// A GET as a tenant, with how long it took.

@@ -1,18 +1,42 @@
-//! One run of the benchmark: every HTTP workload at every concurrency, the
-//! messaging and growth figures, the duplicate-effect count, the pgbench
-//! ceiling and yardstick; then the table, the JSON results and the chart.
+//! One run of the benchmark: every HTTP workload of the table at every
+//! concurrency, the messaging and growth figures, the duplicate-effect
+//! count, the pgbench ceiling and yardstick; then the table, the JSON
+//! results and the chart. Each workload is a module of its own (below); what
+//! they share, and what they leave for the checks, is in `context`.
 
-use std::cell::Cell;
+mod bad_keys;
+mod card_charge;
+mod context;
+mod fairness;
+mod locked_buyer;
+mod new_charge;
+mod purchase;
+mod replay;
+mod reservation;
+
 use std::rc::Rc;
 
 use serde_json::{json, Value};
 
-use crate::error::{Error, Result};
-use crate::load::{
-    api, check_created, client, closed_loop, git_revision, new_card_charge, new_charge, peak_rss_kib, purchase, round,
-    setup, sku_for, start_api, start_provider, Args, Figures, Http, Sent, Wrong,
-};
-use crate::{batches, chart, growth, messaging, pgbench};
+use self::context::{At, Ctx, Workload};
+use crate::error::Result;
+use crate::load::{api, client, git_revision, round, setup, start_api, start_provider, Args, Figures, Http, Wrong};
+use crate::{chart, growth, messaging, pgbench};
+
+/// The HTTP workloads, run in this order at each concurrency. The order
+/// matters: the replays are the charges the new-charge workload just
+/// created, the charges alone divide the batched rate, and the fairness
+/// workloads compare with the new-charge figures at the same concurrency.
+const WORKLOADS: &[Workload] = &[
+    new_charge::BATCHED,
+    new_charge::ALONE,
+    replay::WORKLOAD,
+    card_charge::WORKLOAD,
+    reservation::WORKLOAD,
+    purchase::WORKLOAD,
+    locked_buyer::WORKLOAD,
+    bad_keys::WORKLOAD,
+];
 
 /// The whole benchmark against the database at `db_url`; `Ok(false)` when an
 /// answer was wrong or an effect duplicated or missing.
@@ -30,155 +54,32 @@ pub(crate) async fn run(args: &Args, db_url: &str) -> Result<bool> {
     eprintln!("setting up {} buyers, {} sellers, one platform-fee account", args.buyers, args.sellers);
     let accounts = Rc::new(setup(&http, args).await);
 
-    let mut results: Vec<Figures> = Vec::new();
-    let mut wrong_by: Vec<(String, usize, Wrong)> = Vec::new();
-    let mut created_total = 0u64;
-    let mut rss_peak = 0u64;
-    let mut sample_answer = String::new();
-    let mut reserved_total = 0u64;
-    // (the batches of each new-charge workload, its rate over the same workload alone)
-    let mut group_commit: Vec<(batches::Profile, f64)> = Vec::new();
-    for &c in &args.concurrency {
-        // 1. New charges: a fresh key and order per request, one hot platform-fee account.
-        let (http2, acc) = (http.clone(), accounts.clone());
-        let one = move |task: usize, seq: u64, _measured: bool| {
-            new_charge(http2.clone(), acc.clone(), format!("o{c}-{task}-{seq}"), task, seq)
-        };
-        eprintln!("new charges, concurrency {c}");
-        let scraped = batches::scrape(&http.client, &server.metrics).await?;
-        let (f, w, sent) = closed_loop(args, "new charge", c, one).await;
-        if sample_answer.is_empty() {
-            if let Some(s) = sent.iter().find(|s| s.status == 201) {
-                sample_answer = String::from_utf8_lossy(&s.answer).into_owned();
+    let mut ctx = Ctx {
+        args: args.clone(),
+        db_url: db_url.to_owned(),
+        http: http.clone(),
+        http_alone,
+        accounts: accounts.clone(),
+        api_pid: server.child.id(),
+        metrics: server.metrics.clone(),
+        results: Vec::new(),
+        fairness: Vec::new(),
+        wrong_by: Vec::new(),
+        created_total: 0,
+        reserved_total: 0,
+        rss_peak: 0,
+        sample_answer: String::new(),
+        group_commit: Vec::new(),
+        replayable: Vec::new(),
+    };
+    for (n, &c) in args.concurrency.iter().enumerate() {
+        for w in WORKLOADS {
+            if matches!(w.at, At::First) && n > 0 {
+                continue;
             }
+            eprintln!("{}, concurrency {c}", w.name);
+            (w.run)(&mut ctx, c).await?;
         }
-        created_total += sent.iter().filter(|s| s.status == 201).count() as u64;
-        rss_peak = rss_peak.max(peak_rss_kib(server.child.id()).unwrap_or(0));
-        eprintln!("  {}", f.row());
-        let profile = batches::Profile::between(c, &scraped, &batches::scrape(&http.client, &server.metrics).await?);
-        eprintln!("  {}", profile.line());
-        group_commit.push((profile, f.rps()));
-        results.push(f);
-        wrong_by.push(("new charge".into(), c, w));
-
-        // 1b. The same, each charge alone in its transaction (CHARGE_BATCH_MAX=1).
-        let (http2, acc) = (http_alone.clone(), accounts.clone());
-        let one = move |task: usize, seq: u64, _measured: bool| {
-            new_charge(http2.clone(), acc.clone(), format!("a{c}-{task}-{seq}"), task, seq)
-        };
-        eprintln!("new charges, each alone, concurrency {c}");
-        let (f, w, sent_alone) = closed_loop(args, "new charge (alone)", c, one).await;
-        created_total += sent_alone.iter().filter(|s| s.status == 201).count() as u64;
-        eprintln!("  {}", f.row());
-        if let Some((_, batched)) = group_commit.last_mut() {
-            *batched /= f.rps();
-        }
-        results.push(f);
-        wrong_by.push(("new charge (alone)".into(), c, w));
-
-        // 2. Replays: the created charges again; every answer must be the
-        // stored one. (A request that failed is not stored: its retry runs
-        // afresh, and it was counted wrong already.)
-        let sent: Vec<Sent> = sent.into_iter().filter(|s| s.status == 201).collect();
-        if sent.is_empty() {
-            return Err(Error::NothingToReplay);
-        }
-        let sent = Rc::new(sent);
-        let next = Rc::new(Cell::new(0usize));
-        let http2 = http.clone();
-        let replay = move |_task: usize, _seq: u64, _measured: bool| {
-            let (http, sent, next) = (http2.clone(), sent.clone(), next.clone());
-            async move {
-                let i = next.get();
-                next.set((i + 1) % sent.len());
-                let s = &sent[i];
-                let mut w = Wrong::default();
-                match http.post("/v1/charges", &s.key, s.body.clone()).await {
-                    Ok((status, replayed, answer)) => {
-                        if !(200..300).contains(&status) {
-                            w.non_2xx += 1;
-                        } else if !replayed {
-                            w.not_replayed += 1;
-                        } else if status != s.status || answer != s.answer {
-                            w.replay_differs += 1;
-                        }
-                    }
-                    Err(_) => w.transport += 1,
-                }
-                (w, None)
-            }
-        };
-        eprintln!("replays, concurrency {c}");
-        let (f, w, _) = closed_loop(args, "replay", c, replay).await;
-        rss_peak = rss_peak.max(peak_rss_kib(server.child.id()).unwrap_or(0));
-        eprintln!("  {}", f.row());
-        results.push(f);
-        wrong_by.push(("replay".into(), c, w));
-
-        // 2b. Card charges through the fake provider: a figure beside the
-        // wallet's (the provider's round trip and two transactions).
-        let (http2, acc) = (http.clone(), accounts.clone());
-        let card = move |task: usize, seq: u64, _measured: bool| {
-            new_card_charge(http2.clone(), acc.clone(), format!("k{c}-{task}-{seq}"), task, seq)
-        };
-        eprintln!("new card charges, concurrency {c}");
-        let (f, w, sent) = closed_loop(args, "new card charge", c, card).await;
-        created_total += sent.iter().filter(|s| s.status == 201).count() as u64;
-        rss_peak = rss_peak.max(peak_rss_kib(server.child.id()).unwrap_or(0));
-        eprintln!("  {}", f.row());
-        results.push(f);
-        wrong_by.push(("new card charge".into(), c, w));
-
-        // 3. Reservations: many SKUs, every tenth on the hot one.
-        let http2 = http.clone();
-        let created = Rc::new(Cell::new(0u64));
-        let created2 = created.clone();
-        let reserve = move |task: usize, seq: u64, _measured: bool| {
-            let (http, created) = (http2.clone(), created2.clone());
-            async move {
-                let order = format!("r{c}-{task}-{seq}");
-                let sku = sku_for(task * 7919 + seq as usize * 31);
-                let body = json!({"order_id": order, "sku": sku, "quantity": 1}).to_string().into_bytes();
-                let mut w = Wrong::default();
-                let r = http.post("/v1/reservations", &format!("hold:{order}"), body).await;
-                if check_created(&mut w, &r) {
-                    created.set(created.get() + 1);
-                }
-                (w, None)
-            }
-        };
-        eprintln!("reservations, concurrency {c}");
-        let (f, w, _) = closed_loop(args, "reservation", c, reserve).await;
-        reserved_total += created.get();
-        rss_peak = rss_peak.max(peak_rss_kib(server.child.id()).unwrap_or(0));
-        eprintln!("  {}", f.row());
-        results.push(f);
-        wrong_by.push(("reservation".into(), c, w));
-
-        // 4. A purchase: reserve, then charge the same order.
-        let (http2, acc) = (http.clone(), accounts.clone());
-        let created2 = created.clone();
-        created.set(0);
-        let charged = Rc::new(Cell::new(0u64));
-        let charged2 = charged.clone();
-        let purchase = move |task: usize, seq: u64, _measured: bool| {
-            let (http, acc, created, charged) = (http2.clone(), acc.clone(), created2.clone(), charged2.clone());
-            async move {
-                let order = format!("p{c}-{task}-{seq}");
-                let (w, reserved, paid) = purchase(&http, &acc, &order, task * 7919 + seq as usize * 104_729).await;
-                created.set(created.get() + reserved as u64);
-                charged.set(charged.get() + paid as u64);
-                (w, None)
-            }
-        };
-        eprintln!("purchases (reserve + charge), concurrency {c}");
-        let (f, w, _) = closed_loop(args, "purchase (res+charge)", c, purchase).await;
-        reserved_total += created.get();
-        created_total += charged.get();
-        rss_peak = rss_peak.max(peak_rss_kib(server.child.id()).unwrap_or(0));
-        eprintln!("  {}", f.row());
-        results.push(f);
-        wrong_by.push(("purchase".into(), c, w));
     }
     // The messaging pipeline, on the outbox the workloads above filled (no
     // relay ran during them), then live beside the API.
@@ -186,21 +87,26 @@ pub(crate) async fn run(args: &Args, db_url: &str) -> Result<bool> {
         None
     } else {
         let mut m = messaging::run(args, db_url, http.clone(), accounts.clone()).await?;
-        results.extend(m.purchases.take());
-        reserved_total += m.reserved;
-        created_total += m.charged;
-        rss_peak = rss_peak.max(peak_rss_kib(server.child.id()).unwrap_or(0));
-        wrong_by.push((messaging::PURCHASE_WORKLOAD.into(), messaging::LAG_CONCURRENCY, m.purchase_wrong));
+        ctx.results.extend(m.purchases.take());
+        ctx.reserved_total += m.reserved;
+        ctx.created_total += m.charged;
+        ctx.note_rss();
+        ctx.wrong_by.push((messaging::PURCHASE_WORKLOAD.into(), messaging::LAG_CONCURRENCY, m.purchase_wrong));
         Some(m)
     };
 
     // Growth: new charges before and after seeding millions of ledger entries.
     let growth = if args.growth_entries > 0 { Some(growth::run(args, db_url, &http, &accounts).await?) } else { None };
     if let Some(g) = &growth {
-        created_total += g.created;
-        wrong_by.extend(g.wrong.iter().cloned());
-        rss_peak = rss_peak.max(peak_rss_kib(server.child.id()).unwrap_or(0));
+        ctx.created_total += g.created;
+        ctx.wrong_by.extend(g.wrong.iter().cloned());
+        ctx.note_rss();
     }
+
+    // What the workloads left for the checks and the report.
+    let Ctx {
+        results, fairness, wrong_by, created_total, reserved_total, rss_peak, sample_answer, group_commit, ..
+    } = ctx;
 
     let server_key = server.key.clone();
     drop(server);
@@ -312,10 +218,11 @@ pub(crate) async fn run(args: &Args, db_url: &str) -> Result<bool> {
     // The table.
     println!();
     println!(
-        "{:<22} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7}",
+        "{:<29} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7}",
         "workload", "conc", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "÷yard", "÷pgb"
     );
-    for f in results.iter().chain(growth.iter().flat_map(|g| g.rows())) {
+    let fair = fairness.iter().map(|f| &f.figures);
+    for f in results.iter().chain(fair).chain(growth.iter().flat_map(|g| g.rows())) {
         println!("{} {} {}", f.row(), ratio_cell(over(f, &yardstick)), ratio_cell(over(f, &limit)));
     }
     for f in limit.iter().chain(yardstick.iter()) {
@@ -332,6 +239,12 @@ pub(crate) async fn run(args: &Args, db_url: &str) -> Result<bool> {
             "growth seeding: {} entries in {:.1} s, VACUUM ANALYZE {:.1} s, CHECKPOINT {:.1} s",
             g.seeded, g.seed_secs, g.vacuum_secs, g.checkpoint_secs
         );
+    }
+    // Fairness: each beside the plain new charges at its concurrency.
+    for f in &fairness {
+        for line in f.lines() {
+            println!("{line}");
+        }
     }
     let mut ratios = Vec::new();
     for l in &limit {
@@ -421,6 +334,12 @@ pub(crate) async fn run(args: &Args, db_url: &str) -> Result<bool> {
             j
         }).collect::<Vec<_>>(),
         "growth": growth.as_ref().map(growth::Growth::json),
+        "fairness": fairness.iter().map(|f| {
+            let mut j = f.json();
+            j["figures"]["over_yardstick"] = json!(over(&f.figures, &yardstick));
+            j["figures"]["over_pgbench"] = json!(over(&f.figures, &limit));
+            j
+        }).collect::<Vec<_>>(),
         "wrong_answers": wrong_by.iter().map(|(w, c, wr)| json!({"workload": w, "concurrency": c, "counts": wr.json()})).collect::<Vec<_>>(),
         "charges_created": created_total,
         "charges_in_db": charges,
