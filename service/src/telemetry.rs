@@ -27,7 +27,9 @@ pub fn init(default_filter: &str) {
     tracing_subscriber::registry().with(filter).with(lines.with_filter(ExpectedProbes)).init();
 }
 
-/// Drops lapin's ERROR line for the two channel closes the workers expect
+/// Drops the lines that are expected answers, not problems: tracing-actix-
+/// web's WARN for each request answered 4xx, and lapin's ERROR line for the
+/// two channel closes the workers expect
 /// and answer themselves, each on a channel of its own: a 404 to a
 /// `queue.declare` (a passive declare looking for an older version's queues
 /// finds none), and a 405 to the declare of the exclusive upgrade lock
@@ -42,6 +44,9 @@ impl<S> tracing_subscriber::layer::Filter<S> for ExpectedProbes {
 
     fn event_enabled(&self, event: &tracing::Event<'_>, _: &tracing_subscriber::layer::Context<'_, S>) -> bool {
         let meta = event.metadata();
+        if is_client_error_line(meta.target(), *meta.level()) {
+            return false;
+        }
         if meta.target() != "lapin::channel" || *meta.level() != tracing::Level::ERROR {
             return true;
         }
@@ -49,6 +54,15 @@ impl<S> tracing_subscriber::layer::Filter<S> for ExpectedProbes {
         event.record(&mut fields);
         !is_expected_probe(&fields.0)
     }
+}
+
+/// Whether a line is tracing-actix-web's WARN for a request answered 4xx
+/// (a wrong key, a decline, a conflict): the client's error, not the
+/// service's, answered with a problem document and counted in
+/// `ledger_http_problems_total`; one line each would let any client flood
+/// the log. Its 5xx lines are at ERROR and stay.
+fn is_client_error_line(target: &str, level: tracing::Level) -> bool {
+    target.starts_with("tracing_actix_web") && level == tracing::Level::WARN
 }
 
 /// Whether a lapin channel close is the broker's answer to a
@@ -131,7 +145,14 @@ pub fn record_pool(pool_name: &'static str, pool: &deadpool_postgres::Pool) {
 
 #[cfg(test)]
 mod probe_tests {
-    use super::is_expected_probe;
+    use super::{is_client_error_line, is_expected_probe};
+
+    #[test]
+    fn client_errors_are_not_logged_and_server_errors_are() {
+        assert!(is_client_error_line("tracing_actix_web::middleware", tracing::Level::WARN));
+        assert!(!is_client_error_line("tracing_actix_web::middleware", tracing::Level::ERROR));
+        assert!(!is_client_error_line("api::error", tracing::Level::WARN));
+    }
 
     #[test]
     fn only_a_404_to_a_queue_declare_and_a_405_to_the_upgrade_lock_are_expected_probes() {
