@@ -1,6 +1,6 @@
 //! The real service against a model of its contract: random sequences of
-//! requests (transfers, wallet and card charges, refunds, restocks,
-//! reservations),
+//! requests (accounts, transfers, wallet and card charges, refunds,
+//! restocks, reservations),
 //! with retries under the same key, reused keys with other bodies, new keys
 //! for natural keys already taken, bad bodies and concurrent pairs, sent to
 //! the real server on a fresh database. Each answer (status, problem code,
@@ -33,6 +33,13 @@ const NAMES: [&str; 4] = ["ext", "buyer-1", "buyer-2", "seller"];
 /// One request of a sequence.
 #[derive(Debug, Clone)]
 enum Op {
+    /// An account of its own (`extra-{name}`), in USD or EUR, that may go
+    /// negative or not: its reference is its natural key.
+    OpenAccount {
+        name: u8,
+        euro: bool,
+        allow_negative: bool,
+    },
     Transfer {
         from: usize,
         to: usize,
@@ -87,6 +94,8 @@ fn op() -> impl Strategy<Value = Op> {
     let account = 0usize..4;
     let buyer = prop::sample::select(BUYERS.to_vec());
     prop_oneof![
+        1 => (0u8..3, any::<bool>(), any::<bool>())
+            .prop_map(|(name, euro, allow_negative)| Op::OpenAccount { name, euro, allow_negative }),
         3 => (account.clone(), account, cents.clone()).prop_map(|(from, to, cents)| Op::Transfer { from, to, cents }),
         4 => (0u8..4, 1u8..3, buyer.clone(), cents.clone())
             .prop_map(|(order, attempt, buyer, cents)| Op::Charge { order, attempt, buyer, cents }),
@@ -170,9 +179,22 @@ struct Model {
     stock: BTreeMap<u8, (i64, i64)>,
     /// (order, sku) → quantity
     reservations: BTreeMap<(u8, u8), i64>,
+    /// the accounts opened by the sequence: name → (in EUR, may go negative)
+    opened: BTreeMap<u8, (bool, bool)>,
 }
 
 impl Model {
+    fn open_account(&mut self, name: u8, euro: bool, allow_negative: bool) -> Expect {
+        match self.opened.get(&name) {
+            Some(settings) if *settings == (euro, allow_negative) => ok(StatusCode::OK),
+            Some(_) => refused(StatusCode::CONFLICT, "natural_key_conflict", false),
+            None => {
+                self.opened.insert(name, (euro, allow_negative));
+                ok(StatusCode::CREATED)
+            }
+        }
+    }
+
     fn transfer(&mut self, from: usize, to: usize, cents: i64) -> Expect {
         if from == to {
             return refused(StatusCode::UNPROCESSABLE_ENTITY, "same_account", false);
@@ -284,7 +306,9 @@ impl Model {
 /// body evaluated afresh).
 fn other_body(mut r: Request) -> Request {
     let b = &mut r.body;
-    if let Some(q) = b.get("quantity").and_then(Value::as_i64) {
+    if let Some(n) = b.get("allow_negative").and_then(Value::as_bool) {
+        b["allow_negative"] = json!(!n);
+    } else if let Some(q) = b.get("quantity").and_then(Value::as_i64) {
         b["quantity"] = json!(q + 1);
     } else if let Some(a) = b.get("amount").and_then(Value::as_str) {
         let d: Decimal = a.parse().unwrap();
@@ -338,6 +362,15 @@ impl Run<'_> {
     fn plan(&self, op: &Op, model: &mut Model) -> Option<(Request, Expect)> {
         let key = self.fresh_key();
         Some(match op {
+            Op::OpenAccount { name, euro, allow_negative } => (
+                Request {
+                    path: "/v1/accounts".into(),
+                    key,
+                    body: json!({"reference": format!("extra-{name}"), "currency": if *euro { "EUR" } else { "USD" },
+                                 "allow_negative": allow_negative}),
+                },
+                model.open_account(*name, *euro, *allow_negative),
+            ),
             Op::Transfer { from, to, cents } => (
                 Request {
                     path: "/v1/transfers".into(),
@@ -486,7 +519,10 @@ impl Run<'_> {
             Some((d * Decimal::from(100)).try_into().unwrap())
         };
         let account = |v: &Value| self.accounts.iter().position(|a| Some(a.as_str()) == v.as_str()).unwrap();
-        if r.path == "/v1/transfers" {
+        if r.path == "/v1/accounts" {
+            let name = b["reference"].as_str().unwrap()["extra-".len()..].parse().unwrap();
+            model.open_account(name, b["currency"] == "EUR", b["allow_negative"].as_bool().unwrap())
+        } else if r.path == "/v1/transfers" {
             model.transfer(
                 account(&b["source_account_id"]),
                 account(&b["destination_account_id"]),
