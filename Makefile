@@ -26,7 +26,7 @@ FAKE_PROVIDER := target/debug/fake-provider
 # The local fake payment provider `make run` starts (the service's GATEWAY_* defaults point at it).
 PROVIDER_ADDR ?= 127.0.0.1:12111
 
-.PHONY: ops-graphs ha-up ha-down ha-status chaos-ha bench run test chaos test-rust test-contract fuzz services build db openapi openapi-check fmt fmt-check lint clean-test-dbs
+.PHONY: ops-graphs ha-up ha-down ha-status chaos-ha bench run test chaos test-rust test-contract fuzz services build db openapi openapi-check fmt fmt-check lint clean-test-dbs model
 
 ## Start PostgreSQL and RabbitMQ if they are not running (installing them if absent).
 services:
@@ -90,6 +90,12 @@ test-rust: services
 ## headless Chromium (tests/contract/run.sh; tools are cached in .tools/).
 test-contract: services build
 	tests/contract/run.sh quick
+
+## The payment protocol's model (model/README.md), checked exhaustively in a release
+## build: the bounded checks `make test` runs, then the deep ones; prints the states
+## explored and each counterexample's trace. Needs no servers.
+model:
+	$(CARGO) test -p ledger-model --release -- --include-ignored --nocapture --test-threads 1
 
 ## The seeded fault campaign against real processes; any audit violation fails it and prints the seed.
 ## `make chaos CHAOS_SEED=42 CHAOS_SECS=60` replays seed 42 for a minute (the seed defaults to the clock).
