@@ -133,13 +133,17 @@ pub struct Owned {
     pub charge: Charge,
 }
 
-/// The charge, with a fresh lease when it is still `processing`: whoever
-/// drives it now holds the completer off for `lease`. A `requires_action`
-/// charge keeps its lease: that is the buyer's window.
+/// The charge, right before it is sent to the provider, with a fresh lease
+/// when it is still `processing`: whoever drives it now holds the completer
+/// off for `lease`, and the send is counted (`sends`, read by [`abandon`]).
+/// A `requires_action` charge keeps its lease: that is the buyer's window.
+/// Every send takes the row here first, the completer's too, so a process
+/// never sends a charge it last read long ago (another may have recorded
+/// its outcome meanwhile).
 pub async fn take(client: &impl GenericClient, tenant: TenantId, id: Uuid, lease: Duration) -> Result<Charge> {
     client
         .execute(
-            "UPDATE card_charges k SET lease_until = now() + make_interval(secs => $3), \
+            "UPDATE card_charges k SET lease_until = now() + make_interval(secs => $3), sends = k.sends + 1, \
                     first_sent_at = coalesce(k.first_sent_at, now()) FROM charges c \
               WHERE k.charge_id = $1 AND c.id = k.charge_id AND c.tenant_id = $2 AND c.status = 'processing'",
             &[&id, &tenant.0, &lease.as_secs_f64()],
@@ -150,7 +154,8 @@ pub async fn take(client: &impl GenericClient, tenant: TenantId, id: Uuid, lease
 
 /// Charges left `processing` whose lease has passed, oldest lease first, at
 /// most `limit`, each leased again for `lease` in the same statement: two
-/// completers never take the same charge at once.
+/// completers never take the same charge at once. Not a send: each is taken
+/// ([`take`]) again right before it is sent.
 pub async fn claim_stale(client: &impl GenericClient, lease: Duration, limit: i64) -> Result<Vec<Owned>> {
     let rows = client
         .query(
@@ -340,11 +345,23 @@ pub async fn complete(
 /// request itself (a configuration error: nothing happened there): the
 /// charge, its card row and the Idempotency-Key that names it are deleted,
 /// so nothing is recorded, nothing is stored, and a retry starts afresh once
-/// the configuration is fixed. Only a charge still `processing` (under its
-/// row lock) is undone; `false` when it had become final meanwhile.
+/// the configuration is fixed.
+///
+/// Only a charge still `processing` (under its row lock) that was never sent
+/// before the refused request is undone. The provider refuses a revoked or
+/// restricted key before it looks at the Idempotency-Key, so a refusal says
+/// nothing about an earlier send whose answer was lost: that one may have
+/// charged the card, and deleting the charge would free the attempt for a
+/// second payment once the key window has passed. Such a charge stays in
+/// flight (`false`), as a refund does, and is sent again with its key once
+/// the configuration is fixed.
 pub async fn abandon(tx: &Transaction<'_>, tenant: TenantId, id: Uuid) -> Result<bool> {
     let charge = crate::charges::lock(tx, tenant, id).await?.charge;
     if !charge.status.in_flight() {
+        return Ok(false);
+    }
+    let sends: i32 = tx.query_one("SELECT sends FROM card_charges WHERE charge_id = $1", &[&id]).await?.get(0);
+    if sends > 1 {
         return Ok(false);
     }
     tx.cached_execute("DELETE FROM idempotency_keys WHERE charge_id = $1", &[&id]).await?;

@@ -16,8 +16,8 @@
 //! `api-after-commit`, and a card charge's phase boundaries
 //! `card-after-charge-created`, `card-after-provider`, `card-after-complete`
 //! (the API), `relay-after-publish`, `inventory-after-commit`,
-//! `email-after-ack`, `email-after-send`, `completer-after-provider` (the
-//! workers). A batch of charges (`charge_batch`, the API's group commit)
+//! `email-after-ack`, `email-after-send`, `completer-after-claim`,
+//! `completer-after-provider` (the workers). A batch of charges (`charge_batch`, the API's group commit)
 //! passes the first three as a lone charge does.
 
 /// Aborts the process when `LEDGER_CRASH_AT` names this point, or stops it

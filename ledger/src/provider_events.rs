@@ -160,7 +160,11 @@ pub async fn receive(tx: &Transaction<'_>, event: &ProviderEvent) -> Result<Effe
 
 /// A refund's outcome: completes a `pending` refund, reverses a succeeded
 /// one the provider failed later (`refunds::complete`), and flags a success
-/// of a refund the ledger recorded as failed.
+/// of a refund the ledger recorded as failed without the provider saying so
+/// (a stored 5xx and a look-up that found nothing). A success of the very
+/// refund the provider reported failed is its older event, delivered late
+/// (webhooks come in any order, and a refund may fail after it succeeded,
+/// never the other way round): already recorded, not a contradiction.
 async fn refund(
     tx: &Transaction<'_>,
     event: &ProviderEvent,
@@ -186,7 +190,11 @@ async fn refund(
         return Ok(Effect::Ignored);
     };
     let contradiction = match (before.status, answer) {
-        (RefundStatus::Failed, RefundAnswer::Succeeded { .. }) => Some("refund_succeeded_after_failed"),
+        (RefundStatus::Failed, RefundAnswer::Succeeded { refund_id, .. })
+            if before.provider_refund_id.as_deref() != Some(refund_id) =>
+        {
+            Some("refund_succeeded_after_failed")
+        }
         (RefundStatus::Succeeded, RefundAnswer::Succeeded { refund_id, .. })
             if before.provider_refund_id.as_deref() != Some(refund_id) =>
         {

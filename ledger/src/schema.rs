@@ -45,6 +45,7 @@ diesel::table! {
         first_sent_at -> Nullable<Timestamptz>,
         next_action -> Nullable<Jsonb>,
         client_secret -> Nullable<Text>,
+        sends -> Int4,
     }
 }
 

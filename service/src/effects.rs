@@ -254,9 +254,21 @@ pub enum Done {
     Unknown,
 }
 
-/// One completer scan for one kind of effect: takes those whose lease
+/// The crash (or freeze) point between a completer scan's claim and its
+/// first send.
+pub const COMPLETER_AFTER_CLAIM: &str = "completer-after-claim";
+
+/// One completer scan for one kind of effect: claims those whose lease
 /// passed (at most `limit`) and drives each once. `after_provider` is the
 /// caller's crash point between the provider's answer and its record.
+///
+/// Each claimed effect is taken again right before it is sent ([`ask`]),
+/// not sent from the claim: the scan drives its effects one after another,
+/// each provider call up to its timeout, so the last of a scan may be sent
+/// long after its claim, past its lease, when a client's retry may have
+/// recorded its outcome. Sent from a stale read, a charge recorded failed
+/// (a stored 5xx and a look-up that found nothing) could be sent again once
+/// the provider had forgotten its key, and paid.
 pub async fn complete_stale<E: Effect>(
     pool: &Pool,
     payments: &Provider,
@@ -267,20 +279,29 @@ pub async fn complete_stale<E: Effect>(
         let client = pool.get().await?;
         E::claim_stale(&client, payments.lease(), limit).await?
     };
+    if !stale.is_empty() {
+        // claimed and leased, nothing sent
+        ledger::crash::point(COMPLETER_AFTER_CLAIM);
+    }
     let mut done = Vec::with_capacity(stale.len());
     for (tenant, row) in stale {
         let id = E::id(&row);
-        let asked = E::ask_provider(payments, tenant, &row).await;
+        let asked = ask::<E>(pool, payments, tenant, id).await?;
         ledger::crash::point(after_provider);
         let answer = match asked {
-            Asked::Answer(answer) => answer,
-            Asked::Unknown(why) => {
-                tracing::info!(effect = E::NAME, %id, %why, "completer: provider outcome still unknown");
+            Some(Asked::Answer(answer)) => answer,
+            // final meanwhile: recorded by someone else
+            None => {
+                done.push(Done::Final);
+                continue;
+            }
+            // logged by `ask`
+            Some(Asked::Unknown(_)) => {
                 done.push(Done::Unknown);
                 continue;
             }
-            Asked::Rejected(why) => {
-                rejected::<E>(id, &why);
+            Some(Asked::Rejected(_)) => {
+                // counted and logged by `ask`
                 abandon::<E>(pool, tenant, id).await?;
                 done.push(Done::Unknown);
                 continue;

@@ -93,9 +93,7 @@ impl ApiProcess {
 
     /// The process's scheduling state from `/proc` (`T` when stopped).
     pub fn state(&self) -> Option<char> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
-        // `pid (comm) S ...`: the state follows the last parenthesis
-        stat.rsplit_once(')')?.1.trim_start().chars().next()
+        crate::process_state(self.child.id())
     }
 
     /// Waits until the process has stopped itself (SIGSTOP at a freeze point).

@@ -444,6 +444,7 @@ fn worker_command(config: &workers::config::Config) -> std::process::Command {
         .env("RUST_LOG", "warn")
         .env_remove("SMTP_URL")
         .env_remove("LEDGER_CRASH_AT")
+        .env_remove("LEDGER_FREEZE_AT")
         // one metrics port per test that asks for it, never a shared default
         .env_remove("WORKERS_METRICS_ADDR");
     gateway_env(&mut cmd, config);
@@ -466,6 +467,21 @@ pub fn spawn_worker_process(
         cmd.env("LEDGER_CRASH_AT", point);
     }
     cmd.spawn().expect("the workers binary starts")
+}
+
+/// Runs worker subcommand `role` of the real binary armed to stop itself
+/// (SIGSTOP) at freeze point `point`: a host that stops answering.
+pub fn spawn_worker_frozen_at(config: &workers::config::Config, role: &str, point: &str) -> std::process::Child {
+    let mut cmd = worker_command(config);
+    cmd.arg(role).env("LEDGER_FREEZE_AT", point);
+    cmd.spawn().expect("the workers binary starts")
+}
+
+/// A process's scheduling state from `/proc` (`T` when stopped).
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) S ...`: the state follows the last parenthesis
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 /// Runs worker subcommand `role` of the real binary with its standard

@@ -375,3 +375,56 @@ async fn a_provider_configuration_error_is_not_a_decline_and_nothing_is_stored()
     let report = ledger::audit::audit(&app.db.client().await, Default::default()).await.unwrap();
     assert!(report.is_clean(), "{report}");
 }
+
+/// Webhooks come in any order: a refund's success, delivered after the
+/// failure the provider reported later for the same refund, is its older
+/// event, not a contradiction. The failure undoes the refund once (and
+/// flags `refund_failed_after_succeeded` for an operator, as a refund that
+/// failed after succeeding always does); the late success changes nothing
+/// and raises no `refund_succeeded_after_failed` (found by the protocol's
+/// model, `docs/model.md`).
+#[actix_web::test]
+async fn refund_webhooks_out_of_order_raise_no_false_flag() {
+    let s = shop_with(&["--webhook-hold-max-ms", "20000"], true, |g| g.card_lease_secs = 600).await;
+    let charge = s.paid("w1").await;
+    eventually(20, "the charge's webhooks delivered", || async { s.fake.stats().await["webhooks"]["pending"] == 0 })
+        .await;
+    // the refund's events (`refund.created`, `charge.refunded`) are held
+    // until a later one has gone through: the failure's
+    s.fake.arm(json!({"kind": "webhook_out_of_order", "count": 10, "metadata": {"order_id": "w1"}})).await;
+    let made = s.refund(&charge, "w1:refund:1", json!({"reference": "w1:refund:1", "amount": "10.00"})).await;
+    assert_eq!(made.status, StatusCode::CREATED, "{made:?}");
+    s.fake.disarm().await;
+    let provider_refund = made.json()["provider_refund_id"].as_str().unwrap().to_owned();
+    s.fake.admin("POST", &format!("/refunds/{provider_refund}/fail"), Some(json!({}))).await;
+    eventually(30, "every webhook delivered", || async { s.fake.stats().await["webhooks"]["pending"] == 0 }).await;
+
+    // the held success went through after the failure
+    let deliveries = s.fake.webhooks().await["data"].as_array().unwrap().clone();
+    let held: Vec<&Value> = deliveries.iter().filter(|d| d["held"] == true).collect();
+    assert!(!held.is_empty(), "{deliveries:?}");
+    let failed_at = deliveries
+        .iter()
+        .filter(|d| ["refund.failed", "charge.refund.updated"].contains(&d["type"].as_str().unwrap_or("")))
+        .filter_map(|d| d["delivered_ms"].as_i64())
+        .min()
+        .expect("the failure's events delivered");
+    assert!(held.iter().any(|d| d["type"] == "refund.created"), "{deliveries:?}");
+    assert!(held.iter().all(|d| d["delivered_ms"].as_i64().unwrap() > failed_at), "{deliveries:?}");
+    assert_eq!(s.refund_status("w1:refund:1").await, "failed");
+    assert_eq!(s.scalar("SELECT count(*) FROM ledger_transactions WHERE kind = 'refund_reversal'").await, 1);
+    let flags: Vec<String> = s
+        .app
+        .db
+        .client()
+        .await
+        .query("SELECT kind FROM provider_flags ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(flags, ["refund_failed_after_succeeded"], "only the failure after success is flagged");
+    assert_eq!(s.app.balance(&s.key, &s.seller).await, "22.50");
+    s.audit_clean().await;
+}

@@ -494,3 +494,47 @@ async fn a_cancel_the_provider_answered_with_a_stored_error_is_asked_again_and_f
     assert!(answer.json()["detail"].as_str().unwrap().contains("authentication_required"), "{answer:?}");
     s.audit_clean().await;
 }
+
+/// The provider refuses a revoked or restricted key before it looks at the
+/// Idempotency-Key, so a refusal says nothing about an earlier send whose
+/// answer was lost. Such a charge stays in flight (502 `provider_rejected`,
+/// nothing undone); once the key is fixed, past the key window, the retry
+/// looks the payment up and records it: one payment. Undone at the refusal,
+/// the retry would have started a new charge, sent it as a first send with
+/// the key the provider had forgotten, and paid the order twice (found by
+/// the protocol's model, `docs/model.md`).
+#[actix_web::test]
+async fn a_refused_resend_after_a_lost_answer_keeps_the_charge_the_provider_made() {
+    let restricted = "rk_test_ledger_restricted";
+    // the provider forgets keys after 1 s, and the API knows it
+    let s = shop_with(&["--idempotency-ttl-secs", "1", "--restricted-key", restricted], |g| {
+        g.gateway_key_window_secs = 1;
+    })
+    .await;
+    s.fake.arm(json!({"kind": "drop_after_charge", "count": 1, "metadata": {"order_id": "k2"}})).await;
+    let body = s.card("k2", 1, "pm_card_visa");
+    let first = s.app.post("/v1/charges", &s.key, "k2:1", body.clone()).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
+    assert_eq!(s.fake.payments_of("k2").await.len(), 1, "the provider did charge");
+
+    // the retry reaches a process whose key was revoked: refused, and nothing undone
+    let revoked = s.api_with(&[("GATEWAY_SECRET_KEY", restricted)]).await;
+    let wait = std::time::Duration::from_secs(30);
+    let refused =
+        ledger_tests::api_process::post(&revoked.url("/v1/charges"), &s.key, "k2:1", &body, wait).await.unwrap();
+    assert_eq!(refused.status, StatusCode::BAD_GATEWAY, "{refused:?}");
+    assert_eq!(refused.code(), "provider_rejected");
+    assert_eq!(s.scalar("SELECT count(*) FROM charges WHERE status = 'processing'").await, 1, "kept in flight");
+    assert_eq!(s.scalar("SELECT sends::bigint FROM card_charges").await, 2);
+    assert_eq!(s.scalar("SELECT count(*) FROM idempotency_keys WHERE key = 'k2:1'").await, 1, "the key names it");
+
+    // fixed, past the key window: looked up, not sent again
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let retry = s.app.post("/v1/charges", &s.key, "k2:1", body).await;
+    assert_eq!(retry.status, StatusCode::CREATED, "{retry:?}");
+    let payments = s.fake.payments_of("k2").await;
+    assert_eq!(payments.len(), 1, "the order paid once: {payments:?}");
+    assert_eq!(retry.json()["provider_payment_id"], payments[0]["id"]);
+    assert_eq!(retry.json()["id"], first.json()["id"], "the charge the provider made");
+    s.audit_clean().await;
+}

@@ -13,6 +13,7 @@ use ledger_tests::api_process::{post, ApiProcess, Reply};
 use ledger_tests::card_shop::CardShop;
 use ledger_tests::spawn_worker_process;
 use serde_json::{json, Value};
+use service::effects::COMPLETER_AFTER_CLAIM;
 
 struct Shop {
     card: CardShop,
@@ -151,5 +152,72 @@ async fn the_completer_killed_after_cancelling_an_unauthenticated_payment_record
     let answer = s.charge(&api).await.expect("answered");
     assert_eq!(answer.status, StatusCode::PAYMENT_REQUIRED, "{answer:?}");
     assert_eq!(s.scalar("SELECT count(*) FROM ledger_transactions").await, 0);
+    s.audit_clean().await;
+}
+
+/// A completer that stops after its claim (a frozen host; or a scan whose
+/// earlier provider calls each took their timeout) and goes on after a
+/// client's retry recorded one of its charges failed, by then past the
+/// provider's key window: it takes each charge again before sending it and
+/// sends nothing for that one. Sent from its claim, with the key forgotten
+/// at the provider, it would have made a payment for a charge the ledger
+/// recorded failed (found by the protocol's model, `docs/model.md`).
+#[actix_web::test]
+async fn a_completer_frozen_after_its_claim_never_sends_a_charge_recorded_failed_meanwhile() {
+    // the provider forgets a key 4 s after it stored it; a stored 5xx with
+    // nothing found by a look-up means "never made" once 1 s has passed
+    let s = CardShop::with(&["--idempotency-ttl-secs", "4"], false, |g| {
+        g.card_lease_secs = 1;
+        g.gateway_key_window_secs = 4;
+        g.gateway_search_lag_secs = 1;
+    })
+    .await;
+    let body = |order: &str| {
+        json!({"order_id": order, "attempt": 1, "payment_method": "pm_card_visa",
+               "seller_account_id": s.seller, "amount": "12.00", "currency": "USD"})
+    };
+    // f1: its first send gets a 500 the provider stores for its key;
+    // f2: the provider charges and the answer is lost
+    s.fake.arm(json!({"kind": "error_before_charge", "count": 1, "metadata": {"order_id": "f1"}})).await;
+    s.fake.arm(json!({"kind": "drop_after_charge", "count": 1, "metadata": {"order_id": "f2"}})).await;
+    let sent = std::time::Instant::now();
+    for order in ["f1", "f2"] {
+        let first = s.app.post("/v1/charges", &s.key, &format!("{order}:1"), body(order)).await;
+        assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
+    }
+    // both leases pass; the completer claims both and stops there
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut config = s.completer_config(1);
+    config.gateway.gateway_key_window_secs = 4;
+    config.gateway.gateway_search_lag_secs = 1;
+    let mut completer = ledger_tests::spawn_worker_frozen_at(&config, "completer", COMPLETER_AFTER_CLAIM);
+    let pid = completer.id();
+    ledger_tests::eventually(10, "the completer stops after its claim", || async {
+        ledger_tests::process_state(pid) == Some('T')
+    })
+    .await;
+
+    // the client's retry: the stored 500 again, nothing found: f1 failed
+    let retry = s.app.post("/v1/charges", &s.key, "f1:1", body("f1")).await;
+    assert_eq!(retry.status, StatusCode::PAYMENT_REQUIRED, "{retry:?}");
+    assert_eq!(s.scalar("SELECT count(*) FROM charges WHERE order_id = 'f1' AND status = 'failed'").await, 1);
+
+    // past the key window: the provider has forgotten f1's key
+    let window = Duration::from_millis(4500);
+    tokio::time::sleep(window.saturating_sub(sent.elapsed())).await;
+    // SAFETY: kill(2) on our own child's pid has no memory effects.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGCONT) }, 0);
+    // f2, claimed after f1, is completed: the scan went past f1
+    ledger_tests::eventually(20, "the completer completes f2", || async {
+        s.scalar("SELECT count(*) FROM charges WHERE order_id = 'f2' AND status = 'succeeded'").await == 1
+    })
+    .await;
+    let _ = completer.kill();
+    let _ = completer.wait();
+
+    let f1 = s.fake.payments_of("f1").await;
+    assert!(f1.iter().all(|p| p["status"] != "succeeded"), "a payment for a charge recorded failed: {f1:?}");
+    assert_eq!(s.fake.payments_of("f2").await.len(), 1);
+    assert_eq!(s.scalar("SELECT count(*) FROM charges WHERE order_id = 'f1' AND status = 'failed'").await, 1);
     s.audit_clean().await;
 }

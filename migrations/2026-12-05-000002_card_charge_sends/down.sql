@@ -1,0 +1,1 @@
+ALTER TABLE card_charges DROP COLUMN sends;
