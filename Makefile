@@ -91,11 +91,20 @@ test-rust: services
 test-contract: services build
 	tests/contract/run.sh quick
 
-## The payment protocol's model (model/README.md), checked exhaustively in a release
+## The payment protocol's model (docs/model.md), checked exhaustively in a release
 ## build: the bounded checks `make test` runs, then the deep ones; prints the states
-## explored and each counterexample's trace. Needs no servers.
-model:
+## explored and each counterexample's trace. Then the real service against the
+## model of its contract (tests/tests/model_based.rs), MODEL_CASES random sequences
+## from a random seed, printed; `make model LEDGER_MODEL_SEED=<64 hex digits>` replays one.
+MODEL_CASES ?= 300
+model: services
 	$(CARGO) test -p ledger-model --release -- --include-ignored --nocapture --test-threads 1
+	@command -v cargo-nextest >/dev/null || $(CARGO) install --locked cargo-nextest
+	$(CARGO) build --workspace --bins --features ledger/crash-points
+	seed=$${LEDGER_MODEL_SEED:-$$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')}; \
+	echo "model-based run: $(MODEL_CASES) cases, seed $$seed (replay: make model LEDGER_MODEL_SEED=$$seed)"; \
+	LEDGER_MODEL_SEED=$$seed LEDGER_MODEL_CASES=$(MODEL_CASES) TEST_DATABASE_URL=$$(scripts/test-postgres.sh) \
+	  $(CARGO) nextest run --workspace --features ledger/crash-points --no-capture -E 'binary(model_based)'
 
 ## The seeded fault campaign against real processes; any audit violation fails it and prints the seed.
 ## `make chaos CHAOS_SEED=42 CHAOS_SECS=60` replays seed 42 for a minute (the seed defaults to the clock).

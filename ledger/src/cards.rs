@@ -152,6 +152,19 @@ pub async fn take(client: &impl GenericClient, tenant: TenantId, id: Uuid, lease
     get(client, tenant, id).await
 }
 
+/// Whether the charge was first sent less than `window` ago, by the
+/// database's clock (never sent: yes).
+pub async fn sent_within(client: &impl GenericClient, id: Uuid, window: Duration) -> Result<bool> {
+    let row = client
+        .query_one(
+            "SELECT coalesce(first_sent_at > clock_timestamp() - make_interval(secs => $2), true) \
+               FROM card_charges WHERE charge_id = $1",
+            &[&id, &window.as_secs_f64()],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
 /// Charges left `processing` whose lease has passed, oldest lease first, at
 /// most `limit`, each leased again for `lease` in the same statement: two
 /// completers never take the same charge at once. Not a send: each is taken

@@ -310,6 +310,19 @@ async fn refunded_event(tx: &Transaction<'_>, order_id: &str, refund: &Refund) -
     Ok(())
 }
 
+/// Whether the refund was first sent less than `window` ago, by the
+/// database's clock (never sent: yes).
+pub async fn sent_within(client: &impl GenericClient, id: Uuid, window: Duration) -> Result<bool> {
+    let row = client
+        .query_one(
+            "SELECT coalesce(first_sent_at > clock_timestamp() - make_interval(secs => $2), true) \
+               FROM card_refunds WHERE refund_id = $1",
+            &[&id, &window.as_secs_f64()],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
 /// The refund, with a fresh lease when it is still `pending`, and its first
 /// send time set if this is the first: whoever drives it now holds the
 /// completer off for `lease`, and is about to send it.

@@ -59,13 +59,15 @@ pub fn ask(state: &mut State, design: Design, bounds: &Bounds, index: usize, fau
 
 /// The second transaction (`cards::complete` or `refunds::complete`, with
 /// `idempotency::store_final`), or `effects::abandon` after a refusal as
-/// misconfigured (502, nothing stored).
+/// misconfigured (502, nothing stored; the key stays in flight unless the
+/// charge was abandoned).
 pub fn complete(state: &mut State, design: Design, bounds: &Bounds, index: usize) {
     let request = state.requests[index];
     let Step::Asked(asked) = request.step else { return };
     let reply = match asked {
+        // 502 provider_rejected: abandoned, or left in flight under its key
         Asked::Rejected => {
-            ledger::abandon(state, request.effect);
+            ledger::abandon(state, design, request.effect);
             Reply::Refused
         }
         Asked::Answer(answer) => ledger::complete(state, design, bounds, request.effect, Some(answer)),

@@ -8,7 +8,10 @@
 pub enum Design {
     /// What the code does: past the key window, look-ups list (consistent);
     /// a refund's rules are checked and its ledger transaction posted before
-    /// the provider is asked.
+    /// the provider is asked; a charge refused as misconfigured is abandoned
+    /// only when that refused send is the only one ever taken; the
+    /// completer takes an effect again right before it sends it; a refund's
+    /// older `succeeded` event after its `failed` one raises no flag.
     Current,
     /// (a) Past the key window a charge is looked up by the provider's
     /// search, which lags its writes: a payment it does not show yet is
@@ -21,6 +24,18 @@ pub enum Design {
     /// (c) Past the key window the key is sent again without a look-up: the
     /// provider has forgotten it and makes a new payment.
     ResendWithoutLookUp,
+    /// (d) A charge refused as misconfigured is abandoned (deleted with its
+    /// key) whatever was sent before: after an earlier send whose answer
+    /// was lost, the provider may have charged the card.
+    AbandonAfterAnySend,
+    /// (e) The completer sends an effect straight from its claim, without
+    /// reading the row again: stalled past its lease, it may send an effect
+    /// another process has meanwhile recorded final.
+    CompleterSendsFromItsClaim,
+    /// (f) Every refund `succeeded` event for a refund recorded failed is
+    /// flagged, its own older event included (delivered after the
+    /// `failed` one).
+    FlagEverySuccessAfterFailure,
 }
 
 /// The most the state's fixed arrays hold.
@@ -65,14 +80,14 @@ pub struct Bounds {
     /// Refunds the provider fails after they succeeded.
     pub late_refund_failures: u8,
     /// Requests the provider refuses as misconfigured (a revoked or restricted
-    /// key): nothing happens there, whatever an earlier send did. None by
-    /// default: see `findings` in the tests.
+    /// key): nothing happens there, whatever an earlier send did. None in
+    /// the main checks: see `with_rejections`.
     pub rejections: u8,
     /// Whether a process may stall in the middle of its work for longer
     /// than its lease (`CARD_LEASE_SECS`), and a provider key expire in the
-    /// meantime (a frozen host, `LEDGER_FREEZE_AT`). Off by default: a
-    /// process that holds an effect finishes with it or dies before its
-    /// lease passes. See `findings`.
+    /// meantime (a frozen host, `LEDGER_FREEZE_AT`). Off in the main
+    /// checks, where a process that holds an effect finishes with it or
+    /// dies before its lease passes: see `with_stalls`.
     pub stalls: bool,
 }
 
@@ -146,6 +161,48 @@ impl Bounds {
     /// Both halves in one run: two attempts, then a refund of the paid one.
     pub fn together() -> Bounds {
         Bounds { refund_amounts: vec![2], seller_transfers: 1, late_refund_failures: 1, ..Bounds::charges() }
+    }
+
+    /// The charges' bounds with one request refused as misconfigured, for
+    /// one attempt whose card pays (a payment is what a refusal must not
+    /// lose): a refusal may follow a send whose answer was lost.
+    pub fn with_rejections() -> Bounds {
+        Bounds { rejections: 1, declines: false, attempts: 1, ..Bounds::charges() }
+    }
+
+    /// The charges' bounds with processes that may stall past their lease
+    /// while the provider's key window ends, for one attempt whose card
+    /// pays.
+    pub fn with_stalls() -> Bounds {
+        Bounds { stalls: true, declines: false, attempts: 1, ..Bounds::charges() }
+    }
+
+    /// Stalls, with a second attempt (a failed attempt is followed by
+    /// another, which a stale send must not pay twice).
+    pub fn with_stalls_two_attempts() -> Bounds {
+        Bounds { attempts: 2, ..Bounds::with_stalls() }
+    }
+
+    /// A refund of the whole charge sent once, with no fault or crash, that
+    /// the provider fails after it succeeded: only its two webhooks, in
+    /// either order, and what the ledger makes of them (the main refunds
+    /// check holds the same and more).
+    pub fn one_refund_failing_late() -> Bounds {
+        Bounds {
+            sends: 1,
+            concurrent_requests: 1,
+            crashes: 0,
+            pipeline_crashes: 0,
+            faults: 0,
+            duplicate_webhooks: 0,
+            seller_transfers: 0,
+            ..Bounds::refunds()
+        }
+    }
+
+    /// The refunds' bounds with processes that may stall past their lease.
+    pub fn refunds_with_stalls() -> Bounds {
+        Bounds { stalls: true, ..Bounds::refunds() }
     }
 
     pub fn references(&self) -> u8 {

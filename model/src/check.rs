@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use stateright::{Checker, Expectation, HasDiscoveries, Model, Path};
 
 use crate::describe;
-use crate::findings::Described;
 use crate::model::{Action, PaymentModel};
 use crate::state::State;
 
@@ -63,9 +62,9 @@ pub fn trace(model: &PaymentModel, path: Path<State, Action>) -> Vec<String> {
 /// The path up to its first state that breaks the property: the checker
 /// keeps the last violation it met before it stopped, which may lie
 /// further along the same behaviour.
-fn first_violation<M: Model<State = State>>(
-    model: &M,
-    condition: fn(&M, &State) -> bool,
+fn first_violation(
+    model: &PaymentModel,
+    condition: fn(&PaymentModel, &State) -> bool,
     path: Path<State, Action>,
 ) -> Vec<(State, Option<Action>)> {
     let mut steps = path.into_vec();
@@ -97,11 +96,8 @@ fn steps(model: &PaymentModel, steps: Vec<(State, Option<Action>)>) -> Vec<Strin
 
 /// Explores every reachable state (or, given `until`, stops once that
 /// property has a counterexample), on `threads` threads.
-pub fn run<M>(model: M, threads: usize, until: Option<&'static str>) -> Report
-where
-    M: Model<State = State, Action = Action> + Described + Clone + Send + Sync + 'static,
-{
-    let design = model.payments().design;
+pub fn run(model: PaymentModel, threads: usize, until: Option<&'static str>) -> Report {
+    let design = model.design;
     let started = Instant::now();
     let mut builder = model.clone().checker().threads(threads);
     if let Some(property) = until {
@@ -117,10 +113,10 @@ where
             (Expectation::Sometimes, None) => missing_examples.push(property.name),
             (Expectation::Always, Some(path)) => {
                 let path = first_violation(&model, property.condition, path.clone());
-                counterexamples.insert(property.name, steps(model.payments(), path));
+                counterexamples.insert(property.name, steps(&model, path));
             }
             (Expectation::Eventually, Some(path)) => {
-                counterexamples.insert(property.name, trace(model.payments(), path.clone()));
+                counterexamples.insert(property.name, trace(&model, path.clone()));
             }
             _ => {}
         }

@@ -1,6 +1,7 @@
 //! Actions as a person reads them in a counterexample: who acts, the
 //! function or crash point of the code, and what came of it.
 
+use crate::bounds::Design;
 use crate::model::{Action, PaymentModel};
 use crate::provider::Fault;
 use crate::state::{Answer, Asked, Effect, ProviderEvent, Reply, State, Step};
@@ -68,6 +69,13 @@ fn functions(e: Effect) -> (&'static str, &'static str, &'static str) {
     }
 }
 
+fn takes(e: Effect) -> &'static str {
+    match e {
+        Effect::Charge(_) => "cards::take",
+        Effect::Refund(_) => "refunds::take",
+    }
+}
+
 /// One step of a trace: the action taken from `before`, and what it did.
 pub fn step(model: &PaymentModel, before: &State, action: &Action) -> String {
     let after = model.next_state(before, *action);
@@ -100,7 +108,8 @@ pub fn step(model: &PaymentModel, before: &State, action: &Action) -> String {
                 })
                 .map(asked)
                 .unwrap_or_default();
-            format!("{}: effects::ask ({}){} -> {}", request(i), functions(r.effect).1, fault(f), got)
+            let (take, ask) = (takes(r.effect), functions(r.effect).1);
+            format!("{}: effects::ask ({take}, {ask}){} -> {}", request(i), fault(f), got)
         }
         Action::Complete { request: i } => {
             let r = before.requests[i as usize];
@@ -112,7 +121,9 @@ pub fn step(model: &PaymentModel, before: &State, action: &Action) -> String {
             });
             match (r.step, heard) {
                 (Step::Asked(Asked::Rejected), _) => {
-                    format!("{}: effects::abandon (502 provider_rejected)", request(i))
+                    let kept = after.as_ref().is_some_and(|s| s.in_flight(r.effect));
+                    let what = if kept { "kept in flight" } else { "abandoned" };
+                    format!("{}: effects::abandon, {what} (502 provider_rejected)", request(i))
                 }
                 (_, Some(Reply::InFlight)) => {
                     format!("{}: {} finds it still in flight (202, not stored)", request(i), functions(r.effect).2)
@@ -136,18 +147,28 @@ pub fn step(model: &PaymentModel, before: &State, action: &Action) -> String {
                 Effect::Charge(_) => "cards::claim_stale",
                 Effect::Refund(_) => "refunds::claim_stale",
             };
-            format!("completer: {claim} takes {}", effect(e))
+            format!("completer: {claim} claims {}", effect(e))
         }
         Action::CompleterAsks { fault: f } => {
             let job = before.completer.expect("a job");
             let got = after.and_then(|s| s.completer).and_then(|j| j.asked).map(asked).unwrap_or_default();
-            format!("completer: complete_stale asks ({}){} -> {got}", functions(job.effect).1, fault(f))
+            let (take, ask) = (takes(job.effect), functions(job.effect).1);
+            match model.design {
+                Design::CompleterSendsFromItsClaim => {
+                    format!("completer: complete_stale sends from its claim ({ask}){} -> {got}", fault(f))
+                }
+                _ => format!("completer: complete_stale, effects::ask ({take}, {ask}){} -> {got}", fault(f)),
+            }
         }
         Action::CompleterCompletes => {
             let job = before.completer.expect("a job");
             match job.asked {
                 Some(Asked::Answer(_)) => format!("completer: {}", functions(job.effect).2),
-                Some(Asked::Rejected) => "completer: effects::abandon".to_owned(),
+                Some(Asked::Rejected) => {
+                    let kept = after.as_ref().is_some_and(|s| s.in_flight(job.effect));
+                    format!("completer: effects::abandon, {}", if kept { "kept in flight" } else { "abandoned" })
+                }
+                Some(Asked::Final) => "completer: already final, nothing to record".to_owned(),
                 _ => "completer: outcome unknown, left for the next lease".to_owned(),
             }
         }

@@ -3,6 +3,7 @@
 //! PostgreSQL transaction under the charge's row lock, so one step here.
 
 use crate::bounds::{Bounds, Design, MAX_ATTEMPTS};
+use crate::state::{elapsed, KEY_WINDOW};
 use crate::state::{
     Answer, ChargeRow, ChargeStatus, Effect, KeyRow, LedgerEvent, OutboxRow, ProviderEvent, RefundRow, RefundStatus,
     Reply, State, CHARGE_AMOUNT,
@@ -43,7 +44,7 @@ pub fn begin_charge(state: &mut State, attempt: u8) -> Begun {
     let incarnation = state.ledger.incarnations[attempt as usize];
     state.ledger.incarnations[attempt as usize] += 1;
     state.ledger.charges[attempt as usize] =
-        Some(ChargeRow { status: ChargeStatus::Processing, payment: None, first_sent: None, incarnation });
+        Some(ChargeRow { status: ChargeStatus::Processing, payment: None, first_sent: None, sends: 0, incarnation });
     Begun::InFlight
 }
 
@@ -82,14 +83,26 @@ fn allowed(state: &State, amount: u8) -> bool {
     state.ledger.refunded + amount <= CHARGE_AMOUNT && state.ledger.seller >= amount
 }
 
-/// `cards::take`, `refunds::take`: a fresh lease and the first send time,
-/// when the effect is still in flight; whether it is.
+/// `cards::take`, `refunds::take`, right before a send: a fresh lease and
+/// the first send time, when the effect is still in flight; whether it is.
+/// A charge's send is counted (`card_charges.sends`).
 pub fn take(state: &mut State, effect: Effect) -> bool {
     if !state.in_flight(effect) {
         return false;
     }
     state.mark_sent(effect);
+    count_send(state, effect);
     true
+}
+
+/// `sends = sends + 1` on a charge's row (up to 2: more than one is all
+/// that is read).
+pub fn count_send(state: &mut State, effect: Effect) {
+    if let Effect::Charge(a) = effect {
+        if let Some(row) = &mut state.ledger.charges[a as usize] {
+            row.sends = (row.sends + 1).min(2);
+        }
+    }
 }
 
 /// The reply a final effect gives.
@@ -116,6 +129,13 @@ fn reply_of(state: &State, effect: Effect) -> Reply {
 /// it is returned as it is). `None` only reads it. The reply is
 /// `InFlight` while it stays in flight.
 pub fn complete(state: &mut State, design: Design, bounds: &Bounds, effect: Effect, answer: Option<Answer>) -> Reply {
+    // "never made" (a stored 5xx, nothing found) is recorded only while the
+    // key window of the first send has not passed: the provider still holds
+    // the key, so every send so far was answered with its stored 5xx.
+    // Past it, another send may have made the effect: left in flight.
+    let never_made = matches!(answer, Some(Answer::Declined(None) | Answer::RefundFailed(None)));
+    let past_window = state.first_sent(effect).is_some_and(|f| elapsed(state.clock, f) >= KEY_WINDOW);
+    let answer = if never_made && state.in_flight(effect) && past_window { None } else { answer };
     match effect {
         Effect::Charge(a) => complete_charge(state, a, answer),
         Effect::Refund(r) => complete_refund(state, design, bounds, r, answer),
@@ -191,11 +211,17 @@ fn complete_refund(state: &mut State, design: Design, bounds: &Bounds, reference
 }
 
 /// `cards::abandon` after the provider refused the request as
-/// misconfigured: a charge still in flight is deleted with the keys that
-/// name it (`true`); a refund is owed and stays pending (`false`).
-pub fn abandon(state: &mut State, effect: Effect) -> bool {
+/// misconfigured: a charge still in flight whose refused send is the only
+/// one ever taken (nothing can have reached the provider) is deleted with
+/// the keys that name it (`true`). One sent before stays in flight, to be
+/// sent again with its key once the configuration is fixed, as a refund
+/// does (`false`): the provider refuses before it looks at the key, so an
+/// earlier send whose answer was lost may have charged the card. Design
+/// (d) deletes it whatever was sent before.
+pub fn abandon(state: &mut State, design: Design, effect: Effect) -> bool {
+    let sent_once = |a: u8| matches!(state.ledger.charges[a as usize], Some(c) if c.sends <= 1);
     match effect {
-        Effect::Charge(a) if state.in_flight(effect) => {
+        Effect::Charge(a) if state.in_flight(effect) && (design == Design::AbandonAfterAnySend || sent_once(a)) => {
             state.ledger.charges[a as usize] = None;
             for key in state.ledger.keys[effect.slot()].iter_mut() {
                 if *key == KeyRow::InFlight {
@@ -255,7 +281,13 @@ pub fn receive_webhook(state: &mut State, design: Design, bounds: &Bounds, event
             let Some(r) = by_id.or(by_metadata) else { return };
             let row = state.ledger.refunds[r].expect("found");
             let contradiction = match (row.status, answer) {
-                (RefundStatus::Failed, Answer::Refunded(_)) => true,
+                // a refund failed by our own conclusion (none recorded), or
+                // another refund than the one the provider failed; the same
+                // one is its older event, delivered after the failure
+                // (recorded already), unless in design (f)
+                (RefundStatus::Failed, Answer::Refunded(m)) => {
+                    design == Design::FlagEverySuccessAfterFailure || row.provider_refund != Some(m)
+                }
                 (RefundStatus::Succeeded, Answer::Refunded(m)) => row.provider_refund != Some(m),
                 _ => false,
             };

@@ -4,14 +4,13 @@
 //! webhooks, and the relay and inventory consumer that carry their events.
 //! A pure abstraction: it shares no code with the service, so that a check
 //! is of the design, and each action is named after the function or crash
-//! point it stands for (README.md maps them to the code).
+//! point it stands for (docs/model.md maps them to the code).
 
 pub mod api;
 pub mod bounds;
 pub mod check;
 pub mod completer;
 pub mod describe;
-pub mod findings;
 pub mod ledger;
 pub mod model;
 pub mod pipeline;

@@ -21,7 +21,7 @@ pub struct PaymentModel {
 }
 
 /// One step. Each is named after the function or crash point of the code
-/// it stands for (`describe` prints them so; README.md maps them).
+/// it stands for (`describe` prints them so; docs/model.md maps them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     /// `POST /v1/charges`: `idempotency::first` + `cards::begin`.
@@ -41,7 +41,8 @@ pub enum Action {
     /// lease (`CARD_LEASE_SECS`) has passed: when no process holds it any
     /// more (it finished or died), or at any moment if processes may stall.
     ClaimStale { effect: Effect },
-    /// `complete_stale`: `Effect::ask_provider`.
+    /// `complete_stale`: `effects::ask` (take, then `Provider::ask` /
+    /// `ask_refund` unless final); `Effect::ask_provider` in design (e).
     CompleterAsks { fault: Fault },
     /// `complete_stale`: `Effect::complete` (or `abandon`).
     CompleterCompletes,
@@ -112,13 +113,14 @@ impl PaymentModel {
     }
 
     /// Whether the clock may move (and the provider forget a key): while
-    /// something is in flight (or a key at the provider outlives an
-    /// abandoned charge), and, unless processes may stall, not while a
+    /// something is in flight, or about to be sent from a stale claim
+    /// (design (e)), or a key at the provider outlives an abandoned
+    /// charge; and, unless processes may stall, not while a
     /// process is in the middle of its work on an effect: a request or a
     /// scan takes seconds, a tick is a lag or a day, and the steps a
     /// process has left read no clock, so the tick may as well come after.
     fn time_may_pass(&self, state: &State) -> bool {
-        let waiting = self.effects().any(|e| state.in_flight(e));
+        let waiting = self.effects().any(|e| state.in_flight(e) || state.completer_about_to_send(self.design, e));
         let orphan = (0..self.bounds.attempts)
             .any(|a| state.ledger.charges[a as usize].is_none() && state.provider.keys[a as usize].is_some());
         state.clock < LONG_AFTER && (waiting || orphan) && (self.bounds.stalls || !state.busy())
@@ -316,8 +318,13 @@ impl Model for PaymentModel {
             // the first attempt paid and recorded, as a quiet charge leaves it
             start.provider.payments.push(Payment { attempt: 0, incarnation: 0, paid: true, indexed: true });
             start.ledger.incarnations[0] = 1;
-            start.ledger.charges[0] =
-                Some(ChargeRow { status: ChargeStatus::Succeeded, payment: Some(0), first_sent: None, incarnation: 0 });
+            start.ledger.charges[0] = Some(ChargeRow {
+                status: ChargeStatus::Succeeded,
+                payment: Some(0),
+                first_sent: None,
+                sends: 0,
+                incarnation: 0,
+            });
             start.ledger.keys[0][0] = KeyRow::Stored(Reply::Paid);
             start.ledger.seller = CHARGE_AMOUNT;
             start.ledger.outbox.push(OutboxRow {
@@ -381,7 +388,7 @@ impl Model for PaymentModel {
                 s.budget.crashes -= 1;
                 s.requests.remove(request as usize);
             }
-            Action::ClaimStale { effect } => completer::claim(&mut s, effect),
+            Action::ClaimStale { effect } => completer::claim(&mut s, design, effect),
             Action::CompleterAsks { fault } => {
                 completer::ask(&mut s, design, b, fault)?;
                 Self::spend_fault(&mut s.budget, fault);
@@ -426,7 +433,7 @@ impl Model for PaymentModel {
                 pipeline::consumer_crashes(&mut s);
             }
         }
-        s.normalize();
+        s.normalize(design);
         Some(s)
     }
 
@@ -437,10 +444,14 @@ impl Model for PaymentModel {
             Property::always(p::ONE_REFUND_PER_REFERENCE, |m, s| p::one_refund_per_reference(&m.bounds, s)),
             Property::always(p::ORDER_PAID_ONCE, |_, s| p::order_paid_once(s)),
             Property::always(p::NOTHING_REFUSED, |_, s| p::nothing_refused(s)),
+            Property::always(p::NOTHING_MADE_FOR_FINAL, |_, s| p::nothing_made_for_final(s)),
             Property::always(p::QUIET_LEDGER_EQUALS_PROVIDER, |m, s| {
                 !m.quiet(s) || p::ledger_equals_provider(&m.bounds, s)
             }),
             Property::always(p::QUIET_NOTHING_IN_FLIGHT, |m, s| !m.quiet(s) || p::nothing_in_flight(&m.bounds, s)),
+            Property::always(p::QUIET_FLAG_MEANS_DISAGREEMENT, |m, s| {
+                p::flag_means_disagreement(&m.bounds, s) || !m.quiet(s)
+            }),
             Property::always(p::EVENTS_APPLIED_ONCE, |m, s| {
                 p::applied_at_most_once(s) && (!m.done(s) || p::every_event_applied(s))
             }),

@@ -10,8 +10,10 @@ pub const ONE_PAYMENT_PER_ATTEMPT: &str = "at most one provider payment per (ord
 pub const ONE_REFUND_PER_REFERENCE: &str = "at most one provider refund per (charge, reference)";
 pub const ORDER_PAID_ONCE: &str = "at most one succeeded provider payment per order";
 pub const NOTHING_REFUSED: &str = "nothing reaches the provider that it refuses";
+pub const NOTHING_MADE_FOR_FINAL: &str = "nothing is made at the provider for an effect the ledger recorded final";
 pub const QUIET_LEDGER_EQUALS_PROVIDER: &str = "once quiet, the ledger equals the provider";
 pub const QUIET_NOTHING_IN_FLIGHT: &str = "once quiet, no charge processing and no refund pending";
+pub const QUIET_FLAG_MEANS_DISAGREEMENT: &str = "once quiet, a flag stands beside a real disagreement";
 pub const EVENTS_APPLIED_ONCE: &str = "every committed event applied exactly once";
 pub const SOMETIMES_FOUND_PAST_WINDOW: &str = "the completer is to send an effect made under a forgotten key";
 pub const SOMETIMES_RECORDED_BY_ANOTHER: &str = "a request holds an answer someone else recorded first";
@@ -35,6 +37,13 @@ pub fn order_paid_once(s: &State) -> bool {
 /// would leave the refund pending forever).
 pub fn nothing_refused(s: &State) -> bool {
     !s.provider.refused
+}
+
+/// Every send reads the row right before it: the provider makes no payment
+/// or refund for an effect the ledger has already recorded final (a failed
+/// attempt charged, a failed refund made).
+pub fn nothing_made_for_final(s: &State) -> bool {
+    !s.provider.made_for_final
 }
 
 /// Each attempt's status and payment, the amount taken, each refund's
@@ -77,6 +86,13 @@ pub fn ledger_equals_provider(bounds: &Bounds, s: &State) -> bool {
         }
     }
     true
+}
+
+/// A contradiction a webhook flagged for an operator (`provider_flags`) is a
+/// real one: the ledger and the provider disagree, the flag is no artefact
+/// of the order the webhooks came in.
+pub fn flag_means_disagreement(bounds: &Bounds, s: &State) -> bool {
+    !s.ledger.flagged || !ledger_equals_provider(bounds, s)
 }
 
 pub fn nothing_in_flight(bounds: &Bounds, s: &State) -> bool {

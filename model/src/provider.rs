@@ -61,6 +61,7 @@ impl Provider {
             keys: [None; SLOTS],
             webhooks: Vec::new(),
             refused: false,
+            made_for_final: false,
         }
     }
 

@@ -29,6 +29,7 @@ pub fn ask(state: &mut State, design: Design, bounds: &Bounds, effect: Effect, f
         // never reached the provider: sending it is the first time
     }
     let now = state.clock;
+    let (payments, refunds) = (state.provider.payments.len(), state.provider.refunds.len());
     let sent = match effect {
         Effect::Charge(a) => {
             let row = state.ledger.charges[a as usize]?;
@@ -39,6 +40,8 @@ pub fn ask(state: &mut State, design: Design, bounds: &Bounds, effect: Effect, f
             state.provider.send_refund(r, payment, &bounds.refund_amounts, now, fault)?
         }
     };
+    let made = state.provider.payments.len() > payments || state.provider.refunds.len() > refunds;
+    state.provider.made_for_final |= made && !state.in_flight(effect);
     Some(match sent {
         Sent::Made(answer) => Asked::Answer(answer),
         Sent::Lost => Asked::Unknown,

@@ -5,7 +5,7 @@
 //! after each step (`State::normalize`), so that states that behave alike
 //! are one.
 
-use crate::bounds::{MAX_ATTEMPTS, MAX_KEYS, MAX_REFERENCES};
+use crate::bounds::{Design, MAX_ATTEMPTS, MAX_KEYS, MAX_REFERENCES};
 
 /// Every charge is of this amount; refunds are parts of it.
 pub const CHARGE_AMOUNT: u8 = 2;
@@ -98,6 +98,9 @@ pub struct ChargeRow {
     pub payment: Option<u8>,
     /// `first_sent_at`, as a clock tick.
     pub first_sent: Option<u8>,
+    /// `card_charges.sends`: the sends taken (`cards::take`), counted up to
+    /// 2, since `cards::abandon` reads only whether there was more than one.
+    pub sends: u8,
     /// Which row of this attempt it is: an abandoned row is deleted and a
     /// later request makes another, with another charge id (the metadata a
     /// webhook finds it by).
@@ -225,6 +228,9 @@ pub struct Provider {
     /// Whether the provider refused a refund the ledger sent (more than
     /// remains of the payment): nothing should reach it that it refuses.
     pub refused: bool,
+    /// Whether it made a payment or refund for an effect the ledger had
+    /// already recorded final: a send from a stale read of the row.
+    pub made_for_final: bool,
 }
 
 /// What a provider call gave (`service::provider::Asked`).
@@ -373,7 +379,7 @@ impl State {
     }
 
     /// `first_sent_at = coalesce(first_sent_at, now())`, as a take or a
-    /// claim sets it before it sends.
+    /// claim sets it.
     pub fn mark_sent(&mut self, effect: Effect) {
         let first_sent = self.first_sent(effect).unwrap_or(self.clock);
         self.set_first_sent(effect, Some(first_sent));
@@ -393,26 +399,32 @@ impl State {
         self.completer.is_some() || self.requests.iter().any(|r| !matches!(r.step, Step::Answered(_)))
     }
 
-    /// Whether the completer holds the effect and has not sent it yet: it
-    /// will send without reading the row again.
-    pub fn completer_about_to_send(&self, effect: Effect) -> bool {
-        matches!(self.completer, Some(Job { effect: e, asked: None }) if e == effect)
+    /// Whether the completer holds the effect and will send it without
+    /// reading the row again: only in design (e), which sends from its
+    /// claim; the code's completer takes the row first, and sends nothing
+    /// that is final.
+    pub fn completer_about_to_send(&self, design: Design, effect: Effect) -> bool {
+        design == Design::CompleterSendsFromItsClaim
+            && matches!(self.completer, Some(Job { effect: e, asked: None }) if e == effect)
     }
 
     /// Clears what can no longer change any behaviour, so that states that
-    /// behave alike are one: the first send and provider key of an
+    /// behave alike are one: the first send, sends and provider key of an
     /// effect that is final (nobody sends it again, unless the completer
-    /// holds it), the webhook inbox's entries whose event cannot come again,
-    /// the search index of payments nobody looks up; and sorts the requests
-    /// and the queue.
-    pub fn normalize(&mut self) {
+    /// of design (e) holds it), the webhook inbox's entries whose event
+    /// cannot come again, the search index of payments nobody looks up;
+    /// and sorts the requests and the queue.
+    pub fn normalize(&mut self, design: Design) {
         for a in 0..MAX_ATTEMPTS as u8 {
             let effect = Effect::Charge(a);
             if self.ledger.charges[a as usize].is_some()
                 && !self.in_flight(effect)
-                && !self.completer_about_to_send(effect)
+                && !self.completer_about_to_send(design, effect)
             {
                 self.set_first_sent(effect, None);
+                if let Some(c) = &mut self.ledger.charges[a as usize] {
+                    c.sends = 0;
+                }
                 self.provider.keys[effect.slot()] = None;
                 for p in self.provider.payments.iter_mut().filter(|p| p.attempt == a) {
                     p.indexed = true;
@@ -423,7 +435,7 @@ impl State {
             let effect = Effect::Refund(r);
             if self.ledger.refunds[r as usize].is_some()
                 && !self.in_flight(effect)
-                && !self.completer_about_to_send(effect)
+                && !self.completer_about_to_send(design, effect)
             {
                 self.set_first_sent(effect, None);
                 self.provider.keys[effect.slot()] = None;

@@ -78,6 +78,16 @@ pub trait Effect {
         id: Uuid,
         answer: Option<&Self::Answer>,
     ) -> impl Future<Output = ledger::Result<Completion<Self::Row>>> + Send;
+    /// Whether an answer names nothing at the provider (no payment, no
+    /// refund): a conclusion that nothing was made, not the provider's word
+    /// about an object ([`record`]).
+    fn names_nothing(answer: &Self::Answer) -> bool;
+    /// Whether the effect was first sent less than `window` ago.
+    fn sent_within(
+        tx: &Transaction<'_>,
+        id: Uuid,
+        window: Duration,
+    ) -> impl Future<Output = ledger::Result<bool>> + Send;
     /// After the provider refused the request itself (a configuration
     /// error): undoes the first transaction when nothing in the ledger
     /// depends on it (`true`), or leaves the effect in flight for after the
@@ -136,6 +146,12 @@ impl Effect for CardCharge {
         answer: Option<&ProviderAnswer>,
     ) -> ledger::Result<Completion<Charge>> {
         ledger::cards::complete(tx, tenant, id, answer).await
+    }
+    fn names_nothing(answer: &ProviderAnswer) -> bool {
+        matches!(answer, ProviderAnswer::Declined { payment_id: None, .. })
+    }
+    async fn sent_within(tx: &Transaction<'_>, id: Uuid, window: Duration) -> ledger::Result<bool> {
+        ledger::cards::sent_within(&**tx, id, window).await
     }
     /// Nothing moved in the ledger for a processing charge: it is undone, so
     /// the order is not held by a charge that can never be made.
@@ -196,6 +212,12 @@ impl Effect for CardRefund {
     ) -> ledger::Result<Completion<Refund>> {
         ledger::refunds::complete(tx, tenant, id, answer).await
     }
+    fn names_nothing(answer: &RefundAnswer) -> bool {
+        matches!(answer, RefundAnswer::Failed { refund_id: None, .. })
+    }
+    async fn sent_within(tx: &Transaction<'_>, id: Uuid, window: Duration) -> ledger::Result<bool> {
+        ledger::refunds::sent_within(&**tx, id, window).await
+    }
     /// A refund asked for is owed: it stays pending, its money held back,
     /// and is sent again (same key) once the configuration is fixed.
     async fn abandon(_: &Transaction<'_>, _: TenantId, _: Uuid) -> ledger::Result<bool> {
@@ -226,6 +248,34 @@ pub async fn ask<E: Effect>(
         Asked::Rejected(why) => rejected::<E>(id, why),
     }
     Ok(Some(asked))
+}
+
+/// Phase 3's record of what the provider was asked, in the caller's second
+/// transaction: `Effect::complete`, except that an answer naming nothing at
+/// the provider (a stored 5xx and a look-up that found nothing; a card
+/// refused outright) is recorded only while the provider still keeps the
+/// effect's key. Until then any other send of it is replayed by the key and
+/// makes nothing, so "nothing was made" stays true; past it another process
+/// may have sent it as a new request since this one concluded (a process
+/// stalled between its conclusion and this record), and recording the
+/// conclusion would fail an effect the provider made. The effect then stays
+/// in flight, for a look-up to decide. Checked by the database's clock,
+/// right before the write.
+pub async fn record<E: Effect>(
+    tx: &Transaction<'_>,
+    payments: &Provider,
+    tenant: TenantId,
+    id: Uuid,
+    answer: Option<&E::Answer>,
+) -> ledger::Result<Completion<E::Row>> {
+    let answer = match answer {
+        Some(nothing) if E::names_nothing(nothing) && !E::sent_within(tx, id, payments.key_window()).await? => {
+            tracing::warn!(effect = E::NAME, %id, "a conclusion that nothing was made came past the key window: left in flight");
+            None
+        }
+        answer => answer,
+    };
+    E::complete(tx, tenant, id, answer).await
 }
 
 /// Counts and logs a request the provider refused as misconfigured
@@ -309,7 +359,7 @@ pub async fn complete_stale<E: Effect>(
         };
         let mut client = pool.get().await?;
         let tx = client.transaction().await?;
-        let completion = E::complete(&tx, tenant, id, Some(&answer)).await?;
+        let completion = record::<E>(&tx, payments, tenant, id, Some(&answer)).await?;
         tx.commit().await?;
         done.push(match completion {
             Completion::Final(_) => {

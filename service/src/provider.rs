@@ -161,6 +161,11 @@ impl Provider {
         gateway::refund_key(&self.key_secret, tenant.0, charge_id, reference)
     }
 
+    /// How long the provider keeps an effect's key, from its first send.
+    pub fn key_window(&self) -> Duration {
+        self.key_window
+    }
+
     /// How long whoever drives a processing charge holds the completer off.
     pub fn lease(&self) -> Duration {
         self.lease

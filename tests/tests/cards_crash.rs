@@ -221,3 +221,65 @@ async fn a_completer_frozen_after_its_claim_never_sends_a_charge_recorded_failed
     assert_eq!(s.scalar("SELECT count(*) FROM charges WHERE order_id = 'f1' AND status = 'failed'").await, 1);
     s.audit_clean().await;
 }
+
+/// A process frozen between its conclusion that nothing was made (a stored
+/// 500, a look-up that found nothing) and its record of it, resumed once the
+/// provider has forgotten the key and another send has made the payment:
+/// its conclusion is not recorded (past the key window it no longer holds),
+/// the charge stays in flight, and the retry finds the one payment. Recorded,
+/// it would have failed a charge the provider made, and freed the order for
+/// a second payment (found by the protocol's model, `docs/model.md`).
+#[actix_web::test]
+async fn a_conclusion_that_nothing_was_made_is_not_recorded_past_the_key_window() {
+    // the provider forgets a key 5 s after it stored it; a stored 5xx with
+    // nothing found means "never made" once 1 s has passed
+    let s = CardShop::with(&["--idempotency-ttl-secs", "5"], false, |g| {
+        g.card_lease_secs = 1;
+        g.gateway_key_window_secs = 5;
+        g.gateway_search_lag_secs = 1;
+    })
+    .await;
+    let body = json!({"order_id": "f3", "attempt": 1, "payment_method": "pm_card_visa",
+                      "seller_account_id": s.seller, "amount": "12.00", "currency": "USD"});
+    s.fake.arm(json!({"kind": "error_before_charge", "count": 1, "metadata": {"order_id": "f3"}})).await;
+    let sent = std::time::Instant::now();
+    let first = s.app.post("/v1/charges", &s.key, "f3:1", body.clone()).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
+
+    // past the search lag, a retry through a process that concludes "never
+    // made" and freezes before recording it
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let env = [
+        ("LEDGER_FREEZE_AT", "card-after-provider"),
+        ("GATEWAY_KEY_WINDOW_SECS", "5"),
+        ("GATEWAY_SEARCH_LAG_SECS", "1"),
+        ("CARD_LEASE_SECS", "1"),
+    ];
+    let frozen = s.api_with(&env).await;
+    let stalled = {
+        let (url, key, body) = (frozen.url("/v1/charges"), s.key.clone(), body.clone());
+        actix_web::rt::spawn(async move { post(&url, &key, "f3:1", &body, Duration::from_secs(60)).await })
+    };
+    frozen.until_frozen(Duration::from_secs(10)).await;
+    assert!(sent.elapsed() < Duration::from_secs(5), "concluded within the key window: {:?}", sent.elapsed());
+
+    // the key forgotten, another send makes the payment; its answer is lost
+    tokio::time::sleep(Duration::from_millis(5500).saturating_sub(sent.elapsed())).await;
+    s.fake.arm(json!({"kind": "drop_after_charge", "count": 1, "metadata": {"order_id": "f3"}})).await;
+    let lost = s.app.post("/v1/charges", &s.key, "f3:1", body.clone()).await;
+    assert_eq!(lost.status, StatusCode::ACCEPTED, "{lost:?}");
+    assert_eq!(s.fake.payments_of("f3").await.len(), 1, "the provider charged");
+
+    // the frozen process resumes: its stale conclusion is not recorded
+    frozen.signal(libc::SIGCONT);
+    let resumed = stalled.await.unwrap().expect("answered");
+    assert_eq!(resumed.status, StatusCode::ACCEPTED, "{resumed:?}");
+    assert_eq!(s.scalar("SELECT count(*) FROM charges WHERE status = 'processing'").await, 1);
+
+    let retry = s.app.post("/v1/charges", &s.key, "f3:1", body).await;
+    assert_eq!(retry.status, StatusCode::CREATED, "{retry:?}");
+    let payments = s.fake.payments_of("f3").await;
+    assert_eq!(payments.len(), 1, "{payments:?}");
+    assert_eq!(retry.json()["provider_payment_id"], payments[0]["id"]);
+    s.audit_clean().await;
+}

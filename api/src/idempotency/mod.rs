@@ -419,7 +419,7 @@ pub async fn run_two_phase<E: Effect, T: Serialize>(
     };
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
-    match E::complete(&tx, tenant, id, provider_answer.as_ref()).await? {
+    match effects::record::<E>(&tx, &state.provider, tenant, id, provider_answer.as_ref()).await? {
         Completion::Final(outcome) => {
             let answer = answer(outcome.map(to_wire), &applied);
             let first = ledger::idempotency::store_final(&tx, tenant, key.as_str(), &answer).await?;
