@@ -116,11 +116,8 @@ pub async fn list(
     cursor: Cursor,
     limit: i64,
 ) -> Result<Page<Account>> {
-    let (bound, op, order) = match cursor {
-        Cursor::Newest => (None, "<", "DESC"),
-        Cursor::After(id) => (Some(id), "<", "DESC"),
-        Cursor::Before(id) => (Some(id), ">", "ASC"),
-    };
+    let (op, order) = cursor.sql();
+    let bound = cursor.item();
     if let Some(id) = bound {
         let known = client
             .query_opt("SELECT 1 FROM accounts WHERE id = $1 AND tenant_id = $2", &[&id, &tenant.0])
@@ -153,13 +150,8 @@ pub async fn list(
             ],
         )
         .await?;
-    let mut data = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
-    let has_more = data.len() as i64 > limit;
-    data.truncate(limit as usize);
-    if matches!(cursor, Cursor::Before(_)) {
-        data.reverse();
-    }
-    Ok(Page { data, has_more })
+    let data = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+    Ok(Page::read(data, limit, cursor))
 }
 
 #[derive(Debug, Clone)]

@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::events::{ChargeStatusV1, ChargeSucceededV1, PlatformFeeV1};
 use crate::money::Currency;
 use crate::outbox;
+use crate::pagination::{Cursor, Page};
 use crate::posting::{lock_debited, post};
 use crate::{Error, Outcome, Result, TenantId};
 
@@ -107,6 +108,18 @@ impl ChargeStatus {
     /// Whether the provider's final answer is still to come.
     pub fn in_flight(self) -> bool {
         matches!(self, ChargeStatus::Processing | ChargeStatus::RequiresAction)
+    }
+
+    /// The status as the API shows it (and as a list filters by it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChargeStatus::Processing => "processing",
+            ChargeStatus::RequiresAction => "requires_action",
+            ChargeStatus::Succeeded => "succeeded",
+            ChargeStatus::PartiallyRefunded => "partially_refunded",
+            ChargeStatus::Refunded => "refunded",
+            ChargeStatus::Failed => "failed",
+        }
     }
 }
 
@@ -446,8 +459,77 @@ pub async fn get(client: &impl GenericClient, tenant: TenantId, id: Uuid) -> Res
     Ok(from_row(&row)?.charge)
 }
 
-/// Every attempt's charge of an order, oldest attempt first.
-pub async fn by_order(client: &impl GenericClient, tenant: TenantId, order_id: &str) -> Result<Vec<Charge>> {
-    let rows = client.query(&find_order_sql(), &[&tenant.0, &order_id]).await?;
-    rows.iter().map(|r| from_row(r).map(|c| c.charge)).collect()
+/// A charge's status as the API shows it, in SQL: a succeeded charge with
+/// refunds is `partially_refunded` or `refunded` (as [`from_row`] reads
+/// it). The index `charges_tenant_id_status_id` is on this same expression,
+/// so that a list filtered by status reads only its page.
+const STATUS_SQL: &str = "CASE WHEN c.status = 'succeeded' AND c.refunded_amount > 0 \
+       THEN CASE WHEN c.refunded_amount < c.amount THEN 'partially_refunded' ELSE 'refunded' END \
+       ELSE c.status END";
+
+/// Which of a tenant's charges a list holds; every filter is optional.
+#[derive(Debug, Default)]
+pub struct ChargeFilter<'a> {
+    pub order_id: Option<&'a str>,
+    pub status: Option<ChargeStatus>,
+    /// The buyer's wallet (card charges have none).
+    pub buyer_account_id: Option<Uuid>,
+    pub seller_account_id: Option<Uuid>,
+    pub created_gte: Option<DateTime<Utc>>,
+    pub created_lt: Option<DateTime<Utc>>,
+}
+
+/// The tenant's charges that pass `filter`, newest first, `limit` (1 to
+/// [`MAX_PAGE`](crate::pagination::MAX_PAGE)) from `cursor`: an order's
+/// attempts too, the latest first. A cursor must be one of the tenant's
+/// charges (else `ChargeNotFound`, as for any id of another tenant's).
+/// Each filter but the creation range reads its page from an index that
+/// starts with the tenant and the filter's column and ends with the id.
+pub async fn list(
+    client: &impl GenericClient,
+    tenant: TenantId,
+    filter: &ChargeFilter<'_>,
+    cursor: Cursor,
+    limit: i64,
+) -> Result<Page<Charge>> {
+    let (op, order) = cursor.sql();
+    let bound = cursor.item();
+    if let Some(id) = bound {
+        let known = client
+            .query_opt("SELECT 1 FROM charges WHERE id = $1 AND tenant_id = $2", &[&id, &tenant.0])
+            .await?
+            .is_some();
+        if !known {
+            return Err(Error::ChargeNotFound(id));
+        }
+    }
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM {FROM} \
+                  WHERE c.tenant_id = $1 \
+                    AND ($2::text IS NULL OR c.order_id = $2) \
+                    AND ($3::text IS NULL OR ({STATUS_SQL}) = $3) \
+                    AND ($4::uuid IS NULL OR c.buyer_account_id = $4) \
+                    AND ($5::uuid IS NULL OR c.seller_account_id = $5) \
+                    AND ($6::timestamptz IS NULL OR c.created_at >= $6) \
+                    AND ($7::timestamptz IS NULL OR c.created_at < $7) \
+                    AND ($8::uuid IS NULL OR c.id {op} $8) \
+                  ORDER BY c.id {order} LIMIT $9"
+            ),
+            &[
+                &tenant.0,
+                &filter.order_id,
+                &filter.status.map(ChargeStatus::as_str),
+                &filter.buyer_account_id,
+                &filter.seller_account_id,
+                &filter.created_gte,
+                &filter.created_lt,
+                &bound,
+                &(limit + 1),
+            ],
+        )
+        .await?;
+    let data = rows.iter().map(|r| from_row(r).map(|c| c.charge)).collect::<Result<Vec<_>>>()?;
+    Ok(Page::read(data, limit, cursor))
 }

@@ -16,6 +16,7 @@ use crate::events::{
     ReservationCommittedV1, ReservationHeldV1, ReservationReleasedV1, ReservationStatusV1, ReservationV1,
 };
 use crate::outbox;
+use crate::pagination::{Cursor, Page};
 use crate::{Decline, Error, Outcome, Result, TenantId};
 
 /// The largest quantity one restock or reservation may carry.
@@ -210,6 +211,64 @@ pub async fn get_reservation(client: &impl GenericClient, tenant: TenantId, id: 
         .await?
         .ok_or(Error::ReservationNotFound(id))?;
     reservation_from_row(&row)
+}
+
+/// Which of a tenant's reservations a list holds; every filter is optional.
+#[derive(Debug, Default)]
+pub struct ReservationFilter<'a> {
+    pub order_id: Option<&'a str>,
+    pub sku: Option<&'a str>,
+    pub status: Option<ReservationStatus>,
+}
+
+/// The tenant's reservations that pass `filter`, newest first, `limit` (1
+/// to [`MAX_PAGE`](crate::pagination::MAX_PAGE)) from `cursor`. A cursor
+/// must be one of the tenant's reservations (else `ReservationNotFound`, as
+/// for any id of another tenant's). A SKU's or a status's page is read from
+/// an index that starts with the tenant and that column and ends with the
+/// id; an order's reservations (one per SKU of the order) are found by the
+/// order's unique index and sorted.
+pub async fn list(
+    client: &impl GenericClient,
+    tenant: TenantId,
+    filter: &ReservationFilter<'_>,
+    cursor: Cursor,
+    limit: i64,
+) -> Result<Page<Reservation>> {
+    let (op, order) = cursor.sql();
+    let bound = cursor.item();
+    if let Some(id) = bound {
+        let known = client
+            .query_opt("SELECT 1 FROM reservations WHERE id = $1 AND tenant_id = $2", &[&id, &tenant.0])
+            .await?
+            .is_some();
+        if !known {
+            return Err(Error::ReservationNotFound(id));
+        }
+    }
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {RESERVATION_COLUMNS} FROM reservations \
+                  WHERE tenant_id = $1 \
+                    AND ($2::text IS NULL OR order_id = $2) \
+                    AND ($3::text IS NULL OR sku = $3) \
+                    AND ($4::text IS NULL OR status = $4) \
+                    AND ($5::uuid IS NULL OR id {op} $5) \
+                  ORDER BY id {order} LIMIT $6"
+            ),
+            &[
+                &tenant.0,
+                &filter.order_id,
+                &filter.sku,
+                &filter.status.map(ReservationStatus::as_str),
+                &bound,
+                &(limit + 1),
+            ],
+        )
+        .await?;
+    let data = rows.iter().map(reservation_from_row).collect::<Result<Vec<_>>>()?;
+    Ok(Page::read(data, limit, cursor))
 }
 
 /// Gives a held reservation's stock back. Releasing a released reservation

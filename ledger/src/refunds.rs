@@ -36,6 +36,7 @@ use crate::db::Cached;
 use crate::events::{ChargeRefundFailedV1, ChargeRefundedV1};
 use crate::money::{parse_amount, Currency};
 use crate::outbox;
+use crate::pagination::{Cursor, Page};
 use crate::phases::{Begun, Completion};
 use crate::posting::{lock_debited, post};
 use crate::{Decline, Error, Outcome, Result, TenantId};
@@ -58,6 +59,15 @@ impl RefundStatus {
             "failed" => RefundStatus::Failed,
             other => return Err(Error::unknown("refund status", other)),
         })
+    }
+
+    /// The status as stored and shown (and as a list filters by it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundStatus::Pending => "pending",
+            RefundStatus::Succeeded => "succeeded",
+            RefundStatus::Failed => "failed",
+        }
     }
 }
 
@@ -150,6 +160,51 @@ pub async fn get(client: &impl GenericClient, tenant: TenantId, id: Uuid) -> Res
         .await?
         .ok_or_else(|| Error::unknown("refund", id.to_string()))?;
     from_row(&row)
+}
+
+/// A charge's refunds (of the tenant's charge, else `ChargeNotFound`), in
+/// `status` when given, newest first, `limit` (1 to
+/// [`MAX_PAGE`](crate::pagination::MAX_PAGE)) from `cursor`. A cursor must
+/// be one of the charge's refunds (else `RefundNotFound`). The page is read
+/// from `refunds (charge_id, id)`; a status is a filter over the charge's
+/// refunds.
+pub async fn list(
+    client: &impl GenericClient,
+    tenant: TenantId,
+    charge_id: Uuid,
+    status: Option<RefundStatus>,
+    cursor: Cursor,
+    limit: i64,
+) -> Result<Page<Refund>> {
+    let (op, order) = cursor.sql();
+    let bound = cursor.item();
+    client
+        .query_opt("SELECT 1 FROM charges WHERE id = $1 AND tenant_id = $2", &[&charge_id, &tenant.0])
+        .await?
+        .ok_or(Error::ChargeNotFound(charge_id))?;
+    if let Some(id) = bound {
+        let known = client
+            .query_opt("SELECT 1 FROM refunds WHERE id = $1 AND charge_id = $2", &[&id, &charge_id])
+            .await?
+            .is_some();
+        if !known {
+            return Err(Error::RefundNotFound(id));
+        }
+    }
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM {FROM} \
+                  WHERE r.charge_id = $1 AND r.tenant_id = $2 \
+                    AND ($3::text IS NULL OR r.status = $3) \
+                    AND ($4::uuid IS NULL OR r.id {op} $4) \
+                  ORDER BY r.id {order} LIMIT $5"
+            ),
+            &[&charge_id, &tenant.0, &status.map(RefundStatus::as_str), &bound, &(limit + 1)],
+        )
+        .await?;
+    let data = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+    Ok(Page::read(data, limit, cursor))
 }
 
 /// The refund of a charge by its reference.

@@ -10,6 +10,7 @@ use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
 use crate::money::Currency;
+use crate::pagination::{Cursor, Page};
 use crate::posting::{lock_debited, post};
 use crate::{Error, Outcome, Result, TenantId};
 
@@ -89,4 +90,67 @@ pub async fn get(client: &impl GenericClient, tenant: TenantId, id: Uuid) -> Res
         .await?
         .ok_or(Error::TransferNotFound(id))?;
     from_row(&row)
+}
+
+/// Which of a tenant's transfers a list holds; every filter is optional.
+#[derive(Debug, Default)]
+pub struct TransferFilter {
+    /// Transfers from or to this account.
+    pub account_id: Option<Uuid>,
+    pub created_gte: Option<DateTime<Utc>>,
+    pub created_lt: Option<DateTime<Utc>>,
+}
+
+/// The tenant's transfers that pass `filter`, newest first, `limit` (1 to
+/// [`MAX_PAGE`](crate::pagination::MAX_PAGE)) from `cursor`. A cursor must
+/// be one of the tenant's transfers (else `TransferNotFound`, as for any id
+/// of another tenant's).
+///
+/// An account's transfers are the page of those it sent and the page of
+/// those it received, each read from its own index (`(tenant_id,
+/// source_account_id, id)`, `(tenant_id, destination_account_id, id)`),
+/// merged: two index probes and at most twice the page, never a scan of
+/// the account's history. A transfer's two accounts differ (a CHECK), so the
+/// two never hold the same transfer. Without an account the second is
+/// empty (`$2` is null) and the first reads `(tenant_id, id)`.
+pub async fn list(
+    client: &impl GenericClient,
+    tenant: TenantId,
+    filter: &TransferFilter,
+    cursor: Cursor,
+    limit: i64,
+) -> Result<Page<Transfer>> {
+    let (op, order) = cursor.sql();
+    let bound = cursor.item();
+    if let Some(id) = bound {
+        let known = client
+            .query_opt("SELECT 1 FROM transfers WHERE id = $1 AND tenant_id = $2", &[&id, &tenant.0])
+            .await?
+            .is_some();
+        if !known {
+            return Err(Error::TransferNotFound(id));
+        }
+    }
+    let page = |side: &str| {
+        format!(
+            "(SELECT {COLUMNS} FROM transfers \
+               WHERE tenant_id = $1 AND {side} \
+                 AND ($3::timestamptz IS NULL OR created_at >= $3) \
+                 AND ($4::timestamptz IS NULL OR created_at < $4) \
+                 AND ($5::uuid IS NULL OR id {op} $5) \
+               ORDER BY id {order} LIMIT $6)"
+        )
+    };
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM ({} UNION ALL {}) t ORDER BY id {order} LIMIT $6",
+                page("($2::uuid IS NULL OR source_account_id = $2)"),
+                page("$2::uuid IS NOT NULL AND destination_account_id = $2"),
+            ),
+            &[&tenant.0, &filter.account_id, &filter.created_gte, &filter.created_lt, &bound, &(limit + 1)],
+        )
+        .await?;
+    let data = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+    Ok(Page::read(data, limit, cursor))
 }

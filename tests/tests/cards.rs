@@ -29,6 +29,7 @@ async fn shop_with(fake_args: &[&str], tweak: impl FnOnce(&mut service::settings
 }
 
 impl Shop {
+    /// The status of the order's latest attempt (`none` before its first).
     async fn status_of(&self, order: &str) -> String {
         let listed = self.app.get(&format!("/v1/charges?order_id={order}"), &self.key).await.json();
         listed["data"][0]["status"].as_str().unwrap_or("none").to_owned()
@@ -117,7 +118,7 @@ async fn a_declined_card_is_a_stored_402_and_the_next_attempt_may_pay() {
     let listed = s.app.get("/v1/charges?order_id=o2", &s.key).await.json();
     let statuses: Vec<&str> =
         listed["data"].as_array().unwrap().iter().map(|c| c["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["failed", "succeeded"]);
+    assert_eq!(statuses, ["succeeded", "failed"], "the order's attempts, the latest first");
     assert_eq!(s.fake.payments_of("o2").await.len(), 2, "one payment per attempt");
     s.audit_clean().await;
 }

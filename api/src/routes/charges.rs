@@ -83,7 +83,7 @@ pub struct PlatformFee {
 /// it in the front end with `next_action` and `client_secret`, then retry the
 /// request with the same Idempotency-Key; unauthenticated past the window it
 /// is cancelled and `failed`. `failed`: the provider declined the card.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChargeStatus {
     Processing,
@@ -92,6 +92,20 @@ pub enum ChargeStatus {
     PartiallyRefunded,
     Refunded,
     Failed,
+}
+
+impl ChargeStatus {
+    fn into_ledger(self) -> ledger::charges::ChargeStatus {
+        use ledger::charges::ChargeStatus as S;
+        match self {
+            ChargeStatus::Processing => S::Processing,
+            ChargeStatus::RequiresAction => S::RequiresAction,
+            ChargeStatus::Succeeded => S::Succeeded,
+            ChargeStatus::PartiallyRefunded => S::PartiallyRefunded,
+            ChargeStatus::Refunded => S::Refunded,
+            ChargeStatus::Failed => S::Failed,
+        }
+    }
 }
 
 impl From<ledger::charges::Charge> for Charge {
@@ -162,12 +176,23 @@ pub struct Refund {
 /// held back), the buyer's money is not confirmed: retry with the same
 /// Idempotency-Key, or read the charge, until it is final. `failed`: the
 /// provider failed it; its ledger transaction was undone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RefundStatus {
     Pending,
     Succeeded,
     Failed,
+}
+
+impl RefundStatus {
+    fn into_ledger(self) -> ledger::refunds::RefundStatus {
+        use ledger::refunds::RefundStatus as S;
+        match self {
+            RefundStatus::Pending => S::Pending,
+            RefundStatus::Succeeded => S::Succeeded,
+            RefundStatus::Failed => S::Failed,
+        }
+    }
 }
 
 impl From<ledger::refunds::Refund> for Refund {
@@ -392,26 +417,54 @@ pub async fn get(state: web::Data<AppState>, caller: Caller, id: web::Path<Uuid>
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ChargesQuery {
-    /// The order whose charges to list.
+    /// Page size, 1 to 100 (default 10).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+    /// The id of a charge of this list: the page holds the charges just
+    /// older than it (the next page after a page: its last charge's id).
+    pub starting_after: Option<Uuid>,
+    /// The id of a charge of this list: the page holds the charges just
+    /// newer than it (the page before a page: its first charge's id).
+    pub ending_before: Option<Uuid>,
+    /// Only this order's charges: its attempts, the latest first.
     #[param(min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]{0,253}[!-~])?$", example = "order-1001")]
-    pub order_id: String,
+    pub order_id: Option<String>,
+    /// Only charges in this status (as a charge shows it: a succeeded charge
+    /// with refunds is `partially_refunded` or `refunded`).
+    pub status: Option<ChargeStatus>,
+    /// Only charges paid from this wallet (card charges have none).
+    pub buyer_account_id: Option<Uuid>,
+    /// Only charges paid to this seller.
+    pub seller_account_id: Option<Uuid>,
+    /// Only charges created at or after this instant (RFC 3339).
+    #[serde(rename = "created[gte]")]
+    pub created_gte: Option<DateTime<Utc>>,
+    /// Only charges created before this instant (RFC 3339).
+    #[serde(rename = "created[lt]")]
+    pub created_lt: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ChargeList {
-    /// Every attempt's charge, oldest attempt first.
+    /// The page, newest first (an order's attempts: the latest first).
     pub data: Vec<Charge>,
+    /// Whether the list goes on past this page in the direction it was
+    /// read: older charges (`starting_after` or neither), or newer ones
+    /// (`ending_before`).
+    pub has_more: bool,
 }
 
-/// Look up the charges of an order.
+/// List charges, newest first, a page at a time: all of them, an order's
+/// attempts, a status, a buyer's or a seller's.
 #[utoipa::path(
     operation_id = "list_charges",
     tag = "charges",
     params(ChargesQuery),
     responses(
-        (status = 200, description = "The order's charges (empty when none)", body = ChargeList),
-        (status = 400, description = "`invalid_parameter`: `order_id` missing", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid_field`: `order_id` is not 1 to 255 printable ASCII characters without surrounding spaces", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of charges (empty when none)", body = ChargeList),
+        (status = 400, description = "`invalid_parameter`: `limit` not from 1 to 100, or a value of the wrong type", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`charge_not_found`: `starting_after` or `ending_before` is not one of this tenant's charges", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_field`: `order_id` is not 1 to 255 printable ASCII characters without surrounding spaces; `conflicting_cursors`: both `starting_after` and `ending_before` were given", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/charges")]
@@ -420,10 +473,75 @@ pub async fn list(
     caller: Caller,
     query: web::Query<ChargesQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let order_id = identifier("order_id", &query.order_id)?;
+    let q = query.into_inner();
+    let (cursor, limit) = crate::routes::page(q.limit, q.starting_after, q.ending_before)?;
+    let filter = ledger::charges::ChargeFilter {
+        order_id: q.order_id.as_deref().map(|o| identifier("order_id", o)).transpose()?,
+        status: q.status.map(ChargeStatus::into_ledger),
+        buyer_account_id: q.buyer_account_id,
+        seller_account_id: q.seller_account_id,
+        created_gte: q.created_gte,
+        created_lt: q.created_lt,
+    };
     let client = state.pool.get().await?;
-    let data = ledger::charges::by_order(&**client, caller.0, order_id).await?;
-    Ok(HttpResponse::Ok().json(ChargeList { data: data.into_iter().map(Charge::from).collect() }))
+    let page = ledger::charges::list(&**client, caller.0, &filter, cursor, limit).await?;
+    Ok(HttpResponse::Ok()
+        .json(ChargeList { data: page.data.into_iter().map(Charge::from).collect(), has_more: page.has_more }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RefundsQuery {
+    /// Page size, 1 to 100 (default 10).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+    /// The id of a refund of this charge: the page holds the refunds just
+    /// older than it (the next page after a page: its last refund's id).
+    pub starting_after: Option<Uuid>,
+    /// The id of a refund of this charge: the page holds the refunds just
+    /// newer than it (the page before a page: its first refund's id).
+    pub ending_before: Option<Uuid>,
+    /// Only refunds in this status.
+    pub status: Option<RefundStatus>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RefundList {
+    /// The page, newest first.
+    pub data: Vec<Refund>,
+    /// Whether the list goes on past this page in the direction it was
+    /// read: older refunds (`starting_after` or neither), or newer ones
+    /// (`ending_before`).
+    pub has_more: bool,
+}
+
+/// List a charge's refunds, newest first, a page at a time.
+#[utoipa::path(
+    operation_id = "list_refunds",
+    tag = "charges",
+    params(("id" = Uuid, Path, description = "Charge id"), RefundsQuery),
+    responses(
+        (status = 200, description = "A page of the charge's refunds (empty when none)", body = RefundList),
+        (status = 400, description = "`invalid_parameter`: `limit` not from 1 to 100, or a value of the wrong type", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`charge_not_found`: no such charge for this tenant; `refund_not_found`: `starting_after` or `ending_before` is not one of this charge's refunds; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`conflicting_cursors`: both `starting_after` and `ending_before` were given", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/charges/{id}/refunds")]
+pub async fn refunds(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+    query: web::Query<RefundsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let (cursor, limit) = crate::routes::page(q.limit, q.starting_after, q.ending_before)?;
+    let status = q.status.map(RefundStatus::into_ledger);
+    let client = state.pool.get().await?;
+    let page = ledger::refunds::list(&**client, caller.0, *id, status, cursor, limit).await?;
+    Ok(HttpResponse::Ok()
+        .json(RefundList { data: page.data.into_iter().map(Refund::from).collect(), has_more: page.has_more }))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

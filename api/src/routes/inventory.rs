@@ -45,7 +45,7 @@ pub struct Reservation {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReservationStatus {
     /// Stock is set aside for the order.
@@ -54,6 +54,17 @@ pub enum ReservationStatus {
     Released,
     /// The order was paid and the stock left the shelf.
     Committed,
+}
+
+impl ReservationStatus {
+    fn into_ledger(self) -> ledger::inventory::ReservationStatus {
+        use ledger::inventory::ReservationStatus as S;
+        match self {
+            ReservationStatus::Held => S::Held,
+            ReservationStatus::Released => S::Released,
+            ReservationStatus::Committed => S::Committed,
+        }
+    }
 }
 
 impl From<ledger::inventory::Reservation> for Reservation {
@@ -195,6 +206,75 @@ pub async fn get_reservation(
     let client = state.pool.get().await?;
     let reservation = ledger::inventory::get_reservation(&**client, caller.0, *id).await?;
     Ok(HttpResponse::Ok().json(Reservation::from(reservation)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReservationsQuery {
+    /// Page size, 1 to 100 (default 10).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+    /// The id of a reservation of this list: the page holds the
+    /// reservations just older than it (the next page after a page: its
+    /// last reservation's id).
+    pub starting_after: Option<Uuid>,
+    /// The id of a reservation of this list: the page holds the
+    /// reservations just newer than it (the page before a page: its first
+    /// reservation's id).
+    pub ending_before: Option<Uuid>,
+    /// Only this order's reservations.
+    #[param(min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]{0,253}[!-~])?$", example = "order-1001")]
+    pub order_id: Option<String>,
+    /// Only reservations of this SKU.
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$", example = "mug-blue")]
+    pub sku: Option<String>,
+    /// Only reservations in this status.
+    pub status: Option<ReservationStatus>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReservationList {
+    /// The page, newest first.
+    pub data: Vec<Reservation>,
+    /// Whether the list goes on past this page in the direction it was
+    /// read: older reservations (`starting_after` or neither), or newer
+    /// ones (`ending_before`).
+    pub has_more: bool,
+}
+
+/// List reservations, newest first, a page at a time: all of them, an
+/// order's, a SKU's, or those in a status.
+#[utoipa::path(
+    operation_id = "list_reservations",
+    tag = "reservations",
+    params(ReservationsQuery),
+    responses(
+        (status = 200, description = "A page of reservations (empty when none)", body = ReservationList),
+        (status = 400, description = "`invalid_parameter`: `limit` not from 1 to 100, or a value of the wrong type", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`reservation_not_found`: `starting_after` or `ending_before` is not one of this tenant's reservations", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_field`: `order_id` is not 1 to 255 printable ASCII characters without surrounding spaces, or `sku` not a valid SKU; `conflicting_cursors`: both `starting_after` and `ending_before` were given", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/reservations")]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<ReservationsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let (cursor, limit) = crate::routes::page(q.limit, q.starting_after, q.ending_before)?;
+    let filter = ledger::inventory::ReservationFilter {
+        order_id: q.order_id.as_deref().map(|o| identifier("order_id", o)).transpose()?,
+        sku: q.sku.as_deref().map(sku).transpose()?,
+        status: q.status.map(ReservationStatus::into_ledger),
+    };
+    let client = state.pool.get().await?;
+    let page = ledger::inventory::list(&**client, caller.0, &filter, cursor, limit).await?;
+    Ok(HttpResponse::Ok().json(ReservationList {
+        data: page.data.into_iter().map(Reservation::from).collect(),
+        has_more: page.has_more,
+    }))
 }
 
 /// Release a held reservation, giving its stock back.

@@ -116,3 +116,68 @@ pub async fn get(state: web::Data<AppState>, caller: Caller, id: web::Path<Uuid>
     let client = state.pool.get().await?;
     Ok(HttpResponse::Ok().json(Transfer::from(ledger::transfers::get(&**client, caller.0, *id).await?)))
 }
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TransfersQuery {
+    /// Page size, 1 to 100 (default 10).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+    /// The id of a transfer of this list: the page holds the transfers just
+    /// older than it (the next page after a page: its last transfer's id).
+    pub starting_after: Option<Uuid>,
+    /// The id of a transfer of this list: the page holds the transfers just
+    /// newer than it (the page before a page: its first transfer's id).
+    pub ending_before: Option<Uuid>,
+    /// Only transfers from or to this account.
+    pub account_id: Option<Uuid>,
+    /// Only transfers created at or after this instant (RFC 3339).
+    #[serde(rename = "created[gte]")]
+    pub created_gte: Option<DateTime<Utc>>,
+    /// Only transfers created before this instant (RFC 3339).
+    #[serde(rename = "created[lt]")]
+    pub created_lt: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TransferList {
+    /// The page, newest first.
+    pub data: Vec<Transfer>,
+    /// Whether the list goes on past this page in the direction it was
+    /// read: older transfers (`starting_after` or neither), or newer ones
+    /// (`ending_before`).
+    pub has_more: bool,
+}
+
+/// List transfers, newest first, a page at a time: all of them, or an
+/// account's (sent and received).
+#[utoipa::path(
+    operation_id = "list_transfers",
+    tag = "transfers",
+    params(TransfersQuery),
+    responses(
+        (status = 200, description = "A page of transfers (empty when none)", body = TransferList),
+        (status = 400, description = "`invalid_parameter`: `limit` not from 1 to 100, or a value of the wrong type", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`transfer_not_found`: `starting_after` or `ending_before` is not one of this tenant's transfers", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`conflicting_cursors`: both `starting_after` and `ending_before` were given", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/transfers")]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<TransfersQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let (cursor, limit) = crate::routes::page(q.limit, q.starting_after, q.ending_before)?;
+    let filter = ledger::transfers::TransferFilter {
+        account_id: q.account_id,
+        created_gte: q.created_gte,
+        created_lt: q.created_lt,
+    };
+    let client = state.pool.get().await?;
+    let page = ledger::transfers::list(&**client, caller.0, &filter, cursor, limit).await?;
+    Ok(HttpResponse::Ok()
+        .json(TransferList { data: page.data.into_iter().map(Transfer::from).collect(), has_more: page.has_more }))
+}

@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS charges_tenant_id_seller_account_id_id;

@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS refunds_charge_id_id;

@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS reservations_tenant_id_id;
