@@ -108,6 +108,9 @@ pub(crate) struct Figures {
     pub(crate) requests: u64,
     pub(crate) secs: f64,
     pub(crate) hist: Histogram<u64>,
+    /// The CPU the API, PostgreSQL and the provider spent in the measured
+    /// window (`cpu`), when it was read.
+    pub(crate) cpu: Option<crate::cpu::Cpu>,
 }
 
 impl Figures {
@@ -122,7 +125,8 @@ impl Figures {
         json!({"workload": self.workload, "concurrency": self.concurrency, "requests": self.requests,
                "seconds": round(self.secs), "rps": round(self.rps()),
                "p50_ms": round(self.ms(0.5)), "p90_ms": round(self.ms(0.9)), "p99_ms": round(self.ms(0.99)),
-               "max_ms": round(self.hist.max() as f64 / 1000.0)})
+               "max_ms": round(self.hist.max() as f64 / 1000.0),
+               "cpu_ms_per_request": self.cpu.and_then(|c| c.per_request(self.requests))})
     }
     pub(crate) fn row(&self) -> String {
         format!(
@@ -510,6 +514,14 @@ where
     let measure_from = start + Duration::from_secs(args.warmup);
     let end = measure_from + Duration::from_secs(args.duration);
     let stop = Rc::new(Cell::new(false));
+    // the CPU spent in the measured window, read at its two ends
+    let cpu = actix_web::rt::spawn(async move {
+        actix_web::rt::time::sleep(measure_from.saturating_duration_since(Instant::now())).await;
+        let first = crate::cpu::read();
+        actix_web::rt::time::sleep(end.saturating_duration_since(Instant::now())).await;
+        let last = crate::cpu::read();
+        first.zip(last).map(|(a, b)| crate::cpu::between(&a, &b))
+    });
     let mut tasks = Vec::new();
     for task in 0..concurrency {
         let one = one.clone();
@@ -552,7 +564,9 @@ where
         sent.extend(s);
         requests += n;
     }
-    let figures = Figures { workload: workload.to_owned(), concurrency, requests, secs: args.duration as f64, hist };
+    let cpu = cpu.await.ok().flatten();
+    let figures =
+        Figures { workload: workload.to_owned(), concurrency, requests, secs: args.duration as f64, hist, cpu };
     (figures, wrong, sent)
 }
 

@@ -7,6 +7,7 @@
 
 mod batches;
 mod chart;
+mod cpu;
 mod error;
 mod growth;
 mod load;

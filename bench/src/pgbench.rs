@@ -207,7 +207,7 @@ async fn run_script(
     if failed > 0 {
         return Err(Error::PgbenchFailed(failed));
     }
-    Ok((Figures { workload, concurrency, requests, secs: duration as f64, hist }, statements(&summary)))
+    Ok((Figures { workload, concurrency, requests, secs: duration as f64, hist, cpu: None }, statements(&summary)))
 }
 
 /// One statement of a script and its mean latency (pgbench `-r`).

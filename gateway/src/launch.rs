@@ -54,6 +54,11 @@ impl Process {
     }
 
     /// Where it listens, `http://127.0.0.1:<port>`.
+    /// The process's id (for reading its CPU time from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }

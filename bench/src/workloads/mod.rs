@@ -53,6 +53,7 @@ pub(crate) async fn run(args: &Args, db_url: &str) -> Result<bool> {
         Rc::new(Http { client: client(), base: alone.base.clone(), auth: format!("Bearer {}", alone.key) });
     eprintln!("setting up {} buyers, {} sellers, one platform-fee account", args.buyers, args.sellers);
     let accounts = Rc::new(setup(&http, args).await);
+    crate::cpu::watch(vec![server.child.id(), alone.child.id()], Some(provider.pid()));
 
     let mut ctx = Ctx {
         args: args.clone(),
@@ -266,6 +267,14 @@ pub(crate) async fn run(args: &Args, db_url: &str) -> Result<bool> {
     for (profile, over_alone) in &group_commit {
         println!("{}", profile.line());
         println!("new charge batched ÷ each alone at concurrency {}: {over_alone:.2}", profile.concurrency);
+    }
+    // Where the CPU goes: per request, in each workload's measured window.
+    println!();
+    println!("CPU per request (ms, user + system, from /proc), in each workload's measured window:");
+    for f in results.iter().chain(fairness.iter().map(|f| &f.figures)) {
+        if let Some(cpu) = &f.cpu {
+            println!("  {:<29} {:>5}  {}", f.workload, f.concurrency, cpu.line(f.requests));
+        }
     }
     // Where the time goes: pgbench's mean latency per statement.
     for (workload, c, statements) in &profiles {
