@@ -33,7 +33,7 @@ use crate::{request_id, routes};
         (name = "inventory", description = "Stock per SKU"),
         (name = "reservations", description = "Holding stock for an order before payment"),
         (name = "charges", description = "Charging a buyer for an order (from a wallet or by card), and refunds"),
-        (name = "provider", description = "Events from the payment provider (webhooks), signed by it"),
+        (name = "events", description = "What happened, as the relay publishes it to RabbitMQ: a feed to catch up from"),
         (name = "operations", description = "Health and readiness"),
     )
 )]

@@ -18,6 +18,9 @@ pub enum Error {
     TransferNotFound(Uuid),
     #[error("reservation {0} does not exist")]
     ReservationNotFound(Uuid),
+    /// Not one of the tenant's events the outbox still holds.
+    #[error("event {0} does not exist")]
+    EventNotFound(Uuid),
     /// Not a refund of the charge (a cursor of its list of refunds).
     #[error("refund {0} does not exist for this charge")]
     RefundNotFound(Uuid),

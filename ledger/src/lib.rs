@@ -21,6 +21,7 @@ pub mod db;
 pub mod emails;
 pub mod error;
 pub mod events;
+pub mod feed;
 pub mod idempotency;
 pub mod inbox;
 pub mod inventory;

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use futures::StreamExt;
 use tokio::sync::mpsc;
-use tokio_postgres::GenericClient;
+use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
 use crate::db::Cached;
@@ -79,16 +79,33 @@ pub async fn enqueue_many<E: Event>(
     Ok(ids)
 }
 
-/// An event waiting to be published, as the relay sends it.
+/// An outbox row as a message: what the relay publishes (a row it claimed)
+/// and what the event feed serves (`feed`). Both read it with
+/// [`MESSAGE_COLUMNS`] and [`message`], so they give the same bytes.
 #[derive(Debug, Clone)]
-pub struct Pending {
+pub struct Message {
     pub id: i64,
     pub message_id: Uuid,
     pub event_type: String,
-    /// The envelope's JSON, the message body.
+    /// The envelope's JSON text, the message body: the stored `jsonb` as
+    /// PostgreSQL prints it, the same bytes every time it is read.
     pub payload: String,
     /// The request that wrote it, if one did.
     pub request_id: Option<String>,
+}
+
+/// The columns of an outbox row that [`message`] reads, in its order.
+pub const MESSAGE_COLUMNS: &str = "id, message_id, event_type, payload::text, request_id";
+
+/// The message of a row selected with [`MESSAGE_COLUMNS`].
+pub fn message(row: &Row) -> Message {
+    Message {
+        id: row.get(0),
+        message_id: row.get(1),
+        event_type: row.get(2),
+        payload: row.get(3),
+        request_id: row.get(4),
+    }
 }
 
 /// Claims up to `limit` unpublished events, oldest first, for the lifetime
@@ -98,26 +115,19 @@ pub struct Pending {
 /// for replay whose first publication is older than `window_secs`
 /// (OUTBOX_RETENTION_SECS): a copy published now could reach a consumer
 /// after its inbox forgot the first one; the purge removes it instead.
-pub async fn claim_unpublished(tx: &Transaction<'_>, limit: i64, window_secs: f64) -> Result<Vec<Pending>> {
+pub async fn claim_unpublished(tx: &Transaction<'_>, limit: i64, window_secs: f64) -> Result<Vec<Message>> {
     let rows = tx
         .cached_query(
-            "SELECT id, message_id, event_type, payload::text, request_id FROM outbox \
-              WHERE published_at IS NULL AND (retry_at IS NULL OR retry_at <= now()) \
-                AND (first_published_at IS NULL OR first_published_at >= now() - make_interval(secs => $2)) \
-              ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            &format!(
+                "SELECT {MESSAGE_COLUMNS} FROM outbox \
+                  WHERE published_at IS NULL AND (retry_at IS NULL OR retry_at <= now()) \
+                    AND (first_published_at IS NULL OR first_published_at >= now() - make_interval(secs => $2)) \
+                  ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+            ),
             &[&limit, &window_secs],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| Pending {
-            id: r.get(0),
-            message_id: r.get(1),
-            event_type: r.get(2),
-            payload: r.get(3),
-            request_id: r.get(4),
-        })
-        .collect())
+    Ok(rows.iter().map(message).collect())
 }
 
 /// Marks claimed events published (after the broker confirmed them into

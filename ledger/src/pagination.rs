@@ -7,7 +7,9 @@ use uuid::Uuid;
 /// Where a page of a list starts: the newest items, the items just older
 /// than an item of the list (`starting_after`), or just newer
 /// (`ending_before`). An item's id is its cursor: ids are UUIDv7, so their
-/// order is the items' creation order.
+/// order is the items' creation order. (The event feed's cursor is an
+/// event's message id, standing for its outbox row's sequence number, which
+/// is the feed's order: `feed`.)
 #[derive(Debug, Clone, Copy)]
 pub enum Cursor {
     Newest,

@@ -9,6 +9,7 @@ use crate::error::{ApiError, ProblemCode};
 
 pub mod accounts;
 pub mod charges;
+pub mod events;
 pub mod health;
 pub mod inventory;
 pub mod provider;
@@ -35,9 +36,18 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(inventory::list)
             .service(inventory::get_reservation)
             .service(inventory::release)
-            .service(provider::receive),
+            .service(events::list)
+            .service(events::get)
+            // served but not documented (`UNDOCUMENTED`)
+            .map(|scope| scope.service(provider::receive)),
     );
 }
+
+/// Routes served beside the documented ones but left out of the OpenAPI
+/// document, with their methods: the payment provider's webhooks, which
+/// only the provider calls (signed, with no API key) and which a client
+/// generated for a storefront must not offer.
+pub const UNDOCUMENTED: &[(&str, &str)] = &[("/v1/provider/webhooks", "POST")];
 
 /// A caller-chosen identifier: 1 to 255 printable ASCII characters.
 pub fn identifier<'a>(field: &str, value: &'a str) -> Result<&'a str, ApiError> {
@@ -107,7 +117,7 @@ pub fn quantity(value: i64) -> Result<i64, ApiError> {
 }
 
 /// Every path the API serves and the methods it allows there, read from the
-/// document the routes make: what the fallback answers from.
+/// document the routes make plus `UNDOCUMENTED`: what the fallback answers from.
 pub struct RouteTable(Vec<(ResourceDef, String)>);
 
 impl RouteTable {
@@ -126,6 +136,7 @@ impl RouteTable {
                     }
                     (ResourceDef::new(path.as_str()), methods.join(", "))
                 })
+                .chain(UNDOCUMENTED.iter().map(|(path, methods)| (ResourceDef::new(*path), (*methods).to_owned())))
                 .collect(),
         )
     }
