@@ -10,7 +10,7 @@ use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
 use crate::money::Currency;
-use crate::pagination::{Cursor, Page, MAX_PAGE};
+use crate::pagination::{Cursor, Filters, Page, MAX_PAGE};
 use crate::{Error, Outcome, Result, TenantId};
 
 #[derive(Debug, Clone)]
@@ -116,9 +116,7 @@ pub async fn list(
     cursor: Cursor,
     limit: i64,
 ) -> Result<Page<Account>> {
-    let (op, order) = cursor.sql();
-    let bound = cursor.item();
-    if let Some(id) = bound {
+    if let Some(id) = cursor.item() {
         let known = client
             .query_opt("SELECT 1 FROM accounts WHERE id = $1 AND tenant_id = $2", &[&id, &tenant.0])
             .await?
@@ -127,31 +125,40 @@ pub async fn list(
             return Err(Error::AccountNotFound(id));
         }
     }
-    let rows = client
-        .query(
-            &format!(
-                "SELECT {READ_COLUMNS} FROM accounts a \
-                  WHERE a.tenant_id = $1 \
-                    AND ($2::text IS NULL OR starts_with(a.reference, $2)) \
-                    AND ($3::text IS NULL OR a.currency = $3) \
-                    AND ($4::timestamptz IS NULL OR a.created_at >= $4) \
-                    AND ($5::timestamptz IS NULL OR a.created_at < $5) \
-                    AND ($6::uuid IS NULL OR a.id {op} $6) \
-                  ORDER BY a.id {order} LIMIT $7"
-            ),
-            &[
-                &tenant.0,
-                &filter.reference_prefix,
-                &filter.currency.map(|c| c.code()),
-                &filter.created_gte,
-                &filter.created_lt,
-                &bound,
-                &(limit + 1),
-            ],
-        )
-        .await?;
+    let (sql, params) = list_statement(tenant, filter, cursor, limit);
+    let rows = client.query(&sql, &params.params()).await?;
     let data = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
     Ok(Page::read(data, limit, cursor))
+}
+
+/// The statement [`list`] runs for `filter` and `cursor` (its text depends
+/// on which filters are given and on the cursor, not on their values).
+pub fn list_sql(filter: &AccountFilter<'_>, cursor: Cursor) -> String {
+    list_statement(TenantId(Uuid::nil()), filter, cursor, 0).0
+}
+
+/// A page's statement: the given filters only, so that its generic plan
+/// reads the page from `(tenant_id, id)` at the cursor
+/// ([`Filters`](crate::pagination::Filters)).
+fn list_statement<'a>(
+    tenant: TenantId,
+    filter: &AccountFilter<'a>,
+    cursor: Cursor,
+    limit: i64,
+) -> (String, Filters<'a>) {
+    let (_, order) = cursor.sql();
+    let mut w = Filters::new();
+    w.and("a.tenant_id =", tenant.0);
+    if let Some(prefix) = filter.reference_prefix {
+        let p = w.bind(prefix);
+        w.push(format!("starts_with(a.reference, {p})"));
+    }
+    w.and_some("a.currency =", filter.currency.map(|c| c.code()))
+        .and_some("a.created_at >=", filter.created_gte)
+        .and_some("a.created_at <", filter.created_lt)
+        .cursor("a.id", cursor, cursor.item());
+    let limit = w.bind(limit + 1);
+    (format!("SELECT {READ_COLUMNS} FROM accounts a WHERE {} ORDER BY a.id {order} LIMIT {limit}", w.sql()), w)
 }
 
 #[derive(Debug, Clone)]

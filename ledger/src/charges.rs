@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::events::{ChargeStatusV1, ChargeSucceededV1, PlatformFeeV1};
 use crate::money::Currency;
 use crate::outbox;
-use crate::pagination::{Cursor, Page};
+use crate::pagination::{Cursor, Filters, Page};
 use crate::posting::{lock_debited, post};
 use crate::{Error, Outcome, Result, TenantId};
 
@@ -492,9 +492,7 @@ pub async fn list(
     cursor: Cursor,
     limit: i64,
 ) -> Result<Page<Charge>> {
-    let (op, order) = cursor.sql();
-    let bound = cursor.item();
-    if let Some(id) = bound {
+    if let Some(id) = cursor.item() {
         let known = client
             .query_opt("SELECT 1 FROM charges WHERE id = $1 AND tenant_id = $2", &[&id, &tenant.0])
             .await?
@@ -503,33 +501,37 @@ pub async fn list(
             return Err(Error::ChargeNotFound(id));
         }
     }
-    let rows = client
-        .query(
-            &format!(
-                "SELECT {COLUMNS} FROM {FROM} \
-                  WHERE c.tenant_id = $1 \
-                    AND ($2::text IS NULL OR c.order_id = $2) \
-                    AND ($3::text IS NULL OR ({STATUS_SQL}) = $3) \
-                    AND ($4::uuid IS NULL OR c.buyer_account_id = $4) \
-                    AND ($5::uuid IS NULL OR c.seller_account_id = $5) \
-                    AND ($6::timestamptz IS NULL OR c.created_at >= $6) \
-                    AND ($7::timestamptz IS NULL OR c.created_at < $7) \
-                    AND ($8::uuid IS NULL OR c.id {op} $8) \
-                  ORDER BY c.id {order} LIMIT $9"
-            ),
-            &[
-                &tenant.0,
-                &filter.order_id,
-                &filter.status.map(ChargeStatus::as_str),
-                &filter.buyer_account_id,
-                &filter.seller_account_id,
-                &filter.created_gte,
-                &filter.created_lt,
-                &bound,
-                &(limit + 1),
-            ],
-        )
-        .await?;
+    let (sql, params) = list_statement(tenant, filter, cursor, limit);
+    let rows = client.query(&sql, &params.params()).await?;
     let data = rows.iter().map(|r| from_row(r).map(|c| c.charge)).collect::<Result<Vec<_>>>()?;
     Ok(Page::read(data, limit, cursor))
+}
+
+/// The statement [`list`] runs for `filter` and `cursor` (its text depends
+/// on which filters are given and on the cursor, not on their values).
+pub fn list_sql(filter: &ChargeFilter<'_>, cursor: Cursor) -> String {
+    list_statement(TenantId(Uuid::nil()), filter, cursor, 0).0
+}
+
+/// A page's statement: the given filters only, so that its generic plan
+/// reads the page from the filter's index at the cursor
+/// ([`Filters`](crate::pagination::Filters)).
+fn list_statement<'a>(
+    tenant: TenantId,
+    filter: &ChargeFilter<'a>,
+    cursor: Cursor,
+    limit: i64,
+) -> (String, Filters<'a>) {
+    let (_, order) = cursor.sql();
+    let mut w = Filters::new();
+    w.and("c.tenant_id =", tenant.0)
+        .and_some("c.order_id =", filter.order_id)
+        .and_some(&format!("({STATUS_SQL}) ="), filter.status.map(ChargeStatus::as_str))
+        .and_some("c.buyer_account_id =", filter.buyer_account_id)
+        .and_some("c.seller_account_id =", filter.seller_account_id)
+        .and_some("c.created_at >=", filter.created_gte)
+        .and_some("c.created_at <", filter.created_lt)
+        .cursor("c.id", cursor, cursor.item());
+    let limit = w.bind(limit + 1);
+    (format!("SELECT {COLUMNS} FROM {FROM} WHERE {} ORDER BY c.id {order} LIMIT {limit}", w.sql()), w)
 }

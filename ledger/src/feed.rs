@@ -17,7 +17,7 @@ use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::outbox::{message, Message, MESSAGE_COLUMNS};
-use crate::pagination::{Cursor, Page};
+use crate::pagination::{Cursor, Filters, Page};
 use crate::{Error, Result, TenantId};
 
 /// Which of a tenant's events a page lists; every field narrows it.
@@ -47,47 +47,54 @@ pub async fn get(client: &impl GenericClient, tenant: TenantId, message_id: Uuid
 /// id of one of the tenant's events (else `EventNotFound`, as for any id
 /// that is not the tenant's, so a cursor never reaches another tenant's
 /// rows). One probe of the unique message id, then one range of
-/// `(tenant_id, id)`, or of `(tenant_id, event_type, id)` with a type.
-///
-/// Planned for its values (`plan_cache_mode = force_custom_plan`, for its
-/// own transaction): the pool's sessions plan every statement once,
-/// generically, and a generic plan of this page does not know the tenant
-/// nor the type, so it walks the outbox by `id` and filters, through every
-/// other tenant's rows down to the cursor. Planned with the values, a page
-/// is one index range.
+/// `(tenant_id, id)`, or of `(tenant_id, event_type, id)` with a type: the
+/// page's statement holds only the filters given, so that its generic plan
+/// (the pool's sessions plan every statement generically) knows them
+/// ([`Filters`]).
 pub async fn list(
-    client: &mut deadpool_postgres::Client,
+    client: &impl GenericClient,
     tenant: TenantId,
     filter: &EventFilter<'_>,
     cursor: Cursor,
     limit: i64,
 ) -> Result<Page<Message>> {
-    let (op, order) = cursor.sql();
-    let tx = client.transaction().await?;
-    tx.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan").await?;
     let bound: Option<i64> = match cursor.item() {
         None => None,
         Some(message_id) => Some(
-            tx.query_opt("SELECT id FROM outbox WHERE message_id = $1 AND tenant_id = $2", &[&message_id, &tenant.0])
+            client
+                .query_opt("SELECT id FROM outbox WHERE message_id = $1 AND tenant_id = $2", &[&message_id, &tenant.0])
                 .await?
                 .ok_or(Error::EventNotFound(message_id))?
                 .get(0),
         ),
     };
-    let rows = tx
-        .query(
-            &format!(
-                "SELECT {MESSAGE_COLUMNS} FROM outbox \
-                  WHERE tenant_id = $1 \
-                    AND ($2::text IS NULL OR event_type = $2) \
-                    AND ($3::timestamptz IS NULL OR created_at >= $3) \
-                    AND ($4::timestamptz IS NULL OR created_at < $4) \
-                    AND ($5::bigint IS NULL OR id {op} $5) \
-                  ORDER BY id {order} LIMIT $6"
-            ),
-            &[&tenant.0, &filter.event_type, &filter.created_gte, &filter.created_lt, &bound, &(limit + 1)],
-        )
-        .await?;
-    tx.commit().await?;
+    let (sql, params) = list_statement(tenant, filter, cursor, bound, limit);
+    let rows = client.query(&sql, &params.params()).await?;
     Ok(Page::read(rows.iter().map(message).collect(), limit, cursor))
+}
+
+/// The statement [`list`] runs for `filter` and `cursor` (its text depends
+/// on which filters are given and on the cursor, not on their values).
+pub fn list_sql(filter: &EventFilter<'_>, cursor: Cursor) -> String {
+    list_statement(TenantId(Uuid::nil()), filter, cursor, cursor.item().map(|_| 0), 0).0
+}
+
+/// A page's statement: the given filters, and the cursor's outbox `id`
+/// (`bound`) when the page is read from an event.
+fn list_statement<'a>(
+    tenant: TenantId,
+    filter: &EventFilter<'a>,
+    cursor: Cursor,
+    bound: Option<i64>,
+    limit: i64,
+) -> (String, Filters<'a>) {
+    let (_, order) = cursor.sql();
+    let mut w = Filters::new();
+    w.and("tenant_id =", tenant.0)
+        .and_some("event_type =", filter.event_type)
+        .and_some("created_at >=", filter.created_gte)
+        .and_some("created_at <", filter.created_lt)
+        .cursor("id", cursor, bound);
+    let limit = w.bind(limit + 1);
+    (format!("SELECT {MESSAGE_COLUMNS} FROM outbox WHERE {} ORDER BY id {order} LIMIT {limit}", w.sql()), w)
 }

@@ -16,7 +16,7 @@ use crate::events::{
     ReservationCommittedV1, ReservationHeldV1, ReservationReleasedV1, ReservationStatusV1, ReservationV1,
 };
 use crate::outbox;
-use crate::pagination::{Cursor, Page};
+use crate::pagination::{Cursor, Filters, Page};
 use crate::{Decline, Error, Outcome, Result, TenantId};
 
 /// The largest quantity one restock or reservation may carry.
@@ -235,9 +235,7 @@ pub async fn list(
     cursor: Cursor,
     limit: i64,
 ) -> Result<Page<Reservation>> {
-    let (op, order) = cursor.sql();
-    let bound = cursor.item();
-    if let Some(id) = bound {
+    if let Some(id) = cursor.item() {
         let known = client
             .query_opt("SELECT 1 FROM reservations WHERE id = $1 AND tenant_id = $2", &[&id, &tenant.0])
             .await?
@@ -246,29 +244,36 @@ pub async fn list(
             return Err(Error::ReservationNotFound(id));
         }
     }
-    let rows = client
-        .query(
-            &format!(
-                "SELECT {RESERVATION_COLUMNS} FROM reservations \
-                  WHERE tenant_id = $1 \
-                    AND ($2::text IS NULL OR order_id = $2) \
-                    AND ($3::text IS NULL OR sku = $3) \
-                    AND ($4::text IS NULL OR status = $4) \
-                    AND ($5::uuid IS NULL OR id {op} $5) \
-                  ORDER BY id {order} LIMIT $6"
-            ),
-            &[
-                &tenant.0,
-                &filter.order_id,
-                &filter.sku,
-                &filter.status.map(ReservationStatus::as_str),
-                &bound,
-                &(limit + 1),
-            ],
-        )
-        .await?;
+    let (sql, params) = list_statement(tenant, filter, cursor, limit);
+    let rows = client.query(&sql, &params.params()).await?;
     let data = rows.iter().map(reservation_from_row).collect::<Result<Vec<_>>>()?;
     Ok(Page::read(data, limit, cursor))
+}
+
+/// The statement [`list`] runs for `filter` and `cursor` (its text depends
+/// on which filters are given and on the cursor, not on their values).
+pub fn list_sql(filter: &ReservationFilter<'_>, cursor: Cursor) -> String {
+    list_statement(TenantId(Uuid::nil()), filter, cursor, 0).0
+}
+
+/// A page's statement: the given filters only, so that its generic plan
+/// reads the page from the filter's index at the cursor
+/// ([`Filters`](crate::pagination::Filters)).
+fn list_statement<'a>(
+    tenant: TenantId,
+    filter: &ReservationFilter<'a>,
+    cursor: Cursor,
+    limit: i64,
+) -> (String, Filters<'a>) {
+    let (_, order) = cursor.sql();
+    let mut w = Filters::new();
+    w.and("tenant_id =", tenant.0)
+        .and_some("order_id =", filter.order_id)
+        .and_some("sku =", filter.sku)
+        .and_some("status =", filter.status.map(ReservationStatus::as_str))
+        .cursor("id", cursor, cursor.item());
+    let limit = w.bind(limit + 1);
+    (format!("SELECT {RESERVATION_COLUMNS} FROM reservations WHERE {} ORDER BY id {order} LIMIT {limit}", w.sql()), w)
 }
 
 /// Gives a held reservation's stock back. Releasing a released reservation

@@ -2,6 +2,7 @@
 //! from a cursor that is an item of the list (`starting_after`,
 //! `ending_before`), and whether the list goes on (`has_more`).
 
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 /// Where a page of a list starts: the newest items, the items just older
@@ -61,3 +62,79 @@ impl<T> Page<T> {
 
 /// The largest page a list gives.
 pub const MAX_PAGE: i64 = 100;
+
+/// The WHERE clause of a list's statement, from the filters a request
+/// gives: each combination of filters is a statement text of its own.
+///
+/// The pool's sessions plan every statement once, generically
+/// (`plan_cache_mode = force_generic_plan`, [`crate::db`]). A generic plan
+/// of one statement for all combinations (`($2::text IS NULL OR col = $2)`)
+/// does not know which filters are given, so it cannot read a filter's
+/// index and walks the tenant's whole `(tenant_id, id)` range instead. With
+/// only the given filters in its text, a statement's generic plan knows its
+/// predicates and reads the page from the filter's index, and from the
+/// cursor on.
+///
+/// The caller writes each clause's SQL; this only numbers the parameters
+/// and joins the clauses with `AND`.
+#[derive(Default)]
+pub struct Filters<'a> {
+    clauses: Vec<String>,
+    params: Vec<Box<dyn ToSql + Send + Sync + 'a>>,
+}
+
+impl<'a> Filters<'a> {
+    pub fn new() -> Filters<'a> {
+        Filters::default()
+    }
+
+    /// Binds `value` as the statement's next parameter and returns its
+    /// placeholder (`$3`), for SQL outside the clauses (a `LIMIT`) or a
+    /// clause of another shape ([`Filters::push`]).
+    pub fn bind(&mut self, value: impl ToSql + Send + Sync + 'a) -> String {
+        self.params.push(Box::new(value));
+        format!("${}", self.params.len())
+    }
+
+    /// Appends a clause whose parameters are already bound.
+    pub fn push(&mut self, clause: String) -> &mut Self {
+        self.clauses.push(clause);
+        self
+    }
+
+    /// Appends `{lhs} $n` (`lhs` as `"c.order_id ="`), `value` as `$n`.
+    pub fn and(&mut self, lhs: &str, value: impl ToSql + Send + Sync + 'a) -> &mut Self {
+        let p = self.bind(value);
+        self.push(format!("{lhs} {p}"))
+    }
+
+    /// [`Filters::and`] when the filter is given; nothing otherwise.
+    pub fn and_some(&mut self, lhs: &str, value: Option<impl ToSql + Send + Sync + 'a>) -> &mut Self {
+        match value {
+            Some(value) => self.and(lhs, value),
+            None => self,
+        }
+    }
+
+    /// The cursor's clause, when the page is read from an item: `{id} < $n`
+    /// (older) or `{id} > $n` (newer), `bound` being the cursor's value of
+    /// `id` ([`Cursor::sql`]).
+    pub fn cursor(&mut self, id: &str, cursor: Cursor, bound: Option<impl ToSql + Send + Sync + 'a>) -> &mut Self {
+        let (op, _) = cursor.sql();
+        self.and_some(&format!("{id} {op}"), bound)
+    }
+
+    /// The clauses joined with `AND` (`TRUE` when there are none).
+    pub fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            "TRUE".to_owned()
+        } else {
+            self.clauses.join(" AND ")
+        }
+    }
+
+    /// The parameters, in their placeholders' order.
+    pub fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect()
+    }
+}

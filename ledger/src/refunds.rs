@@ -36,7 +36,7 @@ use crate::db::Cached;
 use crate::events::{ChargeRefundFailedV1, ChargeRefundedV1};
 use crate::money::{parse_amount, Currency};
 use crate::outbox;
-use crate::pagination::{Cursor, Page};
+use crate::pagination::{Cursor, Filters, Page};
 use crate::phases::{Begun, Completion};
 use crate::posting::{lock_debited, post};
 use crate::{Decline, Error, Outcome, Result, TenantId};
@@ -176,13 +176,11 @@ pub async fn list(
     cursor: Cursor,
     limit: i64,
 ) -> Result<Page<Refund>> {
-    let (op, order) = cursor.sql();
-    let bound = cursor.item();
     client
         .query_opt("SELECT 1 FROM charges WHERE id = $1 AND tenant_id = $2", &[&charge_id, &tenant.0])
         .await?
         .ok_or(Error::ChargeNotFound(charge_id))?;
-    if let Some(id) = bound {
+    if let Some(id) = cursor.item() {
         let known = client
             .query_opt("SELECT 1 FROM refunds WHERE id = $1 AND charge_id = $2", &[&id, &charge_id])
             .await?
@@ -191,20 +189,36 @@ pub async fn list(
             return Err(Error::RefundNotFound(id));
         }
     }
-    let rows = client
-        .query(
-            &format!(
-                "SELECT {COLUMNS} FROM {FROM} \
-                  WHERE r.charge_id = $1 AND r.tenant_id = $2 \
-                    AND ($3::text IS NULL OR r.status = $3) \
-                    AND ($4::uuid IS NULL OR r.id {op} $4) \
-                  ORDER BY r.id {order} LIMIT $5"
-            ),
-            &[&charge_id, &tenant.0, &status.map(RefundStatus::as_str), &bound, &(limit + 1)],
-        )
-        .await?;
+    let (sql, params) = list_statement(tenant, charge_id, status, cursor, limit);
+    let rows = client.query(&sql, &params.params()).await?;
     let data = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
     Ok(Page::read(data, limit, cursor))
+}
+
+/// The statement [`list`] runs for `status` and `cursor` (its text depends
+/// on whether a status is given and on the cursor, not on their values).
+pub fn list_sql(status: Option<RefundStatus>, cursor: Cursor) -> String {
+    list_statement(TenantId(Uuid::nil()), Uuid::nil(), status, cursor, 0).0
+}
+
+/// A page's statement: the given filters only, so that its generic plan
+/// reads the page from `refunds (charge_id, id)` at the cursor
+/// ([`Filters`](crate::pagination::Filters)).
+fn list_statement(
+    tenant: TenantId,
+    charge_id: Uuid,
+    status: Option<RefundStatus>,
+    cursor: Cursor,
+    limit: i64,
+) -> (String, Filters<'static>) {
+    let (_, order) = cursor.sql();
+    let mut w = Filters::new();
+    w.and("r.charge_id =", charge_id)
+        .and("r.tenant_id =", tenant.0)
+        .and_some("r.status =", status.map(RefundStatus::as_str))
+        .cursor("r.id", cursor, cursor.item());
+    let limit = w.bind(limit + 1);
+    (format!("SELECT {COLUMNS} FROM {FROM} WHERE {} ORDER BY r.id {order} LIMIT {limit}", w.sql()), w)
 }
 
 /// The refund of a charge by its reference.

@@ -10,7 +10,7 @@ use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
 use crate::money::Currency;
-use crate::pagination::{Cursor, Page};
+use crate::pagination::{Cursor, Filters, Page};
 use crate::posting::{lock_debited, post};
 use crate::{Error, Outcome, Result, TenantId};
 
@@ -111,8 +111,8 @@ pub struct TransferFilter {
 /// source_account_id, id)`, `(tenant_id, destination_account_id, id)`),
 /// merged: two index probes and at most twice the page, never a scan of
 /// the account's history. A transfer's two accounts differ (a CHECK), so the
-/// two never hold the same transfer. Without an account the second is
-/// empty (`$2` is null) and the first reads `(tenant_id, id)`.
+/// two never hold the same transfer. Without an account the page is read
+/// from `(tenant_id, id)`.
 pub async fn list(
     client: &impl GenericClient,
     tenant: TenantId,
@@ -120,9 +120,7 @@ pub async fn list(
     cursor: Cursor,
     limit: i64,
 ) -> Result<Page<Transfer>> {
-    let (op, order) = cursor.sql();
-    let bound = cursor.item();
-    if let Some(id) = bound {
+    if let Some(id) = cursor.item() {
         let known = client
             .query_opt("SELECT 1 FROM transfers WHERE id = $1 AND tenant_id = $2", &[&id, &tenant.0])
             .await?
@@ -131,26 +129,46 @@ pub async fn list(
             return Err(Error::TransferNotFound(id));
         }
     }
-    let page = |side: &str| {
-        format!(
-            "(SELECT {COLUMNS} FROM transfers \
-               WHERE tenant_id = $1 AND {side} \
-                 AND ($3::timestamptz IS NULL OR created_at >= $3) \
-                 AND ($4::timestamptz IS NULL OR created_at < $4) \
-                 AND ($5::uuid IS NULL OR id {op} $5) \
-               ORDER BY id {order} LIMIT $6)"
-        )
-    };
-    let rows = client
-        .query(
-            &format!(
-                "SELECT {COLUMNS} FROM ({} UNION ALL {}) t ORDER BY id {order} LIMIT $6",
-                page("($2::uuid IS NULL OR source_account_id = $2)"),
-                page("$2::uuid IS NOT NULL AND destination_account_id = $2"),
-            ),
-            &[&tenant.0, &filter.account_id, &filter.created_gte, &filter.created_lt, &bound, &(limit + 1)],
-        )
-        .await?;
+    let (sql, params) = list_statement(tenant, filter, cursor, limit);
+    let rows = client.query(&sql, &params.params()).await?;
     let data = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
     Ok(Page::read(data, limit, cursor))
+}
+
+/// The statement [`list`] runs for `filter` and `cursor` (its text depends
+/// on which filters are given and on the cursor, not on their values).
+pub fn list_sql(filter: &TransferFilter, cursor: Cursor) -> String {
+    list_statement(TenantId(Uuid::nil()), filter, cursor, 0).0
+}
+
+/// A page's statement: the given filters only, so that its generic plan
+/// reads each page from its index at the cursor
+/// ([`Filters`](crate::pagination::Filters)).
+fn list_statement(tenant: TenantId, filter: &TransferFilter, cursor: Cursor, limit: i64) -> (String, Filters<'static>) {
+    let (_, order) = cursor.sql();
+    let mut w = Filters::new();
+    w.and("tenant_id =", tenant.0);
+    let account = filter.account_id.map(|id| w.bind(id));
+    w.and_some("created_at >=", filter.created_gte);
+    w.and_some("created_at <", filter.created_lt);
+    w.cursor("id", cursor, cursor.item());
+    let limit = w.bind(limit + 1);
+    let filters = w.sql();
+    let sql = match account {
+        None => format!("SELECT {COLUMNS} FROM transfers WHERE {filters} ORDER BY id {order} LIMIT {limit}"),
+        Some(account) => {
+            let page = |side: &str| {
+                format!(
+                    "(SELECT {COLUMNS} FROM transfers WHERE {side} = {account} AND {filters} \
+                      ORDER BY id {order} LIMIT {limit})"
+                )
+            };
+            format!(
+                "SELECT {COLUMNS} FROM ({} UNION ALL {}) t ORDER BY id {order} LIMIT {limit}",
+                page("source_account_id"),
+                page("destination_account_id"),
+            )
+        }
+    };
+    (sql, w)
 }

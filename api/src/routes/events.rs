@@ -144,8 +144,8 @@ pub async fn list(
         t => t,
     };
     let filter = ledger::feed::EventFilter { event_type, created_gte: q.created_gte, created_lt: q.created_lt };
-    let mut client = state.pool.get().await?;
-    let page = ledger::feed::list(&mut client, caller.0, &filter, cursor, limit).await?;
+    let client = state.pool.get().await?;
+    let page = ledger::feed::list(&**client, caller.0, &filter, cursor, limit).await?;
     let events: Vec<&str> = page.data.iter().map(|e| e.payload.as_str()).collect();
     Ok(json(format!("{{\"data\":[{}],\"has_more\":{}}}", events.join(","), page.has_more)))
 }
