@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use stateright::{Checker, Expectation, HasDiscoveries, Model, Path};
 
+use crate::bounds::{Bounds, Design};
 use crate::describe;
 use crate::model::{Action, PaymentModel};
 use crate::state::State;
@@ -136,4 +137,36 @@ pub fn run(model: PaymentModel, threads: usize, until: Option<&'static str>) -> 
 /// The threads a deep check may use: every core.
 pub fn all_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The code's design under `bounds`: every property holds, every example is
+/// reached (panics with the report otherwise). One thread: the count and
+/// any counterexample are the same every run.
+pub fn holds(bounds: Bounds, threads: usize) -> Report {
+    let report = run(PaymentModel::new(Design::Current, bounds), threads, None);
+    println!("{}", report.render());
+    assert!(report.complete, "the check did not explore every state");
+    assert!(report.counterexamples.is_empty(), "{}", report.render());
+    assert!(report.missing_examples.is_empty(), "never reached: {:?}", report.missing_examples);
+    report
+}
+
+/// The code's design under `bounds`: `property` (the one a defect broke)
+/// holds in every state, and so does every other.
+pub fn keeps(bounds: Bounds, property: &'static str) -> Report {
+    let report = run(PaymentModel::new(Design::Current, bounds), 1, None);
+    println!("{}", report.summary());
+    assert!(report.complete, "the check did not explore every state");
+    assert!(!report.counterexamples.contains_key(property), "{}", report.render());
+    assert!(report.counterexamples.is_empty(), "{}", report.render());
+    report
+}
+
+/// A known-bad `design` breaks `property` under `bounds`: its shortest
+/// counterexample, printed.
+pub fn breaks(design: Design, bounds: Bounds, property: &'static str) -> Report {
+    let report = run(PaymentModel::new(design, bounds), 1, Some(property));
+    println!("{}", report.render());
+    assert!(report.counterexamples.contains_key(property), "no counterexample to \"{property}\"");
+    report
 }

@@ -101,6 +101,33 @@ impl Provider {
         }
     }
 
+    /// A fault that stops a send before any effect: nothing reached the
+    /// provider, it refused the request, or it stored a 5xx for the key.
+    /// `None` when the effect is to be made.
+    fn before_effect(&mut self, slot: usize, now: u8, fault: Fault) -> Option<Sent> {
+        match fault {
+            Fault::NotReached => Some(Sent::Lost),
+            Fault::Rejected => Some(Sent::Rejected),
+            Fault::ServerErrorBefore => {
+                self.keys[slot] = Some(ProviderKey { at: now, stored: Stored::ServerError });
+                Some(Sent::ServerError)
+            }
+            Fault::None | Fault::AnswerLost | Fault::ServerErrorAfter => None,
+        }
+    }
+
+    /// The effect `made` is made: the key stores it (or a 5xx after it), and
+    /// the answer reaches the sender unless the fault loses it.
+    fn after_effect(&mut self, slot: usize, now: u8, fault: Fault, made: u8, answer: Answer) -> Sent {
+        let stored = if fault == Fault::ServerErrorAfter { Stored::ServerError } else { Stored::Made(made) };
+        self.keys[slot] = Some(ProviderKey { at: now, stored });
+        match fault {
+            Fault::AnswerLost => Sent::Lost,
+            Fault::ServerErrorAfter => Sent::ServerError,
+            _ => Sent::Made(answer),
+        }
+    }
+
     /// A charge sent with its attempt's key (`create_payment`). The card
     /// pays or declines as chosen for the attempt.
     pub fn send_payment(&mut self, attempt: u8, incarnation: u8, pays: bool, now: u8, fault: Fault) -> Option<Sent> {
@@ -109,25 +136,14 @@ impl Provider {
             // the stored response: the payment as it was made (it never changes here)
             return self.replay(key, fault, |p| self.answer_of_payment(p));
         }
-        match fault {
-            Fault::NotReached => return Some(Sent::Lost),
-            Fault::Rejected => return Some(Sent::Rejected),
-            Fault::ServerErrorBefore => {
-                self.keys[slot] = Some(ProviderKey { at: now, stored: Stored::ServerError });
-                return Some(Sent::ServerError);
-            }
-            Fault::None | Fault::AnswerLost | Fault::ServerErrorAfter => {}
+        if let Some(sent) = self.before_effect(slot, now, fault) {
+            return Some(sent);
         }
         let p = self.payments.len() as u8;
         self.payments.push(Payment { attempt, incarnation, paid: pays, indexed: false });
         self.emit(ProviderEvent::Payment(p));
-        let stored = if fault == Fault::ServerErrorAfter { Stored::ServerError } else { Stored::Made(p) };
-        self.keys[slot] = Some(ProviderKey { at: now, stored });
-        Some(match fault {
-            Fault::AnswerLost => Sent::Lost,
-            Fault::ServerErrorAfter => Sent::ServerError,
-            _ => Sent::Made(self.answer_of_payment(p)),
-        })
+        let answer = self.answer_of_payment(p);
+        Some(self.after_effect(slot, now, fault, p, answer))
     }
 
     /// A refund of `payment` sent with its reference's key (`create_refund`).
@@ -138,14 +154,8 @@ impl Provider {
             // the stored response: the refund as it was made, succeeded
             return self.replay(key, fault, Answer::Refunded);
         }
-        match fault {
-            Fault::NotReached => return Some(Sent::Lost),
-            Fault::Rejected => return Some(Sent::Rejected),
-            Fault::ServerErrorBefore => {
-                self.keys[slot] = Some(ProviderKey { at: now, stored: Stored::ServerError });
-                return Some(Sent::ServerError);
-            }
-            Fault::None | Fault::AnswerLost | Fault::ServerErrorAfter => {}
+        if let Some(sent) = self.before_effect(slot, now, fault) {
+            return Some(sent);
         }
         if self.refunded(payment, amounts) + amounts[reference as usize] > crate::state::CHARGE_AMOUNT {
             // an invalid request: nothing made, and the ledger's refund stays pending
@@ -155,13 +165,7 @@ impl Provider {
         let r = self.refunds.len() as u8;
         self.refunds.push(ProviderRefund { reference, payment, failed: false });
         self.emit(ProviderEvent::RefundSucceeded(r));
-        let stored = if fault == Fault::ServerErrorAfter { Stored::ServerError } else { Stored::Made(r) };
-        self.keys[slot] = Some(ProviderKey { at: now, stored });
-        Some(match fault {
-            Fault::AnswerLost => Sent::Lost,
-            Fault::ServerErrorAfter => Sent::ServerError,
-            _ => Sent::Made(Answer::Refunded(r)),
-        })
+        Some(self.after_effect(slot, now, fault, r, Answer::Refunded(r)))
     }
 
     /// The attempt's payment as a look-up finds it by its metadata: `search`

@@ -5,39 +5,10 @@
 //! breaks it, with a shortest counterexample printed as a trace.
 
 use ledger_model::bounds::{Bounds, Design};
-use ledger_model::check::{self, Report};
-use ledger_model::model::PaymentModel;
+use ledger_model::check::{self, breaks, keeps};
 use ledger_model::properties::{
     NOTHING_MADE_FOR_FINAL, ONE_PAYMENT_PER_ATTEMPT, QUIET_FLAG_MEANS_DISAGREEMENT, QUIET_LEDGER_EQUALS_PROVIDER,
 };
-
-/// Every property holds, every example is reached.
-fn holds(bounds: Bounds) -> Report {
-    let report = check::run(PaymentModel::new(Design::Current, bounds), 1, None);
-    println!("{}", report.render());
-    assert!(report.complete, "the check did not explore every state");
-    assert!(report.counterexamples.is_empty(), "{}", report.render());
-    assert!(report.missing_examples.is_empty(), "never reached: {:?}", report.missing_examples);
-    report
-}
-
-/// The property the defect broke holds in every state, and so does every
-/// other.
-fn keeps(bounds: Bounds, property: &'static str) -> Report {
-    let report = check::run(PaymentModel::new(Design::Current, bounds), 1, None);
-    println!("{}", report.summary());
-    assert!(report.complete, "the check did not explore every state");
-    assert!(!report.counterexamples.contains_key(property), "{}", report.render());
-    assert!(report.counterexamples.is_empty(), "{}", report.render());
-    report
-}
-
-fn breaks(design: Design, bounds: Bounds, property: &'static str) -> Report {
-    let report = check::run(PaymentModel::new(design, bounds), 1, Some(property));
-    println!("{}", report.render());
-    assert!(report.counterexamples.contains_key(property), "no counterexample to \"{property}\"");
-    report
-}
 
 // 1. A refused resend. The provider refuses a revoked or restricted key
 // before it looks at the Idempotency-Key, so a resend after a lost answer
@@ -47,7 +18,7 @@ fn breaks(design: Design, bounds: Bounds, property: &'static str) -> Report {
 /// sent again with its key once the configuration is fixed.
 #[test]
 fn a_refused_resend_after_a_lost_answer_keeps_the_charge() {
-    holds(Bounds::with_rejections());
+    check::holds(Bounds::with_rejections(), 1);
 }
 
 /// (d) Abandoned whatever was sent before: the buyer paid, the ledger has
@@ -86,19 +57,19 @@ fn a_completer_sending_from_its_claim_charges_an_attempt_recorded_failed() {
 /// the first send, so a stalled one cannot overwrite a later payment.
 #[test]
 fn a_never_made_conclusion_recorded_after_a_stall_is_left_in_flight() {
-    holds(Bounds::with_stalls());
+    check::holds(Bounds::with_stalls(), 1);
 }
 
 #[test]
 fn a_never_made_conclusion_recorded_after_a_stall_never_pays_an_order_twice() {
-    holds(Bounds::with_stalls_two_attempts());
+    check::holds(Bounds::with_stalls_two_attempts(), 1);
 }
 
 /// The same for refunds (deeper: `make model`).
 #[test]
 #[ignore = "deep: make model"]
 fn a_never_made_refund_conclusion_recorded_after_a_stall_is_left_in_flight() {
-    holds(Bounds::refunds_with_stalls());
+    check::holds(Bounds::refunds_with_stalls(), 1);
 }
 
 // 3. Refund webhooks out of order: a refund that succeeded and then failed,

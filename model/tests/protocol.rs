@@ -4,26 +4,8 @@
 //! before the fixes of the defects the model found are in `defects.rs`.
 
 use ledger_model::bounds::{Bounds, Design};
-use ledger_model::check::{self, Report};
-use ledger_model::model::PaymentModel;
+use ledger_model::check::{self, breaks, holds};
 use ledger_model::properties::{ONE_PAYMENT_PER_ATTEMPT, QUIET_LEDGER_EQUALS_PROVIDER};
-
-/// One thread: the count and the counterexample are the same every run.
-fn holds(bounds: Bounds, threads: usize) -> Report {
-    let report = check::run(PaymentModel::new(Design::Current, bounds), threads, None);
-    println!("{}", report.render());
-    assert!(report.complete, "the check did not explore every state");
-    assert!(report.counterexamples.is_empty(), "{}", report.render());
-    assert!(report.missing_examples.is_empty(), "never reached: {:?}", report.missing_examples);
-    report
-}
-
-fn breaks(design: Design, bounds: Bounds, property: &'static str) -> Report {
-    let report = check::run(PaymentModel::new(design, bounds), 1, Some(property));
-    println!("{}", report.render());
-    assert!(report.counterexamples.contains_key(property), "no counterexample to \"{property}\"");
-    report
-}
 
 #[test]
 fn the_code_keeps_every_property_of_card_charges() {

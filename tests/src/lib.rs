@@ -7,6 +7,7 @@ pub mod card_shop;
 pub mod chaos;
 pub mod chaos_ha;
 pub mod outages;
+pub mod pages;
 pub mod provider;
 pub mod proxy;
 pub mod rng;

@@ -5,6 +5,7 @@
 //! tenant's event is not found, as an id or as a cursor.
 
 use awc::http::StatusCode;
+use ledger_tests::pages::{self, rfc3339, Items};
 use ledger_tests::{spawn_app, TestApp};
 use serde_json::{json, Value};
 
@@ -19,55 +20,21 @@ async fn relayed(app: &TestApp) -> Vec<ledger::outbox::Message> {
     claimed
 }
 
-fn with(list: &str, more: &str) -> String {
-    let sep = if list.contains('?') { '&' } else { '?' };
-    format!("{list}{sep}{more}")
+/// Events are named by their message id, each of the documented shape.
+const EVENTS: Items = Items { id: "message_id", check: documented };
+
+fn documented(path: &str, e: &Value) {
+    serde_json::from_value::<api::routes::events::Event>(e.clone())
+        .unwrap_or_else(|err| panic!("{path}: an event not of the documented shape ({err}): {e}"));
 }
 
 /// A page: its events' message ids in the order given, and `has_more`.
-/// Every event of it is one of the bytes the page holds as they are and
-/// has the documented shape.
 async fn ids(app: &TestApp, key: &str, path: &str) -> (Vec<String>, bool) {
-    let r = app.get(path, key).await;
-    assert_eq!((r.status, r.content_type.as_str()), (StatusCode::OK, "application/json"), "{path}: {r:?}");
-    let body = r.json();
-    let events = body["data"].as_array().unwrap();
-    for e in events {
-        serde_json::from_value::<api::routes::events::Event>(e.clone())
-            .unwrap_or_else(|err| panic!("{path}: an event not of the documented shape ({err}): {e}"));
-    }
-    let ids = events.iter().map(|e| e["message_id"].as_str().unwrap().to_owned()).collect();
-    (ids, body["has_more"].as_bool().unwrap())
+    pages::ids(app, key, path, EVENTS).await
 }
 
-/// Every page of `list`, `limit` at a time from the newest, following
-/// `starting_after`; then back from each page with `ending_before`.
 async fn walks_both_ways(app: &TestApp, key: &str, list: &str, limit: usize, expected: &[String]) {
-    let mut pages: Vec<Vec<String>> = Vec::new();
-    let mut path = with(list, &format!("limit={limit}"));
-    loop {
-        let (page, has_more) = ids(app, key, &path).await;
-        assert!(page.len() <= limit, "{path}: {page:?}");
-        pages.push(page.clone());
-        if !has_more {
-            break;
-        }
-        assert_eq!(page.len(), limit, "{path}: a page that says more comes is full");
-        path = with(list, &format!("limit={limit}&starting_after={}", page.last().unwrap()));
-    }
-    assert_eq!(pages.concat(), expected, "{list}, {limit} at a time");
-    for i in (1..pages.len()).rev() {
-        let back = with(list, &format!("limit={limit}&ending_before={}", pages[i][0]));
-        assert_eq!(ids(app, key, &back).await, (pages[i - 1].clone(), i > 1), "{back}");
-    }
-    if let Some(newest) = pages[0].first() {
-        let before = with(list, &format!("limit={limit}&ending_before={newest}"));
-        assert_eq!(ids(app, key, &before).await, (vec![], false), "{before}: nothing is newer");
-    }
-}
-
-fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    pages::walks_both_ways(app, key, list, limit, expected, EVENTS).await
 }
 
 async fn created(app: &TestApp, path: &str, key: &str, idem: &str, body: Value) -> Value {

@@ -11,15 +11,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use awc::http::StatusCode;
 use futures::future::join_all;
 use ledger_tests::card_shop::CardShop;
+use ledger_tests::pages::{self, refuses_bad_pages, rfc3339, with, BY_ID};
 use ledger_tests::{spawn_app, TestApp};
 use serde_json::{json, Value};
 
 async fn page(app: &TestApp, key: &str, query: &str) -> (Vec<String>, bool) {
-    let r = app.get(&format!("/v1/accounts?{query}"), key).await;
-    assert_eq!(r.status, StatusCode::OK, "{query}: {r:?}");
-    let body = r.json();
-    let ids = body["data"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_owned()).collect();
-    (ids, body["has_more"].as_bool().unwrap())
+    ids(app, key, &format!("/v1/accounts?{query}")).await
 }
 
 #[actix_web::test]
@@ -104,36 +101,9 @@ async fn filters_narrow_the_list_and_bad_cursors_are_refused() {
     assert_eq!(body["data"][0]["balance"], json!("0.00"));
 }
 
-/// `list` (a path, perhaps with a query) with `more` added to its query.
-fn with(list: &str, more: &str) -> String {
-    let sep = if list.contains('?') { '&' } else { '?' };
-    format!("{list}{sep}{more}")
-}
-
 /// A page of any list: its items' ids, in the order given, and `has_more`.
 async fn ids(app: &TestApp, key: &str, path: &str) -> (Vec<String>, bool) {
-    let r = app.get(path, key).await;
-    assert_eq!(r.status, StatusCode::OK, "{path}: {r:?}");
-    let body = r.json();
-    let ids = body["data"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_owned()).collect();
-    (ids, body["has_more"].as_bool().unwrap())
-}
-
-/// Every page of `list`, `limit` at a time from the newest, following
-/// `starting_after` until `has_more` is false.
-async fn walk(app: &TestApp, key: &str, list: &str, limit: usize) -> Vec<Vec<String>> {
-    let mut pages: Vec<Vec<String>> = Vec::new();
-    let mut path = with(list, &format!("limit={limit}"));
-    loop {
-        let (page, has_more) = ids(app, key, &path).await;
-        assert!(page.len() <= limit, "{path}: {page:?}");
-        pages.push(page.clone());
-        if !has_more {
-            return pages;
-        }
-        assert_eq!(page.len(), limit, "{path}: a page that says more comes is full");
-        path = with(list, &format!("limit={limit}&starting_after={}", page.last().unwrap()));
-    }
+    pages::ids(app, key, path, BY_ID).await
 }
 
 /// Newest first: ids are UUIDv7, so a later item has a greater id.
@@ -142,44 +112,8 @@ fn newest_first(mut ids: Vec<String>) -> Vec<String> {
     ids
 }
 
-/// `list` read `limit` at a time is `expected` (newest first), every item
-/// once; and `ending_before` from each page's first item walks back over the
-/// same pages, `has_more` until the newest.
 async fn walks_both_ways(app: &TestApp, key: &str, list: &str, limit: usize, expected: &[String]) {
-    let pages = walk(app, key, list, limit).await;
-    assert_eq!(pages.concat(), expected, "{list}, {limit} at a time");
-    for i in (1..pages.len()).rev() {
-        let back = with(list, &format!("limit={limit}&ending_before={}", pages[i][0]));
-        assert_eq!(ids(app, key, &back).await, (pages[i - 1].clone(), i > 1), "{back}");
-    }
-    if let Some(newest) = pages[0].first() {
-        let before = with(list, &format!("limit={limit}&ending_before={newest}"));
-        assert_eq!(ids(app, key, &before).await, (vec![], false), "{before}: nothing is newer");
-    }
-}
-
-/// What every list refuses: `limit` 0 and 101 (400), both cursors at once
-/// (422), and another tenant's item (`theirs`) as either cursor (404 with
-/// the list's own not-found code).
-async fn refuses_bad_pages(app: &TestApp, key: &str, list: &str, mine: &str, theirs: &str, not_found: &str) {
-    for bad in ["limit=0", "limit=101", "starting_after=nope"] {
-        let r = app.get(&with(list, bad), key).await;
-        assert_eq!((r.status, r.code().as_str()), (StatusCode::BAD_REQUEST, "invalid_parameter"), "{list} {bad}");
-    }
-    let both = app.get(&with(list, &format!("starting_after={mine}&ending_before={mine}")), key).await;
-    assert_eq!(
-        (both.status, both.code().as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "conflicting_cursors"),
-        "{list}"
-    );
-    for bad in [format!("starting_after={theirs}"), format!("ending_before={theirs}")] {
-        let r = app.get(&with(list, &bad), key).await;
-        assert_eq!((r.status, r.code().as_str()), (StatusCode::NOT_FOUND, not_found), "{list} {bad}");
-    }
-}
-
-fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    pages::walks_both_ways(app, key, list, limit, expected, BY_ID).await
 }
 
 /// A wallet charge of `amount` for `order` (attempt 1); its id.
