@@ -224,8 +224,14 @@ async fn hole_4_connections_lost_while_paid_orders_are_held_dead_letter_nothing(
         .await;
         let _ = worker.0.kill();
         let _ = worker.0.wait();
+        // the broker saw the loss: the deliveries are back in the queue and
+        // the consumer gone (else the next worker's "holds" could still be
+        // this one's, and a loss would go uncounted)
+        eventually(60, "the deliveries are back in the queue", || async {
+            broker.counts(&broker.names.inventory).await == (3, 0)
+        })
+        .await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let counts = delivery_counts(&broker, &broker.names.inventory).await;
     assert_eq!(counts, vec![losses; 3], "each loss counted one delivery of each");
     assert_eq!(broker.depth(&broker.names.dead_letter_queue).await, 0, "a held paid order was dead-lettered");
