@@ -12,7 +12,8 @@ use serde::de::DeserializeOwned;
 use crate::config::Config;
 use crate::model::{ApiError, ErrorBody, List, PaymentIntent, PaymentStatus, Refund};
 use crate::outcome::{
-    BuildError, CancelOutcome, Decline, GatewayError, PaymentOutcome, RefundOutcome, Unknown, UnknownReason,
+    BuildError, CancelOutcome, CaptureOutcome, Decline, GatewayError, PaymentOutcome, RefundOutcome, Unknown,
+    UnknownReason,
 };
 use crate::webhook::{self, Event, SignatureError};
 
@@ -35,6 +36,20 @@ pub struct PaymentRequest {
     /// What the payment is looked up by later (tenant, order, attempt): the
     /// provider keeps at most 50 keys of 40 characters, values of 500.
     pub metadata: BTreeMap<String, String>,
+}
+
+/// When the money of a payment is taken (Stripe's `capture_method`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum CaptureMethod {
+    /// At once: the confirmation charges the card.
+    #[default]
+    Automatic,
+    /// Later: the confirmation only authorizes the amount, which the card
+    /// holds (`requires_capture`) until [`Client::capture_payment`] takes all
+    /// or part of it, [`Client::cancel_payment`] releases it, or the
+    /// authorization expires (Stripe: 7 days for a customer-initiated card
+    /// payment).
+    Manual,
 }
 
 /// A refund of a payment; `amount: None` refunds what is left.
@@ -109,11 +124,26 @@ impl Client {
     }
 
     /// Creates and confirms a payment in one call (`POST /v1/payment_intents`
-    /// with `confirm=true`). Send the same `idempotency_key` on every resend of
-    /// the same attempt.
+    /// with `confirm=true`), captured at once. Send the same `idempotency_key`
+    /// on every resend of the same attempt.
     pub async fn create_payment(
         &self,
         request: &PaymentRequest,
+        idempotency_key: &str,
+    ) -> Result<PaymentOutcome, GatewayError> {
+        self.create_payment_with_capture(request, CaptureMethod::Automatic, idempotency_key).await
+    }
+
+    /// [`Client::create_payment`] with a choice of capture. With
+    /// [`CaptureMethod::Manual`] a card that accepts answers
+    /// [`PaymentOutcome::RequiresCapture`]: authorized, nothing taken until
+    /// [`Client::capture_payment`]. The same `idempotency_key` must always
+    /// come with the same choice (the provider refuses a key reused with
+    /// other parameters).
+    pub async fn create_payment_with_capture(
+        &self,
+        request: &PaymentRequest,
+        capture: CaptureMethod,
         idempotency_key: &str,
     ) -> Result<PaymentOutcome, GatewayError> {
         let mut form = vec![
@@ -123,6 +153,12 @@ impl Client {
             ("confirm".to_owned(), "true".to_owned()),
             ("payment_method_types[]".to_owned(), "card".to_owned()),
         ];
+        // Automatic is the provider's default and is not sent: a resend of an
+        // attempt first sent before this choice existed keeps its parameters,
+        // so its key still replays instead of being refused as reused.
+        if capture == CaptureMethod::Manual {
+            form.push(("capture_method".to_owned(), "manual".to_owned()));
+        }
         push_metadata(&mut form, &request.metadata);
         match self.post("/v1/payment_intents", &form, idempotency_key).await {
             Ok(answer) => payment_outcome(answer),
@@ -140,19 +176,37 @@ impl Client {
     pub async fn cancel_payment(&self, id: &str, idempotency_key: &str) -> Result<CancelOutcome, GatewayError> {
         // Anything that is not an id must not reach the URL path.
         if !is_id(id) {
-            return Err(GatewayError::Rejected {
-                status: StatusCode::NOT_FOUND.as_u16(),
-                kind: "invalid_request_error".to_owned(),
-                code: Some("resource_missing".to_owned()),
-                param: Some("intent".to_owned()),
-                message: format!("No such payment_intent: '{id}'"),
-                request_id: None,
-            });
+            return Err(no_such_payment(id));
         }
         let form = [("cancellation_reason".to_owned(), "abandoned".to_owned())];
         match self.post(&format!("/v1/payment_intents/{id}/cancel"), &form, idempotency_key).await {
             Ok(answer) => cancel_outcome(answer),
             Err(unknown) => Ok(CancelOutcome::Unknown(unknown)),
+        }
+    }
+
+    /// Captures an authorized payment (`POST
+    /// /v1/payment_intents/{id}/capture`): `amount: None` takes all of
+    /// `amount_capturable`, `Some(n)` takes `n` (at most that) and releases
+    /// the rest; a payment is captured once. Send the same `idempotency_key`
+    /// with the same `amount` on every resend (see [`crate::capture_key`]).
+    /// An id that cannot be a payment's is refused as the provider refuses an
+    /// unknown one (404 `resource_missing`), without a request.
+    pub async fn capture_payment(
+        &self,
+        id: &str,
+        amount: Option<i64>,
+        idempotency_key: &str,
+    ) -> Result<CaptureOutcome, GatewayError> {
+        // Anything that is not an id must not reach the URL path.
+        if !is_id(id) {
+            return Err(no_such_payment(id));
+        }
+        let form: Vec<(String, String)> =
+            amount.map(|amount| ("amount_to_capture".to_owned(), amount.to_string())).into_iter().collect();
+        match self.post(&format!("/v1/payment_intents/{id}/capture"), &form, idempotency_key).await {
+            Ok(answer) => capture_outcome(answer),
+            Err(unknown) => Ok(CaptureOutcome::Unknown(unknown)),
         }
     }
 
@@ -333,6 +387,19 @@ fn is_id(id: &str) -> bool {
     !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// What the provider answers a write to a payment it does not have (404
+/// `resource_missing`), for an id refused before any request.
+fn no_such_payment(id: &str) -> GatewayError {
+    GatewayError::Rejected {
+        status: StatusCode::NOT_FOUND.as_u16(),
+        kind: "invalid_request_error".to_owned(),
+        code: Some("resource_missing".to_owned()),
+        param: Some("intent".to_owned()),
+        message: format!("No such payment_intent: '{id}'"),
+        request_id: None,
+    }
+}
+
 /// An object of a list, which the next page starts after.
 trait Listed {
     fn id(&self) -> &str;
@@ -400,6 +467,7 @@ fn payment_outcome(answer: Answer) -> Result<PaymentOutcome, GatewayError> {
         return Ok(match parse_written::<PaymentIntent>(&answer) {
             Err(unknown) => PaymentOutcome::Unknown(unknown),
             Ok(intent) if intent.status == PaymentStatus::Succeeded => PaymentOutcome::Succeeded(intent),
+            Ok(intent) if intent.status == PaymentStatus::RequiresCapture => PaymentOutcome::RequiresCapture(intent),
             // `requires_action` (3-D Secure) among them: nothing is charged
             // until the customer authenticates.
             Ok(intent) => PaymentOutcome::Pending(intent),
@@ -437,19 +505,49 @@ fn cancel_outcome(answer: Answer) -> Result<CancelOutcome, GatewayError> {
             }),
         };
     }
-    if status == StatusCode::BAD_REQUEST {
-        if let Ok(ErrorBody { error }) = serde_json::from_slice::<ErrorBody>(&answer.body) {
-            if let (Some("payment_intent_unexpected_state"), Some(intent)) =
-                (error.code.as_deref(), error.payment_intent)
-            {
-                return Ok(match intent.status {
-                    PaymentStatus::Canceled => CancelOutcome::Canceled(*intent),
-                    _ => CancelOutcome::NotCancelable(*intent),
-                });
-            }
-        }
+    if let Some(intent) = unexpected_state(&answer) {
+        return Ok(match intent.status {
+            PaymentStatus::Canceled => CancelOutcome::Canceled(intent),
+            _ => CancelOutcome::NotCancelable(intent),
+        });
     }
     classify_failure(answer).map(CancelOutcome::Unknown)
+}
+
+/// What the answer to a capture means. As for a cancellation, Stripe
+/// refuses a payment that is not in `requires_capture` with a 400
+/// `payment_intent_unexpected_state` that carries it. A payment captured
+/// already is not taken as this capture's success: the earlier capture may
+/// have taken another amount, and the caller should record what it did.
+fn capture_outcome(answer: Answer) -> Result<CaptureOutcome, GatewayError> {
+    let status = answer.status;
+    if status.is_success() {
+        return match parse_written::<PaymentIntent>(&answer) {
+            Err(unknown) => Ok(CaptureOutcome::Unknown(unknown)),
+            Ok(intent) if intent.status == PaymentStatus::Succeeded => Ok(CaptureOutcome::Captured(intent)),
+            Ok(intent) => Err(GatewayError::Unexpected {
+                status: status.as_u16(),
+                detail: format!("a capture answered with payment {} in status {:?}", intent.id, intent.status),
+            }),
+        };
+    }
+    if let Some(intent) = unexpected_state(&answer) {
+        return Ok(CaptureOutcome::NotCapturable(intent));
+    }
+    classify_failure(answer).map(CaptureOutcome::Unknown)
+}
+
+/// The payment of Stripe's 400 `payment_intent_unexpected_state`: a write
+/// refused for the payment's status, which it names.
+fn unexpected_state(answer: &Answer) -> Option<PaymentIntent> {
+    if answer.status != StatusCode::BAD_REQUEST {
+        return None;
+    }
+    let ErrorBody { error } = serde_json::from_slice::<ErrorBody>(&answer.body).ok()?;
+    match (error.code.as_deref(), error.payment_intent) {
+        (Some("payment_intent_unexpected_state"), Some(intent)) => Some(*intent),
+        _ => None,
+    }
 }
 
 /// The body of a 2xx answer to a write. A body that does not parse is treated
@@ -547,6 +645,8 @@ mod tests {
         let refund = RefundRequest { payment_intent: "pi_1".into(), amount: None, metadata: BTreeMap::new() };
         send(client.create_refund(&refund, "k"));
         send(client.cancel_payment("pi_1", "k"));
+        send(client.create_payment_with_capture(&payment, CaptureMethod::Manual, "k"));
+        send(client.capture_payment("pi_1", Some(1), "k"));
         send(client.retrieve_payment("pi_1"));
         send(client.search_payments(&[("order_id", "o")]));
         send(client.list_all_payments(0, 1));
@@ -732,7 +832,90 @@ mod tests {
                 Err(error @ GatewayError::Rejected { status: 404, .. }) => assert!(error.is_configuration()),
                 other => panic!("{id}: {other:?}"),
             }
+            match client.capture_payment(id, None, "k").await {
+                Err(error @ GatewayError::Rejected { status: 404, .. }) => assert!(error.is_configuration()),
+                other => panic!("{id}: {other:?}"),
+            }
         }
+    }
+
+    #[test]
+    fn an_authorization_requires_capture() {
+        let mut authorized = intent_json("requires_capture");
+        authorized["amount_capturable"] = 1250.into();
+        authorized["latest_charge"] = "ch_1".into();
+        match payment_outcome(answer(200, authorized)).unwrap() {
+            PaymentOutcome::RequiresCapture(intent) => {
+                assert_eq!((intent.amount_capturable, intent.amount_received), (1250, 0));
+                assert_eq!(intent.latest_charge.as_deref(), Some("ch_1"), "the authorization's charge");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Without the field (an older answer), nothing is capturable.
+        assert_eq!(serde_json::from_value::<PaymentIntent>(intent_json("succeeded")).unwrap().amount_capturable, 0);
+    }
+
+    #[test]
+    fn capture_answers_are_sorted_by_what_the_caller_may_do() {
+        let mut captured = intent_json("succeeded");
+        captured["amount_received"] = 800.into();
+        match capture_outcome(answer(200, captured.clone())).unwrap() {
+            CaptureOutcome::Captured(intent) => {
+                assert_eq!((intent.amount_received, intent.amount_capturable), (800, 0))
+            }
+            other => panic!("{other:?}"),
+        }
+        let refused = |intent: serde_json::Value| {
+            answer(
+                400,
+                serde_json::json!({"error": {
+                    "type": "invalid_request_error", "code": "payment_intent_unexpected_state",
+                    "message": "This PaymentIntent could not be captured because it has already been captured.",
+                    "payment_intent": intent,
+                }}),
+            )
+        };
+        // Captured already (under another key) or canceled: the payment comes
+        // back, with what was taken, for the caller to record.
+        for intent in [captured, intent_json("canceled"), intent_json("requires_action")] {
+            let status = intent["status"].clone();
+            match capture_outcome(refused(intent)).unwrap() {
+                CaptureOutcome::NotCapturable(intent) => assert_eq!(serde_json::json!(intent.status), status),
+                other => panic!("{other:?}"),
+            }
+        }
+
+        let err = |status: u16, t: &str, code: Option<&str>| {
+            answer(status, serde_json::json!({"error": {"type": t, "code": code, "message": "m"}}))
+        };
+        assert!(matches!(
+            capture_outcome(err(500, "api_error", None)),
+            Ok(CaptureOutcome::Unknown(Unknown { reason: UnknownReason::ServerError, .. }))
+        ));
+        assert!(matches!(
+            capture_outcome(err(409, "invalid_request_error", Some("idempotency_key_in_use"))),
+            Ok(CaptureOutcome::Unknown(Unknown { reason: UnknownReason::InFlight, .. }))
+        ));
+        let cut = Answer { status: StatusCode::OK, request_id: None, body: br#"{"id":"pi_1","sta"#.to_vec() };
+        assert!(matches!(capture_outcome(cut), Ok(CaptureOutcome::Unknown(_))));
+        assert!(matches!(
+            capture_outcome(err(400, "idempotency_error", None)),
+            Err(GatewayError::IdempotencyMismatch { .. })
+        ));
+        // More than was authorized: the request is wrong, not the payment.
+        match capture_outcome(err(400, "invalid_request_error", Some("amount_too_large"))) {
+            Err(error @ GatewayError::Rejected { status: 400, .. }) => assert!(error.is_configuration()),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            capture_outcome(err(400, "invalid_request_error", Some("payment_intent_unexpected_state"))),
+            Err(GatewayError::Rejected { status: 400, .. })
+        ));
+        // A 200 that is not a captured payment is not what Stripe answers.
+        assert!(matches!(
+            capture_outcome(answer(200, intent_json("requires_capture"))),
+            Err(GatewayError::Unexpected { status: 200, .. })
+        ));
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! provider charges at most once. It is an HMAC under a server secret: another
 //! user of the same provider account cannot guess it and collide with it. Each
 //! field is length-prefixed, so no two different tuples encode alike (`("a:b",
-//! 1)` and `("a", ...)` differ), and a domain label keeps payment, refund and
-//! cancellation keys apart.
+//! 1)` and `("a", ...)` differ), and a domain label keeps payment, refund,
+//! cancellation and capture keys apart.
 
 use ring::hmac;
 use uuid::Uuid;
@@ -29,6 +29,12 @@ pub fn refund_key(server_secret: &[u8], tenant: Uuid, charge_id: Uuid, refund_re
 /// (one per charge: a payment is canceled at most once).
 pub fn cancel_key(server_secret: &[u8], tenant: Uuid, charge_id: Uuid) -> String {
     key("can_", server_secret, &[b"cancel", tenant.as_bytes(), charge_id.as_bytes()])
+}
+
+/// The provider idempotency key of the capture of a charge's payment (one
+/// per charge: a payment is captured at most once).
+pub fn capture_key(server_secret: &[u8], tenant: Uuid, charge_id: Uuid) -> String {
+    key("cap_", server_secret, &[b"capture", tenant.as_bytes(), charge_id.as_bytes()])
 }
 
 fn key(prefix: &str, server_secret: &[u8], fields: &[&[u8]]) -> String {
@@ -59,6 +65,8 @@ mod tests {
         assert_eq!(refund_key(SECRET, TENANT, charge, "r1"), refund_key(SECRET, TENANT, charge, "r1"));
         assert_eq!(cancel_key(SECRET, TENANT, charge), cancel_key(SECRET, TENANT, charge));
         assert!(cancel_key(SECRET, TENANT, charge).starts_with("can_"));
+        assert_eq!(capture_key(SECRET, TENANT, charge), capture_key(SECRET, TENANT, charge));
+        assert!(capture_key(SECRET, TENANT, charge).starts_with("cap_"));
     }
 
     #[test]
@@ -80,6 +88,11 @@ mod tests {
         assert_ne!(cancel, cancel_key(b"another secret", TENANT, charge));
         assert_ne!(cancel, cancel_key(SECRET, Uuid::from_u128(2), charge));
         assert_ne!(cancel, cancel_key(SECRET, TENANT, Uuid::from_u128(8)));
+
+        let capture = capture_key(SECRET, TENANT, charge);
+        assert_ne!(capture, capture_key(b"another secret", TENANT, charge));
+        assert_ne!(capture, capture_key(SECRET, Uuid::from_u128(2), charge));
+        assert_ne!(capture, capture_key(SECRET, TENANT, Uuid::from_u128(8)));
     }
 
     #[test]
@@ -90,6 +103,7 @@ mod tests {
             provider_key(SECRET, TENANT, &long_order, i32::MAX),
             refund_key(SECRET, TENANT, Uuid::nil(), &long_order),
             cancel_key(SECRET, TENANT, Uuid::max()),
+            capture_key(SECRET, TENANT, Uuid::max()),
         ] {
             assert!(key.len() <= MAX_KEY_LEN, "{key} is {} characters", key.len());
             assert!(key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{key}");
@@ -115,5 +129,9 @@ mod tests {
         assert_ne!(cancel[4..], provider_key(SECRET, TENANT, &order, 0)[4..]);
         let charge = Uuid::from_u128(7);
         assert_ne!(cancel_key(SECRET, TENANT, charge)[4..], refund_key(SECRET, TENANT, charge, "")[4..]);
+        // The capture and the cancellation of one charge are two requests:
+        // same fields, different labels.
+        assert_ne!(capture_key(SECRET, TENANT, charge)[4..], cancel_key(SECRET, TENANT, charge)[4..]);
+        assert_ne!(capture_key(SECRET, TENANT, charge)[4..], refund_key(SECRET, TENANT, charge, "")[4..]);
     }
 }

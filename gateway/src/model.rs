@@ -12,8 +12,14 @@ use serde::{Deserialize, Deserializer, Serialize};
 pub struct PaymentIntent {
     pub id: String,
     pub amount: i64,
+    /// What was taken: the amount, or what a manual capture took (the rest
+    /// was released). 0 until then.
     #[serde(default)]
     pub amount_received: i64,
+    /// What a capture may still take: the amount while `requires_capture`
+    /// (an authorization made with manual capture), 0 otherwise.
+    #[serde(default)]
+    pub amount_capturable: i64,
     pub currency: String,
     pub status: PaymentStatus,
     /// Unix seconds.

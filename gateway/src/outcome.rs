@@ -27,8 +27,16 @@ pub enum PaymentOutcome {
     /// (`payment_intent.succeeded`) or goes back to `requires_payment_method`
     /// (`payment_intent.payment_failed`, `last_payment_error.code`
     /// `payment_intent_authentication_failure`); one nobody authenticates
-    /// stays as it is until [`crate::Client::cancel_payment`].
+    /// stays as it is until [`crate::Client::cancel_payment`]. With manual
+    /// capture, a customer who passes goes on to `requires_capture`
+    /// (`payment_intent.amount_capturable_updated`) instead.
     Pending(PaymentIntent),
+    /// Manual capture only ([`crate::CaptureMethod::Manual`]): the card
+    /// authorized the amount (`requires_capture`, `amount_capturable`) and
+    /// holds it, but nothing is taken until [`crate::Client::capture_payment`].
+    /// [`crate::Client::cancel_payment`] releases it; one left alone expires
+    /// (Stripe: 7 days) and is canceled by the provider.
+    RequiresCapture(PaymentIntent),
     /// The provider may or may not have charged: retry with the same key.
     Unknown(Unknown),
 }
@@ -57,6 +65,24 @@ pub enum CancelOutcome {
     /// authenticated first and the money was taken, so record the success.
     NotCancelable(PaymentIntent),
     /// The provider may or may not have canceled: retry with the same key.
+    Unknown(Unknown),
+}
+
+/// The answer to a capture (`POST /v1/payment_intents/{id}/capture`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaptureOutcome {
+    /// The payment is `succeeded`: `amount_received` was taken, the rest of
+    /// the authorization released.
+    Captured(PaymentIntent),
+    /// The provider refused: the payment is not in `requires_capture` (400
+    /// `payment_intent_unexpected_state`, which names the payment). Its
+    /// `status` says why: `succeeded` when it was captured already (by an
+    /// earlier capture under another key: `amount_received` is what that one
+    /// took), `canceled` when it was canceled or its authorization expired
+    /// (`cancellation_reason` `automatic`), `requires_action` while the
+    /// customer has not authenticated.
+    NotCapturable(PaymentIntent),
+    /// The provider may or may not have captured: retry with the same key.
     Unknown(Unknown),
 }
 

@@ -26,9 +26,14 @@ pub const PAYMENT_FAILED: &str = "payment_intent.payment_failed";
 /// The payment waits for the customer to authenticate (3-D Secure); nothing
 /// is charged yet.
 pub const PAYMENT_REQUIRES_ACTION: &str = "payment_intent.requires_action";
-/// The payment was canceled (`cancellation_reason` says why); nothing was
-/// charged and nothing will be.
+/// The payment was canceled (`cancellation_reason` says why, `automatic`
+/// for an authorization that expired uncaptured); nothing was charged and
+/// nothing will be.
 pub const PAYMENT_CANCELED: &str = "payment_intent.canceled";
+/// A payment made with manual capture was authorized: it waits in
+/// `requires_capture` with `amount_capturable` held on the card until it is
+/// captured, canceled or the authorization expires.
+pub const PAYMENT_AMOUNT_CAPTURABLE_UPDATED: &str = "payment_intent.amount_capturable_updated";
 pub const CHARGE_REFUNDED: &str = "charge.refunded";
 /// A refund was made; the object is the Refund (its status may be `pending`).
 pub const REFUND_CREATED: &str = "refund.created";

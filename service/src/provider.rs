@@ -288,7 +288,8 @@ impl Provider {
             Ok(PaymentOutcome::Pending(intent)) if intent.status == PaymentStatus::RequiresAction => {
                 Asked::Answer(self.requires_action(&intent))
             }
-            Ok(PaymentOutcome::Pending(intent)) => {
+            // (a charge made at once never asks for a manual capture)
+            Ok(PaymentOutcome::Pending(intent) | PaymentOutcome::RequiresCapture(intent)) => {
                 Asked::Unknown(format!("payment {} is {:?} at the provider", intent.id, intent.status))
             }
             Ok(PaymentOutcome::Unknown(why)) if why.reason == gateway::UnknownReason::ServerError => {

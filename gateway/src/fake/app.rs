@@ -67,6 +67,10 @@ impl App {
         (self.settings.idempotency_ttl_secs * 1000.0) as i64
     }
 
+    pub fn authorization_expiry_ms(&self) -> i64 {
+        (self.settings.authorization_expiry_secs * 1000.0) as i64
+    }
+
     pub fn retry_delay(&self, attempts: u32) -> Duration {
         let base = self.settings.webhook_retry_ms.max(1);
         let factor = 1u64 << attempts.saturating_sub(1).min(20);

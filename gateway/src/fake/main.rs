@@ -4,6 +4,7 @@
 
 mod app;
 mod events;
+mod expiry;
 mod faults;
 mod journal;
 mod net;
@@ -53,6 +54,9 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     if settings.idempotency_ttl_secs.is_nan() || settings.idempotency_ttl_secs <= 0.0 {
         return Err("--idempotency-ttl-secs must be positive".into());
     }
+    if settings.authorization_expiry_secs.is_nan() || settings.authorization_expiry_secs <= 0.0 {
+        return Err("--authorization-expiry-secs must be positive".into());
+    }
     let (batches, writer, durable) = journal::open(&settings.state_dir)?;
     let mut state = State::restore(batches, writer, durable.clone());
     tracing::info!(
@@ -90,6 +94,7 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     .run();
 
     actix_web::rt::spawn(webhooks::run(app.clone()));
+    actix_web::rt::spawn(expiry::run(app.clone()));
     // The first line on stdout is the URL, for whoever started us on port 0.
     let mut stdout = std::io::stdout();
     writeln!(stdout, "{url}")?;

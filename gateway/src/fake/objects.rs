@@ -39,6 +39,19 @@ pub struct Payment {
     /// Unix seconds.
     #[serde(default)]
     pub canceled_at: Option<i64>,
+    /// Captured at once, or authorized and captured later. Journals written
+    /// before manual capture hold automatic payments only.
+    #[serde(default)]
+    pub capture_method: CaptureMethod,
+    /// Until when (unix ms) the card holds an authorization made with manual
+    /// capture: set when the card authorized, never for automatic capture.
+    /// Past it, one still uncaptured is canceled (`automatic`).
+    #[serde(default)]
+    pub capture_before_ms: Option<i64>,
+    /// What the capture took, when it took less than the amount; `None`
+    /// when it took the whole amount (or nothing was captured).
+    #[serde(default)]
+    pub amount_captured: Option<i64>,
     /// When it was last written (unix ms): the search index sees it only a
     /// lag later.
     #[serde(default)]
@@ -49,12 +62,21 @@ pub struct Payment {
 }
 
 impl Payment {
+    /// The card authorized this payment, made with manual capture: it holds
+    /// the amount until `capture_before_ms`, and nothing is taken until a
+    /// capture.
+    pub fn authorize(&mut self, now_ms: i64, expiry_ms: i64) {
+        self.status = PaymentStatus::RequiresCapture;
+        self.has_charge = true;
+        self.capture_before_ms = Some(now_ms.saturating_add(expiry_ms));
+    }
+
     pub fn intent(&self) -> PaymentIntent {
-        let succeeded = self.status == PaymentStatus::Succeeded;
         PaymentIntent {
             id: self.id.clone(),
             amount: self.amount,
-            amount_received: if succeeded { self.amount } else { 0 },
+            amount_received: self.received(),
+            amount_capturable: if self.status == PaymentStatus::RequiresCapture { self.amount } else { 0 },
             currency: self.currency.clone(),
             status: self.status,
             created: self.created,
@@ -76,39 +98,97 @@ impl Payment {
         let mut value = with_object("payment_intent", &self.intent());
         let extra = json!({
             "canceled_at": self.canceled_at,
-            "capture_method": "automatic",
+            "capture_method": self.capture_method,
             "confirmation_method": "automatic",
             "payment_method_types": ["card"],
             "description": null,
-            "amount_capturable": 0,
         });
         merge(&mut value, extra);
         value
     }
 
+    /// The charge as Stripe shows it. An authorization is a charge that
+    /// succeeded but is not `captured`. What is released counts as refunded
+    /// on it: Stripe refunds the `amount_capturable` of a canceled
+    /// authorization and marks an expired one refunded; the rest a partial
+    /// capture did not take is released alike.
     pub fn charge_json(&self) -> Value {
-        let succeeded = self.status == PaymentStatus::Succeeded;
+        let paid = self.status == PaymentStatus::Succeeded || self.capture_before_ms.is_some();
+        let released = match self.status {
+            PaymentStatus::Succeeded | PaymentStatus::Canceled if paid => self.amount - self.received(),
+            _ => 0,
+        };
+        let amount_refunded = released + self.amount_refunded;
         let charge = Charge {
             id: self.charge_id.clone(),
             amount: self.amount,
-            amount_refunded: self.amount_refunded,
+            amount_refunded,
             currency: self.currency.clone(),
             payment_intent: Some(self.id.clone()),
-            refunded: succeeded && self.amount_refunded == self.amount,
-            status: if succeeded { "succeeded" } else { "failed" }.into(),
+            refunded: paid && amount_refunded == self.amount,
+            status: if paid { "succeeded" } else { "failed" }.into(),
             created: self.created,
             metadata: self.metadata.clone(),
         };
         let mut value = with_object("charge", &charge);
+        let capture_before = self.capture_before_ms.map(|ms| ms / 1000);
         merge(
             &mut value,
-            json!({"captured": succeeded, "paid": succeeded, "payment_method": self.payment_method, "livemode": false}),
+            json!({
+                "captured": self.status == PaymentStatus::Succeeded,
+                "amount_captured": self.received(),
+                "paid": paid,
+                "payment_method": self.payment_method,
+                "payment_method_details": {"type": "card", "card": {"capture_before": capture_before}},
+                "livemode": false,
+            }),
         );
         value
     }
 
+    /// What was taken: the amount, or what a manual capture took.
+    pub fn received(&self) -> i64 {
+        match self.status {
+            PaymentStatus::Succeeded => self.amount_captured.unwrap_or(self.amount),
+            _ => 0,
+        }
+    }
+
+    /// What may still be refunded.
     pub fn remaining(&self) -> i64 {
-        self.amount - self.amount_refunded
+        self.received() - self.amount_refunded
+    }
+
+    /// An authorization whose time ran out before anyone captured it.
+    pub fn authorization_expired(&self, now_ms: i64) -> bool {
+        self.status == PaymentStatus::RequiresCapture && self.capture_before_ms.is_some_and(|until| now_ms >= until)
+    }
+
+    /// Canceled: nothing taken, an authorization released.
+    pub fn cancel(&mut self, reason: Option<String>, now_ms: i64) {
+        self.status = PaymentStatus::Canceled;
+        self.cancellation_reason = reason;
+        self.canceled_at = Some(now_ms / 1000);
+        self.next_action = None;
+        self.changed_ms = now_ms;
+    }
+}
+
+/// Stripe's `capture_method` of a payment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureMethod {
+    #[default]
+    Automatic,
+    /// Stripe's newer default for cards: captured at once like `automatic`;
+    /// only the timing of the funds differs, which the fake does not model.
+    AutomaticAsync,
+    Manual,
+}
+
+impl CaptureMethod {
+    pub fn parse(value: &str) -> Option<Self> {
+        serde_json::from_value(json!(value)).ok()
     }
 }
 

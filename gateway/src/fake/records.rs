@@ -72,5 +72,10 @@ mod tests {
         assert_eq!(intent.client_secret.as_deref(), Some("pi_1_secret_abc"), "the secret it was shown with");
         assert_eq!((intent.next_action, intent.cancellation_reason), (None, None));
         assert_eq!(payment.json()["canceled_at"], Value::Null);
+        // Captured at once, as every payment then was.
+        assert_eq!((intent.amount_received, intent.amount_capturable), (100, 0));
+        assert_eq!(payment.json()["capture_method"], "automatic");
+        let charge = payment.charge_json();
+        assert_eq!((&charge["captured"], &charge["amount_captured"]), (&Value::Bool(true), &Value::from(100)));
     }
 }

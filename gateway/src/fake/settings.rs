@@ -42,6 +42,12 @@ pub struct Settings {
     /// request (fractions allowed, for tests).
     #[arg(long, env = "FAKE_PROVIDER_IDEMPOTENCY_TTL_SECS", default_value_t = 86_400.0)]
     pub idempotency_ttl_secs: f64,
+    /// Seconds an authorization made with manual capture is held; past it,
+    /// one nobody captured is canceled with `cancellation_reason` `automatic`
+    /// (Stripe: 7 days for a customer-initiated card payment; fractions
+    /// allowed, for tests). Fixed for each authorization when it is made.
+    #[arg(long, env = "FAKE_PROVIDER_AUTHORIZATION_EXPIRY_SECS", default_value_t = 604_800.0)]
+    pub authorization_expiry_secs: f64,
     /// Milliseconds a `slow_response` fault holds the answer (the charge is
     /// made first). Choose more than the client's timeout.
     #[arg(long, env = "FAKE_PROVIDER_SLOW_MS", default_value_t = 15_000)]

@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
+use gateway::PaymentStatus;
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -36,6 +37,10 @@ pub struct State {
     pub refunds: Vec<RefundRecord>,
     refund_index: HashMap<String, usize>,
     superseded_refunds: Superseded<RefundRecord>,
+    /// Payments in `requires_capture` (newest versions), with the time
+    /// (unix ms) their authorization expires: what the expiry sweep reads
+    /// instead of every payment.
+    uncaptured: HashMap<String, i64>,
     idempotency: HashMap<(String, String), IdempotencyEntry>,
     pub deliveries: BTreeMap<u64, Delivery>,
     pending: BTreeSet<u64>,
@@ -70,6 +75,7 @@ impl State {
             refunds: Vec::new(),
             refund_index: HashMap::new(),
             superseded_refunds: Superseded::new(),
+            uncaptured: HashMap::new(),
             idempotency: HashMap::new(),
             deliveries: BTreeMap::new(),
             pending: BTreeSet::new(),
@@ -109,6 +115,10 @@ impl State {
             Op::Payment(payment) => {
                 let mut payment = *payment;
                 payment.seq = seq;
+                match payment.capture_before_ms.filter(|_| payment.status == PaymentStatus::RequiresCapture) {
+                    Some(until) => self.uncaptured.insert(payment.id.clone(), until),
+                    None => self.uncaptured.remove(&payment.id),
+                };
                 match self.payment_index.get(&payment.id) {
                     Some(&i) => {
                         let old = std::mem::replace(&mut self.payments[i], payment);
@@ -195,6 +205,11 @@ impl State {
 
     pub fn newest_payment_by_charge(&self, charge_id: &str) -> Option<&Payment> {
         self.payments.iter().find(|p| p.charge_id == charge_id)
+    }
+
+    /// Payments whose authorization has expired uncaptured by `now_ms`.
+    pub fn authorizations_due(&self, now_ms: i64) -> Vec<String> {
+        self.uncaptured.iter().filter(|(_, until)| now_ms >= **until).map(|(id, _)| id.clone()).collect()
     }
 
     pub fn newest_refund(&self, id: &str) -> Option<&RefundRecord> {

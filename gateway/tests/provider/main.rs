@@ -2,6 +2,7 @@
 
 mod authentication;
 mod cancel;
+mod capture;
 mod durability;
 mod faults;
 mod idempotency;

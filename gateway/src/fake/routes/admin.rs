@@ -73,6 +73,7 @@ fn summary(payment: &Payment) -> serde_json::Value {
         "id": payment.id,
         "status": payment.status,
         "amount": payment.amount,
+        "amount_received": payment.received(),
         "amount_refunded": payment.amount_refunded,
         "currency": payment.currency,
         "created": payment.created,

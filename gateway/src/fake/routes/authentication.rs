@@ -2,19 +2,20 @@
 //! confirmed with a card that wants authentication waits in `requires_action`
 //! with a `next_action` that points at a page of this fake
 //! (`/_fake/3ds/{id}`); `POST /_fake/payment_intents/{id}/authenticate` is
-//! what the customer does there. Success charges the card; failure leaves the
-//! payment wanting another payment method. Each is one journal batch with its
+//! what the customer does there. Success charges the card (with manual
+//! capture, authorizes it: `requires_capture`); failure leaves the payment
+//! wanting another payment method. Each is one journal batch with its
 //! webhook, on disk before the answer, like a write of the API.
 
 use actix_web::web::{Bytes, Data, Path};
 use actix_web::{HttpRequest, HttpResponse};
-use gateway::webhook::{PAYMENT_FAILED, PAYMENT_SUCCEEDED};
+use gateway::webhook::{PAYMENT_AMOUNT_CAPTURABLE_UPDATED, PAYMENT_FAILED, PAYMENT_SUCCEEDED};
 use gateway::{ApiError, PaymentStatus};
 use serde_json::{json, Value};
 
 use crate::app::{now_ms, App};
 use crate::events::{deliveries, Cause, NewEvent};
-use crate::objects::name_of;
+use crate::objects::{name_of, CaptureMethod};
 use crate::routes::body_field;
 use crate::state::Op;
 
@@ -70,6 +71,10 @@ pub async fn authenticate(req: HttpRequest, id: Path<String>, body: Bytes, app: 
         payment.next_action = None;
         payment.changed_ms = now;
         let kind = match result {
+            Result3ds::Succeed if payment.capture_method == CaptureMethod::Manual => {
+                payment.authorize(now, app.authorization_expiry_ms());
+                PAYMENT_AMOUNT_CAPTURABLE_UPDATED
+            }
             Result3ds::Succeed => {
                 payment.status = PaymentStatus::Succeeded;
                 payment.has_charge = true;

@@ -1,15 +1,17 @@
 //! `POST /v1/payment_intents/{id}/cancel`: a payment that was not charged is
-//! canceled; one past it (`succeeded`, or `canceled` already) is refused with
-//! Stripe's 400 `payment_intent_unexpected_state`, which names the payment.
-//! Either is the result of a request that executed, so it is stored for the
-//! key like any other (see `write`); faults treat the cancel as the charge.
+//! canceled (an authorization waiting for its capture is released); one past
+//! it (`succeeded`, or `canceled` already) is refused with Stripe's 400
+//! `payment_intent_unexpected_state`, which names the payment. Either is the
+//! result of a request that executed, so it is stored for the key like any
+//! other (see `write`); faults treat the cancel as the charge.
 
 use std::collections::BTreeMap;
 
 use actix_web::http::StatusCode;
 use gateway::PaymentStatus;
 
-use crate::objects::{error_json, name_of};
+use crate::expiry::{expire_if_due, Expired};
+use crate::objects::{error_json, name_of, Payment};
 use crate::routes::write::{Context, Executed, NewEvent, PathParams, Write};
 use crate::routes::Failure;
 use crate::state::{Op, State};
@@ -80,6 +82,7 @@ impl Write for Cancel {
         // The newest version: a customer who authenticated a moment ago has
         // been charged, and the cancel must see it.
         let mut payment = state.newest_payment(&params.id).expect("checked").clone();
+        let expired = expire_if_due(&mut payment, context.now_ms);
         if !CANCELABLE.contains(&payment.status) {
             let message = format!(
                 "You cannot cancel this PaymentIntent because it has a status of {}. Only a PaymentIntent with one \
@@ -87,15 +90,9 @@ impl Write for Cancel {
                  requires_confirmation, requires_action, processing.",
                 name_of(&payment.status)
             );
-            let mut body = error_json("invalid_request_error", Some("payment_intent_unexpected_state"), message, None);
-            body["error"]["payment_intent"] = payment.json();
-            return Executed { status: StatusCode::BAD_REQUEST, body, ops: Vec::new(), events: Vec::new() };
+            return unexpected_state(&payment, message, expired);
         }
-        payment.status = PaymentStatus::Canceled;
-        payment.cancellation_reason = params.reason;
-        payment.canceled_at = Some(context.now_secs());
-        payment.next_action = None;
-        payment.changed_ms = context.now_ms;
+        payment.cancel(params.reason, context.now_ms);
         let metadata = payment.metadata.clone();
         Executed {
             status: StatusCode::OK,
@@ -104,4 +101,14 @@ impl Write for Cancel {
             ops: vec![Op::Payment(Box::new(payment))],
         }
     }
+}
+
+/// Stripe's refusal of a write that the payment's status does not allow: 400
+/// `payment_intent_unexpected_state`, naming the payment as it now is. It
+/// carries the expiry the write found due, if any (see `expiry`).
+pub fn unexpected_state(payment: &Payment, message: String, expired: Expired) -> Executed {
+    let mut body = error_json("invalid_request_error", Some("payment_intent_unexpected_state"), message, None);
+    body["error"]["payment_intent"] = payment.json();
+    let Expired { ops, events } = expired;
+    Executed { status: StatusCode::BAD_REQUEST, body, ops, events }
 }

@@ -5,6 +5,8 @@
 mod admin;
 mod authentication;
 mod cancel;
+mod capture;
+mod charges;
 mod list;
 mod payment_intents;
 mod refund_fate;
@@ -26,6 +28,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/payment_intents/search", web::get().to(payment_intents::search))
             .route("/payment_intents/{id}", web::get().to(payment_intents::retrieve))
             .route("/payment_intents/{id}/cancel", web::post().to(write::handle::<cancel::Cancel>))
+            .route("/payment_intents/{id}/capture", web::post().to(write::handle::<capture::Capture>))
+            .route("/charges/{id}", web::get().to(charges::retrieve))
             .route("/refunds", web::post().to(write::handle::<refunds::Create>))
             .route("/refunds", web::get().to(refunds::list))
             .route("/refunds/{id}", web::get().to(refunds::retrieve)),

@@ -1,7 +1,8 @@
 //! `/v1/payment_intents`: created and confirmed in one call (left in
-//! `requires_action` by a card that wants 3-D Secure, see `authentication`),
+//! `requires_action` by a card that wants 3-D Secure, see `authentication`;
+//! only authorized, in `requires_capture`, with `capture_method=manual`),
 //! retrieved, listed by creation time, searched by metadata. Cancelled in
-//! `cancel`.
+//! `cancel`, captured in `capture`.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +13,7 @@ use gateway::{ApiError, PaymentStatus};
 use serde_json::json;
 
 use crate::app::{now_ms, App};
-use crate::objects::{card, client_secret, new_id, Card, Payment};
+use crate::objects::{card, client_secret, new_id, CaptureMethod, Card, Payment};
 use crate::query;
 use crate::routes::authentication;
 use crate::routes::list::{self, Page};
@@ -31,6 +32,7 @@ pub struct CreateParams {
     amount: i64,
     currency: String,
     payment_method: String,
+    capture_method: CaptureMethod,
     metadata: BTreeMap<String, String>,
 }
 
@@ -41,6 +43,7 @@ impl Write for Create {
 
     fn parse(form: &[(String, String)], _: &PathParams) -> Result<CreateParams, Failure> {
         let (mut amount, mut currency, mut payment_method, mut confirm) = (None, None, None, false);
+        let mut capture_method = CaptureMethod::Automatic;
         let mut metadata = BTreeMap::new();
         for (name, value) in form {
             match name.as_str() {
@@ -48,7 +51,16 @@ impl Write for Create {
                 "currency" => currency = Some(value),
                 "payment_method" => payment_method = Some(value.clone()),
                 "confirm" => confirm = value == "true",
-                "description" | "capture_method" | "statement_descriptor" | "receipt_email" => {}
+                "capture_method" => {
+                    capture_method = CaptureMethod::parse(value).ok_or_else(|| {
+                        let message = format!(
+                            "Invalid capture_method: must be one of automatic, automatic_async or manual; got \
+                             `{value}`."
+                        );
+                        Failure::invalid(Some("parameter_invalid_string"), message, Some("capture_method"))
+                    })?;
+                }
+                "description" | "statement_descriptor" | "receipt_email" => {}
                 n if n == "payment_method_types[]" || is_indexed(n, "payment_method_types") => {
                     if value != "card" {
                         let message = format!("The payment method type \"{value}\" is invalid.");
@@ -87,7 +99,7 @@ impl Write for Create {
         }
         let payment_method = payment_method.ok_or_else(|| Failure::missing("payment_method"))?;
         check_metadata(&metadata)?;
-        Ok(CreateParams { amount, currency: currency.to_ascii_lowercase(), payment_method, metadata })
+        Ok(CreateParams { amount, currency: currency.to_ascii_lowercase(), payment_method, capture_method, metadata })
     }
 
     fn check(_: &State, params: &CreateParams) -> Result<BTreeMap<String, String>, Failure> {
@@ -115,11 +127,27 @@ impl Write for Create {
             next_action: None,
             cancellation_reason: None,
             canceled_at: None,
+            capture_method: params.capture_method,
+            capture_before_ms: None,
+            amount_captured: None,
             changed_ms: context.now_ms,
             seq: 0,
         };
         let metadata = payment.metadata.clone();
         match card(&payment.payment_method).expect("checked") {
+            Card::Succeeds if params.capture_method == CaptureMethod::Manual => {
+                payment.authorize(context.now_ms, context.authorization_expiry_ms);
+                Executed {
+                    status: StatusCode::OK,
+                    body: payment.json(),
+                    events: vec![NewEvent {
+                        kind: gateway::webhook::PAYMENT_AMOUNT_CAPTURABLE_UPDATED,
+                        object: payment.json(),
+                        metadata,
+                    }],
+                    ops: vec![Op::Payment(Box::new(payment))],
+                }
+            }
             Card::Succeeds => Executed {
                 status: StatusCode::OK,
                 body: payment.json(),

@@ -82,6 +82,15 @@ impl Write for Create {
 
     fn check(state: &State, params: &CreateParams) -> Result<BTreeMap<String, String>, Failure> {
         let payment = target(state, &params.target)?;
+        if payment.status == PaymentStatus::RequiresCapture {
+            // Nothing was taken: an authorization is released by a cancel.
+            let message = format!(
+                "PaymentIntent {} has not been captured, so there is nothing to refund. Cancel the PaymentIntent to \
+                 release the authorization.",
+                payment.id
+            );
+            return Err(Failure::invalid(Some("charge_not_refundable"), message, Some("payment_intent")));
+        }
         if payment.status != PaymentStatus::Succeeded {
             let message = format!("PaymentIntent {} has no successful charge to refund.", payment.id);
             return Err(Failure::invalid(Some("charge_not_refundable"), message, Some("payment_intent")));

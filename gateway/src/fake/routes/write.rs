@@ -1,4 +1,4 @@
-//! The path every write (payment, refund, cancellation) takes, with Stripe's idempotency:
+//! The path every write (payment, refund, cancellation, capture) takes, with Stripe's idempotency:
 //! the first result for a key is stored once the endpoint starts executing,
 //! 500s included, and replayed with `Idempotent-Replayed: true`; the same key
 //! with other parameters is a 400 `idempotency_error`; the same key while the
@@ -49,6 +49,8 @@ pub struct Context<'a> {
     pub now_ms: i64,
     /// This process's base URL, for links in an answer.
     pub url: &'a str,
+    /// How long an authorization made now is held (`--authorization-expiry-secs`).
+    pub authorization_expiry_ms: i64,
     /// For faults that shape the result itself (a refund left pending), not
     /// the answer's delivery.
     pub faults: &'a mut Faults,
@@ -132,9 +134,18 @@ pub async fn handle<W: Write>(req: HttpRequest, body: Bytes, app: Data<App>) -> 
             );
             (StatusCode::INTERNAL_SERVER_ERROR, body, Vec::new())
         } else {
-            // The faults' lock is let go before the events take it again.
-            let executed =
-                W::execute(&state, params, Context { now_ms: now, url: &app.url, faults: &mut app.faults() });
+            // The faults' lock is let go before the events take it again:
+            // its guard is a temporary of this one statement.
+            let executed = W::execute(
+                &state,
+                params,
+                Context {
+                    now_ms: now,
+                    url: &app.url,
+                    authorization_expiry_ms: app.authorization_expiry_ms(),
+                    faults: &mut app.faults(),
+                },
+            );
             let mut ops = executed.ops;
             let cause = Cause { request_id: Some(&request_id), idempotency_key: key.as_deref() };
             for event in executed.events {
