@@ -50,6 +50,9 @@ pub enum ProblemCode {
     RefundFailed,
     InvalidPaymentSource,
     ChargeNotPaid,
+    ChargeNotAuthorized,
+    AuthorizationExpired,
+    CaptureExceedsAuthorization,
     ProviderUnavailable,
     ProviderError,
     ProviderRejected,
@@ -237,6 +240,11 @@ impl From<ledger::Error> for ApiError {
             }
             E::ReservationNotHeld { .. } => (StatusCode::CONFLICT, ProblemCode::ReservationNotHeld),
             E::ChargeNotPaid { .. } => (StatusCode::CONFLICT, ProblemCode::ChargeNotPaid),
+            E::ChargeNotAuthorized { .. } => (StatusCode::CONFLICT, ProblemCode::ChargeNotAuthorized),
+            E::AuthorizationExpired { .. } => (StatusCode::CONFLICT, ProblemCode::AuthorizationExpired),
+            E::CaptureExceedsAuthorization { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::CaptureExceedsAuthorization)
+            }
             E::Contended(_) => return contention(),
             E::KeyChanged => {
                 return ApiError::new(

@@ -176,6 +176,8 @@ impl Modify for CommonResponses {
             ("create_transfer", "201", "GetTransfer", "get_transfer", "id"),
             ("create_charge", "201", "GetCharge", "get_charge", "id"),
             ("create_charge", "201", "RefundCharge", "create_refund", "id"),
+            ("create_charge", "201", "CaptureCharge", "capture_charge", "id"),
+            ("create_charge", "201", "VoidCharge", "void_charge", "id"),
             ("create_charge", "200", "GetCharge", "get_charge", "id"),
             ("restock_sku", "201", "GetSku", "get_sku", "sku"),
             ("create_reservation", "201", "GetReservation", "get_reservation", "id"),

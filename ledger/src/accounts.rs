@@ -21,19 +21,26 @@ pub struct Account {
     pub currency: Currency,
     /// Whether the balance may go below zero (an external-funds account may).
     pub allow_negative: bool,
-    /// The sum of the account's entries (its row's part and its slots).
+    /// The sum of the account's entries (its row's part and its slots):
+    /// what it can spend. Money held by open authorizations already left
+    /// it (for the tenant's holds account), so this is also its available
+    /// balance, and every floor check reads it.
     pub balance: Decimal,
+    /// What its open authorizations hold (`holds`): posted = balance + pending.
+    pub pending: Decimal,
     pub created_at: DateTime<Utc>,
 }
 
 /// The columns of a new account (its balance is its row's: it has no slots yet).
-const COLUMNS: &str = "id, reference, currency, allow_negative, balance, created_at";
+const COLUMNS: &str = "id, reference, currency, allow_negative, balance, created_at, 0::numeric";
 
 /// The columns of an account read back: its balance is the row's part and
 /// the sum of its slots, exact in the statement's one snapshot.
 const READ_COLUMNS: &str = "a.id, a.reference, a.currency, a.allow_negative, \
                             a.balance + coalesce((SELECT sum(s.balance) FROM account_slots s WHERE s.account_id = a.id), 0), \
-                            a.created_at";
+                            a.created_at, \
+                            coalesce((SELECT sum(h.amount) FROM charges c JOIN charge_authorizations h ON h.charge_id = c.id \
+                                       WHERE c.buyer_account_id = a.id AND c.status = 'authorized'), 0)";
 
 fn from_row(row: &Row) -> Result<Account> {
     let currency = crate::stored::currency(row.get(2))?;
@@ -44,6 +51,7 @@ fn from_row(row: &Row) -> Result<Account> {
         allow_negative: row.get(3),
         balance: currency.normalize(row.get(4)),
         created_at: row.get(5),
+        pending: currency.normalize(row.get(6)),
     })
 }
 
@@ -80,6 +88,40 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewAccount<'_>
         )));
     }
     Ok(Outcome::Existing(existing))
+}
+
+/// A system account of the tenant's in `currency`, named `reference`,
+/// created on first use: one that may go negative (the provider clearing
+/// account, the holds account), so that postings credit and debit it on
+/// slots, never waiting for its row. A reference already taken by an
+/// account that cannot be it (another currency, a floor) is a conflict.
+pub(crate) async fn system(
+    client: &impl GenericClient,
+    tenant: TenantId,
+    reference: &str,
+    currency: Currency,
+    what: &str,
+) -> Result<Uuid> {
+    client
+        .execute(
+            "INSERT INTO accounts (id, tenant_id, reference, currency, allow_negative) VALUES ($1, $2, $3, $4, true) \
+             ON CONFLICT (tenant_id, reference) DO NOTHING",
+            &[&Uuid::now_v7(), &tenant.0, &reference, &currency.code()],
+        )
+        .await?;
+    let row = client
+        .query_one(
+            "SELECT id, currency, allow_negative FROM accounts WHERE tenant_id = $1 AND reference = $2",
+            &[&tenant.0, &reference],
+        )
+        .await?;
+    let (id, held, negative): (Uuid, &str, bool) = (row.get(0), row.get(1), row.get(2));
+    if held != currency.code() || !negative {
+        return Err(Error::NaturalKeyConflict(format!(
+            "account reference `{reference}` is taken by an account that cannot be {what}"
+        )));
+    }
+    Ok(id)
 }
 
 pub async fn get(client: &impl GenericClient, tenant: TenantId, id: Uuid) -> Result<Account> {
@@ -181,6 +223,10 @@ pub enum EntryKind {
     Charge,
     Refund,
     RefundReversal,
+    /// An authorization's hold: the buyer's amount to the holds account.
+    Authorization,
+    /// Held money given back: what a capture did not take, or a void's.
+    Release,
 }
 
 impl EntryKind {
@@ -190,6 +236,8 @@ impl EntryKind {
             "charge" => Ok(EntryKind::Charge),
             "refund" => Ok(EntryKind::Refund),
             "refund_reversal" => Ok(EntryKind::RefundReversal),
+            "authorization" => Ok(EntryKind::Authorization),
+            "release" => Ok(EntryKind::Release),
             other => Err(Error::unknown("ledger transaction kind", other)),
         }
     }

@@ -70,15 +70,17 @@ pub const INVARIANTS: &[Invariant] = &[
     },
     Invariant {
         name: "charge_matches_ledger",
-        promise: "every succeeded charge debited its buyer (or, paid by card, its provider clearing account) exactly \
-                  its amount in its own ledger transaction, and a charge that did not succeed moved nothing",
+        promise: "every succeeded charge debited its buyer (or, paid by card, its provider clearing account; \
+                  captured, the holds account) exactly its amount in its own ledger transaction, and a charge that \
+                  did not succeed has no such transaction",
         quiesced: false,
         sql: "SELECT jsonb_build_object('charge_id', c.id, 'status', c.status, 'amount', c.amount, \
                      'debit', -coalesce(sum(e.amount), 0), 'transaction_id', c.transaction_id) \
                 FROM charges c LEFT JOIN card_charges k ON k.charge_id = c.id \
+                LEFT JOIN charge_authorizations h ON h.charge_id = c.id \
                 LEFT JOIN ledger_entries e \
                   ON e.transaction_id = c.transaction_id \
-                 AND e.account_id = coalesce(c.buyer_account_id, k.clearing_account_id) \
+                 AND e.account_id = coalesce(h.hold_account_id, c.buyer_account_id, k.clearing_account_id) \
                GROUP BY c.id, c.amount, c.status, c.transaction_id \
               HAVING (c.status = 'succeeded' AND -coalesce(sum(e.amount), 0) <> c.amount) \
                   OR (c.status <> 'succeeded' AND c.transaction_id IS NOT NULL)",
@@ -137,6 +139,62 @@ pub const INVARIANTS: &[Invariant] = &[
               HAVING -coalesce(sum(e.amount) FILTER (WHERE e.account_id = t.source_account_id), 0) <> t.amount \
                   OR coalesce(sum(e.amount) FILTER (WHERE e.account_id = t.destination_account_id), 0) <> t.amount",
     },
+    // ---- authorizations ------------------------------------------------------
+    Invariant {
+        name: "authorization_matches_ledger",
+        promise: "every authorization held exactly its amount from its buyer on its holds account, and ended at most \
+                  once: open, nothing more moved; voided, all of it back to the buyer; captured, at most what was \
+                  held taken from the holds account and the rest back to the buyer",
+        quiesced: false,
+        sql: "SELECT jsonb_build_object('charge_id', c.id, 'status', c.status, 'held', h.amount, 'amount', c.amount, \
+                     'held_from_buyer', x.held_from_buyer, 'held_on_holds', x.held_on_holds, 'released', x.released, \
+                     'captured_from_holds', x.captured_from_holds, 'captured_at', h.captured_at, \
+                     'voided_at', h.voided_at, 'transaction_id', c.transaction_id) \
+                FROM charge_authorizations h JOIN charges c ON c.id = h.charge_id \
+                CROSS JOIN LATERAL ( \
+                     SELECT coalesce(sum(e.amount) FILTER (WHERE e.transaction_id = h.hold_transaction_id \
+                                                             AND e.account_id = c.buyer_account_id), 0) AS held_from_buyer, \
+                            coalesce(sum(e.amount) FILTER (WHERE e.transaction_id = h.hold_transaction_id \
+                                                             AND e.account_id = h.hold_account_id), 0) AS held_on_holds, \
+                            coalesce(sum(e.amount) FILTER (WHERE e.transaction_id = h.release_transaction_id \
+                                                             AND e.account_id = c.buyer_account_id), 0) AS released, \
+                            coalesce(sum(e.amount) FILTER (WHERE e.transaction_id = c.transaction_id \
+                                                             AND e.account_id = h.hold_account_id), 0) AS captured_from_holds \
+                       FROM ledger_entries e \
+                      WHERE e.transaction_id IN (h.hold_transaction_id, h.release_transaction_id, c.transaction_id)) x \
+               WHERE x.held_from_buyer <> -h.amount OR x.held_on_holds <> h.amount \
+                  OR (c.status = 'authorized' AND (c.transaction_id IS NOT NULL OR h.release_transaction_id IS NOT NULL \
+                      OR h.captured_at IS NOT NULL OR h.voided_at IS NOT NULL OR c.amount <> h.amount)) \
+                  OR (c.status = 'voided' AND (c.transaction_id IS NOT NULL OR h.captured_at IS NOT NULL \
+                      OR x.released <> h.amount)) \
+                  OR (c.status = 'succeeded' AND (h.captured_at IS NULL OR h.voided_at IS NOT NULL OR c.amount > h.amount \
+                      OR x.captured_from_holds <> -c.amount OR x.released <> h.amount - c.amount)) \
+                  OR c.status NOT IN ('authorized', 'voided', 'succeeded')",
+    },
+    Invariant {
+        name: "holds_equal_open_authorizations",
+        promise: "every holds account's balance (its entries) is the sum of its open authorizations: no hold \
+                  counted twice, none lost",
+        quiesced: false,
+        sql: "SELECT jsonb_build_object('account_id', a.id, 'entries_sum', coalesce(s.sum, 0), \
+                     'open_authorizations', coalesce(o.sum, 0)) \
+                FROM accounts a \
+                LEFT JOIN (SELECT account_id, sum(amount) AS sum FROM ledger_entries GROUP BY account_id) s \
+                  ON s.account_id = a.id \
+                LEFT JOIN (SELECT h.hold_account_id, sum(h.amount) AS sum FROM charge_authorizations h \
+                             JOIN charges c ON c.id = h.charge_id WHERE c.status = 'authorized' \
+                            GROUP BY h.hold_account_id) o ON o.hold_account_id = a.id \
+               WHERE a.id IN (SELECT hold_account_id FROM charge_authorizations) \
+                 AND coalesce(s.sum, 0) <> coalesce(o.sum, 0)",
+    },
+    Invariant {
+        name: "no_open_authorization_past_expiry",
+        promise: "once the expirer has run, no authorization is open more than 10 seconds past its deadline",
+        quiesced: true,
+        sql: "SELECT jsonb_build_object('charge_id', c.id, 'expires_at', h.expires_at, 'amount', h.amount) \
+                FROM charge_authorizations h JOIN charges c ON c.id = h.charge_id \
+               WHERE c.status = 'authorized' AND h.expires_at < now() - interval '10 seconds'",
+    },
     // ---- one effect per natural key ----------------------------------------
     Invariant {
         name: "one_charge_per_order_attempt",
@@ -148,13 +206,14 @@ pub const INVARIANTS: &[Invariant] = &[
     },
     Invariant {
         name: "one_succeeded_charge_per_order",
-        promise: "at most one succeeded (or still processing) charge per (tenant, order), whatever the attempts",
+        promise: "at most one succeeded (or still processing, or authorized) charge per (tenant, order), whatever the \
+                  attempts",
         quiesced: false,
         // a processing card charge may still succeed: it counts as paid
         sql: "SELECT jsonb_build_object('tenant_id', tenant_id, 'order_id', order_id, \
                      'charge_ids', jsonb_agg(id ORDER BY attempt), 'attempts', jsonb_agg(attempt ORDER BY attempt), \
                      'statuses', jsonb_agg(status ORDER BY attempt), 'amounts', jsonb_agg(amount ORDER BY attempt)) \
-                FROM charges WHERE status <> 'failed' GROUP BY tenant_id, order_id HAVING count(*) > 1",
+                FROM charges WHERE status NOT IN ('failed', 'voided') GROUP BY tenant_id, order_id HAVING count(*) > 1",
     },
     Invariant {
         name: "one_reservation_per_order_sku",
@@ -261,16 +320,19 @@ pub const INVARIANTS: &[Invariant] = &[
                      'resource', coalesce(to_jsonb(c), to_jsonb(t), to_jsonb(r), to_jsonb(a), to_jsonb(v))) \
                 FROM named n \
                 LEFT JOIN charges c ON c.id = n.id \
+                LEFT JOIN charge_authorizations h ON h.charge_id = c.id \
                 LEFT JOIN transfers t ON t.id = n.id \
                 LEFT JOIN refunds r ON r.id = n.id \
                 LEFT JOIN accounts a ON a.id = n.id \
                 LEFT JOIN reservations v ON v.id = n.id \
                WHERE coalesce(c.tenant_id, t.tenant_id, r.tenant_id, a.tenant_id, v.tenant_id) IS DISTINCT FROM n.tenant_id \
-                  OR (c.id IS NOT NULL AND ((n.b->>'amount')::numeric IS DISTINCT FROM c.amount \
+                  OR (c.id IS NOT NULL AND (((n.b->>'amount')::numeric IS DISTINCT FROM c.amount \
+                            AND (n.b->>'amount')::numeric IS DISTINCT FROM h.amount) \
                        OR n.b->>'order_id' IS DISTINCT FROM c.order_id \
                        OR (n.b->>'attempt')::int IS DISTINCT FROM c.attempt \
                        OR (n.b->>'buyer_account_id')::uuid IS DISTINCT FROM c.buyer_account_id \
-                       OR (n.b->>'transaction_id')::uuid IS DISTINCT FROM c.transaction_id)) \
+                       OR ((n.b->>'transaction_id')::uuid IS DISTINCT FROM c.transaction_id \
+                           AND (h.charge_id IS NULL OR n.b->>'transaction_id' IS NOT NULL)))) \
                   OR (t.id IS NOT NULL AND ((n.b->>'amount')::numeric IS DISTINCT FROM t.amount \
                        OR (n.b->>'source_account_id')::uuid IS DISTINCT FROM t.source_account_id \
                        OR (n.b->>'destination_account_id')::uuid IS DISTINCT FROM t.destination_account_id \
@@ -313,6 +375,21 @@ pub const INVARIANTS: &[Invariant] = &[
                   ON c.tenant_id = r.tenant_id AND c.order_id = r.order_id AND c.created_at >= r.created_at \
                  AND c.status = 'succeeded' \
                WHERE r.status = 'held' GROUP BY r.id",
+    },
+    Invariant {
+        name: "voided_reservations_released",
+        promise: "after quiescence, every reservation held when its order's authorization was voided has been \
+                  released, unless a later attempt holds the order",
+        quiesced: true,
+        sql: "SELECT jsonb_build_object('reservation_id', r.id, 'order_id', r.order_id, 'sku', r.sku, \
+                     'charge_ids', jsonb_agg(c.id ORDER BY c.id)) \
+                FROM reservations r JOIN charges c \
+                  ON c.tenant_id = r.tenant_id AND c.order_id = r.order_id AND c.created_at >= r.created_at \
+                 AND c.status = 'voided' \
+               WHERE r.status = 'held' \
+                 AND NOT EXISTS (SELECT 1 FROM charges l WHERE l.tenant_id = r.tenant_id AND l.order_id = r.order_id \
+                                    AND l.status NOT IN ('failed', 'voided')) \
+               GROUP BY r.id",
     },
     Invariant {
         name: "card_charge_not_left_processing",

@@ -232,26 +232,8 @@ pub fn clearing_reference(currency: Currency) -> String {
 /// The tenant's provider clearing account in `currency`, created on first
 /// use. It may go negative: it stands for what the provider owes the tenant.
 async fn clearing_account(tx: &Transaction<'_>, tenant: TenantId, currency: Currency) -> Result<Uuid> {
-    let reference = clearing_reference(currency);
-    tx.cached_execute(
-        "INSERT INTO accounts (id, tenant_id, reference, currency, allow_negative) VALUES ($1, $2, $3, $4, true) \
-         ON CONFLICT (tenant_id, reference) DO NOTHING",
-        &[&Uuid::now_v7(), &tenant.0, &reference, &currency.code()],
-    )
-    .await?;
-    let row = tx
-        .cached_one(
-            "SELECT id, currency, allow_negative FROM accounts WHERE tenant_id = $1 AND reference = $2",
-            &[&tenant.0, &reference],
-        )
-        .await?;
-    let (id, held, negative): (Uuid, &str, bool) = (row.get(0), row.get(1), row.get(2));
-    if held != currency.code() || !negative {
-        return Err(Error::NaturalKeyConflict(format!(
-            "account reference `{reference}` is taken by an account that cannot be the provider clearing account"
-        )));
-    }
-    Ok(id)
+    crate::accounts::system(&**tx, tenant, &clearing_reference(currency), currency, "the provider clearing account")
+        .await
 }
 
 /// Records a contradiction for an operator; no money moves on it.

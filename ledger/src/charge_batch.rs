@@ -33,7 +33,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Statement;
 use uuid::Uuid;
 
-use crate::charges::{existing_in, find_order_many_sql, from_row, insert_many_sql, Charge, NewCharge};
+use crate::charges::{
+    authorized_event, existing_in, find_order_many_sql, from_row, insert_many_sql, Charge, NewCharge,
+    AUTHORIZE_MANY_SQL,
+};
 use crate::db::Cached;
 use crate::events::ChargeSucceededV1;
 use crate::money::Currency;
@@ -119,12 +122,7 @@ pub async fn create_many(tx: &Transaction<'_>, items: &[BatchedCharge<'_>], lock
     crate::crash::point("charge-after-account-lock");
     let mut named: Vec<(Uuid, Uuid)> = Vec::new();
     for &i in &live {
-        let new = &items[i].new;
-        named.push((items[i].tenant.0, new.buyer));
-        named.push((items[i].tenant.0, new.seller));
-        if let Some(f) = &new.platform_fee {
-            named.push((items[i].tenant.0, f.account_id));
-        }
+        named.extend(items[i].new.accounts().into_iter().map(|id| (items[i].tenant.0, id)));
     }
     named.sort_unstable();
     named.dedup();
@@ -158,7 +156,7 @@ pub async fn create_many(tx: &Transaction<'_>, items: &[BatchedCharge<'_>], lock
     }
     let mut charges_of: HashMap<(Uuid, String), Vec<Charge>> = HashMap::new();
     for row in order_rows {
-        let tenant: Uuid = row.get(23);
+        let tenant: Uuid = row.get(33);
         let charge = from_row(&row)?.charge;
         charges_of.entry((tenant, charge.order_id.clone())).or_default().push(charge);
     }
@@ -209,8 +207,7 @@ fn decide(
 ) -> Decided {
     let new = &item.new;
     let tenant = item.tenant.0;
-    let terms = new.terms();
-    for id in &terms.accounts(new.buyer) {
+    for id in &new.accounts() {
         match accounts.get(&(tenant, *id)) {
             None => return Decided::Done(Err(Error::AccountNotFound(*id))),
             Some(a) if a.currency != new.currency => {
@@ -244,7 +241,7 @@ fn decide(
             return Decided::Done(Ok(Outcome::Declined(Decline::InsufficientFunds { account: new.buyer })));
         }
     }
-    let mut legs = terms.legs(new.buyer);
+    let mut legs = new.legs();
     legs.retain(|(_, amount)| !amount.is_zero());
     for (id, amount) in &legs {
         let a = accounts.get_mut(&(tenant, *id)).expect("checked above");
@@ -271,10 +268,11 @@ async fn write(
     let mut rows: BTreeMap<Uuid, Decimal> = BTreeMap::new();
     let mut slots: BTreeMap<Uuid, Decimal> = BTreeMap::new();
     let mut row_balance: HashMap<Uuid, Decimal> = HashMap::new();
-    let (mut tx_ids, mut tx_tenants, mut tx_currencies) = (vec![], vec![], vec![]);
+    let (mut tx_kinds, mut tx_ids, mut tx_tenants, mut tx_currencies) = (vec![], vec![], vec![], vec![]);
     let (mut e_tx, mut e_leg, mut e_account, mut e_amount, mut e_currency) = (vec![], vec![], vec![], vec![], vec![]);
     for Posting { item: i, transaction_id, legs } in applied {
         let item = &items[*i];
+        tx_kinds.push(item.new.kind());
         tx_ids.push(*transaction_id);
         tx_tenants.push(item.tenant.0);
         tx_currencies.push(item.new.currency.code());
@@ -300,16 +298,24 @@ async fn write(
     }
     let (row_ids, row_deltas): (Vec<Uuid>, Vec<Decimal>) = rows.into_iter().unzip();
     let (slot_ids, slot_deltas): (Vec<Uuid>, Vec<Decimal>) = slots.into_iter().unzip();
-    let mut cols = ChargeColumns::default();
-    for p in applied {
-        cols.push(&items[p.item], p.transaction_id);
-    }
-    // The postings and the charges at once (pipelined): the charges' foreign
-    // keys to their transactions are checked at the end of their statement,
-    // which PostgreSQL runs after the postings' (one connection, in order).
+    let (mut cols, mut holds) = (ChargeColumns::default(), ChargeColumns::default());
+    let ids: Vec<Uuid> = applied
+        .iter()
+        .map(|p| {
+            let item = &items[p.item];
+            match item.new.hold {
+                None => cols.push(item, p.transaction_id),
+                Some(_) => holds.push(item, p.transaction_id),
+            }
+        })
+        .collect();
+    // The postings, the charges and the authorizations at once (pipelined):
+    // their foreign keys to the transactions are checked at the end of their
+    // statements, which PostgreSQL runs after the postings' (one
+    // connection, in order).
     let insert_sql = insert_many_sql();
     let post_params: [&(dyn ToSql + Sync); 13] = [
-        &"charge",
+        &tx_kinds,
         &tx_ids,
         &tx_tenants,
         &tx_currencies,
@@ -337,25 +343,65 @@ async fn write(
         &cols.transactions,
         &cols.emails,
     ];
+    let hold_params: [&(dyn ToSql + Sync); 14] = [
+        &holds.ids,
+        &holds.tenants,
+        &holds.orders,
+        &holds.attempts,
+        &holds.buyers,
+        &holds.sellers,
+        &holds.platforms,
+        &holds.amounts,
+        &holds.fees,
+        &holds.currencies,
+        &holds.emails,
+        &holds.hold_accounts,
+        &holds.transactions,
+        &holds.expires,
+    ];
     let (post, insert) = pipelined(tx, POST_MANY_SQL, &insert_sql).await?;
-    let (_, rows) = futures::try_join!(tx.execute(&post, &post_params), tx.query(&insert, &charge_params))?;
+    let authorize = tx.prepare_cached(AUTHORIZE_MANY_SQL).await?;
+    // (an empty array is no statement)
+    let (_, rows, held) = futures::try_join!(
+        tx.execute(&post, &post_params),
+        async {
+            if cols.ids.is_empty() {
+                Ok(Vec::new())
+            } else {
+                tx.query(&insert, &charge_params).await
+            }
+        },
+        async {
+            if holds.ids.is_empty() {
+                Ok(Vec::new())
+            } else {
+                tx.query(&authorize, &hold_params).await
+            }
+        },
+    )?;
     let mut by_id: HashMap<Uuid, Charge> = HashMap::new();
-    for row in &rows {
+    for row in rows.iter().chain(&held) {
         let charge = from_row(row)?.charge;
         by_id.insert(charge.id, charge);
     }
     let mut posted = Vec::with_capacity(applied.len());
-    for (p, id) in applied.iter().zip(&cols.ids) {
-        posted.push((p.item, by_id.remove(id).ok_or_else(|| Error::unknown("batched charge", id.to_string()))?));
+    let (mut paid, mut authorized) = (vec![], vec![]);
+    for (p, id) in applied.iter().zip(&ids) {
+        let charge = by_id.remove(id).ok_or_else(|| Error::unknown("batched charge", id.to_string()))?;
+        let item = &items[p.item];
+        let (tenant, order, request) = (item.tenant, Some(item.new.order_id.as_str()), item.request_id);
+        match item.new.hold {
+            None => paid.push((tenant, order, request, ChargeSucceededV1::from(&charge))),
+            Some(_) => authorized.push((tenant, order, request, authorized_event(&charge)?)),
+        }
+        posted.push((p.item, charge));
     }
-    let events: Vec<(TenantId, Option<&str>, Option<&str>, ChargeSucceededV1)> = posted
-        .iter()
-        .map(|(i, charge)| {
-            let item = &items[*i];
-            (item.tenant, Some(item.new.order_id.as_str()), item.request_id, ChargeSucceededV1::from(charge))
-        })
-        .collect();
-    outbox::enqueue_many(tx, &events).await?;
+    if !paid.is_empty() {
+        outbox::enqueue_many(tx, &paid).await?;
+    }
+    if !authorized.is_empty() {
+        outbox::enqueue_many(tx, &authorized).await?;
+    }
     Ok(posted)
 }
 
@@ -374,12 +420,17 @@ struct ChargeColumns<'a> {
     currencies: Vec<&'static str>,
     transactions: Vec<Uuid>,
     emails: Vec<Option<&'a str>>,
+    /// An authorization's holds account and deadline.
+    hold_accounts: Vec<Uuid>,
+    expires: Vec<chrono::DateTime<chrono::Utc>>,
 }
 
 impl<'a> ChargeColumns<'a> {
-    fn push(&mut self, item: &'a BatchedCharge<'a>, transaction_id: Uuid) {
+    /// Adds a charge's columns; returns its new id.
+    fn push(&mut self, item: &'a BatchedCharge<'a>, transaction_id: Uuid) -> Uuid {
         let new = &item.new;
-        self.ids.push(Uuid::now_v7());
+        let id = Uuid::now_v7();
+        self.ids.push(id);
         self.tenants.push(item.tenant.0);
         self.orders.push(&new.order_id);
         self.attempts.push(new.attempt);
@@ -391,6 +442,11 @@ impl<'a> ChargeColumns<'a> {
         self.currencies.push(new.currency.code());
         self.transactions.push(transaction_id);
         self.emails.push(new.receipt_email.as_deref());
+        if let Some(hold) = new.hold {
+            self.hold_accounts.push(hold.account);
+            self.expires.push(hold.expires_at);
+        }
+        id
     }
 }
 

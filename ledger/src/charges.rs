@@ -18,7 +18,7 @@ use crate::db::Cached;
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
-use crate::events::{ChargeStatusV1, ChargeSucceededV1, PlatformFeeV1};
+use crate::events::{ChargeAuthorizedV1, ChargeStatusV1, ChargeSucceededV1, PlatformFeeV1};
 use crate::money::Currency;
 use crate::outbox;
 use crate::pagination::{Cursor, Filters, Page};
@@ -64,6 +64,57 @@ pub struct Charge {
     /// secret.
     pub next_action: Option<serde_json::Value>,
     pub client_secret: Option<String>,
+    /// An authorization (`"capture": false`): what it holds, until when, and
+    /// how it ended (`holds`).
+    pub authorization: Option<Authorization>,
+}
+
+/// What an authorization has beyond a charge: the amount it held (the
+/// charge's `amount` is what it takes: this until it is captured, then
+/// what was captured), its deadline, and how it ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Authorization {
+    pub amount: Decimal,
+    pub expires_at: DateTime<Utc>,
+    /// The tenant's holds account a wallet authorization holds the amount on.
+    pub hold_account_id: Option<Uuid>,
+    /// The ledger transaction that moved the amount from the buyer to the
+    /// holds account (a wallet authorization).
+    pub hold_transaction_id: Option<Uuid>,
+    /// What gave held money back to the buyer: what a capture did not take,
+    /// or all of it on a void.
+    pub release_transaction_id: Option<Uuid>,
+    pub capture_reference: Option<String>,
+    pub captured_at: Option<DateTime<Utc>>,
+    pub void_reference: Option<String>,
+    pub void_reason: Option<VoidReason>,
+    pub voided_at: Option<DateTime<Utc>>,
+}
+
+/// Why an authorization was voided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoidReason {
+    /// `POST /v1/charges/{id}/void`.
+    Requested,
+    /// Its deadline passed before a capture (the expirer).
+    Expired,
+}
+
+impl VoidReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VoidReason::Requested => "requested",
+            VoidReason::Expired => "expired",
+        }
+    }
+
+    fn parse(value: &str) -> Result<Self> {
+        match value {
+            "requested" => Ok(VoidReason::Requested),
+            "expired" => Ok(VoidReason::Expired),
+            other => Err(Error::unknown("void reason", other)),
+        }
+    }
 }
 
 impl Charge {
@@ -75,6 +126,12 @@ impl Charge {
 
     pub fn is_card(&self) -> bool {
         self.payment_method.is_some()
+    }
+
+    /// The amount its terms named: what an authorization held, else what
+    /// the charge took. A retry of the request is compared with this.
+    pub fn requested_amount(&self) -> Decimal {
+        self.authorization.as_ref().map_or(self.amount, |a| a.amount)
     }
 }
 
@@ -97,12 +154,23 @@ pub enum ChargeStatus {
     /// A card charge waiting for the buyer to authenticate (3-D Secure):
     /// nothing moved yet.
     RequiresAction,
+    /// An authorization holding its amount until it is captured or voided.
+    Authorized,
+    /// An authorization voided (asked, or expired): the hold went back.
+    Voided,
 }
 
 impl ChargeStatus {
     /// Whether the money moved (a succeeded charge, refunded or not).
     pub fn paid(self) -> bool {
         matches!(self, ChargeStatus::Succeeded | ChargeStatus::PartiallyRefunded | ChargeStatus::Refunded)
+    }
+
+    /// Whether the charge holds its order: paid, or may still be (a
+    /// declined card charge and a voided authorization free it for the
+    /// next attempt).
+    pub fn holds_order(self) -> bool {
+        !matches!(self, ChargeStatus::Failed | ChargeStatus::Voided)
     }
 
     /// Whether the provider's final answer is still to come.
@@ -119,6 +187,8 @@ impl ChargeStatus {
             ChargeStatus::PartiallyRefunded => "partially_refunded",
             ChargeStatus::Refunded => "refunded",
             ChargeStatus::Failed => "failed",
+            ChargeStatus::Authorized => "authorized",
+            ChargeStatus::Voided => "voided",
         }
     }
 }
@@ -153,14 +223,20 @@ impl From<&Charge> for ChargeSucceededV1 {
 pub(crate) const COLUMNS: &str = "c.id, c.order_id, c.attempt, c.buyer_account_id, c.seller_account_id, c.amount, \
      c.currency, c.platform_account_id, c.fee, c.refunded_amount, c.refunded_fee, c.transaction_id, c.created_at, \
      c.receipt_email, c.status, k.payment_method, k.provider_key, k.provider_payment_id, k.decline_code, \
-     k.clearing_account_id, k.first_sent_at, k.next_action, k.client_secret";
-/// A charge and, for a card charge, its `card_charges` row.
-pub(crate) const FROM: &str = "charges c LEFT JOIN card_charges k ON k.charge_id = c.id";
+     k.clearing_account_id, k.first_sent_at, k.next_action, k.client_secret, h.amount, \
+     h.hold_account_id, h.hold_transaction_id, h.release_transaction_id, h.expires_at, h.capture_reference, \
+     h.captured_at, h.void_reference, h.void_reason, h.voided_at";
+/// A charge and, for a card charge, its `card_charges` row; for an
+/// authorization, its `charge_authorizations` row.
+pub(crate) const FROM: &str =
+    "charges c LEFT JOIN card_charges k ON k.charge_id = c.id LEFT JOIN charge_authorizations h ON h.charge_id = c.id";
 /// What a wallet charge's INSERT returns: [`COLUMNS`], the card's empty.
 pub(crate) const WALLET_RETURNING: &str =
     "id, order_id, attempt, buyer_account_id, seller_account_id, amount, currency, \
      platform_account_id, fee, refunded_amount, refunded_fee, transaction_id, created_at, receipt_email, status, \
-     NULL::text, NULL::text, NULL::text, NULL::text, NULL::uuid, NULL::timestamptz, NULL::jsonb, NULL::text";
+     NULL::text, NULL::text, NULL::text, NULL::text, NULL::uuid, NULL::timestamptz, NULL::jsonb, NULL::text, \
+     NULL::numeric, NULL::uuid, NULL::uuid, NULL::uuid, NULL::timestamptz, NULL::text, NULL::timestamptz, NULL::text, \
+     NULL::text, NULL::timestamptz";
 
 /// Inserts a charge (`ledger-bench` runs it in pgbench too).
 pub fn insert_sql() -> String {
@@ -222,6 +298,8 @@ pub(crate) fn from_row(row: &Row) -> Result<ChargeRow> {
         "requires_action" => ChargeStatus::RequiresAction,
         "failed" => ChargeStatus::Failed,
         "succeeded" => ChargeStatus::Succeeded,
+        "authorized" => ChargeStatus::Authorized,
+        "voided" => ChargeStatus::Voided,
         other => return Err(Error::unknown("charge status", other)),
     };
     let status = if status != ChargeStatus::Succeeded || refunded_amount.is_zero() {
@@ -254,6 +332,21 @@ pub(crate) fn from_row(row: &Row) -> Result<ChargeRow> {
             first_sent_at: row.get(20),
             next_action: row.get(21),
             client_secret: row.get(22),
+            authorization: match row.get::<_, Option<Decimal>>(23) {
+                None => None,
+                Some(held) => Some(Authorization {
+                    amount: currency.normalize(held),
+                    hold_account_id: row.get(24),
+                    hold_transaction_id: row.get(25),
+                    release_transaction_id: row.get(26),
+                    expires_at: row.get(27),
+                    capture_reference: row.get(28),
+                    captured_at: row.get(29),
+                    void_reference: row.get(30),
+                    void_reason: row.get::<_, Option<&str>>(31).map(VoidReason::parse).transpose()?,
+                    voided_at: row.get(32),
+                }),
+            },
         },
         fee,
         refunded_fee: currency.normalize(row.get(10)),
@@ -315,6 +408,17 @@ pub struct NewCharge {
     pub currency: Currency,
     pub platform_fee: Option<PlatformFee>,
     pub receipt_email: Option<String>,
+    /// `Some`: authorize only (`"capture": false`), holding the amount on
+    /// the tenant's holds account until a capture, a void or the deadline.
+    pub hold: Option<NewHold>,
+}
+
+/// Where and until when a new authorization holds its amount.
+#[derive(Debug, Clone, Copy)]
+pub struct NewHold {
+    /// The tenant's holds account in the charge's currency (`holds::account`).
+    pub account: Uuid,
+    pub expires_at: DateTime<Utc>,
 }
 
 impl NewCharge {
@@ -327,13 +431,43 @@ impl NewCharge {
         }
     }
 
+    /// Every account the charge names, the buyer first (an authorization's
+    /// holds account last).
+    pub(crate) fn accounts(&self) -> Vec<Uuid> {
+        let mut ids = self.terms().accounts(self.buyer);
+        ids.extend(self.hold.map(|h| h.account));
+        ids
+    }
+
+    /// What it posts now: the charge's legs, or an authorization's hold
+    /// (the buyer's amount to the holds account).
+    pub(crate) fn legs(&self) -> Vec<(Uuid, Decimal)> {
+        match self.hold {
+            None => self.terms().legs(self.buyer),
+            Some(hold) => vec![(self.buyer, -self.amount), (hold.account, self.amount)],
+        }
+    }
+
+    /// The kind of the ledger transaction it posts.
+    pub(crate) fn kind(&self) -> &'static str {
+        if self.hold.is_some() {
+            "authorization"
+        } else {
+            "charge"
+        }
+    }
+
+    /// Whether `c` is this charge: the same terms, and an authorization
+    /// exactly when this is one (its deadline is not a term: a retry
+    /// computes another).
     pub(crate) fn same_as(&self, c: &Charge) -> bool {
         Some(self.buyer) == c.buyer_account_id
             && self.seller == c.seller_account_id
-            && self.amount == c.amount
+            && self.amount == c.requested_amount()
             && self.currency == c.currency
             && self.platform_fee == c.platform_fee
             && self.receipt_email == c.receipt_email
+            && self.hold.is_some() == c.authorization.is_some()
     }
 }
 
@@ -344,7 +478,7 @@ impl NewCharge {
 pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge) -> Result<Outcome<Charge>> {
     let terms = new.terms();
     terms.check()?;
-    let ids = terms.accounts(new.buyer);
+    let ids = new.accounts();
     // Lock first, then look for the natural keys: a concurrent duplicate of
     // this attempt (or another attempt by the same buyer) waits on the
     // buyer's row lock (the only one a charge takes: the seller and the
@@ -361,11 +495,13 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge) -> 
         return Ok(Outcome::Existing(existing));
     }
     let fee = new.platform_fee.as_ref().map_or(Decimal::ZERO, |f| f.amount);
-    let legs = terms.legs(new.buyer);
-    let transaction_id = match post(tx, tenant, "charge", new.currency, &locked, &legs).await? {
+    let transaction_id = match post(tx, tenant, new.kind(), new.currency, &locked, &new.legs()).await? {
         Ok(id) => id,
         Err(decline) => return Ok(Outcome::Declined(decline)),
     };
+    if let Some(hold) = new.hold {
+        return insert_authorization(tx, tenant, new, hold, transaction_id).await.map(Outcome::Applied);
+    }
     let row = tx
         .cached_one(
             &insert_sql(),
@@ -388,6 +524,112 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge) -> 
     let charge = from_row(&row)?.charge;
     outbox::enqueue(tx, tenant, Some(&charge.order_id), &ChargeSucceededV1::from(&charge)).await?;
     Ok(Outcome::Applied(charge))
+}
+
+/// A new authorization: the charge `authorized` (no `transaction_id`: it
+/// is the capture's) and its `charge_authorizations` row, read back as
+/// [`COLUMNS`] in one round trip.
+const AUTHORIZE_SQL: &str = "WITH c AS (
+         INSERT INTO charges (id, tenant_id, order_id, attempt, buyer_account_id, seller_account_id,
+                              platform_account_id, amount, fee, currency, receipt_email, status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'authorized') RETURNING *
+     ), h AS (
+         INSERT INTO charge_authorizations (charge_id, amount, expires_at, hold_account_id, hold_transaction_id)
+         VALUES ($1, $8, $14, $12, $13) RETURNING *
+     )
+     SELECT c.id, c.order_id, c.attempt, c.buyer_account_id, c.seller_account_id, c.amount, c.currency,
+            c.platform_account_id, c.fee, c.refunded_amount, c.refunded_fee, c.transaction_id, c.created_at,
+            c.receipt_email, c.status, NULL::text, NULL::text, NULL::text, NULL::text, NULL::uuid,
+            NULL::timestamptz, NULL::jsonb, NULL::text, h.amount, h.hold_account_id, h.hold_transaction_id,
+            h.release_transaction_id, h.expires_at, h.capture_reference, h.captured_at, h.void_reference,
+            h.void_reason, h.voided_at
+       FROM c, h";
+
+/// [`AUTHORIZE_SQL`] for a batch of authorizations (`charge_batch`), over
+/// arrays: the same fourteen columns, each an array.
+pub(crate) const AUTHORIZE_MANY_SQL: &str = "WITH n AS (
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::uuid[], $6::uuid[], $7::uuid[],
+                              $8::numeric[], $9::numeric[], $10::text[], $11::text[], $12::uuid[], $13::uuid[],
+                              $14::timestamptz[])
+                    AS n(id, tenant_id, order_id, attempt, buyer, seller, platform, amount, fee, currency, email,
+                         hold_account, hold_transaction, expires_at)
+     ), c AS (
+         INSERT INTO charges (id, tenant_id, order_id, attempt, buyer_account_id, seller_account_id,
+                              platform_account_id, amount, fee, currency, receipt_email, status)
+         SELECT id, tenant_id, order_id, attempt, buyer, seller, platform, amount, fee, currency, email, 'authorized'
+           FROM n RETURNING *
+     ), h AS (
+         INSERT INTO charge_authorizations (charge_id, amount, expires_at, hold_account_id, hold_transaction_id)
+         SELECT id, amount, expires_at, hold_account, hold_transaction FROM n RETURNING *
+     )
+     SELECT c.id, c.order_id, c.attempt, c.buyer_account_id, c.seller_account_id, c.amount, c.currency,
+            c.platform_account_id, c.fee, c.refunded_amount, c.refunded_fee, c.transaction_id, c.created_at,
+            c.receipt_email, c.status, NULL::text, NULL::text, NULL::text, NULL::text, NULL::uuid,
+            NULL::timestamptz, NULL::jsonb, NULL::text, h.amount, h.hold_account_id, h.hold_transaction_id,
+            h.release_transaction_id, h.expires_at, h.capture_reference, h.captured_at, h.void_reference,
+            h.void_reason, h.voided_at
+       FROM c JOIN h ON h.charge_id = c.id";
+
+/// Records a new authorization whose hold `transaction_id` just posted
+/// ([`create`] decided it like any charge) and enqueues its event.
+async fn insert_authorization(
+    tx: &Transaction<'_>,
+    tenant: TenantId,
+    new: &NewCharge,
+    hold: NewHold,
+    transaction_id: Uuid,
+) -> Result<Charge> {
+    let fee = new.platform_fee.as_ref().map_or(Decimal::ZERO, |f| f.amount);
+    let row = tx
+        .cached_one(
+            AUTHORIZE_SQL,
+            &[
+                &Uuid::now_v7(),
+                &tenant.0,
+                &new.order_id,
+                &new.attempt,
+                &new.buyer,
+                &new.seller,
+                &new.platform_fee.as_ref().map(|f| f.account_id),
+                &new.amount,
+                &fee,
+                &new.currency.code(),
+                &new.receipt_email,
+                &hold.account,
+                &transaction_id,
+                &hold.expires_at,
+            ],
+        )
+        .await?;
+    let charge = from_row(&row)?.charge;
+    outbox::enqueue(tx, tenant, Some(&charge.order_id), &authorized_event(&charge)?).await?;
+    Ok(charge)
+}
+
+pub(crate) fn authorized_event(c: &Charge) -> Result<ChargeAuthorizedV1> {
+    let auth = c.authorization.as_ref().ok_or_else(|| missing("authorization", c))?;
+    Ok(ChargeAuthorizedV1 {
+        id: c.id,
+        order_id: c.order_id.clone(),
+        attempt: c.attempt,
+        buyer_account_id: c.buyer_account_id.ok_or_else(|| missing("authorization's buyer", c))?,
+        seller_account_id: c.seller_account_id,
+        amount: auth.amount,
+        currency: c.currency,
+        platform_fee: fee_event(c),
+        hold_transaction_id: auth.hold_transaction_id.ok_or_else(|| missing("hold transaction", c))?,
+        expires_at: auth.expires_at,
+        created_at: c.created_at,
+    })
+}
+
+pub(crate) fn fee_event(charge: &Charge) -> Option<PlatformFeeV1> {
+    charge.platform_fee.as_ref().map(|f| PlatformFeeV1 { account_id: f.account_id, amount: f.amount })
+}
+
+/// A charge read back without what its status promises: never guessed at.
+pub(crate) fn missing(what: &'static str, charge: &Charge) -> Error {
+    Error::unknown(what, charge.id.to_string())
 }
 
 /// Locks a charge for the rest of `tx` and reads it, its card row included.
@@ -445,7 +687,7 @@ pub(crate) fn existing_in(
         }
         return Ok(Some(existing.clone()));
     }
-    if let Some(paid) = order.iter().find(|c| c.status != ChargeStatus::Failed) {
+    if let Some(paid) = order.iter().find(|c| c.status.holds_order()) {
         return Err(Error::OrderAlreadyCharged { order_id: order_id.to_owned(), charge_id: paid.id });
     }
     Ok(None)

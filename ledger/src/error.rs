@@ -44,6 +44,15 @@ pub enum Error {
     /// declined): nothing to give back.
     #[error("charge {id} was not paid: nothing to refund")]
     ChargeNotPaid { id: Uuid },
+    /// A capture or a void of a charge that is not an open authorization
+    /// (made at once, captured, voided or expired already).
+    #[error("charge {id} is {status}: only an authorized charge can be captured or voided")]
+    ChargeNotAuthorized { id: Uuid, status: &'static str },
+    /// A capture after the authorization's deadline (the expirer voids it).
+    #[error("the authorization of charge {id} expired at {expires_at}")]
+    AuthorizationExpired { id: Uuid, expires_at: chrono::DateTime<chrono::Utc> },
+    #[error("charge {id} holds {authorized}: a capture cannot take more")]
+    CaptureExceedsAuthorization { id: Uuid, authorized: rust_decimal::Decimal },
     /// A race the caller should retry (with the same Idempotency-Key).
     #[error("{0}; retry")]
     Contended(&'static str),

@@ -76,6 +76,87 @@ pub enum ChargeStatusV1 {
     Refunded,
 }
 
+/// `charge.authorized`: an order attempt's amount is held for it
+/// (`"capture": false`): from a wallet, moved to the tenant's holds account
+/// by `hold_transaction_id`. Captured or voided later, once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChargeAuthorizedV1 {
+    pub id: Uuid,
+    pub order_id: String,
+    pub attempt: i32,
+    /// The wallet the amount is held on.
+    pub buyer_account_id: Uuid,
+    pub seller_account_id: Uuid,
+    pub amount: Decimal,
+    pub currency: Currency,
+    pub platform_fee: Option<PlatformFeeV1>,
+    pub hold_transaction_id: Uuid,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Event for ChargeAuthorizedV1 {
+    const TYPE: &'static str = "charge.authorized";
+    const VERSION: u32 = 1;
+}
+
+/// `charge.captured`: an authorization was captured: `amount` went to the
+/// seller and the platform by `transaction_id`, and what was held beyond it
+/// (`amount_released`) back to the buyer by `release_transaction_id`. The
+/// order is paid, as on `charge.succeeded`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChargeCapturedV1 {
+    pub id: Uuid,
+    pub order_id: String,
+    pub attempt: i32,
+    pub buyer_account_id: Uuid,
+    pub seller_account_id: Uuid,
+    /// What was captured.
+    pub amount: Decimal,
+    pub amount_authorized: Decimal,
+    pub amount_released: Decimal,
+    pub currency: Currency,
+    pub platform_fee: Option<PlatformFeeV1>,
+    pub transaction_id: Uuid,
+    pub release_transaction_id: Option<Uuid>,
+    pub capture_reference: String,
+    pub receipt_email: Option<String>,
+    pub captured_at: DateTime<Utc>,
+}
+
+impl Event for ChargeCapturedV1 {
+    const TYPE: &'static str = "charge.captured";
+    const VERSION: u32 = 1;
+}
+
+/// `charge.voided`: an authorization ended without a capture, asked for
+/// (`requested`) or past its deadline (`expired`): everything held went
+/// back to the buyer by `release_transaction_id`. The order is not paid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChargeVoidedV1 {
+    pub id: Uuid,
+    pub order_id: String,
+    pub attempt: i32,
+    pub buyer_account_id: Uuid,
+    pub amount_authorized: Decimal,
+    pub currency: Currency,
+    pub reason: VoidReasonV1,
+    pub release_transaction_id: Uuid,
+    pub voided_at: DateTime<Utc>,
+}
+
+impl Event for ChargeVoidedV1 {
+    const TYPE: &'static str = "charge.voided";
+    const VERSION: u32 = 1;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VoidReasonV1 {
+    Requested,
+    Expired,
+}
+
 /// `charge.refunded`: part or all of a charge was given back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChargeRefundedV1 {
@@ -243,6 +324,91 @@ mod tests {
                    "refunded_amount": "0.00", "status": "succeeded", "receipt_email": "buyer@example.com",
                    "transaction_id": "06060606-0606-0606-0606-060606060606",
                    "created_at": "2026-11-22T10:00:00Z"}),
+        );
+    }
+
+    #[test]
+    fn charge_authorized_v1() {
+        let event = ChargeAuthorizedV1 {
+            id: id(2),
+            order_id: "order-1001".into(),
+            attempt: 1,
+            buyer_account_id: id(3),
+            seller_account_id: id(4),
+            amount: "25.00".parse().unwrap(),
+            currency: Currency::USD,
+            platform_fee: Some(PlatformFeeV1 { account_id: id(5), amount: "2.50".parse().unwrap() }),
+            hold_transaction_id: id(6),
+            expires_at: "2026-11-29T10:00:00Z".parse().unwrap(),
+            created_at: at(),
+        };
+        assert_eq!(ChargeAuthorizedV1::TYPE, "charge.authorized");
+        pinned(
+            event,
+            json!({"id": "02020202-0202-0202-0202-020202020202", "order_id": "order-1001", "attempt": 1,
+                   "buyer_account_id": "03030303-0303-0303-0303-030303030303",
+                   "seller_account_id": "04040404-0404-0404-0404-040404040404",
+                   "amount": "25.00", "currency": "USD",
+                   "platform_fee": {"account_id": "05050505-0505-0505-0505-050505050505", "amount": "2.50"},
+                   "hold_transaction_id": "06060606-0606-0606-0606-060606060606",
+                   "expires_at": "2026-11-29T10:00:00Z", "created_at": "2026-11-22T10:00:00Z"}),
+        );
+    }
+
+    #[test]
+    fn charge_captured_v1() {
+        let event = ChargeCapturedV1 {
+            id: id(2),
+            order_id: "order-1001".into(),
+            attempt: 1,
+            buyer_account_id: id(3),
+            seller_account_id: id(4),
+            amount: "20.00".parse().unwrap(),
+            amount_authorized: "25.00".parse().unwrap(),
+            amount_released: "5.00".parse().unwrap(),
+            currency: Currency::USD,
+            platform_fee: None,
+            transaction_id: id(6),
+            release_transaction_id: Some(id(7)),
+            capture_reference: "order-1001:ship:1".into(),
+            receipt_email: Some("buyer@example.com".into()),
+            captured_at: at(),
+        };
+        assert_eq!(ChargeCapturedV1::TYPE, "charge.captured");
+        pinned(
+            event,
+            json!({"id": "02020202-0202-0202-0202-020202020202", "order_id": "order-1001", "attempt": 1,
+                   "buyer_account_id": "03030303-0303-0303-0303-030303030303",
+                   "seller_account_id": "04040404-0404-0404-0404-040404040404",
+                   "amount": "20.00", "amount_authorized": "25.00", "amount_released": "5.00", "currency": "USD",
+                   "platform_fee": null, "transaction_id": "06060606-0606-0606-0606-060606060606",
+                   "release_transaction_id": "07070707-0707-0707-0707-070707070707",
+                   "capture_reference": "order-1001:ship:1", "receipt_email": "buyer@example.com",
+                   "captured_at": "2026-11-22T10:00:00Z"}),
+        );
+    }
+
+    #[test]
+    fn charge_voided_v1() {
+        let event = ChargeVoidedV1 {
+            id: id(2),
+            order_id: "order-1001".into(),
+            attempt: 1,
+            buyer_account_id: id(3),
+            amount_authorized: "25.00".parse().unwrap(),
+            currency: Currency::USD,
+            reason: VoidReasonV1::Expired,
+            release_transaction_id: id(7),
+            voided_at: at(),
+        };
+        assert_eq!(ChargeVoidedV1::TYPE, "charge.voided");
+        pinned(
+            event,
+            json!({"id": "02020202-0202-0202-0202-020202020202", "order_id": "order-1001", "attempt": 1,
+                   "buyer_account_id": "03030303-0303-0303-0303-030303030303", "amount_authorized": "25.00",
+                   "currency": "USD", "reason": "expired",
+                   "release_transaction_id": "07070707-0707-0707-0707-070707070707",
+                   "voided_at": "2026-11-22T10:00:00Z"}),
         );
     }
 

@@ -295,6 +295,12 @@ pub async fn release(tx: &Transaction<'_>, tenant: TenantId, id: Uuid) -> Result
         }
         ReservationStatus::Held => {}
     }
+    release_held(tx, tenant, &reservation).await.map(Outcome::Applied)
+}
+
+/// Gives a held reservation's stock back (the caller holds its row lock)
+/// and enqueues `reservation.released`.
+async fn release_held(tx: &Transaction<'_>, tenant: TenantId, reservation: &Reservation) -> Result<Reservation> {
     tx.cached_execute(
         "UPDATE skus SET reserved = reserved - $3, updated_at = now() WHERE tenant_id = $1 AND sku = $2",
         &[&tenant.0, &reservation.sku, &reservation.quantity],
@@ -305,13 +311,34 @@ pub async fn release(tx: &Transaction<'_>, tenant: TenantId, id: Uuid) -> Result
             &format!(
                 "UPDATE reservations SET status = 'released', updated_at = now() WHERE id = $1 RETURNING {RESERVATION_COLUMNS}"
             ),
-            &[&id],
+            &[&reservation.id],
         )
         .await?;
     let reservation = reservation_from_row(&row)?;
     let event = ReservationReleasedV1((&reservation).into());
     outbox::enqueue(tx, tenant, Some(&reservation.order_id), &event).await?;
-    Ok(Outcome::Applied(reservation))
+    Ok(reservation)
+}
+
+/// Releases an order's held reservations once its authorization was
+/// voided (asked for, or expired): the stock held for a checkout that was
+/// never paid comes back. Reservations already released or committed are
+/// left as they are.
+pub async fn release_order(tx: &Transaction<'_>, tenant: TenantId, order_id: &str) -> Result<Vec<Reservation>> {
+    let rows = tx
+        .cached_query(
+            &format!(
+                "SELECT {RESERVATION_COLUMNS} FROM reservations \
+                  WHERE tenant_id = $1 AND order_id = $2 AND status = 'held' ORDER BY id FOR UPDATE"
+            ),
+            &[&tenant.0, &order_id],
+        )
+        .await?;
+    let mut released = Vec::with_capacity(rows.len());
+    for row in rows {
+        released.push(release_held(tx, tenant, &reservation_from_row(&row)?).await?);
+    }
+    Ok(released)
 }
 
 /// Commits an order's held reservations once its payment succeeded: the

@@ -22,6 +22,7 @@ pub mod emails;
 pub mod error;
 pub mod events;
 pub mod feed;
+pub mod holds;
 pub mod idempotency;
 pub mod inbox;
 pub mod inventory;

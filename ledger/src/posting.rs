@@ -229,13 +229,13 @@ pub(crate) const SKIP_LOCKED: &str = " SKIP LOCKED";
 pub(crate) const READ_MANY_SQL: &str = "SELECT a.id, a.tenant_id, a.currency, a.allow_negative, a.balance, \
             coalesce((SELECT sum(s.balance) FROM account_slots s WHERE s.account_id = a.id), 0) \
        FROM accounts a JOIN unnest($1::uuid[], $2::uuid[]) AS d(t, id) ON a.id = d.id AND a.tenant_id = d.t";
-/// [`POST_SQL`] for many transactions of one kind at once: their rows, their
-/// entries, the debits of locked floor accounts on their rows and every
-/// other delta on this session's slots, each account once (summed by the
-/// caller), in account order.
+/// [`POST_SQL`] for many transactions at once (each of its kind): their
+/// rows, their entries, the debits of locked floor accounts on their rows
+/// and every other delta on this session's slots, each account once (summed
+/// by the caller), in account order.
 pub(crate) const POST_MANY_SQL: &str = "WITH t AS (
              INSERT INTO ledger_transactions (id, tenant_id, kind, currency)
-             SELECT id, t, $1, c FROM unnest($2::uuid[], $3::uuid[], $4::text[]) AS x(id, t, c)
+             SELECT id, t, k, c FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[]) AS x(k, id, t, c)
          ), e AS (
              INSERT INTO ledger_entries (transaction_id, leg, account_id, amount, currency)
              SELECT tx, leg, account, amount, c

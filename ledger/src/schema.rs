@@ -61,6 +61,22 @@ diesel::table! {
 }
 
 diesel::table! {
+    charge_authorizations (charge_id) {
+        charge_id -> Uuid,
+        amount -> Numeric,
+        expires_at -> Timestamptz,
+        hold_account_id -> Uuid,
+        hold_transaction_id -> Uuid,
+        release_transaction_id -> Nullable<Uuid>,
+        capture_reference -> Nullable<Text>,
+        captured_at -> Nullable<Timestamptz>,
+        void_reference -> Nullable<Text>,
+        void_reason -> Nullable<Text>,
+        voided_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     charges (id) {
         id -> Uuid,
         tenant_id -> Uuid,
@@ -263,6 +279,8 @@ diesel::joinable!(accounts -> tenants (tenant_id));
 diesel::joinable!(api_keys -> tenants (tenant_id));
 diesel::joinable!(card_charges -> accounts (clearing_account_id));
 diesel::joinable!(card_charges -> charges (charge_id));
+diesel::joinable!(charge_authorizations -> accounts (hold_account_id));
+diesel::joinable!(charge_authorizations -> charges (charge_id));
 diesel::joinable!(charges -> ledger_transactions (transaction_id));
 diesel::joinable!(charges -> tenants (tenant_id));
 diesel::joinable!(emails -> charges (charge_id));
@@ -287,6 +305,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_keys,
     card_charges,
     card_refunds,
+    charge_authorizations,
     charges,
     email_sends,
     emails,

@@ -18,12 +18,13 @@ from typing import Any, TypeVar
 
 from ledger_client import AuthenticatedClient
 from ledger_client.api.accounts import create_account, get_account, list_account_entries
-from ledger_client.api.charges import create_charge, create_refund, get_charge, list_charges
+from ledger_client.api.charges import capture_charge, create_charge, create_refund, get_charge, list_charges, void_charge
 from ledger_client.api.inventory import get_sku, restock_sku
 from ledger_client.api.reservations import create_reservation, get_reservation, release_reservation
 from ledger_client.api.transfers import create_transfer, get_transfer
 from ledger_client.models import (
     Account,
+    CaptureCharge,
     Charge,
     ChargeList,
     ChargeStatus,
@@ -44,6 +45,7 @@ from ledger_client.models import (
     ReservationStatus,
     Sku,
     Transfer,
+    VoidCharge,
 )
 from ledger_client.types import Response
 
@@ -267,6 +269,56 @@ def main() -> None:
         ProblemCode.CARD_DECLINED,
     )
 
+    # Authorize at checkout, capture at shipment: the amount is held on the buyer's wallet
+    # (`pending`, no longer `available`) until the capture takes what shipped; the rest goes back.
+    later = f"{order}-later"
+    authorized = expect(
+        create_charge.sync_detailed(
+            client=client,
+            body=CreateCharge(order_id=later, attempt=1, buyer_account_id=buyer.id, seller_account_id=seller.id,
+                              amount="20.00", currency=Currency.USD, capture=False),
+            idempotency_key=f"{later}:1",
+        ),
+        HTTPStatus.CREATED,
+        Charge,
+    )
+    assert authorized.status == ChargeStatus.AUTHORIZED and authorized.transaction_id is None
+    wallet = expect(get_account.sync_detailed(buyer.id, client=client), HTTPStatus.OK, Account)
+    assert (wallet.available, wallet.pending, wallet.posted) == ("65.00", "20.00", "85.00"), wallet
+    shipped = capture_charge.sync_detailed(
+        authorized.id, client=client, body=CaptureCharge(reference=f"{later}:ship", amount="15.00"),
+        idempotency_key=f"{later}:ship",
+    )
+    captured = expect(shipped, HTTPStatus.OK, Charge)
+    assert captured.status == ChargeStatus.SUCCEEDED and captured.amount == "15.00"
+    assert balance(client, buyer.id) == Decimal("70.00")
+    assert balance(client, seller.id) == Decimal("40.50")
+    # Cancelled before shipment: the void gives everything held back.
+    cancelled = f"{order}-cancelled"
+    to_void = expect(
+        create_charge.sync_detailed(
+            client=client,
+            body=CreateCharge(order_id=cancelled, attempt=1, buyer_account_id=buyer.id, seller_account_id=seller.id,
+                              amount="5.00", currency=Currency.USD, capture=False),
+            idempotency_key=f"{cancelled}:1",
+        ),
+        HTTPStatus.CREATED,
+        Charge,
+    )
+    assert balance(client, buyer.id) == Decimal("65.00")
+    voided = void_charge.sync_detailed(
+        to_void.id, client=client, body=VoidCharge(reference=f"{cancelled}:cancel"), idempotency_key=f"{cancelled}:cancel"
+    )
+    assert expect(voided, HTTPStatus.OK, Charge).status == ChargeStatus.VOIDED
+    assert balance(client, buyer.id) == Decimal("70.00")
+    problem(
+        capture_charge.sync_detailed(
+            to_void.id, client=client, body=CaptureCharge(reference=f"{cancelled}:ship"), idempotency_key=f"{cancelled}:ship"
+        ),
+        HTTPStatus.CONFLICT,
+        ProblemCode.CHARGE_NOT_AUTHORIZED,
+    )
+
     # Release the hold: the stock is available again.
     released = release_reservation.sync_detailed(held.id, client=client, idempotency_key=f"{order}:{sku}:release")
     assert expect(released, HTTPStatus.OK, Reservation).status == ReservationStatus.RELEASED
@@ -278,7 +330,7 @@ def main() -> None:
     anonymous = AuthenticatedClient(base_url=os.environ["LEDGER_URL"], token="lk_not_a_key")
     problem(get_account.sync_detailed(buyer.id, client=anonymous), HTTPStatus.UNAUTHORIZED, ProblemCode.UNAUTHORIZED)
 
-    print("python walk-through: purchase, replay, refund, card charge and balances as documented")
+    print("python walk-through: purchase, replay, refund, card charge, authorize and capture, void, balances as documented")
 
 
 if __name__ == "__main__":

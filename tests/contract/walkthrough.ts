@@ -220,4 +220,45 @@ problem(
   "card_declined",
 );
 
-console.log("typescript walk-through: purchase, replay, refund, card charge and balances as documented");
+// Authorize at checkout, capture at shipment: the amount is held on the buyer's
+// wallet (`pending`, no longer `available`) until the capture takes what
+// shipped; the rest goes back. A cancelled order's void gives it all back.
+const later = `${order}-later`;
+const authorized = ok(
+  await client.POST("/v1/charges", {
+    params: { header: { "Idempotency-Key": `${later}:1` } },
+    body: { ...chargeBody, order_id: later, amount: "20.00", capture: false },
+  }),
+  201,
+);
+assert.equal(authorized.status, "authorized");
+const wallet = ok(await client.GET("/v1/accounts/{id}", { params: { path: { id: buyer.id } } }), 200);
+assert.deepEqual([wallet.available, wallet.pending, wallet.posted], ["65.00", "20.00", "85.00"]);
+const captured = ok(
+  await client.POST("/v1/charges/{id}/capture", {
+    params: { path: { id: authorized.id }, header: { "Idempotency-Key": `${later}:ship` } },
+    body: { reference: `${later}:ship`, amount: "15.00" },
+  }),
+  200,
+);
+assert.deepEqual([captured.status, captured.amount], ["succeeded", "15.00"]);
+assert.equal(await balance(buyer.id), "70.00");
+const toVoid = ok(
+  await client.POST("/v1/charges", {
+    params: { header: { "Idempotency-Key": `${order}-cancelled:1` } },
+    body: { ...chargeBody, order_id: `${order}-cancelled`, amount: "5.00", capture: false },
+  }),
+  201,
+);
+assert.equal(await balance(buyer.id), "65.00");
+const voided = ok(
+  await client.POST("/v1/charges/{id}/void", {
+    params: { path: { id: toVoid.id }, header: { "Idempotency-Key": `${order}-cancelled:cancel` } },
+    body: { reference: `${order}-cancelled:cancel` },
+  }),
+  200,
+);
+assert.equal(voided.status, "voided");
+assert.equal(await balance(buyer.id), "70.00");
+
+console.log("typescript walk-through: purchase, replay, refund, card charge, authorize and capture, void, balances as documented");

@@ -91,6 +91,13 @@ pub struct Summary {
     pub refunded: u64,
     pub released: u64,
     pub declined: u64,
+    /// Wallet checkouts that authorized (`"capture": false`): of them, those
+    /// captured, voided, and left open until the end moved the clock past
+    /// their deadline (voided by the expirer).
+    pub authorized: u64,
+    pub captured: u64,
+    pub voided: u64,
+    pub expired: u64,
     /// Card purchases, the cards declined (then paid with the next
     /// attempt), and the 202 `processing` answers the clients retried.
     pub card_charges: u64,
@@ -170,6 +177,11 @@ impl std::fmt::Display for Summary {
             f,
             "  purchases {} (charged {}, refunded {}, released {}, declined {})",
             self.purchases, self.charged, self.refunded, self.released, self.declined
+        )?;
+        writeln!(
+            f,
+            "  authorized at checkout {} (captured {}, voided {}, left open and expired {})",
+            self.authorized, self.captured, self.voided, self.expired
         )?;
         writeln!(
             f,
@@ -390,7 +402,9 @@ async fn send(
                     shared.borrow_mut().summary.violations.push(format!("VIOLATION no_500: {path} {idem}: {answer}"));
                 }
                 // a refusal by a natural key is final; contention and a key in use are retried
-                let refused = answer["code"] == "order_already_charged" || answer["code"] == "natural_key_conflict";
+                let refused =
+                    ["order_already_charged", "natural_key_conflict", "charge_not_authorized", "authorization_expired"]
+                        .contains(&answer["code"].as_str().unwrap_or(""));
                 // a card charge still `processing` (202), or a card refund still
                 // `pending`, is asked again with its key for its final answer
                 let action = status == 202 && answer["status"] == "requires_action";
@@ -522,6 +536,13 @@ pub(crate) async fn client(shared: Rc<RefCell<Shared>>, store: Rc<Store>, n: usi
                 charge_body["payment_method"] = json!("pm_card_visa");
             }
         }
+        // beside purchases charged at once, checkouts that authorize now and
+        // capture (or void, or let expire) later
+        let authorize = !card && rng.chance(AUTHORIZE_SHARE);
+        if authorize {
+            charge_body["capture"] = json!(false);
+            charge_body["expires_in"] = json!(600);
+        }
         let (mut status, mut charge) = match paid {
             Some(answer) => answer,
             None => request(&shared, &mut rng, &store.key, &charge_key, "/v1/charges", &charge_body).await,
@@ -546,6 +567,39 @@ pub(crate) async fn client(shared: Rc<RefCell<Shared>>, store: Rc<Store>, n: usi
             let (status, refused) = request(&shared, &mut rng, &store.key, &bumped_key, "/v1/charges", &bumped).await;
             natural_key_duplicate(&shared, status == 409 && refused["charge_id"] == charge["id"], &order, &refused);
         }
+        if authorize {
+            shared.borrow_mut().summary.authorized += 1;
+            let ends = rng.below(100);
+            if ends >= 85 {
+                // left open: the campaign's end moves the clock past its deadline
+                continue;
+            }
+            let id = charge["id"].as_str().unwrap();
+            let (path, body, end) = if ends < 60 {
+                // shipped: all of it, or part (never less than the fee)
+                let amount = if rng.chance(50) { json!(null) } else { json!(money(cents - cents / 4)) };
+                (
+                    format!("/v1/charges/{id}/capture"),
+                    json!({"reference": format!("{order}:ship"), "amount": amount}),
+                    "capture",
+                )
+            } else {
+                (format!("/v1/charges/{id}/void"), json!({"reference": format!("{order}:cancel")}), "void")
+            };
+            let (status, ended) = request(&shared, &mut rng, &store.key, &format!("{order}:{end}"), &path, &body).await;
+            assert_eq!(status, 200, "{end} of {order}: {ended}");
+            if rng.chance(20) {
+                // the same end asked again under another key: its reference finds it
+                let (status, again) =
+                    request(&shared, &mut rng, &store.key, &format!("{order}:{end}:again"), &path, &body).await;
+                natural_key_duplicate(&shared, status == 200 && again["id"] == ended["id"], &order, &again);
+            }
+            if end == "void" {
+                shared.borrow_mut().summary.voided += 1;
+                continue;
+            }
+            shared.borrow_mut().summary.captured += 1;
+        }
         // card refunds go through the provider, its faults on (`card_refunds`)
         if card && rng.chance(35) {
             card_refunds(&shared, &mut rng, &store, &order, &charge, cents).await;
@@ -567,6 +621,10 @@ pub(crate) async fn client(shared: Rc<RefCell<Shared>>, store: Rc<Store>, n: usi
         }
     }
 }
+
+/// The share of wallet purchases (percent) that authorize at checkout and
+/// capture, void or expire later.
+const AUTHORIZE_SHARE: u64 = 30;
 
 /// The fake provider's card that wants 3-D Secure on every payment.
 const THREE_DS_CARD: &str = "pm_card_threeDSecure2Required";
@@ -1065,8 +1123,14 @@ pub async fn run(settings: Settings) -> Summary {
         ports.push(port);
     }
     fake.set_webhook_endpoint(&format!("http://127.0.0.1:{}/v1/provider/webhooks", ports[0])).await;
-    let roles = ["relay", "inventory", "email", "completer"];
-    let points = ["relay-after-publish", "inventory-after-commit", "email-after-ack", "completer-after-provider"];
+    let roles = ["relay", "inventory", "email", "completer", "expirer"];
+    let points = [
+        "relay-after-publish",
+        "inventory-after-commit",
+        "email-after-ack",
+        "completer-after-provider",
+        "expirer-after-void",
+    ];
     let mut workers: Vec<Proc> = roles.iter().map(|r| Proc(spawn_worker_process(&config, r, None))).collect();
     // which processes were restarted armed at a crash point
     let mut api_armed = vec![false; apis.len()];
@@ -1202,6 +1266,9 @@ pub async fn run(settings: Settings) -> Summary {
     // the card network decides every refund the provider still holds pending
     shared.borrow_mut().summary.refunds_held += settle_held_refunds(&fake, started).await;
 
+    // a week passes for the checkouts left open: the expirer voids them
+    shared.borrow_mut().summary.expired += expire_open_authorizations(&db.client().await).await;
+
     // the provider's last webhooks delivered (a refund the card network
     // failed late is undone in the ledger by its webhook), then quiesce:
     // everything relayed and consumed, however long a loaded machine takes
@@ -1234,6 +1301,26 @@ pub async fn run(settings: Settings) -> Summary {
     drop(workers);
     let _ = std::fs::remove_dir_all(&email_dir);
     summary
+}
+
+/// Moves every open authorization's deadline into the past (the clock of a
+/// week later) and waits for the expirer to void them all; returns how many.
+pub(crate) async fn expire_open_authorizations(pg: &tokio_postgres::Client) -> u64 {
+    let moved = pg
+        .execute(
+            "UPDATE charge_authorizations h SET expires_at = now() - interval '1 second' FROM charges c \
+              WHERE c.id = h.charge_id AND c.status = 'authorized'",
+            &[],
+        )
+        .await
+        .unwrap();
+    crate::eventually(120, "the expirer voids every authorization past its deadline", || async {
+        let open: i64 =
+            pg.query_one("SELECT count(*) FROM charges WHERE status = 'authorized'", &[]).await.unwrap().get(0);
+        open == 0
+    })
+    .await;
+    moved
 }
 
 /// A tenant named `name` made on `db_url`, and its store over the API: a
@@ -1473,7 +1560,18 @@ pub(crate) async fn settle(
     let missing = sent.iter().filter(|(t, o)| !delivered.contains_key(&message_id(*t, o))).count();
     let twice: Vec<String> = delivered.iter().filter(|(_, n)| **n > 1).map(|(id, n)| format!("{id} ×{n}")).collect();
     // a declined card leaves its charge, declined; the next attempt pays
-    let charges = count("SELECT count(*) FROM charges WHERE status = 'succeeded'").await;
+    // a charged purchase is one charge that paid, or an authorization that ended (captured: paid; voided)
+    let charges = count("SELECT count(*) FROM charges WHERE status IN ('succeeded', 'voided')").await;
+    let ends = [
+        "SELECT count(*) FROM charge_authorizations",
+        "SELECT count(*) FROM charge_authorizations WHERE captured_at IS NOT NULL",
+        "SELECT count(*) FROM charge_authorizations WHERE void_reason = 'requested'",
+        "SELECT count(*) FROM charge_authorizations WHERE void_reason = 'expired'",
+    ];
+    let mut authorizations = Vec::new();
+    for sql in ends {
+        authorizations.push(count(sql).await);
+    }
     let refunds = count("SELECT count(*) FROM refunds").await;
     // each refund posted one transaction, and each failed one one reversal (it moved no money)
     let refund_transactions = count("SELECT count(*) FROM ledger_transactions WHERE kind = 'refund'").await;
@@ -1510,6 +1608,13 @@ pub(crate) async fn settle(
         violations.push(format!(
             "VIOLATION one_effect_per_purchase: {charges} charge(s) and {refunds} refund(s) for {} and {} asked",
             summary.charged, summary.refunded
+        ));
+    }
+    let asked = [summary.authorized, summary.captured, summary.voided, summary.expired];
+    if authorizations != asked {
+        violations.push(format!(
+            "VIOLATION one_end_per_authorization: (authorized, captured, voided, expired) {authorizations:?} in the \
+             ledger for {asked:?} asked"
         ));
     }
     if (refund_transactions, reversals) != (refunds, failed) {

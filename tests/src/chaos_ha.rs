@@ -352,7 +352,7 @@ impl HaDb {
     }
 }
 
-const ROLES: [&str; 4] = ["relay", "inventory", "email", "completer"];
+const ROLES: [&str; 5] = ["relay", "inventory", "email", "completer", "expirer"];
 
 struct Fleet {
     api_url: String,
@@ -361,7 +361,8 @@ struct Fleet {
     provider: Vec<(&'static str, String)>,
     apis: Vec<Proc>,
     config: workers::config::Config,
-    /// Two of each role, competing: relay, relay, inventory, inventory, email, email, completer, completer.
+    /// Two of each role, competing: relay, relay, inventory, inventory, email, email, completer, completer,
+    /// expirer, expirer.
     workers: Vec<Proc>,
 }
 
@@ -419,7 +420,8 @@ pub async fn run(stack: &Stack, settings: Settings) -> HaSummary {
     let apis = addrs.iter().map(|a| api(&api_url, a, &provider)).collect();
     let webhooks = format!("{}/v1/provider/webhooks", stack.var("HA_HTTP_URL"));
     fake.set_webhook_endpoint(&webhooks).await;
-    let workers = (0..8).map(|i| Proc(spawn_worker_process(&config, Fleet::worker_role(i), None))).collect();
+    let workers =
+        (0..ROLES.len() * 2).map(|i| Proc(spawn_worker_process(&config, Fleet::worker_role(i), None))).collect();
     let fleet = Rc::new(RefCell::new(Fleet { api_url, addrs, provider, apis, config: config.clone(), workers }));
 
     // every request through HAProxy's HTTP port
@@ -476,8 +478,10 @@ pub async fn run(stack: &Stack, settings: Settings) -> HaSummary {
         h.await.expect("a client finished");
     }
 
-    // quiesce: everything relayed and consumed
+    // a week passes for the checkouts left open: the expirers void them
     let pg = connect(&db.url).await;
+    shared.borrow_mut().summary.expired += chaos::expire_open_authorizations(&pg).await;
+    // quiesce: everything relayed and consumed
     if let Err(stuck) = chaos::quiesce(&pg, &broker).await {
         panic!("{stuck}");
     }

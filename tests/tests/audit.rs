@@ -140,7 +140,7 @@ async fn a_second_charge_for_the_same_order_attempt_is_named() {
     let s = shop().await;
     s.corrupt(
         "ALTER TABLE charges DROP CONSTRAINT charges_tenant_id_order_id_attempt_key; \
-         DROP INDEX charges_one_live_per_order; \
+         DROP INDEX charges_one_live_order; \
          INSERT INTO charges (id, tenant_id, order_id, attempt, buyer_account_id, seller_account_id, \
                               platform_account_id, amount, fee, currency, transaction_id) \
            SELECT gen_random_uuid(), tenant_id, order_id, attempt, buyer_account_id, seller_account_id, \
@@ -159,7 +159,7 @@ async fn a_second_succeeded_charge_for_the_same_order_is_named() {
     let s = shop().await;
     // attempt 2 of the paid order charged for real: the buyer debited 5.00 again, in its own transaction
     s.corrupt(&format!(
-        "DROP INDEX charges_one_live_per_order; \
+        "DROP INDEX charges_one_live_order; \
          INSERT INTO ledger_transactions (id, tenant_id, kind, currency) \
            SELECT '00000000-0000-0000-0000-00000000000e', tenant_id, 'charge', 'USD' FROM accounts LIMIT 1; \
          INSERT INTO ledger_entries (transaction_id, leg, account_id, amount, currency) VALUES \

@@ -127,6 +127,56 @@ async fn concurrent_charges_share_commits_and_each_gets_its_own_outcome() {
     assert_eq!(app.scalar("SELECT count(*) FROM charges").await, 13, "no retry charged again");
 }
 
+/// Authorizations go through group commit too, beside charges made at
+/// once: holds count against the buyer's balance in the batch's order, each
+/// gets its own outcome, and the batch commits them together.
+#[actix_web::test]
+async fn authorizations_share_commits_with_charges_and_holds_count_in_the_batch() {
+    let app = batching_app().await;
+    let key = app.tenant("shop").await;
+    let seller = app.account(&key, "seller", "USD", false).await;
+    let buyer = app.funded(&key, "buyer", "100.00").await;
+    // the holds account exists before the burst, as after a first authorization
+    let mut first = charge("first", 1, &buyer, &seller, "1.00");
+    first["capture"] = json!(false);
+    assert_eq!(app.post("/v1/charges", &key, "first:1", first).await.status, StatusCode::CREATED);
+
+    // 99.00 left: 12 holds of 5.00 and 12 charges of 5.00 ask 120.00
+    let mut sent: Vec<(String, Value)> = Vec::new();
+    for i in 0..12 {
+        let mut held = charge(&format!("held-{i}"), 1, &buyer, &seller, "5.00");
+        held["capture"] = json!(false);
+        sent.push((format!("held-{i}:1"), held));
+        sent.push((format!("now-{i}:1"), charge(&format!("now-{i}"), 1, &buyer, &seller, "5.00")));
+    }
+    let answers = join_all(sent.iter().map(|(idem, body)| app.post("/v1/charges", &key, idem, body.clone()))).await;
+    let ok = answers.iter().filter(|a| a.status == StatusCode::CREATED).count();
+    let declined = answers.iter().filter(|a| a.status == StatusCode::PAYMENT_REQUIRED).count();
+    assert_eq!((ok, declined), (19, 5), "99.00 pays 19 of 5.00: {answers:?}");
+    let authorized =
+        answers.iter().filter(|a| a.status == StatusCode::CREATED && a.json()["status"] == "authorized").count();
+    let held = 1 + 5 * authorized as i64;
+    let account = app.get(&format!("/v1/accounts/{buyer}"), &key).await.json();
+    assert_eq!(account["balance"], "4.00", "{account}");
+    assert_eq!(account["pending"], format!("{held}.00"), "{account}");
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM outbox WHERE event_type = 'charge.authorized'").await,
+        1 + authorized as i64
+    );
+    assert_eq!(app.scalar("SELECT count(*) FROM charge_authorizations").await, 1 + authorized as i64);
+    app.audit_clean().await;
+    let commits = app.scalar("SELECT count(DISTINCT xmin::text) FROM charges WHERE order_id <> 'first'").await;
+    assert!(commits < 19, "19 charges in {commits} commits");
+    let mixed = app
+        .scalar(
+            "SELECT count(*) FROM (SELECT xmin::text FROM charges GROUP BY xmin::text \
+              HAVING bool_or(status = 'authorized') AND bool_or(status = 'succeeded')) m",
+        )
+        .await;
+    assert!(mixed >= 1, "a batch held authorizations and charges together");
+    assert_replays(&app, &key, &sent, &answers).await;
+}
+
 #[actix_web::test]
 async fn a_lone_request_on_an_idle_service_does_not_wait_for_the_window() {
     // A window far longer than the client waits: a lone request that waited
@@ -223,6 +273,7 @@ async fn a_batch_runs_its_statements_in_order_whatever_its_connection_prepared_b
         currency: "USD".parse().unwrap(),
         platform_fee: None,
         receipt_email: None,
+        hold: None,
     };
     let charges = [new("p1"), new("p2")];
     let items: Vec<BatchedCharge<'_>> =

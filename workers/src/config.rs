@@ -18,6 +18,10 @@ pub struct Config {
     /// `processing` past their lease.
     #[arg(long, env = "COMPLETER_POLL_MS", default_value_t = 1000)]
     pub completer_poll_ms: u64,
+    /// Milliseconds between the expirer's scans for authorizations past
+    /// their deadline.
+    #[arg(long, env = "EXPIRER_POLL_MS", default_value_t = 1000)]
+    pub expirer_poll_ms: u64,
     #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10")]
     pub amqp_url: String,
     /// Prefix of every exchange and queue name, so that environments (and

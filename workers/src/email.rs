@@ -20,7 +20,7 @@ use deadpool_postgres::Pool;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use ledger::emails::{Lost, Sender, Unsent};
-use ledger::events::{ChargeSucceededV1, Envelope};
+use ledger::events::Envelope;
 use lettre::message::Mailbox;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use sha2::{Digest, Sha256};
@@ -149,6 +149,19 @@ pub async fn run(config: Config, pool: Pool, shutdown: Shutdown) {
     .await
 }
 
+/// What a confirmation needs of a paid order's event: the fields
+/// `charge.succeeded` and `charge.captured` (an authorization captured)
+/// share, under the same names; the rest of either is ignored.
+#[derive(Debug, serde::Deserialize)]
+struct Paid {
+    id: Uuid,
+    order_id: String,
+    /// What was taken (a capture: what was captured).
+    amount: rust_decimal::Decimal,
+    currency: ledger::Currency,
+    receipt_email: Option<String>,
+}
+
 async fn handle(
     pool: &Pool,
     bound: std::time::Duration,
@@ -157,7 +170,7 @@ async fn handle(
     delivery: Delivery,
     mut shutdown: Shutdown,
 ) -> Result<(), Error> {
-    let envelope: Envelope<ChargeSucceededV1> = match serde_json::from_slice(&delivery.data) {
+    let envelope: Envelope<Paid> = match serde_json::from_slice(&delivery.data) {
         Ok(e) => e,
         Err(e) => {
             tracing::error!(error = %e, "unparseable message dead-lettered");
@@ -209,7 +222,7 @@ async fn deliver(
     mailer: &Mailer,
     from: &str,
     tenant: Uuid,
-    charge: &ChargeSucceededV1,
+    charge: &Paid,
 ) -> Result<bool, Error> {
     let Some(recipient) = charge.receipt_email.as_deref() else { return Ok(false) };
     let order = charge.order_id.as_str();

@@ -30,7 +30,7 @@ use deadpool_postgres::Pool;
 use futures::future::try_join_all;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
-use ledger::events::{ChargeSucceededV1, Envelope, Event};
+use ledger::events::{ChargeCapturedV1, ChargeSucceededV1, ChargeVoidedV1, Envelope, Event};
 use ledger::TenantId;
 
 use crate::config::Config;
@@ -223,15 +223,45 @@ pub async fn apply_batch(pool: &Pool, envelopes: &[&Envelope<serde_json::Value>]
     // Each new payment's order once: a message id twice in one batch is one
     // message, and a second payment event of an order finds nothing held.
     let mut orders: Vec<(TenantId, &str)> = Vec::new();
-    for e in envelopes.iter().filter(|e| e.event_type == ChargeSucceededV1::TYPE && fresh.contains(&e.message_id)) {
+    let mut voided: Vec<(TenantId, &str)> = Vec::new();
+    for e in envelopes.iter().filter(|e| fresh.contains(&e.message_id)) {
+        let list = match Effect::of(&e.event_type) {
+            Some(Effect::Commit) => &mut orders,
+            Some(Effect::Release) => &mut voided,
+            None => continue,
+        };
         let order = (TenantId(e.tenant_id), e.order_id.as_deref().ok_or(Error::EventWithoutOrder)?);
-        if !orders.contains(&order) {
-            orders.push(order);
+        if !list.contains(&order) {
+            list.push(order);
         }
     }
     try_join_all(orders.iter().map(|(tenant, order)| ledger::inventory::commit_order(&tx, *tenant, order))).await?;
+    // After the commits: an order voided and then paid by a later attempt
+    // in the same batch keeps nothing held either way.
+    for (tenant, order) in &voided {
+        ledger::inventory::release_order(&tx, *tenant, order).await?;
+    }
     tx.commit().await?;
     Ok(fresh.len())
+}
+
+/// What an event does to its order's held stock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    /// Paid: the stock leaves the shelf.
+    Commit,
+    /// An authorization voided: the stock comes back.
+    Release,
+}
+
+impl Effect {
+    fn of(event_type: &str) -> Option<Effect> {
+        match event_type {
+            t if t == ChargeSucceededV1::TYPE || t == ChargeCapturedV1::TYPE => Some(Effect::Commit),
+            t if t == ChargeVoidedV1::TYPE => Some(Effect::Release),
+            _ => None,
+        }
+    }
 }
 
 /// Applies an event once: returns false when the inbox says it was already applied.
@@ -241,9 +271,13 @@ pub async fn apply(pool: &Pool, envelope: &Envelope<serde_json::Value>) -> Resul
     if !ledger::inbox::record(&tx, CONSUMER, envelope.message_id).await? {
         return Ok(false);
     }
-    if envelope.event_type == ChargeSucceededV1::TYPE {
-        let order_id = envelope.order_id.as_deref().ok_or(Error::EventWithoutOrder)?;
-        ledger::inventory::commit_order(&tx, TenantId(envelope.tenant_id), order_id).await?;
+    if let Some(effect) = Effect::of(&envelope.event_type) {
+        let (tenant, order_id) = (TenantId(envelope.tenant_id), envelope.order_id.as_deref());
+        let order_id = order_id.ok_or(Error::EventWithoutOrder)?;
+        match effect {
+            Effect::Commit => ledger::inventory::commit_order(&tx, tenant, order_id).await?,
+            Effect::Release => ledger::inventory::release_order(&tx, tenant, order_id).await?,
+        };
     }
     tx.commit().await?;
     Ok(true)

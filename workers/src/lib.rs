@@ -7,6 +7,7 @@ pub mod consumer;
 pub mod dlq;
 pub mod email;
 mod error;
+pub mod expirer;
 pub mod forward;
 pub mod inventory;
 pub mod metrics;

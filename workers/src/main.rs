@@ -23,7 +23,9 @@ enum Command {
     /// Finish card charges left `processing` past their lease, with the same
     /// provider key (looking the payment up first past the provider's key window).
     Completer,
-    /// Relay, inventory, email and the completer in one process.
+    /// Void authorizations past their deadline, giving their hold back.
+    Expirer,
+    /// Relay, inventory, email, the completer and the expirer in one process.
     All,
     /// List paid orders whose confirmation email is not known to be sent;
     /// with --send, send the ones that never were. An email whose outcome is
@@ -132,7 +134,10 @@ async fn run(config: Config, command: Command) -> Result<(), Failure> {
         Command::Inventory => serve(&config, &[Role::Inventory]).await,
         Command::Email => serve(&config, &[Role::Email]).await,
         Command::Completer => serve(&config, &[Role::Completer]).await,
-        Command::All => serve(&config, &[Role::Relay, Role::Inventory, Role::Email, Role::Completer]).await,
+        Command::Expirer => serve(&config, &[Role::Expirer]).await,
+        Command::All => {
+            serve(&config, &[Role::Relay, Role::Inventory, Role::Email, Role::Completer, Role::Expirer]).await
+        }
         Command::ReconcileEmails { send, resend_claimed, older_than } => {
             let sends = email::Sends { never_claimed: send, resend_claimed };
             reconcile_emails(&config, sends, older_than).await

@@ -4,7 +4,7 @@ use deadpool_postgres::Pool;
 
 use crate::config::Config;
 use crate::shutdown::Shutdown;
-use crate::{completer, email, inventory, relay};
+use crate::{completer, email, expirer, inventory, relay};
 
 /// The long-running workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +18,8 @@ pub enum Role {
     Email,
     /// Finishes card charges left `processing` at the payment provider.
     Completer,
+    /// Voids authorizations past their deadline.
+    Expirer,
 }
 
 /// Starts each role's loops on the runtime; they run until `shutdown`.
@@ -40,6 +42,7 @@ pub fn spawn(config: &Config, pool: &Pool, roles: &[Role], shutdown: &Shutdown) 
             }
             Role::Email => tasks.spawn(email::run(c, p, s)),
             Role::Completer => tasks.spawn(completer::run(c, p, s)),
+            Role::Expirer => tasks.spawn(expirer::run(c, p, s)),
         };
     }
     tasks

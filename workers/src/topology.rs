@@ -32,12 +32,15 @@ use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptio
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 
-use ledger::events::{ChargeSucceededV1, Event};
+use ledger::events::{ChargeCapturedV1, ChargeSucceededV1, ChargeVoidedV1, Event};
 
-/// Event types the inventory worker acts on.
-pub const INVENTORY_EVENTS: &[&str] = &[ChargeSucceededV1::TYPE];
-/// Event types the email worker acts on.
-pub const EMAIL_EVENTS: &[&str] = &[ChargeSucceededV1::TYPE];
+/// Event types the inventory worker acts on: a paid order's stock leaves
+/// the shelf (`charge.succeeded`, `charge.captured`), a voided
+/// authorization's comes back (`charge.voided`).
+pub const INVENTORY_EVENTS: &[&str] = &[ChargeSucceededV1::TYPE, ChargeCapturedV1::TYPE, ChargeVoidedV1::TYPE];
+/// Event types the email worker acts on: a paid order (at once, or an
+/// authorization captured) gets its confirmation.
+pub const EMAIL_EVENTS: &[&str] = &[ChargeSucceededV1::TYPE, ChargeCapturedV1::TYPE];
 
 #[derive(Debug, Clone)]
 pub struct Names {

@@ -25,9 +25,21 @@ pub struct Account {
     pub currency: ledger::Currency,
     /// Whether the balance may go below zero (an external-funds account may).
     pub allow_negative: bool,
-    /// The sum of the account's entries.
+    /// The sum of the account's entries: what it can spend now. Money held
+    /// by its open authorizations has already left it, so this is its
+    /// available balance.
     #[schema(value_type = String, pattern = r"^-?[0-9]+(\.[0-9]+)?$", example = "100.00")]
     pub balance: Decimal,
+    /// Held by its open authorizations (`"capture": false` charges not yet
+    /// captured, voided or expired).
+    #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "25.00")]
+    pub pending: Decimal,
+    /// What it has, held money included: `available + pending`.
+    #[schema(value_type = String, pattern = r"^-?[0-9]+(\.[0-9]+)?$", example = "125.00")]
+    pub posted: Decimal,
+    /// What it can spend: the same as `balance`.
+    #[schema(value_type = String, pattern = r"^-?[0-9]+(\.[0-9]+)?$", example = "100.00")]
+    pub available: Decimal,
     pub created_at: DateTime<Utc>,
 }
 
@@ -39,6 +51,9 @@ impl From<ledger::accounts::Account> for Account {
             currency: a.currency,
             allow_negative: a.allow_negative,
             balance: a.balance,
+            pending: a.pending,
+            posted: a.balance + a.pending,
+            available: a.balance,
             created_at: a.created_at,
         }
     }
@@ -70,6 +85,10 @@ pub enum EntryKind {
     /// A card refund the provider failed, undone: the refund's entries
     /// reversed.
     RefundReversal,
+    /// An authorization's hold: the buyer's amount to the tenant's holds account.
+    Authorization,
+    /// Held money given back: what a capture did not take, or a void's.
+    Release,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -94,6 +113,8 @@ impl From<ledger::accounts::EntryPage> for EntryPage {
                         K::Charge => EntryKind::Charge,
                         K::Refund => EntryKind::Refund,
                         K::RefundReversal => EntryKind::RefundReversal,
+                        K::Authorization => EntryKind::Authorization,
+                        K::Release => EntryKind::Release,
                     },
                     amount: e.amount,
                     currency: e.currency,

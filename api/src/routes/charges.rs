@@ -3,7 +3,7 @@
 use actix_web::{get, post, web, HttpResponse};
 use chrono::{DateTime, Utc};
 use ledger::cards::NewCardCharge;
-use ledger::charges::NewCharge;
+use ledger::charges::{NewCharge, NewHold};
 use ledger::idempotency::Answer;
 use ledger::money::parse_amount;
 use ledger::refunds::NewRefund;
@@ -64,9 +64,66 @@ pub struct Charge {
     #[schema(example = "buyer@example.com")]
     pub receipt_email: Option<String>,
     /// The ledger transaction that moved the money; `null` while a card
-    /// charge is `processing`, and for a `failed` one.
+    /// charge is `processing`, for a `failed` one, and for an authorization
+    /// until it is captured.
     pub transaction_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
+    /// An authorization (`"capture": false`): what it held, until when, and
+    /// how it ended. Absent for a charge made at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub authorization: Option<Authorization>,
+}
+
+/// What an authorization held and how it ended. The charge's `amount` is
+/// what it takes: what is held until it is captured, then what was captured.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Authorization {
+    /// What was held on the buyer's wallet.
+    #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "25.00")]
+    pub amount: Decimal,
+    /// Until when it may be captured; the expirer voids it then.
+    pub expires_at: DateTime<Utc>,
+    /// The ledger transaction that moved the amount from the buyer to the
+    /// tenant's holds account (`holds:<CURRENCY>`).
+    pub hold_transaction_id: Option<Uuid>,
+    /// The ledger transaction that gave held money back to the buyer: what
+    /// a capture did not take, or all of it on a void.
+    pub release_transaction_id: Option<Uuid>,
+    pub capture_reference: Option<String>,
+    pub captured_at: Option<DateTime<Utc>>,
+    pub void_reference: Option<String>,
+    pub void_reason: Option<VoidReason>,
+    pub voided_at: Option<DateTime<Utc>>,
+}
+
+/// `requested`: voided by `POST /v1/charges/{id}/void`; `expired`: its
+/// deadline passed before a capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VoidReason {
+    Requested,
+    Expired,
+}
+
+impl From<ledger::charges::Authorization> for Authorization {
+    fn from(a: ledger::charges::Authorization) -> Self {
+        use ledger::charges::VoidReason as R;
+        Authorization {
+            amount: a.amount,
+            expires_at: a.expires_at,
+            hold_transaction_id: a.hold_transaction_id,
+            release_transaction_id: a.release_transaction_id,
+            capture_reference: a.capture_reference,
+            captured_at: a.captured_at,
+            void_reference: a.void_reference,
+            void_reason: a.void_reason.map(|r| match r {
+                R::Requested => VoidReason::Requested,
+                R::Expired => VoidReason::Expired,
+            }),
+            voided_at: a.voided_at,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -83,11 +140,16 @@ pub struct PlatformFee {
 /// it in the front end with `next_action` and `client_secret`, then retry the
 /// request with the same Idempotency-Key; unauthenticated past the window it
 /// is cancelled and `failed`. `failed`: the provider declined the card.
+/// `authorized`: an authorization holding its amount until it is captured
+/// (then `succeeded`) or `voided` (asked, or expired); a voided one frees
+/// its order for the next attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChargeStatus {
     Processing,
     RequiresAction,
+    Authorized,
+    Voided,
     Succeeded,
     PartiallyRefunded,
     Refunded,
@@ -100,6 +162,8 @@ impl ChargeStatus {
         match self {
             ChargeStatus::Processing => S::Processing,
             ChargeStatus::RequiresAction => S::RequiresAction,
+            ChargeStatus::Authorized => S::Authorized,
+            ChargeStatus::Voided => S::Voided,
             ChargeStatus::Succeeded => S::Succeeded,
             ChargeStatus::PartiallyRefunded => S::PartiallyRefunded,
             ChargeStatus::Refunded => S::Refunded,
@@ -129,6 +193,8 @@ impl From<ledger::charges::Charge> for Charge {
             status: match c.status {
                 S::Processing => ChargeStatus::Processing,
                 S::RequiresAction => ChargeStatus::RequiresAction,
+                S::Authorized => ChargeStatus::Authorized,
+                S::Voided => ChargeStatus::Voided,
                 S::Succeeded => ChargeStatus::Succeeded,
                 S::PartiallyRefunded => ChargeStatus::PartiallyRefunded,
                 S::Refunded => ChargeStatus::Refunded,
@@ -137,6 +203,7 @@ impl From<ledger::charges::Charge> for Charge {
             receipt_email: c.receipt_email,
             transaction_id: c.transaction_id,
             created_at: c.created_at,
+            authorization: c.authorization.map(Authorization::from),
         }
     }
 }
@@ -247,7 +314,23 @@ pub struct CreateCharge {
     /// Where to send the order confirmation email (at most once per order).
     #[schema(max_length = 254, pattern = r"^[!-?A-~]+@[!-?A-~]*\.[!-?A-~]*$", example = "buyer@example.com")]
     pub receipt_email: Option<String>,
+    /// `false`: authorize only. The amount is held on the buyer's wallet
+    /// (`authorized`) until `POST /v1/charges/{id}/capture` takes all or part
+    /// of it, `POST /v1/charges/{id}/void` gives it back, or it expires.
+    /// Default `true`: charged at once. Wallet charges only for now.
+    pub capture: Option<bool>,
+    /// With `"capture": false`: how long the authorization holds, in
+    /// seconds (60 to 2,592,000; default 604,800, 7 days). Not a term of the
+    /// order attempt: a retry under another key finds the same
+    /// authorization, whatever its deadline.
+    #[schema(minimum = 60, maximum = 2592000, example = 604800)]
+    pub expires_in: Option<i64>,
 }
+
+/// How long an authorization holds when the request does not say.
+pub const DEFAULT_AUTHORIZATION_WINDOW: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+/// The bounds of `expires_in`.
+const AUTHORIZATION_WINDOW_SECS: std::ops::RangeInclusive<i64> = 60..=30 * 24 * 3600;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -317,8 +400,19 @@ pub async fn create(
         Some(e) => Some(email(e)?),
         None => None,
     };
+    let window = authorization_window(b)?;
     match (b.buyer_account_id, &b.payment_method) {
         (Some(buyer), None) => {
+            let hold = match window {
+                None => None,
+                Some(window) => {
+                    let client = state.pool.get().await?;
+                    Some(NewHold {
+                        account: ledger::holds::account(&**client, caller.0, currency).await?,
+                        expires_at: ledger::holds::deadline(Utc::now(), window),
+                    })
+                }
+            };
             let charge = NewCharge {
                 order_id: order_id.to_owned(),
                 attempt: b.attempt,
@@ -328,8 +422,12 @@ pub async fn create(
                 currency,
                 platform_fee,
                 receipt_email: receipt_email.map(str::to_owned),
+                hold,
             };
             idempotency::run_batched(&state, caller.0, &key, &body.canonical, created(), Charge::from, charge).await
+        }
+        (None, Some(_)) if window.is_some() => {
+            Err(ApiError::invalid_field("`capture: false` is for wallet charges: a card charge is captured at once"))
         }
         (None, Some(payment_method)) => {
             let provider_key = state.provider.provider_key(caller.0, order_id, b.attempt);
@@ -361,6 +459,22 @@ pub async fn create(
             ProblemCode::InvalidPaymentSource,
             "give exactly one of `buyer_account_id` (a wallet) and `payment_method` (a card)",
         )),
+    }
+}
+
+/// How long a new charge's authorization holds: `None` for a charge made
+/// at once.
+fn authorization_window(b: &CreateCharge) -> Result<Option<std::time::Duration>, ApiError> {
+    match (b.capture, b.expires_in) {
+        (None | Some(true), None) => Ok(None),
+        (None | Some(true), Some(_)) => {
+            Err(ApiError::invalid_field("`expires_in` is for an authorization (`capture: false`)"))
+        }
+        (Some(false), None) => Ok(Some(DEFAULT_AUTHORIZATION_WINDOW)),
+        (Some(false), Some(secs)) if AUTHORIZATION_WINDOW_SECS.contains(&secs) => {
+            Ok(Some(std::time::Duration::from_secs(secs as u64)))
+        }
+        (Some(false), Some(_)) => Err(ApiError::invalid_field("`expires_in` is 60 to 2592000 seconds")),
     }
 }
 
@@ -626,5 +740,108 @@ pub async fn refund(
         Refund::from,
         async |tx| ledger::refunds::begin(tx, tenant, charge_id, &new).await,
     )
+    .await
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureCharge {
+    /// Your name for this capture, e.g. `{order_id}:ship`: one capture per
+    /// charge, ever. The same reference again with the same amount returns
+    /// the captured charge (200, `Natural-Key-Replayed`), also under another
+    /// or an expired Idempotency-Key; with another amount, 409
+    /// `natural_key_conflict`.
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]{0,253}[!-~])?$", example = "order-1001:ship")]
+    pub reference: String,
+    /// What to take, at most what is held and at least the platform fee;
+    /// all that is held when absent. The rest goes back to the buyer.
+    #[schema(pattern = r"^[0-9]{1,16}(\.[0-9]{1,2})?$", example = "20.00")]
+    pub amount: Option<String>,
+}
+
+/// Capture an authorization: all or part of what it holds.
+///
+/// `amount` goes to the seller and the platform (the fee whole) from the
+/// tenant's holds account, in the charge's `transaction_id`; what was held
+/// beyond it goes back to the buyer (`authorization.release_transaction_id`).
+/// The charge is then `succeeded` and can be refunded, up to what was
+/// captured. Exactly one of a capture, a void and the expiry ends an
+/// authorization, also under concurrent requests.
+#[utoipa::path(
+    operation_id = "capture_charge",
+    tag = "charges",
+    params(("id" = Uuid, Path, description = "Charge id"), IdempotencyKey),
+    request_body = CaptureCharge,
+    responses(
+        (status = 200, description = "Captured: the charge, `succeeded`. Also (with `Natural-Key-Replayed: true`) when this charge was already captured with this reference and amount", body = Charge, headers(("Natural-Key-Replayed" = String, description = "`true` when it was captured before"))),
+        (status = 404, description = "`charge_not_found`: no such charge for this tenant; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`charge_not_authorized`: the charge is not an open authorization (made at once, captured under another reference, or voided); `authorization_expired`: its deadline has passed; `natural_key_conflict`: captured with this reference and another amount", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`capture_exceeds_authorization`: more than is held; `fee_exceeds_amount`: less than the platform fee; `invalid_amount`, `amount_not_positive`, `amount_too_precise`, `amount_too_large`: not a positive decimal string within the currency's minor unit; `invalid_field`: `reference` is not 1 to 255 printable ASCII characters without surrounding spaces", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/charges/{id}/capture")]
+pub async fn capture(
+    state: web::Data<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    id: web::Path<Uuid>,
+    body: JsonBody<CaptureCharge>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, charge_id) = (caller.0, *id);
+    let reference = identifier("reference", &body.value.reference)?;
+    let asked = body.value.amount.as_deref();
+    let capture = ledger::holds::Capture { reference, amount: asked };
+    idempotency::run(&state, tenant, &key, &body.canonical, Applied::Ok, async |tx| {
+        Ok(ledger::holds::capture(tx, tenant, charge_id, &capture).await?.map(Charge::from))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VoidCharge {
+    /// Your name for this void, e.g. `{order_id}:cancel`. The same
+    /// reference again returns the voided charge (200,
+    /// `Natural-Key-Replayed`), also under another or an expired
+    /// Idempotency-Key.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[!-~]([ -~]{0,253}[!-~])?$",
+        example = "order-1001:cancel"
+    )]
+    pub reference: String,
+}
+
+/// Void an authorization: everything it holds goes back to the buyer.
+///
+/// The charge is then `voided` (reason `requested`) and its order is free
+/// for the next attempt. Exactly one of a capture, a void and the expiry
+/// ends an authorization, also under concurrent requests.
+#[utoipa::path(
+    operation_id = "void_charge",
+    tag = "charges",
+    params(("id" = Uuid, Path, description = "Charge id"), IdempotencyKey),
+    request_body = VoidCharge,
+    responses(
+        (status = 200, description = "Voided: the charge, `voided`. Also (with `Natural-Key-Replayed: true`) when this charge was already voided with this reference", body = Charge, headers(("Natural-Key-Replayed" = String, description = "`true` when it was voided before"))),
+        (status = 404, description = "`charge_not_found`: no such charge for this tenant; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`charge_not_authorized`: the charge is not an open authorization (made at once, captured, expired, or voided under another reference)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_field`: `reference` is not 1 to 255 printable ASCII characters without surrounding spaces", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/charges/{id}/void")]
+pub async fn void(
+    state: web::Data<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    id: web::Path<Uuid>,
+    body: JsonBody<VoidCharge>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, charge_id) = (caller.0, *id);
+    let reference = identifier("reference", &body.value.reference)?;
+    idempotency::run(&state, tenant, &key, &body.canonical, Applied::Ok, async |tx| {
+        Ok(ledger::holds::void(tx, tenant, charge_id, reference).await?.map(Charge::from))
+    })
     .await
 }

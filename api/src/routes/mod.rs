@@ -30,6 +30,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(charges::get)
             .service(charges::refund)
             .service(charges::refunds)
+            .service(charges::capture)
+            .service(charges::void)
             .service(inventory::restock)
             .service(inventory::get_sku)
             .service(inventory::reserve)
