@@ -49,6 +49,7 @@ pub enum ProblemCode {
     CardDeclined,
     RefundFailed,
     InvalidPaymentSource,
+    InvalidAuthorization,
     ChargeNotPaid,
     ChargeNotAuthorized,
     AuthorizationExpired,

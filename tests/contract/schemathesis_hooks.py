@@ -48,6 +48,10 @@ RULES_BEYOND_THE_SCHEMA = frozenset(
         "refund_exceeds_charge",
         # exactly one of `buyer_account_id` and `payment_method`
         "invalid_payment_source",
+        # `expires_in` only with `"capture": false`, and that only for a wallet
+        "invalid_authorization",
+        # a capture of more than its authorization holds
+        "capture_exceeds_authorization",
         # at most one of a list's `starting_after` and `ending_before`
         "conflicting_cursors",
     }

@@ -579,16 +579,20 @@ async fn bad_captures_and_authorizations_are_clear_problems_that_write_nothing()
         b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         b
     };
-    for (i, extra) in [
-        json!({"expires_in": 3600}),
-        json!({"capture": false, "expires_in": 59}),
-        json!({"capture": false, "expires_in": 2592001}),
+    for (i, (extra, code)) in [
+        (json!({"expires_in": 3600}), "invalid_authorization"),
+        (json!({"capture": false, "expires_in": 59}), "invalid_field"),
+        (json!({"capture": false, "expires_in": 2592001}), "invalid_field"),
+        (
+            json!({"capture": false, "buyer_account_id": null, "payment_method": "pm_card_visa"}),
+            "invalid_authorization",
+        ),
     ]
     .into_iter()
     .enumerate()
     {
         let a = w.app.post("/v1/charges", &w.key, &format!("bad{i}"), charge(extra)).await;
-        assert_eq!((a.status, a.code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field".to_owned()), "{a:?}");
+        assert_eq!((a.status, a.code()), (StatusCode::UNPROCESSABLE_ENTITY, code.to_owned()), "{a:?}");
     }
     let ok = w.app.post("/v1/charges", &w.key, "ok", charge(json!({"capture": false, "expires_in": 60}))).await;
     assert_eq!(ok.status, StatusCode::CREATED, "{ok:?}");

@@ -373,7 +373,7 @@ pub struct CreatePlatformFee {
         (status = 404, description = "`account_not_found`: the buyer, seller or platform account does not exist for this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`order_already_charged`: another attempt already paid this order, or is still processing (one succeeded charge per order; a new attempt only after a decline); the problem's `charge_id` names that charge. `natural_key_conflict`: this order attempt was charged with other terms", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "`provider_rejected`: the payment provider refused the request itself, not the card (a configuration error: a key without the permission, a wrong provider URL, an amount it does not take). Not a decline and not stored: a charge never sent before is not recorded, and the same request runs afresh once the configuration is fixed; one sent before (its answer lost) stays `processing` and the same request finishes it then; `detail` carries the provider's message", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid_payment_source`: not exactly one of `buyer_account_id` and `payment_method`; `invalid_amount`, `amount_not_positive`, `amount_too_precise`, `amount_too_large`: the amount is not a positive decimal string within the currency's minor unit and 1,000,000,000; `unknown_currency`; `currency_mismatch`; `same_account`: buyer and seller are one account; `fee_exceeds_amount`; `invalid_field`: `order_id`, `attempt` or `payment_method`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_payment_source`: not exactly one of `buyer_account_id` and `payment_method`; `invalid_amount`, `amount_not_positive`, `amount_too_precise`, `amount_too_large`: the amount is not a positive decimal string within the currency's minor unit and 1,000,000,000; `unknown_currency`; `currency_mismatch`; `same_account`: buyer and seller are one account; `fee_exceeds_amount`; `invalid_authorization`: `expires_in` without `\"capture\": false`, or `\"capture\": false` with a card; `invalid_field`: `order_id`, `attempt`, `payment_method` or `expires_in`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/charges")]
@@ -426,9 +426,9 @@ pub async fn create(
             };
             idempotency::run_batched(&state, caller.0, &key, &body.canonical, created(), Charge::from, charge).await
         }
-        (None, Some(_)) if window.is_some() => {
-            Err(ApiError::invalid_field("`capture: false` is for wallet charges: a card charge is captured at once"))
-        }
+        (None, Some(_)) if window.is_some() => Err(invalid_authorization(
+            "`capture: false` is for wallet charges for now: a card charge is captured at once",
+        )),
         (None, Some(payment_method)) => {
             let provider_key = state.provider.provider_key(caller.0, order_id, b.attempt);
             let new = NewCardCharge {
@@ -468,7 +468,7 @@ fn authorization_window(b: &CreateCharge) -> Result<Option<std::time::Duration>,
     match (b.capture, b.expires_in) {
         (None | Some(true), None) => Ok(None),
         (None | Some(true), Some(_)) => {
-            Err(ApiError::invalid_field("`expires_in` is for an authorization (`capture: false`)"))
+            Err(invalid_authorization("`expires_in` is for an authorization (`capture: false`)"))
         }
         (Some(false), None) => Ok(Some(DEFAULT_AUTHORIZATION_WINDOW)),
         (Some(false), Some(secs)) if AUTHORIZATION_WINDOW_SECS.contains(&secs) => {
@@ -476,6 +476,11 @@ fn authorization_window(b: &CreateCharge) -> Result<Option<std::time::Duration>,
         }
         (Some(false), Some(_)) => Err(ApiError::invalid_field("`expires_in` is 60 to 2592000 seconds")),
     }
+}
+
+/// A rule across `capture`, `expires_in` and the payment source.
+fn invalid_authorization(detail: &'static str) -> ApiError {
+    ApiError::new(actix_web::http::StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::InvalidAuthorization, detail)
 }
 
 /// The answer a batch stores for a new charge's outcome: the one
