@@ -475,6 +475,36 @@ pub(crate) async fn purchase(http: &Http, acc: &Accounts, order: &str, i: usize)
     (w, true, charged)
 }
 
+/// An authorization then its capture, of a new order: the checkout's
+/// `"capture": false` charge (201 `authorized`), then all of it captured
+/// (200 `succeeded`). Returns the wrong answers and whether both happened.
+pub(crate) async fn authorize_capture(http: &Http, acc: &Accounts, order: &str, i: usize) -> (Wrong, bool) {
+    let mut body: Value = serde_json::from_slice(&charge_body(acc, order, i)).expect("a charge body is JSON");
+    body["capture"] = json!(false);
+    let mut w = Wrong::default();
+    let r = http.post("/v1/charges", &format!("auth:{order}"), body.to_string().into_bytes()).await;
+    if !check_created(&mut w, &r) {
+        return (w, false);
+    }
+    let id = r.ok().and_then(|(_, _, answer)| serde_json::from_slice::<Value>(&answer).ok()).map(|a| a["id"].clone());
+    let Some(Value::String(id)) = id else {
+        w.not_created += 1;
+        return (w, false);
+    };
+    let capture = json!({"reference": format!("{order}:ship")}).to_string().into_bytes();
+    match http.post(&format!("/v1/charges/{id}/capture"), &format!("capture:{order}"), capture).await {
+        Ok((200, _, _)) => (w, true),
+        Ok(_) => {
+            w.non_2xx += 1;
+            (w, false)
+        }
+        Err(_) => {
+            w.transport += 1;
+            (w, false)
+        }
+    }
+}
+
 /// Closed loop: `concurrency` tasks, each sending its next request as soon as
 /// the previous one answered. Latencies are recorded after the warm-up.
 pub(crate) async fn closed_loop<F, Fut>(

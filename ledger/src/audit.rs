@@ -377,6 +377,18 @@ pub const INVARIANTS: &[Invariant] = &[
                WHERE r.status = 'held' GROUP BY r.id",
     },
     Invariant {
+        name: "no_unpaid_reservation_past_expiry",
+        promise: "once the expirer has run, no reservation whose order no charge holds is still held more than 10 \
+                  seconds past its deadline",
+        quiesced: true,
+        sql: "SELECT jsonb_build_object('reservation_id', r.id, 'order_id', r.order_id, 'sku', r.sku, \
+                     'expires_at', r.expires_at) \
+                FROM reservations r \
+               WHERE r.status = 'held' AND r.expires_at < now() - interval '10 seconds' \
+                 AND NOT EXISTS (SELECT 1 FROM charges c WHERE c.tenant_id = r.tenant_id AND c.order_id = r.order_id \
+                                    AND c.status NOT IN ('failed', 'voided'))",
+    },
+    Invariant {
         name: "voided_reservations_released",
         promise: "after quiescence, every reservation held when its order's authorization was voided has been \
                   released, unless a later attempt holds the order",

@@ -78,6 +78,10 @@ pub struct Reservation {
     pub status: ReservationStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Until when it holds unpaid: past it, the expirer releases it, unless
+    /// a charge of its order paid it or may still. `None` for a
+    /// reservation made before reservations expired.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +114,7 @@ impl ReservationStatus {
     }
 }
 
-const RESERVATION_COLUMNS: &str = "id, order_id, sku, quantity, status, created_at, updated_at";
+const RESERVATION_COLUMNS: &str = "id, order_id, sku, quantity, status, created_at, updated_at, expires_at";
 
 fn reservation_from_row(row: &Row) -> Result<Reservation> {
     Ok(Reservation {
@@ -121,6 +125,7 @@ fn reservation_from_row(row: &Row) -> Result<Reservation> {
         status: ReservationStatus::stored(row.get(4))?,
         created_at: row.get(5),
         updated_at: row.get(6),
+        expires_at: row.get(7),
     })
 }
 
@@ -142,14 +147,16 @@ impl From<&Reservation> for ReservationV1 {
     }
 }
 
-/// Holds `quantity` of `sku` for an order, or returns the existing hold of
-/// that order and SKU when it asked for the same quantity.
+/// Holds `quantity` of `sku` for an order until `expires_at`, or returns the
+/// existing hold of that order and SKU when it asked for the same quantity
+/// (its deadline is not a term: a retry computes another).
 pub async fn reserve(
     tx: &Transaction<'_>,
     tenant: TenantId,
     order_id: &str,
     sku: &str,
     quantity: i64,
+    expires_at: DateTime<Utc>,
 ) -> Result<Outcome<Reservation>> {
     // Lock the SKU first: concurrent reservations of one SKU queue here, and
     // a concurrent duplicate of this order finds the first one's row below.
@@ -191,10 +198,10 @@ pub async fn reserve(
     let row = tx
         .cached_one(
             &format!(
-                "INSERT INTO reservations (id, tenant_id, order_id, sku, quantity, status) \
-                 VALUES ($1, $2, $3, $4, $5, 'held') RETURNING {RESERVATION_COLUMNS}"
+                "INSERT INTO reservations (id, tenant_id, order_id, sku, quantity, status, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'held', $6) RETURNING {RESERVATION_COLUMNS}"
             ),
-            &[&Uuid::now_v7(), &tenant.0, &order_id, &sku, &quantity],
+            &[&Uuid::now_v7(), &tenant.0, &order_id, &sku, &quantity, &expires_at],
         )
         .await?;
     let reservation = reservation_from_row(&row)?;
@@ -339,6 +346,52 @@ pub async fn release_order(tx: &Transaction<'_>, tenant: TenantId, order_id: &st
         released.push(release_held(tx, tenant, &reservation_from_row(&row)?).await?);
     }
     Ok(released)
+}
+
+/// Held reservations past their deadline whose order no charge holds (none
+/// paid it or may still), soonest first, at most `limit`: what the expirer
+/// releases next.
+pub async fn due(client: &impl GenericClient, limit: i64) -> Result<Vec<(TenantId, Uuid)>> {
+    let rows = client
+        .query(
+            "SELECT r.tenant_id, r.id FROM reservations r \
+              WHERE r.status = 'held' AND r.expires_at <= now() \
+                AND NOT EXISTS (SELECT 1 FROM charges c WHERE c.tenant_id = r.tenant_id AND c.order_id = r.order_id \
+                                   AND c.status NOT IN ('failed', 'voided')) \
+              ORDER BY r.expires_at LIMIT $1",
+            &[&limit],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (TenantId(r.get(0)), r.get(1))).collect())
+}
+
+/// Releases a held reservation past its deadline, unless it was released
+/// or committed meanwhile, or a charge of its order now holds it (`None`
+/// then, nothing written). The order's charges are read after the
+/// reservation's row lock: a charge committed before it is seen; one
+/// committed after finds the stock released, as after an explicit release.
+pub async fn expire(tx: &Transaction<'_>, tenant: TenantId, id: Uuid) -> Result<Option<Reservation>> {
+    let row = tx
+        .cached_opt(
+            &format!(
+                "SELECT {RESERVATION_COLUMNS} FROM reservations \
+                  WHERE id = $1 AND tenant_id = $2 AND status = 'held' AND expires_at <= now() FOR UPDATE"
+            ),
+            &[&id, &tenant.0],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let reservation = reservation_from_row(&row)?;
+    let paid = tx
+        .cached_opt(
+            "SELECT 1 FROM charges WHERE tenant_id = $1 AND order_id = $2 AND status NOT IN ('failed', 'voided') LIMIT 1",
+            &[&tenant.0, &reservation.order_id],
+        )
+        .await?;
+    if paid.is_some() {
+        return Ok(None);
+    }
+    release_held(tx, tenant, &reservation).await.map(Some)
 }
 
 /// Commits an order's held reservations once its payment succeeded: the

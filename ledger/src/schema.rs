@@ -224,6 +224,7 @@ diesel::table! {
         status -> Text,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        expires_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -599,6 +599,73 @@ async fn bad_captures_and_authorizations_are_clear_problems_that_write_nothing()
     assert_eq!(w.app.scalar("SELECT count(*) FROM charges").await, 2);
 }
 
+/// Stock held for a checkout that is never paid comes back at its deadline;
+/// stock of an order a charge paid, or an authorization holds, stays.
+#[actix_web::test]
+async fn an_unpaid_reservation_past_its_deadline_is_released_and_a_paid_or_authorized_one_is_not() {
+    let s = shop().await;
+    let reserve = |order: &'static str, extra: Value| {
+        let s = &s;
+        async move {
+            let mut body = json!({"order_id": order, "sku": "mug", "quantity": 1});
+            body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            s.app.post("/v1/reservations", &s.key, &format!("{order}:mug"), body).await
+        }
+    };
+    let unpaid = reserve("unpaid", json!({"expires_in": 60})).await;
+    assert_eq!(unpaid.status, StatusCode::CREATED, "{unpaid:?}");
+    let default_deadline: chrono::DateTime<chrono::Utc> =
+        reserve("paid", json!({})).await.json()["expires_at"].as_str().unwrap().parse().unwrap();
+    let week = chrono::Utc::now() + chrono::Duration::days(7);
+    assert!((week - default_deadline).num_seconds().abs() < 60, "7 days by default: {default_deadline}");
+    let charge = |order: &str, capture: bool| {
+        json!({"order_id": order, "attempt": 1, "buyer_account_id": s.buyer, "seller_account_id": s.seller,
+               "amount": "12.00", "currency": "USD", "capture": capture})
+    };
+    assert_eq!(s.app.post("/v1/charges", &s.key, "paid:1", charge("paid", true)).await.status, StatusCode::CREATED);
+    assert_eq!(reserve("held", json!({})).await.status, StatusCode::CREATED);
+    assert_eq!(s.app.post("/v1/charges", &s.key, "held:1", charge("held", false)).await.status, StatusCode::CREATED);
+    for bad in [59, 2_592_001] {
+        let r = reserve("bad", json!({"expires_in": bad})).await;
+        assert_eq!((r.status, r.code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field".to_owned()), "{r:?}");
+    }
+    assert_eq!(s.app.get("/v1/skus/mug", &s.key).await.json()["reserved"], 3);
+
+    // a week later: every deadline passed, the expirer runs (no inventory worker yet)
+    s.app
+        .db
+        .client()
+        .await
+        .execute("UPDATE reservations SET expires_at = now() - interval '1 minute'", &[])
+        .await
+        .unwrap();
+    let violations = |names: &'static [&'static str]| {
+        let s = &s;
+        async move { ledger::audit::violations(&s.app.db.client().await, names).await.unwrap().len() }
+    };
+    assert_eq!(violations(&["no_unpaid_reservation_past_expiry"]).await, 1);
+    let pool = ledger::db::pool(&s.app.db.url, &Default::default()).unwrap();
+    workers::expirer::once(&pool).await.unwrap();
+    let by_order = |order: &'static str| {
+        let s = &s;
+        async move {
+            let list = s.app.get(&format!("/v1/reservations?order_id={order}"), &s.key).await.json();
+            list["data"][0]["status"].as_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(
+        (by_order("unpaid").await, by_order("paid").await, by_order("held").await),
+        ("released".to_owned(), "held".to_owned(), "held".to_owned())
+    );
+    assert_eq!(s.app.get("/v1/skus/mug", &s.key).await.json()["reserved"], 2);
+    assert_eq!(s.scalar("SELECT count(*) FROM outbox WHERE event_type = 'reservation.released'").await, 1);
+    // a second scan releases nothing more
+    workers::expirer::once(&pool).await.unwrap();
+    assert_eq!(s.scalar("SELECT count(*) FROM outbox WHERE event_type = 'reservation.released'").await, 1);
+    assert_eq!(violations(&["no_unpaid_reservation_past_expiry"]).await, 0);
+    s.audit_clean(false).await;
+}
+
 /// Checkout holds stock and money; shipment captures (the stock leaves the
 /// shelf); a cancelled or abandoned checkout voids (the stock comes back),
 /// through the relay, RabbitMQ and the inventory worker.

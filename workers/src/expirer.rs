@@ -1,5 +1,7 @@
 //! The expirer: voids authorizations whose deadline has passed (reason
-//! `expired`), giving their hold back to the buyer, once each.
+//! `expired`), giving their hold back to the buyer, once each; and releases
+//! held reservations past their deadline whose order no charge holds (stock
+//! held for a checkout that was never paid comes back).
 //!
 //! Each is voided in its own transaction under the charge's row lock
 //! (`ledger::holds::expire`), which first reads the charge's status: a
@@ -47,11 +49,12 @@ pub async fn run(config: Config, pool: Pool, mut shutdown: Shutdown) {
 }
 
 /// One scan: voids each authorization past its deadline that nothing else
-/// ended first. Returns how many it found due.
+/// ended first, then releases each reservation past its deadline that no
+/// charge holds. Returns how many it found due.
 pub async fn once(pool: &Pool) -> Result<usize, Error> {
-    let due = {
+    let (due, stock) = {
         let client = pool.get().await?;
-        ledger::holds::due(&**client, BATCH).await?
+        (ledger::holds::due(&**client, BATCH).await?, ledger::inventory::due(&**client, BATCH).await?)
     };
     for (tenant, id) in &due {
         if expire(pool, *tenant, *id).await? {
@@ -61,7 +64,21 @@ pub async fn once(pool: &Pool) -> Result<usize, Error> {
             tracing::info!(charge_id = %id, "expirer: authorization expired, its hold released");
         }
     }
-    Ok(due.len())
+    for (tenant, id) in &stock {
+        if release(pool, *tenant, *id).await? {
+            metrics::counter!("ledger_reservations_expired_total").increment(1);
+            tracing::info!(reservation_id = %id, "expirer: reservation expired, its stock released");
+        }
+    }
+    Ok(due.len().max(stock.len()))
+}
+
+async fn release(pool: &Pool, tenant: TenantId, id: Uuid) -> Result<bool, Error> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let released = ledger::inventory::expire(&tx, tenant, id).await?;
+    tx.commit().await?;
+    Ok(released.is_some())
 }
 
 async fn expire(pool: &Pool, tenant: TenantId, id: Uuid) -> Result<bool, Error> {

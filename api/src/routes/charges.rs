@@ -330,7 +330,7 @@ pub struct CreateCharge {
 /// How long an authorization holds when the request does not say.
 pub const DEFAULT_AUTHORIZATION_WINDOW: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 /// The bounds of `expires_in`.
-const AUTHORIZATION_WINDOW_SECS: std::ops::RangeInclusive<i64> = 60..=30 * 24 * 3600;
+pub(crate) const AUTHORIZATION_WINDOW_SECS: std::ops::RangeInclusive<i64> = 60..=30 * 24 * 3600;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

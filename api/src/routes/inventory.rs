@@ -43,6 +43,9 @@ pub struct Reservation {
     pub status: ReservationStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Until when it holds unpaid (`null` for a reservation made before
+    /// reservations expired: it holds until released).
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -82,6 +85,7 @@ impl From<ledger::inventory::Reservation> for Reservation {
             },
             created_at: r.created_at,
             updated_at: r.updated_at,
+            expires_at: r.expires_at,
         }
     }
 }
@@ -153,6 +157,14 @@ pub struct CreateReservation {
     pub sku: String,
     #[schema(minimum = 1, maximum = 1000000, example = 1)]
     pub quantity: i64,
+    /// How long the stock is held unpaid, in seconds (60 to 2,592,000;
+    /// default 604,800, 7 days, as an authorization). Past it the expirer
+    /// releases it, unless a charge of the order paid it or may still (an
+    /// authorization voids on its own deadline and releases its order's
+    /// stock then). Not a term of the reservation: a retry under another
+    /// key finds the same one, whatever its deadline.
+    #[schema(minimum = 60, maximum = 2592000, example = 604800)]
+    pub expires_in: Option<i64>,
 }
 
 /// Hold stock for an order.
@@ -166,7 +178,7 @@ pub struct CreateReservation {
         (status = 200, description = "This order already holds this SKU in this quantity: the reservation is returned, no second hold", body = Reservation, headers(("Natural-Key-Replayed" = String, description = "`true`"))),
         (status = 404, description = "`sku_not_found`: the SKU was never restocked", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`out_of_stock`: not enough available (stored and replayed); `natural_key_conflict`: this order holds this SKU in another quantity", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid_field`: `order_id`, `sku` or `quantity` (1 to 1,000,000) is not valid", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_field`: `order_id`, `sku`, `quantity` (1 to 1,000,000) or `expires_in` is not valid", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/reservations")]
@@ -180,9 +192,17 @@ pub async fn reserve(
     let order_id = identifier("order_id", &b.order_id)?;
     let sku = sku(&b.sku)?;
     let quantity = quantity(b.quantity)?;
+    let window = match b.expires_in {
+        None => crate::routes::charges::DEFAULT_AUTHORIZATION_WINDOW,
+        Some(secs) if crate::routes::charges::AUTHORIZATION_WINDOW_SECS.contains(&secs) => {
+            std::time::Duration::from_secs(secs as u64)
+        }
+        Some(_) => return Err(ApiError::invalid_field("`expires_in` is 60 to 2592000 seconds")),
+    };
+    let expires_at = ledger::holds::deadline(chrono::Utc::now(), window);
     let created = Applied::CreatedAt(|r: &Reservation| format!("/v1/reservations/{}", r.id));
     idempotency::run(&state, caller.0, &key, &body.canonical, created, async |tx| {
-        Ok(ledger::inventory::reserve(tx, caller.0, order_id, sku, quantity).await?.map(Reservation::from))
+        Ok(ledger::inventory::reserve(tx, caller.0, order_id, sku, quantity, expires_at).await?.map(Reservation::from))
     })
     .await
 }

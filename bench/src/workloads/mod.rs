@@ -4,6 +4,7 @@
 //! results and the chart. Each workload is a module of its own (below); what
 //! they share, and what they leave for the checks, is in `context`.
 
+mod authorize_capture;
 mod bad_keys;
 mod card_charge;
 mod context;
@@ -31,6 +32,7 @@ const WORKLOADS: &[Workload] = &[
     new_charge::BATCHED,
     new_charge::ALONE,
     replay::WORKLOAD,
+    authorize_capture::WORKLOAD,
     card_charge::WORKLOAD,
     reservation::WORKLOAD,
     purchase::WORKLOAD,

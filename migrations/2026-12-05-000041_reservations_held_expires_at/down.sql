@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS reservations_held_expires_at;
