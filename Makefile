@@ -57,7 +57,7 @@ run: db
 	echo "  Docs:     http://$(HTTP_ADDR)/docs/"; \
 	echo "  Spec:     http://$(HTTP_ADDR)/openapi.json"; \
 	echo "  API key:  $$key   (tenant \"dev\")"; \
-	echo "  Workers:  relay, inventory, email, completer (emails go to $${EMAIL_DIR:-target/emails}/ unless SMTP_URL is set)"; \
+	echo "  Workers:  relay, inventory, email, completer, expirer (emails go to $${EMAIL_DIR:-target/emails}/ unless SMTP_URL is set)"; \
 	echo "  Provider: http://$(PROVIDER_ADDR) (the fake; cards pm_card_visa, pm_card_chargeDeclined; state in target/fake-provider)"; \
 	echo "  Metrics:  http://$(API_METRICS_ADDR)/metrics and http://$(WORKERS_METRICS_ADDR)/metrics (ops/prometheus)"; \
 	echo ""; \
@@ -68,6 +68,7 @@ run: db
 	export GATEWAY_URL=http://$(PROVIDER_ADDR); \
 	export GATEWAY_SECRET_KEY=sk_test_ledger_local GATEWAY_WEBHOOK_SECRET=whsec_ledger_local \
 	  GATEWAY_KEY_SECRET=ledger-local-provider-key-secret; \
+	export WEBHOOK_ALLOW_PRIVATE=true; \
 	DATABASE_URL="$(API_DATABASE_URL)" METRICS_ADDR="$(API_METRICS_ADDR)" $(API) serve & api=$$!; \
 	DATABASE_URL="$(WORKERS_DATABASE_URL)" WORKERS_METRICS_ADDR="$(WORKERS_METRICS_ADDR)" $(WORKERS) all & workers=$$!; \
 	trap 'kill -TERM $$api $$workers $$provider 2>/dev/null' INT TERM; \

@@ -25,6 +25,11 @@ pub struct Config {
     /// Seconds between purges of expired Idempotency-Keys.
     #[arg(long, env = "IDEMPOTENCY_PURGE_INTERVAL_SECS", default_value_t = 300)]
     pub idempotency_purge_interval_secs: u64,
+    /// Whether a webhook endpoint may name a private, loopback or
+    /// link-local address (`service::destinations`): for local runs and
+    /// tests only; `make run` sets it.
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", default_value_t = false)]
+    pub webhook_allow_private: bool,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16_384)]
     pub max_body_bytes: usize,

@@ -35,6 +35,14 @@ pub enum ProblemCode {
     EventNotFound,
     SkuNotFound,
     RefundNotFound,
+    WebhookEndpointNotFound,
+    /// A webhook endpoint's URL that is not an `http` or `https` URL.
+    InvalidUrl,
+    /// A webhook endpoint's URL that names (or resolves to) a private,
+    /// loopback or link-local address.
+    PrivateDestination,
+    /// An event type no endpoint can subscribe to.
+    UnknownEventType,
     InvalidAmount,
     AmountNotPositive,
     AmountTooPrecise,
@@ -54,6 +62,13 @@ pub enum ProblemCode {
     ChargeNotAuthorized,
     AuthorizationExpired,
     CaptureExceedsAuthorization,
+    /// An instant of history not settled yet: in the future, too recent, or
+    /// with a transaction that may have begun before it still open.
+    AsOfTooRecent,
+    /// A period whose `from` is not before its `to`.
+    InvalidPeriod,
+    /// A statement with more entries than one JSON document holds: ask for CSV.
+    StatementTooLarge,
     ProviderUnavailable,
     ProviderError,
     ProviderRejected,
@@ -230,6 +245,7 @@ impl From<ledger::Error> for ApiError {
             E::EventNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::EventNotFound),
             E::SkuNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::SkuNotFound),
             E::RefundNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::RefundNotFound),
+            E::WebhookEndpointNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::WebhookEndpointNotFound),
             E::CurrencyMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::CurrencyMismatch),
             E::SameAccount => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::SameAccount),
             E::FeeTooLarge => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::FeeExceedsAmount),
@@ -246,6 +262,9 @@ impl From<ledger::Error> for ApiError {
             E::CaptureExceedsAuthorization { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::CaptureExceedsAuthorization)
             }
+            E::AsOfTooRecent { .. } => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::AsOfTooRecent),
+            E::InvalidPeriod { .. } => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::InvalidPeriod),
+            E::StatementTooLarge { .. } => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::StatementTooLarge),
             E::Contended(_) => return contention(),
             E::KeyChanged => {
                 return ApiError::new(

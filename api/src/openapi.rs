@@ -26,7 +26,7 @@ use crate::{request_id, routes};
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    components(schemas(Problem, ProblemCode)),
+    components(schemas(Problem, ProblemCode, crate::routes::statements::StatementFormat)),
     tags(
         (name = "accounts", description = "Accounts and their balances and entries"),
         (name = "transfers", description = "Moving money between accounts, e.g. funding a buyer"),
@@ -34,6 +34,7 @@ use crate::{request_id, routes};
         (name = "reservations", description = "Holding stock for an order before payment"),
         (name = "charges", description = "Charging a buyer for an order (from a wallet or by card), and refunds"),
         (name = "events", description = "What happened, as the relay publishes it to RabbitMQ: a feed to catch up from"),
+        (name = "webhooks", description = "Endpoints the events are pushed to, signed (Standard Webhooks)"),
         (name = "operations", description = "Health and readiness"),
     )
 )]
@@ -206,7 +207,13 @@ impl Modify for CommonResponses {
             ledger::DeclineKind::ALL.iter().map(|k| decline_status(*k).0.as_str().to_owned()).collect();
         for (path, item) in openapi.paths.paths.iter_mut() {
             let uses_db = !matches!(path.as_str(), "/healthz");
-            for (is_post, op) in [(false, item.get.as_mut()), (true, item.post.as_mut())] {
+            let ops = [
+                (false, item.get.as_mut()),
+                (true, item.post.as_mut()),
+                (false, item.patch.as_mut()),
+                (false, item.delete.as_mut()),
+            ];
+            for (is_post, op) in ops {
                 let Some(op) = op else { continue };
                 let authenticated = op.security.is_none();
                 // An operation is idempotent when it takes the IdempotencyKey

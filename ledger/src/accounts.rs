@@ -230,7 +230,8 @@ pub enum EntryKind {
 }
 
 impl EntryKind {
-    fn stored(kind: &str) -> Result<EntryKind> {
+    /// A ledger transaction's stored `kind`.
+    pub(crate) fn stored(kind: &str) -> Result<EntryKind> {
         match kind {
             "transfer" => Ok(EntryKind::Transfer),
             "charge" => Ok(EntryKind::Charge),

@@ -24,6 +24,8 @@ pub enum Error {
     /// Not a refund of the charge (a cursor of its list of refunds).
     #[error("refund {0} does not exist for this charge")]
     RefundNotFound(Uuid),
+    #[error("webhook endpoint {0} does not exist")]
+    WebhookEndpointNotFound(Uuid),
     #[error("SKU `{0}` does not exist")]
     SkuNotFound(String),
     #[error("account {account} holds {account_currency}, not {requested}")]
@@ -53,6 +55,17 @@ pub enum Error {
     AuthorizationExpired { id: Uuid, expires_at: chrono::DateTime<chrono::Utc> },
     #[error("charge {id} holds {authorized}: a capture cannot take more")]
     CaptureExceedsAuthorization { id: Uuid, authorized: rust_decimal::Decimal },
+    /// An instant of history asked before it is settled: in the future, too
+    /// recent, or with a transaction that may have begun before it still
+    /// open (`statements::settle`).
+    #[error("as_of {as_of} cannot be answered yet: {reason}")]
+    AsOfTooRecent { as_of: chrono::DateTime<chrono::Utc>, reason: &'static str },
+    /// A period whose start is not before its end.
+    #[error("the period must end after it starts (from {from}, to {to})")]
+    InvalidPeriod { from: chrono::DateTime<chrono::Utc>, to: chrono::DateTime<chrono::Utc> },
+    /// A statement with more entries than one JSON document holds.
+    #[error("the period has more than {max} entries: ask for CSV (`Accept: text/csv` or `format=csv`), which streams any number, or a shorter period")]
+    StatementTooLarge { max: i64 },
     /// A race the caller should retry (with the same Idempotency-Key).
     #[error("{0}; retry")]
     Contended(&'static str),

@@ -327,12 +327,10 @@ async fn release_held(tx: &Transaction<'_>, tenant: TenantId, reservation: &Rese
     Ok(reservation)
 }
 
-/// Releases an order's held reservations once its authorization was
-/// voided (asked for, or expired): the stock held for a checkout that was
-/// never paid comes back. Reservations already released or committed are
-/// left as they are.
-pub async fn release_order(tx: &Transaction<'_>, tenant: TenantId, order_id: &str) -> Result<Vec<Reservation>> {
-    let rows = tx
+/// An order's held reservations, locked for the rest of `tx`, in id order
+/// (so two transactions over one order cannot deadlock on them).
+async fn held_of_order(tx: &Transaction<'_>, tenant: TenantId, order_id: &str) -> Result<Vec<Row>> {
+    Ok(tx
         .cached_query(
             &format!(
                 "SELECT {RESERVATION_COLUMNS} FROM reservations \
@@ -340,7 +338,15 @@ pub async fn release_order(tx: &Transaction<'_>, tenant: TenantId, order_id: &st
             ),
             &[&tenant.0, &order_id],
         )
-        .await?;
+        .await?)
+}
+
+/// Releases an order's held reservations once its authorization was
+/// voided (asked for, or expired): the stock held for a checkout that was
+/// never paid comes back. Reservations already released or committed are
+/// left as they are.
+pub async fn release_order(tx: &Transaction<'_>, tenant: TenantId, order_id: &str) -> Result<Vec<Reservation>> {
+    let rows = held_of_order(tx, tenant, order_id).await?;
     let mut released = Vec::with_capacity(rows.len());
     for row in rows {
         released.push(release_held(tx, tenant, &reservation_from_row(&row)?).await?);
@@ -399,15 +405,7 @@ pub async fn expire(tx: &Transaction<'_>, tenant: TenantId, id: Uuid) -> Result<
 /// entry per (order, SKU), which a UNIQUE index keeps to one, ever.
 /// Reservations already released or committed are left as they are.
 pub async fn commit_order(tx: &Transaction<'_>, tenant: TenantId, order_id: &str) -> Result<Vec<Reservation>> {
-    let rows = tx
-        .cached_query(
-            &format!(
-                "SELECT {RESERVATION_COLUMNS} FROM reservations \
-                  WHERE tenant_id = $1 AND order_id = $2 AND status = 'held' ORDER BY id FOR UPDATE"
-            ),
-            &[&tenant.0, &order_id],
-        )
-        .await?;
+    let rows = held_of_order(tx, tenant, order_id).await?;
     let mut committed = Vec::with_capacity(rows.len());
     for row in rows {
         let r = reservation_from_row(&row)?;

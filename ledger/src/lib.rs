@@ -37,9 +37,12 @@ pub mod refunds;
 pub mod request_id;
 pub mod retention;
 pub mod schema;
+pub mod statements;
 pub mod stored;
 pub mod tenants;
 pub mod transfers;
+pub mod webhook_deliveries;
+pub mod webhook_endpoints;
 
 pub use error::{Error, Result};
 pub use money::Currency;

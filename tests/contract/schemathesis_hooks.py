@@ -52,6 +52,14 @@ RULES_BEYOND_THE_SCHEMA = frozenset(
         "invalid_authorization",
         # a capture of more than its authorization holds
         "capture_exceeds_authorization",
+        # a webhook URL whose host does not resolve, or resolves inside the service's network
+        "invalid_url",
+        "private_destination",
+        # an instant of history not settled yet, and a period whose ends are out of order
+        "as_of_too_recent",
+        "invalid_period",
+        # a statement too long for one JSON document (CSV streams it)
+        "statement_too_large",
         # at most one of a list's `starting_after` and `ending_before`
         "conflicting_cursors",
     }

@@ -293,9 +293,10 @@ async fn the_metrics_of_both_processes_move_as_a_purchase_says() {
 
     let consumed = "ledger_consumer_messages_total";
     assert_eq!(moved(&workers1, &workers0, "ledger_relay_published_total", &[]), events as f64);
-    // charge.succeeded into both consumers' queues, confirmed
+    // charge.succeeded into the inventory and email queues, and every event
+    // into the webhooks queue, confirmed
     let confirms = "ledger_relay_confirms_total";
-    assert_eq!(moved(&workers1, &workers0, confirms, &[("copy", "required"), ("result", "ack")]), 2.0);
+    assert_eq!(moved(&workers1, &workers0, confirms, &[("copy", "required"), ("result", "ack")]), 2.0 + events as f64);
     assert_eq!(moved(&workers1, &workers0, confirms, &[("copy", "optional"), ("result", "ack")]), events as f64);
     assert_eq!(moved(&workers1, &workers0, consumed, &[("consumer", "inventory"), ("outcome", "applied")]), 1.0);
     assert_eq!(moved(&workers1, &workers0, consumed, &[("consumer", "email"), ("outcome", "applied")]), 1.0);

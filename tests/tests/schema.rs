@@ -17,6 +17,8 @@ fn diesel_type(pg: &str) -> &'static str {
         "integer" => "Int4",
         "smallint" => "Int2",
         "jsonb" => "Jsonb",
+        // an array's element type, as `udt_name` names it
+        "_text" => "Array<Text>",
         other => panic!("no diesel type for {other}: extend this map"),
     }
 }
@@ -48,7 +50,9 @@ async fn schema_rs_matches_the_migrated_database() {
         .client()
         .await
         .query(
-            "SELECT c.table_name::text, c.column_name::text, c.data_type::text, c.is_nullable = 'YES'
+            "SELECT c.table_name::text, c.column_name::text,
+                    CASE WHEN c.data_type = 'ARRAY' THEN c.udt_name::text ELSE c.data_type::text END,
+                    c.is_nullable = 'YES'
                FROM information_schema.columns c
                JOIN information_schema.tables t ON t.table_name = c.table_name AND t.table_schema = c.table_schema
               WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE'

@@ -22,6 +22,28 @@ pub struct Config {
     /// their deadline.
     #[arg(long, env = "EXPIRER_POLL_MS", default_value_t = 1000)]
     pub expirer_poll_ms: u64,
+    /// Milliseconds between the webhooks worker's scans for due deliveries.
+    #[arg(long, env = "WEBHOOK_POLL_MS", default_value_t = 500)]
+    pub webhook_poll_ms: u64,
+    /// How long an endpoint has to answer one attempt (a 2xx in time is a
+    /// delivery; anything else is retried).
+    #[arg(long, env = "WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub webhook_timeout_ms: u64,
+    /// The waits between a delivery's attempts, in seconds, comma-separated:
+    /// about three days in all by default; once they run out the delivery
+    /// is failed. Each wait gets up to a tenth more, at random (jitter).
+    #[arg(long, env = "WEBHOOK_SCHEDULE", default_value = "5,300,1800,7200,18000,36000,36000,36000,36000,36000,36000")]
+    pub webhook_schedule: String,
+    /// Deliveries in flight at once, and of them at most this many to any
+    /// one endpoint: one slow or dead endpoint never takes the others' turn.
+    #[arg(long, env = "WEBHOOK_CONCURRENCY", default_value_t = 16)]
+    pub webhook_concurrency: usize,
+    #[arg(long, env = "WEBHOOK_PER_ENDPOINT", default_value_t = 2)]
+    pub webhook_per_endpoint: usize,
+    /// Whether a webhook may go to a private, loopback or link-local
+    /// address (`service::destinations`): local runs and tests only.
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", default_value_t = false)]
+    pub webhook_allow_private: bool,
     #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10")]
     pub amqp_url: String,
     /// Prefix of every exchange and queue name, so that environments (and

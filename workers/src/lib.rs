@@ -21,6 +21,7 @@ mod roles;
 pub mod shutdown;
 pub mod topology;
 pub mod upgrade;
+pub mod webhooks;
 
 pub use error::{in_database, within, Error};
 pub use roles::{spawn, Role};

@@ -25,7 +25,9 @@ enum Command {
     Completer,
     /// Void authorizations past their deadline, giving their hold back.
     Expirer,
-    /// Relay, inventory, email, the completer and the expirer in one process.
+    /// Deliver events to the tenants' webhook endpoints, signed, at least once.
+    Webhooks,
+    /// Relay, inventory, email, the completer, the expirer and webhooks in one process.
     All,
     /// List paid orders whose confirmation email is not known to be sent;
     /// with --send, send the ones that never were. An email whose outcome is
@@ -135,8 +137,10 @@ async fn run(config: Config, command: Command) -> Result<(), Failure> {
         Command::Email => serve(&config, &[Role::Email]).await,
         Command::Completer => serve(&config, &[Role::Completer]).await,
         Command::Expirer => serve(&config, &[Role::Expirer]).await,
+        Command::Webhooks => serve(&config, &[Role::Webhooks]).await,
         Command::All => {
-            serve(&config, &[Role::Relay, Role::Inventory, Role::Email, Role::Completer, Role::Expirer]).await
+            let all = [Role::Relay, Role::Inventory, Role::Email, Role::Completer, Role::Expirer, Role::Webhooks];
+            serve(&config, &all).await
         }
         Command::ReconcileEmails { send, resend_claimed, older_than } => {
             let sends = email::Sends { never_claimed: send, resend_claimed };

@@ -190,9 +190,12 @@ impl Sampler {
         }
         let (_, ch) = self.broker.as_ref().expect("connected above");
         let names = Names::new(&self.config.amqp_prefix);
-        for (label, queue) in
-            [("inventory", &names.inventory), ("email", &names.email), ("dead_letter", &names.dead_letter_queue)]
-        {
+        for (label, queue) in [
+            ("inventory", &names.inventory),
+            ("email", &names.email),
+            ("webhooks", &names.webhooks),
+            ("dead_letter", &names.dead_letter_queue),
+        ] {
             // passive: only reads the counts, never creates the queue
             let q = within(
                 "read a queue's depth",

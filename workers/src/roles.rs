@@ -4,7 +4,7 @@ use deadpool_postgres::Pool;
 
 use crate::config::Config;
 use crate::shutdown::Shutdown;
-use crate::{completer, email, expirer, inventory, relay};
+use crate::{completer, email, expirer, inventory, relay, webhooks};
 
 /// The long-running workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +20,8 @@ pub enum Role {
     Completer,
     /// Voids authorizations past their deadline.
     Expirer,
+    /// Delivers events to the tenants' webhook endpoints (at least once).
+    Webhooks,
 }
 
 /// Starts each role's loops on the runtime; they run until `shutdown`.
@@ -43,6 +45,10 @@ pub fn spawn(config: &Config, pool: &Pool, roles: &[Role], shutdown: &Shutdown) 
             Role::Email => tasks.spawn(email::run(c, p, s)),
             Role::Completer => tasks.spawn(completer::run(c, p, s)),
             Role::Expirer => tasks.spawn(expirer::run(c, p, s)),
+            Role::Webhooks => {
+                tasks.spawn(webhooks::deliver(c.clone(), p.clone(), s.clone()));
+                tasks.spawn(webhooks::run(c, p, s))
+            }
         };
     }
     tasks

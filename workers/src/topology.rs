@@ -2,8 +2,8 @@
 //! time) by every process that uses them, before it publishes or consumes.
 //!
 //! An event reaches its consumers by two paths:
-//! - **Required**: into each queue that must have it (the inventory and
-//!   email workers' queues), straight through the default exchange, the
+//! - **Required**: into each queue that must have it (the inventory,
+//!   email and webhooks workers' queues), straight through the default exchange, the
 //!   routing key being the queue's name, published mandatory and confirmed
 //!   copy by copy. A queue that is missing returns its copy, and the relay
 //!   keeps the event unpublished: a missing binding cannot drop it, as
@@ -41,6 +41,9 @@ pub const INVENTORY_EVENTS: &[&str] = &[ChargeSucceededV1::TYPE, ChargeCapturedV
 /// Event types the email worker acts on: a paid order (at once, or an
 /// authorization captured) gets its confirmation.
 pub const EMAIL_EVENTS: &[&str] = &[ChargeSucceededV1::TYPE, ChargeCapturedV1::TYPE];
+/// Event types the webhooks worker delivers: every one an endpoint may
+/// subscribe to (`ledger::webhook_endpoints::EVENT_TYPES`).
+pub const WEBHOOK_EVENTS: &[&str] = ledger::webhook_endpoints::EVENT_TYPES;
 
 #[derive(Debug, Clone)]
 pub struct Names {
@@ -52,6 +55,7 @@ pub struct Names {
     pub dead_letter_queue: String,
     pub inventory: String,
     pub email: String,
+    pub webhooks: String,
     /// An exclusive queue held by the one process retiring old queues.
     pub upgrade_lock: String,
     prefix: String,
@@ -84,18 +88,19 @@ impl Names {
             dead_letter_queue: format!("{prefix}.dead-letter"),
             inventory: format!("{prefix}.inventory.v3"),
             email: format!("{prefix}.email.v3"),
+            webhooks: format!("{prefix}.webhooks.v1"),
             upgrade_lock: format!("{prefix}.upgrade-lock"),
             prefix: prefix.to_owned(),
         }
     }
 
-    pub fn queues(&self) -> [&str; 3] {
-        [&self.inventory, &self.email, &self.dead_letter_queue]
+    pub fn queues(&self) -> [&str; 4] {
+        [&self.inventory, &self.email, &self.webhooks, &self.dead_letter_queue]
     }
 
     /// The consumers' queues, each with the event types it must receive.
-    pub fn consumers(&self) -> [(&str, &'static [&'static str]); 2] {
-        [(&self.inventory, INVENTORY_EVENTS), (&self.email, EMAIL_EVENTS)]
+    pub fn consumers(&self) -> [(&str, &'static [&'static str]); 3] {
+        [(&self.inventory, INVENTORY_EVENTS), (&self.email, EMAIL_EVENTS), (&self.webhooks, WEBHOOK_EVENTS)]
     }
 
     /// The queues that must receive an event of this type.

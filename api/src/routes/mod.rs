@@ -13,7 +13,9 @@ pub mod events;
 pub mod health;
 pub mod inventory;
 pub mod provider;
+pub mod statements;
 pub mod transfers;
+pub mod webhook_endpoints;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(health::healthz).service(health::readyz).service(
@@ -22,6 +24,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(accounts::list)
             .service(accounts::get)
             .service(accounts::entries)
+            .service(statements::balance)
+            .service(statements::statement)
             .service(transfers::create)
             .service(transfers::list)
             .service(transfers::get)
@@ -40,6 +44,12 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(inventory::release)
             .service(events::list)
             .service(events::get)
+            .service(webhook_endpoints::create)
+            .service(webhook_endpoints::list)
+            .service(webhook_endpoints::get)
+            .service(webhook_endpoints::update)
+            .service(webhook_endpoints::remove)
+            .service(webhook_endpoints::rotate_secret)
             // served but not documented (`UNDOCUMENTED`)
             .map(|scope| scope.service(provider::receive)),
     );
@@ -135,6 +145,12 @@ impl RouteTable {
                     }
                     if item.post.is_some() {
                         methods.push("POST");
+                    }
+                    if item.patch.is_some() {
+                        methods.push("PATCH");
+                    }
+                    if item.delete.is_some() {
+                        methods.push("DELETE");
                     }
                     (ResourceDef::new(path.as_str()), methods.join(", "))
                 })

@@ -1,0 +1,312 @@
+//! Webhooks out, end to end: charges → outbox → relay → RabbitMQ → the
+//! webhooks worker → real HTTP receivers started by the test, healthy,
+//! flaky, gone and hanging. Every event reaches every live subscribed
+//! endpoint at least once, signed, with the same `webhook-id` and body on
+//! every retry; a receiver that dedupes on the id applies each once; a dead
+//! endpoint holds up no other; a worker killed between a send and its
+//! record sends again.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use awc::http::StatusCode;
+use ledger_tests::broker::Broker;
+use ledger_tests::{crash_worker, eventually, spawn_app_with, start_workers, Role, TestApp};
+use serde_json::json;
+
+/// One request a receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    id: String,
+    timestamp: i64,
+    signature: String,
+    body: Vec<u8>,
+}
+
+#[derive(Clone, Copy)]
+enum Behaviour {
+    Ok,
+    /// 500 to the first `n` attempts of each event, then 200.
+    FailFirst(usize),
+    /// This status, always.
+    Always(u16),
+    /// Answers only after this long (past the worker's timeout).
+    Hang(Duration),
+}
+
+struct Receiver {
+    url: String,
+    got: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    async fn start(behaviour: Behaviour) -> Receiver {
+        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let state = got.clone();
+        let server = HttpServer::new(move || {
+            let state = state.clone();
+            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+                let state = state.clone();
+                async move {
+                    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                    let received = Received {
+                        id: header("webhook-id"),
+                        timestamp: header("webhook-timestamp").parse().unwrap_or(0),
+                        signature: header("webhook-signature"),
+                        body: body.to_vec(),
+                    };
+                    let seen = {
+                        let mut got = state.lock().unwrap();
+                        let seen = got.iter().filter(|r| r.id == received.id).count();
+                        got.push(received);
+                        seen
+                    };
+                    match behaviour {
+                        Behaviour::Ok => HttpResponse::Ok().body("thanks"),
+                        Behaviour::FailFirst(n) if seen < n => HttpResponse::InternalServerError().body("later"),
+                        Behaviour::FailFirst(_) => HttpResponse::Ok().finish(),
+                        Behaviour::Always(status) => {
+                            HttpResponse::build(StatusCode::from_u16(status).unwrap()).body("x".repeat(4096))
+                        }
+                        Behaviour::Hang(d) => {
+                            actix_web::rt::time::sleep(d).await;
+                            HttpResponse::Ok().finish()
+                        }
+                    }
+                }
+            }))
+        })
+        .workers(1)
+        .bind(("127.0.0.1", 0))
+        .unwrap();
+        let port = server.addrs()[0].port();
+        actix_web::rt::spawn(server.run());
+        Receiver { url: format!("http://127.0.0.1:{port}/hooks"), got }
+    }
+
+    fn got(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// The events received, each once: what a receiver that dedupes on
+    /// `webhook-id` applies.
+    fn applied(&self) -> BTreeMap<String, usize> {
+        let mut by_id = BTreeMap::new();
+        for r in self.got() {
+            *by_id.entry(r.id).or_insert(0) += 1;
+        }
+        by_id
+    }
+}
+
+struct Store {
+    app: TestApp,
+    key: String,
+    buyer: String,
+    seller: String,
+}
+
+async fn store() -> Store {
+    let app = spawn_app_with(|c| c.webhook_allow_private = true).await;
+    let key = app.tenant("shop").await;
+    let buyer = app.funded(&key, "buyer", "1000.00").await;
+    let seller = app.account(&key, "seller", "USD", false).await;
+    Store { app, key, buyer, seller }
+}
+
+impl Store {
+    /// Registers an endpoint; returns its id and secret.
+    async fn endpoint(&self, url: &str, events: serde_json::Value) -> (String, String) {
+        let made = self
+            .app
+            .post(
+                "/v1/webhook_endpoints",
+                &self.key,
+                &format!("ep:{url}:{events}"),
+                json!({"url": url, "enabled_events": events}),
+            )
+            .await;
+        assert_eq!(made.status, StatusCode::CREATED, "{made:?}");
+        (made.id(), made.json()["secret"].as_str().unwrap().to_owned())
+    }
+
+    async fn charge(&self, order: &str) {
+        let c = self
+            .app
+            .post(
+                "/v1/charges",
+                &self.key,
+                &format!("{order}:1"),
+                json!({"order_id": order, "attempt": 1, "buyer_account_id": self.buyer,
+                       "seller_account_id": self.seller, "amount": "5.00", "currency": "USD"}),
+            )
+            .await;
+        assert_eq!(c.status, StatusCode::CREATED, "{c:?}");
+    }
+
+    async fn scalar(&self, sql: &str) -> i64 {
+        self.app.scalar(sql).await
+    }
+
+    fn config(&self, broker: &Broker) -> workers::config::Config {
+        let mut c = workers::config::Config::local(&self.app.db.worker_url, &broker.prefix);
+        c.amqp_url = broker.url.clone();
+        c.relay_poll_ms = 100;
+        c.webhook_poll_ms = 100;
+        c.webhook_timeout_ms = 1000;
+        c.webhook_schedule = "0.2,0.2,0.2,0.2".into();
+        c.webhook_allow_private = true;
+        c
+    }
+}
+
+/// Every signature of the header that `secret` makes for this request.
+fn signed_by(r: &Received, secret: &str) -> bool {
+    let expected = service::signing::sign(secret, &r.id, r.timestamp, &r.body).unwrap();
+    r.signature.split(' ').any(|s| s == expected)
+}
+
+#[actix_web::test]
+async fn every_event_reaches_every_live_subscribed_endpoint_at_least_once_signed_and_the_same_on_every_retry() {
+    let s = store().await;
+    let broker = Broker::new();
+    let (healthy, flaky, gone, hanging, disabled) = (
+        Receiver::start(Behaviour::Ok).await,
+        Receiver::start(Behaviour::FailFirst(2)).await,
+        Receiver::start(Behaviour::Always(410)).await,
+        Receiver::start(Behaviour::Hang(Duration::from_secs(5))).await,
+        Receiver::start(Behaviour::Ok).await,
+    );
+    let (_, healthy_secret) = s.endpoint(&healthy.url, json!(["*"])).await;
+    let (_, flaky_secret) = s.endpoint(&flaky.url, json!(["charge.succeeded"])).await;
+    let (gone_id, _) = s.endpoint(&gone.url, json!(["*"])).await;
+    let (hanging_id, _) = s.endpoint(&hanging.url, json!(["*"])).await;
+    let (disabled_id, _) = s.endpoint(&disabled.url, json!(["*"])).await;
+    let off = s
+        .app
+        .send("PATCH", &format!("/v1/webhook_endpoints/{disabled_id}"), &s.key, None, Some(br#"{"enabled": false}"#))
+        .await;
+    assert_eq!(off.status, StatusCode::OK);
+    // a subscriber of another type gets none of these
+    let other = Receiver::start(Behaviour::Ok).await;
+    s.endpoint(&other.url, json!(["charge.refunded"])).await;
+
+    let _workers = start_workers(&s.config(&broker), &[Role::Relay, Role::Webhooks]);
+    for i in 0..3 {
+        s.charge(&format!("o{i}")).await;
+    }
+    let events: Vec<String> = {
+        let client = s.app.db.client().await;
+        let rows = client.query("SELECT message_id::text FROM outbox WHERE event_type = 'charge.succeeded'", &[]).await;
+        rows.unwrap().iter().map(|r| r.get(0)).collect()
+    };
+    assert_eq!(events.len(), 3);
+
+    // the healthy endpoint has every event soon, whatever the hanging one does
+    eventually(15, "the healthy endpoint receives every event", || async { healthy.applied().len() == 3 }).await;
+    assert!(
+        s.scalar(&format!(
+            "SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = '{hanging_id}' AND failed_at IS NULL"
+        ))
+        .await
+            > 0,
+        "the hanging endpoint is still being retried while the healthy one is served"
+    );
+    eventually(30, "every delivery is delivered or has run out of attempts", || async {
+        s.scalar("SELECT count(*) FROM webhook_deliveries WHERE delivered_at IS NULL AND failed_at IS NULL").await == 0
+    })
+    .await;
+
+    for (receiver, secret) in [(&healthy, &healthy_secret), (&flaky, &flaky_secret)] {
+        let applied = receiver.applied();
+        let mut ids: Vec<&String> = applied.keys().collect();
+        ids.sort();
+        let mut expected: Vec<&String> = events.iter().collect();
+        expected.sort();
+        assert_eq!(ids, expected, "every event, each under its event id");
+        for r in receiver.got() {
+            assert!(signed_by(&r, secret), "signed with the endpoint's secret: {r:?}");
+            let envelope: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(envelope["message_id"], r.id.as_str(), "the body is the event's envelope");
+        }
+        // every retry of an event: the same id and the same bytes
+        for id in applied.keys() {
+            let bodies: Vec<Vec<u8>> = receiver.got().into_iter().filter(|r| &r.id == id).map(|r| r.body).collect();
+            assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{id}: the same body on every attempt");
+        }
+    }
+    assert!(flaky.applied().values().all(|n| *n == 3), "two 500s, then a 2xx: {:?}", flaky.applied());
+    assert_eq!(
+        s.scalar("SELECT count(*) FROM webhook_deliveries WHERE delivered_at IS NOT NULL").await,
+        6,
+        "the healthy and the flaky endpoints, three events each"
+    );
+    // the gone one ran out of attempts: five each (the first and four retries), recorded with its status
+    assert_eq!(
+        s.scalar(&format!(
+            "SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = '{gone_id}' AND failed_at IS NOT NULL"
+        ))
+        .await,
+        3
+    );
+    assert_eq!(
+        s.scalar(&format!(
+            "SELECT count(*) FROM webhook_attempts WHERE endpoint_id = '{gone_id}' AND status_code = 410"
+        ))
+        .await,
+        15
+    );
+    assert_eq!(
+        s.scalar(&format!(
+            "SELECT max(length(response_excerpt))::int8 FROM webhook_attempts WHERE endpoint_id = '{gone_id}'"
+        ))
+        .await,
+        1024,
+        "an answer is read up to 1 KiB"
+    );
+    assert!(
+        s.scalar(&format!(
+            "SELECT count(*) FROM webhook_attempts WHERE endpoint_id = '{hanging_id}' AND error = 'timed out'"
+        ))
+        .await
+            >= 3
+    );
+    assert!(
+        disabled.got().is_empty() && other.got().is_empty(),
+        "a disabled endpoint, or one of other types, gets nothing"
+    );
+    assert_eq!(
+        s.scalar(&format!("SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = '{disabled_id}'")).await,
+        0
+    );
+}
+
+#[actix_web::test]
+async fn a_worker_killed_between_a_send_and_its_record_sends_again_and_loses_nothing() {
+    let s = store().await;
+    let broker = Broker::new();
+    let receiver = Receiver::start(Behaviour::Ok).await;
+    let (endpoint, secret) = s.endpoint(&receiver.url, json!(["charge.succeeded"])).await;
+    let config = s.config(&broker);
+    let _relay = start_workers(&config, &[Role::Relay]);
+    s.charge("o1").await;
+    crash_worker(&config, "webhooks", "webhooks-after-send").await;
+    assert_eq!(receiver.got().len(), 1, "sent once before the kill");
+    assert_eq!(s.scalar("SELECT count(*) FROM webhook_deliveries WHERE delivered_at IS NOT NULL").await, 0);
+    assert_eq!(s.scalar("SELECT count(*) FROM webhook_attempts").await, 0, "nothing recorded");
+
+    // a new worker: once the dead one's lease has passed, the delivery goes again
+    let _webhooks = start_workers(&config, &[Role::Webhooks]);
+    eventually(30, "the delivery is sent again and recorded", || async {
+        s.scalar("SELECT count(*) FROM webhook_deliveries WHERE delivered_at IS NOT NULL").await == 1
+    })
+    .await;
+    let got = receiver.got();
+    assert_eq!(got.len(), 2, "at least once: twice here");
+    assert_eq!(got[0].id, got[1].id, "the same webhook-id on both");
+    assert_eq!(receiver.applied().len(), 1, "a receiver deduping on it applies the event once");
+    assert!(got.iter().all(|r| signed_by(r, &secret)));
+    assert_eq!(s.scalar(&format!("SELECT count(*) FROM webhook_attempts WHERE endpoint_id = '{endpoint}'")).await, 1);
+}
