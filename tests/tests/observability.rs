@@ -327,14 +327,17 @@ async fn the_metrics_of_both_processes_move_as_a_purchase_says() {
     let held = scrape(&st.workers.metrics_url()).await;
     assert_eq!(held.get("ledger_outbox_unpublished", &[]), 1.0);
     assert!(held.get("ledger_outbox_oldest_unpublished_age_seconds", &[]) >= 3600.0);
-    // and a poison message, rejected by both consumers, shows in the
-    // dead-letter queue's depth
+    // and a poison message, rejected by the three consumers it reaches,
+    // shows in the dead-letter queue's depth
     st.broker.publish("charge.succeeded", "poison-1", b"not json").await;
     let dead = eventually_scrape(&st.workers.metrics_url(), |m| {
-        m.get("ledger_queue_messages", &[("queue", "dead_letter")]) == 2.0
+        m.get("ledger_queue_messages", &[("queue", "dead_letter")]) == 3.0
+            && ["inventory", "email", "webhooks"].iter().all(|c| {
+                m.get("ledger_consumer_messages_total", &[("consumer", c), ("outcome", "dead_lettered")]) >= 1.0
+            })
     })
     .await;
-    for consumer in ["inventory", "email"] {
+    for consumer in ["inventory", "email", "webhooks"] {
         let labels = [("consumer", consumer), ("outcome", "dead_lettered")];
         assert_eq!(moved(&dead, &workers1, consumed, &labels), 1.0, "{consumer}");
     }
