@@ -88,8 +88,11 @@ test-rust: services
 
 ## The committed spec, proven against a live server: generated Python and TypeScript
 ## clients run the walkthrough's purchase (docs/walkthrough.md), a bounded schemathesis run, the docs page in
-## headless Chromium (tests/contract/run.sh; tools are cached in .tools/).
-test-contract: services build
+## headless Chromium (tests/contract/run.sh; tools are cached in .tools/). The binaries are
+## the ones test-rust builds (crash points compiled in, inert unless armed), so that
+## `make test` builds once.
+test-contract: services
+	$(CARGO) build --workspace --bins --features ledger/crash-points
 	tests/contract/run.sh quick
 
 ## The payment protocol's model (docs/model.md), checked exhaustively in a release

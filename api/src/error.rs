@@ -36,6 +36,7 @@ pub enum ProblemCode {
     SkuNotFound,
     RefundNotFound,
     WebhookEndpointNotFound,
+    WebhookAttemptNotFound,
     /// A webhook endpoint's URL that is not an `http` or `https` URL.
     InvalidUrl,
     /// A webhook endpoint's URL that names (or resolves to) a private,
@@ -246,6 +247,7 @@ impl From<ledger::Error> for ApiError {
             E::SkuNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::SkuNotFound),
             E::RefundNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::RefundNotFound),
             E::WebhookEndpointNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::WebhookEndpointNotFound),
+            E::WebhookAttemptNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::WebhookAttemptNotFound),
             E::CurrencyMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::CurrencyMismatch),
             E::SameAccount => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::SameAccount),
             E::FeeTooLarge => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::FeeExceedsAmount),

@@ -26,6 +26,9 @@ pub enum Error {
     RefundNotFound(Uuid),
     #[error("webhook endpoint {0} does not exist")]
     WebhookEndpointNotFound(Uuid),
+    /// Not an attempt of the endpoint (a cursor of its attempts list).
+    #[error("webhook attempt {0} does not exist for this endpoint")]
+    WebhookAttemptNotFound(i64),
     #[error("SKU `{0}` does not exist")]
     SkuNotFound(String),
     #[error("account {account} holds {account_currency}, not {requested}")]

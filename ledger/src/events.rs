@@ -157,6 +157,22 @@ pub enum VoidReasonV1 {
     Expired,
 }
 
+/// `webhook_endpoint.disabled`: an endpoint failed every delivery attempt
+/// for as long as the service allows (`failing_since` until `disabled_at`)
+/// and gets nothing more until it is enabled again (`PATCH`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookEndpointDisabledV1 {
+    pub id: Uuid,
+    pub url: String,
+    pub failing_since: DateTime<Utc>,
+    pub disabled_at: DateTime<Utc>,
+}
+
+impl Event for WebhookEndpointDisabledV1 {
+    const TYPE: &'static str = "webhook_endpoint.disabled";
+    const VERSION: u32 = 1;
+}
+
 /// `charge.refunded`: part or all of a charge was given back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChargeRefundedV1 {
@@ -449,6 +465,31 @@ mod tests {
                    "amount": "10.00", "currency": "USD", "failure_code": "lost_or_stolen_card",
                    "reversal_transaction_id": "07070707-0707-0707-0707-070707070707",
                    "created_at": "2026-11-22T10:00:00Z"}),
+        );
+    }
+
+    #[test]
+    fn webhook_endpoint_disabled_v1() {
+        let event = WebhookEndpointDisabledV1 {
+            id: id(2),
+            url: "https://shop.example.com/hooks".into(),
+            failing_since: "2026-11-19T10:00:00Z".parse().unwrap(),
+            disabled_at: at(),
+        };
+        assert_eq!(WebhookEndpointDisabledV1::TYPE, "webhook_endpoint.disabled");
+        let envelope = Envelope {
+            message_id: id(9),
+            event_type: WebhookEndpointDisabledV1::TYPE.to_owned(),
+            version: 1,
+            tenant_id: id(1),
+            order_id: None,
+            occurred_at: at(),
+            data: &event,
+        };
+        assert_eq!(
+            serde_json::to_value(&envelope).unwrap()["data"],
+            json!({"id": "02020202-0202-0202-0202-020202020202", "url": "https://shop.example.com/hooks",
+                   "failing_since": "2026-11-19T10:00:00Z", "disabled_at": "2026-11-22T10:00:00Z"})
         );
     }
 

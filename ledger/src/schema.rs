@@ -318,6 +318,8 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         deleted_at -> Nullable<Timestamptz>,
+        failing_since -> Nullable<Timestamptz>,
+        disabled_reason -> Nullable<Text>,
     }
 }
 

@@ -146,6 +146,10 @@ pub async fn record(
             "WITH a AS ( \
                  INSERT INTO webhook_attempts (delivery_id, endpoint_id, status_code, latency_ms, response_excerpt, error) \
                  VALUES ($1, $2, $3, $4, $5, $6) \
+             ), f AS ( \
+                 UPDATE webhook_endpoints \
+                    SET failing_since = CASE WHEN $7 THEN NULL ELSE coalesce(failing_since, now()) END \
+                  WHERE id = $2 \
              ) \
              UPDATE webhook_deliveries SET attempts = attempts + 1, \
                     delivered_at = CASE WHEN $7 THEN now() END, \
@@ -170,4 +174,176 @@ pub async fn record(
         (false, Some(_)) => After::Retry(row.get(0)),
         (false, None) => After::Failed,
     })
+}
+
+/// Disables an endpoint that has failed every attempt for longer than
+/// `after` (since its `failing_since`), and records
+/// `webhook_endpoint.disabled`, in `tx`. `None`: it is not failing that
+/// long, or is disabled or deleted already.
+pub async fn disable_if_failing(
+    tx: &deadpool_postgres::Transaction<'_>,
+    endpoint: Uuid,
+    after: Duration,
+) -> Result<Option<crate::events::WebhookEndpointDisabledV1>> {
+    let row = tx
+        .query_opt(
+            "UPDATE webhook_endpoints \
+                SET enabled = false, updated_at = now(), \
+                    disabled_reason = 'every delivery attempt failed from ' || failing_since || ' on' \
+              WHERE id = $1 AND enabled AND deleted_at IS NULL \
+                AND failing_since < now() - make_interval(secs => $2) \
+             RETURNING tenant_id, id, url, failing_since, now()",
+            &[&endpoint, &after.as_secs_f64()],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let event = crate::events::WebhookEndpointDisabledV1 {
+        id: row.get(1),
+        url: row.get(2),
+        failing_since: row.get(3),
+        disabled_at: row.get(4),
+    };
+    crate::outbox::enqueue(tx, TenantId(row.get(0)), None, &event).await?;
+    Ok(Some(event))
+}
+
+/// An enabled endpoint that is failing, or has a delivery waiting.
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub endpoint: Uuid,
+    /// For how long every attempt has failed (0 when not failing).
+    pub failing_secs: f64,
+    /// The age of its oldest delivery not yet delivered nor failed.
+    pub oldest_undelivered_secs: f64,
+}
+
+/// The enabled endpoints that are failing or have deliveries waiting: what
+/// the workers' metrics report per endpoint.
+pub async fn health(client: &impl GenericClient) -> Result<Vec<Health>> {
+    let rows = client
+        .query(
+            "SELECT e.id, coalesce(extract(epoch FROM now() - e.failing_since), 0)::float8, \
+                    coalesce((SELECT extract(epoch FROM now() - min(d.created_at)) FROM webhook_deliveries d \
+                               WHERE d.endpoint_id = e.id AND d.delivered_at IS NULL AND d.failed_at IS NULL), 0)::float8 \
+               FROM webhook_endpoints e \
+              WHERE e.enabled AND e.deleted_at IS NULL \
+                AND (e.failing_since IS NOT NULL \
+                     OR EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id \
+                                  AND d.delivered_at IS NULL AND d.failed_at IS NULL))",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Health { endpoint: r.get(0), failing_secs: r.get(1), oldest_undelivered_secs: r.get(2) })
+        .collect())
+}
+
+/// One attempt as the attempts list shows it.
+#[derive(Debug, Clone)]
+pub struct AttemptRow {
+    pub id: i64,
+    pub message_id: Uuid,
+    pub event_type: String,
+    pub attempted_at: DateTime<Utc>,
+    pub status: Option<i32>,
+    pub latency_ms: i32,
+    pub excerpt: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A page of an endpoint's attempts, newest first: those older than
+/// `after` (an attempt id), or newer than `before`, or the newest. Returns
+/// the page and whether the list goes on in the direction read. An id that
+/// is not one of the endpoint's attempts is `WebhookAttemptNotFound`.
+pub async fn attempts(
+    client: &impl GenericClient,
+    endpoint: Uuid,
+    after: Option<i64>,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<AttemptRow>, bool)> {
+    for cursor in after.iter().chain(&before) {
+        let known = client
+            .query_opt("SELECT 1 FROM webhook_attempts WHERE id = $1 AND endpoint_id = $2", &[cursor, &endpoint])
+            .await?;
+        if known.is_none() {
+            return Err(crate::Error::WebhookAttemptNotFound(*cursor));
+        }
+    }
+    const COLUMNS: &str = "a.id, d.message_id, d.event_type, a.attempted_at, a.status_code, a.latency_ms, \
+                           a.response_excerpt, a.error \
+                           FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id";
+    // the newest page, or the one before a cursor: newest first; the one
+    // after `before`: read oldest first from it, then turned around
+    let rows = match (after, before) {
+        (_, Some(b)) => {
+            client
+                .query(
+                    &format!("SELECT {COLUMNS} WHERE a.endpoint_id = $1 AND a.id > $2 ORDER BY a.id LIMIT $3"),
+                    &[&endpoint, &b, &(limit + 1)],
+                )
+                .await?
+        }
+        (a, None) => {
+            client
+                .query(
+                    &format!(
+                        "SELECT {COLUMNS} WHERE a.endpoint_id = $1 AND a.id < coalesce($2, 9223372036854775807) \
+                          ORDER BY a.id DESC LIMIT $3"
+                    ),
+                    &[&endpoint, &a, &(limit + 1)],
+                )
+                .await?
+        }
+    };
+    let mut page: Vec<AttemptRow> = rows
+        .iter()
+        .map(|r| AttemptRow {
+            id: r.get(0),
+            message_id: r.get(1),
+            event_type: r.get(2),
+            attempted_at: r.get(3),
+            status: r.get(4),
+            latency_ms: r.get(5),
+            excerpt: r.get(6),
+            error: r.get(7),
+        })
+        .collect();
+    let has_more = page.len() as i64 > limit;
+    page.truncate(limit as usize);
+    if before.is_some() {
+        page.reverse();
+    }
+    Ok((page, has_more))
+}
+
+/// Sends an event again: to `endpoint`, or to every live, enabled endpoint
+/// of the tenant subscribed to its type. A delivery already made (sent or
+/// failed) starts over from its first attempt, due now; one not made yet
+/// (an endpoint registered after the event) is made. Its earlier attempts
+/// stay in the log. Returns the endpoints it goes to.
+pub async fn redeliver(
+    client: &impl GenericClient,
+    tenant: TenantId,
+    message_id: Uuid,
+    event_type: &str,
+    payload: &[u8],
+    endpoint: Option<Uuid>,
+) -> Result<Vec<Uuid>> {
+    let rows = client
+        .query(
+            "INSERT INTO webhook_deliveries (tenant_id, endpoint_id, message_id, event_type, payload) \
+             SELECT $1, e.id, $2, $3, $4 FROM webhook_endpoints e \
+              WHERE e.tenant_id = $1 AND e.deleted_at IS NULL \
+                AND CASE WHEN $5::uuid IS NULL \
+                         THEN e.enabled AND ($3 = ANY(e.enabled_events) OR $6 = ANY(e.enabled_events)) \
+                         ELSE e.id = $5::uuid END \
+             ON CONFLICT (endpoint_id, message_id) DO UPDATE \
+                SET delivered_at = NULL, failed_at = NULL, attempts = 0, next_attempt_at = now() \
+             RETURNING endpoint_id",
+            &[&tenant.0, &message_id, &event_type, &payload, &endpoint, &ALL],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }

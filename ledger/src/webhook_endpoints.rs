@@ -25,6 +25,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "reservation.held",
     "reservation.released",
     "reservation.committed",
+    "webhook_endpoint.disabled",
 ];
 
 /// All event types, in `enabled_events`.
@@ -43,6 +44,10 @@ pub struct Endpoint {
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
     /// Set when it was deleted (only what a deletion answers shows it).
     pub deleted_at: Option<DateTime<Utc>>,
+    /// Since when every attempt to it has failed (none since a delivery).
+    pub failing_since: Option<DateTime<Utc>>,
+    /// Why the service disabled it, until it is enabled again.
+    pub disabled_reason: Option<String>,
 }
 
 /// An endpoint with its current signing secret: what its creation and a
@@ -54,7 +59,7 @@ pub struct WithSecret {
 }
 
 const COLUMNS: &str = "id, url, description, enabled_events, enabled, created_at, updated_at, \
-                       previous_secret_expires_at, deleted_at, secret";
+                       previous_secret_expires_at, deleted_at, secret, failing_since, disabled_reason";
 
 fn from_row(row: &Row) -> WithSecret {
     WithSecret {
@@ -68,6 +73,8 @@ fn from_row(row: &Row) -> WithSecret {
             updated_at: row.get(6),
             previous_secret_expires_at: row.get(7),
             deleted_at: row.get(8),
+            failing_since: row.get(10),
+            disabled_reason: row.get(11),
         },
         secret: row.get(9),
     }
@@ -138,6 +145,8 @@ pub async fn update(client: &impl GenericClient, tenant: TenantId, id: Uuid, cha
                 "UPDATE webhook_endpoints SET url = coalesce($3, url), \
                         description = CASE WHEN $4 THEN $5 ELSE description END, \
                         enabled_events = coalesce($6, enabled_events), enabled = coalesce($7, enabled), \
+                        disabled_reason = CASE WHEN $7 THEN NULL ELSE disabled_reason END, \
+                        failing_since = CASE WHEN $7 THEN NULL ELSE failing_since END, \
                         updated_at = now() \
                   WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL RETURNING {COLUMNS}"
             ),

@@ -449,6 +449,7 @@ fn worker_command(config: &workers::config::Config) -> std::process::Command {
         .env("WEBHOOK_CONCURRENCY", config.webhook_concurrency.to_string())
         .env("WEBHOOK_PER_ENDPOINT", config.webhook_per_endpoint.to_string())
         .env("WEBHOOK_ALLOW_PRIVATE", config.webhook_allow_private.to_string())
+        .env("WEBHOOK_DISABLE_AFTER_SECS", config.webhook_disable_after_secs.to_string())
         .env("RUST_LOG", "warn")
         .env_remove("SMTP_URL")
         .env_remove("LEDGER_CRASH_AT")

@@ -156,7 +156,7 @@ async fn the_documented_idempotency_key_is_the_one_the_server_requires() {
             idempotent_ops += documented as usize;
         }
     }
-    assert_eq!(idempotent_ops, 11, "every effectful POST");
+    assert_eq!(idempotent_ops, 12, "every effectful POST");
 }
 
 /// The `limit` of the entries page is documented with the bounds the server

@@ -310,3 +310,110 @@ async fn a_worker_killed_between_a_send_and_its_record_sends_again_and_loses_not
     assert!(got.iter().all(|r| signed_by(r, &secret)));
     assert_eq!(s.scalar(&format!("SELECT count(*) FROM webhook_attempts WHERE endpoint_id = '{endpoint}'")).await, 1);
 }
+
+#[actix_web::test]
+async fn attempts_are_listed_newest_first_and_an_event_is_sent_again_on_request() {
+    let s = store().await;
+    let broker = Broker::new();
+    // two 500s: with one retry in the schedule, the delivery fails
+    let receiver = Receiver::start(Behaviour::FailFirst(2)).await;
+    let (endpoint, _) = s.endpoint(&receiver.url, json!(["*"])).await;
+    let mut config = s.config(&broker);
+    config.webhook_schedule = "0.2".into();
+    let _workers = start_workers(&config, &[Role::Relay, Role::Webhooks]);
+    s.charge("o1").await;
+    eventually(20, "the delivery runs out of attempts", || async {
+        s.scalar("SELECT count(*) FROM webhook_deliveries WHERE failed_at IS NOT NULL").await == 1
+    })
+    .await;
+    let path = format!("/v1/webhook_endpoints/{endpoint}/attempts");
+    let all = s.app.get(&path, &s.key).await.json();
+    let attempts = all["data"].as_array().unwrap().clone();
+    assert_eq!(attempts.len(), 2, "{all}");
+    assert!(attempts
+        .iter()
+        .all(|a| a["status_code"] == 500 && a["delivered"] == false && a["event_type"] == "charge.succeeded"));
+    assert!(attempts[0]["id"].as_i64() > attempts[1]["id"].as_i64(), "newest first");
+    let first = s.app.get(&format!("{path}?limit=1"), &s.key).await.json();
+    assert_eq!((first["data"][0]["id"].clone(), first["has_more"].as_bool()), (attempts[0]["id"].clone(), Some(true)));
+    let next = s.app.get(&format!("{path}?starting_after={}", attempts[0]["id"]), &s.key).await.json();
+    assert_eq!((next["data"][0]["id"].clone(), next["has_more"].as_bool()), (attempts[1]["id"].clone(), Some(false)));
+    let back = s.app.get(&format!("{path}?ending_before={}", attempts[1]["id"]), &s.key).await.json();
+    assert_eq!(back["data"][0]["id"], attempts[0]["id"]);
+    let foreign = s.app.get(&format!("{path}?starting_after=999999"), &s.key).await;
+    assert_eq!(foreign.code(), "webhook_attempt_not_found");
+
+    // sent again on request: the third attempt is answered 2xx
+    let event = attempts[0]["event_id"].as_str().unwrap().to_owned();
+    let again =
+        s.app.post(&format!("/v1/events/{event}/redeliver"), &s.key, "again", json!({"endpoint_id": endpoint})).await;
+    assert_eq!(again.status, StatusCode::OK, "{again:?}");
+    assert_eq!(again.json()["endpoint_ids"], json!([endpoint]));
+    eventually(20, "the event is delivered on its third attempt", || async {
+        s.scalar("SELECT count(*) FROM webhook_deliveries WHERE delivered_at IS NOT NULL").await == 1
+    })
+    .await;
+    assert_eq!(receiver.got().len(), 3);
+    assert_eq!(receiver.applied().len(), 1, "one event, under one webhook-id");
+    let listed = s.app.get(&path, &s.key).await.json();
+    assert_eq!(listed["data"][0]["delivered"], true);
+    assert_eq!(listed["data"].as_array().unwrap().len(), 3, "the earlier attempts stay in the log");
+
+    let unknown =
+        s.app.post(&format!("/v1/events/{}/redeliver", uuid::Uuid::now_v7()), &s.key, "unknown", json!({})).await;
+    assert_eq!(unknown.code(), "event_not_found");
+    let other_endpoint = s
+        .app
+        .post(&format!("/v1/events/{event}/redeliver"), &s.key, "other", json!({"endpoint_id": uuid::Uuid::now_v7()}))
+        .await;
+    assert_eq!(other_endpoint.code(), "webhook_endpoint_not_found");
+}
+
+/// An endpoint that fails every attempt for longer than the service allows
+/// is disabled, once, and `webhook_endpoint.disabled` goes to the tenant's
+/// other endpoints; enabled again, it gets what waited for it.
+#[actix_web::test]
+async fn an_endpoint_failing_for_too_long_is_disabled_and_the_others_are_told() {
+    let s = store().await;
+    let broker = Broker::new();
+    let dead = Receiver::start(Behaviour::Always(503)).await;
+    let watcher = Receiver::start(Behaviour::Ok).await;
+    let (dead_id, _) = s.endpoint(&dead.url, json!(["charge.succeeded"])).await;
+    s.endpoint(&watcher.url, json!(["webhook_endpoint.disabled"])).await;
+    let mut config = s.config(&broker);
+    config.webhook_schedule = "0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5".into();
+    config.webhook_disable_after_secs = 1;
+    let _workers = start_workers(&config, &[Role::Relay, Role::Webhooks]);
+    s.charge("o1").await;
+    eventually(30, "the watcher hears the endpoint was disabled", || async { !watcher.got().is_empty() }).await;
+    let endpoint = s.app.get(&format!("/v1/webhook_endpoints/{dead_id}"), &s.key).await.json();
+    assert_eq!(endpoint["enabled"], false, "{endpoint}");
+    assert!(endpoint["disabled_reason"].as_str().unwrap().contains("failed"), "{endpoint}");
+    let told: serde_json::Value = serde_json::from_slice(&watcher.got()[0].body).unwrap();
+    assert_eq!(
+        (told["type"].as_str(), told["data"]["id"].as_str()),
+        (Some("webhook_endpoint.disabled"), Some(dead_id.as_str()))
+    );
+    assert_eq!(s.scalar("SELECT count(*) FROM outbox WHERE event_type = 'webhook_endpoint.disabled'").await, 1, "once");
+    // disabled: its delivery waits, unsent
+    let attempts = s.scalar("SELECT count(*) FROM webhook_attempts").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        s.scalar(&format!("SELECT count(*) FROM webhook_attempts WHERE endpoint_id = '{dead_id}'")).await + 1,
+        attempts
+    );
+    assert_eq!(
+        s.scalar("SELECT count(*) FROM webhook_deliveries WHERE delivered_at IS NULL AND failed_at IS NULL").await,
+        1
+    );
+    // enabled again: the reason goes, the streak starts over
+    let on = s
+        .app
+        .send("PATCH", &format!("/v1/webhook_endpoints/{dead_id}"), &s.key, None, Some(br#"{"enabled": true}"#))
+        .await
+        .json();
+    assert_eq!(
+        (on["enabled"].as_bool(), on["disabled_reason"].clone(), on["failing_since"].clone()),
+        (Some(true), json!(null), json!(null))
+    );
+}

@@ -175,6 +175,7 @@ fn the_subscribable_event_types_are_every_published_event_and_the_document_says_
         ReservationHeldV1::TYPE,
         ReservationReleasedV1::TYPE,
         ReservationCommittedV1::TYPE,
+        WebhookEndpointDisabledV1::TYPE,
     ];
     assert_eq!(ledger::webhook_endpoints::EVENT_TYPES, published);
     let spec: Value = serde_json::to_value(api::openapi::document()).unwrap();

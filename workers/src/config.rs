@@ -40,6 +40,10 @@ pub struct Config {
     pub webhook_concurrency: usize,
     #[arg(long, env = "WEBHOOK_PER_ENDPOINT", default_value_t = 2)]
     pub webhook_per_endpoint: usize,
+    /// How long an endpoint may fail every attempt before it is disabled
+    /// (with `webhook_endpoint.disabled`), in seconds: 3 days by default.
+    #[arg(long, env = "WEBHOOK_DISABLE_AFTER_SECS", default_value_t = 259_200)]
+    pub webhook_disable_after_secs: u64,
     /// Whether a webhook may go to a private, loopback or link-local
     /// address (`service::destinations`): local runs and tests only.
     #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", default_value_t = false)]

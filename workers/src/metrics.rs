@@ -85,7 +85,12 @@ pub fn relayed(published: usize, deferred: usize) {
 /// Serves `/metrics` on `listener` until shutdown.
 pub async fn serve(listener: TcpListener, config: Config, pool: Pool, mut shutdown: Shutdown) {
     service::telemetry::metrics();
-    let sampler = std::sync::Arc::new(tokio::sync::Mutex::new(Sampler { config, pool, broker: None }));
+    let sampler = std::sync::Arc::new(tokio::sync::Mutex::new(Sampler {
+        config,
+        pool,
+        broker: None,
+        endpoints: Default::default(),
+    }));
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
@@ -150,6 +155,9 @@ struct Sampler {
     pool: Pool,
     /// A channel kept between scrapes; reopened after a failure.
     broker: Option<(Connection, Channel)>,
+    /// The webhook endpoints the last scrape reported on: one no longer
+    /// failing nor behind is set back to 0, not left at its last value.
+    endpoints: std::collections::HashSet<uuid::Uuid>,
 }
 
 impl Sampler {
@@ -163,6 +171,9 @@ impl Sampler {
             }
         };
         metrics::gauge!("ledger_metrics_source_up", "source" => "database").set(database);
+        if let Err(e) = self.webhooks().await {
+            tracing::debug!(error = %e, "metrics: the webhook deliveries could not be read");
+        }
         let broker = match self.queues().await {
             Ok(()) => 1.0,
             Err(e) => {
@@ -172,6 +183,28 @@ impl Sampler {
             }
         };
         metrics::gauge!("ledger_metrics_source_up", "source" => "broker").set(broker);
+    }
+
+    /// Per endpoint that is failing or behind: for how long every attempt
+    /// has failed, and the age of its oldest undelivered event.
+    async fn webhooks(&mut self) -> Result<(), Error> {
+        let client = within("a connection for the metrics", self.pool.get()).await?;
+        let health = within("the webhook endpoints", ledger::webhook_deliveries::health(&**client)).await?;
+        let now: std::collections::HashSet<uuid::Uuid> = health.iter().map(|h| h.endpoint).collect();
+        for gone in self.endpoints.difference(&now) {
+            let endpoint = gone.to_string();
+            metrics::gauge!("ledger_webhook_endpoint_failing_seconds", "endpoint" => endpoint.clone()).set(0.0);
+            metrics::gauge!("ledger_webhook_oldest_undelivered_age_seconds", "endpoint" => endpoint).set(0.0);
+        }
+        for h in &health {
+            let endpoint = h.endpoint.to_string();
+            metrics::gauge!("ledger_webhook_endpoint_failing_seconds", "endpoint" => endpoint.clone())
+                .set(h.failing_secs);
+            metrics::gauge!("ledger_webhook_oldest_undelivered_age_seconds", "endpoint" => endpoint)
+                .set(h.oldest_undelivered_secs);
+        }
+        self.endpoints = now;
+        Ok(())
     }
 
     async fn outbox(&self) -> Result<(), Error> {

@@ -195,8 +195,19 @@ async fn attempt(
         let jitter = rand::rng().random_range(0.0..=0.1);
         wait.mul_f64(1.0 + jitter)
     });
-    let client = pool.get().await?;
+    let mut client = pool.get().await?;
     let after = ledger::webhook_deliveries::record(&**client, &due, &attempt, next).await?;
+    if !attempt.delivered() {
+        let tx = client.transaction().await?;
+        let window = Duration::from_secs(config.webhook_disable_after_secs);
+        let disabled = ledger::webhook_deliveries::disable_if_failing(&tx, due.endpoint_id, window).await?;
+        tx.commit().await?;
+        if let Some(d) = disabled {
+            ::metrics::counter!("ledger_webhook_endpoints_disabled_total").increment(1);
+            tracing::warn!(endpoint = %d.id, url = %d.url, failing_since = %d.failing_since,
+                           "webhooks: an endpoint failing for too long is disabled");
+        }
+    }
     let outcome = match after {
         After::Delivered => "delivered",
         After::Retry(_) => "retried",

@@ -2,13 +2,15 @@
 //! a message broker. Each event is served as the stored bytes of the
 //! envelope the relay publishes to RabbitMQ (`ledger::outbox::Message`).
 
-use actix_web::{get, web, HttpResponse};
+use actix_web::{get, post, web, HttpResponse};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::Caller;
+use crate::body::JsonBody;
 use crate::error::{ApiError, Problem};
+use crate::idempotency::{self, Applied, IdempotencyKey};
 use crate::state::AppState;
 
 /// An event: the JSON envelope the relay publishes to RabbitMQ for it, the
@@ -171,4 +173,64 @@ mod tests {
         }
         assert!(!is_event_type(&format!("a.{}", "b".repeat(99))));
     }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Redeliver {
+    /// Only to this endpoint (whatever its event types); absent: to every
+    /// enabled endpoint subscribed to the event's type.
+    pub endpoint_id: Option<Uuid>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Redelivery {
+    pub event_id: Uuid,
+    /// The endpoints the event goes to again, each from its first attempt.
+    pub endpoint_ids: Vec<Uuid>,
+}
+
+/// Send an event to webhook endpoints again.
+///
+/// Each delivery starts over (due now, from its first attempt), whether it
+/// was delivered, failed or never made (an endpoint registered after the
+/// event); its earlier attempts stay in the endpoint's attempts list. The
+/// event goes with its own `webhook-id`: a receiver that dedupes on it
+/// ignores a copy it already applied.
+#[utoipa::path(
+    operation_id = "redeliver_event",
+    tag = "events",
+    params(("id" = Uuid, Path, description = "The event's `message_id`"), IdempotencyKey),
+    request_body = Redeliver,
+    responses(
+        (status = 200, description = "Scheduled: the endpoints it goes to (none when no endpoint wants it)", body = Redelivery),
+        (status = 404, description = "`event_not_found`: no such event for this tenant, or no longer kept; `webhook_endpoint_not_found`: `endpoint_id` is not one of this tenant's endpoints; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/events/{id}/redeliver")]
+pub async fn redeliver(
+    state: web::Data<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    id: web::Path<Uuid>,
+    body: JsonBody<Redeliver>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, message_id, endpoint) = (caller.0, *id, body.value.endpoint_id);
+    idempotency::run(&state, tenant, &key, &body.canonical, Applied::Ok, async |tx| {
+        let event = ledger::feed::get(&**tx, tenant, message_id).await?;
+        if let Some(endpoint) = endpoint {
+            ledger::webhook_endpoints::get(&**tx, tenant, endpoint).await?;
+        }
+        let endpoint_ids = ledger::webhook_deliveries::redeliver(
+            &**tx,
+            tenant,
+            message_id,
+            &event.event_type,
+            event.payload.as_bytes(),
+            endpoint,
+        )
+        .await?;
+        Ok(ledger::Outcome::Applied(Redelivery { event_id: message_id, endpoint_ids }))
+    })
+    .await
 }

@@ -44,12 +44,14 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(inventory::release)
             .service(events::list)
             .service(events::get)
+            .service(events::redeliver)
             .service(webhook_endpoints::create)
             .service(webhook_endpoints::list)
             .service(webhook_endpoints::get)
             .service(webhook_endpoints::update)
             .service(webhook_endpoints::remove)
             .service(webhook_endpoints::rotate_secret)
+            .service(webhook_endpoints::attempts)
             // served but not documented (`UNDOCUMENTED`)
             .map(|scope| scope.service(provider::receive)),
     );

@@ -24,8 +24,14 @@ pub struct WebhookEndpoint {
     /// The event types delivered to it; `*` for all.
     #[schema(example = json!(["charge.succeeded", "charge.captured"]))]
     pub enabled_events: Vec<String>,
-    /// A disabled endpoint is delivered nothing until it is enabled again.
+    /// A disabled endpoint is delivered nothing until it is enabled again
+    /// (its deliveries wait meanwhile). The service disables one that has
+    /// failed every attempt for 3 days (`disabled_reason`).
     pub enabled: bool,
+    /// Why the service disabled it; cleared when it is enabled again.
+    pub disabled_reason: Option<String>,
+    /// Since when every attempt to it has failed (absent after a delivery).
+    pub failing_since: Option<DateTime<Utc>>,
     /// Until when the secret before the last rotation still signs (both
     /// signatures are sent meanwhile).
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
@@ -45,6 +51,8 @@ impl From<ledger::webhook_endpoints::Endpoint> for WebhookEndpoint {
             description: e.description,
             enabled_events: e.enabled_events,
             enabled: e.enabled,
+            disabled_reason: e.disabled_reason,
+            failing_since: e.failing_since,
             previous_secret_expires_at: e.previous_secret_expires_at,
             created_at: e.created_at,
             updated_at: e.updated_at,
@@ -95,6 +103,8 @@ pub enum WebhookEventType {
     ReservationReleased,
     #[schema(rename = "reservation.committed")]
     ReservationCommitted,
+    #[schema(rename = "webhook_endpoint.disabled")]
+    WebhookEndpointDisabled,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -379,4 +389,103 @@ pub async fn rotate_secret(
             .map(WebhookEndpointWithSecret::from))
     })
     .await
+}
+
+/// One attempt to deliver an event to an endpoint.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct WebhookAttempt {
+    /// The attempt's id: the list's cursor.
+    #[schema(example = 1042)]
+    pub id: i64,
+    /// The event's `message_id` (the `webhook-id` sent).
+    pub event_id: Uuid,
+    #[schema(example = "charge.succeeded")]
+    pub event_type: String,
+    pub attempted_at: DateTime<Utc>,
+    /// What the endpoint answered; absent when it did not (see `error`).
+    pub status_code: Option<i32>,
+    /// From the request's start to the answer's first KiB, or the error.
+    pub latency_ms: i32,
+    /// The first KiB of the answer's body.
+    pub response_excerpt: Option<String>,
+    /// Why there was no answer: the destination refused, the connection, a timeout.
+    pub error: Option<String>,
+    /// A 2xx: this attempt delivered the event.
+    pub delivered: bool,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AttemptsQuery {
+    /// Page size, 1 to 100 (default 10).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+    /// An attempt id of this endpoint: the page holds the attempts just older than it.
+    #[param(minimum = 1)]
+    pub starting_after: Option<i64>,
+    /// An attempt id of this endpoint: the page holds the attempts just newer than it.
+    #[param(minimum = 1)]
+    pub ending_before: Option<i64>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WebhookAttemptList {
+    /// The page, newest first.
+    pub data: Vec<WebhookAttempt>,
+    /// Whether the list goes on past this page in the direction it was read.
+    pub has_more: bool,
+}
+
+/// List an endpoint's delivery attempts, newest first, a page at a time.
+#[utoipa::path(
+    operation_id = "list_webhook_attempts",
+    tag = "webhooks",
+    params(("id" = Uuid, Path, description = "Webhook endpoint id"), AttemptsQuery),
+    responses(
+        (status = 200, description = "A page of attempts (empty when none)", body = WebhookAttemptList),
+        (status = 400, description = "`invalid_parameter`: `limit` not from 1 to 100, or a value of the wrong type", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`webhook_endpoint_not_found`: no such endpoint for this tenant (or deleted); `webhook_attempt_not_found`: `starting_after` or `ending_before` is not one of its attempts; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`conflicting_cursors`: both `starting_after` and `ending_before` were given", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/webhook_endpoints/{id}/attempts")]
+pub async fn attempts(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+    query: web::Query<AttemptsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let limit = q.limit.unwrap_or(10);
+    if !(1..=ledger::pagination::MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(ProblemCode::InvalidParameter, "`limit` must be from 1 to 100"));
+    }
+    if q.starting_after.is_some() && q.ending_before.is_some() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ProblemCode::ConflictingCursors,
+            "give at most one of `starting_after` and `ending_before`",
+        ));
+    }
+    let client = state.pool.get().await?;
+    // the endpoint must be the caller's (and not deleted)
+    ledger::webhook_endpoints::get(&**client, caller.0, *id).await?;
+    let (rows, has_more) =
+        ledger::webhook_deliveries::attempts(&**client, *id, q.starting_after, q.ending_before, limit).await?;
+    let data = rows
+        .into_iter()
+        .map(|a| WebhookAttempt {
+            id: a.id,
+            event_id: a.message_id,
+            event_type: a.event_type,
+            attempted_at: a.attempted_at,
+            delivered: a.status.is_some_and(|s| (200..300).contains(&s)),
+            status_code: a.status,
+            latency_ms: a.latency_ms,
+            response_excerpt: a.excerpt,
+            error: a.error,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(WebhookAttemptList { data, has_more }))
 }
