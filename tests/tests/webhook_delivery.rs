@@ -86,6 +86,24 @@ impl Receiver {
         Receiver { url: format!("http://127.0.0.1:{port}/hooks"), got }
     }
 
+    /// A receiver that takes each connection and closes it at once, before
+    /// any answer: what a crashing or misconfigured storefront looks like.
+    fn closing() -> Receiver {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let counted = got.clone();
+        // a thread of its own, which ends with the test process
+        std::thread::spawn(move || {
+            for socket in listener.incoming().flatten() {
+                let closed = Received { id: String::new(), timestamp: 0, signature: String::new(), body: vec![] };
+                counted.lock().unwrap().push(closed);
+                drop(socket);
+            }
+        });
+        Receiver { url: format!("http://127.0.0.1:{port}/hooks"), got }
+    }
+
     fn got(&self) -> Vec<Received> {
         self.got.lock().unwrap().clone()
     }
@@ -172,18 +190,20 @@ fn signed_by(r: &Received, secret: &str) -> bool {
 async fn every_event_reaches_every_live_subscribed_endpoint_at_least_once_signed_and_the_same_on_every_retry() {
     let s = store().await;
     let broker = Broker::new();
-    let (healthy, flaky, gone, hanging, disabled) = (
+    let (healthy, flaky, gone, hanging, disabled, closing) = (
         Receiver::start(Behaviour::Ok).await,
         Receiver::start(Behaviour::FailFirst(2)).await,
         Receiver::start(Behaviour::Always(410)).await,
         Receiver::start(Behaviour::Hang(Duration::from_secs(5))).await,
         Receiver::start(Behaviour::Ok).await,
+        Receiver::closing(),
     );
     let (_, healthy_secret) = s.endpoint(&healthy.url, json!(["*"])).await;
     let (_, flaky_secret) = s.endpoint(&flaky.url, json!(["charge.succeeded"])).await;
     let (gone_id, _) = s.endpoint(&gone.url, json!(["*"])).await;
     let (hanging_id, _) = s.endpoint(&hanging.url, json!(["*"])).await;
     let (disabled_id, _) = s.endpoint(&disabled.url, json!(["*"])).await;
+    let (closing_id, _) = s.endpoint(&closing.url, json!(["charge.succeeded"])).await;
     let off = s
         .app
         .send("PATCH", &format!("/v1/webhook_endpoints/{disabled_id}"), &s.key, None, Some(br#"{"enabled": false}"#))
@@ -281,6 +301,15 @@ async fn every_event_reaches_every_live_subscribed_endpoint_at_least_once_signed
         s.scalar(&format!("SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = '{disabled_id}'")).await,
         0
     );
+    // a connection closed without an answer is an error, retried like any other
+    assert!(closing.got().len() >= 15, "five attempts of each of three events: {}", closing.got().len());
+    let closed = format!(
+        "SELECT count(*) FROM webhook_attempts WHERE endpoint_id = '{closing_id}' AND status_code IS NULL AND error IS NOT NULL"
+    );
+    assert_eq!(s.scalar(&closed).await, 15);
+    let failed =
+        format!("SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = '{closing_id}' AND failed_at IS NOT NULL");
+    assert_eq!(s.scalar(&failed).await, 3);
 }
 
 #[actix_web::test]
