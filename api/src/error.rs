@@ -224,6 +224,7 @@ pub fn decline_status(kind: DeclineKind) -> (StatusCode, ProblemCode) {
         DeclineKind::RefundExceedsCharge => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::RefundExceedsCharge),
         DeclineKind::CardDeclined => (StatusCode::PAYMENT_REQUIRED, ProblemCode::CardDeclined),
         DeclineKind::RefundFailed => (StatusCode::PAYMENT_REQUIRED, ProblemCode::RefundFailed),
+        DeclineKind::AuthorizationExpired => (StatusCode::CONFLICT, ProblemCode::AuthorizationExpired),
     }
 }
 

@@ -174,11 +174,23 @@ impl Client {
     /// the provider refuses an unknown one (404 `resource_missing`), without
     /// a request.
     pub async fn cancel_payment(&self, id: &str, idempotency_key: &str) -> Result<CancelOutcome, GatewayError> {
+        self.cancel_payment_because(id, "abandoned", idempotency_key).await
+    }
+
+    /// [`Client::cancel_payment`] with another of Stripe's
+    /// `cancellation_reason`s (`requested_by_customer`, `abandoned`,
+    /// `duplicate`, `fraudulent`): the void of an authorization.
+    pub async fn cancel_payment_because(
+        &self,
+        id: &str,
+        reason: &str,
+        idempotency_key: &str,
+    ) -> Result<CancelOutcome, GatewayError> {
         // Anything that is not an id must not reach the URL path.
         if !is_id(id) {
             return Err(no_such_payment(id));
         }
-        let form = [("cancellation_reason".to_owned(), "abandoned".to_owned())];
+        let form = [("cancellation_reason".to_owned(), reason.to_owned())];
         match self.post(&format!("/v1/payment_intents/{id}/cancel"), &form, idempotency_key).await {
             Ok(answer) => cancel_outcome(answer),
             Err(unknown) => Ok(CancelOutcome::Unknown(unknown)),

@@ -31,6 +31,15 @@ pub fn cancel_key(server_secret: &[u8], tenant: Uuid, charge_id: Uuid) -> String
     key("can_", server_secret, &[b"cancel", tenant.as_bytes(), charge_id.as_bytes()])
 }
 
+/// The provider idempotency key of the void of a charge's authorization
+/// (one per charge). Not [`cancel_key`]: that one cancels a payment left
+/// waiting for the buyer's authentication, and a cancel refused under it
+/// (the buyer authenticated first, the payment became an authorization)
+/// stays stored for the key; the void must be a request of its own.
+pub fn void_key(server_secret: &[u8], tenant: Uuid, charge_id: Uuid) -> String {
+    key("vod_", server_secret, &[b"void", tenant.as_bytes(), charge_id.as_bytes()])
+}
+
 /// The provider idempotency key of the capture of a charge's payment (one
 /// per charge: a payment is captured at most once).
 pub fn capture_key(server_secret: &[u8], tenant: Uuid, charge_id: Uuid) -> String {
@@ -67,6 +76,8 @@ mod tests {
         assert!(cancel_key(SECRET, TENANT, charge).starts_with("can_"));
         assert_eq!(capture_key(SECRET, TENANT, charge), capture_key(SECRET, TENANT, charge));
         assert!(capture_key(SECRET, TENANT, charge).starts_with("cap_"));
+        assert_eq!(void_key(SECRET, TENANT, charge), void_key(SECRET, TENANT, charge));
+        assert!(void_key(SECRET, TENANT, charge).starts_with("vod_"));
     }
 
     #[test]
@@ -104,6 +115,7 @@ mod tests {
             refund_key(SECRET, TENANT, Uuid::nil(), &long_order),
             cancel_key(SECRET, TENANT, Uuid::max()),
             capture_key(SECRET, TENANT, Uuid::max()),
+            void_key(SECRET, TENANT, Uuid::max()),
         ] {
             assert!(key.len() <= MAX_KEY_LEN, "{key} is {} characters", key.len());
             assert!(key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{key}");
@@ -133,5 +145,7 @@ mod tests {
         // same fields, different labels.
         assert_ne!(capture_key(SECRET, TENANT, charge)[4..], cancel_key(SECRET, TENANT, charge)[4..]);
         assert_ne!(capture_key(SECRET, TENANT, charge)[4..], refund_key(SECRET, TENANT, charge, "")[4..]);
+        assert_ne!(void_key(SECRET, TENANT, charge)[4..], cancel_key(SECRET, TENANT, charge)[4..]);
+        assert_ne!(void_key(SECRET, TENANT, charge)[4..], capture_key(SECRET, TENANT, charge)[4..]);
     }
 }

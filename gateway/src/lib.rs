@@ -20,7 +20,7 @@ pub use client::{CaptureMethod, Client, ListPayments, PaymentRequest, RefundRequ
 pub use config::{
     Config, DEFAULT_TIMEOUT, DEFAULT_URL, ENV_SECRET_KEY, ENV_TIMEOUT_MS, ENV_URL, ENV_WEBHOOK_SECRET, MAX_KEY_LEN,
 };
-pub use keys::{cancel_key, capture_key, provider_key, refund_key};
+pub use keys::{cancel_key, capture_key, provider_key, refund_key, void_key};
 pub use model::{ApiError, Charge, List, PaymentIntent, PaymentStatus, Refund, RefundStatus};
 pub use outcome::{
     BuildError, CancelOutcome, CaptureOutcome, Decline, GatewayError, PaymentOutcome, RefundOutcome, Unknown,

@@ -142,9 +142,10 @@ pub const INVARIANTS: &[Invariant] = &[
     // ---- authorizations ------------------------------------------------------
     Invariant {
         name: "authorization_matches_ledger",
-        promise: "every authorization held exactly its amount from its buyer on its holds account, and ended at most \
-                  once: open, nothing more moved; voided, all of it back to the buyer; captured, at most what was \
-                  held taken from the holds account and the rest back to the buyer",
+        promise: "every wallet authorization held exactly its amount from its buyer on its holds account, and ended \
+                  at most once: open, nothing more moved; voided, all of it back to the buyer; captured, at most \
+                  what was held taken from the holds account and the rest back to the buyer. A card authorization \
+                  (held by the card's issuer) moved nothing until its capture took at most what was held",
         quiesced: false,
         sql: "SELECT jsonb_build_object('charge_id', c.id, 'status', c.status, 'held', h.amount, 'amount', c.amount, \
                      'held_from_buyer', x.held_from_buyer, 'held_on_holds', x.held_on_holds, 'released', x.released, \
@@ -162,14 +163,25 @@ pub const INVARIANTS: &[Invariant] = &[
                                                              AND e.account_id = h.hold_account_id), 0) AS captured_from_holds \
                        FROM ledger_entries e \
                       WHERE e.transaction_id IN (h.hold_transaction_id, h.release_transaction_id, c.transaction_id)) x \
-               WHERE x.held_from_buyer <> -h.amount OR x.held_on_holds <> h.amount \
-                  OR (c.status = 'authorized' AND (c.transaction_id IS NOT NULL OR h.release_transaction_id IS NOT NULL \
-                      OR h.captured_at IS NOT NULL OR h.voided_at IS NOT NULL OR c.amount <> h.amount)) \
-                  OR (c.status = 'voided' AND (c.transaction_id IS NOT NULL OR h.captured_at IS NOT NULL \
-                      OR x.released <> h.amount)) \
-                  OR (c.status = 'succeeded' AND (h.captured_at IS NULL OR h.voided_at IS NOT NULL OR c.amount > h.amount \
-                      OR x.captured_from_holds <> -c.amount OR x.released <> h.amount - c.amount)) \
-                  OR c.status NOT IN ('authorized', 'voided', 'succeeded')",
+               WHERE (h.hold_account_id IS NOT NULL AND ( \
+                      x.held_from_buyer <> -h.amount OR x.held_on_holds <> h.amount \
+                   OR (c.status = 'authorized' AND (c.transaction_id IS NOT NULL OR h.release_transaction_id IS NOT NULL \
+                       OR h.captured_at IS NOT NULL OR h.voided_at IS NOT NULL OR c.amount <> h.amount)) \
+                   OR (c.status = 'voided' AND (c.transaction_id IS NOT NULL OR h.captured_at IS NOT NULL \
+                       OR x.released <> h.amount)) \
+                   OR (c.status = 'succeeded' AND (h.captured_at IS NULL OR h.voided_at IS NOT NULL \
+                       OR c.amount > h.amount OR x.captured_from_holds <> -c.amount \
+                       OR x.released <> h.amount - c.amount)) \
+                   OR c.status NOT IN ('authorized', 'voided', 'succeeded'))) \
+                  OR (h.hold_account_id IS NULL AND ( \
+                      c.buyer_account_id IS NOT NULL OR h.release_transaction_id IS NOT NULL \
+                   OR (c.status IN ('authorized', 'capturing', 'voiding') AND (c.transaction_id IS NOT NULL \
+                       OR h.captured_at IS NOT NULL OR h.voided_at IS NOT NULL OR c.amount > h.amount)) \
+                   OR (c.status = 'voided' AND (c.transaction_id IS NOT NULL OR h.captured_at IS NOT NULL \
+                       OR c.amount <> h.amount)) \
+                   OR (c.status = 'succeeded' AND (h.captured_at IS NULL OR h.voided_at IS NOT NULL \
+                       OR c.amount > h.amount)) \
+                   OR c.status NOT IN ('authorized', 'capturing', 'voiding', 'voided', 'succeeded')))",
     },
     Invariant {
         name: "holds_equal_open_authorizations",
@@ -316,8 +328,10 @@ pub const INVARIANTS: &[Invariant] = &[
                 SELECT tenant_id, key, status_code, b, (b->>'id')::uuid AS id FROM stored \
                  WHERE jsonb_typeof(b) = 'object' AND b->>'id' ~ '^[0-9a-f-]{36}$' \
               ) \
-              SELECT jsonb_build_object('tenant_id', n.tenant_id, 'key', n.key, 'status', n.status_code, 'stored', n.b, \
-                     'resource', coalesce(to_jsonb(c), to_jsonb(t), to_jsonb(r), to_jsonb(a), to_jsonb(v))) \
+              SELECT jsonb_build_object('tenant_id', n.tenant_id, 'key', n.key, 'status', n.status_code, \
+                     'stored', n.b - 'secret', \
+                     'resource', coalesce(to_jsonb(c), to_jsonb(t), to_jsonb(r), to_jsonb(a), to_jsonb(v), \
+                                          to_jsonb(w) - 'secret' - 'previous_secret')) \
                 FROM named n \
                 LEFT JOIN charges c ON c.id = n.id \
                 LEFT JOIN charge_authorizations h ON h.charge_id = c.id \
@@ -325,7 +339,9 @@ pub const INVARIANTS: &[Invariant] = &[
                 LEFT JOIN refunds r ON r.id = n.id \
                 LEFT JOIN accounts a ON a.id = n.id \
                 LEFT JOIN reservations v ON v.id = n.id \
-               WHERE coalesce(c.tenant_id, t.tenant_id, r.tenant_id, a.tenant_id, v.tenant_id) IS DISTINCT FROM n.tenant_id \
+                LEFT JOIN webhook_endpoints w ON w.id = n.id \
+               WHERE coalesce(c.tenant_id, t.tenant_id, r.tenant_id, a.tenant_id, v.tenant_id, w.tenant_id) \
+                     IS DISTINCT FROM n.tenant_id \
                   OR (c.id IS NOT NULL AND (((n.b->>'amount')::numeric IS DISTINCT FROM c.amount \
                             AND (n.b->>'amount')::numeric IS DISTINCT FROM h.amount) \
                        OR n.b->>'order_id' IS DISTINCT FROM c.order_id \

@@ -49,13 +49,18 @@ pub struct NewCardCharge<'a> {
     /// How long the request that creates it may talk to the provider before
     /// the completer may take the charge over.
     pub lease: Duration,
+    /// `"capture": false`: the provider is asked for a manual capture, and
+    /// the authorization holds this long once it is made (`None`: captured
+    /// at once).
+    pub authorize: Option<Duration>,
 }
 
 impl NewCardCharge<'_> {
     fn same_as(&self, c: &Charge) -> bool {
         c.payment_method.as_deref() == Some(self.payment_method)
             && self.seller == c.seller_account_id
-            && self.amount == c.amount
+            && self.amount == c.requested_amount()
+            && self.authorize.is_some() == c.authorize_for.is_some()
             && self.currency == c.currency
             && self.platform_fee == c.platform_fee
             && self.receipt_email == c.receipt_email.as_deref()
@@ -118,9 +123,15 @@ pub async fn begin(tx: &Transaction<'_>, tenant: TenantId, new: &NewCardCharge<'
     )
     .await?;
     tx.cached_execute(
-        "INSERT INTO card_charges (charge_id, payment_method, provider_key, lease_until) \
-         VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
-        &[&id, &new.payment_method, &new.provider_key, &new.lease.as_secs_f64()],
+        "INSERT INTO card_charges (charge_id, payment_method, provider_key, lease_until, authorize_secs) \
+         VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5::float8)",
+        &[
+            &id,
+            &new.payment_method,
+            &new.provider_key,
+            &new.lease.as_secs_f64(),
+            &new.authorize.map(|w| w.as_secs_f64()),
+        ],
     )
     .await?;
     Ok(Begun::InFlight(get(&**tx, tenant, id).await?))
@@ -196,6 +207,9 @@ pub enum ProviderAnswer {
     /// The money was taken: the provider's payment, its amount in minor
     /// units and its currency (lowercase, as the provider writes it).
     Succeeded { payment_id: String, amount_minor: i64, currency: String },
+    /// The card holds the amount for a manual capture (`"capture": false`):
+    /// the provider's payment, its amount and currency.
+    Authorized { payment_id: String, amount_minor: i64, currency: String },
     /// Declined, for good: a new attempt may follow.
     Declined { payment_id: Option<String>, code: String },
     /// The buyer must authenticate first (3-D Secure): the payment, what the
@@ -231,7 +245,7 @@ pub fn clearing_reference(currency: Currency) -> String {
 
 /// The tenant's provider clearing account in `currency`, created on first
 /// use. It may go negative: it stands for what the provider owes the tenant.
-async fn clearing_account(tx: &Transaction<'_>, tenant: TenantId, currency: Currency) -> Result<Uuid> {
+pub(crate) async fn clearing_account(tx: &Transaction<'_>, tenant: TenantId, currency: Currency) -> Result<Uuid> {
     crate::accounts::system(&**tx, tenant, &clearing_reference(currency), currency, "the provider clearing account")
         .await
 }
@@ -295,29 +309,37 @@ pub async fn complete(
             let failed = get(&**tx, tenant, id).await?;
             Ok(Completion::Final(outcome_of(failed).expect("final")))
         }
+        Some(ProviderAnswer::Authorized { payment_id, amount_minor, currency }) => {
+            if !matches_payment(tx, tenant, &charge, payment_id, *amount_minor, currency).await? {
+                return Ok(Completion::Processing(charge));
+            }
+            let Some(window) = charge.authorize_for else {
+                // a manual capture this charge never asked for: an operator decides
+                let detail = serde_json::json!({"payment_id": payment_id});
+                flag(&**tx, Some(tenant), Some(id), None, "unexpected_authorization", &detail).await?;
+                return Ok(Completion::Processing(charge));
+            };
+            let clearing = clearing_account(tx, tenant, charge.currency).await?;
+            tx.cached_execute(
+                "WITH c AS (UPDATE charges SET status = 'authorized' WHERE id = $1), \
+                      a AS (INSERT INTO charge_authorizations (charge_id, amount, expires_at) \
+                            VALUES ($1, $4, now() + make_interval(secs => $5))) \
+                 UPDATE card_charges SET provider_payment_id = $2, clearing_account_id = $3, completed_at = now(), \
+                        lease_until = NULL WHERE charge_id = $1",
+                &[&id, &payment_id, &clearing, &charge.amount, &window.as_secs_f64()],
+            )
+            .await?;
+            let authorized = get(&**tx, tenant, id).await?;
+            outbox::enqueue(tx, tenant, Some(&authorized.order_id), &crate::charges::authorized_event(&authorized)?)
+                .await?;
+            Ok(Completion::Final(Outcome::Applied(authorized)))
+        }
         Some(ProviderAnswer::Succeeded { payment_id, amount_minor, currency }) => {
-            let expected = minor_units(charge.amount, charge.currency);
-            if *amount_minor != expected || !currency.eq_ignore_ascii_case(charge.currency.code()) {
-                // Never book money the charge did not ask for: an operator decides.
-                let detail = serde_json::json!({"payment_id": payment_id, "provider_amount": amount_minor,
-                    "provider_currency": currency, "charge_amount": expected, "charge_currency": charge.currency.code()});
-                flag(&**tx, Some(tenant), Some(id), None, "amount_mismatch", &detail).await?;
+            if !matches_payment(tx, tenant, &charge, payment_id, *amount_minor, currency).await? {
                 return Ok(Completion::Processing(charge));
             }
             let clearing = clearing_account(tx, tenant, charge.currency).await?;
-            let terms = ChargeTerms {
-                payer: Some(clearing),
-                seller: charge.seller_account_id,
-                amount: charge.amount,
-                fee: charge.platform_fee.as_ref(),
-            };
-            let (ids, legs) = (terms.accounts(clearing), terms.legs(clearing));
-            let locked = lock_accounts(tx, tenant, &ids, charge.currency).await?;
-            let transaction_id = match post(tx, tenant, "charge", charge.currency, &locked, &legs).await? {
-                Ok(t) => t,
-                // only credits and a clearing account that may go negative
-                Err(decline) => return Err(Error::unknown("decline of a card charge's posting", decline.to_string())),
-            };
+            let transaction_id = book(tx, tenant, &charge, clearing).await?;
             tx.cached_execute(
                 "UPDATE charges SET status = 'succeeded', transaction_id = $2 WHERE id = $1",
                 &[&id, &transaction_id],
@@ -334,6 +356,46 @@ pub async fn complete(
             Ok(Completion::Final(Outcome::Applied(paid)))
         }
     }
+}
+
+/// Books what a card payment took (the charge's `amount`): one `charge`
+/// transaction from the tenant's provider clearing account to the seller
+/// and the platform.
+pub(crate) async fn book(tx: &Transaction<'_>, tenant: TenantId, charge: &Charge, clearing: Uuid) -> Result<Uuid> {
+    let terms = ChargeTerms {
+        payer: Some(clearing),
+        seller: charge.seller_account_id,
+        amount: charge.amount,
+        fee: charge.platform_fee.as_ref(),
+    };
+    let (ids, legs) = (terms.accounts(clearing), terms.legs(clearing));
+    let locked = lock_accounts(tx, tenant, &ids, charge.currency).await?;
+    match post(tx, tenant, "charge", charge.currency, &locked, &legs).await? {
+        Ok(t) => Ok(t),
+        // only credits and a clearing account that may go negative
+        Err(decline) => Err(Error::unknown("decline of a card payment's posting", decline.to_string())),
+    }
+}
+
+/// Whether the provider's payment is for the charge's amount and currency;
+/// when it is not, flags it for an operator (`amount_mismatch`): money the
+/// charge did not ask for is never booked.
+pub(crate) async fn matches_payment(
+    tx: &Transaction<'_>,
+    tenant: TenantId,
+    charge: &Charge,
+    payment_id: &str,
+    amount_minor: i64,
+    currency: &str,
+) -> Result<bool> {
+    let expected = minor_units(charge.amount, charge.currency);
+    if amount_minor == expected && currency.eq_ignore_ascii_case(charge.currency.code()) {
+        return Ok(true);
+    }
+    let detail = serde_json::json!({"payment_id": payment_id, "provider_amount": amount_minor,
+        "provider_currency": currency, "charge_amount": expected, "charge_currency": charge.currency.code()});
+    flag(&**tx, Some(tenant), Some(charge.id), None, "amount_mismatch", &detail).await?;
+    Ok(false)
 }
 
 /// Undoes a card charge's first transaction after the provider refused the

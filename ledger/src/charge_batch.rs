@@ -156,7 +156,8 @@ pub async fn create_many(tx: &Transaction<'_>, items: &[BatchedCharge<'_>], lock
     }
     let mut charges_of: HashMap<(Uuid, String), Vec<Charge>> = HashMap::new();
     for row in order_rows {
-        let tenant: Uuid = row.get(33);
+        // the tenant ends each row, after the charge's columns
+        let tenant: Uuid = row.get(row.len() - 1);
         let charge = from_row(&row)?.charge;
         charges_of.entry((tenant, charge.order_id.clone())).or_default().push(charge);
     }

@@ -18,7 +18,10 @@ use crate::db::Cached;
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
-use crate::events::{ChargeAuthorizedV1, ChargeStatusV1, ChargeSucceededV1, PlatformFeeV1};
+use crate::events::{
+    ChargeAuthorizedV1, ChargeCapturedV1, ChargeStatusV1, ChargeSucceededV1, ChargeVoidedV1, PlatformFeeV1,
+    VoidReasonV1,
+};
 use crate::money::Currency;
 use crate::outbox;
 use crate::pagination::{Cursor, Filters, Page};
@@ -67,6 +70,10 @@ pub struct Charge {
     /// An authorization (`"capture": false`): what it holds, until when, and
     /// how it ended (`holds`).
     pub authorization: Option<Authorization>,
+    /// A card charge made with `"capture": false`: how long its
+    /// authorization is to hold once the provider has made it (the deadline
+    /// is set then).
+    pub authorize_for: Option<std::time::Duration>,
 }
 
 /// What an authorization has beyond a charge: the amount it held (the
@@ -76,7 +83,8 @@ pub struct Charge {
 pub struct Authorization {
     pub amount: Decimal,
     pub expires_at: DateTime<Utc>,
-    /// The tenant's holds account a wallet authorization holds the amount on.
+    /// The tenant's holds account a wallet authorization holds the amount
+    /// on (a card's is held by its issuer: `None`).
     pub hold_account_id: Option<Uuid>,
     /// The ledger transaction that moved the amount from the buyer to the
     /// holds account (a wallet authorization).
@@ -156,6 +164,11 @@ pub enum ChargeStatus {
     RequiresAction,
     /// An authorization holding its amount until it is captured or voided.
     Authorized,
+    /// A card authorization whose capture is in flight at the provider.
+    Capturing,
+    /// A card authorization whose cancellation (a void or its expiry) is in
+    /// flight at the provider.
+    Voiding,
     /// An authorization voided (asked, or expired): the hold went back.
     Voided,
 }
@@ -188,6 +201,8 @@ impl ChargeStatus {
             ChargeStatus::Refunded => "refunded",
             ChargeStatus::Failed => "failed",
             ChargeStatus::Authorized => "authorized",
+            ChargeStatus::Capturing => "capturing",
+            ChargeStatus::Voiding => "voiding",
             ChargeStatus::Voided => "voided",
         }
     }
@@ -225,7 +240,7 @@ pub(crate) const COLUMNS: &str = "c.id, c.order_id, c.attempt, c.buyer_account_i
      c.receipt_email, c.status, k.payment_method, k.provider_key, k.provider_payment_id, k.decline_code, \
      k.clearing_account_id, k.first_sent_at, k.next_action, k.client_secret, h.amount, \
      h.hold_account_id, h.hold_transaction_id, h.release_transaction_id, h.expires_at, h.capture_reference, \
-     h.captured_at, h.void_reference, h.void_reason, h.voided_at";
+     h.captured_at, h.void_reference, h.void_reason, h.voided_at, k.authorize_secs";
 /// A charge and, for a card charge, its `card_charges` row; for an
 /// authorization, its `charge_authorizations` row.
 pub(crate) const FROM: &str =
@@ -236,7 +251,7 @@ pub(crate) const WALLET_RETURNING: &str =
      platform_account_id, fee, refunded_amount, refunded_fee, transaction_id, created_at, receipt_email, status, \
      NULL::text, NULL::text, NULL::text, NULL::text, NULL::uuid, NULL::timestamptz, NULL::jsonb, NULL::text, \
      NULL::numeric, NULL::uuid, NULL::uuid, NULL::uuid, NULL::timestamptz, NULL::text, NULL::timestamptz, NULL::text, \
-     NULL::text, NULL::timestamptz";
+     NULL::text, NULL::timestamptz, NULL::float8";
 
 /// Inserts a charge (`ledger-bench` runs it in pgbench too).
 pub fn insert_sql() -> String {
@@ -299,6 +314,8 @@ pub(crate) fn from_row(row: &Row) -> Result<ChargeRow> {
         "failed" => ChargeStatus::Failed,
         "succeeded" => ChargeStatus::Succeeded,
         "authorized" => ChargeStatus::Authorized,
+        "capturing" => ChargeStatus::Capturing,
+        "voiding" => ChargeStatus::Voiding,
         "voided" => ChargeStatus::Voided,
         other => return Err(Error::unknown("charge status", other)),
     };
@@ -347,6 +364,9 @@ pub(crate) fn from_row(row: &Row) -> Result<ChargeRow> {
                     voided_at: row.get(32),
                 }),
             },
+            authorize_for: row
+                .get::<_, Option<f64>>(33)
+                .map(|secs| std::time::Duration::try_from_secs_f64(secs).unwrap_or(std::time::Duration::MAX)),
         },
         fee,
         refunded_fee: currency.normalize(row.get(10)),
@@ -526,10 +546,26 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewCharge) -> 
     Ok(Outcome::Applied(charge))
 }
 
+/// What [`AUTHORIZE_SQL`] and [`AUTHORIZE_MANY_SQL`] read back from their
+/// inserted `c` and `h`: [`COLUMNS`], the card's empty (a macro, so that
+/// both statements stay constants).
+macro_rules! authorized_columns {
+    () => {
+        "     SELECT c.id, c.order_id, c.attempt, c.buyer_account_id, c.seller_account_id, c.amount, c.currency,
+            c.platform_account_id, c.fee, c.refunded_amount, c.refunded_fee, c.transaction_id, c.created_at,
+            c.receipt_email, c.status, NULL::text, NULL::text, NULL::text, NULL::text, NULL::uuid,
+            NULL::timestamptz, NULL::jsonb, NULL::text, h.amount, h.hold_account_id, h.hold_transaction_id,
+            h.release_transaction_id, h.expires_at, h.capture_reference, h.captured_at, h.void_reference,
+            h.void_reason, h.voided_at, NULL::float8
+"
+    };
+}
+
 /// A new authorization: the charge `authorized` (no `transaction_id`: it
 /// is the capture's) and its `charge_authorizations` row, read back as
 /// [`COLUMNS`] in one round trip.
-const AUTHORIZE_SQL: &str = "WITH c AS (
+const AUTHORIZE_SQL: &str = concat!(
+    "WITH c AS (
          INSERT INTO charges (id, tenant_id, order_id, attempt, buyer_account_id, seller_account_id,
                               platform_account_id, amount, fee, currency, receipt_email, status)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'authorized') RETURNING *
@@ -537,17 +573,15 @@ const AUTHORIZE_SQL: &str = "WITH c AS (
          INSERT INTO charge_authorizations (charge_id, amount, expires_at, hold_account_id, hold_transaction_id)
          VALUES ($1, $8, $14, $12, $13) RETURNING *
      )
-     SELECT c.id, c.order_id, c.attempt, c.buyer_account_id, c.seller_account_id, c.amount, c.currency,
-            c.platform_account_id, c.fee, c.refunded_amount, c.refunded_fee, c.transaction_id, c.created_at,
-            c.receipt_email, c.status, NULL::text, NULL::text, NULL::text, NULL::text, NULL::uuid,
-            NULL::timestamptz, NULL::jsonb, NULL::text, h.amount, h.hold_account_id, h.hold_transaction_id,
-            h.release_transaction_id, h.expires_at, h.capture_reference, h.captured_at, h.void_reference,
-            h.void_reason, h.voided_at
-       FROM c, h";
+",
+    authorized_columns!(),
+    "       FROM c, h"
+);
 
 /// [`AUTHORIZE_SQL`] for a batch of authorizations (`charge_batch`), over
 /// arrays: the same fourteen columns, each an array.
-pub(crate) const AUTHORIZE_MANY_SQL: &str = "WITH n AS (
+pub(crate) const AUTHORIZE_MANY_SQL: &str = concat!(
+    "WITH n AS (
          SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::uuid[], $6::uuid[], $7::uuid[],
                               $8::numeric[], $9::numeric[], $10::text[], $11::text[], $12::uuid[], $13::uuid[],
                               $14::timestamptz[])
@@ -562,13 +596,10 @@ pub(crate) const AUTHORIZE_MANY_SQL: &str = "WITH n AS (
          INSERT INTO charge_authorizations (charge_id, amount, expires_at, hold_account_id, hold_transaction_id)
          SELECT id, amount, expires_at, hold_account, hold_transaction FROM n RETURNING *
      )
-     SELECT c.id, c.order_id, c.attempt, c.buyer_account_id, c.seller_account_id, c.amount, c.currency,
-            c.platform_account_id, c.fee, c.refunded_amount, c.refunded_fee, c.transaction_id, c.created_at,
-            c.receipt_email, c.status, NULL::text, NULL::text, NULL::text, NULL::text, NULL::uuid,
-            NULL::timestamptz, NULL::jsonb, NULL::text, h.amount, h.hold_account_id, h.hold_transaction_id,
-            h.release_transaction_id, h.expires_at, h.capture_reference, h.captured_at, h.void_reference,
-            h.void_reason, h.voided_at
-       FROM c JOIN h ON h.charge_id = c.id";
+",
+    authorized_columns!(),
+    "       FROM c JOIN h ON h.charge_id = c.id"
+);
 
 /// Records a new authorization whose hold `transaction_id` just posted
 /// ([`create`] decided it like any charge) and enqueues its event.
@@ -612,14 +643,53 @@ pub(crate) fn authorized_event(c: &Charge) -> Result<ChargeAuthorizedV1> {
         id: c.id,
         order_id: c.order_id.clone(),
         attempt: c.attempt,
-        buyer_account_id: c.buyer_account_id.ok_or_else(|| missing("authorization's buyer", c))?,
+        buyer_account_id: c.debited_account().ok_or_else(|| missing("authorization's buyer", c))?,
         seller_account_id: c.seller_account_id,
         amount: auth.amount,
         currency: c.currency,
         platform_fee: fee_event(c),
-        hold_transaction_id: auth.hold_transaction_id.ok_or_else(|| missing("hold transaction", c))?,
+        hold_transaction_id: auth.hold_transaction_id,
         expires_at: auth.expires_at,
         created_at: c.created_at,
+    })
+}
+
+pub(crate) fn captured_event(c: &Charge) -> Result<ChargeCapturedV1> {
+    let auth = c.authorization.as_ref().ok_or_else(|| missing("authorization", c))?;
+    Ok(ChargeCapturedV1 {
+        id: c.id,
+        order_id: c.order_id.clone(),
+        attempt: c.attempt,
+        buyer_account_id: c.debited_account().ok_or_else(|| missing("authorization's buyer", c))?,
+        seller_account_id: c.seller_account_id,
+        amount: c.amount,
+        amount_authorized: auth.amount,
+        amount_released: auth.amount - c.amount,
+        currency: c.currency,
+        platform_fee: fee_event(c),
+        transaction_id: c.transaction_id.ok_or_else(|| missing("capture transaction", c))?,
+        release_transaction_id: auth.release_transaction_id,
+        capture_reference: auth.capture_reference.clone().ok_or_else(|| missing("capture reference", c))?,
+        receipt_email: c.receipt_email.clone(),
+        captured_at: auth.captured_at.ok_or_else(|| missing("capture time", c))?,
+    })
+}
+
+pub(crate) fn voided_event(c: &Charge) -> Result<ChargeVoidedV1> {
+    let auth = c.authorization.as_ref().ok_or_else(|| missing("authorization", c))?;
+    Ok(ChargeVoidedV1 {
+        id: c.id,
+        order_id: c.order_id.clone(),
+        attempt: c.attempt,
+        buyer_account_id: c.debited_account().ok_or_else(|| missing("authorization's buyer", c))?,
+        amount_authorized: auth.amount,
+        currency: c.currency,
+        reason: match auth.void_reason {
+            Some(VoidReason::Expired) => VoidReasonV1::Expired,
+            _ => VoidReasonV1::Requested,
+        },
+        release_transaction_id: auth.release_transaction_id,
+        voided_at: auth.voided_at.ok_or_else(|| missing("void time", c))?,
     })
 }
 

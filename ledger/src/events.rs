@@ -78,19 +78,23 @@ pub enum ChargeStatusV1 {
 
 /// `charge.authorized`: an order attempt's amount is held for it
 /// (`"capture": false`): from a wallet, moved to the tenant's holds account
-/// by `hold_transaction_id`. Captured or voided later, once.
+/// by `hold_transaction_id`; on a card, by its issuer (the provider
+/// authorized it: `hold_transaction_id` is null). Captured or voided later,
+/// once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChargeAuthorizedV1 {
     pub id: Uuid,
     pub order_id: String,
     pub attempt: i32,
-    /// The wallet the amount is held on.
+    /// The wallet the amount is held on; for a card, the tenant's provider
+    /// clearing account the capture will be taken from (as on
+    /// `charge.succeeded`).
     pub buyer_account_id: Uuid,
     pub seller_account_id: Uuid,
     pub amount: Decimal,
     pub currency: Currency,
     pub platform_fee: Option<PlatformFeeV1>,
-    pub hold_transaction_id: Uuid,
+    pub hold_transaction_id: Option<Uuid>,
     pub expires_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
 }
@@ -102,8 +106,9 @@ impl Event for ChargeAuthorizedV1 {
 
 /// `charge.captured`: an authorization was captured: `amount` went to the
 /// seller and the platform by `transaction_id`, and what was held beyond it
-/// (`amount_released`) back to the buyer by `release_transaction_id`. The
-/// order is paid, as on `charge.succeeded`.
+/// (`amount_released`) back to the buyer by `release_transaction_id` (a
+/// card's issuer releases it: null). The order is paid, as on
+/// `charge.succeeded`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChargeCapturedV1 {
     pub id: Uuid,
@@ -131,7 +136,8 @@ impl Event for ChargeCapturedV1 {
 
 /// `charge.voided`: an authorization ended without a capture, asked for
 /// (`requested`) or past its deadline (`expired`): everything held went
-/// back to the buyer by `release_transaction_id`. The order is not paid.
+/// back to the buyer by `release_transaction_id` (a card's authorization was
+/// cancelled at the provider: null). The order is not paid.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChargeVoidedV1 {
     pub id: Uuid,
@@ -141,7 +147,7 @@ pub struct ChargeVoidedV1 {
     pub amount_authorized: Decimal,
     pub currency: Currency,
     pub reason: VoidReasonV1,
-    pub release_transaction_id: Uuid,
+    pub release_transaction_id: Option<Uuid>,
     pub voided_at: DateTime<Utc>,
 }
 
@@ -354,7 +360,7 @@ mod tests {
             amount: "25.00".parse().unwrap(),
             currency: Currency::USD,
             platform_fee: Some(PlatformFeeV1 { account_id: id(5), amount: "2.50".parse().unwrap() }),
-            hold_transaction_id: id(6),
+            hold_transaction_id: Some(id(6)),
             expires_at: "2026-11-29T10:00:00Z".parse().unwrap(),
             created_at: at(),
         };
@@ -414,7 +420,7 @@ mod tests {
             amount_authorized: "25.00".parse().unwrap(),
             currency: Currency::USD,
             reason: VoidReasonV1::Expired,
-            release_transaction_id: id(7),
+            release_transaction_id: Some(id(7)),
             voided_at: at(),
         };
         assert_eq!(ChargeVoidedV1::TYPE, "charge.voided");

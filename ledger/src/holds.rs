@@ -20,6 +20,11 @@
 //! losers see its status and change nothing. A capture is refused once the
 //! deadline has passed by the database's clock, even before the expirer has
 //! run, so a capture and an expiry cannot both win.
+//!
+//! A card authorization is held by the card's issuer, not in the ledger:
+//! its end is an effect at the provider (`card_holds`). The same checks run
+//! here under the same lock; the winner leaves the charge `capturing` or
+//! `voiding`, and the provider's answer ends it.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
@@ -29,10 +34,10 @@ use uuid::Uuid;
 
 use crate::charges::{self, Authorization, Charge, ChargeStatus, ChargeTerms, VoidReason};
 use crate::db::Cached;
-use crate::events::{ChargeCapturedV1, ChargeVoidedV1, VoidReasonV1};
 use crate::money::Currency;
+use crate::phases::Begun;
 use crate::posting::post;
-use crate::{outbox, Error, Outcome, Result, TenantId};
+use crate::{outbox, Decline, Error, Outcome, Result, TenantId};
 
 /// The reference of the tenant's holds account in `currency`.
 pub fn reference(currency: Currency) -> String {
@@ -56,14 +61,17 @@ pub struct Capture<'a> {
 /// Captures an authorization: `amount` (at most what is held, at least the
 /// platform fee) goes to the seller and the platform, the rest back to the
 /// buyer. The same reference and amount again is the same capture
-/// (`Existing`); anything else on a charge that is not `authorized` is
-/// refused with its status.
+/// (`Existing`, or still in flight); anything else on a charge that is not
+/// `authorized` is refused with its status. A wallet's is made here
+/// (`Final`); a card's is left `capturing` for the provider (`InFlight`,
+/// `lease` for whoever asks it).
 pub async fn capture(
     tx: &Transaction<'_>,
     tenant: TenantId,
     id: Uuid,
     capture: &Capture<'_>,
-) -> Result<Outcome<Charge>> {
+    lease: std::time::Duration,
+) -> Result<Begun<Charge>> {
     let charge = charges::lock(tx, tenant, id).await?.charge;
     let auth = authorization(&charge)?;
     let amount = match capture.amount {
@@ -72,13 +80,20 @@ pub async fn capture(
     };
     if charge.status != ChargeStatus::Authorized {
         if auth.capture_reference.as_deref() == Some(capture.reference) {
+            if charge.status == ChargeStatus::Voided {
+                // the provider ended a card's authorization before this capture
+                return Ok(Begun::Final(Outcome::Declined(Decline::AuthorizationExpired)));
+            }
             if amount != charge.amount {
                 return Err(Error::NaturalKeyConflict(format!(
                     "charge {id} was captured with reference `{}` for another amount",
                     capture.reference
                 )));
             }
-            return Ok(Outcome::Existing(charge));
+            return Ok(match charge.status {
+                ChargeStatus::Capturing => Begun::InFlight(charge),
+                _ => Begun::Final(Outcome::Existing(charge)),
+            });
         }
         return Err(Error::ChargeNotAuthorized { id, status: charge.status.as_str() });
     }
@@ -94,6 +109,10 @@ pub async fn capture(
     terms.check()?;
     if past_deadline(tx, auth).await? {
         return Err(Error::AuthorizationExpired { id, expires_at: auth.expires_at });
+    }
+    if charge.is_card() {
+        let end = crate::card_holds::End::Capture { amount, reference: capture.reference };
+        return crate::card_holds::begin(tx, tenant, &charge, &end, lease).await.map(Begun::InFlight);
     }
     let (hold, buyer) = wallet(&charge, auth)?;
     let mut ids = terms.accounts(hold);
@@ -114,24 +133,39 @@ pub async fn capture(
     )
     .await?;
     let charge = charges::get(&**tx, tenant, id).await?;
-    outbox::enqueue(tx, tenant, Some(&charge.order_id), &captured_event(&charge)?).await?;
-    Ok(Outcome::Applied(charge))
+    outbox::enqueue(tx, tenant, Some(&charge.order_id), &charges::captured_event(&charge)?).await?;
+    Ok(Begun::Final(Outcome::Applied(charge)))
 }
 
 /// Voids an authorization on request: everything held goes back to the
-/// buyer. The same reference again is the same void (`Existing`); a charge
-/// captured, expired or voided under another reference is refused with its
-/// status.
-pub async fn void(tx: &Transaction<'_>, tenant: TenantId, id: Uuid, reference: &str) -> Result<Outcome<Charge>> {
+/// buyer. The same reference again is the same void (`Existing`, or still
+/// in flight); a charge captured, expired or voided under another reference
+/// is refused with its status. A wallet's is made here (`Final`); a card's
+/// is left `voiding` for the provider (`InFlight`).
+pub async fn void(
+    tx: &Transaction<'_>,
+    tenant: TenantId,
+    id: Uuid,
+    reference: &str,
+    lease: std::time::Duration,
+) -> Result<Begun<Charge>> {
     let charge = charges::lock(tx, tenant, id).await?.charge;
     let auth = authorization(&charge)?;
     if charge.status != ChargeStatus::Authorized {
         if auth.void_reason == Some(VoidReason::Requested) && auth.void_reference.as_deref() == Some(reference) {
-            return Ok(Outcome::Existing(charge));
+            return Ok(match charge.status {
+                ChargeStatus::Voiding => Begun::InFlight(charge),
+                _ => Begun::Final(Outcome::Existing(charge)),
+            });
         }
         return Err(Error::ChargeNotAuthorized { id, status: charge.status.as_str() });
     }
-    release_all(tx, tenant, &charge, auth, VoidReason::Requested, Some(reference)).await.map(Outcome::Applied)
+    if charge.is_card() {
+        let end = crate::card_holds::End::Void { reason: VoidReason::Requested, reference: Some(reference) };
+        return crate::card_holds::begin(tx, tenant, &charge, &end, lease).await.map(Begun::InFlight);
+    }
+    let voided = release_all(tx, tenant, &charge, auth, VoidReason::Requested, Some(reference)).await?;
+    Ok(Begun::Final(Outcome::Applied(voided)))
 }
 
 /// Authorizations whose deadline has passed, soonest first, at most
@@ -141,6 +175,7 @@ pub async fn due(client: &impl GenericClient, limit: i64) -> Result<Vec<(TenantI
         .query(
             "SELECT c.tenant_id, c.id FROM charge_authorizations h JOIN charges c ON c.id = h.charge_id \
               WHERE h.captured_at IS NULL AND h.voided_at IS NULL AND h.expires_at <= now() \
+                AND c.status = 'authorized' \
               ORDER BY h.expires_at LIMIT $1",
             &[&limit],
         )
@@ -148,9 +183,24 @@ pub async fn due(client: &impl GenericClient, limit: i64) -> Result<Vec<(TenantI
     Ok(rows.iter().map(|r| (TenantId(r.get(0)), r.get(1))).collect())
 }
 
+/// What an expiry did.
+#[derive(Debug)]
+pub enum Expired {
+    /// A wallet's hold went back to the buyer: the charge is `voided`.
+    Released(Charge),
+    /// A card's authorization is to be cancelled at the provider: the
+    /// charge is `voiding` (`card_holds`), for the caller to drive.
+    Cancelling(Charge),
+}
+
 /// Voids an authorization past its deadline (reason `expired`), unless a
 /// capture or a void ended it first: `None` then, nothing written.
-pub async fn expire(tx: &Transaction<'_>, tenant: TenantId, id: Uuid) -> Result<Option<Charge>> {
+pub async fn expire(
+    tx: &Transaction<'_>,
+    tenant: TenantId,
+    id: Uuid,
+    lease: std::time::Duration,
+) -> Result<Option<Expired>> {
     let charge = charges::lock(tx, tenant, id).await?.charge;
     let auth = authorization(&charge)?;
     if charge.status != ChargeStatus::Authorized {
@@ -159,7 +209,11 @@ pub async fn expire(tx: &Transaction<'_>, tenant: TenantId, id: Uuid) -> Result<
     if !past_deadline(tx, auth).await? {
         return Ok(None);
     }
-    release_all(tx, tenant, &charge, auth, VoidReason::Expired, None).await.map(Some)
+    if charge.is_card() {
+        let end = crate::card_holds::End::Void { reason: VoidReason::Expired, reference: None };
+        return crate::card_holds::begin(tx, tenant, &charge, &end, lease).await.map(|c| Some(Expired::Cancelling(c)));
+    }
+    release_all(tx, tenant, &charge, auth, VoidReason::Expired, None).await.map(|c| Some(Expired::Released(c)))
 }
 
 /// What is held for `account` by its open authorizations.
@@ -198,7 +252,7 @@ async fn release_all(
     )
     .await?;
     let charge = charges::get(&**tx, tenant, charge.id).await?;
-    outbox::enqueue(tx, tenant, Some(&charge.order_id), &voided_event(&charge)?).await?;
+    outbox::enqueue(tx, tenant, Some(&charge.order_id), &charges::voided_event(&charge)?).await?;
     Ok(charge)
 }
 
@@ -237,48 +291,8 @@ fn wallet(charge: &Charge, auth: &Authorization) -> Result<(Uuid, Uuid)> {
     }
 }
 
-fn captured_event(c: &Charge) -> Result<ChargeCapturedV1> {
-    let auth = c.authorization.as_ref().ok_or_else(|| charges::missing("authorization", c))?;
-    Ok(ChargeCapturedV1 {
-        id: c.id,
-        order_id: c.order_id.clone(),
-        attempt: c.attempt,
-        buyer_account_id: c.buyer_account_id.ok_or_else(|| charges::missing("authorization's buyer", c))?,
-        seller_account_id: c.seller_account_id,
-        amount: c.amount,
-        amount_authorized: auth.amount,
-        amount_released: auth.amount - c.amount,
-        currency: c.currency,
-        platform_fee: charges::fee_event(c),
-        transaction_id: c.transaction_id.ok_or_else(|| charges::missing("capture transaction", c))?,
-        release_transaction_id: auth.release_transaction_id,
-        capture_reference: auth.capture_reference.clone().ok_or_else(|| charges::missing("capture reference", c))?,
-        receipt_email: c.receipt_email.clone(),
-        captured_at: auth.captured_at.ok_or_else(|| charges::missing("capture time", c))?,
-    })
-}
-
-fn voided_event(c: &Charge) -> Result<ChargeVoidedV1> {
-    let auth = c.authorization.as_ref().ok_or_else(|| charges::missing("authorization", c))?;
-    Ok(ChargeVoidedV1 {
-        id: c.id,
-        order_id: c.order_id.clone(),
-        attempt: c.attempt,
-        buyer_account_id: c.buyer_account_id.ok_or_else(|| charges::missing("authorization's buyer", c))?,
-        amount_authorized: auth.amount,
-        currency: c.currency,
-        reason: match auth.void_reason {
-            Some(VoidReason::Expired) => VoidReasonV1::Expired,
-            _ => VoidReasonV1::Requested,
-        },
-        release_transaction_id: auth
-            .release_transaction_id
-            .ok_or_else(|| charges::missing("release transaction", c))?,
-        voided_at: auth.voided_at.ok_or_else(|| charges::missing("void time", c))?,
-    })
-}
-
-/// The deadline of an authorization made now that holds for `window`.
+/// The deadline of an authorization made now that holds for `window` (the
+/// API bounds it to 30 days).
 pub fn deadline(now: DateTime<Utc>, window: std::time::Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(window).unwrap_or(chrono::Duration::days(7))
+    now + chrono::Duration::from_std(window).expect("an authorization window within chrono's range")
 }

@@ -32,7 +32,8 @@ pub const COMPLETED_SQL: &str = "SELECT fingerprint, status_code, content_type, 
       AND created_at >= now() - make_interval(secs => $3)";
 /// The stored answer of a key, whatever its state (read under the claim's lock).
 const STORED_SQL: &str =
-    "SELECT fingerprint, status_code, content_type, response_headers, response_body, charge_id, refund_id \
+    "SELECT fingerprint, status_code, content_type, response_headers, response_body, charge_id, refund_id, \
+            capture_of, void_of \
      FROM idempotency_keys WHERE tenant_id = $1 AND key = $2";
 
 /// An answer as it is replayed: status, content type, the headers that
@@ -100,6 +101,22 @@ pub enum Claim {
 pub enum RecoveryPoint {
     Charge(uuid::Uuid),
     Refund(uuid::Uuid),
+    /// A card authorization's capture (named by its charge).
+    Capture(uuid::Uuid),
+    /// A card authorization's void (named by its charge).
+    Void(uuid::Uuid),
+}
+
+impl RecoveryPoint {
+    /// The effect's row it names.
+    pub fn id(self) -> uuid::Uuid {
+        match self {
+            RecoveryPoint::Charge(id)
+            | RecoveryPoint::Refund(id)
+            | RecoveryPoint::Capture(id)
+            | RecoveryPoint::Void(id) => id,
+        }
+    }
 }
 
 /// Claims the key within `tx`, waiting (up to `lock_timeout`) for a
@@ -121,10 +138,13 @@ pub async fn claim(
         if let Some(row) = tx.cached_opt(STORED_SQL, &[&tenant.0, &key]).await? {
             let status: Option<i16> = row.try_get(1)?;
             if status.is_none() {
-                let point = match (row.try_get::<_, Option<uuid::Uuid>>(5)?, row.try_get::<_, Option<uuid::Uuid>>(6)?) {
-                    (Some(charge), _) => Some(RecoveryPoint::Charge(charge)),
-                    (None, Some(refund)) => Some(RecoveryPoint::Refund(refund)),
-                    (None, None) => None,
+                let id = |i: usize| row.try_get::<_, Option<uuid::Uuid>>(i);
+                let point = match (id(5)?, id(6)?, id(7)?, id(8)?) {
+                    (Some(charge), ..) => Some(RecoveryPoint::Charge(charge)),
+                    (None, Some(refund), ..) => Some(RecoveryPoint::Refund(refund)),
+                    (None, None, Some(capture), _) => Some(RecoveryPoint::Capture(capture)),
+                    (None, None, None, Some(void)) => Some(RecoveryPoint::Void(void)),
+                    (None, None, None, None) => None,
                 };
                 if let Some(point) = point {
                     return Ok(Claim::InFlight { fingerprint: row.try_get(0)?, point });
@@ -148,13 +168,18 @@ pub async fn store(tx: &Transaction<'_>, tenant: TenantId, key: &str, answer: &A
 /// provider answer is still to come. Committed with the effect, without an
 /// answer.
 pub async fn mark_in_flight(tx: &Transaction<'_>, tenant: TenantId, key: &str, point: RecoveryPoint) -> Result<()> {
-    let (charge, refund) = match point {
-        RecoveryPoint::Charge(id) => (Some(id), None),
-        RecoveryPoint::Refund(id) => (None, Some(id)),
-    };
+    let only = |p: fn(uuid::Uuid) -> RecoveryPoint| (p(point.id()) == point).then_some(point.id());
     tx.cached_execute(
-        "UPDATE idempotency_keys SET charge_id = $3, refund_id = $4 WHERE tenant_id = $1 AND key = $2",
-        &[&tenant.0, &key, &charge, &refund],
+        "UPDATE idempotency_keys SET charge_id = $3, refund_id = $4, capture_of = $5, void_of = $6 \
+          WHERE tenant_id = $1 AND key = $2",
+        &[
+            &tenant.0,
+            &key,
+            &only(RecoveryPoint::Charge),
+            &only(RecoveryPoint::Refund),
+            &only(RecoveryPoint::Capture),
+            &only(RecoveryPoint::Void),
+        ],
     )
     .await?;
     Ok(())

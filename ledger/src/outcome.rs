@@ -55,6 +55,11 @@ pub enum Decline {
     /// Final for this reference; another reference may ask again.
     #[error("the payment provider failed the refund ({code})")]
     RefundFailed { code: String },
+    /// A card authorization ended at the provider before its capture (its
+    /// hold expired there, or it was cancelled): the charge is `voided`,
+    /// nothing was taken.
+    #[error("the authorization expired at the payment provider before the capture")]
+    AuthorizationExpired,
 }
 
 /// The kinds of [`Decline`], without their details: what the API maps to a
@@ -66,15 +71,17 @@ pub enum DeclineKind {
     RefundExceedsCharge,
     CardDeclined,
     RefundFailed,
+    AuthorizationExpired,
 }
 
 impl DeclineKind {
-    pub const ALL: [DeclineKind; 5] = [
+    pub const ALL: [DeclineKind; 6] = [
         DeclineKind::InsufficientFunds,
         DeclineKind::OutOfStock,
         DeclineKind::RefundExceedsCharge,
         DeclineKind::CardDeclined,
         DeclineKind::RefundFailed,
+        DeclineKind::AuthorizationExpired,
     ];
 }
 
@@ -86,6 +93,7 @@ impl Decline {
             Decline::RefundExceedsCharge { .. } => DeclineKind::RefundExceedsCharge,
             Decline::CardDeclined { .. } => DeclineKind::CardDeclined,
             Decline::RefundFailed { .. } => DeclineKind::RefundFailed,
+            Decline::AuthorizationExpired => DeclineKind::AuthorizationExpired,
         }
     }
 }

@@ -91,7 +91,9 @@ pub async fn receive(tx: &Transaction<'_>, event: &ProviderEvent) -> Result<Effe
         EventKind::Other => return Ok(Effect::Ignored),
     };
     let payment_id = match answer {
-        ProviderAnswer::Succeeded { payment_id, .. } => Some(payment_id.as_str()),
+        ProviderAnswer::Succeeded { payment_id, .. } | ProviderAnswer::Authorized { payment_id, .. } => {
+            Some(payment_id.as_str())
+        }
         ProviderAnswer::Declined { payment_id, .. } => payment_id.as_deref(),
         ProviderAnswer::RequiresAction { payment_id, .. } => Some(payment_id.as_str()),
     };
@@ -132,6 +134,16 @@ pub async fn receive(tx: &Transaction<'_>, event: &ProviderEvent) -> Result<Effe
         });
     }
     let contradiction = match (answer, before.status.paid()) {
+        // A card authorization's capture in flight records its own answer
+        // (its request's retry, or the completer: `card_holds`).
+        (ProviderAnswer::Succeeded { payment_id, .. }, false)
+            if before.status == crate::charges::ChargeStatus::Capturing
+                && before.provider_payment_id.as_deref() == Some(payment_id) =>
+        {
+            None
+        }
+        // recorded when it came, or ended since (captured, voided)
+        (ProviderAnswer::Authorized { .. }, _) => None,
         (ProviderAnswer::Succeeded { payment_id, .. }, true) => {
             (before.provider_payment_id.as_deref() != Some(payment_id)).then_some("second_payment")
         }

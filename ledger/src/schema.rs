@@ -46,6 +46,19 @@ diesel::table! {
         next_action -> Nullable<Jsonb>,
         client_secret -> Nullable<Text>,
         sends -> Int4,
+        authorize_secs -> Nullable<Float8>,
+    }
+}
+
+diesel::table! {
+    card_authorization_ends (charge_id) {
+        charge_id -> Uuid,
+        kind -> Text,
+        lease_until -> Nullable<Timestamptz>,
+        sends -> Int4,
+        first_sent_at -> Nullable<Timestamptz>,
+        completed_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
     }
 }
 
@@ -65,8 +78,8 @@ diesel::table! {
         charge_id -> Uuid,
         amount -> Numeric,
         expires_at -> Timestamptz,
-        hold_account_id -> Uuid,
-        hold_transaction_id -> Uuid,
+        hold_account_id -> Nullable<Uuid>,
+        hold_transaction_id -> Nullable<Uuid>,
         release_transaction_id -> Nullable<Uuid>,
         capture_reference -> Nullable<Text>,
         captured_at -> Nullable<Timestamptz>,
@@ -132,6 +145,8 @@ diesel::table! {
         created_at -> Timestamptz,
         charge_id -> Nullable<Uuid>,
         refund_id -> Nullable<Uuid>,
+        capture_of -> Nullable<Uuid>,
+        void_of -> Nullable<Uuid>,
     }
 }
 
@@ -326,6 +341,7 @@ diesel::table! {
 diesel::joinable!(account_slots -> accounts (account_id));
 diesel::joinable!(accounts -> tenants (tenant_id));
 diesel::joinable!(api_keys -> tenants (tenant_id));
+diesel::joinable!(card_authorization_ends -> charges (charge_id));
 diesel::joinable!(card_charges -> accounts (clearing_account_id));
 diesel::joinable!(card_charges -> charges (charge_id));
 diesel::joinable!(charge_authorizations -> accounts (hold_account_id));
@@ -357,6 +373,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     account_slots,
     accounts,
     api_keys,
+    card_authorization_ends,
     card_charges,
     card_refunds,
     charge_authorizations,

@@ -56,7 +56,11 @@ pub struct Due {
 
 /// Leases up to `limit` due deliveries for `lease` (longer than an
 /// attempt's timeout), at most `per_endpoint` of any one endpoint, so a
-/// slow endpoint with a backlog takes a bounded share of a scan. A
+/// slow endpoint with a backlog takes a bounded share of a scan. Each
+/// live endpoint's oldest due deliveries are read from its own range of
+/// `webhook_deliveries_endpoint_due`, then the oldest of those win: a
+/// backlog older than everything else (a dead endpoint's) never fills the
+/// scan's view of what is due. A
 /// delivery of an endpoint since disabled or deleted is not sent; it waits
 /// (it is sent if the endpoint is enabled again).
 pub async fn claim_due(
@@ -67,17 +71,15 @@ pub async fn claim_due(
 ) -> Result<Vec<Due>> {
     let rows = client
         .query(
-            "WITH candidates AS ( \
-                 SELECT d.id, d.endpoint_id, d.next_attempt_at \
-                   FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
-                  WHERE d.delivered_at IS NULL AND d.failed_at IS NULL AND d.next_attempt_at <= now() \
-                    AND e.enabled AND e.deleted_at IS NULL \
-                  ORDER BY d.next_attempt_at LIMIT $2::int8 * 4 FOR UPDATE OF d SKIP LOCKED \
-             ), picked AS ( \
-                 SELECT id FROM (SELECT id, next_attempt_at, \
-                                        row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at) AS n \
-                                   FROM candidates) r \
-                  WHERE n <= $3 ORDER BY next_attempt_at LIMIT $2 \
+            "WITH picked AS ( \
+                 SELECT x.id FROM webhook_endpoints e \
+                  CROSS JOIN LATERAL ( \
+                        SELECT d.id, d.next_attempt_at FROM webhook_deliveries d \
+                         WHERE d.endpoint_id = e.id AND d.delivered_at IS NULL AND d.failed_at IS NULL \
+                           AND d.next_attempt_at <= now() \
+                         ORDER BY d.next_attempt_at LIMIT $3 FOR UPDATE OF d SKIP LOCKED) x \
+                  WHERE e.enabled AND e.deleted_at IS NULL \
+                  ORDER BY x.next_attempt_at LIMIT $2 \
              ) \
              UPDATE webhook_deliveries d SET next_attempt_at = now() + make_interval(secs => $1) \
                FROM picked p, webhook_endpoints e \

@@ -1,5 +1,6 @@
 //! The one protocol every effect at the payment provider goes through: a
-//! card charge, a card refund, and whatever comes next. Each is an
+//! card charge, a card refund, a card authorization's capture and its void,
+//! and whatever comes next. Each is an
 //! [`Effect`]; what differs between them (their rows, their statements,
 //! what the provider is asked) lives in its `ledger` module and in
 //! `payments`, and this module owns what they share:
@@ -23,6 +24,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use deadpool_postgres::{Pool, Transaction};
+use ledger::card_holds::{EndAnswer, Kind};
 use ledger::cards::ProviderAnswer;
 use ledger::charges::Charge;
 use ledger::idempotency::RecoveryPoint;
@@ -115,7 +117,7 @@ impl Effect for CardCharge {
     fn of_point(point: RecoveryPoint) -> Option<Uuid> {
         match point {
             RecoveryPoint::Charge(id) => Some(id),
-            RecoveryPoint::Refund(_) => None,
+            _ => None,
         }
     }
     fn in_flight(row: &Charge) -> bool {
@@ -180,7 +182,7 @@ impl Effect for CardRefund {
     fn of_point(point: RecoveryPoint) -> Option<Uuid> {
         match point {
             RecoveryPoint::Refund(id) => Some(id),
-            RecoveryPoint::Charge(_) => None,
+            _ => None,
         }
     }
     fn in_flight(row: &Refund) -> bool {
@@ -220,6 +222,86 @@ impl Effect for CardRefund {
     }
     /// A refund asked for is owed: it stays pending, its money held back,
     /// and is sent again (same key) once the configuration is fixed.
+    async fn abandon(_: &Transaction<'_>, _: TenantId, _: Uuid) -> ledger::Result<bool> {
+        Ok(false)
+    }
+}
+
+/// The end of a card authorization (`ledger::card_holds`): its capture
+/// ([`CardCapture`]) or its void, asked for or expired ([`CardVoid`]). One
+/// effect with two kinds, each with its own key, recovery point and crash
+/// points.
+pub struct CardEnd<const CAPTURE: bool>;
+pub type CardCapture = CardEnd<true>;
+pub type CardVoid = CardEnd<false>;
+
+impl<const CAPTURE: bool> CardEnd<CAPTURE> {
+    const KIND: Kind = if CAPTURE { Kind::Capture } else { Kind::Void };
+}
+
+impl<const CAPTURE: bool> Effect for CardEnd<CAPTURE> {
+    type Row = Charge;
+    type Answer = EndAnswer;
+    const NAME: &'static str = if CAPTURE { "card capture" } else { "card void" };
+    const AFTER_BEGIN: &'static str = if CAPTURE { "capture-after-begin" } else { "void-after-begin" };
+    const AFTER_PROVIDER: &'static str = if CAPTURE { "capture-after-provider" } else { "void-after-provider" };
+    const AFTER_COMPLETE: &'static str = if CAPTURE { "capture-after-complete" } else { "void-after-complete" };
+
+    fn id(row: &Charge) -> Uuid {
+        row.id
+    }
+    fn point(id: Uuid) -> RecoveryPoint {
+        if CAPTURE {
+            RecoveryPoint::Capture(id)
+        } else {
+            RecoveryPoint::Void(id)
+        }
+    }
+    fn of_point(point: RecoveryPoint) -> Option<Uuid> {
+        (Self::point(point.id()) == point).then_some(point.id())
+    }
+    fn in_flight(row: &Charge) -> bool {
+        row.status == Self::KIND.in_flight()
+    }
+    async fn take(
+        client: &deadpool_postgres::tokio_postgres::Client,
+        tenant: TenantId,
+        id: Uuid,
+        lease: Duration,
+    ) -> ledger::Result<Charge> {
+        ledger::card_holds::take(client, tenant, id, Self::KIND, lease).await
+    }
+    async fn claim_stale(
+        client: &deadpool_postgres::tokio_postgres::Client,
+        lease: Duration,
+        limit: i64,
+    ) -> ledger::Result<Vec<(TenantId, Charge)>> {
+        ledger::card_holds::claim_stale(client, Self::KIND, lease, limit).await
+    }
+    async fn ask_provider(payments: &Provider, tenant: TenantId, row: &Charge) -> Asked<EndAnswer> {
+        if CAPTURE {
+            payments.capture(tenant, row).await
+        } else {
+            payments.void(tenant, row).await
+        }
+    }
+    async fn complete(
+        tx: &Transaction<'_>,
+        tenant: TenantId,
+        id: Uuid,
+        answer: Option<&EndAnswer>,
+    ) -> ledger::Result<Completion<Charge>> {
+        ledger::card_holds::complete(tx, tenant, id, Self::KIND, answer).await
+    }
+    /// Every answer names the payment as it is.
+    fn names_nothing(_: &EndAnswer) -> bool {
+        false
+    }
+    async fn sent_within(tx: &Transaction<'_>, id: Uuid, window: Duration) -> ledger::Result<bool> {
+        ledger::card_holds::sent_within(&**tx, id, window).await
+    }
+    /// The end stays in flight, sent again (same key) once the configuration
+    /// is fixed: nothing else may end the authorization meanwhile.
     async fn abandon(_: &Transaction<'_>, _: TenantId, _: Uuid) -> ledger::Result<bool> {
         Ok(false)
     }
@@ -304,6 +386,45 @@ pub enum Done {
     Unknown,
 }
 
+/// Drives one effect in flight once, outside any request: asks the provider
+/// ([`ask`], which takes it again first) and records the answer in its own
+/// transaction ([`record`]). `after_provider` is the caller's crash point
+/// between the two. What the completer does for each effect it claims, and
+/// the expirer for the void it began.
+pub async fn drive<E: Effect>(
+    pool: &Pool,
+    payments: &Provider,
+    tenant: TenantId,
+    id: Uuid,
+    after_provider: &str,
+) -> ledger::Result<Done> {
+    let asked = ask::<E>(pool, payments, tenant, id).await?;
+    ledger::crash::point(after_provider);
+    let answer = match asked {
+        Some(Asked::Answer(answer)) => answer,
+        // final meanwhile: recorded by someone else
+        None => return Ok(Done::Final),
+        // logged by `ask`
+        Some(Asked::Unknown(_)) => return Ok(Done::Unknown),
+        Some(Asked::Rejected(_)) => {
+            // counted and logged by `ask`
+            abandon::<E>(pool, tenant, id).await?;
+            return Ok(Done::Unknown);
+        }
+    };
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let completion = record::<E>(&tx, payments, tenant, id, Some(&answer)).await?;
+    tx.commit().await?;
+    Ok(match completion {
+        Completion::Final(_) => {
+            tracing::info!(effect = E::NAME, %id, "completed");
+            Done::Final
+        }
+        Completion::Processing(_) => Done::Unknown,
+    })
+}
+
 /// The crash (or freeze) point between a completer scan's claim and its
 /// first send.
 pub const COMPLETER_AFTER_CLAIM: &str = "completer-after-claim";
@@ -335,39 +456,7 @@ pub async fn complete_stale<E: Effect>(
     }
     let mut done = Vec::with_capacity(stale.len());
     for (tenant, row) in stale {
-        let id = E::id(&row);
-        let asked = ask::<E>(pool, payments, tenant, id).await?;
-        ledger::crash::point(after_provider);
-        let answer = match asked {
-            Some(Asked::Answer(answer)) => answer,
-            // final meanwhile: recorded by someone else
-            None => {
-                done.push(Done::Final);
-                continue;
-            }
-            // logged by `ask`
-            Some(Asked::Unknown(_)) => {
-                done.push(Done::Unknown);
-                continue;
-            }
-            Some(Asked::Rejected(_)) => {
-                // counted and logged by `ask`
-                abandon::<E>(pool, tenant, id).await?;
-                done.push(Done::Unknown);
-                continue;
-            }
-        };
-        let mut client = pool.get().await?;
-        let tx = client.transaction().await?;
-        let completion = record::<E>(&tx, payments, tenant, id, Some(&answer)).await?;
-        tx.commit().await?;
-        done.push(match completion {
-            Completion::Final(_) => {
-                tracing::info!(effect = E::NAME, %id, "completer: completed");
-                Done::Final
-            }
-            Completion::Processing(_) => Done::Unknown,
-        });
+        done.push(drive::<E>(pool, payments, tenant, E::id(&row), after_provider).await?);
     }
     Ok(done)
 }

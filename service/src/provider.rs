@@ -15,6 +15,7 @@ use std::time::Duration;
 use gateway::{
     GatewayError, PaymentIntent, PaymentOutcome, PaymentRequest, PaymentStatus, RefundOutcome, RefundStatus,
 };
+use ledger::card_holds::EndAnswer;
 use ledger::cards::{minor_units, ProviderAnswer};
 use ledger::charges::Charge;
 use ledger::refunds::{Refund, RefundAnswer};
@@ -70,9 +71,15 @@ pub fn metadata(tenant: TenantId, charge: &Charge) -> BTreeMap<String, String> {
     ])
 }
 
-/// A provider payment as the ledger records it, when it is final.
+/// A provider payment as the ledger records it, when it is final (an
+/// authorization is final for the charge: its capture is another effect).
 pub fn answer_of(intent: &PaymentIntent) -> Option<ProviderAnswer> {
     match intent.status {
+        PaymentStatus::RequiresCapture => Some(ProviderAnswer::Authorized {
+            payment_id: intent.id.clone(),
+            amount_minor: intent.amount,
+            currency: intent.currency.clone(),
+        }),
         PaymentStatus::Succeeded => Some(ProviderAnswer::Succeeded {
             payment_id: intent.id.clone(),
             amount_minor: intent.amount,
@@ -98,6 +105,48 @@ pub fn answer_of(intent: &PaymentIntent) -> Option<ProviderAnswer> {
                 .unwrap_or_else(|| "card_declined".to_owned()),
         }),
         _ => None,
+    }
+}
+
+/// Sends the end of a card authorization (`what`: its capture or its void)
+/// with its `key`: `send` answers the payment as it now is, or no answer.
+/// Past a 5xx the provider stored for the key (and replays while it keeps
+/// it) it is sent again with a key of this minute: a payment is captured
+/// once and cancelled once, and only this end is ever sent for the charge,
+/// so a new key cannot make a second effect.
+async fn end_with<F>(what: &str, charge: &Charge, key: String, send: impl Fn(String) -> F) -> Asked<EndAnswer>
+where
+    F: std::future::Future<Output = Result<Result<PaymentIntent, gateway::Unknown>, GatewayError>>,
+{
+    let mut outcome = send(key.clone()).await;
+    if let Ok(Err(why)) = &outcome {
+        if why.reason == gateway::UnknownReason::ServerError {
+            let minute = chrono::Utc::now().timestamp() / 60;
+            outcome = send(format!("{key}:{minute}")).await;
+        }
+    }
+    match outcome {
+        Ok(Ok(intent)) => end_answer_of(&intent),
+        Ok(Err(why)) => Asked::Unknown(why.to_string()),
+        Err(e) if e.is_configuration() => Asked::Rejected(e.to_string()),
+        Err(e) => {
+            tracing::error!(charge = %charge.id, error = %e, "the provider refused the {what}");
+            Asked::Unknown(e.to_string())
+        }
+    }
+}
+
+/// An authorization's payment as its end records it: captured (what was
+/// taken) or cancelled; anything else is not an end yet.
+fn end_answer_of(intent: &PaymentIntent) -> Asked<EndAnswer> {
+    match intent.status {
+        PaymentStatus::Succeeded => Asked::Answer(EndAnswer::Captured {
+            payment_id: intent.id.clone(),
+            amount_minor: intent.amount_received,
+            currency: intent.currency.clone(),
+        }),
+        PaymentStatus::Canceled => Asked::Answer(EndAnswer::Canceled { payment_id: intent.id.clone() }),
+        status => Asked::Unknown(format!("payment {} is {status:?} at the provider", intent.id)),
     }
 }
 
@@ -185,6 +234,58 @@ impl Provider {
     /// The provider key of a payment's cancellation: (tenant, charge).
     pub fn cancel_key(&self, tenant: TenantId, charge_id: uuid::Uuid) -> String {
         gateway::cancel_key(&self.key_secret, tenant.0, charge_id)
+    }
+
+    /// The provider key of the capture of a charge's authorization.
+    pub fn capture_key(&self, tenant: TenantId, charge_id: uuid::Uuid) -> String {
+        gateway::capture_key(&self.key_secret, tenant.0, charge_id)
+    }
+
+    /// The provider key of the void of a charge's authorization.
+    pub fn void_key(&self, tenant: TenantId, charge_id: uuid::Uuid) -> String {
+        gateway::void_key(&self.key_secret, tenant.0, charge_id)
+    }
+
+    /// Asks the provider to capture a card authorization whose capture is in
+    /// flight (`capturing`): the charge's amount, with the capture's key.
+    /// A capture is also idempotent by the payment's state (a payment is
+    /// captured once, and only this capture is ever sent for the charge), so
+    /// a payment found captured is this capture's answer, and one found
+    /// cancelled (expired at the provider) ends it.
+    pub async fn capture(&self, tenant: TenantId, charge: &Charge) -> Asked<EndAnswer> {
+        let Some(payment_id) = &charge.provider_payment_id else {
+            return Asked::Unknown(format!("charge {} has no provider payment to capture", charge.id));
+        };
+        let amount = Some(minor_units(charge.amount, charge.currency));
+        let send = |key: String| async move {
+            self.client.capture_payment(payment_id, amount, &key).await.map(|outcome| match outcome {
+                gateway::CaptureOutcome::Captured(intent) | gateway::CaptureOutcome::NotCapturable(intent) => {
+                    Ok(intent)
+                }
+                gateway::CaptureOutcome::Unknown(why) => Err(why),
+            })
+        };
+        end_with("capture", charge, self.capture_key(tenant, charge.id), send).await
+    }
+
+    /// Asks the provider to cancel a card authorization whose void is in
+    /// flight (`voiding`, asked for or expired), with the void's key. As a
+    /// capture, idempotent by the payment's state too.
+    pub async fn void(&self, tenant: TenantId, charge: &Charge) -> Asked<EndAnswer> {
+        let Some(payment_id) = &charge.provider_payment_id else {
+            return Asked::Unknown(format!("charge {} has no provider payment to cancel", charge.id));
+        };
+        let reason = match charge.authorization.as_ref().and_then(|a| a.void_reason) {
+            Some(ledger::charges::VoidReason::Requested) => "requested_by_customer",
+            _ => ABANDONED,
+        };
+        let send = |key: String| async move {
+            self.client.cancel_payment_because(payment_id, reason, &key).await.map(|outcome| match outcome {
+                gateway::CancelOutcome::Canceled(intent) | gateway::CancelOutcome::NotCancelable(intent) => Ok(intent),
+                gateway::CancelOutcome::Unknown(why) => Err(why),
+            })
+        };
+        end_with("void", charge, self.void_key(tenant, charge.id), send).await
     }
 
     /// A payment waiting for the buyer's authentication, as the ledger
@@ -276,7 +377,11 @@ impl Provider {
             payment_method: payment_method.clone(),
             metadata: metadata(tenant, charge),
         };
-        match self.client.create_payment(&request, key).await {
+        let capture = match charge.authorize_for {
+            Some(_) => gateway::CaptureMethod::Manual,
+            None => gateway::CaptureMethod::Automatic,
+        };
+        match self.client.create_payment_with_capture(&request, capture, key).await {
             Ok(PaymentOutcome::Succeeded(intent)) => match answer_of(&intent) {
                 Some(answer) => Asked::Answer(answer),
                 None => Asked::Unknown(format!("payment {} is {:?}", intent.id, intent.status)),
@@ -288,8 +393,11 @@ impl Provider {
             Ok(PaymentOutcome::Pending(intent)) if intent.status == PaymentStatus::RequiresAction => {
                 Asked::Answer(self.requires_action(&intent))
             }
-            // (a charge made at once never asks for a manual capture)
-            Ok(PaymentOutcome::Pending(intent) | PaymentOutcome::RequiresCapture(intent)) => {
+            Ok(PaymentOutcome::RequiresCapture(intent)) => match answer_of(&intent) {
+                Some(answer) => Asked::Answer(answer),
+                None => Asked::Unknown(format!("payment {} is {:?}", intent.id, intent.status)),
+            },
+            Ok(PaymentOutcome::Pending(intent)) => {
                 Asked::Unknown(format!("payment {} is {:?} at the provider", intent.id, intent.status))
             }
             Ok(PaymentOutcome::Unknown(why)) if why.reason == gateway::UnknownReason::ServerError => {
@@ -353,8 +461,12 @@ impl Provider {
         if found.is_empty() {
             return Ok(None);
         }
-        // a success wins over anything else found for the attempt
-        if let Some(paid) = found.iter().find(|p| p.status == PaymentStatus::Succeeded) {
+        // a success (or an authorization) wins over anything else found for the attempt
+        if let Some(paid) = found
+            .iter()
+            .find(|p| p.status == PaymentStatus::Succeeded)
+            .or_else(|| found.iter().find(|p| p.status == PaymentStatus::RequiresCapture))
+        {
             return Ok(answer_of(paid).map(Asked::Answer));
         }
         if let Some(waiting) = found.iter().find(|p| p.status == PaymentStatus::RequiresAction) {

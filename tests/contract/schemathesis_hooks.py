@@ -5,11 +5,12 @@ Fresh Idempotency-Keys
 Effectful POSTs need an Idempotency-Key per distinct request: the same key
 with another body is refused with 422 `idempotency_key_reused` (documented,
 and tested in the Rust suite and the walk-throughs). Schemathesis draws keys
-from the schema and would reuse a few of them (the example, boundary
-strings) across unrelated requests, so that most requests would test the
-key-reuse refusal instead of the operation. A valid key is therefore made
-unique per request; malformed keys (empty, too long, non-ASCII) are left as
-generated, so the refusals of bad keys stay under test.
+from the schema and would reuse a few of them (one per operation while its
+coverage phase varies the body, the shortest strings when fuzzing) across
+unrelated requests, so that most requests would test the key-reuse refusal
+instead of the operation. A valid key is therefore made unique per request;
+malformed keys (empty, too long, non-ASCII) are left as generated, so the
+refusals of bad keys stay under test.
 
 Schema-valid requests refused
 -----------------------------

@@ -319,6 +319,29 @@ def main() -> None:
         ProblemCode.CHARGE_NOT_AUTHORIZED,
     )
 
+    # On a card the issuer holds the amount (a manual capture at the provider); the capture
+    # takes what shipped from the provider, and only then does the ledger book it.
+    card_later = f"{order}-card-later"
+    card_body = CreateCharge(order_id=card_later, attempt=1, payment_method="pm_card_visa",
+                             seller_account_id=seller.id, amount="10.00", currency=Currency.USD, capture=False)
+    for _ in range(20):
+        held_card = create_charge.sync_detailed(client=client, body=card_body, idempotency_key=f"{card_later}:1")
+        if held_card.status_code != HTTPStatus.ACCEPTED:
+            break
+    card_auth = expect(held_card, HTTPStatus.CREATED, Charge)
+    assert card_auth.status == ChargeStatus.AUTHORIZED and card_auth.transaction_id is None
+    assert balance(client, seller.id) == Decimal("40.50")
+    for _ in range(20):
+        card_shipped = capture_charge.sync_detailed(
+            card_auth.id, client=client, body=CaptureCharge(reference=f"{card_later}:ship", amount="8.00"),
+            idempotency_key=f"{card_later}:ship",
+        )
+        if card_shipped.status_code != HTTPStatus.ACCEPTED:
+            break
+    card_captured = expect(card_shipped, HTTPStatus.OK, Charge)
+    assert card_captured.status == ChargeStatus.SUCCEEDED and card_captured.amount == "8.00"
+    assert balance(client, seller.id) == Decimal("48.50")
+
     # Release the hold: the stock is available again.
     released = release_reservation.sync_detailed(held.id, client=client, idempotency_key=f"{order}:{sku}:release")
     assert expect(released, HTTPStatus.OK, Reservation).status == ReservationStatus.RELEASED
@@ -330,7 +353,7 @@ def main() -> None:
     anonymous = AuthenticatedClient(base_url=os.environ["LEDGER_URL"], token="lk_not_a_key")
     problem(get_account.sync_detailed(buyer.id, client=anonymous), HTTPStatus.UNAUTHORIZED, ProblemCode.UNAUTHORIZED)
 
-    print("python walk-through: purchase, replay, refund, card charge, authorize and capture, void, balances as documented")
+    print("python walk-through: purchase, replay, refund, card charge, authorize and capture (wallet and card), void, balances as documented")
 
 
 if __name__ == "__main__":

@@ -261,4 +261,28 @@ const voided = ok(
 assert.equal(voided.status, "voided");
 assert.equal(await balance(buyer.id), "70.00");
 
-console.log("typescript walk-through: purchase, replay, refund, card charge, authorize and capture, void, balances as documented");
+// On a card the issuer holds the amount (a manual capture at the provider);
+// the capture takes what shipped from the provider, and only then does the
+// ledger book it. 202 (`processing`, `capturing`): the same request again.
+const cardLater = `${order}-card-later`;
+const cardHold = { ...cardBody, order_id: cardLater, amount: "10.00", capture: false };
+let held = await client.POST("/v1/charges", { params: { header: { "Idempotency-Key": `${cardLater}:1` } }, body: cardHold });
+for (let i = 0; i < 20 && held.response.status === 202; i++) {
+  held = await client.POST("/v1/charges", { params: { header: { "Idempotency-Key": `${cardLater}:1` } }, body: cardHold });
+}
+const cardAuth = ok(held, 201);
+assert.deepEqual([cardAuth.status, cardAuth.transaction_id], ["authorized", null]);
+const sellerBefore = await balance(seller.id); // nothing booked for a card hold
+const ship = {
+  params: { path: { id: cardAuth.id }, header: { "Idempotency-Key": `${cardLater}:ship` } },
+  body: { reference: `${cardLater}:ship`, amount: "8.00" },
+};
+let shipped = await client.POST("/v1/charges/{id}/capture", ship);
+for (let i = 0; i < 20 && shipped.response.status === 202; i++) {
+  shipped = await client.POST("/v1/charges/{id}/capture", ship);
+}
+const cardCaptured = ok(shipped, 200);
+assert.deepEqual([cardCaptured.status, cardCaptured.amount], ["succeeded", "8.00"]);
+assert.equal(await balance(seller.id), (Number(sellerBefore) + 8).toFixed(2));
+
+console.log("typescript walk-through: purchase, replay, refund, card charge, authorize and capture (wallet and card), void, balances as documented");

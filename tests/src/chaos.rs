@@ -24,6 +24,14 @@
 //! recording it, or `canceled` / `requires_payment_method` with its charge
 //! `failed`.
 //!
+//! The tenant's storefront has three webhook endpoints, each a receiver in
+//! this process: a healthy one, a flaky one (500 to the first attempts of
+//! some events) and a dead one (503, always), served by a webhooks worker
+//! on a short retry schedule, killed and armed like the others. At the end
+//! every event owed to a live endpoint must have been answered 2xx there
+//! (repeats are counted, not faults), and the dead endpoint's must all be in
+//! the delivery log as failed attempts, never as delivered.
+//!
 //! The seed drives every decision (what each client buys, when and which
 //! fault strikes); the interleaving still depends on timing, so a replay
 //! explores the same plan, not byte-identical scheduling.
@@ -36,7 +44,7 @@
 //! (`server_faults`).
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -47,6 +55,7 @@ use crate::broker::Broker;
 use crate::proxy::Proxy;
 pub use crate::rng::Rng;
 use crate::server_faults::{self, Outages, Servers};
+use crate::webhook_receiver::{Behaviour, Receiver};
 use crate::{spawn_worker_process, TestDb};
 
 #[derive(Debug, Clone)]
@@ -91,7 +100,8 @@ pub struct Summary {
     pub refunded: u64,
     pub released: u64,
     pub declined: u64,
-    /// Wallet checkouts that authorized (`"capture": false`): of them, those
+    /// Checkouts that authorized (`"capture": false`, on a wallet or a card
+    /// through the provider, its faults on): of them, those
     /// captured, voided, and left open until the end moved the clock past
     /// their deadline (voided by the expirer).
     pub authorized: u64,
@@ -165,6 +175,27 @@ pub struct Summary {
     /// them the mail sink shows delivered (an operator's check).
     pub emails_unknown: u64,
     pub emails_unknown_delivered: u64,
+    /// Webhooks out, to the storefront's live endpoints (the healthy and
+    /// the flaky one): how many they are, the deliveries owed to them (each
+    /// of the tenant's events of a subscribed type, once per endpoint),
+    /// those their receivers answered 2xx, and those never delivered (lost:
+    /// a violation).
+    pub webhooks_live_endpoints: u64,
+    pub webhooks_owed: u64,
+    pub webhooks_delivered: u64,
+    pub webhooks_lost: u64,
+    /// Requests the live receivers got for an event beyond its first
+    /// (allowed: at least once), and of them those for an event the
+    /// receiver had already answered 2xx (the rest retry a failed attempt).
+    pub webhooks_duplicates: u64,
+    pub webhooks_duplicates_after_2xx: u64,
+    /// The dead endpoint's events: owed, never delivered and not lost; of
+    /// them those failed for good (out of attempts) and those still being
+    /// retried; and the attempts the delivery log recorded for them.
+    pub webhooks_dead_owed: u64,
+    pub webhooks_dead_failed: u64,
+    pub webhooks_dead_retrying: u64,
+    pub webhooks_dead_attempts: u64,
     /// The private servers' restarts, when the campaign ran on its own.
     pub restarts: Option<server_faults::Restarts>,
     pub violations: Vec<String>,
@@ -240,6 +271,21 @@ impl std::fmt::Display for Summary {
             "  emails lost {}, recovered by reconcile {}; unknown outcomes left to an operator {} ({} found delivered)",
             self.emails_lost, self.emails_recovered, self.emails_unknown, self.emails_unknown_delivered
         )?;
+        writeln!(
+            f,
+            "  webhooks owed {} (to {} live endpoints), delivered {}, lost {}, duplicates {} (after a 2xx {}); \
+             dead endpoint: owed {}, failed {}, still retried {}, attempts logged {}",
+            self.webhooks_owed,
+            self.webhooks_live_endpoints,
+            self.webhooks_delivered,
+            self.webhooks_lost,
+            self.webhooks_duplicates,
+            self.webhooks_duplicates_after_2xx,
+            self.webhooks_dead_owed,
+            self.webhooks_dead_failed,
+            self.webhooks_dead_retrying,
+            self.webhooks_dead_attempts
+        )?;
         for n in &self.three_ds_notes {
             writeln!(f, "  NOTE 3-D Secure decline code: {n}")?;
         }
@@ -280,6 +326,8 @@ async fn serve(db_url: &str, port: u16, crash_at: Option<&str>, provider: &[(&'s
         .env("DATABASE_URL", db_url)
         .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("HTTP_WORKERS", "2")
+        // the campaign's webhook receivers listen on loopback
+        .env("WEBHOOK_ALLOW_PRIVATE", "true")
         .env("DB_POOL_SIZE", "8")
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
@@ -537,8 +585,9 @@ pub(crate) async fn client(shared: Rc<RefCell<Shared>>, store: Rc<Store>, n: usi
             }
         }
         // beside purchases charged at once, checkouts that authorize now and
-        // capture (or void, or let expire) later
-        let authorize = !card && rng.chance(AUTHORIZE_SHARE);
+        // capture (or void, or let expire) later: on a wallet, or on a card
+        // (the provider holds it) that wants no authentication
+        let authorize = (!card || paid.is_none()) && rng.chance(AUTHORIZE_SHARE);
         if authorize {
             charge_body["capture"] = json!(false);
             charge_body["expires_in"] = json!(600);
@@ -567,6 +616,8 @@ pub(crate) async fn client(shared: Rc<RefCell<Shared>>, store: Rc<Store>, n: usi
             let (status, refused) = request(&shared, &mut rng, &store.key, &bumped_key, "/v1/charges", &bumped).await;
             natural_key_duplicate(&shared, status == 409 && refused["charge_id"] == charge["id"], &order, &refused);
         }
+        // what the purchase took: less than it held when a capture took part of it
+        let mut taken = cents;
         if authorize {
             shared.borrow_mut().summary.authorized += 1;
             let ends = rng.below(100);
@@ -577,7 +628,12 @@ pub(crate) async fn client(shared: Rc<RefCell<Shared>>, store: Rc<Store>, n: usi
             let id = charge["id"].as_str().unwrap();
             let (path, body, end) = if ends < 60 {
                 // shipped: all of it, or part (never less than the fee)
-                let amount = if rng.chance(50) { json!(null) } else { json!(money(cents - cents / 4)) };
+                let amount = if rng.chance(50) {
+                    json!(null)
+                } else {
+                    taken = cents - cents / 4;
+                    json!(money(taken))
+                };
                 (
                     format!("/v1/charges/{id}/capture"),
                     json!({"reference": format!("{order}:ship"), "amount": amount}),
@@ -602,7 +658,7 @@ pub(crate) async fn client(shared: Rc<RefCell<Shared>>, store: Rc<Store>, n: usi
         }
         // card refunds go through the provider, its faults on (`card_refunds`)
         if card && rng.chance(35) {
-            card_refunds(&shared, &mut rng, &store, &order, &charge, cents).await;
+            card_refunds(&shared, &mut rng, &store, &order, &charge, taken).await;
         }
         if !card && rng.chance(25) {
             let refund = format!("{}.{:02}", cents / 200, (cents / 2) % 100);
@@ -1107,6 +1163,19 @@ pub async fn run(settings: Settings) -> Summary {
     config.gateway.gateway_search_lag_secs = 2;
     config.gateway.gateway_action_window_secs = ACTION_WINDOW_SECS;
     config.completer_poll_ms = 200;
+    // webhooks on a retry schedule of seconds, so that the flaky endpoint's
+    // events are delivered and the dead one's fail while the campaign runs;
+    // scans large enough to keep up with the campaign's events (a scan takes
+    // at most `per_endpoint` of any one endpoint, and looks at the 4 ×
+    // `concurrency` deliveries due first); and the dead endpoint never
+    // disabled, so that its events stay owed to it
+    config.webhook_poll_ms = 100;
+    config.webhook_timeout_ms = WEBHOOK_TIMEOUT_MS;
+    config.webhook_schedule = WEBHOOK_SCHEDULE.to_owned();
+    config.webhook_per_endpoint = 16;
+    config.webhook_concurrency = 48;
+    config.webhook_disable_after_secs = 86_400;
+    config.webhook_allow_private = true;
     let mut provider = fake.env();
     provider.push(("CARD_LEASE_SECS", "2".to_owned()));
     provider.push(("GATEWAY_TIMEOUT_MS", "3000".to_owned()));
@@ -1123,13 +1192,14 @@ pub async fn run(settings: Settings) -> Summary {
         ports.push(port);
     }
     fake.set_webhook_endpoint(&format!("http://127.0.0.1:{}/v1/provider/webhooks", ports[0])).await;
-    let roles = ["relay", "inventory", "email", "completer", "expirer"];
+    let roles = ["relay", "inventory", "email", "completer", "expirer", "webhooks"];
     let points = [
         "relay-after-publish",
         "inventory-after-commit",
         "email-after-ack",
         "completer-after-provider",
         "expirer-after-void",
+        "webhooks-after-send",
     ];
     let mut workers: Vec<Proc> = roles.iter().map(|r| Proc(spawn_worker_process(&config, r, None))).collect();
     // which processes were restarted armed at a crash point
@@ -1138,8 +1208,12 @@ pub async fn run(settings: Settings) -> Summary {
     let shared = Rc::new(RefCell::new(Shared { ports: ports.clone(), summary: Summary::default(), attempts: None }));
     shared.borrow_mut().summary.seed = settings.seed;
 
+    // the storefront's webhook endpoints, registered before the tenant has
+    // any event, so that each is owed every event of the types it subscribes to
+    let (_, key) = new_tenant(&db.url, "chaos").await;
+    let hooks = register_hooks(&shared, &rng, &key, settings.seed).await;
     // the store: accounts funded from an external account, stock on a few SKUs
-    let store = open_store(&shared, &rng, &db.url, "chaos", settings.clients).await;
+    let store = stock_store(&shared, &rng, key, settings.clients).await;
     // the clients arm the fake's refund faults and settle its held refunds
     store.provider.set(fake.url().to_owned()).expect("set once");
 
@@ -1284,6 +1358,7 @@ pub async fn run(settings: Settings) -> Summary {
     }
     let mut summary = std::mem::take(&mut shared.borrow_mut().summary);
     settle(&pg, &config, &fake, &email_dir, started, &mut summary).await;
+    webhooks_settle(&pg, &hooks, &mut summary).await;
     summary.provider_faults = fake.stats().await["faults_applied"]
         .as_object()
         .map(|m| m.values().filter_map(Value::as_u64).sum())
@@ -1334,10 +1409,19 @@ pub(crate) async fn open_store(
     name: &str,
     clients: usize,
 ) -> Rc<Store> {
-    let key = {
-        let mut conn = ledger::tenants::connect(db_url).await.unwrap();
-        ledger::tenants::create_with_key(&mut conn, name).await.unwrap().1
-    };
+    let (_, key) = new_tenant(db_url, name).await;
+    stock_store(shared, rng, key, clients).await
+}
+
+/// A tenant named `name` made on `db_url`: its id and API key.
+async fn new_tenant(db_url: &str, name: &str) -> (uuid::Uuid, String) {
+    let mut conn = ledger::tenants::connect(db_url).await.unwrap();
+    let (tenant, key) = ledger::tenants::create_with_key(&mut conn, name).await.unwrap();
+    (tenant.id, key)
+}
+
+/// The store of the tenant whose API key is `key`, as [`open_store`] makes it.
+async fn stock_store(shared: &Rc<RefCell<Shared>>, rng: &Rng, key: String, clients: usize) -> Rc<Store> {
     let mut setup = rng.clone();
     let mut account = async |reference: String, negative: bool| -> String {
         let body = json!({"reference": reference, "currency": "USD", "allow_negative": negative});
@@ -1565,8 +1649,8 @@ pub(crate) async fn settle(
     let ends = [
         "SELECT count(*) FROM charge_authorizations",
         "SELECT count(*) FROM charge_authorizations WHERE captured_at IS NOT NULL",
-        "SELECT count(*) FROM charge_authorizations WHERE void_reason = 'requested'",
-        "SELECT count(*) FROM charge_authorizations WHERE void_reason = 'expired'",
+        "SELECT count(*) FROM charge_authorizations WHERE voided_at IS NOT NULL AND void_reason = 'requested'",
+        "SELECT count(*) FROM charge_authorizations WHERE voided_at IS NOT NULL AND void_reason = 'expired'",
     ];
     let mut authorizations = Vec::new();
     for sql in ends {
@@ -1792,6 +1876,245 @@ async fn three_ds_payments_match(
         }
     }
     (out, notes, (compared, cancelled))
+}
+
+/// The campaign's webhook retry schedule (`WEBHOOK_SCHEDULE`): five
+/// attempts over about four seconds, so that the dead endpoint's events fail
+/// for good while the campaign runs, and the flaky one's (at most
+/// [`FLAKY_FAILURES`] failures each) have attempts to spare for a timeout
+/// on a loaded machine. Every attempt to the dead endpoint is work for the
+/// webhooks worker: a longer schedule multiplies it.
+const WEBHOOK_SCHEDULE: &str = "0.2,0.5,1,2";
+
+/// How long an endpoint has to answer an attempt (`WEBHOOK_TIMEOUT_MS`).
+/// The receivers answer at once; a loaded machine still needs some slack.
+/// A worker killed mid-send leaves its deliveries leased for twice this
+/// and 5 s more before they are sent again.
+const WEBHOOK_TIMEOUT_MS: u64 = 2000;
+
+/// The most 500s the flaky endpoint answers one event before a 2xx.
+const FLAKY_FAILURES: usize = 2;
+
+/// How long the end waits, once quiesced, for the webhooks to settle while
+/// nothing moves: past a killed worker's lease and the longest wait of the
+/// schedule. While deliveries progress it waits on, however long a loaded
+/// machine (or `make chaos`'s backlog) takes.
+const WEBHOOK_STALL_SECS: u64 = 30;
+
+/// One of the storefront's webhook endpoints and its receiver.
+struct Hook {
+    name: &'static str,
+    id: uuid::Uuid,
+    secret: String,
+    receiver: Receiver,
+    /// A live endpoint must be delivered every event owed to it; the dead
+    /// one never answers 2xx.
+    live: bool,
+}
+
+/// Starts the storefront's receivers and registers an endpoint of `tenant`
+/// for each: a healthy one and a flaky one (its failures drawn from
+/// `seed`), subscribed to every event type, and a dead one (503, always),
+/// subscribed to the charges' and refunds' events only, so that what is
+/// owed follows the subscription. Registered through the API, as a
+/// storefront does (its requests draw from a copy of `rng`).
+async fn register_hooks(shared: &Rc<RefCell<Shared>>, rng: &Rng, key: &str, seed: u64) -> Vec<Hook> {
+    let mut setup = rng.clone();
+    let mut hooks = Vec::new();
+    for (name, behaviour, events, live) in [
+        ("healthy", Behaviour::Ok, &["*"][..], true),
+        ("flaky", Behaviour::FailFirstSome { most: FLAKY_FAILURES, seed }, &["*"][..], true),
+        ("dead", Behaviour::Always(503), &["charge.succeeded", "charge.refunded"][..], false),
+    ] {
+        let receiver = Receiver::start(behaviour).await;
+        let body = json!({"url": receiver.url, "enabled_events": events,
+                          "description": format!("the chaos storefront, {name}")});
+        let (status, made) =
+            request(shared, &mut setup, key, &format!("hook:{name}"), "/v1/webhook_endpoints", &body).await;
+        assert_eq!(status, 201, "the {name} endpoint: {made}");
+        let id: uuid::Uuid = made["id"].as_str().unwrap().parse().unwrap();
+        let secret = made["secret"].as_str().unwrap().to_owned();
+        hooks.push(Hook { name, id, secret, receiver, live });
+    }
+    hooks
+}
+
+/// An endpoint's deliveries, as the delivery log holds them.
+struct DeliveryLog {
+    /// By event id: attempts recorded, delivered, failed for good.
+    rows: BTreeMap<String, (i32, bool, bool)>,
+    /// Rows in `webhook_attempts`, and those that recorded a 2xx.
+    attempts: i64,
+    attempts_2xx: i64,
+}
+
+impl DeliveryLog {
+    /// Read in one statement, so that the deliveries and the attempts are
+    /// of one snapshot while the worker goes on retrying.
+    async fn of(pg: &tokio_postgres::Client, endpoint: uuid::Uuid) -> DeliveryLog {
+        let rows = pg
+            .query(
+                "SELECT d.message_id::text, d.attempts, d.delivered_at IS NOT NULL, d.failed_at IS NOT NULL, a.n, a.ok \
+                   FROM webhook_deliveries d \
+                  CROSS JOIN (SELECT count(*) AS n, count(*) FILTER (WHERE status_code BETWEEN 200 AND 299) AS ok \
+                                FROM webhook_attempts WHERE endpoint_id = $1) a \
+                  WHERE d.endpoint_id = $1",
+                &[&endpoint],
+            )
+            .await
+            .unwrap();
+        DeliveryLog {
+            rows: rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3)))).collect(),
+            attempts: rows.first().map_or(0, |r| r.get(4)),
+            attempts_2xx: rows.first().map_or(0, |r| r.get(5)),
+        }
+    }
+
+    /// Neither delivered nor failed for good: still being retried.
+    fn retrying(&self) -> usize {
+        self.rows.values().filter(|(_, delivered, failed)| !delivered && !failed).count()
+    }
+}
+
+/// The events owed to an endpoint: its tenant's events of the types it
+/// subscribes to (of those the webhooks worker delivers).
+async fn owed_to(pg: &tokio_postgres::Client, endpoint: uuid::Uuid) -> BTreeSet<String> {
+    pg.query(
+        "SELECT o.message_id::text FROM outbox o JOIN webhook_endpoints e ON e.tenant_id = o.tenant_id \
+          WHERE e.id = $1 AND o.event_type = ANY($2) \
+            AND (o.event_type = ANY(e.enabled_events) OR $3 = ANY(e.enabled_events))",
+        &[&endpoint, &ledger::webhook_endpoints::EVENT_TYPES, &ledger::webhook_endpoints::ALL],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// What is left before the webhooks settle: for a live endpoint, the
+/// events owed to it that its receiver has not answered 2xx and that did
+/// not run out of attempts, and its deliveries still being retried (one
+/// answered 2xx whose record a killed worker never made is sent again once
+/// its lease passes); for the dead one, the events owed to it without an
+/// attempt in the delivery log.
+async fn webhooks_left(pg: &tokio_postgres::Client, hook: &Hook) -> usize {
+    let (owed, log) = (owed_to(pg, hook.id).await, DeliveryLog::of(pg, hook.id).await);
+    let attempted = |id: &String| log.rows.get(id).is_some_and(|(attempts, _, _)| *attempts > 0);
+    if !hook.live {
+        return owed.iter().filter(|id| !attempted(id)).count();
+    }
+    let delivered = hook.receiver.tally(&hook.secret).delivered;
+    let failed = |id: &String| log.rows.get(id).is_some_and(|(_, _, failed)| *failed);
+    owed.iter().filter(|id| !delivered.contains(*id) && !failed(id)).count() + log.retrying()
+}
+
+/// Once quiesced: waits until the webhooks settle (nothing left by
+/// [`webhooks_left`]), or until nothing has moved for
+/// [`WEBHOOK_STALL_SECS`]; then counts, and records as violations: an event
+/// owed to a live endpoint never answered 2xx there (`webhooks_none_lost`);
+/// a request not signed with the endpoint's secret, or whose body is not
+/// the envelope of the event its `webhook-id` names (`webhooks_signed`); a
+/// request for an event not owed to the endpoint (`webhooks_only_owed`);
+/// and a dead endpoint's event missing from the delivery log or without an
+/// attempt there, or logged delivered, or attempts logged that do not add
+/// up (`webhooks_failures_logged`).
+async fn webhooks_settle(pg: &tokio_postgres::Client, hooks: &[Hook], summary: &mut Summary) {
+    let started = Instant::now();
+    let (mut least, mut progressed) = (usize::MAX, Instant::now());
+    loop {
+        let mut left = 0;
+        for hook in hooks {
+            left += webhooks_left(pg, hook).await;
+        }
+        if left == 0 {
+            eprintln!("chaos: the webhooks settled {:.0} s after quiescing", started.elapsed().as_secs_f64());
+            break;
+        }
+        if left < least {
+            (least, progressed) = (left, Instant::now());
+        }
+        if progressed.elapsed() > Duration::from_secs(WEBHOOK_STALL_SECS) {
+            eprintln!(
+                "chaos: the webhooks stopped settling {:.0} s after quiescing, {left} delivery(ies) left, none \
+                 for {WEBHOOK_STALL_SECS} s",
+                started.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for hook in hooks {
+        let (owed, log) = (owed_to(pg, hook.id).await, DeliveryLog::of(pg, hook.id).await);
+        let tally = hook.receiver.tally(&hook.secret);
+        let what = format!("endpoint {} ({})", hook.name, hook.id);
+        let violations = &mut summary.violations;
+        if !tally.bad.is_empty() {
+            violations.push(format!(
+                "VIOLATION webhooks_signed: {what}: {} request(s) not signed with its secret or not the envelope of \
+                 the event named, e.g. {:?}",
+                tally.bad.len(),
+                &tally.bad[..tally.bad.len().min(5)]
+            ));
+        }
+        let unowed: Vec<&String> = tally.seen.difference(&owed).collect();
+        if !unowed.is_empty() {
+            violations.push(format!(
+                "VIOLATION webhooks_only_owed: {what}: {} event(s) not owed to it, e.g. {:?}",
+                unowed.len(),
+                &unowed[..unowed.len().min(5)]
+            ));
+        }
+        if hook.live {
+            let lost: Vec<&String> = owed.difference(&tally.delivered).collect();
+            summary.webhooks_live_endpoints += 1;
+            summary.webhooks_owed += owed.len() as u64;
+            summary.webhooks_delivered += owed.intersection(&tally.delivered).count() as u64;
+            summary.webhooks_lost += lost.len() as u64;
+            summary.webhooks_duplicates += tally.repeats;
+            summary.webhooks_duplicates_after_2xx += tally.after_delivered;
+            if !lost.is_empty() {
+                // each with what the receiver and the delivery log say of it
+                let got = hook.receiver.got();
+                let examples: Vec<String> = lost
+                    .iter()
+                    .take(5)
+                    .map(|id| {
+                        let seen = got.iter().filter(|r| &&r.id == id).count();
+                        let row =
+                            log.rows.get(*id).map_or("no delivery".to_owned(), |(attempts, delivered, failed)| {
+                                format!("{attempts} attempt(s) logged, delivered {delivered}, failed {failed}")
+                            });
+                        format!("{id}: {seen} request(s) received, {row}")
+                    })
+                    .collect();
+                violations.push(format!(
+                    "VIOLATION webhooks_none_lost: {what}: {} of {} event(s) owed never answered 2xx: {}",
+                    lost.len(),
+                    owed.len(),
+                    examples.join("; ")
+                ));
+            }
+            continue;
+        }
+        summary.webhooks_dead_owed += owed.len() as u64;
+        summary.webhooks_dead_failed += log.rows.values().filter(|(_, _, failed)| *failed).count() as u64;
+        summary.webhooks_dead_retrying += log.retrying() as u64;
+        summary.webhooks_dead_attempts += log.attempts as u64;
+        let unlogged = owed.iter().filter(|id| log.rows.get(*id).is_none_or(|(attempts, _, _)| *attempts == 0)).count();
+        let delivered = log.rows.values().filter(|(_, delivered, _)| *delivered).count();
+        let counted: i64 = log.rows.values().map(|(attempts, _, _)| i64::from(*attempts)).sum();
+        if unlogged > 0 || delivered > 0 || log.attempts_2xx > 0 || counted != log.attempts {
+            violations.push(format!(
+                "VIOLATION webhooks_failures_logged: {what}: of {} event(s) owed, {unlogged} without an attempt in \
+                 the delivery log; {delivered} delivery(ies) and {} attempt(s) logged as 2xx, where it never \
+                 answers one; {} attempt(s) logged for {counted} counted by its deliveries",
+                owed.len(),
+                log.attempts_2xx,
+                log.attempts
+            ));
+        }
+    }
 }
 
 /// How many emails the file transport wrote for each Message-ID.

@@ -15,6 +15,7 @@ pub mod server_faults;
 pub mod servers;
 pub mod shop;
 pub mod smtp;
+pub mod webhook_receiver;
 
 use std::sync::OnceLock;
 

@@ -374,7 +374,7 @@ async fn capture_races_expiry_and_exactly_one_wins() {
         w.expire_in(&id, 30).await;
         let expirer = async {
             tokio::time::sleep(std::time::Duration::from_millis(30)).await;
-            workers::expirer::once(&pool).await.unwrap()
+            workers::expirer::once(&pool, None).await.unwrap()
         };
         let (c, _) = futures::join!(w.capture(&id, format!("c{round}"), json!({"reference": "ship"})), expirer);
         let status = w.app.get(&format!("/v1/charges/{id}"), &w.key).await.json()["status"].clone();
@@ -386,7 +386,7 @@ async fn capture_races_expiry_and_exactly_one_wins() {
             assert_eq!(c.status, StatusCode::CONFLICT, "{c:?}");
             assert!(["authorization_expired", "charge_not_authorized"].contains(&c.code().as_str()), "{c:?}");
             // the expirer may not have got to it yet: its next scan does
-            workers::expirer::once(&pool).await.unwrap();
+            workers::expirer::once(&pool, None).await.unwrap();
             let status = w.app.get(&format!("/v1/charges/{id}"), &w.key).await.json();
             assert_eq!(
                 (status["status"].as_str(), status["authorization"]["void_reason"].as_str()),
@@ -416,7 +416,7 @@ async fn two_expirers_void_an_expired_authorization_once() {
         w.expire_in(id, -1000).await;
     }
     let pool = ledger::db::pool(&w.app.db.url, &Default::default()).unwrap();
-    let (a, b) = futures::join!(workers::expirer::once(&pool), workers::expirer::once(&pool));
+    let (a, b) = futures::join!(workers::expirer::once(&pool, None), workers::expirer::once(&pool, None));
     assert!(a.unwrap() + b.unwrap() >= 5);
     assert_eq!(w.events("charge.voided").await, 5);
     assert_eq!(w.app.scalar("SELECT count(*) FROM ledger_transactions WHERE kind = 'release'").await, 5);
@@ -424,7 +424,7 @@ async fn two_expirers_void_an_expired_authorization_once() {
     // a capture now is refused, and a later scan finds nothing due
     let c = w.capture(&ids[0], "c", json!({"reference": "ship"})).await;
     assert_eq!(c.code(), "charge_not_authorized", "{c:?}");
-    assert_eq!(workers::expirer::once(&pool).await.unwrap(), 0);
+    assert_eq!(workers::expirer::once(&pool, None).await.unwrap(), 0);
     w.app.audit_clean().await;
     assert_eq!(expiry_violations(&w.app).await, 0);
 }
@@ -461,7 +461,7 @@ async fn an_authorization_left_open_past_its_deadline_breaks_the_quiesced_audit(
     let id = w.authorize("o", "10.00").await.id();
     w.expire_in(&id, -60_000).await;
     assert_eq!(expiry_violations(&w.app).await, 1);
-    workers::expirer::once(&ledger::db::pool(&w.app.db.url, &Default::default()).unwrap()).await.unwrap();
+    workers::expirer::once(&ledger::db::pool(&w.app.db.url, &Default::default()).unwrap(), None).await.unwrap();
     assert_eq!(expiry_violations(&w.app).await, 0);
     w.app.audit_clean().await;
 }
@@ -584,7 +584,8 @@ async fn bad_captures_and_authorizations_are_clear_problems_that_write_nothing()
         (json!({"capture": false, "expires_in": 59}), "invalid_field"),
         (json!({"capture": false, "expires_in": 2592001}), "invalid_field"),
         (
-            json!({"capture": false, "buyer_account_id": null, "payment_method": "pm_card_visa"}),
+            // a card authorization holds at most the networks' 7 days
+            json!({"capture": false, "expires_in": 604801, "buyer_account_id": null, "payment_method": "pm_card_visa"}),
             "invalid_authorization",
         ),
     ]
@@ -645,7 +646,7 @@ async fn an_unpaid_reservation_past_its_deadline_is_released_and_a_paid_or_autho
     };
     assert_eq!(violations(&["no_unpaid_reservation_past_expiry"]).await, 1);
     let pool = ledger::db::pool(&s.app.db.url, &Default::default()).unwrap();
-    workers::expirer::once(&pool).await.unwrap();
+    workers::expirer::once(&pool, None).await.unwrap();
     let by_order = |order: &'static str| {
         let s = &s;
         async move {
@@ -660,7 +661,7 @@ async fn an_unpaid_reservation_past_its_deadline_is_released_and_a_paid_or_autho
     assert_eq!(s.app.get("/v1/skus/mug", &s.key).await.json()["reserved"], 2);
     assert_eq!(s.scalar("SELECT count(*) FROM outbox WHERE event_type = 'reservation.released'").await, 1);
     // a second scan releases nothing more
-    workers::expirer::once(&pool).await.unwrap();
+    workers::expirer::once(&pool, None).await.unwrap();
     assert_eq!(s.scalar("SELECT count(*) FROM outbox WHERE event_type = 'reservation.released'").await, 1);
     assert_eq!(violations(&["no_unpaid_reservation_past_expiry"]).await, 0);
     s.audit_clean(false).await;

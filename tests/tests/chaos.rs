@@ -14,4 +14,6 @@ async fn a_short_fault_campaign_ends_with_zero_violations() {
     assert!(summary.charged > 0 && summary.faults.values().sum::<u64>() > 0, "{summary}");
     // 3-D Secure payments ran beside the other card purchases, and the end compared them with the provider
     assert!(summary.three_ds_payments > 0 && summary.three_ds_compared > 0, "{summary}");
+    // the storefront's endpoints were owed events, and the webhooks worker delivered and retried them
+    assert!(summary.webhooks_delivered > 0 && summary.webhooks_dead_attempts > 0, "{summary}");
 }

@@ -124,7 +124,20 @@ async fn concurrent_charges_share_commits_and_each_gets_its_own_outcome() {
     assert!(largest >= 4, "the largest batch held {largest} charges");
 
     assert_replays(&app, &key, &sent, &answers).await;
-    assert_eq!(app.scalar("SELECT count(*) FROM charges").await, 13, "no retry charged again");
+    // the same order attempt under yet another key, now that it is in the
+    // database: the batch reads the order's charges and finds it
+    // (among new charges, so that it goes in a batch, not alone)
+    let nat = by_key("nat:1")[0];
+    let mut more = vec![("nat:1:third".to_owned(), charge("nat", 1, &cents, &seller, "9.00"))];
+    more.extend((0..5).map(|i| (format!("more-{i}:1"), charge(&format!("more-{i}"), 1, &rich, &seller, "1.00"))));
+    let again = join_all(more.iter().map(|(idem, body)| app.post("/v1/charges", &key, idem, body.clone()))).await;
+    assert_eq!((again[0].status, again[0].natural_key_replayed), (StatusCode::OK, true), "{:?}", again[0]);
+    assert_eq!(again[0].json()["id"], nat.json()["id"]);
+    assert!(again[1..].iter().all(|a| a.status == StatusCode::CREATED), "{again:?}");
+    // in a batch that read the order's charge, not each alone after a failed batch
+    let commits = app.scalar("SELECT count(DISTINCT xmin::text) FROM charges WHERE order_id LIKE 'more-%'").await;
+    assert!(commits < 5, "5 new charges in {commits} commits");
+    assert_eq!(app.scalar("SELECT count(*) FROM charges").await, 18, "no retry charged again");
 }
 
 /// Authorizations go through group commit too, beside charges made at

@@ -16,6 +16,7 @@ fn diesel_type(pg: &str) -> &'static str {
         "bigint" => "Int8",
         "integer" => "Int4",
         "smallint" => "Int2",
+        "double precision" => "Float8",
         "jsonb" => "Jsonb",
         // an array's element type, as `udt_name` names it
         "_text" => "Array<Text>",

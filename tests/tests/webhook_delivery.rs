@@ -6,118 +6,13 @@
 //! endpoint holds up no other; a worker killed between a send and its
 //! record sends again.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use awc::http::StatusCode;
 use ledger_tests::broker::Broker;
+use ledger_tests::webhook_receiver::{Behaviour, Receiver};
 use ledger_tests::{crash_worker, eventually, spawn_app_with, start_workers, Role, TestApp};
 use serde_json::json;
-
-/// One request a receiver got.
-#[derive(Debug, Clone)]
-struct Received {
-    id: String,
-    timestamp: i64,
-    signature: String,
-    body: Vec<u8>,
-}
-
-#[derive(Clone, Copy)]
-enum Behaviour {
-    Ok,
-    /// 500 to the first `n` attempts of each event, then 200.
-    FailFirst(usize),
-    /// This status, always.
-    Always(u16),
-    /// Answers only after this long (past the worker's timeout).
-    Hang(Duration),
-}
-
-struct Receiver {
-    url: String,
-    got: Arc<Mutex<Vec<Received>>>,
-}
-
-impl Receiver {
-    async fn start(behaviour: Behaviour) -> Receiver {
-        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let state = got.clone();
-        let server = HttpServer::new(move || {
-            let state = state.clone();
-            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-                let state = state.clone();
-                async move {
-                    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-                    let received = Received {
-                        id: header("webhook-id"),
-                        timestamp: header("webhook-timestamp").parse().unwrap_or(0),
-                        signature: header("webhook-signature"),
-                        body: body.to_vec(),
-                    };
-                    let seen = {
-                        let mut got = state.lock().unwrap();
-                        let seen = got.iter().filter(|r| r.id == received.id).count();
-                        got.push(received);
-                        seen
-                    };
-                    match behaviour {
-                        Behaviour::Ok => HttpResponse::Ok().body("thanks"),
-                        Behaviour::FailFirst(n) if seen < n => HttpResponse::InternalServerError().body("later"),
-                        Behaviour::FailFirst(_) => HttpResponse::Ok().finish(),
-                        Behaviour::Always(status) => {
-                            HttpResponse::build(StatusCode::from_u16(status).unwrap()).body("x".repeat(4096))
-                        }
-                        Behaviour::Hang(d) => {
-                            actix_web::rt::time::sleep(d).await;
-                            HttpResponse::Ok().finish()
-                        }
-                    }
-                }
-            }))
-        })
-        .workers(1)
-        .bind(("127.0.0.1", 0))
-        .unwrap();
-        let port = server.addrs()[0].port();
-        actix_web::rt::spawn(server.run());
-        Receiver { url: format!("http://127.0.0.1:{port}/hooks"), got }
-    }
-
-    /// A receiver that takes each connection and closes it at once, before
-    /// any answer: what a crashing or misconfigured storefront looks like.
-    fn closing() -> Receiver {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let counted = got.clone();
-        // a thread of its own, which ends with the test process
-        std::thread::spawn(move || {
-            for socket in listener.incoming().flatten() {
-                let closed = Received { id: String::new(), timestamp: 0, signature: String::new(), body: vec![] };
-                counted.lock().unwrap().push(closed);
-                drop(socket);
-            }
-        });
-        Receiver { url: format!("http://127.0.0.1:{port}/hooks"), got }
-    }
-
-    fn got(&self) -> Vec<Received> {
-        self.got.lock().unwrap().clone()
-    }
-
-    /// The events received, each once: what a receiver that dedupes on
-    /// `webhook-id` applies.
-    fn applied(&self) -> BTreeMap<String, usize> {
-        let mut by_id = BTreeMap::new();
-        for r in self.got() {
-            *by_id.entry(r.id).or_insert(0) += 1;
-        }
-        by_id
-    }
-}
 
 struct Store {
     app: TestApp,
@@ -178,12 +73,6 @@ impl Store {
         c.webhook_allow_private = true;
         c
     }
-}
-
-/// Every signature of the header that `secret` makes for this request.
-fn signed_by(r: &Received, secret: &str) -> bool {
-    let expected = service::signing::sign(secret, &r.id, r.timestamp, &r.body).unwrap();
-    r.signature.split(' ').any(|s| s == expected)
 }
 
 #[actix_web::test]
@@ -247,7 +136,7 @@ async fn every_event_reaches_every_live_subscribed_endpoint_at_least_once_signed
         expected.sort();
         assert_eq!(ids, expected, "every event, each under its event id");
         for r in receiver.got() {
-            assert!(signed_by(&r, secret), "signed with the endpoint's secret: {r:?}");
+            assert!(r.signed_by(secret), "signed with the endpoint's secret: {r:?}");
             let envelope: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
             assert_eq!(envelope["message_id"], r.id.as_str(), "the body is the event's envelope");
         }
@@ -336,7 +225,7 @@ async fn a_worker_killed_between_a_send_and_its_record_sends_again_and_loses_not
     assert_eq!(got.len(), 2, "at least once: twice here");
     assert_eq!(got[0].id, got[1].id, "the same webhook-id on both");
     assert_eq!(receiver.applied().len(), 1, "a receiver deduping on it applies the event once");
-    assert!(got.iter().all(|r| signed_by(r, &secret)));
+    assert!(got.iter().all(|r| r.signed_by(&secret)));
     assert_eq!(s.scalar(&format!("SELECT count(*) FROM webhook_attempts WHERE endpoint_id = '{endpoint}'")).await, 1);
 }
 

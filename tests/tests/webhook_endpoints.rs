@@ -80,6 +80,8 @@ async fn an_endpoint_is_registered_with_its_secret_shown_once_then_changed_and_d
     let listed = app.get("/v1/webhook_endpoints", &key).await.json();
     assert_eq!(listed["data"].as_array().unwrap().len(), 1, "a deleted endpoint is not listed");
     assert_eq!(app.scalar("SELECT count(*) FROM webhook_endpoints").await, 2, "its row stays, for its attempts");
+    // the stored answers of the endpoints' creations name what they made
+    app.audit_clean().await;
 }
 
 #[actix_web::test]
@@ -183,4 +185,27 @@ fn the_subscribable_event_types_are_every_published_event_and_the_document_says_
     let mut expected = vec![ledger::webhook_endpoints::ALL];
     expected.extend(published);
     assert_eq!(documented, &json!(expected));
+}
+
+#[actix_web::test]
+async fn a_dead_endpoints_backlog_never_hides_another_endpoints_due_deliveries() {
+    let app = app_allowing_private().await;
+    let key = app.tenant("shop").await;
+    let dead = register(&app, &key, "dead", "http://127.0.0.1:9/dead", json!(["*"])).await.json();
+    let live = register(&app, &key, "live", "http://127.0.0.1:9/live", json!(["*"])).await.json();
+    let client = app.db.client().await;
+    // 50 deliveries the dead endpoint owes since an hour, one the live endpoint owes since now
+    let owe =
+        "INSERT INTO webhook_deliveries (tenant_id, endpoint_id, message_id, event_type, payload, next_attempt_at) \
+               SELECT e.tenant_id, e.id, gen_random_uuid(), 'charge.succeeded', '\\x7b7d'::bytea, \
+                      now() - make_interval(secs => $2) \
+                 FROM webhook_endpoints e, generate_series(1, $3) WHERE e.id = $1";
+    let (dead_id, live_id): (uuid::Uuid, uuid::Uuid) =
+        (dead["id"].as_str().unwrap().parse().unwrap(), live["id"].as_str().unwrap().parse().unwrap());
+    client.execute(owe, &[&dead_id, &3600f64, &50i32]).await.unwrap();
+    client.execute(owe, &[&live_id, &0f64, &1i32]).await.unwrap();
+    // a scan of 4, at most 2 of an endpoint
+    let due = ledger::webhook_deliveries::claim_due(&client, std::time::Duration::from_secs(30), 4, 2).await.unwrap();
+    let of = |id: uuid::Uuid| due.iter().filter(|d| d.endpoint_id == id).count();
+    assert_eq!((of(dead_id), of(live_id)), (2, 1), "each endpoint its share, the newer one too");
 }

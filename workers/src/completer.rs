@@ -1,5 +1,6 @@
-//! The completer: finishes card charges left `processing` and card refunds
-//! left `pending` (a lost provider answer, a client that never retried, a
+//! The completer: finishes card charges left `processing`, card refunds
+//! left `pending`, and card authorizations left `capturing` or `voiding` (a
+//! lost provider answer, a client that never retried, a
 //! process that died between the provider call and its second transaction).
 //!
 //! It takes charges whose lease has passed (`ledger::cards::claim_stale`,
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 pub use service::effects::Done;
-use service::effects::{complete_stale, CardCharge, CardRefund};
+use service::effects::{complete_stale, CardCapture, CardCharge, CardRefund, CardVoid};
 use service::provider::Provider;
 
 use crate::config::Config;
@@ -64,11 +65,13 @@ pub async fn run(config: Config, pool: Pool, mut shutdown: Shutdown) {
     }
 }
 
-/// One scan: takes the card charges and the card refunds whose lease
-/// passed and drives each once, through the protocol every effect at the
+/// One scan: takes the card charges, the card refunds and the ends of card
+/// authorizations whose lease passed and drives each once, through the protocol every effect at the
 /// provider shares (`service::effects`).
 pub async fn once(pool: &Pool, payments: &Provider) -> Result<Vec<Done>, Error> {
     let mut done = complete_stale::<CardCharge>(pool, payments, BATCH, AFTER_PROVIDER).await?;
     done.extend(complete_stale::<CardRefund>(pool, payments, BATCH, AFTER_PROVIDER).await?);
+    done.extend(complete_stale::<CardCapture>(pool, payments, BATCH, AFTER_PROVIDER).await?);
+    done.extend(complete_stale::<CardVoid>(pool, payments, BATCH, AFTER_PROVIDER).await?);
     Ok(done)
 }

@@ -103,13 +103,14 @@ pub async fn reconcile(
                     c.currency.code()
                 ),
             });
-        } else if p.amount != minor_units(c.amount, c.currency) {
+        } else if p.amount_received != minor_units(c.amount, c.currency) {
+            // what was taken: a captured authorization may have taken less than it held
             out.push(Difference {
                 kind: "amount_differs",
                 detail: format!(
                     "payment {} took {} minor units, charge {} records {} {}",
                     p.id,
-                    p.amount,
+                    p.amount_received,
                     c.charge_id,
                     c.amount,
                     c.currency.code()

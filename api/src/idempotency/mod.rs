@@ -365,9 +365,7 @@ async fn first<R, T: Serialize>(
             tx.commit().await?;
             // in flight and the key names it; the provider was not asked
             ledger::crash::point(after_begin);
-            Ok(First::InFlight(match point {
-                RecoveryPoint::Charge(id) | RecoveryPoint::Refund(id) => id,
-            }))
+            Ok(First::InFlight(point.id()))
         }
     }
 }

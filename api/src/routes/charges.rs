@@ -9,7 +9,7 @@ use ledger::money::parse_amount;
 use ledger::refunds::NewRefund;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use service::effects::{CardCharge, CardRefund};
+use service::effects::{CardCapture, CardCharge, CardRefund, CardVoid};
 use uuid::Uuid;
 
 use crate::auth::Caller;
@@ -79,16 +79,18 @@ pub struct Charge {
 /// what it takes: what is held until it is captured, then what was captured.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Authorization {
-    /// What was held on the buyer's wallet.
+    /// What was held: on the buyer's wallet, or by the card's issuer.
     #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "25.00")]
     pub amount: Decimal,
     /// Until when it may be captured; the expirer voids it then.
     pub expires_at: DateTime<Utc>,
     /// The ledger transaction that moved the amount from the buyer to the
-    /// tenant's holds account (`holds:<CURRENCY>`).
+    /// tenant's holds account (`holds:<CURRENCY>`); `null` for a card (its
+    /// issuer holds the amount).
     pub hold_transaction_id: Option<Uuid>,
     /// The ledger transaction that gave held money back to the buyer: what
-    /// a capture did not take, or all of it on a void.
+    /// a capture did not take, or all of it on a void; `null` for a card
+    /// (its issuer releases it).
     pub release_transaction_id: Option<Uuid>,
     pub capture_reference: Option<String>,
     pub captured_at: Option<DateTime<Utc>>,
@@ -142,13 +144,18 @@ pub struct PlatformFee {
 /// is cancelled and `failed`. `failed`: the provider declined the card.
 /// `authorized`: an authorization holding its amount until it is captured
 /// (then `succeeded`) or `voided` (asked, or expired); a voided one frees
-/// its order for the next attempt.
+/// its order for the next attempt. `capturing`, `voiding`: a card
+/// authorization whose capture or void the provider has not answered for
+/// yet (retry the request with the same Idempotency-Key, or read the
+/// charge, until it is `succeeded` or `voided`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChargeStatus {
     Processing,
     RequiresAction,
     Authorized,
+    Capturing,
+    Voiding,
     Voided,
     Succeeded,
     PartiallyRefunded,
@@ -163,6 +170,8 @@ impl ChargeStatus {
             ChargeStatus::Processing => S::Processing,
             ChargeStatus::RequiresAction => S::RequiresAction,
             ChargeStatus::Authorized => S::Authorized,
+            ChargeStatus::Capturing => S::Capturing,
+            ChargeStatus::Voiding => S::Voiding,
             ChargeStatus::Voided => S::Voided,
             ChargeStatus::Succeeded => S::Succeeded,
             ChargeStatus::PartiallyRefunded => S::PartiallyRefunded,
@@ -194,6 +203,8 @@ impl From<ledger::charges::Charge> for Charge {
                 S::Processing => ChargeStatus::Processing,
                 S::RequiresAction => ChargeStatus::RequiresAction,
                 S::Authorized => ChargeStatus::Authorized,
+                S::Capturing => ChargeStatus::Capturing,
+                S::Voiding => ChargeStatus::Voiding,
                 S::Voided => ChargeStatus::Voided,
                 S::Succeeded => ChargeStatus::Succeeded,
                 S::PartiallyRefunded => ChargeStatus::PartiallyRefunded,
@@ -314,21 +325,27 @@ pub struct CreateCharge {
     /// Where to send the order confirmation email (at most once per order).
     #[schema(max_length = 254, pattern = r"^[!-?A-~]+@[!-?A-~]*\.[!-?A-~]*$", example = "buyer@example.com")]
     pub receipt_email: Option<String>,
-    /// `false`: authorize only. The amount is held on the buyer's wallet
-    /// (`authorized`) until `POST /v1/charges/{id}/capture` takes all or part
-    /// of it, `POST /v1/charges/{id}/void` gives it back, or it expires.
-    /// Default `true`: charged at once. Wallet charges only for now.
+    /// `false`: authorize only. The amount is held (`authorized`): on the
+    /// buyer's wallet, or on the card by its issuer (the provider is asked
+    /// for a manual capture), until `POST /v1/charges/{id}/capture` takes
+    /// all or part of it, `POST /v1/charges/{id}/void` gives it back, or it
+    /// expires. Default `true`: charged at once.
     pub capture: Option<bool>,
     /// With `"capture": false`: how long the authorization holds, in
-    /// seconds (60 to 2,592,000; default 604,800, 7 days). Not a term of the
-    /// order attempt: a retry under another key finds the same
-    /// authorization, whatever its deadline.
+    /// seconds (60 to 2,592,000, at most 604,800 on a card, the networks'
+    /// limit; default 604,800, 7 days). A card's runs from when the
+    /// provider authorized it. Not a term of the order attempt: a retry
+    /// under another key finds the same authorization, whatever its
+    /// deadline.
     #[schema(minimum = 60, maximum = 2592000, example = 604800)]
     pub expires_in: Option<i64>,
 }
 
 /// How long an authorization holds when the request does not say.
 pub const DEFAULT_AUTHORIZATION_WINDOW: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+/// The longest a card authorization holds (the card networks' limit for a
+/// customer-initiated payment; the provider cancels it then).
+pub const CARD_AUTHORIZATION_WINDOW: std::time::Duration = DEFAULT_AUTHORIZATION_WINDOW;
 /// The bounds of `expires_in`.
 pub(crate) const AUTHORIZATION_WINDOW_SECS: std::ops::RangeInclusive<i64> = 60..=30 * 24 * 3600;
 
@@ -426,8 +443,8 @@ pub async fn create(
             };
             idempotency::run_batched(&state, caller.0, &key, &body.canonical, created(), Charge::from, charge).await
         }
-        (None, Some(_)) if window.is_some() => Err(invalid_authorization(
-            "`capture: false` is for wallet charges for now: a card charge is captured at once",
+        (None, Some(_)) if window.is_some_and(|w| w > CARD_AUTHORIZATION_WINDOW) => Err(invalid_authorization(
+            "a card authorization holds at most 604800 seconds (7 days): `expires_in` is longer",
         )),
         (None, Some(payment_method)) => {
             let provider_key = state.provider.provider_key(caller.0, order_id, b.attempt);
@@ -442,6 +459,7 @@ pub async fn create(
                 receipt_email,
                 provider_key: &provider_key,
                 lease: state.provider.lease(),
+                authorize: window,
             };
             idempotency::run_two_phase::<CardCharge, _>(
                 &state,
@@ -769,9 +787,12 @@ pub struct CaptureCharge {
 /// `amount` goes to the seller and the platform (the fee whole) from the
 /// tenant's holds account, in the charge's `transaction_id`; what was held
 /// beyond it goes back to the buyer (`authorization.release_transaction_id`).
-/// The charge is then `succeeded` and can be refunded, up to what was
-/// captured. Exactly one of a capture, a void and the expiry ends an
-/// authorization, also under concurrent requests.
+/// On a card the provider captures it first (its issuer releases the rest)
+/// and the ledger books it from the provider clearing account; until the
+/// provider has answered the charge is `capturing` (202: retry with the same
+/// Idempotency-Key). The charge is then `succeeded` and can be refunded, up
+/// to what was captured. Exactly one of a capture, a void and the expiry
+/// ends an authorization, also under concurrent requests.
 #[utoipa::path(
     operation_id = "capture_charge",
     tag = "charges",
@@ -779,8 +800,10 @@ pub struct CaptureCharge {
     request_body = CaptureCharge,
     responses(
         (status = 200, description = "Captured: the charge, `succeeded`. Also (with `Natural-Key-Replayed: true`) when this charge was already captured with this reference and amount", body = Charge, headers(("Natural-Key-Replayed" = String, description = "`true` when it was captured before"))),
+        (status = 202, description = "A card authorization whose capture the provider has not answered for yet: the charge, `capturing`. Not stored: retry with the same Idempotency-Key (after `Retry-After` seconds) for the final answer; the provider is never asked to capture twice", body = Charge, headers(("Retry-After" = String, description = "Seconds before retrying"))),
         (status = 404, description = "`charge_not_found`: no such charge for this tenant; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`charge_not_authorized`: the charge is not an open authorization (made at once, captured under another reference, or voided); `authorization_expired`: its deadline has passed; `natural_key_conflict`: captured with this reference and another amount", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`charge_not_authorized`: the charge is not an open authorization (made at once, captured under another reference, or voided); `authorization_expired`: its deadline has passed (on a card, also: the provider found it expired, and the charge is `voided`; stored and replayed); `natural_key_conflict`: captured with this reference and another amount", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "`provider_rejected`: the payment provider refused a card capture itself (a configuration error). Not stored: the charge stays `capturing` and the capture is sent again with the same provider key when retried (or by the completer) once the configuration is fixed", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`capture_exceeds_authorization`: more than is held; `fee_exceeds_amount`: less than the platform fee; `invalid_amount`, `amount_not_positive`, `amount_too_precise`, `amount_too_large`: not a positive decimal string within the currency's minor unit; `invalid_field`: `reference` is not 1 to 255 printable ASCII characters without surrounding spaces", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -796,9 +819,16 @@ pub async fn capture(
     let reference = identifier("reference", &body.value.reference)?;
     let asked = body.value.amount.as_deref();
     let capture = ledger::holds::Capture { reference, amount: asked };
-    idempotency::run(&state, tenant, &key, &body.canonical, Applied::Ok, async |tx| {
-        Ok(ledger::holds::capture(tx, tenant, charge_id, &capture).await?.map(Charge::from))
-    })
+    let lease = state.provider.lease();
+    idempotency::run_two_phase::<CardCapture, _>(
+        &state,
+        tenant,
+        &key,
+        &body.canonical,
+        Applied::Ok,
+        Charge::from,
+        async |tx| ledger::holds::capture(tx, tenant, charge_id, &capture, lease).await,
+    )
     .await
 }
 
@@ -821,8 +851,10 @@ pub struct VoidCharge {
 /// Void an authorization: everything it holds goes back to the buyer.
 ///
 /// The charge is then `voided` (reason `requested`) and its order is free
-/// for the next attempt. Exactly one of a capture, a void and the expiry
-/// ends an authorization, also under concurrent requests.
+/// for the next attempt. On a card the provider cancels the authorization
+/// first; until it has answered the charge is `voiding` (202: retry with
+/// the same Idempotency-Key). Exactly one of a capture, a void and the
+/// expiry ends an authorization, also under concurrent requests.
 #[utoipa::path(
     operation_id = "void_charge",
     tag = "charges",
@@ -830,6 +862,8 @@ pub struct VoidCharge {
     request_body = VoidCharge,
     responses(
         (status = 200, description = "Voided: the charge, `voided`. Also (with `Natural-Key-Replayed: true`) when this charge was already voided with this reference", body = Charge, headers(("Natural-Key-Replayed" = String, description = "`true` when it was voided before"))),
+        (status = 202, description = "A card authorization whose cancellation the provider has not answered for yet: the charge, `voiding`. Not stored: retry with the same Idempotency-Key (after `Retry-After` seconds)", body = Charge, headers(("Retry-After" = String, description = "Seconds before retrying"))),
+        (status = 502, description = "`provider_rejected`: the payment provider refused the cancellation itself (a configuration error). Not stored: the charge stays `voiding` and the void is sent again with the same provider key when retried (or by the completer) once the configuration is fixed", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`charge_not_found`: no such charge for this tenant; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`charge_not_authorized`: the charge is not an open authorization (made at once, captured, expired, or voided under another reference)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`invalid_field`: `reference` is not 1 to 255 printable ASCII characters without surrounding spaces", body = Problem, content_type = "application/problem+json"),
@@ -845,8 +879,15 @@ pub async fn void(
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, charge_id) = (caller.0, *id);
     let reference = identifier("reference", &body.value.reference)?;
-    idempotency::run(&state, tenant, &key, &body.canonical, Applied::Ok, async |tx| {
-        Ok(ledger::holds::void(tx, tenant, charge_id, reference).await?.map(Charge::from))
-    })
+    let lease = state.provider.lease();
+    idempotency::run_two_phase::<CardVoid, _>(
+        &state,
+        tenant,
+        &key,
+        &body.canonical,
+        Applied::Ok,
+        Charge::from,
+        async |tx| ledger::holds::void(tx, tenant, charge_id, reference, lease).await,
+    )
     .await
 }

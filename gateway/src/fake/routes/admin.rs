@@ -75,6 +75,8 @@ fn summary(payment: &Payment) -> serde_json::Value {
         "amount": payment.amount,
         "amount_received": payment.received(),
         "amount_refunded": payment.amount_refunded,
+        "capture_method": payment.capture_method,
+        "cancellation_reason": payment.cancellation_reason,
         "currency": payment.currency,
         "created": payment.created,
         "metadata": payment.metadata,
