@@ -112,6 +112,39 @@ async fn hole_6_an_event_whose_queue_is_missing_stays_unpublished_until_the_queu
 }
 
 #[actix_web::test]
+async fn a_returned_copy_is_matched_to_its_own_event_whatever_confirm_carries_it() {
+    // The broker acks a batch with `multiple` acks, and lapin hands a
+    // returned message to whichever confirm it completes first: matching a
+    // return by the confirm that carries it marks some returned events
+    // published (and blames delivered ones). Events to the missing
+    // inventory queue alternate with events only the webhooks queue takes.
+    let broker = Broker::new();
+    let conn = broker.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    workers::topology::declare(&ch, &broker.names, 20).await.unwrap();
+    ch.queue_delete(broker.names.inventory.as_str().into(), QueueDeleteOptions::default()).await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let mut sent = Vec::new();
+    for i in 0..1000 {
+        let kind = if i % 2 == 0 { "charge.succeeded" } else { "charge.authorized" };
+        let id = format!("event-{i}");
+        let copies = workers::relay::publish_event(&ch, &broker.names, &id, kind, b"{}").await.unwrap();
+        sent.push((id, copies));
+    }
+    let settled = workers::relay::settle_all(sent).await.unwrap();
+    for (i, settled) in settled.iter().enumerate() {
+        match settled {
+            workers::relay::Settled::Returned(why) => {
+                assert!(i % 2 == 0 && why.contains(&broker.names.inventory), "event {i}: {why}")
+            }
+            workers::relay::Settled::Delivered => assert!(i % 2 == 1, "event {i} was returned, not delivered"),
+        }
+    }
+    assert_eq!(broker.depth(&broker.names.webhooks).await, 1000, "every event reached the webhooks queue");
+    let _ = conn.close(200, "".into()).await;
+}
+
+#[actix_web::test]
 async fn a_publisher_nack_leaves_the_batch_unpublished_until_the_broker_accepts_it() {
     // A node of its own: the test sets a policy on it.
     let rabbit = PrivateRabbit::new().await.unwrap();

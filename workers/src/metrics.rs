@@ -25,7 +25,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
-use lapin::{Channel, Confirmation, Connection};
+use lapin::{Channel, Connection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -65,12 +65,11 @@ pub fn email(outcome: &'static str) {
 }
 
 /// The broker's answer to one copy of an event.
-pub fn confirmed(required: bool, confirmation: &Confirmation) {
-    let result = match confirmation {
-        Confirmation::Ack(Some(_)) => "returned",
-        Confirmation::Ack(None) => "ack",
-        Confirmation::Nack(_) => "nack",
-        Confirmation::NotRequested => "unconfirmed",
+pub fn confirmed(required: bool, acked: bool, returned: bool) {
+    let result = match (acked, returned) {
+        (true, true) => "returned",
+        (true, false) => "ack",
+        (false, _) => "nack",
     };
     let copy = if required { "required" } else { "optional" };
     metrics::counter!("ledger_relay_confirms_total", "copy" => copy, "result" => result).increment(1);

@@ -194,32 +194,77 @@ pub enum Settled {
     Returned(String),
 }
 
-/// Awaits the confirms of one event's copies. A nacked required copy is an
-/// error (nothing of the batch may be marked); a returned one makes the
-/// event [`Settled::Returned`]; the topic exchange's copy never decides.
+/// Awaits the confirms of one event's copies ([`settle_all`] of one).
 pub async fn settle(message_id: &str, copies: Vec<Copy>) -> Result<Settled, Error> {
-    let mut settled = Settled::Delivered;
-    for copy in copies {
-        let confirmation = within("publisher confirm", copy.confirm).await?;
-        metrics::confirmed(copy.required.is_some(), &confirmation);
-        match (copy.required, confirmation) {
-            (_, Confirmation::NotRequested) => return Err(Error::Unconfirmed),
-            (Some(_), Confirmation::Nack(_)) => return Err(Error::Nacked),
-            (Some(queue), Confirmation::Ack(Some(returned))) => {
-                if settled == Settled::Delivered {
-                    settled = Settled::Returned(format!(
-                        "{queue} did not take it: {} {}",
-                        returned.reply_code,
-                        returned.reply_text.as_str()
-                    ));
+    let mut settled = settle_all(vec![(message_id.to_owned(), copies)]).await?;
+    Ok(settled.pop().expect("one event in, one answer out"))
+}
+
+/// Awaits the confirms of a batch's events, in order; answers what became
+/// of each. A nacked required copy is an error (nothing of the batch may be
+/// marked); an event a required queue returned is [`Settled::Returned`];
+/// the topic exchange's copy never decides.
+///
+/// A returned message is matched to its event by message id and queue, not
+/// by the confirm that carries it: lapin hands a returned message to the
+/// next confirm it completes, and a `multiple` ack completes its tags in
+/// hash order, so the return may ride on another copy's confirm, or on
+/// another event's of the same batch. Every confirm of the batch is awaited
+/// before anything is decided, and the batch holds every publish still
+/// unconfirmed on the channel (the previous batch was settled before this
+/// one was published), so every return of the batch is among them.
+pub async fn settle_all(events: Vec<(String, Vec<Copy>)>) -> Result<Vec<Settled>, Error> {
+    let mut returned = Vec::new();
+    let mut answered = Vec::with_capacity(events.len());
+    for (message_id, copies) in events {
+        let mut answers = Vec::with_capacity(copies.len());
+        for copy in copies {
+            let confirmation = within("publisher confirm", copy.confirm).await?;
+            let acked = match confirmation {
+                Confirmation::NotRequested => return Err(Error::Unconfirmed),
+                Confirmation::Ack(message) => {
+                    returned.extend(message);
+                    true
+                }
+                Confirmation::Nack(message) => {
+                    returned.extend(message);
+                    false
+                }
+            };
+            answers.push((copy.required, acked));
+        }
+        answered.push((message_id, answers));
+    }
+    let returned_from = |message_id: &str, queue: &str| {
+        returned.iter().find(|r| {
+            r.delivery.routing_key.as_str() == queue
+                && r.delivery.properties.message_id().as_ref().is_some_and(|id| id.as_str() == message_id)
+        })
+    };
+    let mut settled = Vec::with_capacity(answered.len());
+    for (message_id, answers) in answered {
+        let mut outcome = Settled::Delivered;
+        for (required, acked) in answers {
+            let back = required.as_deref().and_then(|queue| returned_from(&message_id, queue).map(|r| (queue, r)));
+            metrics::confirmed(required.is_some(), acked, back.is_some());
+            match (required.is_some(), acked, back) {
+                (true, false, _) => return Err(Error::Nacked),
+                (true, true, Some((queue, r))) => {
+                    if outcome == Settled::Delivered {
+                        outcome = Settled::Returned(format!(
+                            "{queue} did not take it: {} {}",
+                            r.reply_code,
+                            r.reply_text.as_str()
+                        ));
+                    }
+                }
+                (true, true, None) | (false, true, _) => {}
+                (false, false, _) => {
+                    tracing::warn!(%message_id, "an optional subscriber of the topic exchange refused an event (nack)");
                 }
             }
-            (Some(_), Confirmation::Ack(None)) => {}
-            (None, Confirmation::Ack(_)) => {}
-            (None, Confirmation::Nack(_)) => {
-                tracing::warn!(%message_id, "an optional subscriber of the topic exchange refused an event (nack)");
-            }
         }
+        settled.push(outcome);
     }
     Ok(settled)
 }
@@ -250,8 +295,9 @@ pub async fn publish_batch(pool: &Pool, ch: &Channel, names: &Names, limit: i64,
     }
     // Await the whole batch's confirms together: one round of waiting, not one per message.
     let (mut published, mut deferred, mut reasons) = (Vec::new(), Vec::new(), Vec::new());
-    for (row, (message_id, copies)) in rows.iter().zip(sent) {
-        match settle(&message_id, copies).await? {
+    let ids: Vec<String> = sent.iter().map(|(id, _)| id.clone()).collect();
+    for ((row, message_id), settled) in rows.iter().zip(ids).zip(settle_all(sent).await?) {
+        match settled {
             Settled::Delivered => published.push(row.id),
             Settled::Returned(reason) => {
                 tracing::warn!(%message_id, event_type = %row.event_type, %reason, "event kept unpublished, retried later");
