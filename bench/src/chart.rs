@@ -24,6 +24,8 @@ fn short(workload: &str) -> String {
         "purchase (live workers)" => "purchase+workers".into(),
         "new charge (one buyer locked)" => "charge, locked buyer".into(),
         "new charge (under bad keys)" => "charge, bad keys".into(),
+        // its latencies are the lag from an event's commit to its receipt
+        crate::webhooks::NAME => "webhooks (lag)".into(),
         // the growth pair: "new charge (empty)", "new charge (10M)"
         w if w.starts_with("new charge (") => {
             format!("charge {}", w.trim_start_matches("new charge (").trim_end_matches(')'))

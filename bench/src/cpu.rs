@@ -100,6 +100,11 @@ fn hz() -> f64 {
     }
 }
 
+/// The CPU milliseconds (user + system) a process has spent so far.
+pub(crate) fn process_ms(pid: u32) -> Option<f64> {
+    ticks(pid).map(|t| t as f64 * 1000.0 / hz())
+}
+
 /// utime + stime of a process, in clock ticks.
 fn ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -58,9 +58,14 @@ pub(crate) struct Args {
     /// RabbitMQ for the messaging figures (the benchmark's exchanges and queues carry a prefix of their own).
     #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10")]
     pub(crate) amqp_url: String,
-    /// Skip the messaging figures (relay, workers, end-to-end lag).
+    /// Skip the messaging figures (relay, workers, end-to-end lag) and the
+    /// webhook figures: everything that needs the broker.
     #[arg(long)]
     pub(crate) no_messaging: bool,
+    /// Skip the webhook figures only (deliveries to a receiver in the bench
+    /// process, lag from an event's commit to its receipt).
+    #[arg(long)]
+    pub(crate) no_webhooks: bool,
     /// Ledger entries seeded for the growth figure (new charges before and
     /// after); 0 skips it.
     #[arg(long, env = "BENCH_GROWTH_ENTRIES", default_value_t = 10_000_000)]

@@ -2,8 +2,9 @@
 //! load generator (a fixed number of requests in flight), records HDR
 //! histograms, counts wrong answers, and runs pgbench with the SQL of one
 //! charge against the same database for the ceiling, and measures the
-//! messaging pipeline (relay, consumers, end-to-end lag) with the workers
-//! binary (see `messaging`).
+//! messaging pipeline (relay, consumers, end-to-end lag; see `messaging`)
+//! and the webhook deliveries to a receiver of its own (see `webhooks`)
+//! with the workers binary.
 
 mod batches;
 mod chart;
@@ -13,6 +14,7 @@ mod growth;
 mod load;
 mod messaging;
 mod pgbench;
+mod webhooks;
 mod workloads;
 
 use clap::Parser;

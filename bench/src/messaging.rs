@@ -221,22 +221,28 @@ impl Report {
 }
 
 /// What every worker process is started with.
-struct Env {
-    bin: String,
-    db_url: String,
-    amqp_url: String,
-    prefix: String,
-    email_dir: PathBuf,
+pub(crate) struct Env {
+    pub(crate) bin: String,
+    pub(crate) db_url: String,
+    pub(crate) amqp_url: String,
+    pub(crate) prefix: String,
+    pub(crate) email_dir: PathBuf,
 }
 
 /// A worker process, sent SIGTERM when dropped.
-struct Worker {
+pub(crate) struct Worker {
     role: &'static str,
     child: Option<Child>,
 }
 
 impl Worker {
-    fn start(env: &Env, role: &'static str) -> Result<Worker> {
+    pub(crate) fn start(env: &Env, role: &'static str) -> Result<Worker> {
+        Worker::start_with(env, role, &[])
+    }
+
+    /// As [`Worker::start`], with `extra` added to its environment (last, so
+    /// it overrides).
+    pub(crate) fn start_with(env: &Env, role: &'static str, extra: &[(&str, String)]) -> Result<Worker> {
         let child = Command::new(&env.bin)
             .arg(role)
             .env("DATABASE_URL", &env.db_url)
@@ -247,13 +253,18 @@ impl Worker {
             .env("EMAIL_DIR", &env.email_dir)
             .env_remove("SMTP_URL")
             .env("RUST_LOG", "warn")
+            .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .spawn()
             .map_err(|source| Error::Spawn { program: env.bin.clone(), source })?;
         Ok(Worker { role, child: Some(child) })
     }
 
-    fn check_alive(&mut self) -> Result<()> {
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub(crate) fn check_alive(&mut self) -> Result<()> {
         match self.child.as_mut().map(|c| c.try_wait()) {
             Some(Ok(Some(status))) => Err(Error::WorkerExited { role: self.role, status }),
             _ => Ok(()),
@@ -261,7 +272,7 @@ impl Worker {
     }
 
     /// Stops it; returns its peak RSS in KiB, read just before.
-    fn stop(mut self) -> u64 {
+    pub(crate) fn stop(mut self) -> u64 {
         let mut child = self.child.take().expect("running");
         let kib = peak_rss_kib(child.id()).unwrap_or(0);
         terminate(&mut child);
@@ -279,10 +290,10 @@ impl Drop for Worker {
 
 /// Deletes the benchmark's exchanges, queues and email directory when dropped
 /// (after the workers, which are dropped first, so none redeclares them).
-struct Cleanup {
-    amqp_url: String,
-    names: Vec<Names>,
-    email_dir: PathBuf,
+pub(crate) struct Cleanup {
+    pub(crate) amqp_url: String,
+    pub(crate) names: Vec<Names>,
+    pub(crate) email_dir: PathBuf,
 }
 
 impl Drop for Cleanup {
@@ -320,7 +331,7 @@ async fn delete_topology(conn: &Connection, names: &Names) {
     }
 }
 
-async fn count(db: &Client, sql: &str) -> Result<i64> {
+pub(crate) async fn count(db: &Client, sql: &str) -> Result<i64> {
     Ok(db.query_one(sql, &[]).await?.get::<_, i64>(0))
 }
 
@@ -330,7 +341,7 @@ async fn float(db: &Client, sql: &str) -> Result<f64> {
 
 /// Polls `sql` (a count, and the database clock as epoch seconds) every
 /// `every` until the count reaches `target`; returns the clock of that poll.
-async fn poll_until(
+pub(crate) async fn poll_until(
     db: &Client,
     (sql, every): (&str, Duration),
     target: i64,
@@ -356,7 +367,7 @@ async fn poll_until(
 }
 
 /// Messages waiting in a queue, and its consumers (a passive declare).
-async fn queue_counts(conn: &Connection, queue: &str) -> Result<(u32, u32)> {
+pub(crate) async fn queue_counts(conn: &Connection, queue: &str) -> Result<(u32, u32)> {
     let ch = conn.create_channel().await?;
     let q = ch
         .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, Default::default())

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use self::context::{At, Ctx, Workload};
 use crate::error::Result;
 use crate::load::{api, client, git_revision, round, setup, start_api, start_provider, Args, Figures, Http, Wrong};
-use crate::{chart, growth, messaging, pgbench};
+use crate::{chart, growth, messaging, pgbench, webhooks};
 
 /// The HTTP workloads, run in this order at each concurrency. The order
 /// matters: the replays are the charges the new-charge workload just
@@ -46,7 +46,9 @@ pub(crate) async fn run(args: &Args, db_url: &str) -> Result<bool> {
     api(args, db_url, &["migrate"]);
     let key = api(args, db_url, &["create-tenant", "bench"]);
     let provider = start_provider(args)?;
-    let server = start_api(args, db_url, provider.url(), &key, &[]).await?;
+    // The webhook step registers an endpoint on 127.0.0.1 (its receiver)
+    // with this API; the setting touches nothing else a request does.
+    let server = start_api(args, db_url, provider.url(), &key, &[("WEBHOOK_ALLOW_PRIVATE", "true")]).await?;
     // The same API with every charge alone (no group commit), side by side
     // with the batched one in the new-charge workload.
     let alone = start_api(args, db_url, provider.url(), &key, &[("CHARGE_BATCH_MAX", "1")]).await?;
@@ -96,6 +98,19 @@ pub(crate) async fn run(args: &Args, db_url: &str) -> Result<bool> {
         ctx.note_rss();
         ctx.wrong_by.push((messaging::PURCHASE_WORKLOAD.into(), messaging::LAG_CONCURRENCY, m.purchase_wrong));
         Some(m)
+    };
+    // Webhooks, alone: after the messaging step (its relay leaves the
+    // outbox published), its workers stopped before the growth step.
+    let webhooks = if args.no_messaging || args.no_webhooks {
+        None
+    } else {
+        let clients = args.concurrency.iter().copied().max().unwrap_or(16);
+        let w = webhooks::run(args, db_url, http.clone(), accounts.clone(), clients).await?;
+        ctx.results.push(w.figures());
+        ctx.created_total += w.created;
+        ctx.note_rss();
+        ctx.wrong_by.push((webhooks::NAME.into(), clients, w.wrong));
+        Some(w)
     };
 
     // Growth: new charges before and after seeding millions of ledger entries.
@@ -310,8 +325,15 @@ pub(crate) async fn run(args: &Args, db_url: &str) -> Result<bool> {
         println!();
         m.print();
     }
+    // The webhook row is in the table; its other figures here.
+    let webhooks_yard = results.iter().find(|f| f.workload == webhooks::NAME).and_then(|f| over(f, &yardstick));
+    if let Some(w) = &webhooks {
+        println!();
+        w.print(webhooks_yard);
+    }
     let messaging_wrong = messaging.as_ref().map_or(0, |m| m.wrong_total());
-    let ok = wrong_total.total() == 0 && duplicates == 0 && missing == 0 && messaging_wrong == 0;
+    let webhooks_wrong = webhooks.as_ref().map_or(0, |w| w.wrong_total());
+    let ok = wrong_total.total() == 0 && duplicates == 0 && missing == 0 && messaging_wrong == 0 && webhooks_wrong == 0;
     println!("result: {}", if ok { "PASS" } else { "FAILED" });
 
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
@@ -360,6 +382,11 @@ pub(crate) async fn run(args: &Args, db_url: &str) -> Result<bool> {
         "missing_effects": missing,
         "api_peak_rss_mib": round(rss_peak as f64 / 1024.0),
         "messaging": messaging.as_ref().map(messaging::Report::json),
+        "webhooks": webhooks.as_ref().map(|w| {
+            let mut j = w.json();
+            j["over_yardstick"] = json!(webhooks_yard);
+            j
+        }),
         "passed": ok,
     });
     // The growth step's charges are HTTP workloads too.
