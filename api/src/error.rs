@@ -37,6 +37,8 @@ pub enum ProblemCode {
     RefundNotFound,
     WebhookEndpointNotFound,
     WebhookAttemptNotFound,
+    /// Not an entry of the account (a cursor of its entries).
+    EntryNotFound,
     /// A webhook endpoint's URL that is not an `http` or `https` URL.
     InvalidUrl,
     /// A webhook endpoint's URL that names (or resolves to) a private,
@@ -249,6 +251,7 @@ impl From<ledger::Error> for ApiError {
             E::RefundNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::RefundNotFound),
             E::WebhookEndpointNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::WebhookEndpointNotFound),
             E::WebhookAttemptNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::WebhookAttemptNotFound),
+            E::EntryNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::EntryNotFound),
             E::CurrencyMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::CurrencyMismatch),
             E::SameAccount => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::SameAccount),
             E::FeeTooLarge => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::FeeExceedsAmount),

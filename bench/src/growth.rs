@@ -72,6 +72,7 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::history;
 use crate::load::{closed_loop, new_charge, round, Accounts, Args, Figures, Http, Wrong};
 
 /// Ledger transactions per insert statement (three entries each).
@@ -121,6 +122,15 @@ pub struct Growth {
     pub checkpoint_secs: f64,
     /// (empty, grown) per concurrency.
     pub pairs: Vec<(Figures, Figures)>,
+    /// The history reads (`history`), (empty, grown) per read and concurrency.
+    pub history: Vec<(Figures, Figures)>,
+    /// Entries of the account the history reads read, before and after.
+    pub history_entries: (i64, i64),
+    /// Bringing the balance checkpoints up to date over the seeded history.
+    pub checkpoints_secs: f64,
+    /// The migrations of the history indexes, run again on the grown table
+    /// (down, then up): (migration, seconds of its up).
+    pub migrations: Vec<(String, f64)>,
     /// Charges created (201) by both measurements.
     pub created: u64,
     pub wrong: Vec<(String, usize, Wrong)>,
@@ -140,7 +150,15 @@ impl Growth {
     }
 
     pub fn rows(&self) -> impl Iterator<Item = &Figures> {
-        self.pairs.iter().flat_map(|(e, g)| [e, g])
+        self.pairs.iter().chain(&self.history).flat_map(|(e, g)| [e, g])
+    }
+
+    /// The history reads' p99(grown) ÷ p99(empty): (read, concurrency, ratio).
+    pub fn history_ratios(&self) -> Vec<(&str, usize, f64)> {
+        self.history
+            .iter()
+            .map(|(e, g)| (e.workload.rsplit_once(" (").map_or("", |(n, _)| n), e.concurrency, p99(g) / p99(e)))
+            .collect()
     }
 
     /// p99(grown) ÷ p99(empty) per concurrency.
@@ -157,6 +175,20 @@ impl Growth {
             "vacuum_analyze_secs": round(self.vacuum_secs),
             "checkpoint_secs": round(self.checkpoint_secs),
             "target_p99_ratio": 1.2,
+            "checkpoints_secs": round(self.checkpoints_secs),
+            "history_index_migrations_secs": self.migrations.iter().map(|(m, s)| json!({"migration": m, "secs": round(*s)})).collect::<Vec<_>>(),
+            "history": {
+                "account_entries_before": self.history_entries.0,
+                "account_entries_after": self.history_entries.1,
+                "reads": self.history.iter().map(|(e, g)| json!({
+                    "read": e.workload.rsplit_once(" (").map_or("", |(n, _)| n),
+                    "concurrency": e.concurrency,
+                    "empty": e.json(),
+                    "grown": g.json(),
+                    "p50_ratio": round(p50(g) / p50(e)),
+                    "p99_ratio": round(p99(g) / p99(e)),
+                })).collect::<Vec<_>>(),
+            },
             "by_concurrency": self.pairs.iter().map(|(e, g)| json!({
                 "concurrency": e.concurrency,
                 "empty": e.json(),
@@ -212,6 +244,30 @@ async fn measure(
     out
 }
 
+/// The migrations that build the indexes the history reads use: (name,
+/// down, up), as `diesel` runs them (each one statement, outside a
+/// transaction).
+const HISTORY_MIGRATIONS: [(&str, &str, &str); 2] = [
+    (
+        "2026-12-05-000023_entries_by_account_and_time",
+        include_str!("../../migrations/2026-12-05-000023_entries_by_account_and_time/down.sql"),
+        include_str!("../../migrations/2026-12-05-000023_entries_by_account_and_time/up.sql"),
+    ),
+    (
+        "2026-12-05-000055_entries_by_time",
+        include_str!("../../migrations/2026-12-05-000055_entries_by_time/down.sql"),
+        include_str!("../../migrations/2026-12-05-000055_entries_by_time/up.sql"),
+    ),
+];
+
+async fn account_entries(db: &Client, account: &str) -> Result<i64> {
+    let account = Uuid::parse_str(account).map_err(|e| Error::Seeding(format!("account id {account}: {e}")))?;
+    db.query_one("SELECT count(*) FROM ledger_entries WHERE account_id = $1", &[&account])
+        .await
+        .map(|r| r.get(0))
+        .map_err(err)
+}
+
 async fn count_entries(db: &Client) -> Result<i64> {
     db.query_one("SELECT count(*) FROM ledger_entries", &[]).await.map(|r| r.get(0)).map_err(err)
 }
@@ -222,8 +278,13 @@ pub async fn run(args: &Args, db_url: &str, http: &Rc<Http>, acc: &Rc<Accounts>)
     let mut wrong = Vec::new();
     let empty = measure(args, http, acc, "new charge (empty)", "ge", &mut created, &mut wrong).await;
 
-    let (db, conn) = tokio_postgres::connect(db_url, tokio_postgres::NoTls).await.map_err(err)?;
+    let (mut db, conn) = tokio_postgres::connect(db_url, tokio_postgres::NoTls).await.map_err(err)?;
     actix_web::rt::spawn(conn);
+    history::checkpoint(&mut db).await?;
+    let points = history::points(&db, &acc.platform).await?;
+    let account_before = account_entries(&db, &acc.platform).await?;
+    let history_empty = history::measure(args, http, &acc.platform, &points, "empty", &mut wrong).await;
+
     let entries_before = count_entries(&db).await?;
     let transactions = (args.growth_entries as i64 + LEGS - 1) / LEGS;
     let seeded = transactions * LEGS;
@@ -242,7 +303,29 @@ pub async fn run(args: &Args, db_url: &str, http: &Rc<Http>, acc: &Rc<Accounts>)
         "growth: {seeded} entries seeded in {seed_secs:.1} s, VACUUM ANALYZE {vacuum_secs:.1} s, \
          CHECKPOINT {checkpoint_secs:.1} s; ledger_entries: {entries_before} before, {entries_after} after"
     );
-    drop(db);
+
+    // The seeded entries are stamped in the past year, behind the history
+    // horizon, where the service never stamps one: the horizon goes back
+    // and the checkpoints are made again over the whole history, timed.
+    db.batch_execute("DELETE FROM balance_checkpoints; UPDATE history_horizon SET settled_to = '1970-01-01Z'")
+        .await
+        .map_err(err)?;
+    let checkpoints_secs = history::checkpoint(&mut db).await?;
+    eprintln!("growth: balance checkpoints over {entries_after} entries in {checkpoints_secs:.1} s");
+    // The history indexes' migrations, again on the grown table: how long
+    // each takes on this many entries (built CONCURRENTLY: writes go on).
+    let mut migrations = Vec::new();
+    for (name, down, up) in HISTORY_MIGRATIONS {
+        db.batch_execute(down).await.map_err(err)?;
+        let t = Instant::now();
+        db.batch_execute(up).await.map_err(err)?;
+        let secs = t.elapsed().as_secs_f64();
+        eprintln!("growth: migration {name} (up) on {entries_after} entries: {secs:.1} s");
+        migrations.push((name.to_owned(), secs));
+    }
+    db.batch_execute("ANALYZE ledger_entries, balance_checkpoints").await.map_err(err)?;
+    let points = history::points(&db, &acc.platform).await?;
+    let account_after = account_entries(&db, &acc.platform).await?;
 
     let mut growth = Growth {
         seeded,
@@ -252,12 +335,18 @@ pub async fn run(args: &Args, db_url: &str, http: &Rc<Http>, acc: &Rc<Accounts>)
         vacuum_secs,
         checkpoint_secs,
         pairs: Vec::new(),
+        history: Vec::new(),
+        history_entries: (account_before, account_after),
+        checkpoints_secs,
+        migrations,
         created: 0,
         wrong: Vec::new(),
     };
     let label = format!("new charge ({})", growth.size());
     let grown = measure(args, http, acc, &label, "gg", &mut created, &mut wrong).await;
     growth.pairs = empty.into_iter().zip(grown).collect();
+    let history_grown = history::measure(args, http, &acc.platform, &points, &growth.size(), &mut wrong).await;
+    growth.history = history_empty.into_iter().zip(history_grown).collect();
     growth.created = created;
     growth.wrong = wrong;
     Ok(growth)
@@ -375,6 +464,15 @@ async fn seed(db: &Client, acc: &Accounts, transactions: i64) -> Result<()> {
         )));
     }
     let check_secs = t.elapsed().as_secs_f64();
+    // The tenant's accounts existed through the seeded year: a balance at an
+    // instant before an account's creation is zero, whatever its entries.
+    db.execute(
+        "UPDATE accounts SET created_at = now() - interval '366 days' \
+          WHERE tenant_id = $1 AND created_at > now() - interval '366 days'",
+        &[&tenant],
+    )
+    .await
+    .map_err(err)?;
     db.batch_execute("COMMIT; RESET session_replication_role").await.map_err(err)?;
     eprintln!(
         "  inserts {insert_secs:.1} s, index rebuild {index_secs:.1} s, \

@@ -273,6 +273,26 @@ impl Http {
         Ok((status, replayed, body))
     }
 
+    /// A GET; its status. The first few wrong answers are shown.
+    pub(crate) async fn get(&self, path: &str) -> Result<u16> {
+        let mut res = self
+            .client
+            .get(format!("{}{}", self.base, path))
+            .insert_header(("Authorization", self.auth.as_str()))
+            .send()
+            .await
+            .map_err(|e| Error::Http(e.to_string()))?;
+        let body = res.body().limit(1 << 24).await.map_err(|e| Error::Http(e.to_string()))?;
+        let status = res.status().as_u16();
+        if status != 200 {
+            static SHOWN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            if SHOWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 5 {
+                eprintln!("  {path}: {status} {}", String::from_utf8_lossy(&body));
+            }
+        }
+        Ok(status)
+    }
+
     /// As [`Http::post`], showing nothing: for requests whose refusal is
     /// expected and counted by the caller.
     pub(crate) async fn send(&self, path: &str, key: &str, body: Vec<u8>) -> Result<(u16, bool, Vec<u8>)> {

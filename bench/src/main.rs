@@ -11,6 +11,7 @@ mod chart;
 mod cpu;
 mod error;
 mod growth;
+mod history;
 mod load;
 mod messaging;
 mod pgbench;

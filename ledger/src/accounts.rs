@@ -215,6 +215,11 @@ pub struct Entry {
     pub amount: Decimal,
     pub currency: Currency,
     pub created_at: DateTime<Utc>,
+    /// The account's available balance right after this entry, in the
+    /// account's order (`created_at`, then `id`); `None` while the entry is
+    /// newer than the history horizon (`checkpoints`), when a transaction
+    /// that began before it could still add an entry before it.
+    pub balance_after: Option<Decimal>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,8 +256,11 @@ pub struct EntryPage {
     pub next_cursor: Option<i64>,
 }
 
-/// The account's entries, newest first, `limit` at a time, strictly older
-/// than `cursor` when given.
+/// The account's entries, newest first in the account's order (`created_at`,
+/// then `id`, as its statements), `limit` at a time, strictly older than the
+/// entry `cursor` when given (one of this account's, else
+/// [`Error::EntryNotFound`]). Without `balance_after`: read through
+/// `checkpoints::entries`, which adds it.
 pub async fn entries(
     client: &impl GenericClient,
     tenant: TenantId,
@@ -262,13 +270,23 @@ pub async fn entries(
 ) -> Result<EntryPage> {
     let acc = get(client, tenant, account).await?;
     let limit = limit.clamp(1, MAX_PAGE);
+    let before = match cursor {
+        Some(id) => Some(
+            client
+                .query_opt("SELECT created_at FROM ledger_entries WHERE id = $1 AND account_id = $2", &[&id, &account])
+                .await?
+                .map(|r| (r.get::<_, DateTime<Utc>>(0), id))
+                .ok_or(Error::EntryNotFound(id))?,
+        ),
+        None => None,
+    };
     let rows = client
         .query(
             "SELECT e.id, e.transaction_id, t.kind, e.amount, e.created_at \
                FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id \
-              WHERE e.account_id = $1 AND ($2::int8 IS NULL OR e.id < $2) \
-              ORDER BY e.id DESC LIMIT $3",
-            &[&account, &cursor, &(limit + 1)],
+              WHERE e.account_id = $1 AND ($2::timestamptz IS NULL OR (e.created_at, e.id) < ($2, $3)) \
+              ORDER BY e.created_at DESC, e.id DESC LIMIT $4",
+            &[&account, &before.map(|b| b.0), &before.map_or(0, |b| b.1), &(limit + 1)],
         )
         .await?;
     let more = rows.len() as i64 > limit;
@@ -283,6 +301,7 @@ pub async fn entries(
                 amount: acc.currency.normalize(r.get(3)),
                 currency: acc.currency,
                 created_at: r.get(4),
+                balance_after: None,
             })
         })
         .collect::<Result<_>>()?;

@@ -55,6 +55,20 @@ pub const INVARIANTS: &[Invariant] = &[
                WHERE a.balance + coalesce(k.sum, 0) <> coalesce(s.sum, 0)",
     },
     Invariant {
+        name: "balance_checkpoints_match_entries",
+        promise: "every balance checkpoint equals the sum and the count of its account's entries up to it, in the \
+                  account's order (created_at, then id), and lies at or before the history horizon",
+        quiesced: false,
+        sql: "SELECT jsonb_build_object('account_id', c.account_id, 'entry_id', c.entry_id, 'balance', c.balance, \
+                     'entries', c.entries, 'entries_sum', s.sum, 'entries_count', s.count) \
+                FROM balance_checkpoints c \
+                CROSS JOIN LATERAL (SELECT coalesce(sum(e.amount), 0) AS sum, count(*) AS count FROM ledger_entries e \
+                                     WHERE e.account_id = c.account_id \
+                                       AND (e.created_at, e.id) <= (c.created_at, c.entry_id)) s \
+               WHERE c.balance <> s.sum OR c.entries <> s.count \
+                  OR c.created_at > (SELECT settled_to FROM history_horizon)",
+    },
+    Invariant {
         name: "balance_above_floor",
         promise: "no account that may not go negative is below zero, by its balance (its row's part, its slots, \
                   or their sum) or by its entries",

@@ -24,6 +24,9 @@ pub enum Error {
     /// Not a refund of the charge (a cursor of its list of refunds).
     #[error("refund {0} does not exist for this charge")]
     RefundNotFound(Uuid),
+    /// Not an entry of the account (a cursor of its list of entries).
+    #[error("entry {0} does not exist for this account")]
+    EntryNotFound(i64),
     #[error("webhook endpoint {0} does not exist")]
     WebhookEndpointNotFound(Uuid),
     /// Not an attempt of the endpoint (a cursor of its attempts list).

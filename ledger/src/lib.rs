@@ -17,6 +17,7 @@ pub mod card_holds;
 pub mod cards;
 pub mod charge_batch;
 pub mod charges;
+pub mod checkpoints;
 pub mod crash;
 pub mod db;
 pub mod emails;

@@ -33,6 +33,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    balance_checkpoints (account_id, created_at, entry_id) {
+        account_id -> Uuid,
+        created_at -> Timestamptz,
+        entry_id -> Int8,
+        balance -> Numeric,
+        entries -> Int8,
+    }
+}
+
+diesel::table! {
     card_charges (charge_id) {
         charge_id -> Uuid,
         payment_method -> Text,
@@ -130,6 +140,13 @@ diesel::table! {
         status -> Text,
         claimed_at -> Timestamptz,
         sent_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    history_horizon (only_row) {
+        only_row -> Bool,
+        settled_to -> Timestamptz,
     }
 }
 
@@ -339,6 +356,7 @@ diesel::table! {
 }
 
 diesel::joinable!(account_slots -> accounts (account_id));
+diesel::joinable!(balance_checkpoints -> accounts (account_id));
 diesel::joinable!(accounts -> tenants (tenant_id));
 diesel::joinable!(api_keys -> tenants (tenant_id));
 diesel::joinable!(card_authorization_ends -> charges (charge_id));
@@ -373,6 +391,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     account_slots,
     accounts,
     api_keys,
+    balance_checkpoints,
     card_authorization_ends,
     card_charges,
     card_refunds,
@@ -380,6 +399,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     charges,
     email_sends,
     emails,
+    history_horizon,
     idempotency_keys,
     inbox,
     ledger_entries,

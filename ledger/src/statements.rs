@@ -118,22 +118,30 @@ pub async fn now(client: &impl GenericClient) -> Result<DateTime<Utc>> {
 }
 
 /// The account's balance at `$3`, in one snapshot. `available` sums the
-/// entries from whichever end of the account's life is nearer in time: its
-/// entries at or before `$3` from its creation, or its balance now (its row's
-/// part and its slots, which always equal the sum of all its entries; the
-/// audit checks it) less its entries after `$3`. Both are index range scans
-/// over `ledger_entries_account_created` and cost the entries they cross, at
-/// most half the account's history by time; not a lookup independent of it.
-/// `pending` reads the buyer's authorizations (`charges_tenant_id_buyer_account_id_id`,
-/// then each one's transactions by key).
+/// account's entries at or before `$3`: past the history horizon (an instant
+/// of the last second or two), as its balance now (its row's part and its
+/// slots, which always equal the sum of all its entries; the audit checks
+/// it) less its entries after `$3`, a handful; at or before the horizon, as
+/// its nearest balance checkpoint at or before `$3` plus the entries after
+/// it up to `$3`, fewer than `checkpoints::EVERY` once the checkpointer has
+/// passed (`checkpoints`). Index lookups and short range scans over
+/// `balance_checkpoints` and `ledger_entries_account_created`, whatever the
+/// account's size. `pending` reads the buyer's authorizations
+/// (`charges_tenant_id_buyer_account_id_id`, then each one's transactions by
+/// key).
 const BALANCE_AT_SQL: &str = "SELECT a.currency, \
         CASE WHEN $3 < a.created_at THEN 0::numeric \
-             WHEN $3 >= a.created_at + (now() - a.created_at) / 2 THEN \
+             WHEN $3 > (SELECT settled_to FROM history_horizon) THEN \
                   a.balance + coalesce((SELECT sum(s.balance) FROM account_slots s WHERE s.account_id = a.id), 0) \
                   - coalesce((SELECT sum(e.amount) FROM ledger_entries e \
                                WHERE e.account_id = a.id AND e.created_at > $3), 0) \
-             ELSE coalesce((SELECT sum(e.amount) FROM ledger_entries e \
-                             WHERE e.account_id = a.id AND e.created_at <= $3), 0) END, \
+             ELSE (SELECT coalesce(c.balance, 0) + coalesce((SELECT sum(e.amount) FROM ledger_entries e \
+                             WHERE e.account_id = a.id \
+                               AND (e.created_at, e.id) > (coalesce(c.created_at, '-infinity'), coalesce(c.entry_id, 0)) \
+                               AND e.created_at <= $3), 0) \
+                     FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT balance, created_at, entry_id FROM balance_checkpoints c \
+                            WHERE c.account_id = a.id AND c.created_at <= $3 \
+                            ORDER BY c.created_at DESC, c.entry_id DESC LIMIT 1) c ON true) END, \
         coalesce((SELECT sum(h.amount) FROM charges c \
                     JOIN charge_authorizations h ON h.charge_id = c.id \
                     JOIN ledger_transactions ht ON ht.id = h.hold_transaction_id \

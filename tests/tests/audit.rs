@@ -117,6 +117,21 @@ async fn a_cached_balance_that_differs_from_its_entries_is_named() {
 }
 
 #[actix_web::test]
+async fn a_balance_checkpoint_that_differs_from_its_entries_is_named() {
+    let s = shop().await;
+    // a checkpoint of the buyer's first entry, one cent off, behind the horizon
+    s.corrupt(&format!(
+        "UPDATE history_horizon SET settled_to = now(); \
+         INSERT INTO balance_checkpoints (account_id, created_at, entry_id, balance, entries) \
+           SELECT account_id, created_at, id, amount + 0.01, 1 FROM ledger_entries \
+            WHERE account_id = '{b}' ORDER BY created_at, id LIMIT 1;",
+        b = s.buyer
+    ))
+    .await;
+    assert_eq!(s.broken(false).await, ["balance_checkpoints_match_entries"]);
+}
+
+#[actix_web::test]
 async fn an_account_pushed_below_its_floor_is_named() {
     let s = shop().await;
     // a balanced movement the floor check never saw: the buyer's entries go below zero

@@ -742,5 +742,15 @@ async fn captured_orders_commit_their_stock_and_voided_ones_release_it() {
     assert_eq!(smtp.mails().len(), 1);
     assert_eq!(smtp.mails()[0].to, ["shipped@example.com"]);
     assert!(smtp.mails()[0].data.contains("24.00"), "{}", smtp.mails()[0].data);
+    // the expirer's role also moves the history horizon: every entry so far
+    // gets its balance_after
+    eventually(20, "the history horizon passes every entry", || async {
+        s.scalar("SELECT count(*) FROM ledger_entries WHERE created_at > (SELECT settled_to FROM history_horizon)")
+            .await
+            == 0
+    })
+    .await;
+    let entries = s.app.get(&format!("/v1/accounts/{}/entries", s.buyer), &s.key).await.json();
+    assert!(entries["data"].as_array().unwrap().iter().all(|e| e["balance_after"].is_string()), "{entries}");
     s.audit_clean(true).await;
 }

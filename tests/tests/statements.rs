@@ -206,6 +206,64 @@ impl Shop {
         }
     }
 
+    /// Checkpointer passes writing a checkpoint every `every` entries, until
+    /// the history horizon is past every entry so far. Returns how many
+    /// checkpoints there are.
+    async fn checkpoint(&self, every: i64) -> i64 {
+        let mut client = self.app.db.client().await;
+        let newest: DateTime<Utc> =
+            client.query_one("SELECT max(created_at) FROM ledger_entries", &[]).await.unwrap().get(0);
+        while ledger::checkpoints::horizon(&client).await.unwrap() < newest {
+            if ledger::checkpoints::advance(&mut client, every).await.unwrap() != Some(0) {
+                continue;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        client.query_one("SELECT count(*) FROM balance_checkpoints", &[]).await.unwrap().get(0)
+    }
+
+    /// Pages through the account's entries, `limit` at a time, and checks
+    /// the order (newest first by created_at, then id) and each entry's
+    /// `balance_after` against the running sum of the entries alone.
+    /// Returns how many there were.
+    async fn check_entries(&self, account: &str, limit: usize) -> usize {
+        let id = Uuid::parse_str(account).unwrap();
+        let rows = self
+            .app
+            .db
+            .client()
+            .await
+            .query(
+                "SELECT id, sum(amount) OVER (ORDER BY created_at, id) FROM ledger_entries \
+                  WHERE account_id = $1 ORDER BY created_at DESC, id DESC",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        let expected: Vec<(String, Decimal)> =
+            rows.iter().map(|r| (r.get::<_, i64>(0).to_string(), r.get::<_, Decimal>(1))).collect();
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/v1/accounts/{account}/entries?limit={limit}&cursor={c}"),
+                None => format!("/v1/accounts/{account}/entries?limit={limit}"),
+            };
+            let a = self.app.get(&path, &self.key).await;
+            assert_eq!(a.status, StatusCode::OK, "{a:?}");
+            let page = a.json();
+            for e in page["data"].as_array().unwrap() {
+                seen.push((e["id"].as_str().unwrap().to_owned(), dec(&e["balance_after"])));
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(seen, expected, "entries of {account}, newest first, with the balance after each");
+        seen.len()
+    }
+
     /// The instants, the entries' own timestamps among them (an entry
     /// stamped exactly at an instant is in its balance).
     async fn with_entry_instants(&self, account: &str, mut instants: Vec<DateTime<Utc>>) -> Vec<DateTime<Utc>> {
@@ -246,6 +304,12 @@ async fn balances_at_instants_are_the_entries_sums_after_a_random_mix() {
     assert!(s.entries_sum(&s.buyer, *instants.last().unwrap()).await != Decimal::ZERO);
     s.check_balances(&s.buyer, &instants, true).await;
     s.check_balances(&s.seller, &instants, false).await;
+    // the same instants again once checkpoints cover them (every 3rd
+    // entry): read from the nearest checkpoint, the same answers
+    assert!(s.checkpoint(3).await > 10);
+    s.check_balances(&s.buyer, &instants, true).await;
+    assert!(s.check_entries(&s.buyer, 7).await > 20);
+    s.check_entries(&s.seller, 100).await;
 
     // before the account existed: zeros
     let early = s.balance_at(&s.buyer, created - chrono::Duration::seconds(5)).await.json();
@@ -314,6 +378,9 @@ async fn balances_at_instants_hold_under_group_commit_and_on_a_hot_account() {
         .await;
     assert!(batched >= 1, "charges committed together share their transaction's timestamp");
     let instants = s.with_entry_instants(&s.platform, instants).await;
+    assert!(s.checkpoint(4).await > 10);
+    assert!(s.check_entries(&s.platform, 9).await > 24);
+    s.check_entries(&s.buyer, 100).await;
     s.check_balances(&s.platform, &instants, false).await;
     s.check_balances(&s.buyer, &instants, true).await;
     for b in &buyers[..2] {
@@ -671,4 +738,42 @@ async fn an_instant_is_answered_only_after_the_transactions_that_began_before_it
     let a = s.balance_at(&s.buyer, t).await;
     assert_eq!(a.status, StatusCode::OK, "{a:?}");
     assert_eq!(dec(&a.json()["available"]), s.entries_sum(&s.buyer, t).await);
+}
+
+#[actix_web::test]
+async fn an_entry_gets_its_balance_after_once_settled_and_another_accounts_cursor_is_refused() {
+    let s = shop(spawn_app().await).await;
+    assert_eq!(s.transfer(&s.buyer, &s.seller, "20.00", "pay").await, StatusCode::CREATED);
+    // just made: a transaction that began before them could still commit
+    let page = s.app.get(&format!("/v1/accounts/{}/entries", s.buyer), &s.key).await.json();
+    let amounts: Vec<&Value> = page["data"].as_array().unwrap().iter().map(|e| &e["amount"]).collect();
+    assert_eq!(amounts, [&json!("-20.00"), &json!("500.00")], "{page}");
+    assert!(page["data"].as_array().unwrap().iter().all(|e| e["balance_after"].is_null()), "{page}");
+
+    settle().await;
+    assert_eq!(s.checkpoint(1_000).await, 0, "two entries complete no checkpoint of 1,000");
+    let page = s.app.get(&format!("/v1/accounts/{}/entries", s.buyer), &s.key).await.json();
+    let after: Vec<&Value> = page["data"].as_array().unwrap().iter().map(|e| &e["balance_after"]).collect();
+    assert_eq!(after, [&json!("480.00"), &json!("500.00")], "{page}");
+    // settled: final, the same on every read
+    assert_eq!(s.app.get(&format!("/v1/accounts/{}/entries", s.buyer), &s.key).await.json(), page);
+    let first = page["data"][1]["id"].as_str().unwrap().to_owned();
+    let older = s.app.get(&format!("/v1/accounts/{}/entries?cursor={first}", s.buyer), &s.key).await.json();
+    assert_eq!(older["data"], json!([]), "{older}");
+
+    // an entry of another account, or of another tenant, is no cursor here
+    let seller = s.app.get(&format!("/v1/accounts/{}/entries", s.seller), &s.key).await.json();
+    let theirs = seller["data"][0]["id"].as_str().unwrap().to_owned();
+    let other = s.app.tenant("other").await;
+    let (ext, buyer) =
+        (s.app.account(&other, "ext", "USD", true).await, s.app.account(&other, "buyer", "USD", false).await);
+    let body = json!({"source_account_id": ext, "destination_account_id": buyer, "amount": "5.00", "currency": "USD"});
+    assert_eq!(s.app.post("/v1/transfers", &other, "fund", body).await.status, StatusCode::CREATED);
+    let foreign = s.app.get(&format!("/v1/accounts/{buyer}/entries"), &other).await.json();
+    let foreign = foreign["data"][0]["id"].as_str().unwrap().to_owned();
+    for cursor in [theirs, foreign] {
+        let a = s.app.get(&format!("/v1/accounts/{}/entries?cursor={cursor}", s.buyer), &s.key).await;
+        assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "entry_not_found".to_owned()), "{a:?}");
+    }
+    s.app.audit_clean().await;
 }

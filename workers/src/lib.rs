@@ -1,6 +1,7 @@
 //! The asynchronous half of the purchase pipeline: the outbox relay and the
 //! RabbitMQ consumers. AMQP only: every statement they run is `ledger`'s.
 
+pub mod checkpointer;
 pub mod completer;
 pub mod config;
 pub mod consumer;

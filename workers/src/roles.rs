@@ -4,7 +4,7 @@ use deadpool_postgres::Pool;
 
 use crate::config::Config;
 use crate::shutdown::Shutdown;
-use crate::{completer, email, expirer, inventory, relay, webhooks};
+use crate::{checkpointer, completer, email, expirer, inventory, relay, webhooks};
 
 /// The long-running workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +18,8 @@ pub enum Role {
     Email,
     /// Finishes card charges left `processing` at the payment provider.
     Completer,
-    /// Voids authorizations past their deadline.
+    /// Voids authorizations past their deadline, releases reservations past
+    /// theirs, and moves the history horizon (balance checkpoints).
     Expirer,
     /// Delivers events to the tenants' webhook endpoints (at least once).
     Webhooks,
@@ -44,7 +45,10 @@ pub fn spawn(config: &Config, pool: &Pool, roles: &[Role], shutdown: &Shutdown) 
             }
             Role::Email => tasks.spawn(email::run(c, p, s)),
             Role::Completer => tasks.spawn(completer::run(c, p, s)),
-            Role::Expirer => tasks.spawn(expirer::run(c, p, s)),
+            Role::Expirer => {
+                tasks.spawn(checkpointer::run(p.clone(), s.clone()));
+                tasks.spawn(expirer::run(c, p, s))
+            }
             Role::Webhooks => {
                 tasks.spawn(webhooks::deliver(c.clone(), p.clone(), s.clone()));
                 tasks.spawn(webhooks::run(c, p, s))

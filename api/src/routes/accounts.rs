@@ -74,6 +74,13 @@ pub struct Entry {
     #[schema(value_type = Currency)]
     pub currency: ledger::Currency,
     pub created_at: DateTime<Utc>,
+    /// The account's available balance right after this entry, in the
+    /// account's order (`created_at`, then `id`: the order of this list and
+    /// of statements). `null` for an entry of the last second or two, while
+    /// a transaction that began before it could still add an entry before
+    /// it; final once set.
+    #[schema(value_type = Option<String>, pattern = r"^-?[0-9]+(\.[0-9]+)?$", example = "87.50")]
+    pub balance_after: Option<Decimal>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
@@ -117,6 +124,7 @@ impl From<ledger::accounts::EntryPage> for EntryPage {
                         K::Release => EntryKind::Release,
                     },
                     amount: e.amount,
+                    balance_after: e.balance_after,
                     currency: e.currency,
                     created_at: e.created_at,
                 })
@@ -279,15 +287,15 @@ pub struct EntriesQuery {
     pub cursor: Option<String>,
 }
 
-/// List an account's entries, newest first.
+/// List an account's entries, newest first (by `created_at`, then `id`), each with the balance after it.
 #[utoipa::path(
     operation_id = "list_account_entries",
     tag = "accounts",
     params(("id" = Uuid, Path, description = "Account id"), EntriesQuery),
     responses(
         (status = 200, description = "A page of entries", body = EntryPage),
-        (status = 400, description = "`invalid_parameter`: `limit` not from 1 to 100, or `cursor` not one this API gave out", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`account_not_found`: no such account for this tenant; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_parameter`: `limit` not from 1 to 100, or `cursor` not a cursor this API gives out", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`account_not_found`: no such account for this tenant; `entry_not_found`: `cursor` is not an entry of this account; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/accounts/{id}/entries")]
@@ -310,6 +318,6 @@ pub async fn entries(
             None => None,
         };
     let client = state.pool.get().await?;
-    let page = ledger::accounts::entries(&**client, caller.0, *id, limit, cursor).await?;
+    let page = ledger::checkpoints::entries(&**client, caller.0, *id, limit, cursor).await?;
     Ok(HttpResponse::Ok().json(EntryPage::from(page)))
 }

@@ -257,6 +257,17 @@ pub(crate) async fn run(args: &Args, db_url: &str) -> Result<bool> {
             "growth seeding: {} entries in {:.1} s, VACUUM ANALYZE {:.1} s, CHECKPOINT {:.1} s",
             g.seeded, g.seed_secs, g.vacuum_secs, g.checkpoint_secs
         );
+        for (read, c, ratio) in g.history_ratios() {
+            println!(
+                "{read} p99, an account of {} entries among {} ÷ of {} among {}, at concurrency {c}: {ratio:.2} \
+                 (target ≤ 1.20)",
+                g.history_entries.1, g.entries_after, g.history_entries.0, g.entries_before
+            );
+        }
+        println!("balance checkpoints over {} entries: {:.1} s", g.entries_after, g.checkpoints_secs);
+        for (migration, secs) in &g.migrations {
+            println!("migration {migration} on {} entries: {secs:.1} s", g.entries_after);
+        }
     }
     // Fairness: each beside the plain new charges at its concurrency.
     for f in &fairness {

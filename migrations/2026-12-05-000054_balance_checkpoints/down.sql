@@ -1,0 +1,2 @@
+DROP TABLE history_horizon;
+DROP TABLE balance_checkpoints;
