@@ -33,6 +33,8 @@ pub(super) type Run = for<'a> fn(&'a mut Ctx, usize) -> Pin<Box<dyn Future<Outpu
 pub(super) struct Ctx {
     pub(super) args: Args,
     pub(super) db_url: String,
+    /// The fake provider the APIs charge cards at (its `/_fake` controls).
+    pub(super) provider_url: String,
     /// The API under test (group commit on).
     pub(super) http: Rc<Http>,
     /// A second API process on the same database, every charge alone.

@@ -7,6 +7,7 @@
 mod authorize_capture;
 mod bad_keys;
 mod card_charge;
+mod card_latency;
 mod context;
 mod fairness;
 mod locked_buyer;
@@ -34,6 +35,7 @@ const WORKLOADS: &[Workload] = &[
     replay::WORKLOAD,
     authorize_capture::WORKLOAD,
     card_charge::WORKLOAD,
+    card_latency::WORKLOAD,
     reservation::WORKLOAD,
     purchase::WORKLOAD,
     locked_buyer::WORKLOAD,
@@ -62,6 +64,7 @@ pub(crate) async fn run(args: &Args, db_url: &str) -> Result<bool> {
     let mut ctx = Ctx {
         args: args.clone(),
         db_url: db_url.to_owned(),
+        provider_url: provider.url().to_owned(),
         http: http.clone(),
         http_alone,
         accounts: accounts.clone(),

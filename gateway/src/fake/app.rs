@@ -25,12 +25,15 @@ pub struct App {
     /// out such as a 3-D Secure page. A restart on another port leaves the
     /// links already handed out pointing at the old one.
     pub url: String,
+    /// What every answer under `/v1` is held, in milliseconds (`latency_ms`).
+    latency_ms: AtomicU64,
 }
 
 impl App {
     pub fn new(settings: Settings, state: State, faults: Faults, durable: watch::Receiver<u64>, url: String) -> Self {
         let digest = ring::digest::digest(&ring::digest::SHA256, settings.secret_key.as_bytes());
         let scope = hex::encode(&digest.as_ref()[..8]);
+        let settings_latency = settings.latency_ms;
         Self {
             settings,
             state: Mutex::new(state),
@@ -40,7 +43,17 @@ impl App {
             stats: Stats::default(),
             scope,
             url,
+            latency_ms: AtomicU64::new(settings_latency),
         }
+    }
+
+    /// How long every answer under `/v1` is held.
+    pub fn latency(&self) -> Duration {
+        Duration::from_millis(self.latency_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn set_latency(&self, ms: u64) {
+        self.latency_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Lock order: state, then faults.

@@ -69,6 +69,13 @@ pub struct Settings {
     /// Longest delay between two attempts of a delivery.
     #[arg(long, env = "FAKE_PROVIDER_WEBHOOK_RETRY_MAX_MS", default_value_t = 30_000)]
     pub webhook_retry_max_ms: u64,
+    /// Milliseconds every answer under `/v1` is held once its request was
+    /// handled (the effect made, the answer on its way): a real provider's
+    /// round trip, hundreds of milliseconds. Held without a thread, so many
+    /// requests wait at once. Changeable while running:
+    /// `PUT /_fake/latency {"ms": N}`.
+    #[arg(long, env = "FAKE_PROVIDER_LATENCY_MS", default_value_t = 0)]
+    pub latency_ms: u64,
     /// HTTP worker threads.
     #[arg(long, env = "FAKE_PROVIDER_WORKERS", default_value_t = 2)]
     pub workers: usize,

@@ -144,3 +144,39 @@ async fn seeded_faults_repeat_and_never_charge_an_attempt_twice() {
     let succeeded = groups["groups"].as_array().unwrap().iter().filter(|g| g["payments"][0]["status"] == "succeeded");
     assert_eq!(succeeded.count(), 12, "one payment per order: {groups}");
 }
+
+#[tokio::test]
+async fn the_latency_holds_every_answer_and_many_wait_at_once() {
+    let fake = Fake::start(&["--latency-ms", "1000"]);
+    assert_eq!(fake.admin(reqwest::Method::GET, "/latency", None).await, json!({"ms": 1000}));
+    let client = fake.client(Duration::from_secs(30));
+    // 40 payments at once on the provider's two threads: every answer comes
+    // after the latency, and they wait side by side, not two at a time
+    // (which would take 20 s)
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let client = client.clone();
+        tasks.spawn(async move {
+            let sent = Instant::now();
+            let request = payment(&format!("order-l{i}"), 1000, "pm_card_visa");
+            let outcome = client.create_payment(&request, &format!("key-l{i}")).await;
+            (sent.elapsed(), outcome)
+        });
+    }
+    while let Some(answer) = tasks.join_next().await {
+        let (took, outcome) = answer.unwrap();
+        assert!(matches!(outcome, Ok(PaymentOutcome::Succeeded(_))), "{outcome:?}");
+        assert!(took >= Duration::from_millis(1000), "answered after {took:?}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(10), "40 answers took {:?}", started.elapsed());
+    assert_eq!(fake.stats().await["payments"], 40);
+
+    // changed while running
+    let (status, _) = fake.admin_answer(reqwest::Method::PUT, "/latency", Some(json!({"ms": 0}))).await;
+    assert_eq!(status, 204);
+    let sent = Instant::now();
+    let outcome = client.create_payment(&payment("order-now", 1000, "pm_card_visa"), "key-now").await.unwrap();
+    assert!(matches!(outcome, PaymentOutcome::Succeeded(_)), "{outcome:?}");
+    assert!(sent.elapsed() < Duration::from_millis(1000), "{:?}", sent.elapsed());
+}

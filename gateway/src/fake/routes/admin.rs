@@ -22,6 +22,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/faults", web::post().to(arm))
         .route("/faults", web::delete().to(reset))
         .route("/faults/random", web::put().to(set_random))
+        .route("/latency", web::get().to(latency))
+        .route("/latency", web::put().to(set_latency))
         .route("/webhook-endpoints", web::get().to(endpoints))
         .route("/webhook-endpoints", web::put().to(set_endpoints))
         .route("/webhooks", web::get().to(webhooks))
@@ -164,4 +166,20 @@ async fn webhooks(app: Data<App>) -> HttpResponse {
     let state = app.state();
     let data: Vec<_> = state.deliveries.values().map(delivery_summary).collect();
     HttpResponse::Ok().json(json!({ "data": data }))
+}
+
+#[derive(Debug, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct Latency {
+    ms: u64,
+}
+
+/// What every answer under `/v1` is held, in milliseconds.
+async fn latency(app: Data<App>) -> HttpResponse {
+    HttpResponse::Ok().json(Latency { ms: app.latency().as_millis() as u64 })
+}
+
+async fn set_latency(latency: Json<Latency>, app: Data<App>) -> HttpResponse {
+    app.set_latency(latency.ms);
+    HttpResponse::NoContent().finish()
 }

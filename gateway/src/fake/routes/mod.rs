@@ -13,7 +13,10 @@ mod refund_fate;
 mod refunds;
 mod write;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
 use actix_web::{guard, web, HttpRequest, HttpResponse};
 use serde_json::Value;
 
@@ -23,6 +26,7 @@ use crate::objects::{error_json, new_id};
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/v1")
+            .wrap(actix_web::middleware::from_fn(latency))
             .route("/payment_intents", web::post().to(write::handle::<payment_intents::Create>))
             .route("/payment_intents", web::get().to(payment_intents::list))
             .route("/payment_intents/search", web::get().to(payment_intents::search))
@@ -40,6 +44,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(admin::configure),
     )
     .default_service(web::to(not_found));
+}
+
+/// Holds each answer for the configured latency once its request was
+/// handled (`App::latency`): the provider's round trip, without a thread.
+async fn latency(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let hold = req.app_data::<web::Data<App>>().map(|app| app.latency()).unwrap_or_default();
+    let res = next.call(req).await?;
+    if !hold.is_zero() {
+        actix_web::rt::time::sleep(hold).await;
+    }
+    Ok(res)
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
