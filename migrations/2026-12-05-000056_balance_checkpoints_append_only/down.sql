@@ -1,0 +1,1 @@
+GRANT UPDATE, DELETE ON balance_checkpoints TO ledger_api, ledger_worker;
