@@ -307,9 +307,12 @@ pub async fn run(args: &Args, db_url: &str, http: &Rc<Http>, acc: &Rc<Accounts>)
     // The seeded entries are stamped in the past year, behind the history
     // horizon, where the service never stamps one: the horizon goes back
     // and the checkpoints are made again over the whole history, timed.
-    db.batch_execute("DELETE FROM balance_checkpoints; UPDATE history_horizon SET settled_to = '1970-01-01Z'")
-        .await
-        .map_err(err)?;
+    db.batch_execute(
+        "DELETE FROM balance_checkpoints; DELETE FROM balance_settled; \
+         UPDATE history_horizon SET settled_to = '1970-01-01Z'",
+    )
+    .await
+    .map_err(err)?;
     let checkpoints_secs = history::checkpoint(&mut db).await?;
     eprintln!("growth: balance checkpoints over {entries_after} entries in {checkpoints_secs:.1} s");
     // The history indexes' migrations, again on the grown table: how long

@@ -56,17 +56,33 @@ pub const INVARIANTS: &[Invariant] = &[
     },
     Invariant {
         name: "balance_checkpoints_match_entries",
-        promise: "every balance checkpoint equals the sum and the count of its account's entries up to it, in the \
-                  account's order (created_at, then id), and lies at or before the history horizon",
+        promise: "every balance checkpoint, and every account's settled state (its count and balance through its \
+                  last entry at or before the history horizon), equals the count and the sum of the account's \
+                  entries up to it in the account's order (created_at, then id) and lies at or before the \
+                  horizon; every account with an entry at or before the horizon has its settled state, at its \
+                  last such entry",
         quiesced: false,
-        sql: "SELECT jsonb_build_object('account_id', c.account_id, 'entry_id', c.entry_id, 'balance', c.balance, \
-                     'entries', c.entries, 'entries_sum', s.sum, 'entries_count', s.count) \
-                FROM balance_checkpoints c \
+        sql: "WITH h AS (SELECT settled_to FROM history_horizon) \
+              SELECT jsonb_build_object('row', r.kind, 'account_id', r.account_id, 'entry_id', r.entry_id, \
+                     'balance', r.balance, 'entries', r.entries, 'entries_sum', s.sum, 'entries_count', s.count, \
+                     'later_settled_entries', r.later) \
+                FROM (SELECT 'checkpoint' AS kind, c.account_id, c.created_at, c.entry_id, c.balance, c.entries, \
+                             false AS later FROM balance_checkpoints c \
+                      UNION ALL \
+                      SELECT 'settled', c.account_id, c.created_at, c.entry_id, c.balance, c.entries, \
+                             EXISTS (SELECT 1 FROM ledger_entries e, h WHERE e.account_id = c.account_id \
+                                        AND (e.created_at, e.id) > (c.created_at, c.entry_id) \
+                                        AND e.created_at <= h.settled_to) \
+                        FROM balance_settled c) r \
                 CROSS JOIN LATERAL (SELECT coalesce(sum(e.amount), 0) AS sum, count(*) AS count FROM ledger_entries e \
-                                     WHERE e.account_id = c.account_id \
-                                       AND (e.created_at, e.id) <= (c.created_at, c.entry_id)) s \
-               WHERE c.balance <> s.sum OR c.entries <> s.count \
-                  OR c.created_at > (SELECT settled_to FROM history_horizon)",
+                                     WHERE e.account_id = r.account_id \
+                                       AND (e.created_at, e.id) <= (r.created_at, r.entry_id)) s \
+               WHERE r.balance <> s.sum OR r.entries <> s.count OR r.later \
+                  OR r.created_at > (SELECT settled_to FROM h) \
+              UNION ALL \
+              SELECT jsonb_build_object('row', 'settled', 'account_id', e.account_id, 'missing', true) \
+                FROM (SELECT DISTINCT account_id FROM ledger_entries, h WHERE created_at <= h.settled_to) e \
+               WHERE NOT EXISTS (SELECT 1 FROM balance_settled s WHERE s.account_id = e.account_id)",
     },
     Invariant {
         name: "balance_above_floor",

@@ -7,9 +7,11 @@
 //!
 //! A pass ([`advance`]) first settles an instant a little behind the
 //! database's clock ([`statements::settle`]: every transaction that may have
-//! begun before it has ended), then, for each account with entries stamped
-//! since the previous horizon, writes the checkpoints its entries up to the
-//! new instant complete, and moves the horizon there. Nothing can be stamped
+//! begun before it has ended), then reads the entries stamped since the
+//! previous horizon and no others: each account's are counted and summed on
+//! from its state at the previous horizon (`balance_settled`), the ones
+//! that complete a checkpoint are written, and the horizon moves there. A
+//! pass costs the entries since the last one, whatever the accounts' sizes. Nothing can be stamped
 //! at or before a settled instant any more, so a checkpoint never changes,
 //! and an entry at or before the horizon has a final `balance_after`.
 //! Entries are append-only; the audit recomputes every checkpoint from them
@@ -42,23 +44,32 @@ pub async fn horizon(client: &impl GenericClient) -> Result<DateTime<Utc>> {
     Ok(client.query_one("SELECT settled_to FROM history_horizon", &[]).await?.get(0))
 }
 
-/// The new checkpoints of every account with entries stamped in
-/// `($1, $2]`: its entries after its latest checkpoint, up to `$2`, counted
-/// and summed on from it; every `$3`th is a checkpoint.
-const ADVANCE_SQL: &str = "INSERT INTO balance_checkpoints (account_id, created_at, entry_id, balance, entries) \
-     SELECT account_id, created_at, id, balance, n FROM ( \
+/// A pass over the entries stamped in `($1, $2]`: each account's are
+/// counted and summed on from where the previous passes left it
+/// (`balance_settled`: its count and balance through its last entry at or
+/// before `$1`), every `$3`th is a checkpoint, and the account's new state
+/// is its last of them. Nothing stamped at or before `$1` is read. Answers
+/// the checkpoints written and the accounts carried on.
+const ADVANCE_SQL: &str = "WITH run AS MATERIALIZED ( \
        SELECT e.account_id, e.created_at, e.id, \
-              coalesce(c.balance, 0) + sum(e.amount) OVER w AS balance, \
-              coalesce(c.entries, 0) + row_number() OVER w AS n \
-         FROM (SELECT DISTINCT account_id FROM ledger_entries WHERE created_at > $1 AND created_at <= $2) f \
-         LEFT JOIN LATERAL (SELECT balance, entries, created_at, entry_id FROM balance_checkpoints c \
-                             WHERE c.account_id = f.account_id \
-                             ORDER BY c.created_at DESC, c.entry_id DESC LIMIT 1) c ON true \
-         JOIN ledger_entries e ON e.account_id = f.account_id \
-          AND (e.created_at, e.id) > (coalesce(c.created_at, '-infinity'), coalesce(c.entry_id, 0)) \
-          AND e.created_at <= $2 \
+              coalesce(s.balance, 0) + sum(e.amount) OVER w AS balance, \
+              coalesce(s.entries, 0) + row_number() OVER w AS n, \
+              row_number() OVER w = count(*) OVER (PARTITION BY e.account_id) AS last \
+         FROM ledger_entries e LEFT JOIN balance_settled s ON s.account_id = e.account_id \
+        WHERE e.created_at > $1 AND e.created_at <= $2 \
        WINDOW w AS (PARTITION BY e.account_id ORDER BY e.created_at, e.id) \
-     ) x WHERE n % $3 = 0";
+     ), checkpoints AS ( \
+       INSERT INTO balance_checkpoints (account_id, created_at, entry_id, balance, entries) \
+       SELECT account_id, created_at, id, balance, n FROM run WHERE n % $3 = 0 \
+       RETURNING 1 \
+     ), settled AS ( \
+       INSERT INTO balance_settled (account_id, created_at, entry_id, balance, entries) \
+       SELECT account_id, created_at, id, balance, n FROM run WHERE last \
+       ON CONFLICT (account_id) DO UPDATE SET created_at = excluded.created_at, entry_id = excluded.entry_id, \
+                                              balance = excluded.balance, entries = excluded.entries \
+       RETURNING 1 \
+     ) \
+     SELECT (SELECT count(*) FROM checkpoints), (SELECT count(*) FROM settled)";
 
 /// One pass: settles an instant [`BEHIND`] the database's clock, writes the
 /// checkpoints of the entries up to it (every `every`th of an account), and
@@ -81,10 +92,10 @@ pub async fn advance(client: &mut tokio_postgres::Client, every: i64) -> Result<
     if from >= to {
         return Ok(Some(0));
     }
-    let written = tx.execute(ADVANCE_SQL, &[&from, &to, &every]).await?;
+    let written: i64 = tx.query_one(ADVANCE_SQL, &[&from, &to, &every]).await?.get(0);
     tx.execute("UPDATE history_horizon SET settled_to = $1", &[&to]).await?;
     tx.commit().await?;
-    Ok(Some(written))
+    Ok(Some(written as u64))
 }
 
 /// The sum of the account's entries up to and including the one at

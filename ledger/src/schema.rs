@@ -43,6 +43,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    balance_settled (account_id) {
+        account_id -> Uuid,
+        created_at -> Timestamptz,
+        entry_id -> Int8,
+        balance -> Numeric,
+        entries -> Int8,
+    }
+}
+
+diesel::table! {
     card_charges (charge_id) {
         charge_id -> Uuid,
         payment_method -> Text,
@@ -357,6 +367,7 @@ diesel::table! {
 
 diesel::joinable!(account_slots -> accounts (account_id));
 diesel::joinable!(balance_checkpoints -> accounts (account_id));
+diesel::joinable!(balance_settled -> accounts (account_id));
 diesel::joinable!(accounts -> tenants (tenant_id));
 diesel::joinable!(api_keys -> tenants (tenant_id));
 diesel::joinable!(card_authorization_ends -> charges (charge_id));
@@ -392,6 +403,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     accounts,
     api_keys,
     balance_checkpoints,
+    balance_settled,
     card_authorization_ends,
     card_charges,
     card_refunds,

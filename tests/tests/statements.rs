@@ -131,19 +131,19 @@ impl Shop {
             match rng.below(6) {
                 0 => {
                     // several charges at once (one batch under group commit)
-                    let orders: Vec<String> = (0..1 + rng.below(5)).map(|i| format!("o{step}-{i}")).collect();
+                    let orders: Vec<String> = (0..1 + rng.below(5)).map(|i| format!("o{seed}-{step}-{i}")).collect();
                     let made = join_all(orders.iter().map(|o| self.charge(&self.buyer, o, cents, true))).await;
                     paid.extend(made.into_iter().flatten());
                 }
                 1 if !paid.is_empty() => {
                     let charge = paid.remove(rng.below(paid.len() as u64) as usize);
                     let body = if rng.chance(50) {
-                        json!({"reference": format!("r{step}")})
+                        json!({"reference": format!("r{seed}-{step}")})
                     } else {
-                        json!({"reference": format!("r{step}"), "amount": "0.50"})
+                        json!({"reference": format!("r{seed}-{step}"), "amount": "0.50"})
                     };
                     let path = format!("/v1/charges/{charge}/refunds");
-                    let r = self.app.post(&path, &self.key, &format!("r{step}"), body).await;
+                    let r = self.app.post(&path, &self.key, &format!("r{seed}-{step}"), body).await;
                     assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
                 }
                 2 => {
@@ -151,25 +151,27 @@ impl Shop {
                         if rng.chance(50) { (&self.buyer, &self.seller) } else { (&self.ext, &self.buyer) };
                     let amount = Decimal::new(cents as i64, 2).to_string();
                     // a transfer the buyer cannot cover is declined and writes nothing
-                    let s = self.transfer(from, to, &amount, &format!("t{step}")).await;
+                    let s = self.transfer(from, to, &amount, &format!("t{seed}-{step}")).await;
                     assert!(s == StatusCode::CREATED || s == StatusCode::PAYMENT_REQUIRED, "{s}");
                 }
                 3 | 4 => {
                     // at least 6.00, so that a capture of 5.00 covers its fee
                     let cents = 600 + rng.below(1_500);
-                    if let Some(id) = self.charge(&self.buyer, &format!("a{step}"), cents, false).await {
+                    if let Some(id) = self.charge(&self.buyer, &format!("a{seed}-{step}"), cents, false).await {
                         held.push(id);
                     }
                 }
                 _ if !held.is_empty() => {
                     let id = held.remove(rng.below(held.len() as u64) as usize);
                     let (path, body) = match rng.below(3) {
-                        0 => ("void", json!({"reference": format!("v{step}")})),
-                        1 => ("capture", json!({"reference": format!("c{step}")})),
-                        _ => ("capture", json!({"reference": format!("c{step}"), "amount": "5.00"})),
+                        0 => ("void", json!({"reference": format!("v{seed}-{step}")})),
+                        1 => ("capture", json!({"reference": format!("c{seed}-{step}")})),
+                        _ => ("capture", json!({"reference": format!("c{seed}-{step}"), "amount": "5.00"})),
                     };
-                    let a =
-                        self.app.post(&format!("/v1/charges/{id}/{path}"), &self.key, &format!("e{step}"), body).await;
+                    let a = self
+                        .app
+                        .post(&format!("/v1/charges/{id}/{path}"), &self.key, &format!("e{seed}-{step}"), body)
+                        .await;
                     assert_eq!(a.status, StatusCode::OK, "{a:?}");
                     if path == "capture" {
                         paid.push(id);
@@ -291,7 +293,8 @@ async fn settle() {
 
 #[actix_web::test]
 async fn balances_at_instants_are_the_entries_sums_after_a_random_mix() {
-    let s = shop(spawn_app().await).await;
+    // every entry read back, a page at a time: more than the tenant's rate limit allows
+    let s = shop(spawn_app_with(|c| c.rate_limit_per_sec = 0).await).await;
     let before = s.db_now().await;
     // the buyer's life begins with the shop: an instant before its account
     let created: DateTime<Utc> = {
@@ -310,6 +313,15 @@ async fn balances_at_instants_are_the_entries_sums_after_a_random_mix() {
     s.check_balances(&s.buyer, &instants, true).await;
     assert!(s.check_entries(&s.buyer, 7).await > 20);
     s.check_entries(&s.seller, 100).await;
+    // more history, and passes that carry every account on from the last
+    let more = s.mix(8, 20).await;
+    settle().await;
+    s.checkpoint(3).await;
+    let entries = s.check_entries(&s.buyer, 7).await;
+    s.check_balances(&s.buyer, &more, true).await;
+    let settled: i64 =
+        s.app.scalar(&format!("SELECT entries FROM balance_settled WHERE account_id = '{}'", s.buyer)).await;
+    assert_eq!(settled as usize, entries, "the buyer's settled count is its entries");
 
     // before the account existed: zeros
     let early = s.balance_at(&s.buyer, created - chrono::Duration::seconds(5)).await.json();
@@ -341,6 +353,7 @@ async fn balances_at_instants_hold_under_group_commit_and_on_a_hot_account() {
         c.charge_batch_max = 16;
         c.charge_batch_window_us = 300_000;
         c.charge_batch_concurrency = 1;
+        c.rate_limit_per_sec = 0;
     })
     .await;
     let s = shop(app).await;
