@@ -280,15 +280,32 @@ pub async fn entries(
         ),
         None => None,
     };
-    let rows = client
-        .query(
-            "SELECT e.id, e.transaction_id, t.kind, e.amount, e.created_at \
-               FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id \
-              WHERE e.account_id = $1 AND ($2::timestamptz IS NULL OR (e.created_at, e.id) < ($2, $3)) \
-              ORDER BY e.created_at DESC, e.id DESC LIMIT $4",
-            &[&account, &before.map(|b| b.0), &before.map_or(0, |b| b.1), &(limit + 1)],
-        )
-        .await?;
+    // two statements, not one with `$2 IS NULL OR ...`: a generic plan of
+    // that cannot start the index scan at the cursor, and walks the
+    // account's entries from its newest down to it
+    let rows = match before {
+        Some((created_at, id)) => {
+            client
+                .query(
+                    "SELECT e.id, e.transaction_id, t.kind, e.amount, e.created_at \
+                       FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id \
+                      WHERE e.account_id = $1 AND (e.created_at, e.id) < ($2, $3) \
+                      ORDER BY e.created_at DESC, e.id DESC LIMIT $4",
+                    &[&account, &created_at, &id, &(limit + 1)],
+                )
+                .await?
+        }
+        None => {
+            client
+                .query(
+                    "SELECT e.id, e.transaction_id, t.kind, e.amount, e.created_at \
+                       FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id \
+                      WHERE e.account_id = $1 ORDER BY e.created_at DESC, e.id DESC LIMIT $2",
+                    &[&account, &(limit + 1)],
+                )
+                .await?
+        }
+    };
     let more = rows.len() as i64 > limit;
     let data: Vec<Entry> = rows
         .iter()
