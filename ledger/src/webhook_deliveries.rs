@@ -133,7 +133,11 @@ pub enum After {
 
 /// Records an attempt of a leased delivery and what follows it: delivered
 /// on a 2xx, else the next attempt `next` from now, or failed when the
-/// schedule has none left (`None`).
+/// schedule has none left (`None`). The endpoint's `failing_since` is
+/// written only when it changes (set by a failure of a healthy endpoint,
+/// cleared by a delivery to a failing one): every attempt writing it made
+/// the records of one endpoint queue on its row's lock, one commit after
+/// another, until a scan's records outlasted the pool's wait.
 pub async fn record(
     client: &impl GenericClient,
     due: &Due,
@@ -150,8 +154,8 @@ pub async fn record(
                  VALUES ($1, $2, $3, $4, $5, $6) \
              ), f AS ( \
                  UPDATE webhook_endpoints \
-                    SET failing_since = CASE WHEN $7 THEN NULL ELSE coalesce(failing_since, now()) END \
-                  WHERE id = $2 \
+                    SET failing_since = CASE WHEN $7 THEN NULL ELSE now() END \
+                  WHERE id = $2 AND (failing_since IS NULL) = NOT $7 \
              ) \
              UPDATE webhook_deliveries SET attempts = attempts + 1, \
                     delivered_at = CASE WHEN $7 THEN now() END, \

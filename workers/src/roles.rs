@@ -50,8 +50,9 @@ pub fn spawn(config: &Config, pool: &Pool, roles: &[Role], shutdown: &Shutdown) 
                 tasks.spawn(expirer::run(c, p, s))
             }
             Role::Webhooks => {
-                tasks.spawn(webhooks::deliver(c.clone(), p.clone(), s.clone()));
-                tasks.spawn(webhooks::run(c, p, s))
+                let wake = webhooks::Wake::default();
+                tasks.spawn(webhooks::deliver(c.clone(), p.clone(), s.clone(), wake.clone()));
+                tasks.spawn(webhooks::run(c, p, s, wake))
             }
         };
     }

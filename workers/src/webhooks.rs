@@ -45,12 +45,18 @@ pub const CONSUMER: &str = "webhooks";
 /// How much of an endpoint's answer is read and kept.
 const EXCERPT: usize = 1024;
 
+/// Wakes this process's delivery loop ([`deliver`]) when the fan-out
+/// ([`run`]) has made deliveries, rather than leaving them to its next scan
+/// (`WEBHOOK_POLL_MS` later). A wake while the loop is sending is kept for
+/// its next wait. Deliveries made by another process wait for the scan.
+pub type Wake = std::sync::Arc<tokio::sync::Notify>;
+
 /// Consumes the `webhooks` queue until shutdown, making each event's
 /// deliveries.
-pub async fn run(config: Config, pool: Pool, shutdown: Shutdown) {
+pub async fn run(config: Config, pool: Pool, shutdown: Shutdown, wake: Wake) {
     let bound = config.database_bound();
     supervise("webhooks worker", shutdown, |stop, connected| {
-        let (config, pool) = (config.clone(), pool.clone());
+        let (config, pool, wake) = (config.clone(), pool.clone(), wake.clone());
         async move {
             let held = stop.clone();
             consumer::consume(
@@ -59,7 +65,7 @@ pub async fn run(config: Config, pool: Pool, shutdown: Shutdown) {
                 CONSUMER,
                 stop,
                 connected,
-                |delivery| fan_out(pool.clone(), bound, delivery, held.clone()),
+                |delivery| fan_out(pool.clone(), bound, delivery, held.clone(), wake.clone()),
             )
             .await
         }
@@ -69,7 +75,13 @@ pub async fn run(config: Config, pool: Pool, shutdown: Shutdown) {
 
 /// Makes one event's deliveries, then acks it. A message that is no
 /// envelope never will be: dead-lettered.
-async fn fan_out(pool: Pool, bound: Duration, delivery: Delivery, mut shutdown: Shutdown) -> Result<(), Error> {
+async fn fan_out(
+    pool: Pool,
+    bound: Duration,
+    delivery: Delivery,
+    mut shutdown: Shutdown,
+    wake: Wake,
+) -> Result<(), Error> {
     let envelope: Envelope<serde_json::Value> = match serde_json::from_slice(&delivery.data) {
         Ok(e) => e,
         Err(e) => {
@@ -98,6 +110,9 @@ async fn fan_out(pool: Pool, bound: Duration, delivery: Delivery, mut shutdown: 
         // shutting down while the database is away: the delivery returns to its queue
         None => Ok(()),
         Some(Ok(scheduled)) => {
+            if scheduled > 0 {
+                wake.notify_one();
+            }
             within("ack", delivery.acker.ack(BasicAckOptions::default())).await?;
             // applied: no delivery made is an event no endpoint wants, or a
             // redelivery whose deliveries exist (the two look alike here)
@@ -121,8 +136,9 @@ pub fn schedule(config: &Config) -> Vec<Duration> {
 }
 
 /// Sends due deliveries until shutdown: a scan every `WEBHOOK_POLL_MS`, at
-/// once again after a full one.
-pub async fn deliver(config: Config, pool: Pool, mut shutdown: Shutdown) {
+/// once again after a full one or when this process's fan-out made some
+/// (`wake`).
+pub async fn deliver(config: Config, pool: Pool, mut shutdown: Shutdown, wake: Wake) {
     let http = match reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_millis(config.webhook_timeout_ms))
@@ -150,8 +166,11 @@ pub async fn deliver(config: Config, pool: Pool, mut shutdown: Shutdown) {
                 backoff(failures)
             }
         };
-        if !wait.is_zero() && !shutdown.sleep(wait).await {
-            break;
+        if !wait.is_zero() {
+            tokio::select! {
+                more = shutdown.sleep(wait) => if !more { break },
+                () = wake.notified() => {}
+            }
         }
     }
 }
