@@ -260,16 +260,16 @@ const HISTORY_MIGRATIONS: [(&str, &str, &str); 2] = [
     ),
 ];
 
-async fn account_entries(db: &Client, account: &str) -> Result<i64> {
-    let account = Uuid::parse_str(account).map_err(|e| Error::Seeding(format!("account id {account}: {e}")))?;
-    db.query_one("SELECT count(*) FROM ledger_entries WHERE account_id = $1", &[&account])
-        .await
-        .map(|r| r.get(0))
-        .map_err(err)
-}
-
-async fn count_entries(db: &Client) -> Result<i64> {
-    db.query_one("SELECT count(*) FROM ledger_entries", &[]).await.map(|r| r.get(0)).map_err(err)
+/// Entries of the ledger, or of one account.
+async fn count_entries(db: &Client, account: Option<&str>) -> Result<i64> {
+    let row = match account {
+        None => db.query_one("SELECT count(*) FROM ledger_entries", &[]).await,
+        Some(a) => {
+            let id = Uuid::parse_str(a).map_err(|e| Error::Seeding(format!("account id {a}: {e}")))?;
+            db.query_one("SELECT count(*) FROM ledger_entries WHERE account_id = $1", &[&id]).await
+        }
+    };
+    row.map(|r| r.get(0)).map_err(err)
 }
 
 /// The growth step: measure, seed, measure.
@@ -282,10 +282,10 @@ pub async fn run(args: &Args, db_url: &str, http: &Rc<Http>, acc: &Rc<Accounts>)
     actix_web::rt::spawn(conn);
     history::checkpoint(&mut db).await?;
     let points = history::points(&db, &acc.platform).await?;
-    let account_before = account_entries(&db, &acc.platform).await?;
+    let account_before = count_entries(&db, Some(&acc.platform)).await?;
     let history_empty = history::measure(args, http, &acc.platform, &points, "empty", &mut wrong).await;
 
-    let entries_before = count_entries(&db).await?;
+    let entries_before = count_entries(&db, None).await?;
     let transactions = (args.growth_entries as i64 + LEGS - 1) / LEGS;
     let seeded = transactions * LEGS;
     eprintln!("growth: seeding {seeded} ledger entries ({transactions} transactions)");
@@ -298,7 +298,7 @@ pub async fn run(args: &Args, db_url: &str, http: &Rc<Http>, acc: &Rc<Accounts>)
     let t2 = Instant::now();
     db.batch_execute("CHECKPOINT").await.map_err(err)?;
     let checkpoint_secs = t2.elapsed().as_secs_f64();
-    let entries_after = count_entries(&db).await?;
+    let entries_after = count_entries(&db, None).await?;
     eprintln!(
         "growth: {seeded} entries seeded in {seed_secs:.1} s, VACUUM ANALYZE {vacuum_secs:.1} s, \
          CHECKPOINT {checkpoint_secs:.1} s; ledger_entries: {entries_before} before, {entries_after} after"
@@ -328,7 +328,7 @@ pub async fn run(args: &Args, db_url: &str, http: &Rc<Http>, acc: &Rc<Accounts>)
     }
     db.batch_execute("ANALYZE ledger_entries, balance_checkpoints").await.map_err(err)?;
     let points = history::points(&db, &acc.platform).await?;
-    let account_after = account_entries(&db, &acc.platform).await?;
+    let account_after = count_entries(&db, Some(&acc.platform)).await?;
 
     let mut growth = Growth {
         seeded,

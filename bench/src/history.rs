@@ -60,15 +60,9 @@ fn rfc(t: DateTime<Utc>) -> String {
 /// Returns the seconds it took.
 pub(crate) async fn checkpoint(db: &mut Client) -> Result<f64> {
     let t = std::time::Instant::now();
-    let newest: Option<DateTime<Utc>> = db.query_one("SELECT max(created_at) FROM ledger_entries", &[]).await?.get(0);
-    let Some(newest) = newest else { return Ok(0.0) };
-    while ledger::checkpoints::horizon(&*db).await.map_err(|e| Error::Seeding(e.to_string()))? < newest {
-        let pass = ledger::checkpoints::advance(db, ledger::checkpoints::EVERY).await;
-        if pass.map_err(|e| Error::Seeding(format!("checkpoints: {e}")))? != Some(0) {
-            continue;
-        }
-        actix_web::rt::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    ledger::checkpoints::catch_up(db, ledger::checkpoints::EVERY)
+        .await
+        .map_err(|e| Error::Seeding(format!("checkpoints: {e}")))?;
     Ok(t.elapsed().as_secs_f64())
 }
 

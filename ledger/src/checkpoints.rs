@@ -98,6 +98,23 @@ pub async fn advance(client: &mut tokio_postgres::Client, every: i64) -> Result<
     Ok(Some(written as u64))
 }
 
+/// Passes ([`advance`]) until the horizon is past every entry stamped so
+/// far, waiting a little while a pass cannot settle yet: what a caller that
+/// needs every entry's checkpoints and `balance_after` now (a test, the
+/// benchmark after seeding) runs instead of waiting for the workers.
+pub async fn catch_up(client: &mut tokio_postgres::Client, every: i64) -> Result<()> {
+    let newest: Option<DateTime<Utc>> =
+        client.query_one("SELECT max(created_at) FROM ledger_entries", &[]).await?.get(0);
+    let Some(newest) = newest else { return Ok(()) };
+    while horizon(&*client).await? < newest {
+        if advance(client, every).await? != Some(0) {
+            continue;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
 /// The sum of the account's entries up to and including the one at
 /// (`$2`, `$3`) in its order: its nearest checkpoint there or before, and
 /// the entries after that checkpoint up to it.

@@ -213,14 +213,7 @@ impl Shop {
     /// checkpoints there are.
     async fn checkpoint(&self, every: i64) -> i64 {
         let mut client = self.app.db.client().await;
-        let newest: DateTime<Utc> =
-            client.query_one("SELECT max(created_at) FROM ledger_entries", &[]).await.unwrap().get(0);
-        while ledger::checkpoints::horizon(&client).await.unwrap() < newest {
-            if ledger::checkpoints::advance(&mut client, every).await.unwrap() != Some(0) {
-                continue;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        ledger::checkpoints::catch_up(&mut client, every).await.unwrap();
         client.query_one("SELECT count(*) FROM balance_checkpoints", &[]).await.unwrap().get(0)
     }
 
