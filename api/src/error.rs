@@ -138,6 +138,15 @@ impl ApiError {
     pub fn invalid_field(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::InvalidField, detail)
     }
+    /// A request the document calls valid, refused by a rule no schema can
+    /// state: across fields (`same_account`, both cursors), against the
+    /// ledger's state (`currency_mismatch`, `capture_exceeds_authorization`,
+    /// an Idempotency-Key's first request) or the world's (a URL's host).
+    /// Always 409, so that 400 and 422 keep one meaning: the request breaks
+    /// the document. The code says which rule.
+    pub fn rule(code: ProblemCode, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, detail)
+    }
     /// The tenant's rate limit is reached (`limits`): nothing was read or
     /// written, and a token is back in `retry_after` seconds.
     pub fn rate_limited(retry_after: u32) -> Self {
@@ -205,14 +214,17 @@ impl ResponseError for ApiError {
 
 impl From<AmountError> for ApiError {
     fn from(e: AmountError) -> Self {
-        let code = match e {
-            AmountError::UnknownCurrency(_) => ProblemCode::UnknownCurrency,
-            AmountError::Malformed(_) => ProblemCode::InvalidAmount,
-            AmountError::NotPositive => ProblemCode::AmountNotPositive,
-            AmountError::TooPrecise { .. } => ProblemCode::AmountTooPrecise,
-            AmountError::TooLarge => ProblemCode::AmountTooLarge,
+        // the amount's pattern allows any decimal string of its shape: a zero,
+        // a scale beyond the currency's or a sum over the ledger's limit is a
+        // rule beyond it
+        let (status, code) = match e {
+            AmountError::UnknownCurrency(_) => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::UnknownCurrency),
+            AmountError::Malformed(_) => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::InvalidAmount),
+            AmountError::NotPositive => (StatusCode::CONFLICT, ProblemCode::AmountNotPositive),
+            AmountError::TooPrecise { .. } => (StatusCode::CONFLICT, ProblemCode::AmountTooPrecise),
+            AmountError::TooLarge => (StatusCode::CONFLICT, ProblemCode::AmountTooLarge),
         };
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
+        ApiError::new(status, code, e.to_string())
     }
 }
 
@@ -223,7 +235,7 @@ pub fn decline_status(kind: DeclineKind) -> (StatusCode, ProblemCode) {
     match kind {
         DeclineKind::InsufficientFunds => (StatusCode::PAYMENT_REQUIRED, ProblemCode::InsufficientFunds),
         DeclineKind::OutOfStock => (StatusCode::CONFLICT, ProblemCode::OutOfStock),
-        DeclineKind::RefundExceedsCharge => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::RefundExceedsCharge),
+        DeclineKind::RefundExceedsCharge => (StatusCode::CONFLICT, ProblemCode::RefundExceedsCharge),
         DeclineKind::CardDeclined => (StatusCode::PAYMENT_REQUIRED, ProblemCode::CardDeclined),
         DeclineKind::RefundFailed => (StatusCode::PAYMENT_REQUIRED, ProblemCode::RefundFailed),
         DeclineKind::AuthorizationExpired => (StatusCode::CONFLICT, ProblemCode::AuthorizationExpired),
@@ -252,9 +264,9 @@ impl From<ledger::Error> for ApiError {
             E::WebhookEndpointNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::WebhookEndpointNotFound),
             E::WebhookAttemptNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::WebhookAttemptNotFound),
             E::EntryNotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::EntryNotFound),
-            E::CurrencyMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::CurrencyMismatch),
-            E::SameAccount => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::SameAccount),
-            E::FeeTooLarge => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::FeeExceedsAmount),
+            E::CurrencyMismatch { .. } => (StatusCode::CONFLICT, ProblemCode::CurrencyMismatch),
+            E::SameAccount => (StatusCode::CONFLICT, ProblemCode::SameAccount),
+            E::FeeTooLarge => (StatusCode::CONFLICT, ProblemCode::FeeExceedsAmount),
             E::NaturalKeyConflict(_) => (StatusCode::CONFLICT, ProblemCode::NaturalKeyConflict),
             E::OrderAlreadyCharged { charge_id, .. } => {
                 let mut refused = ApiError::new(StatusCode::CONFLICT, ProblemCode::OrderAlreadyCharged, e.to_string());
@@ -265,12 +277,10 @@ impl From<ledger::Error> for ApiError {
             E::ChargeNotPaid { .. } => (StatusCode::CONFLICT, ProblemCode::ChargeNotPaid),
             E::ChargeNotAuthorized { .. } => (StatusCode::CONFLICT, ProblemCode::ChargeNotAuthorized),
             E::AuthorizationExpired { .. } => (StatusCode::CONFLICT, ProblemCode::AuthorizationExpired),
-            E::CaptureExceedsAuthorization { .. } => {
-                (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::CaptureExceedsAuthorization)
-            }
-            E::AsOfTooRecent { .. } => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::AsOfTooRecent),
-            E::InvalidPeriod { .. } => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::InvalidPeriod),
-            E::StatementTooLarge { .. } => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::StatementTooLarge),
+            E::CaptureExceedsAuthorization { .. } => (StatusCode::CONFLICT, ProblemCode::CaptureExceedsAuthorization),
+            E::AsOfTooRecent { .. } => (StatusCode::CONFLICT, ProblemCode::AsOfTooRecent),
+            E::InvalidPeriod { .. } => (StatusCode::CONFLICT, ProblemCode::InvalidPeriod),
+            E::StatementTooLarge { .. } => (StatusCode::CONFLICT, ProblemCode::StatementTooLarge),
             E::Contended(_) => return contention(),
             E::KeyChanged => {
                 return ApiError::new(

@@ -235,11 +235,22 @@ impl Modify for CommonResponses {
                         }
                     }
                 }
+                let param =
+                    |name: &str| op.parameters.iter().flatten().any(|p| matches!(p, RefOr::T(p) if p.name == name));
+                if param("starting_after") && param("ending_before") {
+                    // `routes::page`, for every list
+                    problem(
+                        op,
+                        "409",
+                        "`conflicting_cursors`: both `starting_after` and `ending_before` were given",
+                        false,
+                    );
+                }
                 if idempotent {
                     problem(op, "400", "`missing_idempotency_key`, `invalid_idempotency_key`: fix the header", false);
                     problem(
                         op,
-                        "422",
+                        "409",
                         "`idempotency_key_reused`: this Idempotency-Key was used for another request; nothing was written",
                         false,
                     );

@@ -182,7 +182,7 @@ def main() -> None:
     charge_body.amount = "26.00"
     problem(
         create_charge.sync_detailed(client=client, body=charge_body, idempotency_key=f"{order}:1"),
-        HTTPStatus.UNPROCESSABLE_ENTITY,
+        HTTPStatus.CONFLICT,
         ProblemCode.IDEMPOTENCY_KEY_REUSED,
     )
     charge_body.amount = "25.00"
@@ -230,7 +230,7 @@ def main() -> None:
     key = f"{order}:refund:2"
     too_much = CreateRefund(reference=key, amount="20.00")
     declined = create_refund.sync_detailed(charge.id, client=client, body=too_much, idempotency_key=key)
-    problem(declined, HTTPStatus.UNPROCESSABLE_ENTITY, ProblemCode.REFUND_EXCEEDS_CHARGE)
+    problem(declined, HTTPStatus.CONFLICT, ProblemCode.REFUND_EXCEEDS_CHARGE)
     replayed = create_refund.sync_detailed(charge.id, client=client, body=too_much, idempotency_key=key)
     assert replayed.headers["idempotent-replayed"] == "true" and replayed.content == declined.content
 

@@ -124,7 +124,7 @@ assert.equal(await balance(buyer.id), "75.00");
 // The same key with another request is refused and writes nothing.
 problem(
   await client.POST("/v1/charges", { params: chargeKey, body: { ...chargeBody, amount: "26.00" } }),
-  422,
+  409,
   "idempotency_key_reused",
 );
 // A new key for the same order attempt finds the existing charge: no second effect.

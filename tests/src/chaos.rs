@@ -449,10 +449,9 @@ async fn send(
                 if status == 500 {
                     shared.borrow_mut().summary.violations.push(format!("VIOLATION no_500: {path} {idem}: {answer}"));
                 }
-                // a refusal by a natural key is final; contention and a key in use are retried
-                let refused =
-                    ["order_already_charged", "natural_key_conflict", "charge_not_authorized", "authorization_expired"]
-                        .contains(&answer["code"].as_str().unwrap_or(""));
+                // a 409 with Retry-After (contention, a key in use) is retried;
+                // without it (a natural key, a rule, the charge's state) it is final
+                let to_retry = status == 409 && attempt.retry_after;
                 // a card charge still `processing` (202), or a card refund still
                 // `pending`, is asked again with its key for its final answer
                 let action = status == 202 && answer["status"] == "requires_action";
@@ -468,7 +467,7 @@ async fn send(
                         (false, false) => s.summary.processing_answers += 1,
                     }
                 }
-                let retry = status >= 500 || status == 429 || status == 202 || (status == 409 && !refused);
+                let retry = status >= 500 || status == 429 || status == 202 || to_retry;
                 if !retry {
                     record(shared, attempt);
                     return (status, answer);
@@ -871,7 +870,7 @@ enum Refunded {
     /// at the provider until the end of the campaign (a held refund its
     /// client did not find there).
     Abandoned(Value, bool),
-    /// 422 `refund_exceeds_charge`: nothing left to refund, no refund made.
+    /// 409 `refund_exceeds_charge`: nothing left to refund, no refund made.
     Exceeded,
     /// Anything else: a violation, already recorded.
     Unexpected,
@@ -1007,7 +1006,7 @@ async fn card_refund(
         (201 | 200, _) if answer["status"] == "succeeded" => Refunded::Succeeded(answer.clone()),
         (402, "refund_failed") => Refunded::Failed(answer.clone()),
         (202, _) if answer["status"] == "pending" => Refunded::Abandoned(answer.clone(), unsettled),
-        (422, "refund_exceeds_charge") if n > 1 && amount.is_none() => Refunded::Exceeded,
+        (409, "refund_exceeds_charge") if n > 1 && amount.is_none() => Refunded::Exceeded,
         _ => {
             shared.borrow_mut().summary.violations.push(format!(
                 "VIOLATION card_refund_answer: refund {reference} of charge {charge_id} answered {status} {answer}"

@@ -530,10 +530,9 @@ fn failed(a: &Attempt) -> bool {
 }
 
 /// Whether the client retried after the attempt: a failure, or a 409 that
-/// says to retry (not a refusal by a natural key, which is final).
+/// says to retry with `Retry-After` (a refusal without it is final).
 fn retried(a: &Attempt) -> bool {
-    let refusal = matches!(a.code.as_deref(), Some("order_already_charged" | "natural_key_conflict"));
-    failed(a) || (a.status == Some(409) && !refusal) || a.status == Some(429)
+    failed(a) || (a.status == Some(409) && a.retry_after) || a.status == Some(429)
 }
 
 /// Each fault's unavailability and retries, read from the clients' attempts;

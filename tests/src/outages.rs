@@ -305,8 +305,8 @@ impl Client {
             let why = match post(&format!("{}{path}", self.url), &self.key, idem, body, Duration::from_secs(10)).await {
                 Ok(r) => {
                     let status = r.status.as_u16();
-                    let refused = r.code() == "order_already_charged" || r.code() == "natural_key_conflict";
-                    if !(status >= 500 || status == 429 || (status == 409 && !refused)) {
+                    // a 409 to retry says so with Retry-After; without it, it is final
+                    if !(status >= 500 || status == 429 || (status == 409 && r.retry_after.is_some())) {
                         let mut log = self.log.borrow_mut();
                         log.longest_key = log.longest_key.max(first.elapsed());
                         return Some((status, r.body));

@@ -72,7 +72,7 @@ pub async fn walks_both_ways(app: &TestApp, key: &str, list: &str, limit: usize,
 }
 
 /// What every list refuses: `limit` 0 and 101 (400), both cursors at once
-/// (422), and another tenant's item (`theirs`) as either cursor (404 with
+/// (409), and another tenant's item (`theirs`) as either cursor (404 with
 /// the list's own not-found code).
 pub async fn refuses_bad_pages(app: &TestApp, key: &str, list: &str, mine: &str, theirs: &str, not_found: &str) {
     for bad in ["limit=0", "limit=101", "starting_after=nope"] {
@@ -80,11 +80,7 @@ pub async fn refuses_bad_pages(app: &TestApp, key: &str, list: &str, mine: &str,
         assert_eq!((r.status, r.code().as_str()), (StatusCode::BAD_REQUEST, "invalid_parameter"), "{list} {bad}");
     }
     let both = app.get(&with(list, &format!("starting_after={mine}&ending_before={mine}")), key).await;
-    assert_eq!(
-        (both.status, both.code().as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "conflicting_cursors"),
-        "{list}"
-    );
+    assert_eq!((both.status, both.code().as_str()), (StatusCode::CONFLICT, "conflicting_cursors"), "{list}");
     for bad in [format!("starting_after={theirs}"), format!("ending_before={theirs}")] {
         let r = app.get(&with(list, &bad), key).await;
         assert_eq!((r.status, r.code().as_str()), (StatusCode::NOT_FOUND, not_found), "{list} {bad}");

@@ -176,7 +176,7 @@ async fn a_card_authorization_holds_at_most_the_networks_seven_days() {
                       "seller_account_id": s.seller, "amount": "25.00", "currency": "USD",
                       "capture": false, "expires_in": 604_801});
     let refused = s.app.post("/v1/charges", &s.key, "o1:1", body).await;
-    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{refused:?}");
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{refused:?}");
     assert_eq!(refused.json()["code"], "invalid_authorization");
     assert!(s.fake.payments_of(ORDER).await.is_empty(), "nothing sent");
     assert_eq!(s.count("SELECT count(*) FROM charges").await, 0);

@@ -115,7 +115,7 @@ async fn hole_2_a_reused_idempotency_key_is_refused_before_the_provider_is_asked
     let first = s.refund(&charge, "K", json!({"reference": "h2:refund:1", "amount": "5.00"})).await;
     assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
     let reused = s.refund(&charge, "K", json!({"reference": "h2:refund:2", "amount": "7.00"})).await;
-    assert_eq!(reused.status, StatusCode::UNPROCESSABLE_ENTITY, "{reused:?}");
+    assert_eq!(reused.status, StatusCode::CONFLICT, "{reused:?}");
     assert_eq!(reused.code(), "idempotency_key_reused");
     assert_eq!(s.fake.stats().await["refunds"], 1);
     assert_eq!(s.provider_refunded("h2").await, 500);

@@ -186,7 +186,7 @@ async fn a_charge_names_exactly_one_way_to_pay() {
     neither.as_object_mut().unwrap().remove("payment_method");
     for body in [both, neither] {
         let refused = s.app.post("/v1/charges", &s.key, "o5:1", body).await;
-        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{refused:?}");
+        assert_eq!(refused.status, StatusCode::CONFLICT, "{refused:?}");
         assert_eq!(refused.code(), "invalid_payment_source");
     }
     let bad = s.app.post("/v1/charges", &s.key, "o5:1", s.card("o5", 1, "pm card")).await;

@@ -198,10 +198,7 @@ async fn refund_exceeds_charge_is_stored_and_replayed_byte_for_byte() {
     let path = format!("/v1/charges/{}/refunds", c.id());
     let too_much = json!({"amount": "60.00", "reference": "o1:refund:1"});
     let declined = app.post(&path, &key, "o1:refund:1", too_much.clone()).await;
-    assert_eq!(
-        (declined.status, declined.code().as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "refund_exceeds_charge")
-    );
+    assert_eq!((declined.status, declined.code().as_str()), (StatusCode::CONFLICT, "refund_exceeds_charge"));
     assert!(String::from_utf8_lossy(&declined.body).contains("50.00"), "{declined:?}");
 
     // what remains changes; the key still answers what it answered then

@@ -194,7 +194,7 @@ async fn the_feed_is_the_outbox_newest_first_each_event_as_the_relay_publishes_i
     }
     assert_eq!(ids(&app, &key, "/v1/events?limit=1").await, (vec![every[0].clone()], true));
     let both = app.get(&format!("/v1/events?starting_after={}&ending_before={}", every[1], every[0]), &key).await;
-    assert_eq!((both.status, both.code().as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "conflicting_cursors"));
+    assert_eq!((both.status, both.code().as_str()), (StatusCode::CONFLICT, "conflicting_cursors"));
 }
 
 /// The document bounds what the server enforces: `limit` 1 to 100, the
@@ -213,7 +213,7 @@ async fn the_documented_parameters_are_the_enforced_ones() {
         assert_eq!(param(cursor)["format"], "uuid", "{cursor}");
     }
     assert_eq!(param("type")["pattern"], r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$");
-    for code in ["400", "404", "422"] {
+    for code in ["400", "404", "409", "422"] {
         assert!(op["responses"][code].is_object(), "{code}");
     }
     assert!(spec["paths"]["/v1/events/{id}"]["get"]["responses"]["404"].is_object());

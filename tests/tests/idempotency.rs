@@ -100,7 +100,7 @@ async fn key_reused_for_another_request_is_refused_and_writes_nothing() {
     let before = app.db.counts().await;
 
     let other = app.post("/v1/charges", &key, "reused", charge("order-5", 1, &buyer, &seller, "5.00")).await;
-    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(other.status, StatusCode::CONFLICT);
     assert_eq!(other.code(), "idempotency_key_reused");
     // same key on another endpoint is another request too
     let elsewhere = app.post("/v1/accounts", &key, "reused", json!({"reference": "x", "currency": "USD"})).await;

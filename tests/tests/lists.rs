@@ -92,7 +92,7 @@ async fn filters_narrow_the_list_and_bad_cursors_are_refused() {
         assert_eq!((r.status, r.code().as_str()), (StatusCode::BAD_REQUEST, "invalid_parameter"), "{bad}");
     }
     let both = app.get(&format!("/v1/accounts?starting_after={buyer}&ending_before={seller}"), &key).await;
-    assert_eq!((both.status, both.code().as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "conflicting_cursors"));
+    assert_eq!((both.status, both.code().as_str()), (StatusCode::CONFLICT, "conflicting_cursors"));
     let r = app.get("/v1/accounts?currency=XYZ", &key).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{r:?}");
     let (ids, has_more) = page(&app, &other, "").await;

@@ -197,7 +197,7 @@ impl Model {
 
     fn transfer(&mut self, from: usize, to: usize, cents: i64) -> Expect {
         if from == to {
-            return refused(StatusCode::UNPROCESSABLE_ENTITY, "same_account", false);
+            return refused(StatusCode::CONFLICT, "same_account", false);
         }
         if from != EXT && self.balances[from] < cents {
             return refused(StatusCode::PAYMENT_REQUIRED, "insufficient_funds", true);
@@ -261,7 +261,7 @@ impl Model {
         let remaining = charge.cents - charge.refunded;
         let amount = cents.unwrap_or(remaining);
         if amount > remaining || amount == 0 {
-            return refused(StatusCode::UNPROCESSABLE_ENTITY, "refund_exceeds_charge", true);
+            return refused(StatusCode::CONFLICT, "refund_exceeds_charge", true);
         }
         if seller < amount {
             return refused(StatusCode::PAYMENT_REQUIRED, "insufficient_funds", true);
@@ -413,7 +413,7 @@ impl Run<'_> {
             ),
             Op::BadCharge { order } => (
                 self.charge_request(key, *order, 1, BUYERS[0], "1.001".into()),
-                refused(StatusCode::UNPROCESSABLE_ENTITY, "amount_too_precise", false),
+                refused(StatusCode::CONFLICT, "amount_too_precise", false),
             ),
             Op::Retry(_) | Op::Reuse(_) | Op::Concurrent { .. } => return None,
         })
@@ -443,7 +443,7 @@ impl Run<'_> {
         self.sent.push(r.clone());
         if let Some((body, first)) = self.stored.get(&r.key) {
             if *body != r.body {
-                let e = refused(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", false);
+                let e = refused(StatusCode::CONFLICT, "idempotency_key_reused", false);
                 return self.check(&r, &e, &got);
             }
             if !got.replayed || got.status != first.status || got.body != first.body {
@@ -530,7 +530,7 @@ impl Run<'_> {
             )
         } else if r.path == "/v1/charges" {
             let Some(c) = cents(&b["amount"]) else {
-                return refused(StatusCode::UNPROCESSABLE_ENTITY, "amount_too_precise", false);
+                return refused(StatusCode::CONFLICT, "amount_too_precise", false);
             };
             let order = b["order_id"].as_str().unwrap()[1..].parse().unwrap();
             let payer = match b["payment_method"].as_str() {

@@ -81,7 +81,7 @@ async fn a_charge_splits_into_seller_and_platform_and_refunds_return_the_fee_exa
     assert_eq!(got["status"], "refunded");
     assert_eq!(got["refunded_amount"], "10.00");
     let more = app.post(&format!("/v1/charges/{charge}/refunds"), &key, "r-more", json!({"reference": "r-more"})).await;
-    assert_eq!((more.status, more.code().as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "refund_exceeds_charge"));
+    assert_eq!((more.status, more.code().as_str()), (StatusCode::CONFLICT, "refund_exceeds_charge"));
 }
 
 #[actix_web::test]
@@ -108,7 +108,7 @@ async fn concurrent_refunds_never_exceed_the_charge() {
     }))
     .await;
     let ok = answers.iter().filter(|a| a.status == StatusCode::CREATED).count();
-    let refused = answers.iter().filter(|a| a.status == StatusCode::UNPROCESSABLE_ENTITY).count();
+    let refused = answers.iter().filter(|a| a.status == StatusCode::CONFLICT).count();
     assert_eq!((ok, refused), (12, 18), "{answers:?}");
     let refunded: Decimal = app
         .db

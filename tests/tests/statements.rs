@@ -335,7 +335,7 @@ async fn balances_at_instants_are_the_entries_sums_after_a_random_mix() {
     // the future, and the last second, are refused
     for t in [s.db_now().await + chrono::Duration::hours(1), s.db_now().await - chrono::Duration::milliseconds(200)] {
         let a = s.balance_at(&s.buyer, t).await;
-        assert_eq!((a.status, a.code()), (StatusCode::UNPROCESSABLE_ENTITY, "as_of_too_recent".to_owned()), "{t}");
+        assert_eq!((a.status, a.code()), (StatusCode::CONFLICT, "as_of_too_recent".to_owned()), "{t}");
     }
     s.app.audit_clean().await;
 }
@@ -568,11 +568,11 @@ async fn statements_add_up_and_their_csv_says_what_their_json_says() {
     // the rules of a period
     let (a, b) = (instants[1], instants[2]);
     let same = statement(&s, &s.buyer, a, a, "").await;
-    assert_eq!((same.status, same.code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_period".to_owned()));
+    assert_eq!((same.status, same.code()), (StatusCode::CONFLICT, "invalid_period".to_owned()));
     let back = statement(&s, &s.buyer, b, a, "&format=csv").await;
-    assert_eq!((back.status, back.code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_period".to_owned()));
+    assert_eq!((back.status, back.code()), (StatusCode::CONFLICT, "invalid_period".to_owned()));
     let future = statement(&s, &s.buyer, a, s.db_now().await + chrono::Duration::minutes(1), "&format=csv").await;
-    assert_eq!((future.status, future.code()), (StatusCode::UNPROCESSABLE_ENTITY, "as_of_too_recent".to_owned()));
+    assert_eq!((future.status, future.code()), (StatusCode::CONFLICT, "as_of_too_recent".to_owned()));
     let missing = s.app.get(&format!("/v1/accounts/{}/statement?from={}", s.buyer, rfc(a)), &s.key).await;
     assert_eq!((missing.status, missing.code()), (StatusCode::BAD_REQUEST, "invalid_parameter".to_owned()));
     let format = statement(&s, &s.buyer, a, b, "&format=xml").await;
@@ -612,7 +612,7 @@ async fn a_long_period_streams_as_csv_a_page_at_a_time_and_is_refused_as_json() 
     settle().await;
 
     let json = statement(&s, &s.platform, from, to, "").await;
-    assert_eq!((json.status, json.code()), (StatusCode::UNPROCESSABLE_ENTITY, "statement_too_large".to_owned()));
+    assert_eq!((json.status, json.code()), (StatusCode::CONFLICT, "statement_too_large".to_owned()));
     let csv = statement(&s, &s.platform, from, to, "&format=csv").await;
     assert_eq!(csv.status, StatusCode::OK);
     let lines = csv_lines(&csv.body);
@@ -737,9 +737,9 @@ async fn an_instant_is_answered_only_after_the_transactions_that_began_before_it
     let t = s.db_now().await;
     settle().await;
     let a = s.balance_at(&s.buyer, t).await;
-    assert_eq!((a.status, a.code()), (StatusCode::UNPROCESSABLE_ENTITY, "as_of_too_recent".to_owned()), "{a:?}");
+    assert_eq!((a.status, a.code()), (StatusCode::CONFLICT, "as_of_too_recent".to_owned()), "{a:?}");
     let st = statement(&s, &s.buyer, t - chrono::Duration::seconds(30), t, "&format=csv").await;
-    assert_eq!((st.status, st.code()), (StatusCode::UNPROCESSABLE_ENTITY, "as_of_too_recent".to_owned()));
+    assert_eq!((st.status, st.code()), (StatusCode::CONFLICT, "as_of_too_recent".to_owned()));
     open.batch_execute("ROLLBACK").await.unwrap();
     let a = s.balance_at(&s.buyer, t).await;
     assert_eq!(a.status, StatusCode::OK, "{a:?}");

@@ -123,11 +123,7 @@ async fn destinations_inside_the_service_network_are_refused_by_default() {
         .enumerate()
     {
         let refused = register(&app, &key, &format!("p{i}"), url, json!(["*"])).await;
-        assert_eq!(
-            (refused.status, refused.code()),
-            (StatusCode::UNPROCESSABLE_ENTITY, "private_destination".to_owned()),
-            "{url}"
-        );
+        assert_eq!((refused.status, refused.code()), (StatusCode::CONFLICT, "private_destination".to_owned()), "{url}");
     }
     for (i, url) in ["ftp://93.184.216.34/", "https://user:secret@93.184.216.34/"].into_iter().enumerate() {
         assert_eq!(register(&app, &key, &format!("u{i}"), url, json!(["*"])).await.code(), "invalid_url", "{url}");

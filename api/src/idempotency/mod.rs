@@ -67,7 +67,7 @@ pub struct IdempotencyKey {
     /// operation, e.g. `order-1001:1:charge`). A retry with the same key and
     /// the same request returns the first response byte for byte with
     /// `Idempotent-Replayed: true`; the same key with another request is
-    /// refused with 422 `idempotency_key_reused`; a retry while the first is
+    /// refused with 409 `idempotency_key_reused`; a retry while the first is
     /// still running waits for it, or gets 409 `request_in_progress` with
     /// `Retry-After`. Keys are kept 24 hours by default (configurable).
     /// Successes and declines (`insufficient_funds`, `card_declined`,
@@ -78,7 +78,7 @@ pub struct IdempotencyKey {
     /// final answer.
     // No `example`: one documented value would be sent by every generated
     // client and "try it out" for every request, each reusing the key with
-    // another body (422). The description gives the convention instead.
+    // another body (409 `idempotency_key_reused`). The description gives the convention instead.
     #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255, pattern = r"^[ -~]{1,255}$")]
     idempotency_key: String,
     #[param(ignore)]
@@ -199,7 +199,7 @@ fn response(answer: Answer, replayed: bool) -> Result<HttpResponse, ApiError> {
     Ok(res.body(answer.body))
 }
 
-/// The stored answer, or 422 when the key belongs to another request. A
+/// The stored answer, or 409 when the key belongs to another request. A
 /// replay costs its tenant a fraction of a request's rate-limit token
 /// (`limits`), given back here.
 fn replay(
@@ -209,22 +209,14 @@ fn replay(
     fingerprint: &[u8],
 ) -> Result<HttpResponse, ApiError> {
     if stored.fingerprint != fingerprint {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ProblemCode::IdempotencyKeyReused,
-            "this Idempotency-Key was used for a different request",
-        ));
+        return Err(reused());
     }
     state.limits.replayed(tenant);
     response(stored.answer, true)
 }
 
 fn reused() -> ApiError {
-    ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        ProblemCode::IdempotencyKeyReused,
-        "this Idempotency-Key was used for a different request",
-    )
+    ApiError::rule(ProblemCode::IdempotencyKeyReused, "this Idempotency-Key was used for a different request")
 }
 
 /// Runs `effect` at most once per (tenant, key): the first request runs it

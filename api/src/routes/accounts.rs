@@ -228,7 +228,7 @@ pub struct AccountList {
         (status = 200, description = "A page of accounts (empty when none)", body = AccountList),
         (status = 400, description = "`invalid_parameter`: `limit` not from 1 to 100, or a value of the wrong type", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`account_not_found`: `starting_after` or `ending_before` is not one of this tenant's accounts", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`unknown_currency`; `invalid_field`: `reference_prefix` is not 1 to 255 printable ASCII characters; `conflicting_cursors`: both `starting_after` and `ending_before` were given", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unknown_currency`; `invalid_field`: `reference_prefix` is not 1 to 255 printable ASCII characters", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/accounts")]

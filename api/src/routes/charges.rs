@@ -388,9 +388,9 @@ pub struct CreatePlatformFee {
         (status = 202, description = "A card charge whose provider answer is not known yet: the charge, `processing`, no money moved in the ledger; or `requires_action`, waiting for the buyer's authentication (3-D Secure), with `next_action` and `client_secret` for the front end. Not stored: retry with the same Idempotency-Key (after `Retry-After` seconds, or once the buyer authenticated) for the final answer; the provider is never asked to charge twice", body = Charge, headers(("Retry-After" = String, description = "Seconds before retrying"))),
         (status = 402, description = "`insufficient_funds`: the buyer's wallet cannot pay; `card_declined`: the provider declined the card (both stored and replayed; charge again with the next attempt)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`account_not_found`: the buyer, seller or platform account does not exist for this tenant", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`order_already_charged`: another attempt already paid this order, or is still processing (one succeeded charge per order; a new attempt only after a decline); the problem's `charge_id` names that charge. `natural_key_conflict`: this order attempt was charged with other terms", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`order_already_charged`: another attempt already paid this order, or is still processing (one succeeded charge per order; a new attempt only after a decline); the problem's `charge_id` names that charge. `natural_key_conflict`: this order attempt was charged with other terms. `invalid_payment_source`: not exactly one of `buyer_account_id` and `payment_method`; `amount_not_positive`, `amount_too_precise`, `amount_too_large`: the amount is zero, finer than the currency's minor unit, or over 1,000,000,000; `currency_mismatch`; `same_account`: buyer and seller are one account; `fee_exceeds_amount`; `invalid_authorization`: `expires_in` without `\"capture\": false`, or longer than 604,800 on a card", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "`provider_rejected`: the payment provider refused the request itself, not the card (a configuration error: a key without the permission, a wrong provider URL, an amount it does not take). Not a decline and not stored: a charge never sent before is not recorded, and the same request runs afresh once the configuration is fixed; one sent before (its answer lost) stays `processing` and the same request finishes it then; `detail` carries the provider's message", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid_payment_source`: not exactly one of `buyer_account_id` and `payment_method`; `invalid_amount`, `amount_not_positive`, `amount_too_precise`, `amount_too_large`: the amount is not a positive decimal string within the currency's minor unit and 1,000,000,000; `unknown_currency`; `currency_mismatch`; `same_account`: buyer and seller are one account; `fee_exceeds_amount`; `invalid_authorization`: `expires_in` without `\"capture\": false`, or `\"capture\": false` with a card; `invalid_field`: `order_id`, `attempt`, `payment_method` or `expires_in`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_amount`: the amount is not a decimal string of the documented shape; `unknown_currency`; `invalid_field`: `order_id`, `attempt`, `payment_method` or `expires_in`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/charges")]
@@ -472,8 +472,7 @@ pub async fn create(
             )
             .await
         }
-        _ => Err(ApiError::new(
-            actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+        _ => Err(ApiError::rule(
             ProblemCode::InvalidPaymentSource,
             "give exactly one of `buyer_account_id` (a wallet) and `payment_method` (a card)",
         )),
@@ -498,7 +497,7 @@ fn authorization_window(b: &CreateCharge) -> Result<Option<std::time::Duration>,
 
 /// A rule across `capture`, `expires_in` and the payment source.
 fn invalid_authorization(detail: &'static str) -> ApiError {
-    ApiError::new(actix_web::http::StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::InvalidAuthorization, detail)
+    ApiError::rule(ProblemCode::InvalidAuthorization, detail)
 }
 
 /// The answer a batch stores for a new charge's outcome: the one
@@ -601,7 +600,7 @@ pub struct ChargeList {
         (status = 200, description = "A page of charges (empty when none)", body = ChargeList),
         (status = 400, description = "`invalid_parameter`: `limit` not from 1 to 100, or a value of the wrong type", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`charge_not_found`: `starting_after` or `ending_before` is not one of this tenant's charges", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid_field`: `order_id` is not 1 to 255 printable ASCII characters without surrounding spaces; `conflicting_cursors`: both `starting_after` and `ending_before` were given", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_field`: `order_id` is not 1 to 255 printable ASCII characters without surrounding spaces", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/charges")]
@@ -662,7 +661,6 @@ pub struct RefundList {
         (status = 200, description = "A page of the charge's refunds (empty when none)", body = RefundList),
         (status = 400, description = "`invalid_parameter`: `limit` not from 1 to 100, or a value of the wrong type", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`charge_not_found`: no such charge for this tenant; `refund_not_found`: `starting_after` or `ending_before` is not one of this charge's refunds; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`conflicting_cursors`: both `starting_after` and `ending_before` were given", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/charges/{id}/refunds")]
@@ -731,9 +729,9 @@ pub struct CreateRefund {
         (status = 202, description = "A card refund whose provider answer is not known yet: the refund, `pending` (its ledger transaction posted, the seller's share held back). Not stored: retry with the same Idempotency-Key (after `Retry-After` seconds) for the final answer; the provider is never asked to refund twice", body = Refund, headers(("Retry-After" = String, description = "Seconds before retrying"))),
         (status = 402, description = "`insufficient_funds`: the seller or platform cannot give back its share; `refund_failed`: the payment provider failed the card refund and the ledger's was undone (both stored and replayed; nothing was sent to the provider for the first)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`charge_not_found`: no such charge for this tenant; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`natural_key_conflict`: this charge has a refund with this reference and other terms; `charge_not_paid`: the charge is `processing` or `failed`, nothing to refund", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`natural_key_conflict`: this charge has a refund with this reference and other terms; `charge_not_paid`: the charge is `processing` or `failed`, nothing to refund; `refund_exceeds_charge`: more than what remains of the charge (stored and replayed); `amount_not_positive`, `amount_too_precise`, `amount_too_large`: the amount is zero, finer than the currency's minor unit, or over 1,000,000,000", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "`provider_rejected`: the payment provider refused the card refund itself (a configuration error: a key without the permission, a wrong provider URL). Not stored: the refund stays `pending`, its money held back, and is sent again with the same provider key when retried (or by the completer) once the configuration is fixed; `detail` carries the provider's message", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`refund_exceeds_charge`: more than what remains of the charge (stored and replayed); `invalid_amount`, `amount_not_positive`, `amount_too_precise`, `amount_too_large`: the amount is not a positive decimal string within the currency's minor unit and 1,000,000,000; `invalid_field`: `reference` is not 1 to 255 printable ASCII characters without surrounding spaces", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_amount`: the amount is not a decimal string of the documented shape; `invalid_field`: `reference` is not 1 to 255 printable ASCII characters without surrounding spaces", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/charges/{id}/refunds")]
@@ -802,9 +800,9 @@ pub struct CaptureCharge {
         (status = 200, description = "Captured: the charge, `succeeded`. Also (with `Natural-Key-Replayed: true`) when this charge was already captured with this reference and amount", body = Charge, headers(("Natural-Key-Replayed" = String, description = "`true` when it was captured before"))),
         (status = 202, description = "A card authorization whose capture the provider has not answered for yet: the charge, `capturing`. Not stored: retry with the same Idempotency-Key (after `Retry-After` seconds) for the final answer; the provider is never asked to capture twice", body = Charge, headers(("Retry-After" = String, description = "Seconds before retrying"))),
         (status = 404, description = "`charge_not_found`: no such charge for this tenant; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`charge_not_authorized`: the charge is not an open authorization (made at once, captured under another reference, or voided); `authorization_expired`: its deadline has passed (on a card, also: the provider found it expired, and the charge is `voided`; stored and replayed); `natural_key_conflict`: captured with this reference and another amount", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`charge_not_authorized`: the charge is not an open authorization (made at once, captured under another reference, or voided); `authorization_expired`: its deadline has passed (on a card, also: the provider found it expired, and the charge is `voided`; stored and replayed); `natural_key_conflict`: captured with this reference and another amount; `capture_exceeds_authorization`: more than is held; `fee_exceeds_amount`: less than the platform fee; `amount_not_positive`, `amount_too_precise`, `amount_too_large`: the amount is zero, finer than the currency's minor unit, or over 1,000,000,000", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "`provider_rejected`: the payment provider refused a card capture itself (a configuration error). Not stored: the charge stays `capturing` and the capture is sent again with the same provider key when retried (or by the completer) once the configuration is fixed", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`capture_exceeds_authorization`: more than is held; `fee_exceeds_amount`: less than the platform fee; `invalid_amount`, `amount_not_positive`, `amount_too_precise`, `amount_too_large`: not a positive decimal string within the currency's minor unit; `invalid_field`: `reference` is not 1 to 255 printable ASCII characters without surrounding spaces", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_amount`: the amount is not a decimal string of the documented shape; `invalid_field`: `reference` is not 1 to 255 printable ASCII characters without surrounding spaces", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/charges/{id}/capture")]

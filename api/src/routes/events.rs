@@ -126,7 +126,7 @@ pub struct EventList {
         (status = 200, description = "A page of events (empty when none)", body = EventList),
         (status = 400, description = "`invalid_parameter`: `limit` not from 1 to 100, or a value of the wrong type", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`event_not_found`: `starting_after` or `ending_before` is not one of this tenant's events (or no longer kept)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid_field`: `type` is not dot-separated words of lower-case letters, digits and `_` (at most 100 characters); `conflicting_cursors`: both `starting_after` and `ending_before` were given", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_field`: `type` is not dot-separated words of lower-case letters, digits and `_` (at most 100 characters)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/events")]

@@ -273,7 +273,7 @@ pub struct ReservationList {
         (status = 200, description = "A page of reservations (empty when none)", body = ReservationList),
         (status = 400, description = "`invalid_parameter`: `limit` not from 1 to 100, or a value of the wrong type", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`reservation_not_found`: `starting_after` or `ending_before` is not one of this tenant's reservations", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid_field`: `order_id` is not 1 to 255 printable ASCII characters without surrounding spaces, or `sku` not a valid SKU; `conflicting_cursors`: both `starting_after` and `ending_before` were given", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_field`: `order_id` is not 1 to 255 printable ASCII characters without surrounding spaces, or `sku` not a valid SKU", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/reservations")]

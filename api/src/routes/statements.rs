@@ -69,7 +69,7 @@ impl From<BalanceAt> for Balance {
         (status = 200, description = "The balance at `as_of` (zeros before the account existed)", body = Balance),
         (status = 400, description = "`invalid_parameter`: `as_of` is not an RFC 3339 instant", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`account_not_found`: no such account for this tenant; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`as_of_too_recent`: `as_of` is in the future or less than a second ago, or a transaction that may have begun before it is still open after 5 s; ask again later", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`as_of_too_recent`: `as_of` is in the future or less than a second ago, or a transaction that may have begun before it is still open after 5 s; ask again later", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/accounts/{id}/balance")]
@@ -265,7 +265,7 @@ fn total_line(t: &history::KindTotal) -> String {
         )),
         (status = 400, description = "`invalid_parameter`: `from` or `to` missing or not an RFC 3339 instant, or `format` not `json` or `csv`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`account_not_found`: no such account for this tenant; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid_period`: `from` is not before `to`; `as_of_too_recent`: `to` is in the future or less than a second ago, or a transaction that may have begun before it is still open after 5 s; `statement_too_large`: more than 1000 entries in the period as JSON (ask for CSV or a shorter period)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid_period`: `from` is not before `to`; `as_of_too_recent`: `to` is in the future or less than a second ago, or a transaction that may have begun before it is still open after 5 s; `statement_too_large`: more than 1000 entries in the period as JSON (ask for CSV or a shorter period)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/accounts/{id}/statement")]

@@ -69,7 +69,8 @@ pub struct CreateTransfer {
         (status = 201, description = "Moved", body = Transfer, headers(("Location" = String, description = "The new transfer's path"))),
         (status = 402, description = "`insufficient_funds`: the source would go below zero (stored and replayed)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`account_not_found`: an account does not exist for this tenant", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid_amount`, `amount_not_positive`, `amount_too_precise`, `amount_too_large`: the amount is not a positive decimal string within the currency's minor unit and 1,000,000,000; `unknown_currency`; `currency_mismatch`: an account holds another currency; `same_account`; `invalid_field`: `description` over 500 characters", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`amount_not_positive`, `amount_too_precise`, `amount_too_large`: the amount is zero, finer than the currency's minor unit, or over 1,000,000,000; `currency_mismatch`: an account holds another currency; `same_account`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_amount`: the amount is not a decimal string of the documented shape; `unknown_currency`; `invalid_field`: `description` over 500 characters", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/transfers")]
@@ -160,7 +161,6 @@ pub struct TransferList {
         (status = 200, description = "A page of transfers (empty when none)", body = TransferList),
         (status = 400, description = "`invalid_parameter`: `limit` not from 1 to 100, or a value of the wrong type", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`transfer_not_found`: `starting_after` or `ending_before` is not one of this tenant's transfers", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`conflicting_cursors`: both `starting_after` and `ending_before` were given", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/transfers")]

@@ -129,12 +129,8 @@ pub struct CreateWebhookEndpoint {
 /// Checks a destination and a list of event types.
 async fn checked(state: &AppState, url: &str, events: &[String]) -> Result<(), ApiError> {
     service::destinations::check(url, state.config.webhook_allow_private).await.map_err(|refused| match refused {
-        service::destinations::Refused::InvalidUrl(why) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::InvalidUrl, why)
-        }
-        service::destinations::Refused::Private(why) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::PrivateDestination, why)
-        }
+        service::destinations::Refused::InvalidUrl(why) => ApiError::rule(ProblemCode::InvalidUrl, why),
+        service::destinations::Refused::Private(why) => ApiError::rule(ProblemCode::PrivateDestination, why),
     })?;
     if events.is_empty() || events.len() > 64 {
         return Err(ApiError::invalid_field("`enabled_events` holds 1 to 64 event types"));
@@ -173,7 +169,8 @@ fn description(value: Option<&str>) -> Result<Option<&str>, ApiError> {
     request_body = CreateWebhookEndpoint,
     responses(
         (status = 201, description = "Registered: the endpoint and its signing secret", body = WebhookEndpointWithSecret),
-        (status = 422, description = "`invalid_url`: not an `http` or `https` URL, or its host does not resolve; `private_destination`: its host is (or resolves to) a private, loopback or link-local address; `unknown_event_type`; `invalid_field`: `enabled_events` empty or longer than 64, `description` over 500 characters", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid_url`: not an `http` or `https` URL, or its host does not resolve; `private_destination`: its host is (or resolves to) a private, loopback or link-local address", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unknown_event_type`; `invalid_field`: `enabled_events` empty or longer than 64, `description` over 500 characters", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/webhook_endpoints")]
@@ -245,7 +242,6 @@ pub struct WebhookEndpointList {
         (status = 200, description = "A page of endpoints (empty when none)", body = WebhookEndpointList),
         (status = 400, description = "`invalid_parameter`: `limit` not from 1 to 100, or a value of the wrong type", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`webhook_endpoint_not_found`: `starting_after` or `ending_before` is not one of this tenant's endpoints", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`conflicting_cursors`: both `starting_after` and `ending_before` were given", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/webhook_endpoints")]
@@ -300,7 +296,8 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
     responses(
         (status = 200, description = "The endpoint as changed", body = WebhookEndpoint),
         (status = 404, description = "`webhook_endpoint_not_found`: no such endpoint for this tenant (or deleted); `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid_url`, `private_destination`, `unknown_event_type`, `invalid_field`: as when registering", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid_url`, `private_destination`: as when registering", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unknown_event_type`, `invalid_field`: as when registering", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[patch("/webhook_endpoints/{id}")]
@@ -446,7 +443,6 @@ pub struct WebhookAttemptList {
         (status = 200, description = "A page of attempts (empty when none)", body = WebhookAttemptList),
         (status = 400, description = "`invalid_parameter`: `limit` not from 1 to 100, or a value of the wrong type", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`webhook_endpoint_not_found`: no such endpoint for this tenant (or deleted); `webhook_attempt_not_found`: `starting_after` or `ending_before` is not one of its attempts; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`conflicting_cursors`: both `starting_after` and `ending_before` were given", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/webhook_endpoints/{id}/attempts")]
@@ -457,17 +453,9 @@ pub async fn attempts(
     query: web::Query<AttemptsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
-    let limit = q.limit.unwrap_or(10);
-    if !(1..=ledger::pagination::MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(ProblemCode::InvalidParameter, "`limit` must be from 1 to 100"));
-    }
-    if q.starting_after.is_some() && q.ending_before.is_some() {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ProblemCode::ConflictingCursors,
-            "give at most one of `starting_after` and `ending_before`",
-        ));
-    }
+    // the attempts' cursors are their sequence numbers, passed as they are
+    let limit = super::page_limit(q.limit)?;
+    super::one_cursor(q.starting_after, q.ending_before)?;
     let client = state.pool.get().await?;
     // the endpoint must be the caller's (and not deleted)
     ledger::webhook_endpoints::get(&**client, caller.0, *id).await?;
