@@ -9,15 +9,19 @@ entries), not only status codes.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import sys
+import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from http import HTTPStatus
 from typing import Any, TypeVar
 
 from ledger_client import AuthenticatedClient
-from ledger_client.api.accounts import create_account, get_account, list_account_entries
+from ledger_client.api.accounts import create_account, get_account, get_account_statement, list_account_entries
 from ledger_client.api.charges import capture_charge, create_charge, create_refund, get_charge, list_charges, void_charge
 from ledger_client.api.inventory import get_sku, restock_sku
 from ledger_client.api.reservations import create_reservation, get_reservation, release_reservation
@@ -44,6 +48,7 @@ from ledger_client.models import (
     Reservation,
     ReservationStatus,
     Sku,
+    Statement,
     Transfer,
     VoidCharge,
 )
@@ -234,6 +239,34 @@ def main() -> None:
     replayed = create_refund.sync_detailed(charge.id, client=client, body=too_much, idempotency_key=key)
     assert replayed.headers["idempotent-replayed"] == "true" and replayed.content == declined.content
 
+    # 8. The buyer's statement, from before the account existed until now: JSON, and the same
+    # as CSV. An instant is read once it is settled (a second or so); until then the answer is
+    # 409 `as_of_too_recent`, to ask again.
+    start, end = buyer.created_at - timedelta(seconds=1), datetime.now(timezone.utc)
+    for _ in range(50):
+        time.sleep(0.2)
+        read = get_account_statement.sync_detailed(buyer.id, client=client, from_=start, to=end)
+        if read.status_code != HTTPStatus.CONFLICT:
+            break
+        problem(read, HTTPStatus.CONFLICT, ProblemCode.AS_OF_TOO_RECENT)
+    statement = expect(read, HTTPStatus.OK, Statement)
+    kinds = [(e.kind, e.amount) for e in statement.entries]
+    assert kinds == [(EntryKind.TRANSFER, "100.00"), (EntryKind.CHARGE, "-25.00"), (EntryKind.REFUND, "10.00")], kinds
+    opening, closing = Decimal(statement.opening.available), Decimal(statement.closing.available)
+    assert (opening, closing) == (Decimal(0), Decimal("85.00"))
+    assert opening + sum(Decimal(e.amount) for e in statement.entries) == closing
+    assert Decimal(statement.entries[-1].balance) == closing
+    as_csv = client.get_httpx_client().get(
+        f"/v1/accounts/{buyer.id}/statement",
+        params={"from": start.isoformat(), "to": end.isoformat(), "format": "csv"},
+    )
+    assert as_csv.status_code == 200 and as_csv.headers["content-type"].startswith("text/csv")
+    lines = list(csv.DictReader(io.StringIO(as_csv.text)))
+    assert [ln["line"] for ln in lines][0] == "opening" and lines[-1]["line"] == "closing"
+    rows = [(ln["entry_id"], ln["amount"], ln["available"]) for ln in lines if ln["line"] == "entry"]
+    assert rows == [(e.id, e.amount, e.balance) for e in statement.entries], rows
+    assert Decimal(lines[-1]["available"]) == closing
+
     # A card charge, through the payment provider (the fake one in tests): the
     # money comes from the provider clearing account, not a wallet. 202 would
     # mean `processing` (the provider's answer is not known yet): the same
@@ -353,7 +386,7 @@ def main() -> None:
     anonymous = AuthenticatedClient(base_url=os.environ["LEDGER_URL"], token="lk_not_a_key")
     problem(get_account.sync_detailed(buyer.id, client=anonymous), HTTPStatus.UNAUTHORIZED, ProblemCode.UNAUTHORIZED)
 
-    print("python walk-through: purchase, replay, refund, card charge, authorize and capture (wallet and card), void, balances as documented")
+    print("python walk-through: purchase, replay, entries paged, refund, statement (JSON and CSV), card charge, authorize and capture (wallet and card), void, balances as documented")
 
 
 if __name__ == "__main__":

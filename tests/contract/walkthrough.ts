@@ -145,6 +145,22 @@ assert.deepEqual(
     ["transfer", "100.00"],
   ],
 );
+// One entry a page, newest first: the pages are the list, no entry missed or repeated.
+const page1 = ok(
+  await client.GET("/v1/accounts/{id}/entries", { params: { path: { id: buyer.id }, query: { limit: 1 } } }),
+  200,
+);
+assert.ok(page1.next_cursor);
+const page2 = ok(
+  await client.GET("/v1/accounts/{id}/entries", {
+    params: { path: { id: buyer.id }, query: { limit: 1, cursor: page1.next_cursor } },
+  }),
+  200,
+);
+assert.deepEqual(
+  [...page1.data, ...page2.data].map((e) => e.id),
+  entries.data.map((e) => e.id),
+);
 const charges = ok(await client.GET("/v1/charges", { params: { query: { order_id: order } } }), 200);
 assert.deepEqual(
   charges.data.map((c) => c.id),
@@ -173,6 +189,51 @@ const again = await client.POST("/v1/charges/{id}/refunds", {
 assert.equal(ok(again, 200).id, refund.id);
 assert.equal(again.response.headers.get("natural-key-replayed"), "true");
 assert.equal(await balance(buyer.id), "85.00");
+
+// 8. The buyer's statement, from before the account existed until now: JSON, and the
+// same as CSV. An instant is read once it is settled (a second or so); until then the
+// answer is 409 `as_of_too_recent`, to ask again.
+const period = {
+  from: new Date(Date.parse(buyer.created_at) - 1000).toISOString(),
+  to: new Date().toISOString(),
+};
+const statementOf = () =>
+  client.GET("/v1/accounts/{id}/statement", { params: { path: { id: buyer.id }, query: period } });
+let read = await statementOf();
+for (let i = 0; i < 50 && read.response.status === 409; i++) {
+  problem(read, 409, "as_of_too_recent");
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  read = await statementOf();
+}
+// the 200 is JSON or CSV by the document; JSON without `format`
+const statement = ok(read, 200) as Schemas["Statement"];
+assert.deepEqual(
+  statement.entries.map((e) => [e.kind, e.amount]),
+  [
+    ["transfer", "100.00"],
+    ["charge", "-25.00"],
+    ["refund", "10.00"],
+  ],
+);
+assert.equal(Number(statement.opening.available), 0);
+assert.equal(statement.closing.available, "85.00");
+assert.equal(statement.entries.at(-1)?.balance, statement.closing.available);
+const csv = await client.GET("/v1/accounts/{id}/statement", {
+  params: { path: { id: buyer.id }, query: { ...period, format: "csv" } },
+  parseAs: "text",
+});
+assert.equal(csv.response.status, 200);
+assert.ok(csv.response.headers.get("content-type")?.startsWith("text/csv"));
+const lines = String(csv.data).trim().split("\n").map((line) => line.split(","));
+const header = lines[0] ?? [];
+const column = (name: string) => header.indexOf(name);
+const rows = lines.filter((l) => l[0] === "entry");
+assert.deepEqual(
+  rows.map((l) => [l[column("entry_id")], l[column("amount")], l[column("available")]]),
+  statement.entries.map((e) => [e.id, e.amount, e.balance]),
+);
+assert.deepEqual(lines.at(-1)?.slice(0, 1), ["closing"]);
+assert.equal(lines.at(-1)?.[column("available")], "85.00");
 
 // Declines are typed problems: the buyer cannot pay for a second, larger order.
 problem(
@@ -285,4 +346,4 @@ const cardCaptured = ok(shipped, 200);
 assert.deepEqual([cardCaptured.status, cardCaptured.amount], ["succeeded", "8.00"]);
 assert.equal(await balance(seller.id), (Number(sellerBefore) + 8).toFixed(2));
 
-console.log("typescript walk-through: purchase, replay, refund, card charge, authorize and capture (wallet and card), void, balances as documented");
+console.log("typescript walk-through: purchase, replay, entries paged, refund, statement (JSON and CSV), card charge, authorize and capture (wallet and card), void, balances as documented");
