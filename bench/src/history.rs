@@ -13,7 +13,7 @@
 //! Each request reads at one of about 200 points spread evenly over the
 //! account's history in its order (`created_at`, then `id`), picked per
 //! request as the other workloads pick buyers:
-//! - **entries page**: `GET /v1/accounts/{id}/entries?limit=100&cursor=`
+//! - **entries page**: `GET /v1/accounts/{id}/entries?limit=100&starting_after=`
 //!   the entry at that point: the 100 entries before it, each with its
 //!   `balance_after`;
 //! - **balance as of**: `GET /v1/accounts/{id}/balance?as_of=` that entry's
@@ -107,7 +107,7 @@ pub(crate) async fn measure(
                 async move {
                     let p = &points[spread(task, seq) % points.len()];
                     let path = match read {
-                        0 => format!("/v1/accounts/{account}/entries?limit=100&cursor={}", p.id),
+                        0 => format!("/v1/accounts/{account}/entries?limit=100&starting_after={}", p.id),
                         1 => format!("/v1/accounts/{account}/balance?as_of={}", rfc(p.at)),
                         _ => format!("/v1/accounts/{account}/statement?from={}&to={}", rfc(p.at), rfc(p.until)),
                     };

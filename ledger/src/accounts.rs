@@ -249,28 +249,21 @@ impl EntryKind {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct EntryPage {
-    pub data: Vec<Entry>,
-    /// The cursor of the next (older) page; `None` on the last page.
-    pub next_cursor: Option<i64>,
-}
-
 /// The account's entries, newest first in the account's order (`created_at`,
-/// then `id`, as its statements), `limit` at a time, strictly older than the
-/// entry `cursor` when given (one of this account's, else
-/// [`Error::EntryNotFound`]). Without `balance_after`: read through
-/// `checkpoints::entries`, which adds it.
+/// then `id`, as its statements), `limit` at a time, from an entry of this
+/// account's when `cursor` names one (else [`Error::EntryNotFound`]): just
+/// older (`After`) or just newer (`Before`). Without `balance_after`: read
+/// through `checkpoints::entries`, which adds it.
 pub async fn entries(
     client: &impl GenericClient,
     tenant: TenantId,
     account: Uuid,
     limit: i64,
-    cursor: Option<i64>,
-) -> Result<EntryPage> {
+    cursor: Cursor<i64>,
+) -> Result<Page<Entry>> {
     let acc = get(client, tenant, account).await?;
     let limit = limit.clamp(1, MAX_PAGE);
-    let before = match cursor {
+    let from = match cursor.item() {
         Some(id) => Some(
             client
                 .query_opt("SELECT created_at FROM ledger_entries WHERE id = $1 AND account_id = $2", &[&id, &account])
@@ -280,36 +273,29 @@ pub async fn entries(
         ),
         None => None,
     };
-    // two statements, not one with `$2 IS NULL OR ...`: a generic plan of
-    // that cannot start the index scan at the cursor, and walks the
-    // account's entries from its newest down to it
-    let rows = match before {
-        Some((created_at, id)) => {
-            client
-                .query(
-                    "SELECT e.id, e.transaction_id, t.kind, e.amount, e.created_at \
-                       FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id \
-                      WHERE e.account_id = $1 AND (e.created_at, e.id) < ($2, $3) \
-                      ORDER BY e.created_at DESC, e.id DESC LIMIT $4",
-                    &[&account, &created_at, &id, &(limit + 1)],
-                )
-                .await?
+    // a statement per direction, not one with `$2 IS NULL OR ...`: a
+    // generic plan of that cannot start the index scan at the cursor, and
+    // walks the account's entries from its newest down to it
+    const SELECT: &str = "SELECT e.id, e.transaction_id, t.kind, e.amount, e.created_at \
+                            FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id \
+                           WHERE e.account_id = $1";
+    let rows = match (cursor, from) {
+        (Cursor::After(_), Some((created_at, id))) => {
+            let sql =
+                format!("{SELECT} AND (e.created_at, e.id) < ($2, $3) ORDER BY e.created_at DESC, e.id DESC LIMIT $4");
+            client.query(&sql, &[&account, &created_at, &id, &(limit + 1)]).await?
         }
-        None => {
-            client
-                .query(
-                    "SELECT e.id, e.transaction_id, t.kind, e.amount, e.created_at \
-                       FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id \
-                      WHERE e.account_id = $1 ORDER BY e.created_at DESC, e.id DESC LIMIT $2",
-                    &[&account, &(limit + 1)],
-                )
-                .await?
+        (Cursor::Before(_), Some((created_at, id))) => {
+            let sql = format!("{SELECT} AND (e.created_at, e.id) > ($2, $3) ORDER BY e.created_at, e.id LIMIT $4");
+            client.query(&sql, &[&account, &created_at, &id, &(limit + 1)]).await?
+        }
+        _ => {
+            let sql = format!("{SELECT} ORDER BY e.created_at DESC, e.id DESC LIMIT $2");
+            client.query(&sql, &[&account, &(limit + 1)]).await?
         }
     };
-    let more = rows.len() as i64 > limit;
-    let data: Vec<Entry> = rows
+    let entries = rows
         .iter()
-        .take(limit as usize)
         .map(|r| {
             Ok(Entry {
                 id: r.get(0),
@@ -321,7 +307,6 @@ pub async fn entries(
                 balance_after: None,
             })
         })
-        .collect::<Result<_>>()?;
-    let next_cursor = if more { data.last().map(|e| e.id) } else { None };
-    Ok(EntryPage { data, next_cursor })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Page::read(entries, limit, cursor))
 }

@@ -28,7 +28,8 @@ use rust_decimal::Decimal;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::accounts::EntryPage;
+use crate::accounts::Entry;
+use crate::pagination::{Cursor, Page};
 use crate::statements::{self, SETTLE_MARGIN};
 use crate::{Error, Result, TenantId};
 
@@ -146,8 +147,8 @@ pub async fn entries(
     tenant: TenantId,
     account: Uuid,
     limit: i64,
-    cursor: Option<i64>,
-) -> Result<EntryPage> {
+    cursor: Cursor<i64>,
+) -> Result<Page<Entry>> {
     // read first: every entry stamped at or before it committed before it
     // was set, so the page's snapshot, taken after, holds them all
     let horizon = horizon(client).await?;

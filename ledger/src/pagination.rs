@@ -10,17 +10,19 @@ use uuid::Uuid;
 /// (`ending_before`). An item's id is its cursor: ids are UUIDv7, so their
 /// order is the items' creation order. (The event feed's cursor is an
 /// event's message id, standing for its outbox row's sequence number, which
-/// is the feed's order: `feed`.)
+/// is the feed's order: `feed`. An account's entries are read from an
+/// entry's id, standing for its place in the account's order:
+/// `accounts::entries`.)
 #[derive(Debug, Clone, Copy)]
-pub enum Cursor {
+pub enum Cursor<Id = Uuid> {
     Newest,
-    After(Uuid),
-    Before(Uuid),
+    After(Id),
+    Before(Id),
 }
 
-impl Cursor {
+impl<Id: Copy> Cursor<Id> {
     /// The item the page is read from, if any.
-    pub fn item(self) -> Option<Uuid> {
+    pub fn item(self) -> Option<Id> {
         match self {
             Cursor::Newest => None,
             Cursor::After(id) | Cursor::Before(id) => Some(id),
@@ -50,7 +52,7 @@ pub struct Page<T> {
 impl<T> Page<T> {
     /// The page of up to `limit + 1` items read in [`Cursor::sql`]'s order:
     /// the first `limit`, newest first, and whether there was one more.
-    pub fn read(mut items: Vec<T>, limit: i64, cursor: Cursor) -> Page<T> {
+    pub fn read<Id>(mut items: Vec<T>, limit: i64, cursor: Cursor<Id>) -> Page<T> {
         let has_more = items.len() as i64 > limit;
         items.truncate(limit as usize);
         if matches!(cursor, Cursor::Before(_)) {
@@ -119,7 +121,12 @@ impl<'a> Filters<'a> {
     /// The cursor's clause, when the page is read from an item: `{id} < $n`
     /// (older) or `{id} > $n` (newer), `bound` being the cursor's value of
     /// `id` ([`Cursor::sql`]).
-    pub fn cursor(&mut self, id: &str, cursor: Cursor, bound: Option<impl ToSql + Send + Sync + 'a>) -> &mut Self {
+    pub fn cursor<Id: Copy>(
+        &mut self,
+        id: &str,
+        cursor: Cursor<Id>,
+        bound: Option<impl ToSql + Send + Sync + 'a>,
+    ) -> &mut Self {
         let (op, _) = cursor.sql();
         self.and_some(&format!("{id} {op}"), bound)
     }

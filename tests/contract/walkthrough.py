@@ -41,7 +41,7 @@ from ledger_client.models import (
     CreateTransfer,
     Currency,
     EntryKind,
-    EntryPage,
+    EntryList,
     Problem,
     ProblemCode,
     Refund,
@@ -193,18 +193,25 @@ def main() -> None:
     charge_body.amount = "25.00"
 
     # 6. Balances and the buyer's entries.
-    page = expect(list_account_entries.sync_detailed(buyer.id, client=client), HTTPStatus.OK, EntryPage)
+    page = expect(list_account_entries.sync_detailed(buyer.id, client=client), HTTPStatus.OK, EntryList)
     amounts = [(e.kind, e.amount) for e in page.data]
     assert amounts == [(EntryKind.CHARGE, "-25.00"), (EntryKind.TRANSFER, "100.00")], amounts
     assert all(e.currency == Currency.USD for e in page.data)
-    first_page = expect(list_account_entries.sync_detailed(buyer.id, client=client, limit=1), HTTPStatus.OK, EntryPage)
-    assert len(first_page.data) == 1 and isinstance(first_page.next_cursor, str)
+    first_page = expect(list_account_entries.sync_detailed(buyer.id, client=client, limit=1), HTTPStatus.OK, EntryList)
+    assert len(first_page.data) == 1 and first_page.has_more
     second_page = expect(
-        list_account_entries.sync_detailed(buyer.id, client=client, limit=1, cursor=first_page.next_cursor),
+        list_account_entries.sync_detailed(buyer.id, client=client, limit=1, starting_after=first_page.data[0].id),
         HTTPStatus.OK,
-        EntryPage,
+        EntryList,
     )
     assert [e.id for e in first_page.data + second_page.data] == [e.id for e in page.data]
+    assert not second_page.has_more
+    back = expect(
+        list_account_entries.sync_detailed(buyer.id, client=client, limit=1, ending_before=second_page.data[0].id),
+        HTTPStatus.OK,
+        EntryList,
+    )
+    assert [e.id for e in back.data] == [e.id for e in first_page.data] and not back.has_more
     listed = expect(list_charges.sync_detailed(client=client, order_id=order), HTTPStatus.OK, ChargeList)
     assert [c.id for c in listed.data] == [charge.id]
 

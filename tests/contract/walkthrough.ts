@@ -150,10 +150,12 @@ const page1 = ok(
   await client.GET("/v1/accounts/{id}/entries", { params: { path: { id: buyer.id }, query: { limit: 1 } } }),
   200,
 );
-assert.ok(page1.next_cursor);
+assert.ok(page1.has_more);
+const newest = page1.data[0]?.id;
+assert.ok(newest);
 const page2 = ok(
   await client.GET("/v1/accounts/{id}/entries", {
-    params: { path: { id: buyer.id }, query: { limit: 1, cursor: page1.next_cursor } },
+    params: { path: { id: buyer.id }, query: { limit: 1, starting_after: newest } },
   }),
   200,
 );

@@ -184,22 +184,17 @@ async fn entries_page_newest_first() {
         assert_eq!(a.status, StatusCode::CREATED);
     }
     let mut amounts = Vec::new();
-    let mut cursor: Option<String> = None;
+    let mut path = format!("/v1/accounts/{seller}/entries?limit=2");
     loop {
-        let path = match &cursor {
-            Some(c) => format!("/v1/accounts/{seller}/entries?limit=2&cursor={c}"),
-            None => format!("/v1/accounts/{seller}/entries?limit=2"),
-        };
         let page = app.get(&path, &key).await.json();
-        for e in page["data"].as_array().unwrap() {
-            amounts.push(e["amount"].as_str().unwrap().to_owned());
+        let data = page["data"].as_array().unwrap();
+        amounts.extend(data.iter().map(|e| e["amount"].as_str().unwrap().to_owned()));
+        if !page["has_more"].as_bool().unwrap() {
+            break;
         }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
+        path = format!("/v1/accounts/{seller}/entries?limit=2&starting_after={}", data[1]["id"].as_str().unwrap());
     }
     assert_eq!(amounts, ["5.00", "4.00", "3.00", "2.00", "1.00"]);
-    let bad = app.get(&format!("/v1/accounts/{seller}/entries?cursor=abc"), &key).await;
+    let bad = app.get(&format!("/v1/accounts/{seller}/entries?starting_after=abc"), &key).await;
     assert_eq!((bad.status, bad.code().as_str()), (StatusCode::BAD_REQUEST, "invalid_parameter"));
 }

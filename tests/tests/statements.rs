@@ -15,6 +15,7 @@ use awc::http::StatusCode;
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::future::join_all;
 use futures::StreamExt;
+use ledger_tests::pages;
 use ledger_tests::rng::Rng;
 use ledger_tests::{spawn_app, spawn_app_with, TestApp};
 use rust_decimal::Decimal;
@@ -237,25 +238,25 @@ impl Shop {
             .unwrap();
         let expected: Vec<(String, Decimal)> =
             rows.iter().map(|r| (r.get::<_, i64>(0).to_string(), r.get::<_, Decimal>(1))).collect();
+        let list = format!("/v1/accounts/{account}/entries");
         let mut seen = Vec::new();
-        let mut cursor: Option<String> = None;
+        let mut path = format!("{list}?limit={limit}");
         loop {
-            let path = match &cursor {
-                Some(c) => format!("/v1/accounts/{account}/entries?limit={limit}&cursor={c}"),
-                None => format!("/v1/accounts/{account}/entries?limit={limit}"),
-            };
             let a = self.app.get(&path, &self.key).await;
             assert_eq!(a.status, StatusCode::OK, "{a:?}");
             let page = a.json();
             for e in page["data"].as_array().unwrap() {
                 seen.push((e["id"].as_str().unwrap().to_owned(), dec(&e["balance_after"])));
             }
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_owned()),
-                None => break,
+            if !page["has_more"].as_bool().unwrap() {
+                break;
             }
+            path = format!("{list}?limit={limit}&starting_after={}", seen.last().unwrap().0);
         }
         assert_eq!(seen, expected, "entries of {account}, newest first, with the balance after each");
+        // and back: `ending_before` from each page's first entry
+        let ids: Vec<String> = expected.into_iter().map(|(id, _)| id).collect();
+        pages::walks_both_ways(&self.app, &self.key, &list, limit, &ids, pages::BY_ID).await;
         seen.len()
     }
 
@@ -764,8 +765,8 @@ async fn an_entry_gets_its_balance_after_once_settled_and_another_accounts_curso
     // settled: final, the same on every read
     assert_eq!(s.app.get(&format!("/v1/accounts/{}/entries", s.buyer), &s.key).await.json(), page);
     let first = page["data"][1]["id"].as_str().unwrap().to_owned();
-    let older = s.app.get(&format!("/v1/accounts/{}/entries?cursor={first}", s.buyer), &s.key).await.json();
-    assert_eq!(older["data"], json!([]), "{older}");
+    let older = s.app.get(&format!("/v1/accounts/{}/entries?starting_after={first}", s.buyer), &s.key).await.json();
+    assert_eq!((&older["data"], &older["has_more"]), (&json!([]), &json!(false)), "{older}");
 
     // an entry of another account, or of another tenant, is no cursor here
     let seller = s.app.get(&format!("/v1/accounts/{}/entries", s.seller), &s.key).await.json();
@@ -777,9 +778,8 @@ async fn an_entry_gets_its_balance_after_once_settled_and_another_accounts_curso
     assert_eq!(s.app.post("/v1/transfers", &other, "fund", body).await.status, StatusCode::CREATED);
     let foreign = s.app.get(&format!("/v1/accounts/{buyer}/entries"), &other).await.json();
     let foreign = foreign["data"][0]["id"].as_str().unwrap().to_owned();
-    for cursor in [theirs, foreign] {
-        let a = s.app.get(&format!("/v1/accounts/{}/entries?cursor={cursor}", s.buyer), &s.key).await;
-        assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "entry_not_found".to_owned()), "{a:?}");
-    }
+    let list = format!("/v1/accounts/{}/entries", s.buyer);
+    pages::refuses_bad_pages(&s.app, &s.key, &list, &first, &theirs, "entry_not_found").await;
+    pages::refuses_bad_pages(&s.app, &s.key, &list, &first, &foreign, "entry_not_found").await;
     s.app.audit_clean().await;
 }

@@ -99,16 +99,19 @@ pub enum EntryKind {
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct EntryPage {
+pub struct EntryList {
+    /// The page, newest first in the account's order.
     pub data: Vec<Entry>,
-    /// Pass as `cursor` to get the next (older) page; absent on the last page.
-    pub next_cursor: Option<String>,
+    /// Whether the list goes on past this page in the direction it was
+    /// read: older entries (`starting_after` or neither), or newer ones
+    /// (`ending_before`).
+    pub has_more: bool,
 }
 
-impl From<ledger::accounts::EntryPage> for EntryPage {
-    fn from(page: ledger::accounts::EntryPage) -> Self {
+impl From<ledger::pagination::Page<ledger::accounts::Entry>> for EntryList {
+    fn from(page: ledger::pagination::Page<ledger::accounts::Entry>) -> Self {
         use ledger::accounts::EntryKind as K;
-        EntryPage {
+        EntryList {
             data: page
                 .data
                 .into_iter()
@@ -129,7 +132,7 @@ impl From<ledger::accounts::EntryPage> for EntryPage {
                     created_at: e.created_at,
                 })
                 .collect(),
-            next_cursor: page.next_cursor.map(|c| c.to_string()),
+            has_more: page.has_more,
         }
     }
 }
@@ -279,23 +282,29 @@ pub async fn get(state: web::Data<AppState>, caller: Caller, id: web::Path<Uuid>
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EntriesQuery {
-    /// Page size, 1 to 100 (default 50).
+    /// Page size, 1 to 100 (default 10).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
-    /// `next_cursor` of the previous page.
+    /// The id of an entry of this account: the page holds the entries just
+    /// older than it in the account's order (the next page after a page:
+    /// its last entry's id).
     #[param(pattern = r"^[1-9][0-9]{0,17}$", example = "1042")]
-    pub cursor: Option<String>,
+    pub starting_after: Option<String>,
+    /// The id of an entry of this account: the page holds the entries just
+    /// newer than it (the page before a page: its first entry's id).
+    #[param(pattern = r"^[1-9][0-9]{0,17}$", example = "1042")]
+    pub ending_before: Option<String>,
 }
 
-/// List an account's entries, newest first (by `created_at`, then `id`), each with the balance after it.
+/// List an account's entries, newest first in the account's order (by `created_at`, then `id`), a page at a time, each with the balance after it.
 #[utoipa::path(
     operation_id = "list_account_entries",
     tag = "accounts",
     params(("id" = Uuid, Path, description = "Account id"), EntriesQuery),
     responses(
-        (status = 200, description = "A page of entries", body = EntryPage),
-        (status = 400, description = "`invalid_parameter`: `limit` not from 1 to 100, or `cursor` not a cursor this API gives out", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`account_not_found`: no such account for this tenant; `entry_not_found`: `cursor` is not an entry of this account; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of entries", body = EntryList),
+        (status = 400, description = "`invalid_parameter`: `limit` not from 1 to 100, or a cursor not an entry id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`account_not_found`: no such account for this tenant; `entry_not_found`: a cursor is not an entry of this account; `not_found`: the id is not a UUID", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/accounts/{id}/entries")]
@@ -305,19 +314,20 @@ pub async fn entries(
     id: web::Path<Uuid>,
     query: web::Query<EntriesQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    use crate::error::ProblemCode::InvalidParameter;
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=ledger::pagination::MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(InvalidParameter, "`limit` must be from 1 to 100"));
-    }
-    let cursor =
-        match &query.cursor {
-            Some(c) => Some(c.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| {
-                ApiError::bad_request(InvalidParameter, "`cursor` is not a cursor this API gave out")
-            })?),
-            None => None,
-        };
+    let entry = |c: &Option<String>| -> Result<Option<i64>, ApiError> {
+        c.as_deref()
+            .map(|c| {
+                c.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| {
+                    ApiError::bad_request(
+                        crate::error::ProblemCode::InvalidParameter,
+                        "a cursor is an entry id this API gave out",
+                    )
+                })
+            })
+            .transpose()
+    };
+    let (cursor, limit) = super::page(query.limit, entry(&query.starting_after)?, entry(&query.ending_before)?)?;
     let client = state.pool.get().await?;
     let page = ledger::checkpoints::entries(&**client, caller.0, *id, limit, cursor).await?;
-    Ok(HttpResponse::Ok().json(EntryPage::from(page)))
+    Ok(HttpResponse::Ok().json(EntryList::from(page)))
 }

@@ -80,42 +80,29 @@ pub fn identifier<'a>(field: &str, value: &'a str) -> Result<&'a str, ApiError> 
 
 /// A list's page request, Stripe's way: `limit` (1 to 100, default 10) and at
 /// most one of `starting_after` and `ending_before`.
-pub fn page(
+pub fn page<Id>(
     limit: Option<i64>,
-    starting_after: Option<uuid::Uuid>,
-    ending_before: Option<uuid::Uuid>,
-) -> Result<(ledger::pagination::Cursor, i64), ApiError> {
+    starting_after: Option<Id>,
+    ending_before: Option<Id>,
+) -> Result<(ledger::pagination::Cursor<Id>, i64), ApiError> {
     use ledger::pagination::Cursor;
-    let limit = page_limit(limit)?;
-    let cursor = match one_cursor(starting_after, ending_before)? {
-        None => Cursor::Newest,
-        Some(Ok(id)) => Cursor::After(id),
-        Some(Err(id)) => Cursor::Before(id),
-    };
-    Ok((cursor, limit))
-}
-
-/// `limit`: 1 to 100, default 10.
-pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     let limit = limit.unwrap_or(10);
     if !(1..=ledger::pagination::MAX_PAGE).contains(&limit) {
         return Err(ApiError::bad_request(ProblemCode::InvalidParameter, "`limit` must be from 1 to 100"));
     }
-    Ok(limit)
-}
-
-/// At most one cursor: `Ok` after it, `Err` before it.
-pub fn one_cursor<T>(starting_after: Option<T>, ending_before: Option<T>) -> Result<Option<Result<T, T>>, ApiError> {
-    match (starting_after, ending_before) {
-        (None, None) => Ok(None),
-        (Some(id), None) => Ok(Some(Ok(id))),
-        (None, Some(id)) => Ok(Some(Err(id))),
+    let cursor = match (starting_after, ending_before) {
+        (None, None) => Cursor::Newest,
+        (Some(id), None) => Cursor::After(id),
+        (None, Some(id)) => Cursor::Before(id),
         // a rule across two parameters, which no schema states
-        (Some(_), Some(_)) => Err(ApiError::rule(
-            ProblemCode::ConflictingCursors,
-            "give at most one of `starting_after` and `ending_before`",
-        )),
-    }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::rule(
+                ProblemCode::ConflictingCursors,
+                "give at most one of `starting_after` and `ending_before`",
+            ))
+        }
+    };
+    Ok((cursor, limit))
 }
 
 /// A SKU: letters, digits and `._:-`, starting with a letter or digit, at most 100.

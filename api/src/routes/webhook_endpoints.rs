@@ -454,8 +454,7 @@ pub async fn attempts(
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
     // the attempts' cursors are their sequence numbers, passed as they are
-    let limit = super::page_limit(q.limit)?;
-    super::one_cursor(q.starting_after, q.ending_before)?;
+    let (_, limit) = super::page(q.limit, q.starting_after, q.ending_before)?;
     let client = state.pool.get().await?;
     // the endpoint must be the caller's (and not deleted)
     ledger::webhook_endpoints::get(&**client, caller.0, *id).await?;
