@@ -70,6 +70,11 @@ pub(crate) struct Args {
     /// after); 0 skips it.
     #[arg(long, env = "BENCH_GROWTH_ENTRIES", default_value_t = 10_000_000)]
     pub(crate) growth_entries: u64,
+    /// Only the HTTP workloads whose name starts with one of these (`new
+    /// charge` is the baseline of the fairness workloads: keep it); every
+    /// workload when empty. For looking into one figure, not for the record.
+    #[arg(long, env = "BENCH_ONLY", value_delimiter = ',')]
+    pub(crate) only: Vec<String>,
 }
 
 /// One request the generator sent, kept for the replay workload.

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::db::Cached;
 use crate::events::{Envelope, Event};
+use crate::pagination::Filters;
 use crate::retention::purge_in_batches;
 use crate::{Result, TenantId};
 
@@ -307,6 +308,26 @@ impl ReplayFilter {
             && self.until.is_none()
             && self.event_type.is_none()
     }
+
+    /// The WHERE clause of the rows the filter selects after the row `after`
+    /// (by id), only the given filters in its text: a generic plan of one
+    /// text for every combination (`$2::text IS NULL OR order_id = $2`)
+    /// could read no filter's index (`pagination::Filters`).
+    fn selection(&self, after: i64) -> Filters<'_> {
+        let mut w = Filters::new();
+        w.push("published_at IS NOT NULL".to_owned());
+        w.and_some("tenant_id =", self.tenant);
+        w.and_some("order_id =", self.order.as_deref());
+        w.and_some("created_at >=", self.since);
+        w.and_some("created_at <", self.until);
+        w.and_some("event_type =", self.event_type.as_deref());
+        if let Some(secs) = self.window_secs {
+            let p = w.bind(secs);
+            w.push(format!("first_published_at >= now() - make_interval(secs => {p})"));
+        }
+        w.and("id >", after);
+        w
+    }
 }
 
 /// One published event a replay selects.
@@ -320,34 +341,14 @@ pub struct Published {
     pub created_at: DateTime<Utc>,
 }
 
-const REPLAY_WHERE: &str = "published_at IS NOT NULL \
-     AND ($1::uuid IS NULL OR tenant_id = $1) \
-     AND ($2::text IS NULL OR order_id = $2) \
-     AND ($3::timestamptz IS NULL OR created_at >= $3) \
-     AND ($4::timestamptz IS NULL OR created_at < $4) \
-     AND ($5::text IS NULL OR event_type = $5) \
-     AND ($7::float8 IS NULL OR first_published_at >= now() - make_interval(secs => $7)) \
-     AND id > $6";
-
 /// The published events the filter selects (what a dry run prints).
 pub async fn replay_plan(client: &impl GenericClient, filter: &ReplayFilter) -> Result<Vec<Published>> {
-    let rows = client
-        .query(
-            &format!(
-                "SELECT id, message_id, tenant_id, event_type, order_id, created_at FROM outbox \
-                  WHERE {REPLAY_WHERE} ORDER BY id"
-            ),
-            &[
-                &filter.tenant,
-                &filter.order,
-                &filter.since,
-                &filter.until,
-                &filter.event_type,
-                &0i64,
-                &filter.window_secs,
-            ],
-        )
-        .await?;
+    let w = filter.selection(0);
+    let sql = format!(
+        "SELECT id, message_id, tenant_id, event_type, order_id, created_at FROM outbox WHERE {} ORDER BY id",
+        w.sql()
+    );
+    let rows = client.query(&sql, &w.params()).await?;
     Ok(rows
         .iter()
         .map(|r| Published {
@@ -369,25 +370,15 @@ pub async fn mark_for_replay(client: &impl GenericClient, filter: &ReplayFilter,
     // while the replay runs is not selected a second time.
     let mut after = 0i64;
     loop {
-        let marked = client
-            .query(
-                &format!(
-                    "UPDATE outbox SET published_at = NULL WHERE id IN ( \
-                         SELECT id FROM outbox WHERE {REPLAY_WHERE} ORDER BY id LIMIT $8) \
-                     RETURNING id"
-                ),
-                &[
-                    &filter.tenant,
-                    &filter.order,
-                    &filter.since,
-                    &filter.until,
-                    &filter.event_type,
-                    &after,
-                    &filter.window_secs,
-                    &batch,
-                ],
-            )
-            .await?;
+        let mut w = filter.selection(after);
+        let limit = w.bind(batch);
+        let sql = format!(
+            "UPDATE outbox SET published_at = NULL WHERE id IN ( \
+                 SELECT id FROM outbox WHERE {} ORDER BY id LIMIT {limit}) \
+             RETURNING id",
+            w.sql()
+        );
+        let marked = client.query(&sql, &w.params()).await?;
         if marked.is_empty() {
             return Ok(total);
         }

@@ -85,6 +85,9 @@ pub(crate) async fn run(args: &Args, db_url: &str) -> Result<bool> {
             if matches!(w.at, At::First) && n > 0 {
                 continue;
             }
+            if !args.only.is_empty() && !args.only.iter().any(|o| w.name.starts_with(o.as_str())) {
+                continue;
+            }
             eprintln!("{}, concurrency {c}", w.name);
             (w.run)(&mut ctx, c).await?;
         }
