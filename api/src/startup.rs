@@ -20,7 +20,7 @@ use crate::keys::{self, Keys};
 use crate::limits::{FailedAuths, RateLimits};
 use crate::routes::{self, RouteTable};
 use crate::state::AppState;
-use crate::{metrics, openapi, request_id};
+use crate::{auth, metrics, openapi, request_id};
 
 /// Why the API could not start.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +95,7 @@ impl Application {
                     }))
                     .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", spec))
                     .default_service(web::to(routes::fallback))
+                    .wrap(from_fn(auth::middleware))
                     .wrap(TracingLogger::<request_id::RootSpan>::new())
                     .wrap(from_fn(request_id::middleware))
                     .wrap(from_fn(metrics::middleware))

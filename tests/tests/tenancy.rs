@@ -116,6 +116,46 @@ async fn wrong_keys_are_refused_without_a_lookup_once_known_wrong() {
     pg.start().await.unwrap();
 }
 
+/// A wrong key is refused before anything else of the request is read: a
+/// malformed body, a missing Idempotency-Key or a bad query gets 401, not
+/// the 400 a caller with a valid key gets, and each counts as a failed
+/// authentication, so the address is refused further lookups (429) once
+/// its burst is spent. (The key's lookup once ran beside the other
+/// extractors, and lost to their errors: no failure was counted, and an
+/// address sending such requests cost a lookup each, never limited.)
+#[actix_web::test]
+async fn a_wrong_key_is_refused_before_the_request_is_read_and_counts_as_a_failure() {
+    let app = spawn_app_with(|c| {
+        c.auth_failures_per_sec = 1;
+        c.auth_failures_burst = 5;
+        c.api_key_cache_ms = 60_000;
+    })
+    .await;
+    let key = app.tenant("shop").await;
+    type Request = (&'static str, &'static str, Option<&'static str>, Option<&'static [u8]>);
+    let requests: [Request; 5] = [
+        ("POST", "/v1/charges", None, Some(b"not json")),
+        ("POST", "/v1/charges", Some("k1"), Some(b"{\"order_id\": 5}")),
+        ("POST", "/v1/accounts", None, Some(b"{}")),
+        ("GET", "/v1/accounts?limit=0", None, None),
+        ("GET", "/v1/accounts/not-a-uuid/entries", None, None),
+    ];
+    // what a valid key gets for them
+    for (method, path, idem, body) in requests {
+        let r = app.send(method, path, &key, idem, body).await;
+        assert!([400, 404].contains(&r.status.as_u16()), "{method} {path}: {r:?}");
+    }
+    for (i, (method, path, idem, body)) in requests.into_iter().enumerate() {
+        let r = app.send(method, path, &format!("lk_{i:064x}"), idem, body).await;
+        assert_eq!((r.status, r.code().as_str()), (StatusCode::UNAUTHORIZED, "unauthorized"), "{method} {path}: {r:?}");
+    }
+    let (method, path, idem, body) = requests[0];
+    let r = app.send(method, path, &format!("lk_{:064x}", 99), idem, body).await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::TOO_MANY_REQUESTS, "too_many_failed_authentications"));
+    // the valid key still works from the same address
+    assert_eq!(app.get("/v1/accounts", &key).await.status, StatusCode::OK);
+}
+
 /// An address that keeps sending wrong keys is refused further lookups
 /// (429 `too_many_failed_authentications` with `Retry-After`) once its burst
 /// of failures is spent, and nothing is looked up for it meanwhile; a key

@@ -129,8 +129,18 @@ pub fn quantity(value: i64) -> Result<i64, ApiError> {
 }
 
 /// Every path the API serves and the methods it allows there, read from the
-/// document the routes make plus `UNDOCUMENTED`: what the fallback answers from.
-pub struct RouteTable(Vec<(ResourceDef, String)>);
+/// document the routes make plus `UNDOCUMENTED`: what the fallback answers
+/// from, and what tells `auth::middleware` which requests take a key.
+pub struct RouteTable(Vec<Route>);
+
+struct Route {
+    def: ResourceDef,
+    /// Its methods, as `Allow` lists them.
+    allow: String,
+    /// The methods that take an API key (the document's `security`, the
+    /// default; the undocumented routes take none).
+    keyed: Vec<&'static str>,
+}
 
 impl RouteTable {
     pub fn from_spec(spec: &utoipa::openapi::OpenApi) -> RouteTable {
@@ -139,32 +149,39 @@ impl RouteTable {
                 .paths
                 .iter()
                 .map(|(path, item)| {
-                    let mut methods: Vec<&str> = Vec::new();
-                    if item.get.is_some() {
-                        methods.push("GET");
+                    let ops =
+                        [("GET", &item.get), ("POST", &item.post), ("PATCH", &item.patch), ("DELETE", &item.delete)];
+                    let methods = ops.iter().filter(|(_, op)| op.is_some());
+                    Route {
+                        def: ResourceDef::new(path.as_str()),
+                        allow: methods.clone().map(|(m, _)| *m).collect::<Vec<_>>().join(", "),
+                        keyed: methods
+                            .filter(|(_, op)| op.as_ref().is_some_and(|op| op.security.is_none()))
+                            .map(|(m, _)| *m)
+                            .collect(),
                     }
-                    if item.post.is_some() {
-                        methods.push("POST");
-                    }
-                    if item.patch.is_some() {
-                        methods.push("PATCH");
-                    }
-                    if item.delete.is_some() {
-                        methods.push("DELETE");
-                    }
-                    (ResourceDef::new(path.as_str()), methods.join(", "))
                 })
-                .chain(UNDOCUMENTED.iter().map(|(path, methods)| (ResourceDef::new(*path), (*methods).to_owned())))
+                .chain(UNDOCUMENTED.iter().map(|(path, methods)| Route {
+                    def: ResourceDef::new(*path),
+                    allow: (*methods).to_owned(),
+                    keyed: Vec::new(),
+                }))
                 .collect(),
         )
+    }
+
+    /// Whether a request to `path` with `method` reaches a route that takes
+    /// an API key (not a 404 or 405, nor a route without one).
+    pub fn needs_key(&self, path: &str, method: &str) -> bool {
+        self.0.iter().any(|r| r.keyed.contains(&method) && r.def.is_match(path))
     }
 }
 
 /// What a request that matched no route gets: 405 `method_not_allowed` with
 /// `Allow` when the path exists with other methods, 404 `not_found` otherwise.
 pub async fn fallback(req: HttpRequest, routes: web::Data<RouteTable>) -> HttpResponse {
-    match routes.0.iter().find(|(def, _)| def.is_match(req.path())) {
-        Some((_, allow)) => {
+    match routes.0.iter().find(|r| r.def.is_match(req.path())) {
+        Some(Route { allow, .. }) => {
             let e = ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 ProblemCode::MethodNotAllowed,
