@@ -31,7 +31,7 @@ use crate::db::Cached;
 use crate::events::ChargeSucceededV1;
 use crate::money::Currency;
 use crate::outbox;
-use crate::posting::{lock_accounts, post};
+use crate::posting::{lock_debited, post};
 use crate::{Decline, Error, Outcome, Result, TenantId};
 
 /// A card charge as asked for.
@@ -92,9 +92,12 @@ pub async fn begin(tx: &Transaction<'_>, tenant: TenantId, new: &NewCardCharge<'
     // the seller and the platform (the payer, the clearing account, comes with the answer)
     let ids = &terms.accounts(new.seller)[1..];
     // The accounts must exist and hold the currency before the provider is
-    // asked; locking them also queues a concurrent duplicate of this attempt
-    // behind this transaction, as a wallet charge does.
-    lock_accounts(tx, tenant, ids, new.currency).await?;
+    // asked. Read, not locked: they are only credited, later, and a lock
+    // here serialized every card charge to one seller or one platform
+    // account. A concurrent duplicate of this attempt (under another key)
+    // meets this one's row in the order's unique index and is answered 409
+    // `contention`, to retry, which finds this charge.
+    lock_debited(tx, tenant, ids, &[], new.currency).await?;
     if let Some(existing) = existing_attempt(tx, tenant, new.order_id, new.attempt, |c| new.same_as(c)).await? {
         return Ok(match existing.status {
             ChargeStatus::Processing | ChargeStatus::RequiresAction => Begun::InFlight(existing),
@@ -369,7 +372,9 @@ pub(crate) async fn book(tx: &Transaction<'_>, tenant: TenantId, charge: &Charge
         fee: charge.platform_fee.as_ref(),
     };
     let (ids, legs) = (terms.accounts(clearing), terms.legs(clearing));
-    let locked = lock_accounts(tx, tenant, &ids, charge.currency).await?;
+    // only the clearing account is debited (it has no floor, so nothing is
+    // locked); the seller's and the platform's credits go to slots
+    let locked = lock_debited(tx, tenant, &ids, &[clearing], charge.currency).await?;
     match post(tx, tenant, "charge", charge.currency, &locked, &legs).await? {
         Ok(t) => Ok(t),
         // only credits and a clearing account that may go negative

@@ -83,18 +83,6 @@ pub struct LockedAccount {
     pub locked: bool,
 }
 
-/// Reads the tenant's accounts `ids`, locking every one of them that has a
-/// floor, and checks they all hold `currency`. Postings that know which
-/// accounts they debit call [`lock_debited`] instead, which locks fewer rows.
-pub async fn lock_accounts(
-    tx: &Transaction<'_>,
-    tenant: TenantId,
-    ids: &[Uuid],
-    currency: Currency,
-) -> Result<BTreeMap<Uuid, LockedAccount>> {
-    lock_debited(tx, tenant, ids, ids, currency).await
-}
-
 /// Reads the tenant's accounts `ids` and locks those among `debited` that
 /// have a floor (in id order, so that two postings over the same accounts
 /// cannot deadlock), and checks they all hold `currency`. An id that does not

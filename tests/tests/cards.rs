@@ -539,3 +539,73 @@ async fn a_refused_resend_after_a_lost_answer_keeps_the_charge_the_provider_made
     assert_eq!(retry.json()["id"], first.json()["id"], "the charge the provider made");
     s.audit_clean().await;
 }
+
+/// A card charge only credits its seller and platform, so it locks neither:
+/// with both rows locked by another transaction as a debit locks them (a
+/// refund, a transfer out), card charges are paid at once. (Each of its two transactions once locked them, which serialized
+/// every card charge of a shop on its platform account's row.)
+#[actix_web::test]
+async fn a_card_charge_takes_no_lock_on_the_accounts_it_credits() {
+    let s = shop().await;
+    let holder = s.app.db.client().await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    let ids = [uuid::Uuid::parse_str(&s.seller).unwrap(), uuid::Uuid::parse_str(&s.platform).unwrap()];
+    let held = holder.query("SELECT 1 FROM accounts WHERE id = ANY($1) FOR NO KEY UPDATE", &[&&ids[..]]).await.unwrap();
+    assert_eq!(held.len(), 2);
+    let started = std::time::Instant::now();
+    let keys: Vec<String> = (0..4).map(|i| format!("l{i}")).collect();
+    let paid = futures::future::join_all(
+        keys.iter().map(|k| s.app.post("/v1/charges", &s.key, k, s.card(k, 1, "pm_card_visa"))),
+    )
+    .await;
+    for a in &paid {
+        assert_eq!((a.status, a.json()["status"].as_str()), (StatusCode::CREATED, Some("succeeded")), "{a:?}");
+    }
+    // well within the API's lock timeout, which a wait for the rows would reach
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?}", started.elapsed());
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(s.app.balance(&s.key, &s.seller).await, "90.00");
+    assert_eq!(s.app.balance(&s.key, &s.platform).await, "10.00");
+    s.audit_clean().await;
+}
+
+/// One order attempt sent at once under several keys: one charge and one
+/// provider payment. Those that meet the first in the order's unique index
+/// are answered 409 `contention` with `Retry-After`, and their retries find
+/// the same charge.
+#[actix_web::test]
+async fn one_attempt_sent_at_once_under_several_keys_is_one_charge() {
+    let s = shop().await;
+    let body = s.card("dup", 1, "pm_card_visa");
+    let mut ids = std::collections::BTreeSet::new();
+    let mut pending: Vec<usize> = (0..6).collect();
+    for _ in 0..20 {
+        let keys: Vec<String> = pending.iter().map(|i| format!("dup:{i}")).collect();
+        let answers =
+            futures::future::join_all(keys.iter().map(|k| s.app.post("/v1/charges", &s.key, k, body.clone()))).await;
+        let mut again = Vec::new();
+        for (i, a) in pending.iter().zip(answers) {
+            match a.status {
+                StatusCode::CREATED | StatusCode::OK => {
+                    ids.insert(a.json()["id"].as_str().unwrap().to_owned());
+                }
+                StatusCode::ACCEPTED => again.push(*i),
+                StatusCode::CONFLICT => {
+                    assert_eq!((a.code().as_str(), a.retry_after.is_some()), ("contention", true), "{a:?}");
+                    again.push(*i);
+                }
+                _ => panic!("{a:?}"),
+            }
+        }
+        pending = again;
+        if pending.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(pending.is_empty(), "every key got its final answer");
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(s.fake.payments_of("dup").await.len(), 1, "one provider payment");
+    assert_eq!(s.scalar("SELECT count(*) FROM charges").await, 1);
+    s.audit_clean().await;
+}
