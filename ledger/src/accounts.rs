@@ -102,19 +102,21 @@ pub(crate) async fn system(
     currency: Currency,
     what: &str,
 ) -> Result<Uuid> {
-    client
-        .execute(
-            "INSERT INTO accounts (id, tenant_id, reference, currency, allow_negative) VALUES ($1, $2, $3, $4, true) \
-             ON CONFLICT (tenant_id, reference) DO NOTHING",
-            &[&Uuid::now_v7(), &tenant.0, &reference, &currency.code()],
-        )
-        .await?;
-    let row = client
-        .query_one(
-            "SELECT id, currency, allow_negative FROM accounts WHERE tenant_id = $1 AND reference = $2",
-            &[&tenant.0, &reference],
-        )
-        .await?;
+    const FIND: &str = "SELECT id, currency, allow_negative FROM accounts WHERE tenant_id = $1 AND reference = $2";
+    // read first: it exists but on the tenant's first use of the currency
+    let row = match client.query_opt(FIND, &[&tenant.0, &reference]).await? {
+        Some(row) => row,
+        None => {
+            client
+                .execute(
+                    "INSERT INTO accounts (id, tenant_id, reference, currency, allow_negative) \
+                     VALUES ($1, $2, $3, $4, true) ON CONFLICT (tenant_id, reference) DO NOTHING",
+                    &[&Uuid::now_v7(), &tenant.0, &reference, &currency.code()],
+                )
+                .await?;
+            client.query_one(FIND, &[&tenant.0, &reference]).await?
+        }
+    };
     let (id, held, negative): (Uuid, &str, bool) = (row.get(0), row.get(1), row.get(2));
     if held != currency.code() || !negative {
         return Err(Error::NaturalKeyConflict(format!(

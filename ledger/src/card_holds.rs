@@ -105,7 +105,7 @@ pub(crate) async fn begin(
             .await?;
         }
     }
-    charges::get(&**tx, tenant, charge.id).await
+    charges::get_in(tx, tenant, charge.id).await
 }
 
 /// The charge right before its end is sent to the provider, with a fresh
@@ -223,7 +223,7 @@ pub async fn complete(
                 &[&id, &transaction_id],
             )
             .await?;
-            let captured = charges::get(&**tx, tenant, id).await?;
+            let captured = charges::get_in(tx, tenant, id).await?;
             outbox::enqueue(tx, tenant, Some(&captured.order_id), &captured_event(&captured)?).await?;
             Ok(Completion::Final(Outcome::Applied(captured)))
         }
@@ -239,7 +239,7 @@ pub async fn complete(
                 &[&id, &held],
             )
             .await?;
-            let voided = charges::get(&**tx, tenant, id).await?;
+            let voided = charges::get_in(tx, tenant, id).await?;
             outbox::enqueue(tx, tenant, Some(&voided.order_id), &voided_event(&voided)?).await?;
             Ok(Completion::Final(ended(voided, kind)))
         }

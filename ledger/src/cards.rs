@@ -26,7 +26,7 @@ use rust_decimal::Decimal;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::charges::{existing_attempt, get, Charge, ChargeStatus, ChargeTerms, PlatformFee};
+use crate::charges::{existing_attempt, get, get_in, Charge, ChargeStatus, ChargeTerms, PlatformFee};
 use crate::db::Cached;
 use crate::events::ChargeSucceededV1;
 use crate::money::Currency;
@@ -137,7 +137,7 @@ pub async fn begin(tx: &Transaction<'_>, tenant: TenantId, new: &NewCardCharge<'
         ],
     )
     .await?;
-    Ok(Begun::InFlight(get(&**tx, tenant, id).await?))
+    Ok(Begun::InFlight(get_in(tx, tenant, id).await?))
 }
 
 /// A charge and its tenant.
@@ -299,7 +299,7 @@ pub async fn complete(
                 &[&id, &payment_id, &client_secret, &next_action, &window.as_secs_f64()],
             )
             .await?;
-            Ok(Completion::Processing(get(&**tx, tenant, id).await?))
+            Ok(Completion::Processing(get_in(tx, tenant, id).await?))
         }
         Some(ProviderAnswer::Declined { payment_id, code }) => {
             tx.cached_execute("UPDATE charges SET status = 'failed' WHERE id = $1", &[&id]).await?;
@@ -309,7 +309,7 @@ pub async fn complete(
                 &[&id, &code, &payment_id],
             )
             .await?;
-            let failed = get(&**tx, tenant, id).await?;
+            let failed = get_in(tx, tenant, id).await?;
             Ok(Completion::Final(outcome_of(failed).expect("final")))
         }
         Some(ProviderAnswer::Authorized { payment_id, amount_minor, currency }) => {
@@ -332,7 +332,7 @@ pub async fn complete(
                 &[&id, &payment_id, &clearing, &charge.amount, &window.as_secs_f64()],
             )
             .await?;
-            let authorized = get(&**tx, tenant, id).await?;
+            let authorized = get_in(tx, tenant, id).await?;
             outbox::enqueue(tx, tenant, Some(&authorized.order_id), &crate::charges::authorized_event(&authorized)?)
                 .await?;
             Ok(Completion::Final(Outcome::Applied(authorized)))
@@ -354,7 +354,7 @@ pub async fn complete(
                 &[&id, &payment_id, &clearing],
             )
             .await?;
-            let paid = get(&**tx, tenant, id).await?;
+            let paid = get_in(tx, tenant, id).await?;
             outbox::enqueue(tx, tenant, Some(&paid.order_id), &ChargeSucceededV1::from(&paid)).await?;
             Ok(Completion::Final(Outcome::Applied(paid)))
         }

@@ -764,11 +764,20 @@ pub(crate) fn existing_in(
 }
 
 pub async fn get(client: &impl GenericClient, tenant: TenantId, id: Uuid) -> Result<Charge> {
-    let row = client
-        .query_opt(&format!("SELECT {COLUMNS} FROM {FROM} WHERE c.id = $1 AND c.tenant_id = $2"), &[&id, &tenant.0])
-        .await?
-        .ok_or(Error::ChargeNotFound(id))?;
+    let row = client.query_opt(&get_sql(), &[&id, &tenant.0]).await?.ok_or(Error::ChargeNotFound(id))?;
     Ok(from_row(&row)?.charge)
+}
+
+/// [`get`] in a transaction, with the session's prepared statement: a
+/// charge's paths read it again after each write, and an unprepared
+/// statement of this size is parsed and planned every time.
+pub async fn get_in(tx: &Transaction<'_>, tenant: TenantId, id: Uuid) -> Result<Charge> {
+    let row = tx.cached_opt(&get_sql(), &[&id, &tenant.0]).await?.ok_or(Error::ChargeNotFound(id))?;
+    Ok(from_row(&row)?.charge)
+}
+
+fn get_sql() -> String {
+    format!("SELECT {COLUMNS} FROM {FROM} WHERE c.id = $1 AND c.tenant_id = $2")
 }
 
 /// A charge's status as the API shows it, in SQL: a succeeded charge with

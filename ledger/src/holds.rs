@@ -132,7 +132,7 @@ pub async fn capture(
         &[&id, &amount, &transaction_id, &release, &capture.reference],
     )
     .await?;
-    let charge = charges::get(&**tx, tenant, id).await?;
+    let charge = charges::get_in(tx, tenant, id).await?;
     outbox::enqueue(tx, tenant, Some(&charge.order_id), &charges::captured_event(&charge)?).await?;
     Ok(Begun::Final(Outcome::Applied(charge)))
 }
@@ -251,7 +251,7 @@ async fn release_all(
         &[&charge.id, &release, &reference, &reason.as_str()],
     )
     .await?;
-    let charge = charges::get(&**tx, tenant, charge.id).await?;
+    let charge = charges::get_in(tx, tenant, charge.id).await?;
     outbox::enqueue(tx, tenant, Some(&charge.order_id), &charges::voided_event(&charge)?).await?;
     Ok(charge)
 }
