@@ -256,7 +256,13 @@ pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
 }
 
 pub(crate) fn client() -> awc::Client {
-    awc::Client::builder().timeout(Duration::from_secs(60)).connector(awc::Connector::new().limit(1024)).finish()
+    // An idle pooled connection is let go after 4 s, before the API's
+    // keep-alive (actix-web's 5 s) closes it: a connection the server has
+    // closed, taken from the pool, fails its next request (the transport
+    // errors a workload once met after the 512 clients of the card latency
+    // workload left their connections idle).
+    let connector = awc::Connector::new().limit(1024).conn_keep_alive(Duration::from_secs(4));
+    awc::Client::builder().timeout(Duration::from_secs(60)).connector(connector).finish()
 }
 
 pub(crate) struct Http {

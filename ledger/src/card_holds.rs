@@ -110,15 +110,9 @@ pub(crate) async fn begin(
 
 /// The charge right before its end is sent to the provider, with a fresh
 /// lease (and the send counted) while that end is in flight.
-pub async fn take(
-    client: &impl GenericClient,
-    tenant: TenantId,
-    id: Uuid,
-    kind: Kind,
-    lease: Duration,
-) -> Result<Charge> {
+pub async fn take(client: &impl Cached, tenant: TenantId, id: Uuid, kind: Kind, lease: Duration) -> Result<Charge> {
     client
-        .execute(
+        .cached_execute(
             "UPDATE card_authorization_ends e SET lease_until = now() + make_interval(secs => $4), \
                     sends = e.sends + 1, first_sent_at = coalesce(e.first_sent_at, now()) FROM charges c \
               WHERE e.charge_id = $1 AND c.id = e.charge_id AND c.tenant_id = $2 AND e.kind = $3 \
@@ -126,7 +120,7 @@ pub async fn take(
             &[&id, &tenant.0, &kind.as_str(), &lease.as_secs_f64()],
         )
         .await?;
-    charges::get(client, tenant, id).await
+    charges::get_in(client, tenant, id).await
 }
 
 /// Ends of `kind` in flight whose lease has passed, oldest lease first, at

@@ -154,16 +154,16 @@ pub struct Owned {
 /// Every send takes the row here first, the completer's too, so a process
 /// never sends a charge it last read long ago (another may have recorded
 /// its outcome meanwhile).
-pub async fn take(client: &impl GenericClient, tenant: TenantId, id: Uuid, lease: Duration) -> Result<Charge> {
+pub async fn take(client: &impl Cached, tenant: TenantId, id: Uuid, lease: Duration) -> Result<Charge> {
     client
-        .execute(
+        .cached_execute(
             "UPDATE card_charges k SET lease_until = now() + make_interval(secs => $3), sends = k.sends + 1, \
                     first_sent_at = coalesce(k.first_sent_at, now()) FROM charges c \
               WHERE k.charge_id = $1 AND c.id = k.charge_id AND c.tenant_id = $2 AND c.status = 'processing'",
             &[&id, &tenant.0, &lease.as_secs_f64()],
         )
         .await?;
-    get(client, tenant, id).await
+    get_in(client, tenant, id).await
 }
 
 /// Whether the charge was first sent less than `window` ago, by the

@@ -768,10 +768,10 @@ pub async fn get(client: &impl GenericClient, tenant: TenantId, id: Uuid) -> Res
     Ok(from_row(&row)?.charge)
 }
 
-/// [`get`] in a transaction, with the session's prepared statement: a
-/// charge's paths read it again after each write, and an unprepared
-/// statement of this size is parsed and planned every time.
-pub async fn get_in(tx: &Transaction<'_>, tenant: TenantId, id: Uuid) -> Result<Charge> {
+/// [`get`] with the session's prepared statement (in a transaction, or on a
+/// pooled connection): a charge's paths read it again after each write, and
+/// an unprepared statement of this size is parsed and planned every time.
+pub async fn get_in(tx: &impl Cached, tenant: TenantId, id: Uuid) -> Result<Charge> {
     let row = tx.cached_opt(&get_sql(), &[&id, &tenant.0]).await?.ok_or(Error::ChargeNotFound(id))?;
     Ok(from_row(&row)?.charge)
 }

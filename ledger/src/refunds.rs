@@ -155,11 +155,12 @@ fn from_row(row: &Row) -> Result<Refund> {
 
 /// A refund by id, within its tenant.
 pub async fn get(client: &impl GenericClient, tenant: TenantId, id: Uuid) -> Result<Refund> {
-    let row = client
-        .query_opt(&format!("SELECT {COLUMNS} FROM {FROM} WHERE r.id = $1 AND r.tenant_id = $2"), &[&id, &tenant.0])
-        .await?
-        .ok_or_else(|| Error::unknown("refund", id.to_string()))?;
-    from_row(&row)
+    let row = client.query_opt(&get_sql(), &[&id, &tenant.0]).await?;
+    from_row(&row.ok_or_else(|| Error::unknown("refund", id.to_string()))?)
+}
+
+fn get_sql() -> String {
+    format!("SELECT {COLUMNS} FROM {FROM} WHERE r.id = $1 AND r.tenant_id = $2")
 }
 
 /// A charge's refunds (of the tenant's charge, else `ChargeNotFound`), in
@@ -395,16 +396,17 @@ pub async fn sent_within(client: &impl GenericClient, id: Uuid, window: Duration
 /// The refund, with a fresh lease when it is still `pending`, and its first
 /// send time set if this is the first: whoever drives it now holds the
 /// completer off for `lease`, and is about to send it.
-pub async fn take(client: &impl GenericClient, tenant: TenantId, id: Uuid, lease: Duration) -> Result<Refund> {
+pub async fn take(client: &impl Cached, tenant: TenantId, id: Uuid, lease: Duration) -> Result<Refund> {
     client
-        .execute(
+        .cached_execute(
             "UPDATE card_refunds q SET lease_until = now() + make_interval(secs => $3), \
                     first_sent_at = coalesce(q.first_sent_at, now()) FROM refunds r \
               WHERE q.refund_id = $1 AND r.id = q.refund_id AND r.tenant_id = $2 AND r.status = 'pending'",
             &[&id, &tenant.0, &lease.as_secs_f64()],
         )
         .await?;
-    get(client, tenant, id).await
+    let row = client.cached_opt(&get_sql(), &[&id, &tenant.0]).await?;
+    from_row(&row.ok_or_else(|| Error::unknown("refund", id.to_string()))?)
 }
 
 /// Refunds left `pending` whose lease has passed, oldest lease first, at

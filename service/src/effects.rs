@@ -57,8 +57,9 @@ pub trait Effect {
     /// Whether the provider still has to be asked.
     fn in_flight(row: &Self::Row) -> bool;
     /// The effect with a fresh lease (and its first send time set).
+    /// On a pooled connection, for its prepared statements.
     fn take(
-        client: &deadpool_postgres::tokio_postgres::Client,
+        client: &deadpool_postgres::Client,
         tenant: TenantId,
         id: Uuid,
         lease: Duration,
@@ -124,7 +125,7 @@ impl Effect for CardCharge {
         row.status.in_flight()
     }
     async fn take(
-        client: &deadpool_postgres::tokio_postgres::Client,
+        client: &deadpool_postgres::Client,
         tenant: TenantId,
         id: Uuid,
         lease: Duration,
@@ -189,7 +190,7 @@ impl Effect for CardRefund {
         row.status == RefundStatus::Pending
     }
     async fn take(
-        client: &deadpool_postgres::tokio_postgres::Client,
+        client: &deadpool_postgres::Client,
         tenant: TenantId,
         id: Uuid,
         lease: Duration,
@@ -264,7 +265,7 @@ impl<const CAPTURE: bool> Effect for CardEnd<CAPTURE> {
         row.status == Self::KIND.in_flight()
     }
     async fn take(
-        client: &deadpool_postgres::tokio_postgres::Client,
+        client: &deadpool_postgres::Client,
         tenant: TenantId,
         id: Uuid,
         lease: Duration,
