@@ -116,6 +116,17 @@ async fn wrong_keys_are_refused_without_a_lookup_once_known_wrong() {
     pg.start().await.unwrap();
 }
 
+/// An app whose addresses may fail authentication 5 times at once, then
+/// once a second; keys cached for a minute.
+async fn limited_app() -> ledger_tests::TestApp {
+    spawn_app_with(|c| {
+        c.auth_failures_per_sec = 1;
+        c.auth_failures_burst = 5;
+        c.api_key_cache_ms = 60_000;
+    })
+    .await
+}
+
 /// A wrong key is refused before anything else of the request is read: a
 /// malformed body, a missing Idempotency-Key or a bad query gets 401, not
 /// the 400 a caller with a valid key gets, and each counts as a failed
@@ -125,12 +136,7 @@ async fn wrong_keys_are_refused_without_a_lookup_once_known_wrong() {
 /// address sending such requests cost a lookup each, never limited.)
 #[actix_web::test]
 async fn a_wrong_key_is_refused_before_the_request_is_read_and_counts_as_a_failure() {
-    let app = spawn_app_with(|c| {
-        c.auth_failures_per_sec = 1;
-        c.auth_failures_burst = 5;
-        c.api_key_cache_ms = 60_000;
-    })
-    .await;
+    let app = limited_app().await;
     let key = app.tenant("shop").await;
     type Request = (&'static str, &'static str, Option<&'static str>, Option<&'static [u8]>);
     let requests: [Request; 5] = [
@@ -163,12 +169,7 @@ async fn a_wrong_key_is_refused_before_the_request_is_read_and_counts_as_a_failu
 /// address's requests are not refused.
 #[actix_web::test]
 async fn an_address_sending_wrong_keys_is_refused_lookups_and_a_known_key_still_works() {
-    let app = spawn_app_with(|c| {
-        c.auth_failures_per_sec = 1;
-        c.auth_failures_burst = 5;
-        c.api_key_cache_ms = 60_000;
-    })
-    .await;
+    let app = limited_app().await;
     let key = app.tenant("shop").await;
     let account = app.account(&key, "a", "USD", false).await;
     let path = format!("/v1/accounts/{account}");
