@@ -159,6 +159,12 @@ pub async fn get(client: &impl GenericClient, tenant: TenantId, id: Uuid) -> Res
     from_row(&row.ok_or_else(|| Error::unknown("refund", id.to_string()))?)
 }
 
+/// [`get`] with the session's prepared statement, as `charges::get_in`.
+pub async fn get_in(client: &impl Cached, tenant: TenantId, id: Uuid) -> Result<Refund> {
+    let row = client.cached_opt(&get_sql(), &[&id, &tenant.0]).await?;
+    from_row(&row.ok_or_else(|| Error::unknown("refund", id.to_string()))?)
+}
+
 fn get_sql() -> String {
     format!("SELECT {COLUMNS} FROM {FROM} WHERE r.id = $1 AND r.tenant_id = $2")
 }
@@ -359,7 +365,7 @@ pub async fn begin(
         )
         .await?;
     }
-    let refund = get(&**tx, tenant, id).await?;
+    let refund = get_in(tx, tenant, id).await?;
     if card {
         return Ok(Begun::InFlight(refund));
     }
@@ -405,8 +411,7 @@ pub async fn take(client: &impl Cached, tenant: TenantId, id: Uuid, lease: Durat
             &[&id, &tenant.0, &lease.as_secs_f64()],
         )
         .await?;
-    let row = client.cached_opt(&get_sql(), &[&id, &tenant.0]).await?;
-    from_row(&row.ok_or_else(|| Error::unknown("refund", id.to_string()))?)
+    get_in(client, tenant, id).await
 }
 
 /// Refunds left `pending` whose lease has passed, oldest lease first, at
@@ -459,7 +464,7 @@ pub async fn complete(
         .ok_or_else(|| Error::unknown("refund", id.to_string()))?
         .get(0);
     let ChargeRow { charge, .. } = lock(tx, tenant, charge_id).await?;
-    let refund = get(&**tx, tenant, id).await?;
+    let refund = get_in(tx, tenant, id).await?;
     match (refund.status, answer) {
         (RefundStatus::Pending, None) => Ok(Completion::Processing(refund)),
         (RefundStatus::Pending, Some(RefundAnswer::Succeeded { refund_id, amount_minor, currency })) => {
@@ -482,7 +487,7 @@ pub async fn complete(
                 &[&id],
             )
             .await?;
-            let done = get(&**tx, tenant, id).await?;
+            let done = get_in(tx, tenant, id).await?;
             refunded_event(tx, &charge.order_id, &done).await?;
             Ok(Completion::Final(Outcome::Applied(done)))
         }
@@ -496,7 +501,7 @@ pub async fn complete(
                 flag(&**tx, Some(tenant), Some(charge_id), None, "refund_failed_after_succeeded", &detail).await?;
             }
             reverse(tx, &charge, &refund, refund_id.as_deref(), code).await?;
-            let failed = get(&**tx, tenant, id).await?;
+            let failed = get_in(tx, tenant, id).await?;
             Ok(Completion::Final(outcome_of(failed).expect("final")))
         }
         _ => Ok(Completion::Final(outcome_of(refund).expect("final"))),

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
+use crate::pagination::{Cursor, Page};
 use crate::webhook_endpoints::ALL;
 use crate::{Result, TenantId};
 
@@ -265,45 +266,32 @@ pub struct AttemptRow {
 pub async fn attempts(
     client: &impl GenericClient,
     endpoint: Uuid,
-    after: Option<i64>,
-    before: Option<i64>,
+    cursor: Cursor<i64>,
     limit: i64,
-) -> Result<(Vec<AttemptRow>, bool)> {
-    for cursor in after.iter().chain(&before) {
+) -> Result<Page<AttemptRow>> {
+    if let Some(id) = cursor.item() {
         let known = client
-            .query_opt("SELECT 1 FROM webhook_attempts WHERE id = $1 AND endpoint_id = $2", &[cursor, &endpoint])
+            .query_opt("SELECT 1 FROM webhook_attempts WHERE id = $1 AND endpoint_id = $2", &[&id, &endpoint])
             .await?;
         if known.is_none() {
-            return Err(crate::Error::WebhookAttemptNotFound(*cursor));
+            return Err(crate::Error::WebhookAttemptNotFound(id));
         }
     }
-    const COLUMNS: &str = "a.id, d.message_id, d.event_type, a.attempted_at, a.status_code, a.latency_ms, \
-                           a.response_excerpt, a.error \
-                           FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id";
-    // the newest page, or the one before a cursor: newest first; the one
-    // after `before`: read oldest first from it, then turned around
-    let rows = match (after, before) {
-        (_, Some(b)) => {
-            client
-                .query(
-                    &format!("SELECT {COLUMNS} WHERE a.endpoint_id = $1 AND a.id > $2 ORDER BY a.id LIMIT $3"),
-                    &[&endpoint, &b, &(limit + 1)],
-                )
-                .await?
-        }
-        (a, None) => {
-            client
-                .query(
-                    &format!(
-                        "SELECT {COLUMNS} WHERE a.endpoint_id = $1 AND a.id < coalesce($2, 9223372036854775807) \
-                          ORDER BY a.id DESC LIMIT $3"
-                    ),
-                    &[&endpoint, &a, &(limit + 1)],
-                )
-                .await?
-        }
-    };
-    let mut page: Vec<AttemptRow> = rows
+    // attempt ids are the list's order: from the cursor (the newest page:
+    // below every id) in the direction `Cursor::sql` reads
+    let (op, order) = cursor.sql();
+    let rows = client
+        .query(
+            &format!(
+                "SELECT a.id, d.message_id, d.event_type, a.attempted_at, a.status_code, a.latency_ms, \
+                        a.response_excerpt, a.error \
+                   FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id \
+                  WHERE a.endpoint_id = $1 AND a.id {op} $2 ORDER BY a.id {order} LIMIT $3"
+            ),
+            &[&endpoint, &cursor.item().unwrap_or(i64::MAX), &(limit + 1)],
+        )
+        .await?;
+    let attempts = rows
         .iter()
         .map(|r| AttemptRow {
             id: r.get(0),
@@ -316,12 +304,7 @@ pub async fn attempts(
             error: r.get(7),
         })
         .collect();
-    let has_more = page.len() as i64 > limit;
-    page.truncate(limit as usize);
-    if before.is_some() {
-        page.reverse();
-    }
-    Ok((page, has_more))
+    Ok(Page::read(attempts, limit, cursor))
 }
 
 /// Sends an event again: to `endpoint`, or to every live, enabled endpoint

@@ -453,14 +453,14 @@ pub async fn attempts(
     query: web::Query<AttemptsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
-    // the attempts' cursors are their sequence numbers, passed as they are
-    let (_, limit) = super::page(q.limit, q.starting_after, q.ending_before)?;
+    // the attempts' cursors are their sequence numbers
+    let (cursor, limit) = super::page(q.limit, q.starting_after, q.ending_before)?;
     let client = state.pool.get().await?;
     // the endpoint must be the caller's (and not deleted)
     ledger::webhook_endpoints::get(&**client, caller.0, *id).await?;
-    let (rows, has_more) =
-        ledger::webhook_deliveries::attempts(&**client, *id, q.starting_after, q.ending_before, limit).await?;
-    let data = rows
+    let page = ledger::webhook_deliveries::attempts(&**client, *id, cursor, limit).await?;
+    let data = page
+        .data
         .into_iter()
         .map(|a| WebhookAttempt {
             id: a.id,
@@ -474,5 +474,5 @@ pub async fn attempts(
             error: a.error,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(WebhookAttemptList { data, has_more }))
+    Ok(HttpResponse::Ok().json(WebhookAttemptList { data, has_more: page.has_more }))
 }
