@@ -5,8 +5,6 @@
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
-use futures::StreamExt;
-use tokio::sync::mpsc;
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
@@ -239,49 +237,6 @@ pub async fn backlog(client: &impl GenericClient) -> Result<Backlog> {
     Ok(Backlog { unpublished: row.get(0), oldest_age_secs: row.get(1) })
 }
 
-/// Wakes the relays now (they also poll).
-pub async fn wake(client: &impl GenericClient) -> Result<()> {
-    client.execute("SELECT pg_notify('outbox', '')", &[]).await?;
-    Ok(())
-}
-
-/// A session that LISTENs for outbox inserts (a trigger notifies on every
-/// insert). Dropping it closes the session.
-pub struct Listener {
-    _client: tokio_postgres::Client,
-    wake: mpsc::UnboundedReceiver<()>,
-}
-
-impl Listener {
-    /// The next notification; `None` when the session died.
-    pub async fn recv(&mut self) -> Option<()> {
-        self.wake.recv().await
-    }
-}
-
-pub async fn listen(database_url: &str) -> Result<Listener> {
-    let mut config: tokio_postgres::Config = database_url.parse()?;
-    config.connect_timeout(crate::db::CONNECT_TIMEOUT);
-    let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
-    let (tx, wake) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(message) = messages.next().await {
-            match message {
-                Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
-                    if tx.send(()).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => return,
-            }
-        }
-    });
-    client.batch_execute("LISTEN outbox").await?;
-    Ok(Listener { _client: client, wake })
-}
-
 /// Which published events a replay selects; every field narrows it.
 #[derive(Debug, Clone, Default)]
 pub struct ReplayFilter {
@@ -363,7 +318,8 @@ pub async fn replay_plan(client: &impl GenericClient, filter: &ReplayFilter) -> 
 }
 
 /// Marks the selected events unpublished, at most `batch` rows per
-/// statement, waking the relays after each; returns how many were marked.
+/// statement (the relays find them at their next poll); returns how many
+/// were marked.
 pub async fn mark_for_replay(client: &impl GenericClient, filter: &ReplayFilter, batch: i64) -> Result<u64> {
     let mut total = 0u64;
     // Walk by id, so that a row the relay republishes (and marks again)
@@ -384,6 +340,5 @@ pub async fn mark_for_replay(client: &impl GenericClient, filter: &ReplayFilter,
         }
         total += marked.len() as u64;
         after = marked.iter().map(|r| r.get::<_, i64>(0)).max().unwrap_or(after);
-        wake(client).await?;
     }
 }

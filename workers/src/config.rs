@@ -76,8 +76,11 @@ pub struct Config {
     /// Outbox rows the relay publishes per batch.
     #[arg(long, env = "RELAY_BATCH", default_value_t = 500)]
     pub relay_batch: i64,
-    /// Milliseconds between outbox polls when no notification arrives.
-    #[arg(long, env = "RELAY_POLL_MS", default_value_t = 1000)]
+    /// Milliseconds between outbox polls once the outbox is drained (a
+    /// backlog is drained without pause). Polled, not notified: a NOTIFY
+    /// would serialize the commits of every transaction that writes an
+    /// event (migration `outbox_without_notify`).
+    #[arg(long, env = "RELAY_POLL_MS", default_value_t = 50)]
     pub relay_poll_ms: u64,
     /// SMTP server for order emails, e.g. smtp://127.0.0.1:2525. When unset,
     /// emails are written as files into EMAIL_DIR instead.

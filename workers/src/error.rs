@@ -21,8 +21,6 @@ pub enum Error {
     NotTaken(String),
     #[error("the consumer was cancelled")]
     ConsumerCancelled,
-    #[error("the outbox listener closed")]
-    ListenerClosed,
     #[error("a `charge.succeeded` event without an order")]
     EventWithoutOrder,
     #[error("{setting}: {detail}")]

@@ -57,8 +57,6 @@ async fn run_connected(
     within("declare the topology", topology::declare(&ch, &names, config.queue_delivery_limit)).await?;
     upgrade::retire(&conn, &names).await;
     within("confirm mode", ch.confirm_select(ConfirmSelectOptions::default())).await?;
-    let mut wake =
-        within("listen for outbox notifications", ledger::outbox::listen(&config.database.database_url)).await?;
     let mut last_purge = tokio::time::Instant::now() - Duration::from_secs(3600);
     connected.mark();
     tracing::info!("relay connected");
@@ -85,7 +83,6 @@ async fn run_connected(
                 let _ = conn.close(200, "shutdown".into()).await;
                 return Ok(());
             }
-            woke = wake.recv() => if woke.is_none() { return Err(Error::ListenerClosed) },
             _ = tokio::time::sleep(Duration::from_millis(config.relay_poll_ms)) => {}
         }
     }

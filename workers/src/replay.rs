@@ -1,8 +1,8 @@
 //! Replay: republish outbox events through the live path.
 //!
 //! Replay writes no business effect. It marks the chosen outbox rows
-//! unpublished again, a bounded batch per statement, and wakes the relay,
-//! which publishes them as it publishes any row: same `message_id`, same
+//! unpublished again, a bounded batch per statement, and the relay (at its
+//! next poll) publishes them as it publishes any row: same `message_id`, same
 //! payload, with publisher confirms. The consumers' inboxes absorb what they
 //! already handled and process only what they missed. The email worker
 //! claims one email per order, so a replay never resends an email that was
@@ -72,7 +72,7 @@ pub async fn plan(pool: &Pool, filter: &Filter) -> Result<Vec<Published>, Error>
 }
 
 /// Marks the selected events unpublished, at most PURGE_BATCH rows per
-/// statement, and wakes the relay; returns how many were marked.
+/// statement; returns how many were marked.
 pub async fn replay(pool: &Pool, filter: &Filter) -> Result<u64, Error> {
     let client = pool.get().await?;
     let total = ledger::outbox::mark_for_replay(&**client, &filter.selection(), PURGE_BATCH).await?;
