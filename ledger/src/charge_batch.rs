@@ -129,13 +129,11 @@ pub async fn create_many(tx: &Transaction<'_>, items: &[BatchedCharge<'_>], lock
     let (t, a): (Vec<Uuid>, Vec<Uuid>) = named.iter().copied().unzip();
     let (ot, oo): (Vec<Uuid>, Vec<&str>) =
         live.iter().map(|&i| (items[i].tenant.0, items[i].new.order_id.as_str())).unzip();
-    // Both reads at once, both prepared first: tokio-postgres pipelines them
-    // on the connection (see `pipelined`).
+    // Both reads at once: tokio-postgres pipelines them on the connection
+    // (`pipelined`).
     let orders_sql = find_order_many_sql();
     let (account_params, order_params): ([&(dyn ToSql + Sync); 2], [&(dyn ToSql + Sync); 2]) = ([&t, &a], [&ot, &oo]);
-    let read = tx.prepare_cached(READ_MANY_SQL).await?;
-    // planned afresh for this batch (not cached): see `find_order_many_sql`
-    let orders = tx.prepare(&orders_sql).await?;
+    let (read, orders) = pipelined(tx, READ_MANY_SQL, &orders_sql).await?;
     let (account_rows, order_rows) =
         futures::try_join!(tx.query(&read, &account_params), tx.query(&orders, &order_params))?;
     let mut accounts: HashMap<(Uuid, Uuid), Account> = HashMap::new();

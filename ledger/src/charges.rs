@@ -283,12 +283,11 @@ pub fn insert_many_sql() -> String {
 
 /// The charges of many (tenant, order) pairs, oldest attempt first, each
 /// row ending with its tenant: [`find_order_sql`] for a batch, each pair one
-/// lookup in the order index. Planned for each batch, never kept prepared
-/// (`charge_batch`): a plan kept from when the table was small scans every
-/// charge for each pair, and nothing replaces it while the table grows
-/// unless the table is analyzed (without autovacuum, never). Measured: the
-/// batch's costliest statement, 7 ms a batch and growing with the table;
-/// its planning costs a fraction of a millisecond a batch.
+/// lookup in the order index once the table holds more than a few pages
+/// (`LATERAL`: as a plain join of the arrays, the generic plan scanned every
+/// charge at any size). Planned while the table was small, it hash-joins
+/// the pairs against a scan of every charge; the pool prepares it again as
+/// the table grows (`db::replan_due`).
 pub(crate) fn find_order_many_sql() -> String {
     format!(
         "SELECT x.* FROM unnest($1::uuid[], $2::text[]) AS o(t, id) \

@@ -152,3 +152,92 @@ async fn each_lists_generic_plan_reads_its_filters_index() {
         assert_reads(&db, "events by type", &sql, &params, at, &["outbox_tenant_id_event_type_id"]).await;
     }
 }
+
+/// The name of the connection's one prepared statement of `sql`, once it
+/// is prepared from the connection's cache.
+async fn prepared(client: &deadpool_postgres::Client, sql: &str) -> String {
+    client.prepare_cached(sql).await.unwrap();
+    let rows = client
+        .simple_query(&format!("SELECT name FROM pg_prepared_statements WHERE statement = '{sql}'"))
+        .await
+        .unwrap();
+    let names: Vec<String> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names.len(), 1, "one prepared statement of {sql}: {names:?}");
+    names.into_iter().next().unwrap()
+}
+
+/// A statement prepared while its tables were empty is planned for tables
+/// of a few pages, where any index on its columns looks as good as another:
+/// a charge looked up by id and tenant read the tenant's seller index,
+/// every charge of the tenant, once they were thousands. The pool prepares
+/// its statements again as a connection's uses double
+/// (`ledger::db::replan_due`), so the plan follows the tables' growth
+/// though nothing analyzes them; in between, the connection keeps its
+/// prepared statement.
+#[actix_web::test]
+async fn a_pooled_connection_plans_its_statements_again_as_its_tables_grow() {
+    let test_db = TestDb::new().await;
+    let opts = ledger::db::PoolOptions { max_size: 1, ..Default::default() };
+    let pool = ledger::db::pool(&test_db.url, &opts).unwrap();
+    let sql = "SELECT c.id, c.status FROM charges c WHERE c.id = $1 AND c.tenant_id = $2";
+    let plan = async |client: &deadpool_postgres::Client, name: &str| {
+        let rows = client
+            .simple_query(&format!("EXPLAIN EXECUTE {name}('{}', '{}')", Uuid::now_v7(), Uuid::now_v7()))
+            .await
+            .unwrap();
+        rows.iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let first = pool.get().await.unwrap();
+    let name = prepared(&first, sql).await;
+    let empty = plan(&first, &name).await;
+    assert!(empty.contains("charges_tenant_id_seller_account_id_id"), "planned for empty tables:\n{empty}");
+    let tenant = Uuid::now_v7();
+    first
+        .batch_execute(&format!(
+            "INSERT INTO tenants (id, name) VALUES ('{tenant}', 'plans'); \
+             INSERT INTO accounts (id, tenant_id, reference, currency, allow_negative) \
+               VALUES ('{tenant}', '{tenant}', 'seller', 'USD', true); \
+             INSERT INTO charges (id, tenant_id, order_id, attempt, seller_account_id, amount, currency, status) \
+               SELECT gen_random_uuid(), '{tenant}', 'order-' || i, 1, '{tenant}', 10, 'USD', 'processing' \
+                 FROM generate_series(1, 20000) i"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(plan(&first, &name).await, empty, "kept while the connection is out");
+    drop(first);
+
+    // the first checkout after the one that made the connection
+    let second = pool.get().await.unwrap();
+    let again = prepared(&second, sql).await;
+    assert_ne!(again, name, "prepared again");
+    let grown = plan(&second, &again).await;
+    assert!(
+        grown.contains("using charges_tenant_id_id") || grown.contains("using charges_pkey"),
+        "planned for the table as it is now, by the id:\n{grown}"
+    );
+    drop(second);
+    // uses 2 (again due), then 3: kept
+    let third = pool.get().await.unwrap();
+    let name3 = prepared(&third, sql).await;
+    drop(third);
+    let fourth = pool.get().await.unwrap();
+    assert_eq!(prepared(&fourth, sql).await, name3, "not prepared again at the third use");
+}
+
+#[test]
+fn statements_are_prepared_again_at_each_doubling_of_uses_then_every_1024() {
+    let due: Vec<usize> = (1..=5000).filter(|u| ledger::db::replan_due(*u)).collect();
+    assert_eq!(due, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 3072, 4096]);
+}
