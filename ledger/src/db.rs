@@ -166,7 +166,7 @@ pub fn pool(database_url: &str, opts: &PoolOptions) -> crate::Result<Pool> {
 /// tenant's live orders, the batched order lookup scanned every charge.
 /// Measured in the benchmark: the lease update took 6.8 ms where its
 /// lookup by key takes 0.2, card charges ran at half their rate, and new
-/// wallet charges at a third at 64 clients. Prepared again, a statement is
+/// wallet charges at a quarter at 64 clients. Prepared again, a statement is
 /// planned for the table's current size (the planner reads its number of
 /// pages), and the rows a connection can add between two re-plans are
 /// bounded by its uses. The cost: a connection parses its statements again
