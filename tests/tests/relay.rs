@@ -366,3 +366,26 @@ async fn a_worker_process_starting_beside_another_logs_no_error_for_its_expected
     assert!(probes.is_empty(), "expected probe answers were logged as errors: {probes:#?}");
     drop(conn);
 }
+
+/// Nothing in the schema sends a notification: a transaction that notified
+/// takes a database-wide lock at its commit and holds it through the WAL
+/// flush, so a trigger notifying the relay of every outbox insert made every
+/// transaction that wrote an event commit one after another. The relay
+/// polls instead (`RELAY_POLL_MS`).
+#[actix_web::test]
+async fn no_commit_notifies() {
+    let db = ledger_tests::TestDb::new().await;
+    let client = db.client().await;
+    let notifying: Vec<String> = client
+        .query(
+            "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+              WHERE n.nspname = 'public' AND (p.prosrc ILIKE '%pg_notify%' OR p.prosrc ~* '\\mNOTIFY\\M')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(notifying.is_empty(), "functions that notify: {notifying:?}");
+}
