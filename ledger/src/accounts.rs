@@ -96,7 +96,7 @@ pub async fn create(tx: &Transaction<'_>, tenant: TenantId, new: &NewAccount<'_>
 /// slots, never waiting for its row. A reference already taken by an
 /// account that cannot be it (another currency, a floor) is a conflict.
 pub(crate) async fn system(
-    client: &impl GenericClient,
+    client: &impl Cached,
     tenant: TenantId,
     reference: &str,
     currency: Currency,
@@ -104,17 +104,17 @@ pub(crate) async fn system(
 ) -> Result<Uuid> {
     const FIND: &str = "SELECT id, currency, allow_negative FROM accounts WHERE tenant_id = $1 AND reference = $2";
     // read first: it exists but on the tenant's first use of the currency
-    let row = match client.query_opt(FIND, &[&tenant.0, &reference]).await? {
+    let row = match client.cached_opt(FIND, &[&tenant.0, &reference]).await? {
         Some(row) => row,
         None => {
             client
-                .execute(
+                .cached_execute(
                     "INSERT INTO accounts (id, tenant_id, reference, currency, allow_negative) \
                      VALUES ($1, $2, $3, $4, true) ON CONFLICT (tenant_id, reference) DO NOTHING",
                     &[&Uuid::now_v7(), &tenant.0, &reference, &currency.code()],
                 )
                 .await?;
-            client.query_one(FIND, &[&tenant.0, &reference]).await?
+            client.cached_one(FIND, &[&tenant.0, &reference]).await?
         }
     };
     let (id, held, negative): (Uuid, &str, bool) = (row.get(0), row.get(1), row.get(2));

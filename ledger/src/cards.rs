@@ -249,8 +249,7 @@ pub fn clearing_reference(currency: Currency) -> String {
 /// The tenant's provider clearing account in `currency`, created on first
 /// use. It may go negative: it stands for what the provider owes the tenant.
 pub(crate) async fn clearing_account(tx: &Transaction<'_>, tenant: TenantId, currency: Currency) -> Result<Uuid> {
-    crate::accounts::system(&**tx, tenant, &clearing_reference(currency), currency, "the provider clearing account")
-        .await
+    crate::accounts::system(tx, tenant, &clearing_reference(currency), currency, "the provider clearing account").await
 }
 
 /// Records a contradiction for an operator; no money moves on it.

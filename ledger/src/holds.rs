@@ -45,7 +45,7 @@ pub fn reference(currency: Currency) -> String {
 }
 
 /// The tenant's holds account in `currency`, created on first use.
-pub async fn account(client: &impl GenericClient, tenant: TenantId, currency: Currency) -> Result<Uuid> {
+pub async fn account(client: &impl Cached, tenant: TenantId, currency: Currency) -> Result<Uuid> {
     crate::accounts::system(client, tenant, &reference(currency), currency, "the holds account").await
 }
 

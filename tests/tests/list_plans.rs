@@ -153,21 +153,24 @@ async fn each_lists_generic_plan_reads_its_filters_index() {
     }
 }
 
-/// The name of the connection's one prepared statement of `sql`, once it
-/// is prepared from the connection's cache.
-async fn prepared(client: &deadpool_postgres::Client, sql: &str) -> String {
-    client.prepare_cached(sql).await.unwrap();
-    let rows = client
-        .simple_query(&format!("SELECT name FROM pg_prepared_statements WHERE statement = '{sql}'"))
-        .await
-        .unwrap();
-    let names: Vec<String> = rows
-        .iter()
+/// The first column of `sql`'s rows, sent unprepared (the simple protocol)
+/// so that it adds no prepared statement of its own to the session.
+async fn first_column(client: &deadpool_postgres::Client, sql: &str) -> Vec<String> {
+    let rows = client.simple_query(sql).await.unwrap();
+    rows.iter()
         .filter_map(|m| match m {
             tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+/// The name of the connection's one prepared statement of `sql`, once it
+/// is prepared from the connection's cache.
+async fn prepared(client: &deadpool_postgres::Client, sql: &str) -> String {
+    client.prepare_cached(sql).await.unwrap();
+    let names =
+        first_column(client, &format!("SELECT name FROM pg_prepared_statements WHERE statement = '{sql}'")).await;
     assert_eq!(names.len(), 1, "one prepared statement of {sql}: {names:?}");
     names.into_iter().next().unwrap()
 }
@@ -187,17 +190,8 @@ async fn a_pooled_connection_plans_its_statements_again_as_its_tables_grow() {
     let pool = ledger::db::pool(&test_db.url, &opts).unwrap();
     let sql = "SELECT c.id, c.status FROM charges c WHERE c.id = $1 AND c.tenant_id = $2";
     let plan = async |client: &deadpool_postgres::Client, name: &str| {
-        let rows = client
-            .simple_query(&format!("EXPLAIN EXECUTE {name}('{}', '{}')", Uuid::now_v7(), Uuid::now_v7()))
-            .await
-            .unwrap();
-        rows.iter()
-            .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-                _ => None,
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        let explain = format!("EXPLAIN EXECUTE {name}('{}', '{}')", Uuid::now_v7(), Uuid::now_v7());
+        first_column(client, &explain).await.join("\n")
     };
     let first = pool.get().await.unwrap();
     let name = prepared(&first, sql).await;

@@ -425,7 +425,7 @@ pub async fn create(
                 Some(window) => {
                     let client = state.pool.get().await?;
                     Some(NewHold {
-                        account: ledger::holds::account(&**client, caller.0, currency).await?,
+                        account: ledger::holds::account(&client, caller.0, currency).await?,
                         expires_at: ledger::holds::deadline(Utc::now(), window),
                     })
                 }
