@@ -103,8 +103,8 @@ impl Config {
     }
 
     /// How charges are batched, or `None` when every charge runs alone.
-    pub fn charge_batches(&self) -> Option<crate::idempotency::charge_batch::Shape> {
-        (self.charge_batch_max > 1).then(|| crate::idempotency::charge_batch::Shape {
+    pub fn charge_batches(&self) -> Option<crate::idempotency::batches::Shape> {
+        (self.charge_batch_max > 1).then(|| crate::idempotency::batches::Shape {
             max: self.charge_batch_max as usize,
             window: Duration::from_micros(self.charge_batch_window_us),
             concurrency: self.charge_batch_concurrency as usize,

@@ -16,6 +16,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::Config;
 use crate::error::{ApiError, ProblemCode};
+use crate::idempotency::batches::Batcher;
 use crate::keys::{self, Keys};
 use crate::limits::{FailedAuths, RateLimits};
 use crate::routes::{self, RouteTable};
@@ -70,12 +71,19 @@ impl Application {
             failed_auths: FailedAuths::new(config.auth_failures()),
             provider: service::provider::Provider::new(&config.gateway)?,
             batcher: config.charge_batches().map(|shape| {
-                crate::idempotency::charge_batch::Batcher::start(
-                    pool.clone(),
-                    config.retention.idempotency().as_secs_f64(),
-                    shape,
-                    routes::charges::batched_answer,
-                )
+                let charges = crate::idempotency::charge_batch::Charges {
+                    pool: pool.clone(),
+                    retention_secs: config.retention.idempotency().as_secs_f64(),
+                    answer: routes::charges::batched_answer,
+                };
+                Batcher::start(charges, shape)
+            }),
+            card_records: config.charge_batches().map(|shape| {
+                let records = crate::idempotency::card_records::CardRecords {
+                    pool: pool.clone(),
+                    answer: routes::charges::batched_answer,
+                };
+                Batcher::start(records, shape)
             }),
         });
         let metrics_state = state.clone();

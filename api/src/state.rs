@@ -7,6 +7,7 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 
 use crate::config::Config;
+use crate::idempotency::batches::Batcher;
 use crate::keys::Keys;
 use crate::limits::{FailedAuths, RateLimits};
 
@@ -18,5 +19,7 @@ pub struct AppState {
     pub failed_auths: FailedAuths,
     pub provider: service::provider::Provider,
     /// Group commit of new wallet charges; `None` when CHARGE_BATCH_MAX is 1.
-    pub batcher: Option<crate::idempotency::charge_batch::Batcher>,
+    pub batcher: Option<Batcher<crate::idempotency::charge_batch::Charges>>,
+    /// Card payments recorded in batches (the same shape as `batcher`).
+    pub card_records: Option<Batcher<crate::idempotency::card_records::CardRecords>>,
 }

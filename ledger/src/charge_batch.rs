@@ -459,6 +459,6 @@ impl<'a> ChargeColumns<'a> {
 /// postings it was sent after, found by `make chaos` on a fresh
 /// connection). In that order a failure of the first is also the error
 /// `try_join!` returns, not the second's "transaction is aborted".
-async fn pipelined(tx: &Transaction<'_>, first: &str, second: &str) -> Result<(Statement, Statement)> {
+pub(crate) async fn pipelined(tx: &Transaction<'_>, first: &str, second: &str) -> Result<(Statement, Statement)> {
     Ok((tx.prepare_cached(first).await?, tx.prepare_cached(second).await?))
 }

@@ -240,6 +240,12 @@ const STORE_MANY_SQL: &str = "UPDATE idempotency_keys k SET status_code = a.s, c
      response_headers = a.h, response_body = a.b \
      FROM unnest($1::uuid[], $2::text[], $3::int2[], $4::text[], $5::jsonb[], $6::bytea[]) AS a(t, key, s, ct, h, b) \
      WHERE k.tenant_id = a.t AND k.key = a.key";
+/// [`STORE_MANY_SQL`] for keys left at their recovery point: each answer is
+/// stored unless its key has one already (or is gone); the keys it stored.
+const STORE_FINAL_MANY_SQL: &str = "UPDATE idempotency_keys k SET status_code = a.s, content_type = a.ct, \
+     response_headers = a.h, response_body = a.b \
+     FROM unnest($1::uuid[], $2::text[], $3::int2[], $4::text[], $5::jsonb[], $6::bytea[]) AS a(t, key, s, ct, h, b) \
+     WHERE k.tenant_id = a.t AND k.key = a.key AND k.status_code IS NULL RETURNING k.tenant_id, k.key";
 /// Gives back keys claimed in this transaction whose request got no answer
 /// to store (an error, or a request sent back to run alone): what a
 /// rollback does to the key of a request that runs alone.
@@ -274,16 +280,38 @@ pub async fn store_many(tx: &Transaction<'_>, answers: &[(TenantId, &str, &Answe
     if answers.is_empty() {
         return Ok(());
     }
-    let tenants: Vec<uuid::Uuid> = answers.iter().map(|a| a.0 .0).collect();
-    let keys: Vec<&str> = answers.iter().map(|a| a.1).collect();
-    let statuses: Vec<i16> =
-        answers.iter().map(|a| i16::try_from(a.2.status).expect("an HTTP status fits in i16")).collect();
-    let types: Vec<&str> = answers.iter().map(|a| a.2.content_type.as_str()).collect();
-    let headers: Vec<serde_json::Value> =
-        answers.iter().map(|a| serde_json::to_value(&a.2.headers).expect("headers serialize")).collect();
-    let bodies: Vec<&[u8]> = answers.iter().map(|a| a.2.body.as_slice()).collect();
+    let (tenants, keys, statuses, types, headers, bodies) = answer_columns(answers);
     tx.cached_execute(STORE_MANY_SQL, &[&tenants, &keys, &statuses, &types, &headers, &bodies]).await?;
     Ok(())
+}
+
+/// Answers for keys as the columns the `_MANY` statements take.
+#[allow(clippy::type_complexity)]
+fn answer_columns<'a>(
+    answers: &[(TenantId, &'a str, &'a Answer)],
+) -> (Vec<uuid::Uuid>, Vec<&'a str>, Vec<i16>, Vec<&'a str>, Vec<serde_json::Value>, Vec<&'a [u8]>) {
+    let tenants = answers.iter().map(|a| a.0 .0).collect();
+    let keys = answers.iter().map(|a| a.1).collect();
+    let statuses = answers.iter().map(|a| i16::try_from(a.2.status).expect("an HTTP status fits in i16")).collect();
+    let types = answers.iter().map(|a| a.2.content_type.as_str()).collect();
+    let headers = answers.iter().map(|a| serde_json::to_value(&a.2.headers).expect("headers serialize")).collect();
+    let bodies = answers.iter().map(|a| a.2.body.as_slice()).collect();
+    (tenants, keys, statuses, types, headers, bodies)
+}
+
+/// [`store_final`] for many keys at once (a batch of card payments
+/// recorded): per answer, whether it was stored. One not stored was stored
+/// first by another request (that one is the key's answer), or its key is
+/// gone.
+pub async fn store_final_many(tx: &Transaction<'_>, answers: &[(TenantId, &str, &Answer)]) -> Result<Vec<bool>> {
+    if answers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (tenants, keys, statuses, types, headers, bodies) = answer_columns(answers);
+    let rows = tx.cached_query(STORE_FINAL_MANY_SQL, &[&tenants, &keys, &statuses, &types, &headers, &bodies]).await?;
+    let stored: std::collections::HashSet<(uuid::Uuid, String)> =
+        rows.iter().map(|r| (r.get(0), r.get::<_, String>(1))).collect();
+    Ok(answers.iter().map(|(t, key, _)| stored.contains(&(t.0, (*key).to_owned()))).collect())
 }
 
 /// Gives back keys claimed in `tx` by [`claim_many`] whose requests store

@@ -13,6 +13,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod card_batch;
 pub mod card_holds;
 pub mod cards;
 pub mod charge_batch;

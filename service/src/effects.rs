@@ -91,6 +91,11 @@ pub trait Effect {
         id: Uuid,
         window: Duration,
     ) -> impl Future<Output = ledger::Result<bool>> + Send;
+    /// A payment a batch of records can take (`ledger::card_batch`): a card
+    /// charge the provider paid. `None`: the answer is recorded alone.
+    fn paid(_answer: &Self::Answer) -> Option<ledger::card_batch::Payment> {
+        None
+    }
     /// After the provider refused the request itself (a configuration
     /// error): undoes the first transaction when nothing in the ledger
     /// depends on it (`true`), or leaves the effect in flight for after the
@@ -152,6 +157,16 @@ impl Effect for CardCharge {
     }
     fn names_nothing(answer: &ProviderAnswer) -> bool {
         matches!(answer, ProviderAnswer::Declined { payment_id: None, .. })
+    }
+    fn paid(answer: &ProviderAnswer) -> Option<ledger::card_batch::Payment> {
+        match answer {
+            ProviderAnswer::Succeeded { payment_id, amount_minor, currency } => Some(ledger::card_batch::Payment {
+                payment_id: payment_id.clone(),
+                amount_minor: *amount_minor,
+                currency: currency.clone(),
+            }),
+            _ => None,
+        }
     }
     async fn sent_within(tx: &Transaction<'_>, id: Uuid, window: Duration) -> ledger::Result<bool> {
         ledger::cards::sent_within(&**tx, id, window).await

@@ -35,11 +35,20 @@ impl CardShop {
         webhooks: bool,
         tweak: impl FnOnce(&mut service::settings::Gateway),
     ) -> CardShop {
+        CardShop::configured(fake_args, webhooks, |c| tweak(&mut c.gateway)).await
+    }
+
+    /// [`CardShop::with`], its API's whole configuration tweaked.
+    pub async fn configured(
+        fake_args: &[&str],
+        webhooks: bool,
+        tweak: impl FnOnce(&mut api::config::Config),
+    ) -> CardShop {
         let fake = FakeProvider::start(fake_args);
         let app = spawn_app_with(|c| {
             fake.configure(&mut c.gateway);
             c.gateway.gateway_timeout_ms = 5_000;
-            tweak(&mut c.gateway);
+            tweak(c);
         })
         .await;
         if webhooks {

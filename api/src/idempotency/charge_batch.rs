@@ -19,37 +19,21 @@
 //! its requests runs alone, so one bad request never fails its neighbours
 //! (a batch of one request gets the error it would get alone).
 //!
-//! When batches go out: a lone request on an idle service (nothing else
-//! waiting, no batch in flight) at once; on a busy one, after
-//! `CHARGE_BATCH_WINDOW_US` or at `CHARGE_BATCH_MAX` requests, whichever
-//! comes first. Requests go to `CHARGE_BATCH_CONCURRENCY` lanes by their
-//! buyer, and each lane runs one batch at a time on its own connection:
-//! requests that arrive meanwhile wait in its queue, which is what makes
-//! the next batch big under load, and batches in flight together never
-//! share a buyer, so none waits for another's row locks.
+//! How batches form and go out is [`super::batches`]'s: requests go to
+//! lanes by their buyer, so batches in flight together never share a buyer.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use ledger::charge_batch::{Batched, BatchedCharge, Locks};
 use ledger::charges::{Charge, NewCharge};
 use ledger::idempotency::{Answer, KeyClaim};
 use ledger::{Outcome, TenantId};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
+use super::batches::{Batch, Reply};
 use super::crash_points;
 use crate::error::{claim_failed, ApiError};
-
-/// How batches are formed (see the module's documentation).
-#[derive(Debug, Clone, Copy)]
-pub struct Shape {
-    pub max: usize,
-    pub window: Duration,
-    pub concurrency: usize,
-}
 
 /// A request handed to the batcher.
 pub struct Job {
@@ -61,96 +45,27 @@ pub struct Job {
     pub reply: oneshot::Sender<Reply>,
 }
 
-/// What the batch made of a request.
-pub enum Reply {
-    /// Committed: the answer, stored for the key.
-    Answer(Answer),
-    /// Refused, nothing written: the error it gets alone (not stored).
-    Failed(ApiError),
-    /// Not decided by the batch: run it alone.
-    Alone,
-}
-
-/// The handlers' end of the batcher: one queue per lane.
-#[derive(Clone)]
-pub struct Batcher {
-    lanes: Arc<[mpsc::UnboundedSender<Job>]>,
-}
-
-impl Batcher {
-    /// Starts one task per lane on the current runtime; each ends when every
-    /// `Batcher` is dropped and its queue is empty.
-    pub fn start(pool: Pool, retention_secs: f64, shape: Shape, answer: ToAnswer) -> Batcher {
-        let executor = Arc::new(Executor { pool, retention_secs, answer });
-        let busy = Arc::new(AtomicUsize::new(0));
-        let lanes: Vec<_> = (0..shape.concurrency)
-            .map(|_| {
-                let (queue, jobs) = mpsc::unbounded_channel();
-                tokio::spawn(lane(jobs, executor.clone(), shape, busy.clone()));
-                queue
-            })
-            .collect();
-        Batcher { lanes: lanes.into() }
-    }
-
-    /// Hands `job` to its lane's next batch and waits for its reply. A
-    /// batch that vanished without replying (its task panicked) committed
-    /// nothing this request could not find alone: the request runs alone.
-    pub async fn submit(&self, job: impl FnOnce(oneshot::Sender<Reply>) -> Job) -> Reply {
-        let (reply, answer) = oneshot::channel();
-        let job = job(reply);
-        // A buyer always goes to the same lane: batches in flight at once
-        // never share a buyer, so none waits for another's row locks, and
-        // one buyer's charges are decided in the order they arrived.
-        let lane = (job.charge.buyer.as_u128() % self.lanes.len() as u128) as usize;
-        if self.lanes[lane].send(job).is_err() {
-            return Reply::Alone;
-        }
-        answer.await.unwrap_or(Reply::Alone)
-    }
-}
-
-/// One lane: a batch at a time, on its own connection. `busy` counts the
-/// lanes with a batch in flight.
-async fn lane(mut jobs: mpsc::UnboundedReceiver<Job>, executor: Arc<Executor>, shape: Shape, busy: Arc<AtomicUsize>) {
-    // While a batch runs, requests gather in the queue for the next one.
-    while let Some(first) = jobs.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < shape.max {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        // Wait for more only on a busy process (more than one request
-        // waiting, or another lane's batch in flight): an idle one sends a
-        // lone request at once.
-        if batch.len() < shape.max && !shape.window.is_zero() && (batch.len() > 1 || busy.load(Ordering::Relaxed) > 0) {
-            let deadline = tokio::time::Instant::now() + shape.window;
-            while batch.len() < shape.max {
-                match tokio::time::timeout_at(deadline, jobs.recv()).await {
-                    Ok(Some(job)) => batch.push(job),
-                    _ => break,
-                }
-            }
-        }
-        busy.fetch_add(1, Ordering::Relaxed);
-        executor.run(batch).await;
-        busy.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// The answer stored and sent for a charge's outcome: the one a charge
 /// alone gets (given at start: the batcher knows no route).
 pub type ToAnswer = fn(Outcome<Charge>) -> Answer;
 
-struct Executor {
-    pool: Pool,
-    retention_secs: f64,
-    answer: ToAnswer,
+/// New wallet charges, batched.
+pub struct Charges {
+    pub pool: Pool,
+    pub retention_secs: f64,
+    pub answer: ToAnswer,
 }
 
-impl Executor {
+impl Batch for Charges {
+    type Job = Job;
+
+    /// A buyer always goes to the same lane: batches in flight at once
+    /// never share a buyer, so none waits for another's row locks, and one
+    /// buyer's charges are decided in the order they arrived.
+    fn lane(job: &Job) -> u128 {
+        job.charge.buyer.as_u128()
+    }
+
     async fn run(&self, jobs: Vec<Job>) {
         metrics::histogram!("ledger_charge_batch_size").record(jobs.len() as f64);
         // A key twice in one batch: the first goes in, the others run alone
@@ -177,7 +92,9 @@ impl Executor {
             let _ = job.reply.send(Reply::Alone);
         }
     }
+}
 
+impl Charges {
     /// One transaction for the whole batch; a reply per job, in order.
     async fn commit(&self, jobs: &[Job]) -> Result<Vec<Reply>, ApiError> {
         let mut phase = Phases::start();

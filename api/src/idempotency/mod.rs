@@ -42,10 +42,13 @@ use uuid::Uuid;
 use crate::error::{claim_failed, provider_rejected, ApiError, ProblemCode, PROBLEM_JSON};
 use crate::state::AppState;
 
+pub mod batches;
+pub mod card_records;
 pub mod charge_batch;
 mod crash_points;
 
-use charge_batch::{Job, Reply};
+use batches::Reply;
+use charge_batch::Job;
 use crash_points::{committed, keys_locked};
 
 pub const REPLAYED: &str = "Idempotent-Replayed";
@@ -407,6 +410,30 @@ pub async fn run_two_phase<E: Effect, T: Serialize>(
             return Err(provider_rejected(why));
         }
     };
+    // A payment, recorded with its neighbours' when batching is on (the
+    // answer the route gives a charge, `routes::charges::batched_answer`),
+    // or alone below when the batch leaves it to that.
+    if let (Some(records), Some(payment)) = (&state.card_records, provider_answer.as_ref().and_then(E::paid)) {
+        let reply = records
+            .submit(|reply| card_records::Job {
+                tenant,
+                charge_id: id,
+                key: key.as_str().to_owned(),
+                payment,
+                request_id: ledger::request_id::current(),
+                reply,
+            })
+            .await;
+        match reply {
+            Reply::Answer(answer) => {
+                // the answer is recorded and stored, the client has not heard back
+                ledger::crash::point(E::AFTER_COMPLETE);
+                return response(answer, false);
+            }
+            Reply::Failed(e) => return Err(e),
+            Reply::Alone => {}
+        }
+    }
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     match effects::record::<E>(&tx, &state.provider, tenant, id, provider_answer.as_ref()).await? {

@@ -42,6 +42,20 @@ const WORKLOADS: &[Workload] = &[
     bad_keys::WORKLOAD,
 ];
 
+/// Statistics for the planner before each step, as autovacuum keeps them
+/// on a deployment (`docs/operations.md`: keep it on). Without them the
+/// service's generic plans pick indexes by guesses as its tables grow: on a
+/// server without autovacuum, the inventory worker's lookup of an order's
+/// held reservations once walked every held reservation of the tenant for
+/// each message (a step of minutes instead of seconds). (The yardstick's
+/// statements read by primary key only: no plan of theirs needs them.)
+async fn analyze(db_url: &str) -> Result<()> {
+    let (db, conn) = tokio_postgres::connect(db_url, tokio_postgres::NoTls).await?;
+    actix_web::rt::spawn(conn);
+    db.batch_execute("ANALYZE").await?;
+    Ok(())
+}
+
 /// The whole benchmark against the database at `db_url`; `Ok(false)` when an
 /// answer was wrong or an effect duplicated or missing.
 pub(crate) async fn run(args: &Args, db_url: &str) -> Result<bool> {
@@ -89,6 +103,7 @@ pub(crate) async fn run(args: &Args, db_url: &str) -> Result<bool> {
                 continue;
             }
             eprintln!("{}, concurrency {c}", w.name);
+            analyze(db_url).await?;
             (w.run)(&mut ctx, c).await?;
         }
     }
@@ -97,6 +112,7 @@ pub(crate) async fn run(args: &Args, db_url: &str) -> Result<bool> {
     let messaging = if args.no_messaging {
         None
     } else {
+        analyze(db_url).await?;
         let mut m = messaging::run(args, db_url, http.clone(), accounts.clone()).await?;
         ctx.results.extend(m.purchases.take());
         ctx.reserved_total += m.reserved;
@@ -111,6 +127,7 @@ pub(crate) async fn run(args: &Args, db_url: &str) -> Result<bool> {
         None
     } else {
         let clients = args.concurrency.iter().copied().max().unwrap_or(16);
+        analyze(db_url).await?;
         let w = webhooks::run(args, db_url, http.clone(), accounts.clone(), clients).await?;
         ctx.results.push(w.figures());
         ctx.created_total += w.created;

@@ -1,0 +1,226 @@
+//! Many card charges' payments recorded in one database transaction, by
+//! set-based statements: the group commit of a card charge's second
+//! transaction ([`crate::cards::complete`]), as [`crate::charge_batch`] is
+//! of a wallet charge's only one.
+//!
+//! A batch takes only the common case: the provider took the money
+//! ([`Payment`]) for a charge still `processing`, for the charge's amount
+//! and currency. It records what [`crate::cards::complete`] records for it
+//! alone, under the same row lock: the one `charge` ledger transaction from
+//! the tenant's provider clearing account to the seller and the platform,
+//! the charge `succeeded` with its payment, and its `charge.succeeded`
+//! event. Everything else it hands back ([`Batched::Alone`]) to be recorded
+//! alone after the batch commits, where the lone path decides it: a charge
+//! another transaction holds (a webhook or a retry recording it: the batch
+//! skips it rather than wait), one already final or waiting for the buyer,
+//! a payment that does not match the charge (flagged for an operator
+//! there), the same charge twice in one batch.
+//!
+//! Every account a card payment touches takes it on a slot: the clearing
+//! account has no floor and the seller and the platform are only credited,
+//! so nothing is locked and no balance is read (the accounts were checked
+//! by the charge's first transaction, and the entries' foreign key to
+//! `accounts (id, currency)` holds them to it).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use deadpool_postgres::Transaction;
+use rust_decimal::Decimal;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use crate::charge_batch::{pipelined, Batched};
+use crate::charges::{from_row, Charge, ChargeStatus, ChargeTerms, COLUMNS, FROM};
+use crate::db::Cached;
+use crate::events::ChargeSucceededV1;
+use crate::money::Currency;
+use crate::posting::POST_MANY_SQL;
+use crate::{outbox, Error, Outcome, Result, TenantId};
+
+/// What the provider answered for a card charge it paid
+/// (`ProviderAnswer::Succeeded`): its payment, amount in minor units and
+/// currency (lowercase, as the provider writes it). Owned: it goes from a
+/// request's handler to the task that runs its batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    pub payment_id: String,
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+/// One paid card charge of a batch.
+pub struct PaidCharge<'a> {
+    pub tenant: TenantId,
+    pub charge_id: Uuid,
+    pub payment: &'a Payment,
+    /// The request it is recorded for, carried on its event (`request_id`).
+    pub request_id: Option<&'a str>,
+}
+
+/// The charges `$1` of tenants `$2`, locked in id order; one another
+/// transaction holds is skipped, not waited for.
+const LOCK_MANY_SQL: &str = "SELECT c.id FROM charges c \
+     JOIN unnest($1::uuid[], $2::uuid[]) AS d(id, t) ON c.id = d.id AND c.tenant_id = d.t \
+     ORDER BY c.id FOR UPDATE OF c SKIP LOCKED";
+
+/// What a paid charge becomes: `succeeded` with its ledger transaction, its
+/// card row with the payment and the clearing account, done.
+const PAID_MANY_SQL: &str = "WITH cards AS ( \
+         UPDATE card_charges k SET provider_payment_id = d.payment, clearing_account_id = d.clearing, \
+                completed_at = now(), lease_until = NULL \
+           FROM unnest($1::uuid[], $3::text[], $4::uuid[]) AS d(id, payment, clearing) WHERE k.charge_id = d.id) \
+     UPDATE charges c SET status = 'succeeded', transaction_id = d.tx \
+       FROM unnest($1::uuid[], $2::uuid[]) AS d(id, tx) WHERE c.id = d.id";
+
+/// Records the payments `items` within `tx`; one result per item, in order.
+/// An `Err` is the batch's (a statement failed): nothing of it may be
+/// committed, and each payment should be recorded alone.
+pub async fn record_paid_many(tx: &Transaction<'_>, items: &[PaidCharge<'_>]) -> Result<Vec<Batched>> {
+    let mut results: Vec<Option<Batched>> = items.iter().map(|_| None).collect();
+    // The same charge twice (a retry's payment beside the first request's):
+    // the first is recorded, the others find it recorded, alone.
+    let mut seen = HashSet::new();
+    for (i, item) in items.iter().enumerate() {
+        if !seen.insert(item.charge_id) {
+            results[i] = Some(Batched::Alone);
+        }
+    }
+    let live: Vec<usize> = (0..items.len()).filter(|i| results[*i].is_none()).collect();
+    let (ids, tenants): (Vec<Uuid>, Vec<Uuid>) = live.iter().map(|&i| (items[i].charge_id, items[i].tenant.0)).unzip();
+    let locked: Vec<Uuid> = tx.cached_query(LOCK_MANY_SQL, &[&ids, &tenants]).await?.iter().map(|r| r.get(0)).collect();
+    // read in a statement that starts after the locks were granted
+    let read_sql = format!("SELECT {COLUMNS} FROM {FROM} WHERE c.id = ANY($1)");
+    let mut charges: HashMap<Uuid, Charge> = HashMap::new();
+    for row in tx.cached_query(&read_sql, &[&locked]).await? {
+        let charge = from_row(&row)?.charge;
+        charges.insert(charge.id, charge);
+    }
+
+    // Each charge's clearing account, once per tenant and currency.
+    let mut clearing: HashMap<(Uuid, Currency), Option<Uuid>> = HashMap::new();
+    let mut paid: Vec<(usize, Uuid, Uuid)> = Vec::new();
+    for &i in &live {
+        let item = &items[i];
+        let Some(charge) = charges.get(&item.charge_id).filter(|c| payable(c, item.payment)) else {
+            results[i] = Some(Batched::Alone);
+            continue;
+        };
+        let key = (item.tenant.0, charge.currency);
+        let account = match clearing.get(&key) {
+            Some(account) => *account,
+            None => {
+                let account = match crate::cards::clearing_account(tx, item.tenant, charge.currency).await {
+                    Ok(id) => Some(id),
+                    // the reference taken by another account: alone, it is the answer
+                    Err(Error::NaturalKeyConflict(_)) => None,
+                    Err(e) => return Err(e),
+                };
+                clearing.insert(key, account);
+                account
+            }
+        };
+        match account {
+            Some(account) => paid.push((i, account, Uuid::now_v7())),
+            None => results[i] = Some(Batched::Alone),
+        }
+    }
+    if !paid.is_empty() {
+        for (i, charge) in write(tx, items, &charges, &paid).await? {
+            results[i] = Some(Batched::Done(Ok(Outcome::Applied(charge))));
+        }
+    }
+    Ok(results.into_iter().map(|r| r.expect("every payment decided")).collect())
+}
+
+/// Whether the batch records `payment` for `charge`: the charge is still
+/// `processing` and the payment is for its amount and currency. (Alone,
+/// a mismatch is flagged for an operator; a final charge answers as it is.)
+fn payable(charge: &Charge, payment: &Payment) -> bool {
+    charge.status == ChargeStatus::Processing
+        && charge.authorize_for.is_none()
+        && payment.amount_minor == crate::cards::minor_units(charge.amount, charge.currency)
+        && payment.currency.eq_ignore_ascii_case(charge.currency.code())
+}
+
+/// Writes the payments `paid` (item, clearing account, ledger transaction):
+/// the postings, the charges and their card rows, the events. Returns each
+/// one's charge as recorded.
+async fn write(
+    tx: &Transaction<'_>,
+    items: &[PaidCharge<'_>],
+    charges: &HashMap<Uuid, Charge>,
+    paid: &[(usize, Uuid, Uuid)],
+) -> Result<Vec<(usize, Charge)>> {
+    let mut slots: BTreeMap<Uuid, Decimal> = BTreeMap::new();
+    let (mut tx_kinds, mut tx_ids, mut tx_tenants, mut tx_currencies) = (vec![], vec![], vec![], vec![]);
+    let (mut e_tx, mut e_leg, mut e_account, mut e_amount, mut e_currency) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut charge_ids, mut payments, mut clearings) = (vec![], vec![], vec![]);
+    for &(i, clearing, transaction_id) in paid {
+        let item = &items[i];
+        let charge = &charges[&item.charge_id];
+        let terms = ChargeTerms {
+            payer: Some(clearing),
+            seller: charge.seller_account_id,
+            amount: charge.amount,
+            fee: charge.platform_fee.as_ref(),
+        };
+        tx_kinds.push("charge");
+        tx_ids.push(transaction_id);
+        tx_tenants.push(item.tenant.0);
+        tx_currencies.push(charge.currency.code());
+        // (a zero fee is no entry)
+        for (leg, (id, amount)) in terms.legs(clearing).into_iter().filter(|(_, a)| !a.is_zero()).enumerate() {
+            e_tx.push(transaction_id);
+            e_leg.push(leg as i16);
+            e_account.push(id);
+            e_amount.push(amount);
+            e_currency.push(charge.currency.code());
+            *slots.entry(id).or_default() += amount;
+        }
+        charge_ids.push(charge.id);
+        payments.push(item.payment.payment_id.as_str());
+        clearings.push(clearing);
+    }
+    let (slot_ids, slot_deltas): (Vec<Uuid>, Vec<Decimal>) = slots.into_iter().unzip();
+    let (no_rows, no_deltas): (Vec<Uuid>, Vec<Decimal>) = (Vec::new(), Vec::new());
+    let post_params: [&(dyn ToSql + Sync); 13] = [
+        &tx_kinds,
+        &tx_ids,
+        &tx_tenants,
+        &tx_currencies,
+        &e_tx,
+        &e_leg,
+        &e_account,
+        &e_amount,
+        &e_currency,
+        &no_rows,
+        &no_deltas,
+        &slot_ids,
+        &slot_deltas,
+    ];
+    let paid_params: [&(dyn ToSql + Sync); 4] = [&charge_ids, &tx_ids, &payments, &clearings];
+    // The postings, then the charges that name them (their foreign key),
+    // sent together (`pipelined`).
+    let (post, mark) = pipelined(tx, POST_MANY_SQL, PAID_MANY_SQL).await?;
+    futures::try_join!(tx.execute(&post, &post_params), tx.execute(&mark, &paid_params))?;
+    let read_sql = format!("SELECT {COLUMNS} FROM {FROM} WHERE c.id = ANY($1)");
+    let mut by_id: HashMap<Uuid, Charge> = HashMap::new();
+    for row in tx.cached_query(&read_sql, &[&charge_ids]).await? {
+        let charge = from_row(&row)?.charge;
+        by_id.insert(charge.id, charge);
+    }
+    let mut recorded = Vec::with_capacity(paid.len());
+    for &(i, _, _) in paid {
+        let id = items[i].charge_id;
+        recorded.push((i, by_id.remove(&id).ok_or_else(|| Error::unknown("paid card charge", id.to_string()))?));
+    }
+    let events: Vec<_> = recorded
+        .iter()
+        .map(|(i, charge)| {
+            let item = &items[*i];
+            (item.tenant, Some(charge.order_id.as_str()), item.request_id, ChargeSucceededV1::from(charge))
+        })
+        .collect();
+    outbox::enqueue_many(tx, &events).await?;
+    Ok(recorded)
+}
