@@ -22,10 +22,9 @@
 //! by the charge's first transaction, and the entries' foreign key to
 //! `accounts (id, currency)` holds them to it).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::Transaction;
-use rust_decimal::Decimal;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
@@ -34,7 +33,7 @@ use crate::charges::{from_row, Charge, ChargeStatus, ChargeTerms, COLUMNS, FROM}
 use crate::db::Cached;
 use crate::events::ChargeSucceededV1;
 use crate::money::Currency;
-use crate::posting::POST_MANY_SQL;
+use crate::posting::{Postings, POST_MANY_SQL};
 use crate::{outbox, Error, Outcome, Result, TenantId};
 
 /// What the provider answered for a card charge it paid
@@ -151,10 +150,9 @@ async fn write(
     charges: &HashMap<Uuid, Charge>,
     paid: &[(usize, Uuid, Uuid)],
 ) -> Result<Vec<(usize, Charge)>> {
-    let mut slots: BTreeMap<Uuid, Decimal> = BTreeMap::new();
-    let (mut tx_kinds, mut tx_ids, mut tx_tenants, mut tx_currencies) = (vec![], vec![], vec![], vec![]);
-    let (mut e_tx, mut e_leg, mut e_account, mut e_amount, mut e_currency) = (vec![], vec![], vec![], vec![], vec![]);
-    let (mut charge_ids, mut payments, mut clearings) = (vec![], vec![], vec![]);
+    // every leg on a slot: the clearing account has no floor, the rest are credits
+    let mut postings = Postings::default();
+    let (mut charge_ids, mut transactions, mut payments, mut clearings) = (vec![], vec![], vec![], vec![]);
     for &(i, clearing, transaction_id) in paid {
         let item = &items[i];
         let charge = &charges[&item.charge_id];
@@ -164,44 +162,18 @@ async fn write(
             amount: charge.amount,
             fee: charge.platform_fee.as_ref(),
         };
-        tx_kinds.push("charge");
-        tx_ids.push(transaction_id);
-        tx_tenants.push(item.tenant.0);
-        tx_currencies.push(charge.currency.code());
-        // (a zero fee is no entry)
-        for (leg, (id, amount)) in terms.legs(clearing).into_iter().filter(|(_, a)| !a.is_zero()).enumerate() {
-            e_tx.push(transaction_id);
-            e_leg.push(leg as i16);
-            e_account.push(id);
-            e_amount.push(amount);
-            e_currency.push(charge.currency.code());
-            *slots.entry(id).or_default() += amount;
-        }
+        postings.push("charge", transaction_id, item.tenant, charge.currency, &terms.legs(clearing), |_, _| false);
         charge_ids.push(charge.id);
+        transactions.push(transaction_id);
         payments.push(item.payment.payment_id.as_str());
         clearings.push(clearing);
     }
-    let (slot_ids, slot_deltas): (Vec<Uuid>, Vec<Decimal>) = slots.into_iter().unzip();
-    let (no_rows, no_deltas): (Vec<Uuid>, Vec<Decimal>) = (Vec::new(), Vec::new());
-    let post_params: [&(dyn ToSql + Sync); 13] = [
-        &tx_kinds,
-        &tx_ids,
-        &tx_tenants,
-        &tx_currencies,
-        &e_tx,
-        &e_leg,
-        &e_account,
-        &e_amount,
-        &e_currency,
-        &no_rows,
-        &no_deltas,
-        &slot_ids,
-        &slot_deltas,
-    ];
-    let paid_params: [&(dyn ToSql + Sync); 4] = [&charge_ids, &tx_ids, &payments, &clearings];
+    let postings = postings.columns();
+    let paid_params: [&(dyn ToSql + Sync); 4] = [&charge_ids, &transactions, &payments, &clearings];
     // The postings, then the charges that name them (their foreign key),
     // sent together (`pipelined`).
     let (post, mark) = pipelined(tx, POST_MANY_SQL, PAID_MANY_SQL).await?;
+    let post_params = postings.params();
     futures::try_join!(tx.execute(&post, &post_params), tx.execute(&mark, &paid_params))?;
     let read_sql = format!("SELECT {COLUMNS} FROM {FROM} WHERE c.id = ANY($1)");
     let mut by_id: HashMap<Uuid, Charge> = HashMap::new();

@@ -25,7 +25,7 @@
 //! (that credit lands on a slot; alone, after the commit, it is in the
 //! balance).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::Transaction;
 use rust_decimal::Decimal;
@@ -40,7 +40,7 @@ use crate::charges::{
 use crate::db::Cached;
 use crate::events::ChargeSucceededV1;
 use crate::money::Currency;
-use crate::posting::{LOCK_MANY_SQL, POST_MANY_SQL, READ_MANY_SQL, SKIP_LOCKED, SWEEP_SQL};
+use crate::posting::{Postings, LOCK_MANY_SQL, POST_MANY_SQL, READ_MANY_SQL, SKIP_LOCKED, SWEEP_SQL};
 use crate::{outbox, Decline, Error, Outcome, Result, TenantId};
 
 /// One charge of a batch.
@@ -266,39 +266,25 @@ async fn write(
     // Debits of floor accounts go to their locked rows, everything else to
     // this session's slots, summed per account. A row whose own part cannot
     // take its debits gets its slots folded in first, as alone.
-    let mut rows: BTreeMap<Uuid, Decimal> = BTreeMap::new();
-    let mut slots: BTreeMap<Uuid, Decimal> = BTreeMap::new();
-    let mut row_balance: HashMap<Uuid, Decimal> = HashMap::new();
-    let (mut tx_kinds, mut tx_ids, mut tx_tenants, mut tx_currencies) = (vec![], vec![], vec![], vec![]);
-    let (mut e_tx, mut e_leg, mut e_account, mut e_amount, mut e_currency) = (vec![], vec![], vec![], vec![], vec![]);
+    let mut postings = Postings::default();
     for Posting { item: i, transaction_id, legs } in applied {
         let item = &items[*i];
-        tx_kinds.push(item.new.kind());
-        tx_ids.push(*transaction_id);
-        tx_tenants.push(item.tenant.0);
-        tx_currencies.push(item.new.currency.code());
-        for (leg, (id, amount)) in legs.iter().enumerate() {
-            e_tx.push(*transaction_id);
-            e_leg.push(leg as i16);
-            e_account.push(*id);
-            e_amount.push(*amount);
-            e_currency.push(item.new.currency.code());
-            let a = &accounts[&(item.tenant.0, *id)];
-            if amount.is_sign_negative() && !a.allow_negative {
-                *rows.entry(*id).or_default() += *amount;
-                row_balance.insert(*id, a.row_balance);
-            } else {
-                *slots.entry(*id).or_default() += *amount;
-            }
-        }
+        let tenant = item.tenant;
+        let on_row = |id: Uuid, amount: Decimal| amount.is_sign_negative() && !accounts[&(tenant.0, id)].allow_negative;
+        postings.push(item.new.kind(), *transaction_id, tenant, item.new.currency, legs, on_row);
     }
-    let sweep: Vec<Uuid> =
-        rows.iter().filter(|(id, delta)| row_balance[*id] + **delta < Decimal::ZERO).map(|(id, _)| *id).collect();
+    // (a debit on a row is of the buyer's own tenant: the row's balance is its account's)
+    let row_balance: HashMap<Uuid, Decimal> = accounts.iter().map(|((_, id), a)| (*id, a.row_balance)).collect();
+    let sweep: Vec<Uuid> = postings
+        .rows()
+        .iter()
+        .filter(|(id, delta)| row_balance[*id] + **delta < Decimal::ZERO)
+        .map(|(id, _)| *id)
+        .collect();
     if !sweep.is_empty() {
         tx.cached_execute(SWEEP_SQL, &[&sweep]).await?;
     }
-    let (row_ids, row_deltas): (Vec<Uuid>, Vec<Decimal>) = rows.into_iter().unzip();
-    let (slot_ids, slot_deltas): (Vec<Uuid>, Vec<Decimal>) = slots.into_iter().unzip();
+    let postings = postings.columns();
     let (mut cols, mut holds) = (ChargeColumns::default(), ChargeColumns::default());
     let ids: Vec<Uuid> = applied
         .iter()
@@ -315,21 +301,6 @@ async fn write(
     // statements, which PostgreSQL runs after the postings' (one
     // connection, in order).
     let insert_sql = insert_many_sql();
-    let post_params: [&(dyn ToSql + Sync); 13] = [
-        &tx_kinds,
-        &tx_ids,
-        &tx_tenants,
-        &tx_currencies,
-        &e_tx,
-        &e_leg,
-        &e_account,
-        &e_amount,
-        &e_currency,
-        &row_ids,
-        &row_deltas,
-        &slot_ids,
-        &slot_deltas,
-    ];
     let charge_params: [&(dyn ToSql + Sync); 12] = [
         &cols.ids,
         &cols.tenants,
@@ -363,6 +334,7 @@ async fn write(
     let (post, insert) = pipelined(tx, POST_MANY_SQL, &insert_sql).await?;
     let authorize = tx.prepare_cached(AUTHORIZE_MANY_SQL).await?;
     // (an empty array is no statement)
+    let post_params = postings.params();
     let (_, rows, held) = futures::try_join!(
         tx.execute(&post, &post_params),
         async {

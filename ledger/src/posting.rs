@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use deadpool_postgres::Transaction;
 use rust_decimal::Decimal;
+use tokio_postgres::types::ToSql;
 
 use crate::db::Cached;
 use uuid::Uuid;
@@ -237,3 +238,95 @@ pub(crate) const POST_MANY_SQL: &str = "WITH t AS (
          SELECT d.account, (pg_backend_pid() % 16)::int2, d.delta
            FROM unnest($12::uuid[], $13::numeric[]) AS d(account, delta) ORDER BY d.account
          ON CONFLICT (account_id, slot) DO UPDATE SET balance = s.balance + excluded.balance";
+
+/// Many transactions as [`POST_MANY_SQL`] takes them: their rows, their
+/// entries, and each account's deltas summed, on its row or on a slot.
+#[derive(Default)]
+pub(crate) struct Postings {
+    columns: PostingColumns,
+    /// Debits of locked floor accounts, on their rows.
+    rows: BTreeMap<Uuid, Decimal>,
+    /// Every other delta, on this session's slots.
+    slots: BTreeMap<Uuid, Decimal>,
+}
+
+impl Postings {
+    /// Adds the transaction `id` of `legs` (a zero leg is no entry);
+    /// `on_row` says which legs go to their account's row.
+    pub(crate) fn push(
+        &mut self,
+        kind: &'static str,
+        id: Uuid,
+        tenant: TenantId,
+        currency: Currency,
+        legs: &[(Uuid, Decimal)],
+        mut on_row: impl FnMut(Uuid, Decimal) -> bool,
+    ) {
+        let c = &mut self.columns;
+        c.kinds.push(kind);
+        c.ids.push(id);
+        c.tenants.push(tenant.0);
+        c.currencies.push(currency.code());
+        for (leg, &(account, amount)) in legs.iter().filter(|(_, a)| !a.is_zero()).enumerate() {
+            c.entry_tx.push(id);
+            c.entry_leg.push(leg as i16);
+            c.entry_account.push(account);
+            c.entry_amount.push(amount);
+            c.entry_currency.push(currency.code());
+            let deltas = if on_row(account, amount) { &mut self.rows } else { &mut self.slots };
+            *deltas.entry(account).or_default() += amount;
+        }
+    }
+
+    /// The row deltas so far, by account.
+    pub(crate) fn rows(&self) -> &BTreeMap<Uuid, Decimal> {
+        &self.rows
+    }
+
+    /// The columns, ready to be sent.
+    pub(crate) fn columns(self) -> PostingColumns {
+        let mut columns = self.columns;
+        (columns.row_ids, columns.row_deltas) = self.rows.into_iter().unzip();
+        (columns.slot_ids, columns.slot_deltas) = self.slots.into_iter().unzip();
+        columns
+    }
+}
+
+/// [`Postings`] as the arrays [`POST_MANY_SQL`] takes, deltas in account order.
+#[derive(Default)]
+pub(crate) struct PostingColumns {
+    kinds: Vec<&'static str>,
+    ids: Vec<Uuid>,
+    tenants: Vec<Uuid>,
+    currencies: Vec<&'static str>,
+    entry_tx: Vec<Uuid>,
+    entry_leg: Vec<i16>,
+    entry_account: Vec<Uuid>,
+    entry_amount: Vec<Decimal>,
+    entry_currency: Vec<&'static str>,
+    row_ids: Vec<Uuid>,
+    row_deltas: Vec<Decimal>,
+    slot_ids: Vec<Uuid>,
+    slot_deltas: Vec<Decimal>,
+}
+
+impl PostingColumns {
+    /// [`POST_MANY_SQL`]'s parameters.
+    pub(crate) fn params(&self) -> [&(dyn ToSql + Sync); 13] {
+        [
+            &self.kinds,
+            &self.ids,
+            &self.tenants,
+            &self.currencies,
+            &self.entry_tx,
+            &self.entry_leg,
+            &self.entry_account,
+            &self.entry_amount,
+            &self.entry_currency,
+            &self.row_ids,
+            &self.row_deltas,
+            &self.slot_ids,
+            &self.slot_deltas,
+        ]
+    }
+}
