@@ -17,6 +17,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::config::Config;
 use crate::error::{ApiError, ProblemCode};
 use crate::idempotency::batches::Batcher;
+use crate::idempotency::keyed::Keyed;
 use crate::keys::{self, Keys};
 use crate::limits::{FailedAuths, RateLimits};
 use crate::routes::{self, RouteTable};
@@ -71,12 +72,22 @@ impl Application {
             failed_auths: FailedAuths::new(config.auth_failures()),
             provider: service::provider::Provider::new(&config.gateway)?,
             batcher: config.charge_batches().map(|shape| {
-                let charges = crate::idempotency::charge_batch::Charges {
+                let charges = Keyed {
                     pool: pool.clone(),
                     retention_secs: config.retention.idempotency().as_secs_f64(),
                     answer: routes::charges::batched_answer,
+                    effects: crate::idempotency::charge_batch::Charges,
                 };
                 Batcher::start(charges, shape)
+            }),
+            reservations: config.charge_batches().map(|shape| {
+                let reservations = Keyed {
+                    pool: pool.clone(),
+                    retention_secs: config.retention.idempotency().as_secs_f64(),
+                    answer: routes::inventory::batched_answer,
+                    effects: crate::idempotency::reservation_batch::Reservations,
+                };
+                Batcher::start(reservations, shape)
             }),
             card_records: config.charge_batches().map(|shape| {
                 let records = crate::idempotency::card_records::CardRecords {

@@ -8,6 +8,7 @@ use deadpool_postgres::Pool;
 
 use crate::config::Config;
 use crate::idempotency::batches::Batcher;
+use crate::idempotency::keyed::Keyed;
 use crate::keys::Keys;
 use crate::limits::{FailedAuths, RateLimits};
 
@@ -19,7 +20,9 @@ pub struct AppState {
     pub failed_auths: FailedAuths,
     pub provider: service::provider::Provider,
     /// Group commit of new wallet charges; `None` when CHARGE_BATCH_MAX is 1.
-    pub batcher: Option<Batcher<crate::idempotency::charge_batch::Charges>>,
+    pub batcher: Option<Batcher<Keyed<crate::idempotency::charge_batch::Charges>>>,
+    /// Group commit of new reservations (the same shape).
+    pub reservations: Option<Batcher<Keyed<crate::idempotency::reservation_batch::Reservations>>>,
     /// Card payments recorded in batches (the same shape as `batcher`).
     pub card_records: Option<Batcher<crate::idempotency::card_records::CardRecords>>,
 }

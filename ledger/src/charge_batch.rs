@@ -51,13 +51,14 @@ pub struct BatchedCharge<'a> {
     pub request_id: Option<&'a str>,
 }
 
-/// What a batch made of one charge. (One per request, short-lived: the
-/// size of the charge it carries is not worth a box.)
+/// What a batch made of one request: of a charge, or of another effect
+/// (`T`). (One per request, short-lived: the size of what it carries is
+/// not worth a box.)
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)]
-pub enum Batched {
+pub enum Batched<T = Charge> {
     /// Its outcome, or the error that refuses it (nothing of it written).
-    Done(Result<Outcome<Charge>>),
+    Done(Result<Outcome<T>>),
     /// Not decided here: run it alone once the batch has committed.
     Alone,
 }

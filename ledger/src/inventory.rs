@@ -114,9 +114,9 @@ impl ReservationStatus {
     }
 }
 
-const RESERVATION_COLUMNS: &str = "id, order_id, sku, quantity, status, created_at, updated_at, expires_at";
+pub(crate) const RESERVATION_COLUMNS: &str = "id, order_id, sku, quantity, status, created_at, updated_at, expires_at";
 
-fn reservation_from_row(row: &Row) -> Result<Reservation> {
+pub(crate) fn reservation_from_row(row: &Row) -> Result<Reservation> {
     Ok(Reservation {
         id: row.get(0),
         order_id: row.get(1),
@@ -176,19 +176,11 @@ pub async fn reserve(
         )
         .await?;
     if let Some(row) = existing {
-        let existing = reservation_from_row(&row)?;
-        if existing.quantity != quantity {
-            return Err(Error::NaturalKeyConflict(format!(
-                "order `{order_id}` already holds a reservation of `{sku}` for {} units",
-                existing.quantity
-            )));
-        }
-        return Ok(Outcome::Existing(existing));
+        return found(reservation_from_row(&row)?, quantity);
     }
     let (on_hand, reserved): (i64, i64) = (stock.get(0), stock.get(1));
-    if on_hand - reserved < quantity {
-        let available = on_hand - reserved;
-        return Ok(Outcome::Declined(Decline::OutOfStock { sku: sku.to_owned(), available, requested: quantity }));
+    if let Some(declined) = out_of_stock(sku, on_hand - reserved, quantity) {
+        return Ok(declined);
     }
     tx.cached_execute(
         "UPDATE skus SET reserved = reserved + $3, updated_at = now() WHERE tenant_id = $1 AND sku = $2",
@@ -207,6 +199,25 @@ pub async fn reserve(
     let reservation = reservation_from_row(&row)?;
     outbox::enqueue(tx, tenant, Some(order_id), &ReservationHeldV1((&reservation).into())).await?;
     Ok(Outcome::Applied(reservation))
+}
+
+/// A reservation of the order and SKU found by its natural key: the answer
+/// when it holds the same quantity, a conflict when it does not.
+pub(crate) fn found(existing: Reservation, quantity: i64) -> Result<Outcome<Reservation>> {
+    if existing.quantity != quantity {
+        return Err(Error::NaturalKeyConflict(format!(
+            "order `{}` already holds a reservation of `{}` for {} units",
+            existing.order_id, existing.sku, existing.quantity
+        )));
+    }
+    Ok(Outcome::Existing(existing))
+}
+
+/// The decline of a reservation of `quantity` when only `available` units
+/// are left.
+pub(crate) fn out_of_stock(sku: &str, available: i64, quantity: i64) -> Option<Outcome<Reservation>> {
+    (available < quantity)
+        .then(|| Outcome::Declined(Decline::OutOfStock { sku: sku.to_owned(), available, requested: quantity }))
 }
 
 pub async fn get_reservation(client: &impl GenericClient, tenant: TenantId, id: Uuid) -> Result<Reservation> {

@@ -38,6 +38,7 @@ pub mod posting;
 pub mod provider_events;
 pub mod refunds;
 pub mod request_id;
+pub mod reservation_batch;
 pub mod retention;
 pub mod schema;
 pub mod statements;

@@ -198,7 +198,9 @@ async fn crash_in_a_batch(point: &str) -> i64 {
     let batching = [
         ("CHARGE_BATCH_MAX", "16"),
         ("CHARGE_BATCH_CONCURRENCY", "2"),
-        ("CHARGE_BATCH_WINDOW_US", "500000"),
+        // long enough for all five to reach the batch on a loaded machine
+        // (each reads for a stored answer first)
+        ("CHARGE_BATCH_WINDOW_US", "2000000"),
         ("DB_LOCK_TIMEOUT_MS", "20000"),
         ("DB_STATEMENT_TIMEOUT_MS", "30000"),
     ];

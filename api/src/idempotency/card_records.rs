@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::batches::{Batch, Reply};
-use super::charge_batch::ToAnswer;
+use super::keyed::ToAnswer;
 use crate::error::ApiError;
 
 /// A paid card charge handed to the batcher.
@@ -41,7 +41,7 @@ pub struct CardRecords {
     pub pool: Pool,
     /// The answer a card charge's outcome gets: the one it gets alone
     /// (given at start: the batcher knows no route).
-    pub answer: ToAnswer,
+    pub answer: ToAnswer<ledger::charges::Charge>,
 }
 
 impl Batch for CardRecords {

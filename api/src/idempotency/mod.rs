@@ -6,9 +6,10 @@
 //!
 //! - alone ([`run`]): one transaction holds the key, the effect and the
 //!   stored answer;
-//! - batched ([`run_batched`]): a new wallet charge committed with its
-//!   neighbours in one transaction of set-based statements
-//!   ([`charge_batch`]), each with its own key, outcome and stored answer;
+//! - batched ([`run_batched`]): a new wallet charge or reservation
+//!   committed with its neighbours in one transaction of set-based
+//!   statements ([`keyed`]: [`charge_batch`], [`reservation_batch`]), each
+//!   with its own key, outcome and stored answer;
 //! - two-phase ([`run_two_phase`]): an effect at the payment provider, its
 //!   provider phases delegated to the provider-effects protocol
 //!   (`service::effects`).
@@ -46,10 +47,12 @@ pub mod batches;
 pub mod card_records;
 pub mod charge_batch;
 mod crash_points;
+pub mod keyed;
+pub mod reservation_batch;
 
-use batches::Reply;
-use charge_batch::Job;
+use batches::{Batcher, Reply};
 use crash_points::{committed, keys_locked};
+use keyed::{Effects, Job, Keyed};
 
 pub const REPLAYED: &str = "Idempotent-Replayed";
 /// Set when a write found its natural key (order attempt, refund reference,
@@ -243,28 +246,28 @@ pub async fn run<T: Serialize>(
     }
 }
 
-/// A new wallet charge, batched: through the charge batcher, which gives
-/// it the answer [`run`] would give it alone and commits it with its
-/// neighbours, or alone through [`run`] when batching is off or the batch
-/// leaves it to run alone. A retry of a completed request is replayed here,
-/// before any batch. The batcher turns outcomes into answers with the
-/// function it was started with; `to_wire` is the same for a charge alone.
-pub async fn run_batched<T: Serialize>(
+/// A new request of a kind that batches (a wallet charge, a reservation),
+/// batched: through `batcher`, which gives it the answer [`run`] would give
+/// it alone and commits it with its neighbours, or alone through [`run`]
+/// (`alone` its effect) when batching is off or the batch leaves it to run
+/// alone. A retry of a completed request is replayed here, before any
+/// batch. The batcher turns outcomes into answers with the function it was
+/// started with; `alone`'s outcome is turned by `applied`, the same answer.
+// Each argument is one thing the callers differ in.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_batched<E: Effects, T: Serialize>(
     state: &AppState,
+    batcher: Option<&Batcher<Keyed<E>>>,
     tenant: TenantId,
     key: &IdempotencyKey,
     canonical_body: &[u8],
     applied: Applied<T>,
-    to_wire: fn(ledger::charges::Charge) -> T,
-    charge: ledger::charges::NewCharge,
+    item: E::Item,
+    alone: impl AsyncFnOnce(&Transaction<'_>, &E::Item) -> Result<Outcome<T>, ledger::Error>,
 ) -> Result<HttpResponse, ApiError> {
-    let alone = async |charge: ledger::charges::NewCharge| {
-        run(state, tenant, key, canonical_body, applied, async |tx| {
-            Ok(ledger::charges::create(tx, tenant, &charge).await?.map(to_wire))
-        })
-        .await
-    };
-    let Some(batcher) = &state.batcher else { return alone(charge).await };
+    let alone =
+        async |item: E::Item| run(state, tenant, key, canonical_body, applied, async |tx| alone(tx, &item).await).await;
+    let Some(batcher) = batcher else { return alone(item).await };
     let fingerprint = key.fingerprint(canonical_body);
     {
         let client = state.pool.get().await?;
@@ -273,13 +276,13 @@ pub async fn run_batched<T: Serialize>(
             return replay(state, tenant, stored, &fingerprint);
         }
     }
-    let job = charge.clone();
+    let job = item.clone();
     let reply = batcher
         .submit(|reply| Job {
             tenant,
             key: key.as_str().to_owned(),
             fingerprint,
-            charge: job,
+            item: job,
             request_id: ledger::request_id::current(),
             reply,
         })
@@ -287,7 +290,7 @@ pub async fn run_batched<T: Serialize>(
     match reply {
         Reply::Answer(answer) => response(answer, false),
         Reply::Failed(e) => Err(e),
-        Reply::Alone => alone(charge).await,
+        Reply::Alone => alone(item).await,
     }
 }
 

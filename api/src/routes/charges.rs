@@ -441,7 +441,17 @@ pub async fn create(
                 receipt_email: receipt_email.map(str::to_owned),
                 hold,
             };
-            idempotency::run_batched(&state, caller.0, &key, &body.canonical, created(), Charge::from, charge).await
+            idempotency::run_batched(
+                &state,
+                state.batcher.as_ref(),
+                caller.0,
+                &key,
+                &body.canonical,
+                created(),
+                charge,
+                async |tx, charge| Ok(ledger::charges::create(tx, caller.0, charge).await?.map(Charge::from)),
+            )
+            .await
         }
         (None, Some(_)) if window.is_some_and(|w| w > CARD_AUTHORIZATION_WINDOW) => Err(invalid_authorization(
             "a card authorization holds at most 604800 seconds (7 days): `expires_in` is longer",

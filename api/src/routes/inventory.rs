@@ -2,6 +2,8 @@
 
 use actix_web::{get, post, web, HttpResponse};
 use chrono::{DateTime, Utc};
+use ledger::idempotency::Answer;
+use ledger::reservation_batch::NewReservation;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -200,11 +202,33 @@ pub async fn reserve(
         Some(_) => return Err(ApiError::invalid_field("`expires_in` is 60 to 2592000 seconds")),
     };
     let expires_at = ledger::holds::deadline(chrono::Utc::now(), window);
-    let created = Applied::CreatedAt(|r: &Reservation| format!("/v1/reservations/{}", r.id));
-    idempotency::run(&state, caller.0, &key, &body.canonical, created, async |tx| {
-        Ok(ledger::inventory::reserve(tx, caller.0, order_id, sku, quantity, expires_at).await?.map(Reservation::from))
-    })
+    let new = NewReservation { order_id: order_id.to_owned(), sku: sku.to_owned(), quantity, expires_at };
+    idempotency::run_batched(
+        &state,
+        state.reservations.as_ref(),
+        caller.0,
+        &key,
+        &body.canonical,
+        created(),
+        new,
+        async |tx, r| {
+            let made = ledger::inventory::reserve(tx, caller.0, &r.order_id, &r.sku, r.quantity, r.expires_at).await?;
+            Ok(made.map(Reservation::from))
+        },
+    )
     .await
+}
+
+/// What a new reservation answers: 201 with its path.
+fn created() -> Applied<Reservation> {
+    Applied::CreatedAt(|r: &Reservation| format!("/v1/reservations/{}", r.id))
+}
+
+/// The answer a batch stores for a new reservation's outcome: the one
+/// [`reserve`] stores for it alone. Given to the batcher at start (it
+/// knows no route).
+pub(crate) fn batched_answer(outcome: ledger::Outcome<ledger::inventory::Reservation>) -> Answer {
+    idempotency::answer(outcome.map(Reservation::from), &created())
 }
 
 /// Get a reservation.
