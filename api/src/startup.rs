@@ -17,7 +17,9 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::config::Config;
 use crate::error::{ApiError, ProblemCode};
 use crate::idempotency::batches::Batcher;
+use crate::idempotency::charge_batch::Charges;
 use crate::idempotency::keyed::Keyed;
+use crate::idempotency::reservation_batch::Reservations;
 use crate::keys::{self, Keys};
 use crate::limits::{FailedAuths, RateLimits};
 use crate::routes::{self, RouteTable};
@@ -64,6 +66,7 @@ impl Application {
         let listener = TcpListener::bind(&config.http_addr).map_err(bind)?;
         let port = listener.local_addr().map_err(bind)?.port();
         let keys = Arc::new(Keys::new(config.api_key_cache()));
+        let retention_secs = config.retention.idempotency().as_secs_f64();
         let state = web::Data::new(AppState {
             pool: pool.clone(),
             config: config.clone(),
@@ -71,24 +74,20 @@ impl Application {
             limits: RateLimits::new(config.rate_limit()),
             failed_auths: FailedAuths::new(config.auth_failures()),
             provider: service::provider::Provider::new(&config.gateway)?,
-            batcher: config.charge_batches().map(|shape| {
-                let charges = Keyed {
-                    pool: pool.clone(),
-                    retention_secs: config.retention.idempotency().as_secs_f64(),
-                    answer: routes::charges::batched_answer,
-                    effects: crate::idempotency::charge_batch::Charges,
-                };
-                Batcher::start(charges, shape)
-            }),
-            reservations: config.charge_batches().map(|shape| {
-                let reservations = Keyed {
-                    pool: pool.clone(),
-                    retention_secs: config.retention.idempotency().as_secs_f64(),
-                    answer: routes::inventory::batched_answer,
-                    effects: crate::idempotency::reservation_batch::Reservations,
-                };
-                Batcher::start(reservations, shape)
-            }),
+            batcher: Keyed::start(
+                config.charge_batches(),
+                &pool,
+                retention_secs,
+                routes::charges::batched_answer,
+                Charges,
+            ),
+            reservations: Keyed::start(
+                config.charge_batches(),
+                &pool,
+                retention_secs,
+                routes::inventory::batched_answer,
+                Reservations,
+            ),
             card_records: config.charge_batches().map(|shape| {
                 let records = crate::idempotency::card_records::CardRecords {
                     pool: pool.clone(),

@@ -224,6 +224,15 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// Batches of up to 16 requests of a kind, one in flight at a time,
+/// waiting up to 300 ms to fill while busy: a burst of concurrent requests
+/// lands in a few batches (`spawn_app_with(batching)`).
+pub fn batching(c: &mut Config) {
+    c.charge_batch_max = 16;
+    c.charge_batch_window_us = 300_000;
+    c.charge_batch_concurrency = 1;
+}
+
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     spawn_app_on(TestDb::new().await, tweak).await
 }

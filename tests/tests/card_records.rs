@@ -22,16 +22,10 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use uuid::Uuid;
 
-/// A shop whose API batches up to 16 requests, one batch in flight at a
-/// time, waiting up to 300 ms to fill while busy: a burst of concurrent
-/// card charges lands in a few batches.
+/// A shop whose API batches (`ledger_tests::batching`): a burst of
+/// concurrent card charges lands in a few batches.
 async fn batching_shop() -> CardShop {
-    CardShop::configured(&[], false, |c| {
-        c.charge_batch_max = 16;
-        c.charge_batch_window_us = 300_000;
-        c.charge_batch_concurrency = 1;
-    })
-    .await
+    CardShop::configured(&[], false, ledger_tests::batching).await
 }
 
 #[actix_web::test]

@@ -8,18 +8,11 @@
 
 use awc::http::StatusCode;
 use futures::future::join_all;
-use ledger_tests::{spawn_app_with, TestApp};
+use ledger_tests::{batching, spawn_app_with, TestApp};
 use serde_json::{json, Value};
 
-/// Batches of up to 16, one in flight at a time, waiting up to 300 ms to
-/// fill while busy: a burst of concurrent requests lands in a few batches.
 async fn batching_app() -> TestApp {
-    spawn_app_with(|c| {
-        c.charge_batch_max = 16;
-        c.charge_batch_window_us = 300_000;
-        c.charge_batch_concurrency = 1;
-    })
-    .await
+    spawn_app_with(batching).await
 }
 
 fn hold(order: &str, sku: &str, quantity: i64) -> Value {

@@ -29,7 +29,7 @@ use ledger::idempotency::{Answer, KeyClaim};
 use ledger::{Outcome, TenantId};
 use tokio::sync::oneshot;
 
-use super::batches::{Batch, Reply};
+use super::batches::{Batch, Batcher, Reply, Shape};
 use super::crash_points;
 use crate::error::{claim_failed, ApiError};
 
@@ -115,6 +115,17 @@ impl<E: Effects> Batch for Keyed<E> {
 }
 
 impl<E: Effects> Keyed<E> {
+    /// Its batcher, when batching is on (`shape`).
+    pub fn start(
+        shape: Option<Shape>,
+        pool: &Pool,
+        retention_secs: f64,
+        answer: ToAnswer<E::Row>,
+        effects: E,
+    ) -> Option<Batcher<Keyed<E>>> {
+        shape.map(|shape| Batcher::start(Keyed { pool: pool.clone(), retention_secs, answer, effects }, shape))
+    }
+
     /// One transaction for the whole batch; a reply per job, in order.
     async fn commit(&self, jobs: &[Job<E::Item>]) -> Result<Vec<Reply>, ApiError> {
         let mut phase = Phases::start(E::PHASE_METRIC);
