@@ -12,7 +12,8 @@
 //!   with its own key, outcome and stored answer;
 //! - two-phase ([`run_two_phase`]): an effect at the payment provider, its
 //!   provider phases delegated to the provider-effects protocol
-//!   (`service::effects`).
+//!   (`service::effects`); a card payment's record batched with its
+//!   neighbours' ([`card_records`]).
 //!
 //! This module is the only place in `api` that claims keys and stores
 //! answers (`scripts/check-key-protocol.sh`, run by `make lint`, keeps it so).
