@@ -257,9 +257,14 @@ async fn the_metrics_of_both_processes_move_as_a_purchase_says() {
     assert_eq!(types, ["charge.succeeded", "reservation.committed", "reservation.held"]);
     let events = types.len();
     let api1 = scrape(&api_url).await;
+    // (the inventory worker's `reservation.committed` may still wait for the
+    // relay's next poll when the email is consumed)
     let workers1 = eventually_scrape(&st.workers.metrics_url(), |m| {
         m.get("ledger_consumer_messages_total", &[("consumer", "email")])
             > workers0.get("ledger_consumer_messages_total", &[("consumer", "email")])
+            && m.get("ledger_outbox_unpublished", &[]) == 0.0
+            && m.get("ledger_relay_published_total", &[]) - workers0.get("ledger_relay_published_total", &[])
+                >= events as f64
     })
     .await;
 
