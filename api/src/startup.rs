@@ -74,19 +74,17 @@ impl Application {
             limits: RateLimits::new(config.rate_limit()),
             failed_auths: FailedAuths::new(config.auth_failures()),
             provider: service::provider::Provider::new(&config.gateway)?,
-            batcher: Keyed::start(
+            batcher: Keyed::<Charges>::start(
                 config.charge_batches(),
                 &pool,
                 retention_secs,
                 routes::charges::batched_answer,
-                Charges,
             ),
-            reservations: Keyed::start(
+            reservations: Keyed::<Reservations>::start(
                 config.charge_batches(),
                 &pool,
                 retention_secs,
                 routes::inventory::batched_answer,
-                Reservations,
             ),
             card_records: config.charge_batches().map(|shape| {
                 let records = crate::idempotency::card_records::CardRecords {

@@ -28,13 +28,13 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use crate::charge_batch::{pipelined, Batched};
+use crate::charge_batch::pipelined;
 use crate::charges::{from_row, Charge, ChargeStatus, ChargeTerms, COLUMNS, FROM};
 use crate::db::Cached;
 use crate::events::ChargeSucceededV1;
 use crate::money::Currency;
 use crate::posting::{Postings, POST_MANY_SQL};
-use crate::{outbox, Error, Outcome, Result, TenantId};
+use crate::{outbox, Batched, Error, Outcome, Result, TenantId};
 
 /// What the provider answered for a card charge it paid
 /// (`ProviderAnswer::Succeeded`): its payment, amount in minor units and
@@ -71,11 +71,16 @@ const PAID_MANY_SQL: &str = "WITH cards AS ( \
      UPDATE charges c SET status = 'succeeded', transaction_id = d.tx \
        FROM unnest($1::uuid[], $2::uuid[]) AS d(id, tx) WHERE c.id = d.id";
 
+/// The charges `$1`, as a charge is read.
+fn read_many_sql() -> String {
+    format!("SELECT {COLUMNS} FROM {FROM} WHERE c.id = ANY($1)")
+}
+
 /// Records the payments `items` within `tx`; one result per item, in order.
 /// An `Err` is the batch's (a statement failed): nothing of it may be
 /// committed, and each payment should be recorded alone.
-pub async fn record_paid_many(tx: &Transaction<'_>, items: &[PaidCharge<'_>]) -> Result<Vec<Batched>> {
-    let mut results: Vec<Option<Batched>> = items.iter().map(|_| None).collect();
+pub async fn record_paid_many(tx: &Transaction<'_>, items: &[PaidCharge<'_>]) -> Result<Vec<Batched<Charge>>> {
+    let mut results: Vec<Option<Batched<Charge>>> = items.iter().map(|_| None).collect();
     // The same charge twice (a retry's payment beside the first request's):
     // the first is recorded, the others find it recorded, alone.
     let mut seen = HashSet::new();
@@ -88,9 +93,8 @@ pub async fn record_paid_many(tx: &Transaction<'_>, items: &[PaidCharge<'_>]) ->
     let (ids, tenants): (Vec<Uuid>, Vec<Uuid>) = live.iter().map(|&i| (items[i].charge_id, items[i].tenant.0)).unzip();
     let locked: Vec<Uuid> = tx.cached_query(LOCK_MANY_SQL, &[&ids, &tenants]).await?.iter().map(|r| r.get(0)).collect();
     // read in a statement that starts after the locks were granted
-    let read_sql = format!("SELECT {COLUMNS} FROM {FROM} WHERE c.id = ANY($1)");
     let mut charges: HashMap<Uuid, Charge> = HashMap::new();
-    for row in tx.cached_query(&read_sql, &[&locked]).await? {
+    for row in tx.cached_query(&read_many_sql(), &[&locked]).await? {
         let charge = from_row(&row)?.charge;
         charges.insert(charge.id, charge);
     }
@@ -175,9 +179,8 @@ async fn write(
     let (post, mark) = pipelined(tx, POST_MANY_SQL, PAID_MANY_SQL).await?;
     let post_params = postings.params();
     futures::try_join!(tx.execute(&post, &post_params), tx.execute(&mark, &paid_params))?;
-    let read_sql = format!("SELECT {COLUMNS} FROM {FROM} WHERE c.id = ANY($1)");
     let mut by_id: HashMap<Uuid, Charge> = HashMap::new();
-    for row in tx.cached_query(&read_sql, &[&charge_ids]).await? {
+    for row in tx.cached_query(&read_many_sql(), &[&charge_ids]).await? {
         let charge = from_row(&row)?.charge;
         by_id.insert(charge.id, charge);
     }

@@ -41,7 +41,7 @@ use crate::db::Cached;
 use crate::events::ChargeSucceededV1;
 use crate::money::Currency;
 use crate::posting::{Postings, LOCK_MANY_SQL, POST_MANY_SQL, READ_MANY_SQL, SKIP_LOCKED, SWEEP_SQL};
-use crate::{outbox, Decline, Error, Outcome, Result, TenantId};
+use crate::{outbox, Batched, Decline, Error, Outcome, Result, TenantId};
 
 /// One charge of a batch.
 pub struct BatchedCharge<'a> {
@@ -49,18 +49,6 @@ pub struct BatchedCharge<'a> {
     pub new: &'a NewCharge,
     /// The request it is made for, carried on its event (`request_id`).
     pub request_id: Option<&'a str>,
-}
-
-/// What a batch made of one request: of a charge, or of another effect
-/// (`T`). (One per request, short-lived: the size of what it carries is
-/// not worth a box.)
-#[derive(Debug)]
-#[allow(clippy::large_enum_variant)]
-pub enum Batched<T = Charge> {
-    /// Its outcome, or the error that refuses it (nothing of it written).
-    Done(Result<Outcome<T>>),
-    /// Not decided here: run it alone once the batch has committed.
-    Alone,
 }
 
 /// An account as the batch read it, and what the batch has done to it so far.
@@ -90,8 +78,12 @@ pub enum Locks {
 /// Decides and writes the charges `items` within `tx`; one result per item,
 /// in order. An `Err` is the batch's (a statement failed): nothing of it may
 /// be committed, and each charge should run alone.
-pub async fn create_many(tx: &Transaction<'_>, items: &[BatchedCharge<'_>], locks: Locks) -> Result<Vec<Batched>> {
-    let mut results: Vec<Option<Batched>> = items.iter().map(|_| None).collect();
+pub async fn create_many(
+    tx: &Transaction<'_>,
+    items: &[BatchedCharge<'_>],
+    locks: Locks,
+) -> Result<Vec<Batched<Charge>>> {
+    let mut results: Vec<Option<Batched<Charge>>> = items.iter().map(|_| None).collect();
     // What needs no database: the lone path's own checks, and a second
     // charge of an order already in this batch.
     let mut orders = HashSet::new();

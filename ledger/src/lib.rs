@@ -50,5 +50,5 @@ pub mod webhook_endpoints;
 
 pub use error::{Error, Result};
 pub use money::Currency;
-pub use outcome::{Decline, DeclineKind, Outcome};
+pub use outcome::{Batched, Decline, DeclineKind, Outcome};
 pub use tenants::TenantId;

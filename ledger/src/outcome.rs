@@ -35,6 +35,19 @@ impl<T> Outcome<T> {
     }
 }
 
+/// What a batch (group commit) made of one request's effect: its outcome,
+/// or the error that refuses it, or nothing, left to run alone after the
+/// batch. (One per request, short-lived: the size of what it carries is not
+/// worth a box.)
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Batched<T> {
+    /// Its outcome, or the error that refuses it (nothing of it written).
+    Done(crate::Result<Outcome<T>>),
+    /// Not decided here: run it alone once the batch has committed.
+    Alone,
+}
+
 /// Why an effect was declined. A decline is a business answer, not a fault:
 /// it is final for the request that got it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

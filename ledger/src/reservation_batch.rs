@@ -22,11 +22,10 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use uuid::Uuid;
 
-use crate::charge_batch::Batched;
 use crate::db::Cached;
 use crate::events::ReservationHeldV1;
 use crate::inventory::{found, out_of_stock, reservation_from_row, Reservation, RESERVATION_COLUMNS};
-use crate::{outbox, Outcome, Result, TenantId};
+use crate::{outbox, Batched, Outcome, Result, TenantId};
 
 /// A new reservation as asked for. Owned: a batch takes it from its
 /// request's handler to another task.

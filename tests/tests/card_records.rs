@@ -13,10 +13,9 @@ use awc::http::StatusCode;
 use futures::future::join_all;
 use ledger::card_batch::{PaidCharge, Payment};
 use ledger::cards::{NewCardCharge, ProviderAnswer};
-use ledger::charge_batch::Batched;
 use ledger::charges::{ChargeStatus, PlatformFee};
 use ledger::phases::{Begun, Completion};
-use ledger::{Outcome, TenantId};
+use ledger::{Batched, Outcome, TenantId};
 use ledger_tests::card_shop::CardShop;
 use rust_decimal::Decimal;
 use serde_json::json;
@@ -123,7 +122,11 @@ fn payment(id: &str, amount_minor: i64) -> Payment {
 }
 
 /// One batch over `items` (charge, payment), committed; its results.
-async fn record(pool: &deadpool_postgres::Pool, tenant: TenantId, items: &[(Uuid, &Payment)]) -> Vec<Batched> {
+async fn record(
+    pool: &deadpool_postgres::Pool,
+    tenant: TenantId,
+    items: &[(Uuid, &Payment)],
+) -> Vec<Batched<ledger::charges::Charge>> {
     let items: Vec<PaidCharge<'_>> =
         items.iter().map(|(id, p)| PaidCharge { tenant, charge_id: *id, payment: p, request_id: None }).collect();
     let mut client = pool.get().await.unwrap();

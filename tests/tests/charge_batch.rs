@@ -258,8 +258,9 @@ async fn a_batch_that_fails_fails_none_of_its_requests_but_the_one_at_fault() {
 /// failed its foreign key to the postings (`make chaos` found it).
 #[actix_web::test]
 async fn a_batch_runs_its_statements_in_order_whatever_its_connection_prepared_before() {
-    use ledger::charge_batch::{Batched, BatchedCharge};
+    use ledger::charge_batch::BatchedCharge;
     use ledger::charges::NewCharge;
+    use ledger::Batched;
 
     let app = batching_app().await;
     let key = app.tenant("shop").await;

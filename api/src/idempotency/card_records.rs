@@ -16,9 +16,8 @@
 
 use deadpool_postgres::Pool;
 use ledger::card_batch::{PaidCharge, Payment};
-use ledger::charge_batch::Batched;
 use ledger::idempotency::Answer;
-use ledger::TenantId;
+use ledger::{Batched, TenantId};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 

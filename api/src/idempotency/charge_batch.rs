@@ -11,9 +11,9 @@
 //! would get alone (the same statements, one row each).
 
 use deadpool_postgres::Transaction;
-use ledger::charge_batch::{Batched, BatchedCharge, Locks};
+use ledger::charge_batch::{BatchedCharge, Locks};
 use ledger::charges::{Charge, NewCharge};
-use ledger::TenantId;
+use ledger::{Batched, TenantId};
 
 use super::keyed::{Effects, Job};
 

@@ -22,11 +22,11 @@
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::marker::PhantomData;
 
 use deadpool_postgres::{Pool, Transaction};
-use ledger::charge_batch::Batched;
 use ledger::idempotency::{Answer, KeyClaim};
-use ledger::{Outcome, TenantId};
+use ledger::{Batched, Outcome, TenantId};
 use tokio::sync::oneshot;
 
 use super::batches::{Batch, Batcher, Reply, Shape};
@@ -75,12 +75,12 @@ pub trait Effects: Send + Sync + 'static {
 /// alone (given at start: a batcher knows no route).
 pub type ToAnswer<R> = fn(Outcome<R>) -> Answer;
 
-/// New requests of one kind, batched.
+/// New requests of one kind (`E`), batched.
 pub struct Keyed<E: Effects> {
-    pub pool: Pool,
-    pub retention_secs: f64,
-    pub answer: ToAnswer<E::Row>,
-    pub effects: E,
+    pool: Pool,
+    retention_secs: f64,
+    answer: ToAnswer<E::Row>,
+    kind: PhantomData<E>,
 }
 
 impl<E: Effects> Batch for Keyed<E> {
@@ -121,9 +121,9 @@ impl<E: Effects> Keyed<E> {
         pool: &Pool,
         retention_secs: f64,
         answer: ToAnswer<E::Row>,
-        effects: E,
     ) -> Option<Batcher<Keyed<E>>> {
-        shape.map(|shape| Batcher::start(Keyed { pool: pool.clone(), retention_secs, answer, effects }, shape))
+        shape
+            .map(|shape| Batcher::start(Keyed { pool: pool.clone(), retention_secs, answer, kind: PhantomData }, shape))
     }
 
     /// One transaction for the whole batch; a reply per job, in order.

@@ -9,10 +9,9 @@
 //! reservations are decided in the order they arrived.
 
 use deadpool_postgres::Transaction;
-use ledger::charge_batch::Batched;
 use ledger::inventory::Reservation;
 use ledger::reservation_batch::{BatchedReservation, NewReservation};
-use ledger::TenantId;
+use ledger::{Batched, TenantId};
 
 use super::keyed::{Effects, Job};
 
