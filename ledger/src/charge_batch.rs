@@ -56,7 +56,8 @@ struct Account {
     currency: Currency,
     allow_negative: bool,
     locked: bool,
-    /// The whole balance read (row and slots).
+    /// The whole balance read (row and slots); of a debited account only
+    /// (an account only credited reads its row's part).
     balance: Decimal,
     row_balance: Decimal,
     /// Debits applied in this batch so far (negative).
@@ -120,12 +121,15 @@ pub async fn create_many(
     named.sort_unstable();
     named.dedup();
     let (t, a): (Vec<Uuid>, Vec<Uuid>) = named.iter().copied().unzip();
+    // only a debited account's balance is read whole (`READ_MANY_SQL`)
+    let whole: Vec<bool> = named.iter().map(|pair| debited.binary_search(pair).is_ok()).collect();
     let (ot, oo): (Vec<Uuid>, Vec<&str>) =
         live.iter().map(|&i| (items[i].tenant.0, items[i].new.order_id.as_str())).unzip();
     // Both reads at once: tokio-postgres pipelines them on the connection
     // (`pipelined`).
     let orders_sql = find_order_many_sql();
-    let (account_params, order_params): ([&(dyn ToSql + Sync); 2], [&(dyn ToSql + Sync); 2]) = ([&t, &a], [&ot, &oo]);
+    let (account_params, order_params): ([&(dyn ToSql + Sync); 3], [&(dyn ToSql + Sync); 2]) =
+        ([&t, &a, &whole], [&ot, &oo]);
     let (read, orders) = pipelined(tx, READ_MANY_SQL, &orders_sql).await?;
     let (account_rows, order_rows) =
         futures::try_join!(tx.query(&read, &account_params), tx.query(&orders, &order_params))?;

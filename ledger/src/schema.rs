@@ -383,7 +383,6 @@ diesel::joinable!(idempotency_keys -> charges (charge_id));
 diesel::joinable!(card_refunds -> refunds (refund_id));
 diesel::joinable!(idempotency_keys -> refunds (refund_id));
 diesel::joinable!(idempotency_keys -> tenants (tenant_id));
-diesel::joinable!(ledger_entries -> ledger_transactions (transaction_id));
 diesel::joinable!(ledger_transactions -> tenants (tenant_id));
 diesel::joinable!(outbox -> tenants (tenant_id));
 diesel::joinable!(provider_flags -> charges (charge_id));

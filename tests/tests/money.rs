@@ -150,7 +150,8 @@ async fn ledger_entries_cannot_be_rewritten_and_transactions_must_balance() {
     assert_eq!(app.db.count("ledger_entries").await, 2);
     assert_eq!(app.db.count("stock_entries").await, 1);
 
-    // an unbalanced transaction is refused at commit
+    // an unbalanced transaction is refused, at the end of the statement
+    // that inserts its entries
     let err = db
         .batch_execute(
             "BEGIN;
@@ -163,7 +164,48 @@ async fn ledger_entries_cannot_be_rewritten_and_transactions_must_balance() {
         .await
         .expect_err("an unbalanced transaction commits");
     assert!(err.as_db_error().unwrap().message().contains("does not sum to zero"), "{err}");
+    db.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(app.db.count("ledger_entries").await, 2);
+
+    // Each refused at the end of its statement: a leg added later to a
+    // balanced transaction, an entry of no transaction, of no account or in
+    // another currency than its account's; nothing of any is written.
+    let tx: uuid::Uuid = db.query_one("SELECT id FROM ledger_transactions", &[]).await.unwrap().get(0);
+    let account: uuid::Uuid = db.query_one("SELECT id FROM accounts LIMIT 1", &[]).await.unwrap().get(0);
+    for (sql, refusal) in [
+        (format!("SELECT '{tx}'::uuid, 9, '{account}'::uuid, 1, 'USD'"), "does not sum to zero"),
+        (
+            format!(
+                "SELECT '00000000-0000-7000-8000-0000000000bb'::uuid, leg, '{account}'::uuid, amount, 'USD' \
+                   FROM (VALUES (0, 1), (1, -1)) AS l(leg, amount)"
+            ),
+            "ledger transaction 00000000-0000-7000-8000-0000000000bb does not exist",
+        ),
+        (
+            format!("SELECT '{tx}'::uuid, 9, '00000000-0000-7000-8000-0000000000cc'::uuid, 0.01, 'USD'"),
+            "does not exist in USD",
+        ),
+        (format!("SELECT '{tx}'::uuid, 9, '{account}'::uuid, 0.01, 'EUR'"), "does not exist in EUR"),
+    ] {
+        let insert = format!("INSERT INTO ledger_entries (transaction_id, leg, account_id, amount, currency) {sql}");
+        let err = db.batch_execute(&insert).await.expect_err(&insert);
+        assert!(err.as_db_error().unwrap().message().contains(refusal), "{insert}: {err}");
+    }
+    assert_eq!(app.db.count("ledger_entries").await, 2);
+
+    // An account never goes, nor changes what its entries name.
+    for sql in [
+        format!("DELETE FROM accounts WHERE id = '{account}'"),
+        format!("UPDATE accounts SET currency = 'EUR' WHERE id = '{account}'"),
+        format!("UPDATE accounts SET id = gen_random_uuid() WHERE id = '{account}'"),
+    ] {
+        let err = db.batch_execute(&sql).await.expect_err(&sql);
+        assert_eq!(
+            err.as_db_error().unwrap().code(),
+            &tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE,
+            "{sql}"
+        );
+    }
 }
 
 #[actix_web::test]
