@@ -10,21 +10,24 @@
 -- The foreign keys also kept an account with entries from being deleted
 -- or changing its id or currency under them; accounts now refuse both.
 
+-- Each check looks its rows up one by one in their unique indexes (scalar
+-- subqueries, not joins): planned while a table is small, a join would
+-- hash a scan of all of it, and the plan is kept as it grows.
 CREATE FUNCTION ledger_check_entries() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     bad record;
 BEGIN
     SELECT n.transaction_id INTO bad
       FROM (SELECT DISTINCT transaction_id FROM new_entries) n
-     WHERE NOT EXISTS (SELECT 1 FROM ledger_transactions t WHERE t.id = n.transaction_id)
+     WHERE (SELECT t.id FROM ledger_transactions t WHERE t.id = n.transaction_id) IS NULL
      LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'ledger transaction % does not exist', bad.transaction_id
             USING ERRCODE = 'foreign_key_violation';
     END IF;
     SELECT n.account_id, n.currency INTO bad
-      FROM new_entries n
-     WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = n.account_id AND a.currency = n.currency)
+      FROM (SELECT DISTINCT account_id, currency FROM new_entries) n
+     WHERE (SELECT a.currency FROM accounts a WHERE a.id = n.account_id) IS DISTINCT FROM n.currency
      LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'account % does not exist in %', bad.account_id, bad.currency
