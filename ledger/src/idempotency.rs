@@ -235,6 +235,16 @@ pub const CLAIM_MANY_SQL: &str = "INSERT INTO idempotency_keys (tenant_id, key, 
              response_headers = '[]', response_body = NULL, charge_id = NULL, refund_id = NULL, created_at = now() \
        WHERE idempotency_keys.created_at < now() - make_interval(secs => $4) \
      RETURNING tenant_id, key";
+/// The stored answers of completed requests among many keys (those a batch
+/// did not own), each looked up in the key index (`LATERAL`: a join
+/// planned while the table was small would hash a scan of it), each row
+/// ending with its tenant and key.
+const COMPLETED_MANY_SQL: &str = "SELECT x.* FROM unnest($1::uuid[], $2::text[]) AS c(t, k) \
+     CROSS JOIN LATERAL (SELECT fingerprint, status_code, content_type, response_headers, response_body, \
+                                tenant_id, key \
+                           FROM idempotency_keys \
+                          WHERE tenant_id = c.t AND key = c.k AND status_code IS NOT NULL \
+                            AND created_at >= now() - make_interval(secs => $3)) x";
 /// Stores many answers, one per owned key.
 const STORE_MANY_SQL: &str = "UPDATE idempotency_keys k SET status_code = a.s, content_type = a.ct, \
      response_headers = a.h, response_body = a.b \
@@ -273,6 +283,27 @@ pub async fn claim_many(tx: &Transaction<'_>, claims: &[KeyClaim<'_>], retention
     let owned: std::collections::HashSet<(uuid::Uuid, String)> =
         rows.iter().map(|r| (r.get::<_, uuid::Uuid>(0), r.get::<_, String>(1))).collect();
     Ok(claims.iter().map(|c| owned.contains(&(c.tenant.0, c.key.to_owned()))).collect())
+}
+
+/// [`completed`] for many keys at once, within the batch that claimed them
+/// (after its claim, which waited for any request holding one): for each,
+/// its stored answer if its request completed.
+pub async fn completed_many(
+    tx: &Transaction<'_>,
+    keys: &[(TenantId, &str)],
+    retention_secs: f64,
+) -> Result<Vec<Option<Stored>>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tenants: Vec<uuid::Uuid> = keys.iter().map(|k| k.0 .0).collect();
+    let names: Vec<&str> = keys.iter().map(|k| k.1).collect();
+    let rows = tx.cached_query(COMPLETED_MANY_SQL, &[&tenants, &names, &retention_secs]).await?;
+    let mut found: std::collections::HashMap<(uuid::Uuid, String), Stored> = std::collections::HashMap::new();
+    for row in &rows {
+        found.insert((row.get(5), row.get(6)), stored(row)?);
+    }
+    Ok(keys.iter().map(|(t, key)| found.remove(&(t.0, (*key).to_owned()))).collect())
 }
 
 /// Stores the answers of many owned keys in one statement.

@@ -136,6 +136,39 @@ async fn concurrent_charges_share_commits_and_each_gets_its_own_outcome() {
 /// Authorizations go through group commit too, beside charges made at
 /// once: holds count against the buyer's balance in the batch's order, each
 /// gets its own outcome, and the batch commits them together.
+/// Retries in a batch beside new requests: a retry of a completed request is
+/// answered by the batch's claim (no read of its own first), byte for byte;
+/// its key under another request is refused; the new ones are charged.
+#[actix_web::test]
+async fn retries_in_a_batch_are_replayed_or_refused_beside_new_charges() {
+    let app = batching_app().await;
+    let key = app.tenant("shop").await;
+    let seller = app.account(&key, "seller", "USD", false).await;
+    let rich = app.funded(&key, "rich", "1000.00").await;
+    let first: Vec<(String, Value)> =
+        (0..6).map(|i| (format!("first-{i}:1"), charge(&format!("first-{i}"), 1, &rich, &seller, "1.00"))).collect();
+    let answers = join_all(first.iter().map(|(idem, body)| app.post("/v1/charges", &key, idem, body.clone()))).await;
+    assert!(answers.iter().all(|a| a.status == StatusCode::CREATED), "{answers:?}");
+
+    let mut mixed: Vec<(String, Value)> = first.clone();
+    mixed.push(("first-0:1".into(), charge("first-0", 1, &rich, &seller, "2.00")));
+    mixed.extend((0..6).map(|i| (format!("next-{i}:1"), charge(&format!("next-{i}"), 1, &rich, &seller, "1.00"))));
+    let again = join_all(mixed.iter().map(|(idem, body)| app.post("/v1/charges", &key, idem, body.clone()))).await;
+    for (answer, replayed) in answers.iter().zip(&again) {
+        assert_eq!((replayed.status, &replayed.body), (answer.status, &answer.body), "the first answer");
+        assert!(replayed.replayed, "{replayed:?}");
+    }
+    assert_eq!(again[6].status, StatusCode::CONFLICT, "{:?}", again[6]);
+    assert_eq!(again[6].code(), "idempotency_key_reused");
+    assert!(again[7..].iter().all(|a| a.status == StatusCode::CREATED && !a.replayed), "{again:?}");
+    // the new ones shared commits: the retries went through batches with them
+    let commits = app.scalar("SELECT count(DISTINCT xmin::text) FROM charges WHERE order_id LIKE 'next-%'").await;
+    assert!(commits < 6, "6 new charges in {commits} commits");
+    assert_eq!(app.scalar("SELECT count(*) FROM charges").await, 12, "no retry charged again");
+    assert_eq!(app.balance(&key, &rich).await, "988.00");
+    app.audit_clean().await;
+}
+
 #[actix_web::test]
 async fn authorizations_share_commits_with_charges_and_holds_count_in_the_batch() {
     let app = batching_app().await;

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ledger::idempotency::Answer;
+use ledger::idempotency::{Answer, Stored};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
@@ -35,6 +35,9 @@ pub struct Shape {
 pub enum Reply {
     /// Committed: the answer, stored for the key.
     Answer(Answer),
+    /// The key's request completed before: its stored answer, for the
+    /// handler to replay (or refuse, for another request under the key).
+    Replay(Stored),
     /// Refused, nothing written: the error it gets alone (not stored).
     Failed(ApiError),
     /// Not decided by the batch: run it alone.

@@ -9,9 +9,12 @@
 //! claimed (all of the batch's in one statement), its own outcome (its
 //! effect and event, its decline, its error), its answer stored in the same
 //! transaction and replayed byte for byte, all or none of it committed. A
+//! key whose request completed before is answered from the batch: its
+//! stored answer, read in one statement for all such keys. A
 //! request a batch does not decide runs alone through [`super::run`] after
 //! the batch's commit, where it finds what the batch did: a key used before
-//! or twice in the batch, and whatever its kind leaves alone (a row another
+//! by a request still running or in flight, a key twice in the batch, and
+//! whatever its kind leaves alone (a row another
 //! transaction holds, which the batch skips rather than wait: one locked
 //! row never holds up strangers). When the batch itself fails (a statement
 //! error, a deadlock, a lost connection) nothing of it is committed and
@@ -138,10 +141,21 @@ impl<E: Effects> Keyed<E> {
         phase.done("claim");
         crash_points::keys_locked();
         let mine: Vec<usize> = (0..jobs.len()).filter(|i| owned[*i]).collect();
+        // A key this batch does not own: a retry of a completed request is
+        // answered from here (no read of its own before the batch, which
+        // every new request would pay); anything else runs alone.
+        let taken: Vec<usize> = (0..jobs.len()).filter(|i| !owned[*i]).collect();
+        let names: Vec<(TenantId, &str)> = taken.iter().map(|&i| (jobs[i].tenant, jobs[i].key.as_str())).collect();
+        let completed = ledger::idempotency::completed_many(&tx, &names, self.retention_secs).await?;
         let claimed: Vec<&Job<E::Item>> = mine.iter().map(|&i| &jobs[i]).collect();
         let results = E::apply(&tx, &claimed).await?;
         phase.done(E::PHASE);
         let mut replies: Vec<Reply> = jobs.iter().map(|_| Reply::Alone).collect();
+        for (&i, stored) in taken.iter().zip(completed) {
+            if let Some(stored) = stored {
+                replies[i] = Reply::Replay(stored);
+            }
+        }
         let mut release: Vec<(TenantId, &str)> = Vec::new();
         for (&i, result) in mine.iter().zip(results) {
             replies[i] = match result {

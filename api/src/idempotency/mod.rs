@@ -22,7 +22,8 @@
 //! answer (`ledger::idempotency` owns the statements). A crash or a 5xx rolls
 //! the key back with the effect, so no key is ever stuck "in progress", and a
 //! 5xx is always safe to retry. A retry of a completed request is answered
-//! from one read outside any transaction.
+//! from one read outside any transaction, or, for a kind of request that is
+//! batched, by its batch's claim of the keys.
 //!
 //! What is stored is decided here, once: every [`Outcome`] (applied,
 //! existing by natural key, declined) is the request's answer and is stored;
@@ -269,20 +270,16 @@ pub async fn run_batched<E: Effects, T: Serialize>(
     let alone =
         async |item: E::Item| run(state, tenant, key, canonical_body, applied, async |tx| alone(tx, &item).await).await;
     let Some(batcher) = batcher else { return alone(item).await };
+    // No read for a stored answer first: the batch's claim finds a
+    // completed request's (`Reply::Replay`), so a new request makes one
+    // round trip fewer.
     let fingerprint = key.fingerprint(canonical_body);
-    {
-        let client = state.pool.get().await?;
-        let retention_secs = state.config.retention.idempotency().as_secs_f64();
-        if let Some(stored) = ledger::idempotency::completed(&client, tenant, key.as_str(), retention_secs).await? {
-            return replay(state, tenant, stored, &fingerprint);
-        }
-    }
     let job = item.clone();
     let reply = batcher
         .submit(|reply| Job {
             tenant,
             key: key.as_str().to_owned(),
-            fingerprint,
+            fingerprint: fingerprint.clone(),
             item: job,
             request_id: ledger::request_id::current(),
             reply,
@@ -290,6 +287,7 @@ pub async fn run_batched<E: Effects, T: Serialize>(
         .await;
     match reply {
         Reply::Answer(answer) => response(answer, false),
+        Reply::Replay(stored) => replay(state, tenant, stored, &fingerprint),
         Reply::Failed(e) => Err(e),
         Reply::Alone => alone(item).await,
     }
@@ -435,7 +433,8 @@ pub async fn run_two_phase<E: Effect, T: Serialize>(
                 return response(answer, false);
             }
             Reply::Failed(e) => return Err(e),
-            Reply::Alone => {}
+            // (a record batch claims no key, so replays none)
+            Reply::Alone | Reply::Replay(_) => {}
         }
     }
     let mut client = state.pool.get().await?;
