@@ -235,8 +235,8 @@ pub const CLAIM_MANY_SQL: &str = "INSERT INTO idempotency_keys (tenant_id, key, 
              response_headers = '[]', response_body = NULL, charge_id = NULL, refund_id = NULL, created_at = now() \
        WHERE idempotency_keys.created_at < now() - make_interval(secs => $4) \
      RETURNING tenant_id, key";
-/// The stored answers of completed requests among many keys (those a batch
-/// did not own), each looked up in the key index (`LATERAL`: a join
+/// The stored answers of completed requests among many keys (a batch's),
+/// each looked up in the key index (`LATERAL`: a join
 /// planned while the table was small would hash a scan of it), each row
 /// ending with its tenant and key.
 const COMPLETED_MANY_SQL: &str = "SELECT x.* FROM unnest($1::uuid[], $2::text[]) AS c(t, k) \
@@ -285,9 +285,9 @@ pub async fn claim_many(tx: &Transaction<'_>, claims: &[KeyClaim<'_>], retention
     Ok(claims.iter().map(|c| owned.contains(&(c.tenant.0, c.key.to_owned()))).collect())
 }
 
-/// [`completed`] for many keys at once, within the batch that claimed them
-/// (after its claim, which waited for any request holding one): for each,
-/// its stored answer if its request completed.
+/// [`completed`] for many keys at once, within a batch's transaction before
+/// it claims the others: for each, its stored answer if its request
+/// completed.
 pub async fn completed_many(
     tx: &Transaction<'_>,
     keys: &[(TenantId, &str)],

@@ -135,27 +135,40 @@ impl<E: Effects> Keyed<E> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         phase.done("connection");
-        let claims: Vec<KeyClaim<'_>> =
-            jobs.iter().map(|j| KeyClaim { tenant: j.tenant, key: &j.key, fingerprint: &j.fingerprint }).collect();
-        let owned = ledger::idempotency::claim_many(&tx, &claims, self.retention_secs).await.map_err(claim_failed)?;
+        // A retry of a completed request is answered from its stored answer,
+        // read for the whole batch before the claim: no read of its own
+        // before the batch, which every new request would pay, and no claim,
+        // so a batch of retries writes nothing. The others are claimed; one
+        // this batch does not own (still running, or completed since this
+        // read) runs alone.
+        let names: Vec<(TenantId, &str)> = jobs.iter().map(|j| (j.tenant, j.key.as_str())).collect();
+        let completed = ledger::idempotency::completed_many(&tx, &names, self.retention_secs).await?;
+        let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
+        let mut fresh: Vec<usize> = Vec::new();
+        for (i, stored) in completed.into_iter().enumerate() {
+            replies.push(match stored {
+                Some(stored) => Reply::Replay(stored),
+                None => {
+                    fresh.push(i);
+                    Reply::Alone
+                }
+            });
+        }
+        let claims: Vec<KeyClaim<'_>> = fresh
+            .iter()
+            .map(|&i| KeyClaim { tenant: jobs[i].tenant, key: &jobs[i].key, fingerprint: &jobs[i].fingerprint })
+            .collect();
+        let owned = if claims.is_empty() {
+            Vec::new()
+        } else {
+            ledger::idempotency::claim_many(&tx, &claims, self.retention_secs).await.map_err(claim_failed)?
+        };
         phase.done("claim");
         crash_points::keys_locked();
-        let mine: Vec<usize> = (0..jobs.len()).filter(|i| owned[*i]).collect();
-        // A key this batch does not own: a retry of a completed request is
-        // answered from here (no read of its own before the batch, which
-        // every new request would pay); anything else runs alone.
-        let taken: Vec<usize> = (0..jobs.len()).filter(|i| !owned[*i]).collect();
-        let names: Vec<(TenantId, &str)> = taken.iter().map(|&i| (jobs[i].tenant, jobs[i].key.as_str())).collect();
-        let completed = ledger::idempotency::completed_many(&tx, &names, self.retention_secs).await?;
+        let mine: Vec<usize> = fresh.iter().zip(&owned).filter(|(_, owned)| **owned).map(|(&i, _)| i).collect();
         let claimed: Vec<&Job<E::Item>> = mine.iter().map(|&i| &jobs[i]).collect();
         let results = E::apply(&tx, &claimed).await?;
         phase.done(E::PHASE);
-        let mut replies: Vec<Reply> = jobs.iter().map(|_| Reply::Alone).collect();
-        for (&i, stored) in taken.iter().zip(completed) {
-            if let Some(stored) = stored {
-                replies[i] = Reply::Replay(stored);
-            }
-        }
         let mut release: Vec<(TenantId, &str)> = Vec::new();
         for (&i, result) in mine.iter().zip(results) {
             replies[i] = match result {

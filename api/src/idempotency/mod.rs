@@ -23,7 +23,7 @@
 //! the key back with the effect, so no key is ever stuck "in progress", and a
 //! 5xx is always safe to retry. A retry of a completed request is answered
 //! from one read outside any transaction, or, for a kind of request that is
-//! batched, by its batch's claim of the keys.
+//! batched, by its batch (one read for the batch's keys).
 //!
 //! What is stored is decided here, once: every [`Outcome`] (applied,
 //! existing by natural key, declined) is the request's answer and is stored;
@@ -270,9 +270,9 @@ pub async fn run_batched<E: Effects, T: Serialize>(
     let alone =
         async |item: E::Item| run(state, tenant, key, canonical_body, applied, async |tx| alone(tx, &item).await).await;
     let Some(batcher) = batcher else { return alone(item).await };
-    // No read for a stored answer first: the batch's claim finds a
-    // completed request's (`Reply::Replay`), so a new request makes one
-    // round trip fewer.
+    // No read for a stored answer first: the batch reads its keys' in one
+    // statement (`Reply::Replay`), so a new request makes one round trip
+    // fewer.
     let fingerprint = key.fingerprint(canonical_body);
     let job = item.clone();
     let reply = batcher
