@@ -141,7 +141,18 @@ async fn concurrent_charges_share_commits_and_each_gets_its_own_outcome() {
 /// its key under another request is refused; the new ones are charged.
 #[actix_web::test]
 async fn retries_in_a_batch_are_replayed_or_refused_beside_new_charges() {
-    let app = batching_app().await;
+    let app = spawn_app_with(|c| {
+        batching(c);
+        c.metrics_addr = Some("127.0.0.1:0".into());
+    })
+    .await;
+    // requests that went through a batch, retries included (none read a
+    // stored answer of its own before its batch)
+    let batched = async || -> f64 {
+        let text = app.metrics().await;
+        let line = text.lines().find(|l| l.starts_with("ledger_charge_batch_size_sum ")).expect("batch sizes");
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
     let key = app.tenant("shop").await;
     let seller = app.account(&key, "seller", "USD", false).await;
     let rich = app.funded(&key, "rich", "1000.00").await;
@@ -150,6 +161,7 @@ async fn retries_in_a_batch_are_replayed_or_refused_beside_new_charges() {
     let answers = join_all(first.iter().map(|(idem, body)| app.post("/v1/charges", &key, idem, body.clone()))).await;
     assert!(answers.iter().all(|a| a.status == StatusCode::CREATED), "{answers:?}");
 
+    let before = batched().await;
     let mut mixed: Vec<(String, Value)> = first.clone();
     mixed.push(("first-0:1".into(), charge("first-0", 1, &rich, &seller, "2.00")));
     mixed.extend((0..6).map(|i| (format!("next-{i}:1"), charge(&format!("next-{i}"), 1, &rich, &seller, "1.00"))));
@@ -161,6 +173,7 @@ async fn retries_in_a_batch_are_replayed_or_refused_beside_new_charges() {
     assert_eq!(again[6].status, StatusCode::CONFLICT, "{:?}", again[6]);
     assert_eq!(again[6].code(), "idempotency_key_reused");
     assert!(again[7..].iter().all(|a| a.status == StatusCode::CREATED && !a.replayed), "{again:?}");
+    assert_eq!(batched().await - before, 13.0, "every request of the round went through a batch");
     // the new ones shared commits: the retries went through batches with them
     let commits = app.scalar("SELECT count(DISTINCT xmin::text) FROM charges WHERE order_id LIKE 'next-%'").await;
     assert!(commits < 6, "6 new charges in {commits} commits");
