@@ -143,17 +143,8 @@ impl<E: Effects> Keyed<E> {
         // read) runs alone.
         let names: Vec<(TenantId, &str)> = jobs.iter().map(|j| (j.tenant, j.key.as_str())).collect();
         let completed = ledger::idempotency::completed_many(&tx, &names, self.retention_secs).await?;
-        let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
-        let mut fresh: Vec<usize> = Vec::new();
-        for (i, stored) in completed.into_iter().enumerate() {
-            replies.push(match stored {
-                Some(stored) => Reply::Replay(stored),
-                None => {
-                    fresh.push(i);
-                    Reply::Alone
-                }
-            });
-        }
+        let fresh: Vec<usize> = (0..jobs.len()).filter(|&i| completed[i].is_none()).collect();
+        let mut replies: Vec<Reply> = completed.into_iter().map(|s| s.map_or(Reply::Alone, Reply::Replay)).collect();
         let claims: Vec<KeyClaim<'_>> = fresh
             .iter()
             .map(|&i| KeyClaim { tenant: jobs[i].tenant, key: &jobs[i].key, fingerprint: &jobs[i].fingerprint })
