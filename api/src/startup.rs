@@ -17,6 +17,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::config::Config;
 use crate::error::{ApiError, ProblemCode};
 use crate::idempotency::batches::Batcher;
+use crate::idempotency::card_begins::CardBegins;
 use crate::idempotency::charge_batch::Charges;
 use crate::idempotency::keyed::Keyed;
 use crate::idempotency::reservation_batch::Reservations;
@@ -93,6 +94,12 @@ impl Application {
                 };
                 Batcher::start(records, shape)
             }),
+            card_begins: Keyed::<CardBegins>::start(
+                config.charge_batches(),
+                &pool,
+                retention_secs,
+                routes::charges::batched_answer,
+            ),
         });
         let metrics_state = state.clone();
         // the process's recorder, before the first request counts anything

@@ -25,4 +25,6 @@ pub struct AppState {
     pub reservations: Option<Batcher<Keyed<crate::idempotency::reservation_batch::Reservations>>>,
     /// Card payments recorded in batches (the same shape as `batcher`).
     pub card_records: Option<Batcher<crate::idempotency::card_records::CardRecords>>,
+    /// New card charges' first transactions, batched when batching is on.
+    pub card_begins: Option<Batcher<Keyed<crate::idempotency::card_begins::CardBegins>>>,
 }

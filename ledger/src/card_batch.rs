@@ -21,15 +21,27 @@
 //! so nothing is locked and no balance is read (the accounts were checked
 //! by the charge's first transaction, and the entries' foreign key to
 //! `accounts (id, currency)` holds them to it).
+//!
+//! The first transaction of new card charges is batched too
+//! ([`begin_many`]): many charges created `processing`, before the provider
+//! is asked, in set-based statements and one commit. It takes only the
+//! common case, a new attempt of an order with no live charge, and
+//! decides it as [`crate::cards::begin`] does; anything else (an attempt
+//! already made, an order already paid or in flight, an account missing or
+//! in another currency, the same order twice in one batch, a row another
+//! transaction is inserting) it hands back to run alone, where the lone
+//! path decides it.
 
 use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::Transaction;
+use rust_decimal::Decimal;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
+use crate::cards::NewCardCharge;
 use crate::charge_batch::pipelined;
-use crate::charges::{from_row, Charge, ChargeStatus, ChargeTerms, COLUMNS, FROM};
+use crate::charges::{existing_in, find_order_many_sql, from_row, Charge, ChargeStatus, ChargeTerms, COLUMNS, FROM};
 use crate::db::Cached;
 use crate::events::ChargeSucceededV1;
 use crate::money::Currency;
@@ -198,4 +210,158 @@ async fn write(
         .collect();
     outbox::enqueue_many(tx, &events).await?;
     Ok(recorded)
+}
+
+/// One new card charge of a batch of first transactions.
+pub struct NewCardBegin<'a> {
+    pub tenant: TenantId,
+    pub new: &'a NewCardCharge,
+}
+
+/// The accounts `$1`: their tenant and currency.
+const ACCOUNTS_MANY_SQL: &str = "SELECT id, tenant_id, currency FROM accounts WHERE id = ANY($1)";
+
+/// New card charges, `processing`, with their card rows (leased, as the
+/// lone path's). A charge whose order attempt or live order another
+/// transaction took meanwhile is skipped (`ON CONFLICT DO NOTHING`, after
+/// that transaction ends), its card row with it; the ids made come back.
+const BEGIN_MANY_SQL: &str = "WITH d AS ( \
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::uuid[], $6::uuid[], \
+                              $7::numeric[], $8::numeric[], $9::text[], $10::text[], $11::text[], $12::text[], \
+                              $13::float8[], $14::float8[]) \
+                AS d(id, t, order_id, attempt, seller, platform, amount, fee, currency, email, method, pkey, \
+                     lease, authorize)), \
+     made AS ( \
+         INSERT INTO charges (id, tenant_id, order_id, attempt, seller_account_id, platform_account_id, amount, fee, \
+                              currency, receipt_email, status) \
+         SELECT id, t, order_id, attempt, seller, platform, amount, fee, currency, email, 'processing' FROM d \
+         ON CONFLICT DO NOTHING RETURNING id) \
+     INSERT INTO card_charges (charge_id, payment_method, provider_key, lease_until, authorize_secs) \
+     SELECT d.id, d.method, d.pkey, now() + make_interval(secs => d.lease), d.authorize FROM d JOIN made USING (id) \
+     RETURNING charge_id";
+
+/// The first transactions of the new card charges `items`, within `tx`;
+/// one result per item, in order: the charge created in flight
+/// (`Outcome::Applied`, to be sent to the provider), its error, or
+/// [`Batched::Alone`]. An `Err` is the batch's (a statement failed): nothing
+/// of it may be committed, and each charge should run alone.
+pub async fn begin_many(tx: &Transaction<'_>, items: &[NewCardBegin<'_>]) -> Result<Vec<Batched<Charge>>> {
+    let mut results: Vec<Option<Batched<Charge>>> = items.iter().map(|_| None).collect();
+    fn terms(new: &NewCardCharge) -> ChargeTerms<'_> {
+        ChargeTerms { payer: None, seller: new.seller, amount: new.amount, fee: new.platform_fee.as_ref() }
+    }
+    // An order twice (two attempts, or one under two keys): the first goes
+    // in, the others find it alone.
+    let mut orders = HashSet::new();
+    for (i, item) in items.iter().enumerate() {
+        if let Err(e) = terms(item.new).check() {
+            results[i] = Some(Batched::Done(Err(e)));
+        } else if !orders.insert((item.tenant.0, item.new.order_id.as_str())) {
+            results[i] = Some(Batched::Alone);
+        }
+    }
+    let live: Vec<usize> = (0..items.len()).filter(|&i| results[i].is_none()).collect();
+    if live.is_empty() {
+        return Ok(results.into_iter().map(|r| r.expect("every charge decided")).collect());
+    }
+
+    // The seller and platform accounts, read and not locked (as alone:
+    // they are only credited, later), and each order's charges so far, sent
+    // together.
+    let mut account_ids: Vec<Uuid> = Vec::new();
+    let (mut order_tenants, mut order_ids): (Vec<Uuid>, Vec<&str>) = (Vec::new(), Vec::new());
+    for &i in &live {
+        let new = items[i].new;
+        account_ids.extend(&terms(new).accounts(new.seller)[1..]);
+        order_tenants.push(items[i].tenant.0);
+        order_ids.push(new.order_id.as_str());
+    }
+    let (accounts_sql, orders_sql) = pipelined(tx, ACCOUNTS_MANY_SQL, &find_order_many_sql()).await?;
+    let (account_params, order_params): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 2]) =
+        ([&account_ids], [&order_tenants, &order_ids]);
+    let (account_rows, order_rows) =
+        futures::try_join!(tx.query(&accounts_sql, &account_params), tx.query(&orders_sql, &order_params))?;
+    let mut accounts: HashMap<Uuid, (Uuid, Currency)> = HashMap::new();
+    for row in account_rows {
+        accounts.insert(row.get(0), (row.get(1), crate::stored::currency(row.get(2))?));
+    }
+    let mut charged: HashMap<(Uuid, String), Vec<Charge>> = HashMap::new();
+    for row in order_rows {
+        // the tenant ends each row, after the charge's columns
+        let tenant: Uuid = row.get(row.len() - 1);
+        let charge = from_row(&row)?.charge;
+        charged.entry((tenant, charge.order_id.clone())).or_default().push(charge);
+    }
+
+    let mut fresh: Vec<usize> = Vec::new();
+    for &i in &live {
+        let (tenant, new) = (items[i].tenant, items[i].new);
+        let accounts_hold = terms(new).accounts(new.seller)[1..]
+            .iter()
+            .all(|id| accounts.get(id).is_some_and(|&(t, currency)| t == tenant.0 && currency == new.currency));
+        let order = charged.get(&(tenant.0, new.order_id.clone())).map_or(&[][..], Vec::as_slice);
+        // a missing account, an attempt made before, an order paid: alone,
+        // the lone path gives its answer
+        let new_attempt = matches!(existing_in(order, &new.order_id, new.attempt, |c| new.same_as(c)), Ok(None));
+        if accounts_hold && new_attempt {
+            fresh.push(i);
+        } else {
+            results[i] = Some(Batched::Alone);
+        }
+    }
+
+    let ids: Vec<Uuid> = fresh.iter().map(|_| Uuid::now_v7()).collect();
+    let made: HashSet<Uuid> = if fresh.is_empty() {
+        HashSet::new()
+    } else {
+        let tenants: Vec<Uuid> = fresh.iter().map(|&i| items[i].tenant.0).collect();
+        let new = |i: usize| items[i].new;
+        let order_ids: Vec<&str> = fresh.iter().map(|&i| new(i).order_id.as_str()).collect();
+        let attempts: Vec<i32> = fresh.iter().map(|&i| new(i).attempt).collect();
+        let sellers: Vec<Uuid> = fresh.iter().map(|&i| new(i).seller).collect();
+        let platforms: Vec<Option<Uuid>> =
+            fresh.iter().map(|&i| new(i).platform_fee.as_ref().map(|f| f.account_id)).collect();
+        let amounts: Vec<Decimal> = fresh.iter().map(|&i| new(i).amount).collect();
+        let fees: Vec<Decimal> =
+            fresh.iter().map(|&i| new(i).platform_fee.as_ref().map_or(Decimal::ZERO, |f| f.amount)).collect();
+        let currencies: Vec<&str> = fresh.iter().map(|&i| new(i).currency.code()).collect();
+        let emails: Vec<Option<&str>> = fresh.iter().map(|&i| new(i).receipt_email.as_deref()).collect();
+        let methods: Vec<&str> = fresh.iter().map(|&i| new(i).payment_method.as_str()).collect();
+        let provider_keys: Vec<&str> = fresh.iter().map(|&i| new(i).provider_key.as_str()).collect();
+        let leases: Vec<f64> = fresh.iter().map(|&i| new(i).lease.as_secs_f64()).collect();
+        let authorize: Vec<Option<f64>> = fresh.iter().map(|&i| new(i).authorize.map(|w| w.as_secs_f64())).collect();
+        let params: [&(dyn ToSql + Sync); 14] = [
+            &ids,
+            &tenants,
+            &order_ids,
+            &attempts,
+            &sellers,
+            &platforms,
+            &amounts,
+            &fees,
+            &currencies,
+            &emails,
+            &methods,
+            &provider_keys,
+            &leases,
+            &authorize,
+        ];
+        tx.cached_query(BEGIN_MANY_SQL, &params).await?.iter().map(|r| r.get(0)).collect()
+    };
+    let made_ids: Vec<Uuid> = ids.iter().copied().filter(|id| made.contains(id)).collect();
+    let mut by_id: HashMap<Uuid, Charge> = HashMap::new();
+    if !made_ids.is_empty() {
+        for row in tx.cached_query(&read_many_sql(), &[&made_ids]).await? {
+            let charge = from_row(&row)?.charge;
+            by_id.insert(charge.id, charge);
+        }
+    }
+    for (&i, id) in fresh.iter().zip(&ids) {
+        results[i] = Some(match by_id.remove(id) {
+            Some(charge) => Batched::Done(Ok(Outcome::Applied(charge))),
+            // its order taken by a transaction that committed meanwhile
+            None => Batched::Alone,
+        });
+    }
+    Ok(results.into_iter().map(|r| r.expect("every charge decided")).collect())
 }

@@ -34,18 +34,21 @@ use crate::outbox;
 use crate::posting::{lock_debited, post};
 use crate::{Decline, Error, Outcome, Result, TenantId};
 
-/// A card charge as asked for.
-pub struct NewCardCharge<'a> {
-    pub order_id: &'a str,
+/// A card charge as asked for. Owned: a batch of first transactions
+/// (`card_batch::begin_many`) takes it from its request's handler to
+/// another task.
+#[derive(Debug, Clone)]
+pub struct NewCardCharge {
+    pub order_id: String,
     pub attempt: i32,
-    pub payment_method: &'a str,
+    pub payment_method: String,
     pub seller: Uuid,
     pub amount: Decimal,
     pub currency: Currency,
     pub platform_fee: Option<PlatformFee>,
-    pub receipt_email: Option<&'a str>,
+    pub receipt_email: Option<String>,
     /// The provider's Idempotency-Key for this (tenant, order, attempt).
-    pub provider_key: &'a str,
+    pub provider_key: String,
     /// How long the request that creates it may talk to the provider before
     /// the completer may take the charge over.
     pub lease: Duration,
@@ -55,15 +58,15 @@ pub struct NewCardCharge<'a> {
     pub authorize: Option<Duration>,
 }
 
-impl NewCardCharge<'_> {
-    fn same_as(&self, c: &Charge) -> bool {
-        c.payment_method.as_deref() == Some(self.payment_method)
+impl NewCardCharge {
+    pub(crate) fn same_as(&self, c: &Charge) -> bool {
+        c.payment_method.as_deref() == Some(self.payment_method.as_str())
             && self.seller == c.seller_account_id
             && self.amount == c.requested_amount()
             && self.authorize.is_some() == c.authorize_for.is_some()
             && self.currency == c.currency
             && self.platform_fee == c.platform_fee
-            && self.receipt_email == c.receipt_email.as_deref()
+            && self.receipt_email == c.receipt_email
     }
 }
 
@@ -86,7 +89,7 @@ pub fn outcome_of(charge: Charge) -> Option<Outcome<Charge>> {
 /// The first transaction of a card charge: finds the attempt's charge by its
 /// natural key, or creates it `processing`. Refuses another attempt of an
 /// order that is paid or still processing.
-pub async fn begin(tx: &Transaction<'_>, tenant: TenantId, new: &NewCardCharge<'_>) -> Result<Begun> {
+pub async fn begin(tx: &Transaction<'_>, tenant: TenantId, new: &NewCardCharge) -> Result<Begun> {
     let terms = ChargeTerms { payer: None, seller: new.seller, amount: new.amount, fee: new.platform_fee.as_ref() };
     terms.check()?;
     // the seller and the platform (the payer, the clearing account, comes with the answer)
@@ -98,7 +101,7 @@ pub async fn begin(tx: &Transaction<'_>, tenant: TenantId, new: &NewCardCharge<'
     // meets this one's row in the order's unique index and is answered 409
     // `contention`, to retry, which finds this charge.
     lock_debited(tx, tenant, ids, &[], new.currency).await?;
-    if let Some(existing) = existing_attempt(tx, tenant, new.order_id, new.attempt, |c| new.same_as(c)).await? {
+    if let Some(existing) = existing_attempt(tx, tenant, &new.order_id, new.attempt, |c| new.same_as(c)).await? {
         return Ok(match existing.status {
             ChargeStatus::Processing | ChargeStatus::RequiresAction => Begun::InFlight(existing),
             ChargeStatus::Failed => Begun::Final(outcome_of(existing).expect("final")),

@@ -108,6 +108,18 @@ pub enum RecoveryPoint {
 }
 
 impl RecoveryPoint {
+    /// The key's columns that name it (`charge_id`, `refund_id`,
+    /// `capture_of`, `void_of`): one set, the others null.
+    fn columns(self) -> [Option<uuid::Uuid>; 4] {
+        let only = |p: fn(uuid::Uuid) -> RecoveryPoint| (p(self.id()) == self).then_some(self.id());
+        [
+            only(RecoveryPoint::Charge),
+            only(RecoveryPoint::Refund),
+            only(RecoveryPoint::Capture),
+            only(RecoveryPoint::Void),
+        ]
+    }
+
     /// The effect's row it names.
     pub fn id(self) -> uuid::Uuid {
         match self {
@@ -168,18 +180,33 @@ pub async fn store(tx: &Transaction<'_>, tenant: TenantId, key: &str, answer: &A
 /// provider answer is still to come. Committed with the effect, without an
 /// answer.
 pub async fn mark_in_flight(tx: &Transaction<'_>, tenant: TenantId, key: &str, point: RecoveryPoint) -> Result<()> {
-    let only = |p: fn(uuid::Uuid) -> RecoveryPoint| (p(point.id()) == point).then_some(point.id());
+    let [charge, refund, capture, void] = point.columns();
     tx.cached_execute(
         "UPDATE idempotency_keys SET charge_id = $3, refund_id = $4, capture_of = $5, void_of = $6 \
           WHERE tenant_id = $1 AND key = $2",
-        &[
-            &tenant.0,
-            &key,
-            &only(RecoveryPoint::Charge),
-            &only(RecoveryPoint::Refund),
-            &only(RecoveryPoint::Capture),
-            &only(RecoveryPoint::Void),
-        ],
+        &[&tenant.0, &key, &charge, &refund, &capture, &void],
+    )
+    .await?;
+    Ok(())
+}
+
+/// [`mark_in_flight`] for many keys claimed by one batch ([`claim_many`]),
+/// in one statement.
+pub async fn mark_in_flight_many(tx: &Transaction<'_>, points: &[(TenantId, &str, RecoveryPoint)]) -> Result<()> {
+    if points.is_empty() {
+        return Ok(());
+    }
+    let tenants: Vec<uuid::Uuid> = points.iter().map(|p| p.0 .0).collect();
+    let keys: Vec<&str> = points.iter().map(|p| p.1).collect();
+    let columns: Vec<[Option<uuid::Uuid>; 4]> = points.iter().map(|p| p.2.columns()).collect();
+    let column = |n: usize| columns.iter().map(|c| c[n]).collect::<Vec<_>>();
+    let (charges, refunds, captures, voids) = (column(0), column(1), column(2), column(3));
+    tx.cached_execute(
+        "UPDATE idempotency_keys k SET charge_id = p.c, refund_id = p.r, capture_of = p.cap, void_of = p.v \
+           FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::uuid[], $6::uuid[]) \
+                AS p(t, key, c, r, cap, v) \
+          WHERE k.tenant_id = p.t AND k.key = p.key",
+        &[&tenants, &keys, &charges, &refunds, &captures, &voids],
     )
     .await?;
     Ok(())

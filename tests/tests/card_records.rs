@@ -1,11 +1,15 @@
-//! Card payments recorded in batches (group commit of a card charge's
-//! second transaction): concurrent card charges the provider paid share one
-//! database transaction, and each is recorded exactly as alone: one
-//! payment, one ledger transaction with the lone path's legs, one event,
-//! its answer stored and replayed byte for byte. What a batch does not
-//! record it leaves to the lone path, untouched. Which requests shared a
-//! transaction is read from the rows themselves: rows written by one
-//! transaction carry its `xmin`.
+//! Card charges in batches (group commit of both of a card charge's
+//! transactions). Concurrent new card charges are created in flight
+//! together, each key marked with its charge, before any is sent; each
+//! still gets what it gets alone (its payment asked once, its error, its
+//! natural-key answer), and what the batch does not take runs alone.
+//! Concurrent card charges the provider paid are recorded together, each
+//! exactly as alone: one payment, one ledger transaction with the lone
+//! path's legs, one event, its answer stored and replayed byte for byte.
+//! What a batch does not record it leaves to the lone path, untouched.
+//! Which requests shared a transaction is read from the rows themselves
+//! (rows written by one transaction carry its `xmin`) or from the batch
+//! metrics.
 
 use std::time::Duration;
 
@@ -82,6 +86,90 @@ async fn concurrent_card_payments_are_recorded_together_each_once_with_its_store
     assert_eq!(count("SELECT count(*) FROM ledger_transactions").await, 12, "nothing more");
 }
 
+/// New card charges' first transactions, batched: a burst of new charges
+/// (and beside them a key twice, an order attempt under two keys, a seller
+/// that does not exist, a fee larger than the amount) goes through the
+/// batches of first transactions, and each request gets what it gets
+/// alone, its payment asked of the provider once.
+#[actix_web::test]
+async fn new_card_charges_begin_together_and_each_gets_what_it_gets_alone() {
+    let s = CardShop::configured(&[], false, |c| {
+        ledger_tests::batching(c);
+        c.metrics_addr = Some("127.0.0.1:0".into());
+    })
+    .await;
+    let card = |order: &str, seller: &str, fee: &str| {
+        json!({"order_id": order, "attempt": 1, "payment_method": "pm_card_visa",
+               "seller_account_id": seller, "amount": "25.00", "currency": "USD",
+               "platform_fee": {"account_id": s.platform, "amount": fee}})
+    };
+    let ghost = Uuid::now_v7().to_string();
+    let mut sent: Vec<(String, serde_json::Value)> =
+        (0..8).map(|i| (format!("new-{i}:1"), card(&format!("new-{i}"), &s.seller, "2.50"))).collect();
+    sent.push(("twice:1".into(), card("twice", &s.seller, "2.50")));
+    sent.push(("twice:1".into(), card("twice", &s.seller, "2.50")));
+    sent.push(("nat:1".into(), card("nat", &s.seller, "2.50")));
+    sent.push(("nat:1:again".into(), card("nat", &s.seller, "2.50")));
+    sent.push(("ghost:1".into(), card("ghost", &ghost, "2.50")));
+    sent.push(("fee:1".into(), card("fee", &s.seller, "30.00")));
+    let answers = join_all(sent.iter().map(|(k, body)| s.app.post("/v1/charges", &s.key, k, body.clone()))).await;
+    let by_key = |key: &str| -> Vec<&ledger_tests::Answer> {
+        sent.iter().zip(&answers).filter(|((k, _), _)| k == key).map(|(_, a)| a).collect()
+    };
+
+    for i in 0..8 {
+        let a = by_key(&format!("new-{i}:1"))[0];
+        assert_eq!(a.status, StatusCode::CREATED, "{a:?}");
+        assert_eq!(a.json()["status"], "succeeded");
+    }
+    let twice = by_key("twice:1");
+    assert_eq!((twice[0].status, &twice[0].body), (twice[1].status, &twice[1].body), "one key, one answer");
+    assert_eq!(twice.iter().filter(|a| a.replayed).count(), 1, "the second of one key replays the first");
+    let nat = [by_key("nat:1")[0], by_key("nat:1:again")[0]];
+    assert_eq!(nat[0].json()["id"], nat[1].json()["id"], "one order attempt, one charge: {nat:?}");
+    assert!(nat.iter().all(|a| a.status.is_success() && a.json()["status"] == "succeeded"), "{nat:?}");
+    assert_eq!(by_key("ghost:1")[0].code(), "account_not_found");
+    assert_eq!(by_key("fee:1")[0].code(), "fee_exceeds_amount");
+
+    // Every request went through a batch of first transactions, and they
+    // shared them.
+    let text = s.app.metrics().await;
+    let metric = |name: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).expect(name);
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(metric("ledger_card_begin_batch_size_sum"), sent.len() as f64, "every request was batched");
+    let batches = metric("ledger_card_begin_batch_size_count");
+    assert!(batches <= (sent.len() / 2) as f64, "{} requests in {batches} batches", sent.len());
+
+    // One charge and one payment per order, exact balances, a clean audit.
+    for order in (0..8).map(|i| format!("new-{i}")).chain(["twice".into(), "nat".into()]) {
+        assert_eq!(s.fake.payments_of(&order).await.len(), 1, "{order}: one payment at the provider");
+    }
+    assert!(s.fake.payments_of("ghost").await.is_empty() && s.fake.payments_of("fee").await.is_empty());
+    let count = |sql: &'static str| s.app.scalar(sql);
+    assert_eq!(count("SELECT count(*) FROM charges").await, 10);
+    assert_eq!(count("SELECT count(*) FROM charges WHERE status = 'succeeded'").await, 10);
+    assert_eq!(count("SELECT count(*) FROM ledger_transactions WHERE kind = 'charge'").await, 10);
+    assert_eq!(
+        count("SELECT count(*) FROM idempotency_keys WHERE status_code IS NULL").await,
+        0,
+        "no key left in flight"
+    );
+    assert_eq!(s.app.balance(&s.key, &s.seller).await, "225.00");
+    assert_eq!(s.app.balance(&s.key, &s.platform).await, "25.00");
+    s.audit_clean().await;
+
+    // Every retry gets its first answer again; nothing more is asked or made.
+    for ((key, body), first) in sent.iter().zip(&answers) {
+        let again = s.app.post("/v1/charges", &s.key, key, body.clone()).await;
+        assert_eq!((again.status, &again.body), (first.status, &first.body), "{key}: the same answer");
+        assert_eq!(again.replayed, first.status.is_success(), "{key}: replayed when stored");
+    }
+    assert_eq!(s.fake.payments().await.len(), 10, "no payment more");
+    assert_eq!(count("SELECT count(*) FROM ledger_transactions").await, 10, "nothing more");
+}
+
 /// The shop's tenant, seller and platform, as the ledger names them.
 async fn parties(s: &CardShop) -> (TenantId, Uuid, Uuid) {
     let client = s.app.db.client().await;
@@ -94,17 +182,16 @@ async fn parties(s: &CardShop) -> (TenantId, Uuid, Uuid) {
 async fn processing(pool: &deadpool_postgres::Pool, s: &CardShop, order: &str) -> Uuid {
     let (tenant, seller, platform) = parties(s).await;
     let fee = PlatformFee { account_id: platform, amount: Decimal::new(250, 2) };
-    let key = format!("pk-{order}");
     let new = NewCardCharge {
-        order_id: order,
+        order_id: order.to_owned(),
         attempt: 1,
-        payment_method: "pm_card_visa",
+        payment_method: "pm_card_visa".to_owned(),
         seller,
         amount: Decimal::new(2500, 2),
         currency: "USD".parse().unwrap(),
         platform_fee: Some(fee),
         receipt_email: None,
-        provider_key: &key,
+        provider_key: format!("pk-{order}"),
         lease: Duration::from_secs(30),
         authorize: None,
     };

@@ -1,5 +1,6 @@
 //! The lanes of a group commit, for every kind of batch the engine runs
-//! (new wallet charges, [`super::charge_batch`]; card payments recorded,
+//! (new wallet charges, [`super::charge_batch`]; new card charges' first
+//! transactions, [`super::card_begins`]; card payments recorded,
 //! [`super::card_records`]): requests are gathered into batches, and each
 //! batch is one PostgreSQL transaction and one commit.
 //!
@@ -38,6 +39,9 @@ pub enum Reply {
     /// The key's request completed before: its stored answer, for the
     /// handler to replay (or refuse, for another request under the key).
     Replay(Stored),
+    /// An effect at the provider, committed in flight (the key marked with
+    /// its recovery point, no answer stored): the provider is to be asked.
+    InFlight(uuid::Uuid),
     /// Refused, nothing written: the error it gets alone (not stored).
     Failed(ApiError),
     /// Not decided by the batch: run it alone.

@@ -1,7 +1,8 @@
 //! Batches of new requests under Idempotency-Keys (group commit), the
 //! engine's batched mode: concurrent requests of one kind (new wallet
 //! charges, [`super::charge_batch`]; new reservations,
-//! [`super::reservation_batch`]) are gathered into batches, and each batch
+//! [`super::reservation_batch`]; new card charges' first transactions,
+//! [`super::card_begins`]) are gathered into batches, and each batch
 //! is one PostgreSQL transaction of set-based statements and one commit,
 //! instead of one transaction and one commit per request.
 //!
@@ -28,7 +29,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 
 use deadpool_postgres::{Pool, Transaction};
-use ledger::idempotency::{Answer, KeyClaim};
+use ledger::idempotency::{Answer, KeyClaim, RecoveryPoint};
 use ledger::{Batched, Outcome, TenantId};
 use tokio::sync::oneshot;
 
@@ -66,6 +67,13 @@ pub trait Effects: Send + Sync + 'static {
     const ONE_FAILS_AS_ALONE: bool;
     /// Requests that lock the same rows map to the same lane.
     fn lane(tenant: TenantId, item: &Self::Item) -> u128;
+    /// The recovery point of an outcome left in flight at the payment
+    /// provider (a card charge created, not yet sent): its key is marked
+    /// with it instead of storing an answer, as alone ([`super::first`]).
+    /// None for an effect the ledger decides by itself.
+    fn in_flight(_outcome: &Outcome<Self::Row>) -> Option<RecoveryPoint> {
+        None
+    }
     /// Decides and writes the effects of `jobs` within `tx`; one result per
     /// job, in order. An `Err` is the batch's.
     fn apply(
@@ -161,9 +169,16 @@ impl<E: Effects> Keyed<E> {
         let results = E::apply(&tx, &claimed).await?;
         phase.done(E::PHASE);
         let mut release: Vec<(TenantId, &str)> = Vec::new();
+        let mut in_flight: Vec<(TenantId, &str, RecoveryPoint)> = Vec::new();
         for (&i, result) in mine.iter().zip(results) {
             replies[i] = match result {
-                Batched::Done(Ok(outcome)) => Reply::Answer((self.answer)(outcome)),
+                Batched::Done(Ok(outcome)) => match E::in_flight(&outcome) {
+                    Some(point) => {
+                        in_flight.push((jobs[i].tenant, &jobs[i].key, point));
+                        Reply::InFlight(point.id())
+                    }
+                    None => Reply::Answer((self.answer)(outcome)),
+                },
                 Batched::Done(Err(e)) => {
                     release.push((jobs[i].tenant, &jobs[i].key));
                     Reply::Failed(e.into())
@@ -183,11 +198,15 @@ impl<E: Effects> Keyed<E> {
             })
             .collect();
         ledger::idempotency::store_many(&tx, &stored).await?;
+        ledger::idempotency::mark_in_flight_many(&tx, &in_flight).await?;
         ledger::idempotency::release_many(&tx, &release).await?;
         phase.done("answers");
         tx.commit().await?;
         phase.done("commit");
-        crash_points::committed();
+        // (an effect left in flight has its own crash point, its handler's)
+        if !stored.is_empty() {
+            crash_points::committed();
+        }
         Ok(replies)
     }
 }

@@ -12,8 +12,9 @@
 //!   with its own key, outcome and stored answer;
 //! - two-phase ([`run_two_phase`]): an effect at the payment provider, its
 //!   provider phases delegated to the provider-effects protocol
-//!   (`service::effects`); a card payment's record batched with its
-//!   neighbours' ([`card_records`]).
+//!   (`service::effects`); a new card charge's first transaction
+//!   ([`run_two_phase_batched`], [`card_begins`]) and its payment's record
+//!   ([`card_records`]) each batched with its neighbours'.
 //!
 //! This module is the only place in `api` that claims keys and stores
 //! answers (`scripts/check-key-protocol.sh`, run by `make lint`, keeps it so).
@@ -46,6 +47,7 @@ use crate::error::{claim_failed, provider_rejected, ApiError, ProblemCode, PROBL
 use crate::state::AppState;
 
 pub mod batches;
+pub mod card_begins;
 pub mod card_records;
 pub mod charge_batch;
 mod crash_points;
@@ -274,23 +276,34 @@ pub async fn run_batched<E: Effects, T: Serialize>(
     // statement (`Reply::Replay`), so a new request makes one round trip
     // fewer.
     let fingerprint = key.fingerprint(canonical_body);
-    let job = item.clone();
-    let reply = batcher
-        .submit(|reply| Job {
-            tenant,
-            key: key.as_str().to_owned(),
-            fingerprint: fingerprint.clone(),
-            item: job,
-            request_id: ledger::request_id::current(),
-            reply,
-        })
-        .await;
-    match reply {
+    match submit(batcher, tenant, key, &fingerprint, item.clone()).await {
         Reply::Answer(answer) => response(answer, false),
         Reply::Replay(stored) => replay(state, tenant, stored, &fingerprint),
         Reply::Failed(e) => Err(e),
+        // (a batch of effects the ledger decides leaves none in flight)
+        Reply::InFlight(_) => Err(ledger::Error::unknown("an effect in flight", "from a batch that makes none").into()),
         Reply::Alone => alone(item).await,
     }
+}
+
+/// Hands a request to its batch and waits for what the batch made of it.
+async fn submit<E: Effects>(
+    batcher: &Batcher<Keyed<E>>,
+    tenant: TenantId,
+    key: &IdempotencyKey,
+    fingerprint: &[u8],
+    item: E::Item,
+) -> Reply {
+    batcher
+        .submit(|reply| Job {
+            tenant,
+            key: key.as_str().to_owned(),
+            fingerprint: fingerprint.to_owned(),
+            item,
+            request_id: ledger::request_id::current(),
+            reply,
+        })
+        .await
 }
 
 /// What a request's first transaction under its key came to.
@@ -399,6 +412,60 @@ pub async fn run_two_phase<E: Effect, T: Serialize>(
         First::Answered(response) => return Ok(response),
         First::InFlight(id) => id,
     };
+    finish::<E, T>(state, tenant, key, applied, to_wire, id).await
+}
+
+/// [`run_two_phase`] for a new effect of a kind whose first transaction
+/// batches (a card charge, [`card_begins`]): that transaction is its
+/// batch's, which claims its key, creates the effect in flight and marks
+/// the key with it, committed with its neighbours; or [`run_two_phase`]'s
+/// own (`begin` with `item`) when batching is off or the batch leaves the
+/// request to run alone. The provider is then asked and the answer
+/// recorded as [`run_two_phase`] does, with no transaction open meanwhile.
+// Each argument is one thing the callers differ in.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_two_phase_batched<E: Effect, B: Effects<Row = E::Row>, T: Serialize>(
+    state: &AppState,
+    batcher: Option<&Batcher<Keyed<B>>>,
+    tenant: TenantId,
+    key: &IdempotencyKey,
+    canonical_body: &[u8],
+    applied: Applied<T>,
+    to_wire: fn(E::Row) -> T,
+    item: B::Item,
+    begin: impl AsyncFnOnce(&Transaction<'_>, &B::Item) -> Result<Begun<E::Row>, ledger::Error>,
+) -> Result<HttpResponse, ApiError> {
+    let fingerprint = key.fingerprint(canonical_body);
+    let reply = match batcher {
+        Some(batcher) => submit(batcher, tenant, key, &fingerprint, item.clone()).await,
+        None => Reply::Alone,
+    };
+    let id = match reply {
+        Reply::InFlight(id) => id,
+        Reply::Answer(answer) => return response(answer, false),
+        Reply::Replay(stored) => return replay(state, tenant, stored, &fingerprint),
+        Reply::Failed(e) => return Err(e),
+        Reply::Alone => {
+            let begin = async |tx: &Transaction<'_>| begin(tx, &item).await;
+            return run_two_phase::<E, T>(state, tenant, key, canonical_body, applied, to_wire, begin).await;
+        }
+    };
+    // in flight and the key names it; the provider was not asked
+    ledger::crash::point(E::AFTER_BEGIN);
+    finish::<E, T>(state, tenant, key, applied, to_wire, id).await
+}
+
+/// Phases 2 and 3 of an effect at the provider in flight (`id`): the
+/// provider asked with no transaction open, its answer recorded and the
+/// final answer stored for the key.
+async fn finish<E: Effect, T: Serialize>(
+    state: &AppState,
+    tenant: TenantId,
+    key: &IdempotencyKey,
+    applied: Applied<T>,
+    to_wire: fn(E::Row) -> T,
+    id: Uuid,
+) -> Result<HttpResponse, ApiError> {
     let asked = effects::ask::<E>(&state.pool, &state.provider, tenant, id).await?;
     // the provider answered (or not); nothing of it is recorded yet
     ledger::crash::point(E::AFTER_PROVIDER);
@@ -433,8 +500,9 @@ pub async fn run_two_phase<E: Effect, T: Serialize>(
                 return response(answer, false);
             }
             Reply::Failed(e) => return Err(e),
-            // (a record batch claims no key, so replays none)
-            Reply::Alone | Reply::Replay(_) => {}
+            // (a record batch claims no key, so replays none and leaves
+            // none in flight)
+            Reply::Alone | Reply::Replay(_) | Reply::InFlight(_) => {}
         }
     }
     let mut client = state.pool.get().await?;

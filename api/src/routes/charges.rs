@@ -459,26 +459,28 @@ pub async fn create(
         (None, Some(payment_method)) => {
             let provider_key = state.provider.provider_key(caller.0, order_id, b.attempt);
             let new = NewCardCharge {
-                order_id,
+                order_id: order_id.to_owned(),
                 attempt: b.attempt,
-                payment_method: payment_method_token(payment_method)?,
+                payment_method: payment_method_token(payment_method)?.to_owned(),
                 seller: b.seller_account_id,
                 amount,
                 currency,
                 platform_fee,
-                receipt_email,
-                provider_key: &provider_key,
+                receipt_email: receipt_email.map(str::to_owned),
+                provider_key,
                 lease: state.provider.lease(),
                 authorize: window,
             };
-            idempotency::run_two_phase::<CardCharge, _>(
+            idempotency::run_two_phase_batched::<CardCharge, _, _>(
                 &state,
+                state.card_begins.as_ref(),
                 caller.0,
                 &key,
                 &body.canonical,
                 created(),
                 Charge::from,
-                async |tx| ledger::cards::begin(tx, caller.0, &new).await,
+                new,
+                async |tx, new| ledger::cards::begin(tx, caller.0, new).await,
             )
             .await
         }
