@@ -190,7 +190,7 @@ pub async fn mark_in_flight(tx: &Transaction<'_>, tenant: TenantId, key: &str, p
     Ok(())
 }
 
-/// [`mark_in_flight`] for many keys claimed by one batch ([`claim_many`]),
+/// [`mark_in_flight`] for many keys claimed by one batch ([`claim_batch`]),
 /// in one statement.
 pub async fn mark_in_flight_many(tx: &Transaction<'_>, points: &[(TenantId, &str, RecoveryPoint)]) -> Result<()> {
     if points.is_empty() {
@@ -250,28 +250,34 @@ pub async fn purge_expired(client: &impl GenericClient, retention_secs: f64) -> 
     .await?)
 }
 
-/// Claims many keys in one statement, for a batch of requests run in one
-/// transaction (`group commit`): the same insert as [`CLAIM_SQL`], over
-/// arrays. The keys are claimed in (tenant, key) order, so two batches that
-/// share keys wait for each other instead of deadlocking. The caller passes
-/// each (tenant, key) at most once: one statement cannot claim a key twice.
-pub const CLAIM_MANY_SQL: &str = "INSERT INTO idempotency_keys (tenant_id, key, fingerprint) \
-     SELECT t, k, f FROM unnest($1::uuid[], $2::text[], $3::bytea[]) AS c(t, k, f) ORDER BY t, k \
-     ON CONFLICT (tenant_id, key) DO UPDATE \
-         SET fingerprint = EXCLUDED.fingerprint, status_code = NULL, content_type = NULL, \
-             response_headers = '[]', response_body = NULL, charge_id = NULL, refund_id = NULL, created_at = now() \
-       WHERE idempotency_keys.created_at < now() - make_interval(secs => $4) \
-     RETURNING tenant_id, key";
-/// The stored answers of completed requests among many keys (a batch's),
-/// each looked up in the key index (`LATERAL`: a join
-/// planned while the table was small would hash a scan of it), each row
-/// ending with its tenant and key.
-const COMPLETED_MANY_SQL: &str = "SELECT x.* FROM unnest($1::uuid[], $2::text[]) AS c(t, k) \
-     CROSS JOIN LATERAL (SELECT fingerprint, status_code, content_type, response_headers, response_body, \
-                                tenant_id, key \
-                           FROM idempotency_keys \
-                          WHERE tenant_id = c.t AND key = c.k AND status_code IS NOT NULL \
-                            AND created_at >= now() - make_interval(secs => $3)) x";
+/// A batch's keys (group commit), in one statement: the stored answers of
+/// those whose request completed (each looked up in the key index,
+/// `LATERAL`: a join planned while the table was small would hash a scan
+/// of it), and the others claimed with the same insert as [`CLAIM_SQL`],
+/// over arrays. A completed key is read, not claimed, so a batch of
+/// retries writes and locks nothing. The keys are claimed in (tenant, key)
+/// order, so two batches that share keys wait for each other instead of
+/// deadlocking. Each row ends with its tenant and key; a claimed key's
+/// row has no answer. The caller passes each (tenant, key) at most once:
+/// one statement cannot claim a key twice.
+const CLAIM_BATCH_SQL: &str = "WITH c AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[]) AS c(t, k, f)), \
+     done AS (SELECT x.* FROM c CROSS JOIN LATERAL ( \
+                  SELECT fingerprint, status_code, content_type, response_headers, response_body, tenant_id, key \
+                    FROM idempotency_keys \
+                   WHERE tenant_id = c.t AND key = c.k AND status_code IS NOT NULL \
+                     AND created_at >= now() - make_interval(secs => $4)) x), \
+     claimed AS ( \
+         INSERT INTO idempotency_keys (tenant_id, key, fingerprint) \
+         SELECT t, k, f FROM c WHERE NOT EXISTS (SELECT 1 FROM done WHERE done.tenant_id = c.t AND done.key = c.k) \
+          ORDER BY t, k \
+         ON CONFLICT (tenant_id, key) DO UPDATE \
+             SET fingerprint = EXCLUDED.fingerprint, status_code = NULL, content_type = NULL, \
+                 response_headers = '[]', response_body = NULL, charge_id = NULL, refund_id = NULL, created_at = now() \
+           WHERE idempotency_keys.created_at < now() - make_interval(secs => $4) \
+         RETURNING tenant_id, key) \
+     SELECT * FROM done \
+     UNION ALL \
+     SELECT NULL::bytea, NULL::int2, NULL::text, NULL::jsonb, NULL::bytea, tenant_id, key FROM claimed";
 /// Stores many answers, one per owned key.
 const STORE_MANY_SQL: &str = "UPDATE idempotency_keys k SET status_code = a.s, content_type = a.ct, \
      response_headers = a.h, response_body = a.b \
@@ -297,40 +303,42 @@ pub struct KeyClaim<'a> {
     pub fingerprint: &'a [u8],
 }
 
-/// Claims `claims` within `tx`, waiting (up to `lock_timeout`) for
-/// concurrent requests that hold any of them; returns, for each claim,
-/// whether this transaction owns its key. A key it does not own was used
-/// before (or by a request still running): that request runs alone and
-/// [`claim`] tells it which.
-pub async fn claim_many(tx: &Transaction<'_>, claims: &[KeyClaim<'_>], retention_secs: f64) -> Result<Vec<bool>> {
+/// What a batch's statement made of one of its keys.
+#[derive(Debug)]
+pub enum BatchClaim {
+    /// Claimed by this transaction: its request is the batch's to run.
+    Owned,
+    /// Its request completed before: its stored answer.
+    Stored(Stored),
+    /// Used by a request still running or in flight (or completed since the
+    /// statement's snapshot): that request runs alone, where [`claim`]
+    /// tells it which.
+    Other,
+}
+
+/// Claims `claims` within `tx`, or reads their stored answers, in one
+/// statement ([`CLAIM_BATCH_SQL`]), waiting (up to `lock_timeout`) for
+/// concurrent requests that hold any of them; one result per claim, in
+/// order.
+pub async fn claim_batch(
+    tx: &Transaction<'_>,
+    claims: &[KeyClaim<'_>],
+    retention_secs: f64,
+) -> Result<Vec<BatchClaim>> {
+    if claims.is_empty() {
+        return Ok(Vec::new());
+    }
     let tenants: Vec<uuid::Uuid> = claims.iter().map(|c| c.tenant.0).collect();
     let keys: Vec<&str> = claims.iter().map(|c| c.key).collect();
     let fingerprints: Vec<&[u8]> = claims.iter().map(|c| c.fingerprint).collect();
-    let rows = tx.cached_query(CLAIM_MANY_SQL, &[&tenants, &keys, &fingerprints, &retention_secs]).await?;
-    let owned: std::collections::HashSet<(uuid::Uuid, String)> =
-        rows.iter().map(|r| (r.get::<_, uuid::Uuid>(0), r.get::<_, String>(1))).collect();
-    Ok(claims.iter().map(|c| owned.contains(&(c.tenant.0, c.key.to_owned()))).collect())
-}
-
-/// [`completed`] for many keys at once, within a batch's transaction before
-/// it claims the others: for each, its stored answer if its request
-/// completed.
-pub async fn completed_many(
-    tx: &Transaction<'_>,
-    keys: &[(TenantId, &str)],
-    retention_secs: f64,
-) -> Result<Vec<Option<Stored>>> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
-    }
-    let tenants: Vec<uuid::Uuid> = keys.iter().map(|k| k.0 .0).collect();
-    let names: Vec<&str> = keys.iter().map(|k| k.1).collect();
-    let rows = tx.cached_query(COMPLETED_MANY_SQL, &[&tenants, &names, &retention_secs]).await?;
-    let mut found: std::collections::HashMap<(uuid::Uuid, String), Stored> = std::collections::HashMap::new();
+    let rows = tx.cached_query(CLAIM_BATCH_SQL, &[&tenants, &keys, &fingerprints, &retention_secs]).await?;
+    let mut found: std::collections::HashMap<(uuid::Uuid, String), BatchClaim> = std::collections::HashMap::new();
     for row in &rows {
-        found.insert((row.get(5), row.get(6)), stored(row)?);
+        let status: Option<i16> = row.try_get(1)?;
+        let claim = if status.is_some() { BatchClaim::Stored(stored(row)?) } else { BatchClaim::Owned };
+        found.insert((row.try_get(5)?, row.try_get(6)?), claim);
     }
-    Ok(keys.iter().map(|(t, key)| found.remove(&(t.0, (*key).to_owned()))).collect())
+    Ok(claims.iter().map(|c| found.remove(&(c.tenant.0, c.key.to_owned())).unwrap_or(BatchClaim::Other)).collect())
 }
 
 /// Stores the answers of many owned keys in one statement.
@@ -372,7 +380,7 @@ pub async fn store_final_many(tx: &Transaction<'_>, answers: &[(TenantId, &str, 
     Ok(answers.iter().map(|(t, key, _)| stored.contains(&(t.0, (*key).to_owned()))).collect())
 }
 
-/// Gives back keys claimed in `tx` by [`claim_many`] whose requests store
+/// Gives back keys claimed in `tx` by [`claim_batch`] whose requests store
 /// no answer here.
 pub async fn release_many(tx: &Transaction<'_>, keys: &[(TenantId, &str)]) -> Result<()> {
     if keys.is_empty() {

@@ -11,7 +11,7 @@
 //! effect and event, its decline, its error), its answer stored in the same
 //! transaction and replayed byte for byte, all or none of it committed. A
 //! key whose request completed before is answered from the batch: its
-//! stored answer, read in one statement for all such keys. A
+//! stored answer, read by the statement that claims the others. A
 //! request a batch does not decide runs alone through [`super::run`] after
 //! the batch's commit, where it finds what the batch did: a key used before
 //! by a request still running or in flight, a key twice in the batch, and
@@ -29,7 +29,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 
 use deadpool_postgres::{Pool, Transaction};
-use ledger::idempotency::{Answer, KeyClaim, RecoveryPoint};
+use ledger::idempotency::{Answer, BatchClaim, KeyClaim, RecoveryPoint};
 use ledger::{Batched, Outcome, TenantId};
 use tokio::sync::oneshot;
 
@@ -144,27 +144,28 @@ impl<E: Effects> Keyed<E> {
         let tx = client.transaction().await?;
         phase.done("connection");
         // A retry of a completed request is answered from its stored answer,
-        // read for the whole batch before the claim: no read of its own
-        // before the batch, which every new request would pay, and no claim,
-        // so a batch of retries writes nothing. The others are claimed; one
-        // this batch does not own (still running, or completed since this
-        // read) runs alone.
-        let names: Vec<(TenantId, &str)> = jobs.iter().map(|j| (j.tenant, j.key.as_str())).collect();
-        let completed = ledger::idempotency::completed_many(&tx, &names, self.retention_secs).await?;
-        let fresh: Vec<usize> = (0..jobs.len()).filter(|&i| completed[i].is_none()).collect();
-        let mut replies: Vec<Reply> = completed.into_iter().map(|s| s.map_or(Reply::Alone, Reply::Replay)).collect();
-        let claims: Vec<KeyClaim<'_>> = fresh
-            .iter()
-            .map(|&i| KeyClaim { tenant: jobs[i].tenant, key: &jobs[i].key, fingerprint: &jobs[i].fingerprint })
-            .collect();
-        let owned = if claims.is_empty() {
-            Vec::new()
-        } else {
-            ledger::idempotency::claim_many(&tx, &claims, self.retention_secs).await.map_err(claim_failed)?
-        };
+        // read for the whole batch in the statement that claims the others:
+        // no read of its own before the batch, which every new request would
+        // pay, and no claim, so a batch of retries writes nothing. A key this
+        // batch does not own (still running, or completed since) runs alone.
+        let claims: Vec<KeyClaim<'_>> =
+            jobs.iter().map(|j| KeyClaim { tenant: j.tenant, key: &j.key, fingerprint: &j.fingerprint }).collect();
+        let claimed =
+            ledger::idempotency::claim_batch(&tx, &claims, self.retention_secs).await.map_err(claim_failed)?;
+        let mut mine: Vec<usize> = Vec::new();
+        let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
+        for (i, claim) in claimed.into_iter().enumerate() {
+            replies.push(match claim {
+                BatchClaim::Owned => {
+                    mine.push(i);
+                    Reply::Alone
+                }
+                BatchClaim::Stored(stored) => Reply::Replay(stored),
+                BatchClaim::Other => Reply::Alone,
+            });
+        }
         phase.done("claim");
         crash_points::keys_locked();
-        let mine: Vec<usize> = fresh.iter().zip(&owned).filter(|(_, owned)| **owned).map(|(&i, _)| i).collect();
         let claimed: Vec<&Job<E::Item>> = mine.iter().map(|&i| &jobs[i]).collect();
         let results = E::apply(&tx, &claimed).await?;
         phase.done(E::PHASE);
