@@ -166,7 +166,7 @@ clean-test-dbs: services
 ## BENCH_GROWTH_ENTRIES ledger entries, default 10000000, 0 skips it) and the
 ## messaging pipeline (relay, inventory worker, end-to-end lag, workers' memory);
 ## prints a table, writes bench/results/latest.json and latest.svg.
-## BENCH_DURATION=N seconds per workload (default 10), BENCH_CONCURRENCY=16,64.
+## BENCH_DURATION=N seconds per workload (default 10), BENCH_CONCURRENCY=16,64,128.
 bench: services
 	$(CARGO) build --release -p api -p workers -p gateway -p ledger-bench
 	target/release/ledger-bench --pg $(PGHOST_URL)

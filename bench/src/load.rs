@@ -25,7 +25,7 @@ pub(crate) struct Args {
     #[arg(long, env = "BENCH_WARMUP", default_value_t = 2)]
     pub(crate) warmup: u64,
     /// Requests in flight, one run per value.
-    #[arg(long, env = "BENCH_CONCURRENCY", value_delimiter = ',', default_value = "16,64")]
+    #[arg(long, env = "BENCH_CONCURRENCY", value_delimiter = ',', default_value = "16,64,128")]
     pub(crate) concurrency: Vec<usize>,
     /// PostgreSQL server (the benchmark creates and drops its own database there).
     #[arg(long, env = "PGHOST_URL", default_value = "postgres://postgres@127.0.0.1:5432")]

@@ -313,6 +313,26 @@ pub(crate) async fn run(args: &Args, db_url: &str) -> Result<bool> {
             );
         }
     }
+    // Best against best: each side at the concurrency it does best at (a
+    // ratio at one concurrency can flatter either side).
+    let mut best_ratios = Vec::new();
+    if let Some(yard) = yardstick.iter().max_by(|a, b| a.rps().total_cmp(&b.rps())) {
+        for name in ["new charge", "purchase (res+charge)"] {
+            if let Some(b) = results.iter().filter(|f| f.workload == name).max_by(|a, b| a.rps().total_cmp(&b.rps())) {
+                let ratio = b.rps() / yard.rps();
+                println!(
+                    "{name}, best ÷ yardstick best: {:.0}/s at {} ÷ {:.0}/s at {} = {ratio:.2}",
+                    b.rps(),
+                    b.concurrency,
+                    yard.rps(),
+                    yard.concurrency
+                );
+                best_ratios.push(json!({"workload": name, "best": round(b.rps()), "at": b.concurrency,
+                                        "yardstick_best": round(yard.rps()), "yardstick_at": yard.concurrency,
+                                        "ratio": round(ratio)}));
+            }
+        }
+    }
     // Group commit: the batches, where their time goes, and batched ÷ alone.
     println!();
     for (profile, over_alone) in &group_commit {
@@ -395,6 +415,7 @@ pub(crate) async fn run(args: &Args, db_url: &str) -> Result<bool> {
             "statements": st.iter().map(|s| json!({"ms": s.ms, "statement": s.sql})).collect::<Vec<_>>()})).collect::<Vec<_>>(),
         "yardstick_accounts": pgbench::YARDSTICK_ACCOUNTS,
         "ratios": ratios,
+        "best_over_yardstick_best": best_ratios,
         "group_commit": group_commit.iter().map(|(p, over_alone)| {
             let mut j = p.json();
             j["batched_over_alone"] = json!(round(*over_alone));
