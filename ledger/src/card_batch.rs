@@ -19,8 +19,8 @@
 //! Every account a card payment touches takes it on a slot: the clearing
 //! account has no floor and the seller and the platform are only credited,
 //! so nothing is locked and no balance is read (the accounts were checked
-//! by the charge's first transaction, and the entries' foreign key to
-//! `accounts (id, currency)` holds them to it).
+//! by the charge's first transaction, and the entries' check at the end of
+//! each statement holds every entry to its account's currency).
 //!
 //! The first transaction of new card charges is batched too
 //! ([`begin_many`]): many charges created `processing`, before the provider
@@ -41,7 +41,9 @@ use uuid::Uuid;
 
 use crate::cards::NewCardCharge;
 use crate::charge_batch::pipelined;
-use crate::charges::{existing_in, find_order_many_sql, from_row, Charge, ChargeStatus, ChargeTerms, COLUMNS, FROM};
+use crate::charges::{
+    existing_in, find_order_many_sql, from_row, orders_of, Charge, ChargeStatus, ChargeTerms, COLUMNS, FROM,
+};
 use crate::db::Cached;
 use crate::events::ChargeSucceededV1;
 use crate::money::Currency;
@@ -285,13 +287,7 @@ pub async fn begin_many(tx: &Transaction<'_>, items: &[NewCardBegin<'_>]) -> Res
     for row in account_rows {
         accounts.insert(row.get(0), (row.get(1), crate::stored::currency(row.get(2))?));
     }
-    let mut charged: HashMap<(Uuid, String), Vec<Charge>> = HashMap::new();
-    for row in order_rows {
-        // the tenant ends each row, after the charge's columns
-        let tenant: Uuid = row.get(row.len() - 1);
-        let charge = from_row(&row)?.charge;
-        charged.entry((tenant, charge.order_id.clone())).or_default().push(charge);
-    }
+    let charged = orders_of(&order_rows)?;
 
     let mut fresh: Vec<usize> = Vec::new();
     for &i in &live {

@@ -34,7 +34,7 @@ use tokio_postgres::Statement;
 use uuid::Uuid;
 
 use crate::charges::{
-    authorized_event, existing_in, find_order_many_sql, from_row, insert_many_sql, Charge, NewCharge,
+    authorized_event, existing_in, find_order_many_sql, from_row, insert_many_sql, orders_of, Charge, NewCharge,
     AUTHORIZE_MANY_SQL,
 };
 use crate::db::Cached;
@@ -151,13 +151,7 @@ pub async fn create_many(
             },
         );
     }
-    let mut charges_of: HashMap<(Uuid, String), Vec<Charge>> = HashMap::new();
-    for row in order_rows {
-        // the tenant ends each row, after the charge's columns
-        let tenant: Uuid = row.get(row.len() - 1);
-        let charge = from_row(&row)?.charge;
-        charges_of.entry((tenant, charge.order_id.clone())).or_default().push(charge);
-    }
+    let charges_of = orders_of(&order_rows)?;
 
     // Decide each charge in order, against balances that hold what the
     // charges before it in the batch did.

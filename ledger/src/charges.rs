@@ -297,6 +297,19 @@ pub(crate) fn find_order_many_sql() -> String {
     )
 }
 
+/// The rows of [`find_order_many_sql`], each order's charges (oldest
+/// attempt first) by (tenant, order).
+pub(crate) fn orders_of(rows: &[Row]) -> Result<std::collections::HashMap<(Uuid, String), Vec<Charge>>> {
+    let mut orders: std::collections::HashMap<(Uuid, String), Vec<Charge>> = std::collections::HashMap::new();
+    for row in rows {
+        // the tenant ends each row, after the charge's columns
+        let tenant: Uuid = row.get(row.len() - 1);
+        let charge = from_row(row)?.charge;
+        orders.entry((tenant, charge.order_id.clone())).or_default().push(charge);
+    }
+    Ok(orders)
+}
+
 /// A charge row with the columns refunds need that the API does not show.
 pub(crate) struct ChargeRow {
     pub(crate) charge: Charge,

@@ -112,7 +112,25 @@ async fn new_card_charges_begin_together_and_each_gets_what_it_gets_alone() {
     sent.push(("nat:1:again".into(), card("nat", &s.seller, "2.50")));
     sent.push(("ghost:1".into(), card("ghost", &ghost, "2.50")));
     sent.push(("fee:1".into(), card("fee", &s.seller, "30.00")));
-    let answers = join_all(sent.iter().map(|(k, body)| s.app.post("/v1/charges", &s.key, k, body.clone()))).await;
+    let first = join_all(sent.iter().map(|(k, body)| s.app.post("/v1/charges", &s.key, k, body.clone()))).await;
+    // A second request for a charge in flight (the same key, or the same
+    // order attempt under another) may ask the provider while the first
+    // one's answer is still coming: the provider refuses the concurrent use
+    // of its key, and the request answers 202 `processing`, not stored, as
+    // alone. Its retry gets the final answer.
+    let mut answers = Vec::new();
+    for ((key, body), answer) in sent.iter().zip(first) {
+        let mut answer = answer;
+        for _ in 0..50 {
+            if answer.status != StatusCode::ACCEPTED {
+                break;
+            }
+            assert_eq!(answer.json()["status"], "processing", "{key}: {answer:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            answer = s.app.post("/v1/charges", &s.key, key, body.clone()).await;
+        }
+        answers.push(answer);
+    }
     let by_key = |key: &str| -> Vec<&ledger_tests::Answer> {
         sent.iter().zip(&answers).filter(|((k, _), _)| k == key).map(|(_, a)| a).collect()
     };
@@ -124,7 +142,8 @@ async fn new_card_charges_begin_together_and_each_gets_what_it_gets_alone() {
     }
     let twice = by_key("twice:1");
     assert_eq!((twice[0].status, &twice[0].body), (twice[1].status, &twice[1].body), "one key, one answer");
-    assert_eq!(twice.iter().filter(|a| a.replayed).count(), 1, "the second of one key replays the first");
+    assert_eq!(twice[0].status, StatusCode::CREATED);
+    assert!(twice.iter().any(|a| a.replayed), "the second of one key replays the first");
     let nat = [by_key("nat:1")[0], by_key("nat:1:again")[0]];
     assert_eq!(nat[0].json()["id"], nat[1].json()["id"], "one order attempt, one charge: {nat:?}");
     assert!(nat.iter().all(|a| a.status.is_success() && a.json()["status"] == "succeeded"), "{nat:?}");
@@ -160,7 +179,7 @@ async fn new_card_charges_begin_together_and_each_gets_what_it_gets_alone() {
     assert_eq!(s.app.balance(&s.key, &s.platform).await, "25.00");
     s.audit_clean().await;
 
-    // Every retry gets its first answer again; nothing more is asked or made.
+    // Every retry gets its answer again; nothing more is asked or made.
     for ((key, body), first) in sent.iter().zip(&answers) {
         let again = s.app.post("/v1/charges", &s.key, key, body.clone()).await;
         assert_eq!((again.status, &again.body), (first.status, &first.body), "{key}: the same answer");
