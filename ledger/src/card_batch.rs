@@ -226,21 +226,30 @@ const ACCOUNTS_MANY_SQL: &str = "SELECT id, tenant_id, currency FROM accounts WH
 /// New card charges, `processing`, with their card rows (leased, as the
 /// lone path's). A charge whose order attempt or live order another
 /// transaction took meanwhile is skipped (`ON CONFLICT DO NOTHING`, after
-/// that transaction ends), its card row with it; the ids made come back.
-const BEGIN_MANY_SQL: &str = "WITH d AS ( \
-         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::uuid[], $6::uuid[], \
-                              $7::numeric[], $8::numeric[], $9::text[], $10::text[], $11::text[], $12::text[], \
-                              $13::float8[], $14::float8[]) \
-                AS d(id, t, order_id, attempt, seller, platform, amount, fee, currency, email, method, pkey, \
-                     lease, authorize)), \
-     made AS ( \
-         INSERT INTO charges (id, tenant_id, order_id, attempt, seller_account_id, platform_account_id, amount, fee, \
-                              currency, receipt_email, status) \
-         SELECT id, t, order_id, attempt, seller, platform, amount, fee, currency, email, 'processing' FROM d \
-         ON CONFLICT DO NOTHING RETURNING id) \
-     INSERT INTO card_charges (charge_id, payment_method, provider_key, lease_until, authorize_secs) \
-     SELECT d.id, d.method, d.pkey, now() + make_interval(secs => d.lease), d.authorize FROM d JOIN made USING (id) \
-     RETURNING charge_id";
+/// that transaction ends), its card row with it; the charges made come
+/// back as a charge is read ([`COLUMNS`]).
+fn begin_many_sql() -> String {
+    format!(
+        "WITH d AS ( \
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::uuid[], $6::uuid[], \
+                                  $7::numeric[], $8::numeric[], $9::text[], $10::text[], $11::text[], $12::text[], \
+                                  $13::float8[], $14::float8[]) \
+                    AS d(id, t, order_id, attempt, seller, platform, amount, fee, currency, email, method, pkey, \
+                         lease, authorize)), \
+         made AS ( \
+             INSERT INTO charges (id, tenant_id, order_id, attempt, seller_account_id, platform_account_id, amount, \
+                                  fee, currency, receipt_email, status) \
+             SELECT id, t, order_id, attempt, seller, platform, amount, fee, currency, email, 'processing' FROM d \
+             ON CONFLICT DO NOTHING RETURNING *), \
+         cards AS ( \
+             INSERT INTO card_charges (charge_id, payment_method, provider_key, lease_until, authorize_secs) \
+             SELECT d.id, d.method, d.pkey, now() + make_interval(secs => d.lease), d.authorize \
+               FROM d JOIN made USING (id) \
+             RETURNING *) \
+         SELECT {COLUMNS} FROM made c JOIN cards k ON k.charge_id = c.id \
+           LEFT JOIN charge_authorizations h ON h.charge_id = c.id"
+    )
+}
 
 /// The first transactions of the new card charges `items`, within `tx`;
 /// one result per item, in order: the charge created in flight
@@ -307,9 +316,8 @@ pub async fn begin_many(tx: &Transaction<'_>, items: &[NewCardBegin<'_>]) -> Res
     }
 
     let ids: Vec<Uuid> = fresh.iter().map(|_| Uuid::now_v7()).collect();
-    let made: HashSet<Uuid> = if fresh.is_empty() {
-        HashSet::new()
-    } else {
+    let mut by_id: HashMap<Uuid, Charge> = HashMap::new();
+    if !fresh.is_empty() {
         let tenants: Vec<Uuid> = fresh.iter().map(|&i| items[i].tenant.0).collect();
         let new = |i: usize| items[i].new;
         let order_ids: Vec<&str> = fresh.iter().map(|&i| new(i).order_id.as_str()).collect();
@@ -342,12 +350,7 @@ pub async fn begin_many(tx: &Transaction<'_>, items: &[NewCardBegin<'_>]) -> Res
             &leases,
             &authorize,
         ];
-        tx.cached_query(BEGIN_MANY_SQL, &params).await?.iter().map(|r| r.get(0)).collect()
-    };
-    let made_ids: Vec<Uuid> = ids.iter().copied().filter(|id| made.contains(id)).collect();
-    let mut by_id: HashMap<Uuid, Charge> = HashMap::new();
-    if !made_ids.is_empty() {
-        for row in tx.cached_query(&read_many_sql(), &[&made_ids]).await? {
+        for row in tx.cached_query(&begin_many_sql(), &params).await? {
             let charge = from_row(&row)?.charge;
             by_id.insert(charge.id, charge);
         }

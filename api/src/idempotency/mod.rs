@@ -24,7 +24,7 @@
 //! the key back with the effect, so no key is ever stuck "in progress", and a
 //! 5xx is always safe to retry. A retry of a completed request is answered
 //! from one read outside any transaction, or, for a kind of request that is
-//! batched, by its batch (one read for the batch's keys).
+//! batched, by its batch (the statement that claims the batch's keys).
 //!
 //! What is stored is decided here, once: every [`Outcome`] (applied,
 //! existing by natural key, declined) is the request's answer and is stored;
