@@ -46,15 +46,16 @@
 //!   aggregate over the seeded entries finds every transaction with its three
 //!   legs in one currency summing to zero.
 //! - The indexes of `ledger_entries` (primary key, the (transaction, leg)
-//!   unique constraint, the account index) are dropped before the inserts and
-//!   rebuilt after, from their definitions read from the catalog. Maintaining
-//!   them row by row costs about 60% of the load (22 s against 8.5 s per
-//!   million entries on the loaded 2-core test machine); building them with
-//!   a sort is several times faster. The rebuild re-checks uniqueness. The
-//!   trade-off: the rebuilt indexes are packed as a fresh build, denser than
-//!   ones grown by years of inserts; their depth, what a lookup pays, is the
-//!   same at this size (three levels). `ledger_transactions` keeps its
-//!   primary key (referenced by foreign keys; ordered ids append cheaply).
+//!   unique constraint, the account-and-time index, the BRIN on time) are
+//!   dropped before the inserts and rebuilt after, from their definitions
+//!   read from the catalog. Maintaining them row by row costs about 60% of
+//!   the load (22 s against 8.5 s per million entries on the loaded 2-core
+//!   test machine); building them with a sort is several times faster. The
+//!   rebuild re-checks uniqueness. The trade-off: the rebuilt indexes are
+//!   packed as a fresh build, denser than ones grown by years of inserts;
+//!   their depth, what a lookup pays, is the same at this size (three
+//!   levels). `ledger_transactions` keeps its primary key (referenced by
+//!   foreign keys; ordered ids append cheaply).
 //! - Inserts in chunks of `CHUNK` transactions, each one statement:
 //!   `generate_series` → ledger transactions and their entries (a
 //!   data-modifying CTE), joined to the buyers and sellers passed as arrays.

@@ -208,6 +208,123 @@ async fn ledger_entries_cannot_be_rewritten_and_transactions_must_balance() {
     }
 }
 
+/// A charge's tenant, seller and platform-fee account, and the tenant of a
+/// ledger transaction, an event and an Idempotency-Key, are checked once per
+/// statement, not by a foreign key per row: a row that names one that does
+/// not exist is refused and nothing of its statement is written; what a row
+/// names never changes, and a tenant never goes.
+#[actix_web::test]
+async fn rows_name_only_tenants_and_accounts_that_exist_and_a_tenant_never_goes() {
+    let app = spawn_app().await;
+    let key = app.tenant("shop").await;
+    let buyer = app.funded(&key, "buyer", "10.00").await;
+    let seller = app.account(&key, "seller", "USD", false).await;
+    let platform = app.account(&key, "platform", "USD", false).await;
+    let c = app
+        .post(
+            "/v1/charges",
+            &key,
+            "o:1",
+            json!({"order_id": "o", "attempt": 1, "buyer_account_id": buyer, "seller_account_id": seller,
+                   "amount": "5.00", "currency": "USD", "platform_fee": {"account_id": platform, "amount": "1.00"}}),
+        )
+        .await;
+    assert_eq!(c.status, StatusCode::CREATED, "{c:?}");
+    let db = app.db.client().await;
+    let counts = || async {
+        let mut n = Vec::new();
+        for t in ["charges", "ledger_transactions", "outbox", "idempotency_keys", "tenants"] {
+            n.push(app.db.count(t).await);
+        }
+        n
+    };
+    let before = counts().await;
+    let nobody = "00000000-0000-7000-8000-0000000000dd";
+    // A copy of the charge (a new id, order and transaction) with one
+    // reference changed; two rows in one statement, the first good, so a
+    // refusal is the statement's.
+    let copy = |tenant: &str, seller: &str, platform: &str| {
+        format!(
+            "WITH ids AS (SELECT gen_random_uuid() AS good, gen_random_uuid() AS bad),
+                  t AS (INSERT INTO ledger_transactions (id, tenant_id, kind, currency)
+                        SELECT x, c.tenant_id, 'charge', 'USD' FROM charges c, ids, unnest(ARRAY[ids.good, ids.bad]) x)
+             INSERT INTO charges (id, tenant_id, order_id, attempt, buyer_account_id, seller_account_id,
+                                  platform_account_id, amount, fee, currency, transaction_id)
+             SELECT gen_random_uuid(), c.tenant_id, 'good', 1, c.buyer_account_id, c.seller_account_id,
+                    c.platform_account_id, 1, 0, 'USD', ids.good
+               FROM charges c, ids
+             UNION ALL
+             SELECT gen_random_uuid(), {tenant}, 'bad', 1, c.buyer_account_id, {seller}, {platform}, 1, 0, 'USD',
+                    ids.bad
+               FROM charges c, ids"
+        )
+    };
+    let (same_tenant, same_seller, same_platform) = ("c.tenant_id", "c.seller_account_id", "c.platform_account_id");
+    let missing = format!("'{nobody}'::uuid");
+    for (sql, refusal) in [
+        (copy(&missing, same_seller, same_platform), format!("charges: tenant {nobody} does not exist")),
+        (copy(same_tenant, &missing, same_platform), format!("charges: account {nobody} does not exist")),
+        (copy(same_tenant, same_seller, &missing), format!("charges: account {nobody} does not exist")),
+        (
+            format!(
+                "INSERT INTO ledger_transactions (id, tenant_id, kind, currency)
+                 SELECT gen_random_uuid(), tenant_id, 'transfer', 'USD' FROM accounts
+                 UNION ALL SELECT gen_random_uuid(), '{nobody}', 'transfer', 'USD'"
+            ),
+            format!("ledger_transactions: tenant {nobody} does not exist"),
+        ),
+        (
+            format!(
+                "INSERT INTO outbox (message_id, tenant_id, event_type, payload)
+                 VALUES (gen_random_uuid(), (SELECT id FROM tenants), 'charge.succeeded', '{{}}'),
+                        (gen_random_uuid(), '{nobody}', 'charge.succeeded', '{{}}')"
+            ),
+            format!("outbox: tenant {nobody} does not exist"),
+        ),
+        (
+            format!(
+                "INSERT INTO idempotency_keys (tenant_id, key, fingerprint)
+                 VALUES ((SELECT id FROM tenants), 'k-good', '\\x00'), ('{nobody}', 'k-bad', '\\x00')"
+            ),
+            format!("idempotency_keys: tenant {nobody} does not exist"),
+        ),
+    ] {
+        let err = db.batch_execute(&sql).await.expect_err(&sql);
+        let e = err.as_db_error().unwrap();
+        assert_eq!(e.code(), &tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION, "{sql}: {err}");
+        assert!(e.message().contains(&refusal), "{sql}: {err}");
+    }
+    assert_eq!(counts().await, before, "nothing of a refused statement is written");
+    // the same statements with every reference good are taken
+    db.batch_execute(&copy(same_tenant, same_seller, same_platform)).await.unwrap();
+    assert_eq!(app.db.count("charges").await, before[0] + 2);
+
+    // What a row names never changes; a tenant never goes.
+    let other = app.tenant("other").await;
+    let stranger = app.account(&other, "stranger", "USD", true).await;
+    let tenant_of_other = format!("(SELECT tenant_id FROM accounts WHERE id = '{stranger}')");
+    for sql in [
+        format!("UPDATE charges SET tenant_id = {tenant_of_other}"),
+        format!("UPDATE charges SET seller_account_id = '{stranger}'"),
+        format!("UPDATE charges SET platform_account_id = '{stranger}'"),
+        format!("UPDATE outbox SET tenant_id = {tenant_of_other}"),
+        format!("UPDATE idempotency_keys SET tenant_id = {tenant_of_other}"),
+        "DELETE FROM tenants".to_owned(),
+        "TRUNCATE tenants CASCADE".to_owned(),
+        "UPDATE tenants SET id = gen_random_uuid()".to_owned(),
+    ] {
+        let err = db.batch_execute(&sql).await.expect_err(&sql);
+        assert_eq!(
+            err.as_db_error().unwrap().code(),
+            &tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE,
+            "{sql}: {err}"
+        );
+    }
+    // an update that leaves them be is taken
+    db.batch_execute("UPDATE tenants SET name = name || '-renamed' WHERE name = 'other'").await.unwrap();
+    assert_eq!(app.balance(&key, &buyer).await, "5.00");
+}
+
 #[actix_web::test]
 async fn entries_page_newest_first() {
     let app = spawn_app().await;
