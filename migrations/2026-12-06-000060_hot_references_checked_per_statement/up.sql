@@ -2,12 +2,11 @@
 -- checked once per INSERT statement, set by set, instead of by a
 -- foreign-key trigger per row: a charge's tenant, seller and platform-fee
 -- account, and the tenant of its ledger transaction, its event and its
--- Idempotency-Key. Each of those checks was a query of its own that took a
--- share lock on the referenced row, and the rows are the hottest there are
--- (one tenant row under every request of the tenant, one platform-fee
--- account under every charge): every lock a WAL record, most of them a new
--- multixact, since every concurrent transaction holds one on the same row.
--- A batch of charges made seven such checks per charge.
+-- Idempotency-Key. Each of those checks was a query of its own, seven a
+-- charge, and took a share lock on the referenced row, and the rows are the
+-- hottest there are (one tenant row under every request of the tenant, one
+-- platform-fee account under every charge): a new multixact whenever two
+-- transactions' locks on one of them overlapped.
 --
 -- What the locks protected, that the row named is not deleted or re-keyed
 -- meanwhile, holds without them: an account already refuses both
