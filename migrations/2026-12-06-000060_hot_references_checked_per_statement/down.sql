@@ -22,6 +22,7 @@ ALTER TABLE charges
 DROP TRIGGER idempotency_keys_tenant_checked ON idempotency_keys;
 DROP TRIGGER outbox_tenant_checked ON outbox;
 DROP TRIGGER ledger_transactions_tenant_checked ON ledger_transactions;
-DROP TRIGGER charges_references_checked ON charges;
-DROP FUNCTION charges_check_references();
+DROP TRIGGER charges_accounts_checked ON charges;
+DROP TRIGGER charges_tenant_checked ON charges;
+DROP FUNCTION charges_check_accounts();
 DROP FUNCTION check_tenants_exist();

@@ -33,18 +33,10 @@ BEGIN
     RETURN NULL;
 END $$;
 
-CREATE FUNCTION charges_check_references() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION charges_check_accounts() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     bad uuid;
 BEGIN
-    SELECT n.tenant_id INTO bad
-      FROM (SELECT DISTINCT tenant_id FROM new_rows) n
-     WHERE (SELECT t.id FROM tenants t WHERE t.id = n.tenant_id) IS NULL
-     LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'charges: tenant % does not exist', bad
-            USING ERRCODE = 'foreign_key_violation';
-    END IF;
     SELECT n.id INTO bad
       FROM (SELECT seller_account_id AS id FROM new_rows
             UNION SELECT platform_account_id FROM new_rows WHERE platform_account_id IS NOT NULL) n
@@ -57,10 +49,14 @@ BEGIN
     RETURN NULL;
 END $$;
 
-CREATE TRIGGER charges_references_checked
+CREATE TRIGGER charges_tenant_checked
     AFTER INSERT ON charges
     REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION charges_check_references();
+    FOR EACH STATEMENT EXECUTE FUNCTION check_tenants_exist();
+CREATE TRIGGER charges_accounts_checked
+    AFTER INSERT ON charges
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION charges_check_accounts();
 CREATE TRIGGER ledger_transactions_tenant_checked
     AFTER INSERT ON ledger_transactions
     REFERENCING NEW TABLE AS new_rows
