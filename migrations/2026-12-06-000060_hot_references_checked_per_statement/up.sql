@@ -2,7 +2,7 @@
 -- checked once per INSERT statement, set by set, instead of by a
 -- foreign-key trigger per row: a charge's tenant, seller and platform-fee
 -- account, and the tenant of its ledger transaction, its event and its
--- Idempotency-Key. Each of those checks was a query of its own, seven a
+-- Idempotency-Key. Each of those checks was a query of its own, six a
 -- charge, and took a share lock on the referenced row, and the rows are the
 -- hottest there are (one tenant row under every request of the tenant, one
 -- platform-fee account under every charge): a new multixact whenever two

@@ -317,7 +317,7 @@ pub(crate) async fn run(args: &Args, db_url: &str) -> Result<bool> {
     // ratio at one concurrency can flatter either side).
     let mut best_ratios = Vec::new();
     if let Some(yard) = yardstick.iter().max_by(|a, b| a.rps().total_cmp(&b.rps())) {
-        // the targets, each best against the yardstick's best
+        // each one's target, best against the yardstick's best
         for (name, target) in [("new charge", 0.6), ("purchase (res+charge)", 0.3)] {
             if let Some(b) = results.iter().filter(|f| f.workload == name).max_by(|a, b| a.rps().total_cmp(&b.rps())) {
                 let ratio = b.rps() / yard.rps();
