@@ -71,12 +71,31 @@ impl Broker {
     /// Publishes raw bytes as the relay publishes an event of type
     /// `routing_key` (into each consumer's queue that must have it, and the
     /// topic exchange), as a duplicate or a poison would arrive.
+    ///
+    /// Each copy is published until its queue takes it. A quorum queue that
+    /// a worker is still declaring (its name already passively declarable,
+    /// its Raft group not yet started) refuses a publish with a nack, and one
+    /// not declared yet returns it; the relay republishes in both cases. This
+    /// republishes only the refused copy, so no queue ever holds two.
     pub async fn publish(&self, routing_key: &str, message_id: &str, body: &[u8]) {
         let conn = self.connect().await;
         let ch = conn.create_channel().await.unwrap();
         ch.confirm_select(Default::default()).await.unwrap();
-        let copies = workers::relay::publish_event(&ch, &self.names, message_id, routing_key, body).await.unwrap();
-        workers::relay::settle(message_id, copies).await.unwrap();
+        for route in self.names.routes(routing_key) {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let copy =
+                    workers::relay::publish_copy(&ch, &route, message_id, routing_key, body, None).await.unwrap();
+                match workers::relay::settle(message_id, vec![copy]).await {
+                    Ok(workers::relay::Settled::Delivered) => break,
+                    refused if std::time::Instant::now() < deadline => {
+                        eprintln!("{route:?} refused {message_id} ({refused:?}); publishing it again");
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                    refused => panic!("{route:?} refused {message_id} for 30 s: {refused:?}"),
+                }
+            }
+        }
         let _ = conn.close(200, "".into()).await;
     }
 }

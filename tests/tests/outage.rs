@@ -187,7 +187,12 @@ async fn hole_4_a_message_dead_lettered_while_the_dead_letter_queue_is_unreachab
     let smtp = SmtpServer::start().await;
     let config = s.config(&broker, &smtp);
     let _inventory = start_workers(&config, &[Role::Inventory]);
-    eventually(30, "the queues exist", || async { broker.exists(&broker.names.dead_letter_queue).await }).await;
+    // The worker consumes once it has declared (and bound) everything, so the
+    // unbinding below cannot be undone by its declaration.
+    eventually(30, "the worker declared the queues and consumes", || async {
+        broker.exists(&broker.names.inventory).await && broker.counts(&broker.names.inventory).await.1 == 1
+    })
+    .await;
 
     // The dead-letter queue loses its binding: dead letters have nowhere to go.
     let conn = broker.connect().await;

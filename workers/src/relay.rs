@@ -32,7 +32,7 @@ use service::purge::{self, Target};
 
 use crate::config::Config;
 use crate::shutdown::{supervise, Connected, Shutdown};
-use crate::topology::{self, Names};
+use crate::topology::{self, Names, Route};
 use crate::{crash_point, in_database, metrics, request_id, upgrade, within, Error};
 
 pub async fn run(config: Config, pool: Pool, shutdown: Shutdown) {
@@ -159,27 +159,40 @@ pub async fn publish_event_for(
 ) -> Result<Vec<Copy>, Error> {
     let routes = names.routes(event_type);
     let mut copies = Vec::with_capacity(routes.len());
-    for route in routes {
-        let props = BasicProperties::default()
-            .with_message_id(message_id.into())
-            .with_type(event_type.into())
-            .with_content_type("application/json".into())
-            .with_delivery_mode(2);
-        let props = request_id::stamp(props, request_id, message_id);
-        let confirm = within(
-            "publish",
-            ch.basic_publish(
-                route.exchange.into(),
-                route.routing_key.into(),
-                BasicPublishOptions { mandatory: route.required.is_some(), ..Default::default() },
-                payload,
-                props,
-            ),
-        )
-        .await?;
-        copies.push(Copy { required: route.required.map(str::to_owned), confirm });
+    for route in &routes {
+        copies.push(publish_copy(ch, route, message_id, event_type, payload, request_id).await?);
     }
     Ok(copies)
+}
+
+/// Publishes one copy of an event ([`publish_event_for`] publishes every
+/// route's), the required one mandatory.
+pub async fn publish_copy(
+    ch: &Channel,
+    route: &Route<'_>,
+    message_id: &str,
+    event_type: &str,
+    payload: &[u8],
+    request_id: Option<&str>,
+) -> Result<Copy, Error> {
+    let props = BasicProperties::default()
+        .with_message_id(message_id.into())
+        .with_type(event_type.into())
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2);
+    let props = request_id::stamp(props, request_id, message_id);
+    let confirm = within(
+        "publish",
+        ch.basic_publish(
+            route.exchange.into(),
+            route.routing_key.into(),
+            BasicPublishOptions { mandatory: route.required.is_some(), ..Default::default() },
+            payload,
+            props,
+        ),
+    )
+    .await?;
+    Ok(Copy { required: route.required.map(str::to_owned), confirm })
 }
 
 /// What the broker did with an event's copies.
