@@ -74,9 +74,10 @@ impl Broker {
     ///
     /// Each copy is published until its queue takes it. A quorum queue that
     /// a worker is still declaring (its name already passively declarable,
-    /// its Raft group not yet started) refuses a publish with a nack, and one
-    /// not declared yet returns it; the relay republishes in both cases. This
-    /// republishes only the refused copy, so no queue ever holds two.
+    /// its Raft group maybe not yet running) can refuse a publish with a
+    /// nack, and one not declared yet returns it; the relay republishes in
+    /// both cases. This republishes only the refused copy, so no queue ever
+    /// holds two.
     pub async fn publish(&self, routing_key: &str, message_id: &str, body: &[u8]) {
         let conn = self.connect().await;
         let ch = conn.create_channel().await.unwrap();
